@@ -1,0 +1,152 @@
+"""The workloads and the routes a user could take for them, shared by the benchmark script and
+`make demo`: this kernel, and the torch routes it replaces (SDPA on a padded batch with a mask,
+SDPA per sequence in a loop, SDPA on a dense batch)."""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parent.parent
+REPO_ID = "kernels-community/metal-flash-sdpa"
+
+
+def load_local_kernel():
+    """The kernel as users load it, from this checkout's local build (make build)."""
+    import kernels
+
+    os.environ["LOCAL_KERNELS"] = f"{REPO_ID}={REPO}"
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return kernels.get_kernel(REPO_ID, version=2)
+
+
+@dataclass
+class VarlenInputs:
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    cu_seqlens: torch.Tensor
+    lengths: list[int]
+    causal: bool
+
+    @property
+    def max_seqlen(self) -> int:
+        return max(self.lengths)
+
+
+def mixed_lengths(n: int = 16, shortest: int = 1, longest: int = 2048, seed: int = 0):
+    """A realistic serving batch: lengths spread log-uniformly from `shortest` to `longest`,
+    the longest always present."""
+    rng = random.Random(seed)
+    lengths = [round(shortest * (longest / shortest) ** rng.random()) for _ in range(n - 1)]
+    return sorted(lengths + [longest])
+
+
+def varlen_inputs(lengths, heads, heads_kv, head_dim, dtype, causal=True, seed=0) -> VarlenInputs:
+    g = torch.Generator().manual_seed(seed)
+    total = sum(lengths)
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+    make = lambda h: torch.randn(total, h, head_dim, generator=g).to(dtype)  # noqa: E731
+    return VarlenInputs(make(heads), make(heads_kv), make(heads_kv), cu, list(lengths), causal)
+
+
+def attention_flops(lengths_q, lengths_k, heads, head_dim, causal) -> float:
+    """Useful multiply-adds of QK^T and PV (x2 flops each), counting only visible pairs."""
+    pairs = 0
+    for sq, sk in zip(lengths_q, lengths_k):
+        if causal:  # bottom-right: row i sees keys up to i + sk - sq
+            pairs += sum(max(0, min(sk, i + sk - sq + 1)) for i in range(sq))
+        else:
+            pairs += sq * sk
+    return 4.0 * pairs * heads * head_dim
+
+
+# --- routes over a packed varlen batch -------------------------------------------------------
+
+def kernel_varlen(fa, x: VarlenInputs) -> torch.Tensor:
+    return fa.flash_attn_varlen_func(x.q, x.k, x.v, x.cu_seqlens, x.cu_seqlens, x.max_seqlen,
+                                     x.max_seqlen, causal=x.causal)
+
+
+def sdpa_padded(x: VarlenInputs) -> torch.Tensor:
+    """Pad to [B, H, S_max, D], mask padding keys (and the future when causal), unpad."""
+    batch, longest = len(x.lengths), x.max_seqlen
+    starts = x.cu_seqlens[:-1].tolist()
+
+    def pad(t):
+        padded = t.new_zeros(batch, longest, *t.shape[1:])
+        for b, (s, n) in enumerate(zip(starts, x.lengths)):
+            padded[b, :n] = t[s:s + n]
+        return padded.transpose(1, 2)  # [B, H, S, D]
+
+    q, k, v = pad(x.q), pad(x.k), pad(x.v)
+    positions = torch.arange(longest)
+    key_valid = positions.view(1, 1, longest) < torch.tensor(x.lengths).view(batch, 1, 1)
+    mask = key_valid.expand(batch, longest, longest)
+    if x.causal:
+        mask = mask & (positions.view(longest, 1) >= positions.view(1, longest))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(1), enable_gqa=True)
+    out = out.transpose(1, 2)
+    return torch.cat([out[b, :n] for b, n in enumerate(x.lengths)])
+
+
+def sdpa_loop(x: VarlenInputs) -> torch.Tensor:
+    """One SDPA call per sequence (equal q/k lengths: top-left causal = bottom-right)."""
+    outs = []
+    for s, n in zip(x.cu_seqlens[:-1].tolist(), x.lengths):
+        q, k, v = (t[s:s + n].transpose(0, 1).unsqueeze(0) for t in (x.q, x.k, x.v))
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=x.causal, enable_gqa=True)
+        outs.append(o[0].transpose(0, 1))
+    return torch.cat(outs)
+
+
+# --- dense equal-length batches ---------------------------------------------------------------
+
+@dataclass
+class DenseInputs:
+    q: torch.Tensor  # [B, S, H, D] (flash-attn layout)
+    k: torch.Tensor
+    v: torch.Tensor
+    causal: bool
+
+
+def dense_inputs(batch, seqlen, heads, head_dim, dtype, causal, seed=0) -> DenseInputs:
+    g = torch.Generator().manual_seed(seed)
+    make = lambda: torch.randn(batch, seqlen, heads, head_dim, generator=g).to(dtype)  # noqa
+    return DenseInputs(make(), make(), make(), causal)
+
+
+def kernel_dense(fa, x: DenseInputs) -> torch.Tensor:
+    return fa.flash_attn_func(x.q, x.k, x.v, causal=x.causal)
+
+
+def sdpa_dense(x: DenseInputs) -> torch.Tensor:
+    """torch's SDPA on [B, H, S, D] views of the same tensors (no copies), as users call it."""
+    q, k, v = (t.transpose(1, 2) for t in (x.q, x.k, x.v))
+    return F.scaled_dot_product_attention(q, k, v, is_causal=x.causal).transpose(1, 2)
+
+
+# --- timing -----------------------------------------------------------------------------------
+
+def time_routes(routes: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1,
+                ) -> dict[str, float]:
+    """Median seconds per route. Rounds are interleaved (every route once per round) so that a
+    noisy moment of the machine hits all routes alike; ratios are what to read."""
+    for fn in routes.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in routes}
+    for _ in range(repeats):
+        for name, fn in routes.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(s) for name, s in samples.items()}

@@ -1,0 +1,55 @@
+#include "attention_forward.h"
+
+#include "attention_backend.h"
+
+namespace {
+
+AttentionTensors checked_run(const AttentionArgs& args) {
+  AttentionParams params;
+  AttentionTensors tensors = check_attention_inputs(args, backend_device_type(), params);
+  run_attention_forward(params, tensors);
+  return tensors;
+}
+
+// Rows of a varlen q past cu_seqlens_q[-1] belong to no sequence: the functional form returns
+// zeros (and lse -inf) there rather than uninitialised memory. Only where the offsets are
+// readable by the host; device backends clear those rows in their own launch.
+void clear_rows_outside_sequences(const AttentionTensors& t) {
+  if (!t.cu_seqlens_q || !t.cu_seqlens_q->device().is_cpu()) return;
+  const at::Tensor& cu = *t.cu_seqlens_q;
+  const int64_t covered = cu[cu.size(0) - 1].item<int64_t>();
+  const int64_t rows = t.q.size(0);
+  if (covered >= rows) return;
+  t.out.narrow(0, covered, rows - covered).zero_();
+  if (t.lse.numel() > 0) t.lse.narrow(1, covered, rows - covered).fill_(-INFINITY);
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> attention_forward(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const std::optional<at::Tensor>& cu_seqlens_q, const std::optional<at::Tensor>& cu_seqlens_k,
+    const std::optional<at::Tensor>& seqused_k, const std::optional<at::Tensor>& block_table,
+    const std::optional<at::Tensor>& alibi_slopes, const std::optional<at::Tensor>& sinks,
+    int64_t max_seqlen_q, int64_t max_seqlen_k, double softmax_scale, double softcap,
+    int64_t window_left, int64_t window_right, bool return_lse) {
+  AttentionArgs args{q, k, v, std::nullopt, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table,
+                     alibi_slopes, sinks, max_seqlen_q, max_seqlen_k, softmax_scale, softcap,
+                     window_left, window_right, return_lse};
+  AttentionTensors t = checked_run(args);
+  clear_rows_outside_sequences(t);
+  return {t.out, t.lse};
+}
+
+at::Tensor attention_forward_into(
+    at::Tensor& out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const std::optional<at::Tensor>& cu_seqlens_q, const std::optional<at::Tensor>& cu_seqlens_k,
+    const std::optional<at::Tensor>& seqused_k, const std::optional<at::Tensor>& block_table,
+    const std::optional<at::Tensor>& alibi_slopes, const std::optional<at::Tensor>& sinks,
+    int64_t max_seqlen_q, int64_t max_seqlen_k, double softmax_scale, double softcap,
+    int64_t window_left, int64_t window_right, bool return_lse) {
+  AttentionArgs args{q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table,
+                     alibi_slopes, sinks, max_seqlen_q, max_seqlen_k, softmax_scale, softcap,
+                     window_left, window_right, return_lse};
+  return checked_run(args).lse;
+}

@@ -1,0 +1,111 @@
+"""The float64 reference every test compares against: attention written plainly, one sequence and
+one head at a time, straight from API.md's definitions (independent of the kernels' code)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+
+@dataclass
+class Semantics:
+    scale: float
+    causal: bool = False
+    window: tuple[int, int] = (-1, -1)
+    softcap: float = 0.0  # flash-attn convention: 0 = off
+    alibi_slopes: Optional[torch.Tensor] = None  # [H] or [B, H]
+    sinks: Optional[torch.Tensor] = None  # [H]
+
+
+def attention_one_sequence(q, k, v, sem: Semantics, batch_index: int):
+    """q [sq, H, D], k [sk, Hkv, D], v [sk, Hkv, Dv] -> out [sq, H, Dv] float64, lse [H, sq]."""
+    sq, heads, _ = q.shape
+    sk, heads_kv, dv = v.shape
+    group = heads // heads_kv
+    q64, k64, v64 = q.double(), k.double(), v.double()
+    k64 = k64.repeat_interleave(group, dim=1)  # [sk, H, D]
+    v64 = v64.repeat_interleave(group, dim=1)
+    scores = torch.einsum("qhd,khd->hqk", q64, k64) * sem.scale  # [H, sq, sk]
+    if sem.softcap > 0:
+        scores = sem.softcap * torch.tanh(scores / sem.softcap)
+    rows = torch.arange(sq).view(sq, 1)
+    keys = torch.arange(sk).view(1, sk)
+    diagonal = rows + sk - sq  # the key position a query row sits at (bottom-right)
+    if sem.alibi_slopes is not None:
+        slopes = sem.alibi_slopes.double()
+        slopes = slopes[batch_index] if slopes.dim() == 2 else slopes
+        scores = scores - slopes.view(heads, 1, 1) * (diagonal - keys).abs()
+    left, right = sem.window
+    if sem.causal:
+        right = 0
+    visible = torch.ones(sq, sk, dtype=torch.bool)
+    if left >= 0:
+        visible &= keys >= diagonal - left
+    if right >= 0:
+        visible &= keys <= diagonal + right
+    scores = scores.masked_fill(~visible, -math.inf)
+    if sem.sinks is not None:
+        sink = sem.sinks.double().view(heads, 1, 1).expand(heads, sq, 1)
+        logits = torch.cat([scores, sink], dim=-1)
+    else:
+        logits = scores
+    lse = torch.logsumexp(logits, dim=-1)  # [H, sq]
+    probs = torch.exp(logits - lse.unsqueeze(-1))[..., :sk]
+    out = torch.einsum("hqk,khd->qhd", probs.nan_to_num(0.0), v64)
+    empty = ~visible.any(dim=-1)  # rows with no visible key: zeros, lse -inf
+    out[empty] = 0.0
+    lse[:, empty] = -math.inf
+    return out, lse
+
+
+def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, sem: Semantics):
+    """Packed varlen reference. Rows of q outside every sequence stay 0 (lse -inf)."""
+    total_q, heads, _ = q.shape
+    out = torch.zeros(total_q, heads, v.shape[-1], dtype=torch.float64)
+    lse = torch.full((heads, total_q), -math.inf, dtype=torch.float64)
+    for b in range(len(cu_seqlens_q) - 1):
+        q0, q1 = int(cu_seqlens_q[b]), int(cu_seqlens_q[b + 1])
+        k0, k1 = int(cu_seqlens_k[b]), int(cu_seqlens_k[b + 1])
+        if q1 == q0:
+            continue
+        o, l = attention_one_sequence(q[q0:q1], k[k0:k1], v[k0:k1], sem, b)
+        out[q0:q1] = o
+        lse[:, q0:q1] = l
+    return out, lse
+
+
+def attention_fixed(q, k, v, sem: Semantics):
+    """q [B, Sq, H, D], k/v [B, Sk, Hkv, D] -> out [B, Sq, H, Dv], lse [B, H, Sq]."""
+    outs, lses = [], []
+    for b in range(q.shape[0]):
+        o, l = attention_one_sequence(q[b], k[b], v[b], sem, b)
+        outs.append(o)
+        lses.append(l)
+    return torch.stack(outs), torch.stack(lses)
+
+
+# Per-dtype tolerances on outputs whose values are O(1): the kernel accumulates in fp32 and rounds
+# the output once to the dtype; inputs are identical (rounded) in reference and kernel.
+TOLERANCE = {
+    torch.float32: dict(atol=2e-5, rtol=2e-5),
+    torch.float16: dict(atol=2e-3, rtol=2e-3),
+    torch.bfloat16: dict(atol=1.6e-2, rtol=1.6e-2),
+}
+LSE_TOLERANCE = dict(atol=1e-4, rtol=1e-4)
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, what="out"):
+    assert not actual.isnan().any(), f"{what} contains NaN"
+    torch.testing.assert_close(actual.double(), expected.double(), **TOLERANCE[dtype], msg=lambda m: f"{what}: {m}")
+
+
+def assert_lse_close(actual: torch.Tensor, expected: torch.Tensor):
+    assert actual.dtype == torch.float32, "lse must be fp32"
+    assert not actual.isnan().any(), "lse contains NaN"
+    # -inf where the reference has -inf; close elsewhere.
+    assert torch.equal(torch.isneginf(actual), torch.isneginf(expected)), "lse -inf rows differ"
+    finite = ~torch.isneginf(expected)
+    torch.testing.assert_close(actual.double()[finite], expected[finite], **LSE_TOLERANCE)

@@ -1,0 +1,350 @@
+"""Self-tests of the MSL simulator (tests/msl_sim): example kernels against float64 references,
+the simdgroup_matrix lane layout, and every diagnostic on a deliberately broken kernel.
+
+The simulator library is built (cached) once per session by tests/msl_sim/build.py.
+"""
+import os
+import subprocess
+import sys
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # OpenBLAS threads busy-wait and steal the cores
+
+import numpy as np
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SIM_DIR = os.path.join(HERE, "msl_sim")
+sys.path.insert(0, SIM_DIR)
+
+import build  # noqa: E402
+import sim  # noqa: E402
+
+EXAMPLES = ["reduce", "gemm", "function_constants", "vectors", "lane_layout", "collectives", "translation"]
+BROKEN = ["missing_barrier", "divergent_barrier", "divergent_simd", "deadlock", "threadgroup_overflow",
+          "out_of_bounds"]
+
+
+def _bf16_to_f32(bits):
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def _f32_to_bf16(x):
+    u = np.asarray(x, np.float32).view(np.uint32)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+@pytest.fixture(scope="session")
+def lib():
+    sources = [os.path.join(SIM_DIR, "examples", f + ".metal") for f in EXAMPLES]
+    sources += [os.path.join(SIM_DIR, "broken", f + ".metal") for f in BROKEN]
+    return sim.Library(build.build_library("selftest", sources))
+
+
+# ---- examples ----
+
+@pytest.mark.kernels_ci
+@pytest.mark.parametrize("schedule", ["in_order", "reverse", "random"])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_reduction(lib, schedule, workers):
+    rng = np.random.default_rng(0)
+    rows, n = 6, 1000
+    x = rng.standard_normal((rows, n)).astype(np.float32)
+    out = np.zeros(rows, np.float32)
+    r = lib.run("row_sum", grid=(rows, 1, 1), threads=(96, 1, 1), buffers={0: x, 1: out},
+                bytes={2: np.uint32(n)}, schedule=schedule, workers=workers)
+    np.testing.assert_allclose(out, x.astype(np.float64).sum(1), rtol=1e-5, atol=1e-4)
+    assert r["threadgroups"] == rows
+    assert r["threadgroup_barriers"] == rows
+    # 3 SIMD-groups' simd_sum + one final simd_sum per row
+    assert r["simd_collectives"] == rows * 4
+    assert r["buffers"][0]["bytes_read"] == x.nbytes  # every input element read exactly once
+    assert r["buffers"][1]["bytes_written"] == out.nbytes
+
+
+@pytest.mark.kernels_ci
+@pytest.mark.parametrize("dtype", ["float", "half", "bfloat"])
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_gemm(lib, dtype, trans_b):
+    if dtype == "bfloat" and trans_b:
+        pytest.skip("not instantiated")
+    rng = np.random.default_rng(1)
+    M, N, K = 64, 96, 48
+    a = rng.standard_normal((M, K)).astype(np.float32)
+    b = rng.standard_normal((N, K) if trans_b else (K, N)).astype(np.float32)
+    if dtype == "float":
+        ad, bd, tol = a, b, 1e-4
+    elif dtype == "half":
+        ad, bd, tol = a.astype(np.float16), b.astype(np.float16), 2e-3
+        a, b = ad.astype(np.float32), bd.astype(np.float32)
+    else:
+        ad, bd, tol = _f32_to_bf16(a), _f32_to_bf16(b), 1e-3
+        a, b = _bf16_to_f32(ad), _bf16_to_f32(bd)
+    c = np.zeros((M, N), np.float32)
+    name = f"gemm_{dtype}" + ("_bt" if trans_b else "")
+    r = lib.run(name, grid=(N // 32, M // 32, 1), threads=(128, 1, 1),
+                buffers={0: ad, 1: bd, 2: c}, bytes={3: np.array([M, N, K, 0], np.uint32)})
+    ref = a.astype(np.float64) @ (b.T if trans_b else b).astype(np.float64)
+    np.testing.assert_allclose(c, ref, rtol=tol, atol=tol * np.abs(ref).max())
+    # Each threadgroup: 4 SIMD-groups x 4 fragments x K/8 steps.
+    assert r["simdgroup_mma"] == (M // 32) * (N // 32) * 4 * 4 * (K // 8)
+    # Each A tile row is read by the N/32 threadgroups of its row, once each.
+    assert r["buffers"][0]["bytes_read"] == ad.nbytes * (N // 32)
+    assert r["buffers"][1]["bytes_read"] == bd.nbytes * (M // 32)
+
+
+@pytest.mark.kernels_ci
+def test_lane_layout(lib):
+    """Apple's layout: lane l holds (row, col), (row, col + 1) with qid = l / 4,
+    row = (qid & 4) + (l / 2) % 4, col = (qid & 2) * 2 + (l % 2) * 2."""
+    matrix = np.arange(64, dtype=np.float32)
+    loaded = np.zeros(64, np.float32)
+    stored = np.full(64, -1, np.float32)
+    lib.run("lane_layout", threads=(32, 1, 1), buffers={0: matrix, 1: loaded, 2: stored})
+    expect_loaded = np.zeros(64, np.float32)
+    expect_stored = np.zeros(64, np.float32)
+    for lane in range(32):
+        qid = lane // 4
+        row = (qid & 4) + (lane // 2) % 4
+        col = (qid & 2) * 2 + (lane % 2) * 2
+        for k in range(2):
+            expect_loaded[2 * lane + k] = row * 8 + col + k
+            expect_stored[row * 8 + col + k] = 2 * lane + k
+    np.testing.assert_array_equal(loaded, expect_loaded)
+    np.testing.assert_array_equal(stored, expect_stored)
+
+
+@pytest.mark.kernels_ci
+@pytest.mark.parametrize("dtype", ["float", "half", "bfloat"])
+def test_function_constants(lib, dtype):
+    n = 40
+    base = np.linspace(-2, 2, n).astype(np.float32)
+    bias = np.linspace(0, 1, n).astype(np.float32)
+    to = {"float": lambda v: v.copy(), "half": lambda v: v.astype(np.float16), "bfloat": _f32_to_bf16}[dtype]
+    back = {"float": lambda v: v, "half": lambda v: v.astype(np.float32), "bfloat": _bf16_to_f32}[dtype]
+    tol = {"float": 1e-6, "half": 2e-3, "bfloat": 1e-2}[dtype]
+    cases = [
+        ({0: True, 1: 3, 2: 0.5, 3: False}, back(to(base)) * 0.5 + 6),
+        ({0: True, 1: 0, 3: False}, back(to(base)) * 2.0),  # scale_value undefined -> 2.0
+        ({0: False, 1: 1, 3: True}, back(to(base)) + 2 + back(to(bias))),
+        ({}, back(to(base))),  # nothing defined: all zero/false
+    ]
+    for constants, expect in cases:
+        x = to(base)
+        buffers = {0: x}
+        if constants.get(3):
+            buffers[1] = to(bias)
+        lib.run(f"affine_{dtype}", grid=(2, 1, 1), threads=(32, 1, 1), buffers=buffers,
+                bytes={2: np.uint32(n)}, constants=constants)
+        np.testing.assert_allclose(back(x), expect, rtol=tol, atol=tol)
+
+
+@pytest.mark.kernels_ci
+def test_function_constant_guarded_buffer_must_be_bound(lib):
+    x = np.zeros(8, np.float32)
+    with pytest.raises(sim.SimError) as e:
+        lib.run("affine_float", threads=(8, 1, 1), buffers={0: x}, bytes={2: np.uint32(8)}, constants={3: True})
+    assert e.value.kind == "InvalidDispatch"
+    assert "'bias' [[buffer(1)]] is not bound" in str(e.value)
+
+
+@pytest.mark.kernels_ci
+def test_swizzles(lib):
+    rng = np.random.default_rng(2)
+    v = rng.standard_normal((16, 4)).astype(np.float32)
+    out = np.zeros_like(v)
+    out_half = np.zeros((16, 4), np.float16)
+    lib.run("swizzles", grid=(1, 1, 1), threads=(16, 1, 1), buffers={0: v, 1: out, 2: out_half})
+    x, y, z, w = v.T
+    expect = np.stack([y + w, x, 2 * x + (np.maximum(z, w) - np.maximum(w, z)), 2 * y + x + y + 1], 1)
+    np.testing.assert_allclose(out, expect, rtol=1e-6, atol=1e-6)
+    h = v[:, ::-1].astype(np.float16)  # wzyx
+    h[:, [1, 2]] = h[:, [2, 1]]
+    np.testing.assert_array_equal(out_half, h * np.float16(2))
+
+
+@pytest.mark.kernels_ci
+def test_simd_collectives(lib):
+    n = 64
+    x = np.arange(n, dtype=np.float32) % 37
+    out = np.zeros(10 * n, np.float32)
+    lib.run("collectives", threads=(n, 1, 1), buffers={0: x, 1: out})
+    out = out.reshape(10, n)
+    for sg in range(n // 32):
+        xs = x[sg * 32:(sg + 1) * 32]
+        o = out[:, sg * 32:(sg + 1) * 32]
+        lanes = np.arange(32)
+        np.testing.assert_array_equal(o[0], xs.sum())
+        np.testing.assert_array_equal(o[1], xs.max())
+        np.testing.assert_array_equal(o[2], np.cumsum(xs))
+        np.testing.assert_array_equal(o[3], np.cumsum(xs) - xs)
+        np.testing.assert_array_equal(o[4], xs[(lanes * 7) % 32])
+        np.testing.assert_array_equal(o[5], xs[lanes ^ 1])
+        np.testing.assert_array_equal(o[6], np.where(lanes >= 3, xs[np.maximum(lanes - 3, 0)], xs))
+        np.testing.assert_array_equal(o[7], np.where(lanes + 5 < 32, xs[np.minimum(lanes + 5, 31)], xs))
+        np.testing.assert_array_equal(o[8], xs[7])
+        ballot = sum(1 << i for i in range(32) if xs[i] > 16) & 0xFFFF
+        np.testing.assert_array_equal(o[9], ballot)
+
+
+# ---- diagnostics ----
+
+@pytest.mark.kernels_ci
+def test_missing_barrier_shows_under_some_schedule(lib):
+    x = np.arange(1, 129, dtype=np.float32)
+    expect = np.concatenate([[0], x[:-1]])
+    results = {}
+    for schedule in ["in_order", "reverse", "random"]:
+        out = np.zeros(128, np.float32)
+        lib.run("shift_no_barrier", threads=(128, 1, 1), buffers={0: x, 1: out}, schedule=schedule)
+        results[schedule] = out
+    # In order, every thread's neighbour ran first: the bug hides. Reversed, it reads poison.
+    np.testing.assert_array_equal(results["in_order"], expect)
+    assert np.isnan(results["reverse"][1:]).all()
+    assert np.isnan(results["random"]).any()
+
+
+@pytest.mark.kernels_ci
+def test_divergent_barrier(lib):
+    out = np.zeros(64, np.float32)
+    with pytest.raises(sim.SimError) as e:
+        lib.run("divergent_barrier", threads=(64, 1, 1), buffers={0: out})
+    msg = str(e.value)
+    assert e.value.kind == "Divergence"
+    assert "kernel 'divergent_barrier'" in msg
+    assert "divergent_barrier.metal:9" in msg and "divergent_barrier.metal:12" in msg
+
+
+@pytest.mark.kernels_ci
+def test_divergent_simd_collective(lib):
+    out = np.zeros(32, np.float32)
+    with pytest.raises(sim.SimError) as e:
+        lib.run("divergent_simd", threads=(32, 1, 1), buffers={0: out})
+    msg = str(e.value)
+    assert e.value.kind == "Divergence"
+    assert "simd_sum (tests/msl_sim/broken/divergent_simd.metal:10)" in msg
+    assert "simd_max (tests/msl_sim/broken/divergent_simd.metal:12)" in msg
+
+
+@pytest.mark.kernels_ci
+def test_deadlock(lib):
+    out = np.zeros(64, np.float32)
+    with pytest.raises(sim.SimError) as e:
+        lib.run("deadlock", threads=(64, 1, 1), buffers={0: out})
+    msg = str(e.value)
+    assert e.value.kind == "Deadlock"
+    assert "kernel 'deadlock'" in msg
+    assert "threadgroup_barrier (tests/msl_sim/broken/deadlock.metal:11)" in msg
+    assert "simd_sum (tests/msl_sim/broken/deadlock.metal:13)" in msg
+
+
+@pytest.mark.kernels_ci
+def test_threadgroup_memory_limit(lib):
+    out = np.zeros(64, np.float32)
+    with pytest.raises(sim.SimError) as e:
+        lib.run("threadgroup_overflow", threads=(64, 1, 1), buffers={0: out})
+    assert e.value.kind == "ThreadgroupMemoryLimit"
+    assert "big at tests/msl_sim/broken/threadgroup_overflow.metal:8" in str(e.value)
+    # Static 16 KiB fits alone, and with 8 KiB of dynamic memory; 20 KiB more does not.
+    lib.run("threadgroup_dynamic", threads=(64, 1, 1), buffers={0: out}, threadgroup_memory={0: 8192})
+    with pytest.raises(sim.SimError) as e:
+        lib.run("threadgroup_dynamic", threads=(64, 1, 1), buffers={0: out}, threadgroup_memory={0: 20480})
+    assert e.value.kind == "ThreadgroupMemoryLimit"
+    with pytest.raises(sim.SimError) as e:  # dynamic memory alone over the limit: refused at dispatch
+        lib.run("threadgroup_dynamic", threads=(64, 1, 1), buffers={0: out}, threadgroup_memory={0: 40000})
+    assert e.value.kind == "ThreadgroupMemoryLimit"
+
+
+@pytest.mark.kernels_ci
+def test_out_of_bounds_read_before_start(lib):
+    x = np.arange(64, dtype=np.float32)
+    out = np.zeros(64, np.float32)
+    with pytest.raises(sim.SimError) as e:
+        lib.run("read_before_start", grid=(2, 1, 1), threads=(32, 1, 1), buffers={0: x, 1: out},
+                names={0: "in", 1: "out"})
+    msg = str(e.value)
+    assert e.value.kind == "OutOfBounds"
+    assert "kernel 'read_before_start'" in msg
+    assert "read of 4 bytes 4 bytes before the start of in [[buffer(0)]]" in msg
+    assert "thread (0, 0, 0) of threadgroup (0, 0, 0)" in msg
+    assert "out_of_bounds.metal:9" in msg
+    assert "1 access(es)" in msg
+
+
+@pytest.mark.kernels_ci
+def test_out_of_bounds_write_past_end(lib):
+    x = np.arange(64, dtype=np.float32)
+    out = np.zeros(64, np.float32)
+    with pytest.raises(sim.SimError) as e:
+        lib.run("write_past_end", grid=(2, 1, 1), threads=(32, 1, 1), buffers={0: x, 1: out},
+                names={0: "in", 1: "out"})
+    msg = str(e.value)
+    assert e.value.kind == "OutOfBounds"
+    assert "write of 4 bytes at byte 256, 4 bytes past the end of out [[buffer(1)]]" in msg
+    assert "out_of_bounds.metal:15" in msg
+    # The in-bounds writes still reached the caller's memory.
+    np.testing.assert_array_equal(out[1:], x[:-1])
+
+
+@pytest.mark.kernels_ci
+def test_out_of_bounds_far_past_end_and_in_bounds_ok(lib):
+    x = np.zeros(1000, np.float16)
+    out = np.zeros(10, np.float16)
+    lib.run("read_past_end", threads=(10, 1, 1), buffers={0: x, 1: out}, bytes={2: np.uint32(111)})
+    with pytest.raises(sim.SimError) as e:
+        lib.run("read_past_end", threads=(10, 1, 1), buffers={0: x, 1: out}, bytes={2: np.uint32(5000)})
+    assert e.value.kind == "OutOfBounds" and "past the end of buffer0 [[buffer(0)]]" in str(e.value)
+
+
+@pytest.mark.kernels_ci
+def test_unknown_kernel(lib):
+    with pytest.raises(sim.SimError) as e:
+        lib.run("no_such_kernel")
+    assert e.value.kind == "KernelNotFound" and "row_sum" in str(e.value)
+
+
+@pytest.mark.kernels_ci
+def test_aliased_buffers_share_memory(lib):
+    """Two bindings of overlapping memory (like q/k/v views of one packed tensor) see each
+    other's data and are counted separately."""
+    data = np.arange(64, dtype=np.float32)
+    # gemm-free check with the reduction: in = whole array, out = a view of its tail.
+    view = data[60:]
+    lib.run("row_sum", grid=(1, 1, 1), threads=(32, 1, 1), buffers={0: data, 1: view},
+            bytes={2: np.uint32(60)})
+    assert view[0] == np.arange(60).sum()
+
+
+def test_translate_cli_reports_line_of_bad_kernel(tmp_path):
+    src = tmp_path / "bad.metal"
+    src.write_text("#include <metal_stdlib>\nusing namespace metal;\n\n"
+                   "kernel void k(device float* x [[buffer(0)]], uint i) { x[i] = 0; }\n")
+    r = subprocess.run([sys.executable, os.path.join(SIM_DIR, "translate.py"), str(src), "-o",
+                        str(tmp_path / "bad.cpp")], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert "bad.metal:4" in r.stderr and "parameter 'i' has no binding attribute" in r.stderr
+
+
+@pytest.mark.kernels_ci
+@pytest.mark.parametrize("mode", [0, 2])
+def test_translation_corner_cases(lib, mode):
+    n = 37
+    x = np.linspace(-1, 1, n).astype(np.float16)
+    out = np.zeros(n, np.float32)
+    params = np.zeros(1, dtype=[("scale", np.float32), ("n", np.uint32)])
+    params["scale"], params["n"] = 3.0, n
+    lib.run("scaled_copy", grid=(2, 1, 1), threads=(32, 1, 1), buffers={0: x, 1: out}, bytes={2: params},
+            constants={10: mode})
+    expect = x.astype(np.float32) * 3.0 + 0.5
+    np.testing.assert_allclose(out, -expect if mode == 2 else expect, rtol=1e-6)
+
+
+@pytest.mark.kernels_ci
+def test_out_of_bounds_threadgroup_memory(lib):
+    out = np.zeros(32, np.float32)
+    with pytest.raises(sim.SimError) as e:
+        lib.run("threadgroup_past_end", threads=(32, 1, 1), buffers={0: out})
+    msg = str(e.value)
+    assert e.value.kind == "OutOfBounds"
+    assert "read of 4 bytes at byte 128, 4 bytes past the end of threadgroup memory" in msg
+    # The line comes from -O2 line tables: best effort (here it may name the kernel's first line).
+    assert "thread (31, 0, 0)" in msg and "out_of_bounds.metal:" in msg

@@ -1,0 +1,12 @@
+"""metal-flash-sdpa: fused FlashAttention-style attention for PyTorch on Apple GPUs (Metal) and on
+the CPU, for packed variable-length batches. flash-attn's API; see README.md."""
+
+from ._interface import flash_attention_varlen, flash_attn_func, flash_attn_varlen_func
+from ._kvcache import flash_attn_with_kvcache
+
+__all__ = [
+    "flash_attn_varlen_func",
+    "flash_attn_func",
+    "flash_attn_with_kvcache",
+    "flash_attention_varlen",
+]

@@ -1,0 +1,114 @@
+"""The public entry points: flash-attn's signatures over the one forward op."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+
+from . import _arguments as A
+from ._ops_forward import forward
+
+IntOrTensor = Union[int, torch.Tensor]
+
+
+def flash_attn_varlen_func(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    max_seqlen_q: IntOrTensor,
+    max_seqlen_k: IntOrTensor,
+    dropout_p: float = 0.0,
+    softmax_scale: Optional[float] = None,
+    causal: bool = False,
+    window_size: Sequence[int] = (-1, -1),
+    softcap: float = 0.0,
+    alibi_slopes: Optional[torch.Tensor] = None,
+    deterministic: bool = False,
+    return_attn_probs: bool = False,
+    block_table: Optional[torch.Tensor] = None,
+    s_aux: Optional[torch.Tensor] = None,
+):
+    """Attention over packed variable-length sequences.
+
+    q: [total_q, heads, head_dim]; k, v: [total_k, heads_kv, head_dim(_v)], or paged caches
+    [num_pages, page_size, heads_kv, head_dim] with `block_table` [batch, max_pages] (then
+    `cu_seqlens_k` gives each sequence's length). Returns out [total_q, heads, head_dim_v]; with
+    `return_attn_probs` the tuple (out, lse [heads, total_q] fp32, None).
+    """
+    A.check_no_dropout(dropout_p)
+    out, lse = forward(
+        q, k, v,
+        cu_seqlens_q=cu_seqlens_q,
+        cu_seqlens_k=cu_seqlens_k,
+        block_table=block_table,
+        alibi_slopes=alibi_slopes,
+        s_aux=s_aux,
+        max_seqlen_q=A.resolve_max_seqlen(max_seqlen_q, "max_seqlen_q"),
+        max_seqlen_k=A.resolve_max_seqlen(max_seqlen_k, "max_seqlen_k"),
+        softmax_scale=A.resolve_scale(softmax_scale, q),
+        softcap=A.resolve_softcap(softcap),
+        window_size=A.resolve_window(window_size, causal),
+        return_lse=return_attn_probs,
+    )
+    return (out, lse, None) if return_attn_probs else out
+
+
+def flash_attn_func(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    dropout_p: float = 0.0,
+    softmax_scale: Optional[float] = None,
+    causal: bool = False,
+    window_size: Sequence[int] = (-1, -1),
+    softcap: float = 0.0,
+    alibi_slopes: Optional[torch.Tensor] = None,
+    deterministic: bool = False,
+    return_attn_probs: bool = False,
+    s_aux: Optional[torch.Tensor] = None,
+):
+    """Attention over a fixed-length batch: q [batch, seqlen_q, heads, head_dim], k/v
+    [batch, seqlen_k, heads_kv, head_dim(_v)]. Returns out [batch, seqlen_q, heads, head_dim_v];
+    with `return_attn_probs` the tuple (out, lse [batch, heads, seqlen_q] fp32, None)."""
+    A.check_no_dropout(dropout_p)
+    out, lse = forward(
+        q, k, v,
+        alibi_slopes=alibi_slopes,
+        s_aux=s_aux,
+        softmax_scale=A.resolve_scale(softmax_scale, q),
+        softcap=A.resolve_softcap(softcap),
+        window_size=A.resolve_window(window_size, causal),
+        return_lse=return_attn_probs,
+    )
+    return (out, lse, None) if return_attn_probs else out
+
+
+def flash_attention_varlen(
+    out: torch.Tensor,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    max_seqlen_q: IntOrTensor,
+    max_seqlen_k: IntOrTensor,
+    do_causal: bool = False,
+    scale: Optional[float] = None,
+    softcapping: float = 1.0,
+) -> None:
+    """The package's original entry point, unchanged: writes `out` in place. Its softcap
+    convention is its own: `softcapping = 1.0` means off."""
+    forward(
+        query, key, value,
+        out=out,
+        cu_seqlens_q=cu_seqlens_q,
+        cu_seqlens_k=cu_seqlens_k,
+        max_seqlen_q=A.resolve_max_seqlen(max_seqlen_q, "max_seqlen_q"),
+        max_seqlen_k=A.resolve_max_seqlen(max_seqlen_k, "max_seqlen_k"),
+        softmax_scale=A.resolve_scale(scale, query),
+        softcap=0.0 if softcapping == 1.0 else A.resolve_softcap(softcapping),
+        window_size=A.resolve_window((-1, -1), do_causal),
+    )

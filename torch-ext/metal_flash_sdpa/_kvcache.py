@@ -1,0 +1,103 @@
+"""flash_attn_with_kvcache: decode and chunked prefill against a KV cache, over the same forward
+op (a contiguous cache is a paged cache whose pages are whole batch rows)."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+
+from . import _arguments as A
+from ._ops_forward import forward
+
+
+def _cache_lengths(cache_seqlens, batch: int, capacity: int, device) -> torch.Tensor:
+    if cache_seqlens is None:  # flash-attn: the whole cache is valid
+        return torch.full((batch,), capacity, dtype=torch.int32, device=device)
+    if isinstance(cache_seqlens, int):
+        return torch.full((batch,), cache_seqlens, dtype=torch.int32, device=device)
+    if cache_seqlens.dtype != torch.int32 or cache_seqlens.shape != (batch,):
+        raise ValueError(f"cache_seqlens must be an int or an int32 tensor [batch={batch}], got "
+                         f"{cache_seqlens.dtype} of shape {tuple(cache_seqlens.shape)}")
+    return cache_seqlens
+
+
+def _append(cache: torch.Tensor, new: torch.Tensor, lengths: torch.Tensor,
+            block_table: torch.Tensor, name: str) -> None:
+    """Writes new [B, S_new, Hkv, D] into the paged view of the cache at positions
+    lengths[b] + t, in place."""
+    batch, s_new = new.shape[:2]
+    page_size = cache.shape[1]
+    if new.dtype != cache.dtype or new.shape[2:] != cache.shape[2:]:
+        raise ValueError(f"{name} must be [batch, seqlen_new, {cache.shape[2]}, {cache.shape[3]}] "
+                         f"of the cache's dtype {cache.dtype}, got {tuple(new.shape)} {new.dtype}")
+    positions = lengths.view(batch, 1).long() + torch.arange(s_new, device=new.device)
+    capacity = block_table.shape[1] * page_size
+    if positions.device.type == "cpu" and positions.numel() and int(positions.max()) >= capacity:
+        raise ValueError(f"appending {s_new} tokens of {name} runs past the cache's {capacity} "
+                         f"slots (cache_seqlens + seqlen_new > capacity)")
+    pages = torch.gather(block_table.long(), 1, positions // page_size)
+    cache.index_put_((pages.reshape(-1), (positions % page_size).reshape(-1)),
+                     new.reshape(batch * s_new, *new.shape[2:]))
+
+
+def flash_attn_with_kvcache(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    k: Optional[torch.Tensor] = None,
+    v: Optional[torch.Tensor] = None,
+    cache_seqlens: Union[int, torch.Tensor, None] = None,
+    cache_batch_idx: Optional[torch.Tensor] = None,
+    block_table: Optional[torch.Tensor] = None,
+    softmax_scale: Optional[float] = None,
+    causal: bool = False,
+    window_size: Sequence[int] = (-1, -1),
+    softcap: float = 0.0,
+    alibi_slopes: Optional[torch.Tensor] = None,
+    return_softmax_lse: bool = False,
+    s_aux: Optional[torch.Tensor] = None,
+):
+    """q [B, Sq, H, D] against a cache [B_cache, Sk_max, Hkv, D], or paged
+    [num_pages, page_size, Hkv, D] with block_table [B, max_pages]. New tokens k/v
+    [B, S_new, Hkv, D] are first written into the cache in place at cache_seqlens. Returns out
+    [B, Sq, H, Dv], and lse [B, H, Sq] with return_softmax_lse."""
+    if q.dim() != 4:
+        raise ValueError(f"q must be [batch, seqlen_q, heads, head_dim], got shape {tuple(q.shape)}")
+    if k_cache.dim() != 4 or v_cache.dim() != 4:
+        raise ValueError("k_cache and v_cache must be 4-dimensional caches")
+    if (k is None) != (v is None):
+        raise ValueError("k and v (the new tokens) must be given together")
+    batch = q.shape[0]
+    if block_table is None:
+        # One page per sequence: the batch row of the cache (cache_batch_idx picks it).
+        if cache_batch_idx is None:
+            cache_batch_idx = torch.arange(batch, dtype=torch.int32, device=q.device)
+        elif cache_batch_idx.dtype != torch.int32 or cache_batch_idx.shape != (batch,):
+            raise ValueError(f"cache_batch_idx must be an int32 tensor [batch={batch}], got "
+                             f"{cache_batch_idx.dtype} of shape {tuple(cache_batch_idx.shape)}")
+        block_table = cache_batch_idx.view(batch, 1)
+    elif cache_batch_idx is not None:
+        raise ValueError("cache_batch_idx cannot be combined with block_table")
+    if block_table.dtype != torch.int32:
+        raise ValueError(f"block_table must be int32, got {block_table.dtype}")
+    lengths = _cache_lengths(cache_seqlens, batch, k_cache.shape[1] * block_table.shape[1],
+                             q.device)
+    if k is not None:
+        _append(k_cache, k, lengths, block_table, "k")
+        _append(v_cache, v, lengths, block_table, "v")
+        lengths = lengths + k.shape[1]
+    out, lse = forward(
+        q, k_cache, v_cache,
+        seqused_k=lengths,
+        block_table=block_table,
+        alibi_slopes=alibi_slopes,
+        s_aux=s_aux,
+        max_seqlen_q=q.shape[1],
+        max_seqlen_k=k_cache.shape[1] * block_table.shape[1],
+        softmax_scale=A.resolve_scale(softmax_scale, q),
+        softcap=A.resolve_softcap(softcap),
+        window_size=A.resolve_window(window_size, causal),
+        return_lse=return_softmax_lse,
+    )
+    return (out, lse) if return_softmax_lse else out

@@ -1,0 +1,85 @@
+"""The forward ops as Python sees them: one call shape for every entry point, and their fake
+implementations (so torch.compile traces them with fullgraph=True)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ._ops import add_op_namespace_prefix, ops
+
+
+def _out_shape(q: torch.Tensor, v: torch.Tensor) -> list[int]:
+    return [*q.shape[:-1], v.shape[-1]]
+
+
+def _lse_shape(q: torch.Tensor, return_lse: bool) -> list[int]:
+    if not return_lse:
+        return [0]
+    if q.dim() == 3:  # varlen: [heads, total_q]
+        return [q.shape[1], q.shape[0]]
+    return [q.shape[0], q.shape[2], q.shape[1]]  # fixed: [batch, heads, seqlen_q]
+
+
+_TENSOR_ARGS = ("k", "v", "cu_seqlens_q", "cu_seqlens_k", "seqused_k", "block_table",
+                "alibi_slopes", "s_aux")
+
+
+def _check_same_device(q, *tensors, out=None):
+    """The dispatcher sends a call mixing devices to one device's kernel (meta wins over cpu), so
+    the fake implementation checks what the real kernels check."""
+    for name, t in zip(_TENSOR_ARGS, tensors):
+        if t is not None and t.device != q.device:
+            raise RuntimeError(f"{name} must be on the same device as q ({q.device}), got {t.device}")
+    if out is not None and out.device != q.device:
+        raise RuntimeError(f"out must be on the same device as q ({q.device}), got {out.device}")
+
+
+@torch.library.register_fake(add_op_namespace_prefix("fwd"))
+def _fwd_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes, s_aux,
+              max_seqlen_q, max_seqlen_k, softmax_scale, softcap, window_left, window_right,
+              return_lse):
+    _check_same_device(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes,
+                       s_aux)
+    out = q.new_empty(_out_shape(q, v))
+    lse = q.new_empty(_lse_shape(q, return_lse), dtype=torch.float32)
+    return out, lse
+
+
+@torch.library.register_fake(add_op_namespace_prefix("fwd_into"))
+def _fwd_into_fake(out, q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table,
+                   alibi_slopes, s_aux, max_seqlen_q, max_seqlen_k, softmax_scale, softcap,
+                   window_left, window_right, return_lse):
+    _check_same_device(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes,
+                       s_aux, out=out)
+    return q.new_empty(_lse_shape(q, return_lse), dtype=torch.float32)
+
+
+def forward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    out: Optional[torch.Tensor] = None,
+    cu_seqlens_q: Optional[torch.Tensor] = None,
+    cu_seqlens_k: Optional[torch.Tensor] = None,
+    seqused_k: Optional[torch.Tensor] = None,
+    block_table: Optional[torch.Tensor] = None,
+    alibi_slopes: Optional[torch.Tensor] = None,
+    s_aux: Optional[torch.Tensor] = None,
+    max_seqlen_q: int = 0,
+    max_seqlen_k: int = 0,
+    softmax_scale: float,
+    softcap: float = 0.0,
+    window_size: tuple[int, int] = (-1, -1),
+    return_lse: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Runs the forward op; returns (out, lse), lse being empty unless return_lse."""
+    args = (q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes, s_aux,
+            max_seqlen_q, max_seqlen_k, softmax_scale, softcap, window_size[0], window_size[1],
+            return_lse)
+    if out is None:
+        return ops.fwd(*args)
+    lse = ops.fwd_into(out, *args)
+    return out, lse

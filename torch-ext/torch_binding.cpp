@@ -1,0 +1,34 @@
+// The op schema of metal-flash-sdpa, registered under the build's unique namespace.
+//
+// One functional forward op and one in-place variant share a single implementation; every
+// Python entry point (flash_attn_varlen_func, flash_attn_func, the legacy flash_attention_varlen)
+// is a thin wrapper over them in torch-ext/metal_flash_sdpa/.
+#include <torch/library.h>
+
+#include "registration.h"
+#include "torch_binding.h"
+
+#define FORWARD_ARGS                                                                      \
+  "Tensor q, Tensor k, Tensor v, Tensor? cu_seqlens_q, Tensor? cu_seqlens_k, "            \
+  "Tensor? seqused_k, Tensor? block_table, Tensor? alibi_slopes, Tensor? s_aux, "         \
+  "int max_seqlen_q, int max_seqlen_k, float softmax_scale, float softcap, "              \
+  "int window_left, int window_right, bool return_lse"
+
+TORCH_LIBRARY_EXPAND(TORCH_EXTENSION_NAME, ops) {
+  ops.def("fwd(" FORWARD_ARGS ") -> (Tensor out, Tensor lse)");
+  ops.def("fwd_into(Tensor(a!) out, " FORWARD_ARGS ") -> Tensor lse");
+}
+
+// Registered for every backend key (CompositeExplicitAutograd), not only this build's device:
+// a tensor on another device then reaches the shared checks, which name the argument and the
+// device this build runs on, instead of failing in the dispatcher.
+#if !defined(CPU_KERNEL) && !defined(METAL_KERNEL) && !defined(METAL_SIMULATOR_KERNEL)
+#error "build with one of CPU_KERNEL, METAL_KERNEL, METAL_SIMULATOR_KERNEL"
+#endif
+
+TORCH_LIBRARY_IMPL_EXPAND(TORCH_EXTENSION_NAME, CompositeExplicitAutograd, ops) {
+  ops.impl("fwd", &attention_forward);
+  ops.impl("fwd_into", &attention_forward_into);
+}
+
+REGISTER_EXTENSION(TORCH_EXTENSION_NAME)

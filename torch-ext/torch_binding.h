@@ -1,0 +1,4 @@
+#pragma once
+
+// The op schema's implementations live with the shared entry points.
+#include "../metal-flash-sdpa/common/attention_forward.h"
