@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv build test test-quick demo bench clean
+.PHONY: venv build build-sim test test-quick demo bench bench-metal clean
 
 venv: $(STAMP)
 
@@ -22,11 +22,16 @@ $(STAMP): requirements-dev.txt
 build: venv
 	$(PY) scripts/build_local.py
 
-test: build
+# The same package with its ops running the Metal kernels in the MSL simulator (tests/msl_sim)
+# on CPU tensors: build-sim/<variant>/. The test suite runs against both builds.
+build-sim: venv
+	$(PY) scripts/build_local.py --variant sim
+
+test: build build-sim
 	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # The cheap subset (kernels_ci marker).
-test-quick: build
+test-quick: build build-sim
 	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest tests -q -m kernels_ci -p no:cacheprovider $(PYTEST_ARGS)
 
 demo: build
@@ -34,6 +39,10 @@ demo: build
 
 bench: build
 	$(PY) benchmarks/benchmark_attention.py
+
+# The Metal kernels' device traffic and work, counted by the simulator, against the minimum.
+bench-metal: build-sim
+	$(PY) benchmarks/metal_traffic.py
 
 clean:
 	rm -rf build build-sim

@@ -15,8 +15,11 @@ REPO_ID = "kernels-community/metal-flash-sdpa"
 
 # Local build variants the API tests run against, and where `make` puts them:
 #   cpu - the C++ cpu backend (make build -> build/)
+#   sim - the Metal kernels run by the MSL simulator on CPU tensors
+#         (python scripts/build_local.py --variant sim -> build-sim/)
 VARIANTS = {
     "cpu": REPO,
+    "sim": REPO / "build-sim",
 }
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

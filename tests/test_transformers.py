@@ -29,6 +29,10 @@ def tiny_llama(attn_implementation: str, seed: int):
 
 @pytest.mark.kernels_ci
 def test_transformers_uses_the_kernel_and_matches_sdpa(fa, variant):
+    import transformers.modeling_flash_attention_utils as flash_utils
+
+    # transformers caches the kernel it loaded per implementation name: forget the other variant's.
+    flash_utils._loaded_implementation = None
     kernel = load_kernel(variant)  # sets LOCAL_KERNELS for this variant
     calls = []
     for name in ("flash_attn_varlen_func", "flash_attn_func"):

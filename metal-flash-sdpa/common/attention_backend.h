@@ -8,5 +8,9 @@
 c10::DeviceType backend_device_type();
 
 // Runs the forward pass described by `params` on checked tensors: writes every row of `out` (and
-// `lse` when kWriteLse) that belongs to a sequence. Rows outside every sequence are the caller's.
+// `lse` when kWriteLse) that belongs to a sequence; with kClearRowsOutsideSequences also the rows
+// of a varlen q past cu_seqlens_q[-1] (zeros, lse -inf).
 void run_attention_forward(const AttentionParams& params, const AttentionTensors& tensors);
+
+// kClearRowsOutsideSequences for a backend whose offsets the host can read (cpu tensors).
+void clear_rows_outside_sequences_on_host(const AttentionTensors& tensors);

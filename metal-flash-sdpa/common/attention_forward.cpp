@@ -4,18 +4,20 @@
 
 namespace {
 
-AttentionTensors checked_run(const AttentionArgs& args) {
+// The functional form asks the backend (kClearRowsOutsideSequences) to also return zeros and
+// lse -inf in the rows of a varlen q past cu_seqlens_q[-1]: they belong to no sequence, and the
+// caller must not see uninitialised memory. The in-place form leaves those rows alone.
+AttentionTensors checked_run(const AttentionArgs& args, bool functional) {
   AttentionParams params;
   AttentionTensors tensors = check_attention_inputs(args, backend_device_type(), params);
+  if (functional && (params.flags & kVarlenQ)) params.flags |= kClearRowsOutsideSequences;
   run_attention_forward(params, tensors);
   return tensors;
 }
 
-// Rows of a varlen q past cu_seqlens_q[-1] belong to no sequence: the functional form returns
-// zeros (and lse -inf) there rather than uninitialised memory. Only where the offsets are
-// readable by the host; device backends clear those rows in their own launch.
-void clear_rows_outside_sequences(const AttentionTensors& t) {
-  if (!t.cu_seqlens_q || !t.cu_seqlens_q->device().is_cpu()) return;
+}  // namespace
+
+void clear_rows_outside_sequences_on_host(const AttentionTensors& t) {
   const at::Tensor& cu = *t.cu_seqlens_q;
   const int64_t covered = cu[cu.size(0) - 1].item<int64_t>();
   const int64_t rows = t.q.size(0);
@@ -23,8 +25,6 @@ void clear_rows_outside_sequences(const AttentionTensors& t) {
   t.out.narrow(0, covered, rows - covered).zero_();
   if (t.lse.numel() > 0) t.lse.narrow(1, covered, rows - covered).fill_(-INFINITY);
 }
-
-}  // namespace
 
 std::tuple<at::Tensor, at::Tensor> attention_forward(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -36,8 +36,7 @@ std::tuple<at::Tensor, at::Tensor> attention_forward(
   AttentionArgs args{q, k, v, std::nullopt, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table,
                      alibi_slopes, sinks, max_seqlen_q, max_seqlen_k, softmax_scale, softcap,
                      window_left, window_right, return_lse};
-  AttentionTensors t = checked_run(args);
-  clear_rows_outside_sequences(t);
+  AttentionTensors t = checked_run(args, /*functional=*/true);
   return {t.out, t.lse};
 }
 
@@ -51,5 +50,5 @@ at::Tensor attention_forward_into(
   AttentionArgs args{q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table,
                      alibi_slopes, sinks, max_seqlen_q, max_seqlen_k, softmax_scale, softcap,
                      window_left, window_right, return_lse};
-  return checked_run(args).lse;
+  return checked_run(args, /*functional=*/false).lse;
 }

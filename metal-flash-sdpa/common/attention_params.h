@@ -28,6 +28,10 @@ enum AttentionFlags : mfs_i32 {
   kHasAlibi = 1 << 4,
   kHasSinks = 1 << 5,
   kWriteLse = 1 << 6,
+  // Functional form with a varlen q: rows at or past cu_seqlens_q[batch] belong to no sequence and
+  // must come back as zeros (lse -inf). Backends whose host cannot read cu_seqlens (Metal) clear
+  // them in their own launch; the in-place form never sets it (it writes only sequences' rows).
+  kClearRowsOutsideSequences = 1 << 7,
 };
 
 struct AttentionParams {

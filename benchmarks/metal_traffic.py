@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""Design-level speed of the Metal kernels, counted by the MSL simulator (no Apple GPU here).
+
+    python benchmarks/metal_traffic.py          # builds build-sim/ if needed, prints a table
+
+For each configuration it runs the simulated Metal build with the simulator's bounds checking
+(which counts every device load and store of the compiled kernels) and compares with the design's
+minimum:
+
+- device bytes: each Q element read once, each K/V element read once per query tile (prefill) or
+  once per GQA group (decode), O (and lse) written once. Everything else the kernels touch
+  (cu_seqlens, block tables, split-K partials) counts against that minimum;
+- MMA work: the 8x8x8 multiply-accumulates of the (row, visible key) pairs, (D + Dv) / 512 each;
+  a causal or windowed call may exceed it by at most one diagonal BQ x BQ tile per query tile.
+
+tests/test_metal_design.py asserts the same numbers (bytes within 10 %, work within a diagonal
+tile row). Timing is not modelled: this is about what the design reads and computes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+BQ = 32  # MFS_PREFILL_BQ (metal_kernel_config.h); checked against the plan by the design tests
+ELEM = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+@dataclass
+class Config:
+    name: str
+    lengths_q: list[int]
+    lengths_k: list[int]
+    heads: int
+    heads_kv: int
+    head_dim: int
+    dtype: str = "float16"
+    causal: bool = False
+    window: tuple[int, int] = (-1, -1)
+    head_dim_v: int | None = None
+    lse: bool = True
+    page_size: int | None = None  # paged K/V (block table)
+
+    @property
+    def dv(self) -> int:
+        return self.head_dim_v or self.head_dim
+
+
+CONFIGS = [
+    Config("prefill", [256], [256], 4, 2, 64),
+    Config("prefill_causal", [256], [256], 4, 2, 64, causal=True),
+    Config("prefill_varlen_causal", [200, 70, 130], [200, 90, 130], 4, 1, 128, causal=True),
+    Config("prefill_window", [256], [256], 2, 2, 64, window=(64, 0)),
+    Config("prefill_f32_d96", [160], [160], 2, 1, 96, dtype="float32"),
+    Config("decode_gqa4", [1] * 32, [256] * 32, 8, 2, 128),
+    Config("decode_q4_gqa4", [4] * 16, [300] * 16, 8, 2, 64, causal=True),
+    Config("decode_split_k", [1, 1], [2048, 1500], 8, 2, 128),
+    Config("prefill_paged", [200, 64], [200, 100], 4, 2, 64, causal=True, page_size=16),
+    Config("decode_paged", [1] * 16, [500] * 16, 8, 2, 128, page_size=16),
+]
+
+
+def visible(row: int, sq: int, sk: int, left: int, right: int) -> tuple[int, int]:
+    """The API's rule (API.md), restated independently of the kernels' C++/MSL."""
+    diag = row + sk - sq
+    lo = 0 if left < 0 else max(0, diag - left)
+    hi = sk if right < 0 else min(sk, diag + right + 1)
+    return lo, hi
+
+
+def design_minimum(c: Config, decode: bool) -> dict:
+    eb = ELEM[c.dtype]
+    left, right = c.window
+    if c.causal:
+        right = 0
+    q = o = kv = lse = 0
+    pairs = 0
+    tiles = 0
+    for sq, sk in zip(c.lengths_q, c.lengths_k):
+        q += sq * c.heads * c.head_dim * eb
+        o += sq * c.heads * c.dv * eb
+        lse += sq * c.heads * 4 if c.lse else 0
+        ranges = [visible(i, sq, sk, left, right) for i in range(sq)]
+        pairs += sum(max(0, hi - lo) for lo, hi in ranges) * c.heads
+        if decode:  # the union of the rows' keys, once per KV head (GQA group)
+            lo = min((r[0] for r in ranges), default=0)
+            hi = max((r[1] for r in ranges), default=0)
+            kv += max(0, hi - lo) * c.heads_kv * (c.head_dim + c.dv) * eb
+        else:  # the hull of each query tile's rows, once per query head
+            for t0 in range(0, sq, BQ):
+                rows = ranges[t0:t0 + BQ]
+                lo, hi = rows[0][0], rows[-1][1]
+                kv += max(0, hi - lo) * c.heads * (c.head_dim + c.dv) * eb
+                tiles += c.heads
+    return dict(q=q, kv=kv, o=o, lse=lse, total=q + kv + o + lse,
+                ideal_mma=pairs * (c.head_dim + c.dv) / 512,
+                diagonal_allowance=tiles * BQ * BQ * (c.head_dim + c.dv) / 512)
+
+
+def run_config(fa, c: Config) -> list[dict]:
+    """Runs one call with a trace file; returns the simulator's launch reports."""
+    import torch
+
+    from batches import varlen_batch
+
+    g = torch.Generator().manual_seed(0)
+    batch = varlen_batch(c.lengths_q, c.lengths_k, c.heads, c.heads_kv, c.head_dim,
+                         getattr(torch, c.dtype), g, head_dim_v=c.head_dim_v)
+    k, v, table = batch.k, batch.v, None
+    if c.page_size:
+        from batches import paged_cache
+
+        k, v, table = paged_cache(batch.k, batch.v, batch.cu_seqlens_k, c.page_size, g)
+    with tempfile.NamedTemporaryFile(suffix=".jsonl", delete=False) as f:
+        trace = f.name
+    os.environ["MFS_SIM_TRACE"] = trace
+    try:
+        fa.flash_attn_varlen_func(batch.q, k, v, batch.cu_seqlens_q,
+                                  batch.cu_seqlens_k, batch.max_seqlen_q, batch.max_seqlen_k,
+                                  causal=c.causal, window_size=c.window,
+                                  return_attn_probs=c.lse, block_table=table)
+    finally:
+        del os.environ["MFS_SIM_TRACE"]
+    reports = [json.loads(line) for line in Path(trace).read_text().splitlines()]
+    os.unlink(trace)
+    return reports
+
+
+def measure(fa, c: Config) -> dict:
+    reports = run_config(fa, c)
+    kernels = [r["kernel"] for r in reports]
+    decode = any(k.startswith("mfs_decode_") for k in kernels)
+    by_name: dict[str, int] = {}
+    mma = 0
+    for r in reports:
+        mma += r["simdgroup_mma"]
+        for b in r["buffers"]:
+            if b["set_bytes"] or b["index"] < 0:
+                continue  # constant data (setBytes) and threadgroup memory are not device traffic
+            by_name[b["name"]] = by_name.get(b["name"], 0) + b["bytes_read"] + b["bytes_written"]
+    total = sum(by_name.values())
+    minimum = design_minimum(c, decode)
+    return dict(config=c.name, kernels=kernels, bytes=by_name, total=total, minimum=minimum,
+                ratio=total / minimum["total"], mma=mma,
+                reports=reports)
+
+
+def load_sim_build():
+    build = REPO / "build-sim"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "build_local.py"), "--variant", "sim"],
+                   check=True, stdout=subprocess.DEVNULL)
+    os.environ["LOCAL_KERNELS"] = f"kernels-community/metal-flash-sdpa={build}"
+    import kernels
+
+    return kernels.get_kernel("kernels-community/metal-flash-sdpa", version=2)
+
+
+def main() -> None:
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.pop("MFS_SIM_BOUNDS", None)  # counters need bounds checking
+    fa = load_sim_build()
+    header = (f"{'config':22s} {'kernels (dtype, head-dim tile)':44s} {'device bytes':>12s}"
+              f" {'minimum':>11s} {'ratio':>6s} {'other bytes':>11s} {'MMAs':>8s} {'ideal':>8s}"
+              f" {'+diag':>7s}")
+    print(header)
+    print("-" * len(header))
+    for c in CONFIGS:
+        m = measure(fa, c)
+        other = sum(v for k, v in m["bytes"].items() if k not in ("q", "k", "v", "out", "lse"))
+        mn = m["minimum"]
+        tiled = [k for k in m["kernels"] if re.search(r"_d\d+$", k)]
+        families = sorted({k.replace("mfs_", "").rsplit("_", 2 if k in tiled else 1)[0]
+                           for k in m["kernels"]})
+        tile = "_".join(tiled[0].rsplit("_", 2)[1:]) if tiled else ""
+        names = "+".join(families) + f" ({tile})"
+        decode = any(k.startswith("mfs_decode_") for k in m["kernels"])
+        ideal = "-" if decode else f"{math.ceil(mn['ideal_mma']):,d}"
+        diag = "-" if decode else f"{math.ceil(mn['diagonal_allowance']):,d}"
+        print(f"{c.name:22s} {names:44s} {m['total']:12,d} {mn['total']:11,d} {m['ratio']:6.3f}"
+              f" {other:11,d} {m['mma']:8,d} {ideal:>8s} {diag:>7s}")
+    print("\ndevice bytes: loads + stores of every device buffer of every launch (q, k, v, out, lse,"
+          " cu_seqlens, block tables, split-K partials);\nother bytes: all but q/k/v/out/lse;"
+          " minimum: Q once, K/V once per query tile (prefill) or GQA group (decode), O/lse once;"
+          "\nMMAs: 8x8x8 simdgroup MMAs counted (decode is vector code: none); ideal: visible"
+          " (row, key) pairs x (D + Dv) / 512; +diag: one BQ x BQ tile per query tile.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,256 @@
+#include "metal_launch_plan.h"
+
+#include <algorithm>
+#include <cstring>
+#include <sstream>
+#include <stdexcept>
+
+namespace {
+
+const char* dtype_suffix(MfsDtype dtype) {
+  switch (dtype) {
+    case kMfsFloat32: return "f32";
+    case kMfsFloat16: return "f16";
+    case kMfsBFloat16: return "bf16";
+  }
+  throw std::invalid_argument("metal_launch_plan: unknown dtype");
+}
+
+int dtype_bytes(MfsDtype dtype) { return dtype == kMfsFloat32 ? 4 : 2; }
+
+uint32_t ceil_div(int64_t a, int64_t b) { return static_cast<uint32_t>((a + b - 1) / b); }
+
+template <typename S>
+PlanBytes bytes_of(int index, const S& value) {
+  PlanBytes b;
+  b.index = index;
+  b.bytes.resize(sizeof(S));
+  std::memcpy(b.bytes.data(), &value, sizeof(S));
+  return b;
+}
+
+// The tensors of the call present in these params, bound at their [[buffer]] indices.
+std::vector<PlanBuffer> call_buffers(const AttentionParams& p, bool inputs) {
+  std::vector<PlanBuffer> buffers;
+  if (inputs) {
+    buffers.push_back({MFS_BUF_Q, PlanTensor::Q});
+    buffers.push_back({MFS_BUF_K, PlanTensor::K});
+    buffers.push_back({MFS_BUF_V, PlanTensor::V});
+  }
+  buffers.push_back({MFS_BUF_OUT, PlanTensor::Out});
+  if (p.flags & kWriteLse) buffers.push_back({MFS_BUF_LSE, PlanTensor::Lse});
+  if (p.flags & kVarlenQ) buffers.push_back({MFS_BUF_CU_Q, PlanTensor::CuSeqlensQ});
+  if (p.flags & kVarlenK) buffers.push_back({MFS_BUF_CU_K, PlanTensor::CuSeqlensK});
+  if (p.flags & kSequsedK) buffers.push_back({MFS_BUF_SEQUSED_K, PlanTensor::SequsedK});
+  if (inputs && (p.flags & kPagedKV)) {
+    buffers.push_back({MFS_BUF_BLOCK_TABLE, PlanTensor::BlockTable});
+  }
+  if (inputs && (p.flags & kHasAlibi)) {
+    buffers.push_back({MFS_BUF_ALIBI, PlanTensor::AlibiSlopes});
+  }
+  if (p.flags & kHasSinks) buffers.push_back({MFS_BUF_SINKS, PlanTensor::Sinks});
+  return buffers;
+}
+
+KernelLaunch launch(const std::string& name, PlanKernel kind, const AttentionParams& p,
+                    MfsDtype sinks_dtype) {
+  KernelLaunch l;
+  l.kernel_name = name;
+  l.kind = kind;
+  PlanFunctionConstant fc;
+  fc.index = MFS_FC_SINK_DTYPE;
+  fc.type = PlanFunctionConstant::Type::Int;
+  fc.int_value = (p.flags & kHasSinks) ? sinks_dtype : kMfsFloat32;
+  fc.float_value = 0.0f;
+  if (kind != PlanKernel::ClearRows) l.function_constants.push_back(fc);
+  l.bytes.push_back(bytes_of(MFS_BUF_PARAMS, p));
+  l.static_threadgroup_bytes = 0;
+  return l;
+}
+
+void set_grid(KernelLaunch& l, uint32_t x, uint32_t y, uint32_t z, uint32_t threads) {
+  l.threadgroups[0] = x;
+  l.threadgroups[1] = y;
+  l.threadgroups[2] = z;
+  l.threads_per_threadgroup[0] = threads;
+  l.threads_per_threadgroup[1] = 1;
+  l.threads_per_threadgroup[2] = 1;
+}
+
+// The [[buffer]] indices each kernel family declares (its signature in the .metal sources;
+// the simulator refuses a launch that leaves one unbound, as Metal's validation does).
+std::vector<int> declared_buffers(PlanKernel kind) {
+  switch (kind) {
+    case PlanKernel::Prefill:
+      return {MFS_BUF_Q, MFS_BUF_K, MFS_BUF_V, MFS_BUF_OUT, MFS_BUF_LSE, MFS_BUF_CU_Q,
+              MFS_BUF_CU_K, MFS_BUF_SEQUSED_K, MFS_BUF_BLOCK_TABLE, MFS_BUF_ALIBI, MFS_BUF_SINKS};
+    case PlanKernel::Decode:
+      return {MFS_BUF_Q, MFS_BUF_K, MFS_BUF_V, MFS_BUF_OUT, MFS_BUF_LSE, MFS_BUF_CU_Q,
+              MFS_BUF_CU_K, MFS_BUF_SEQUSED_K, MFS_BUF_BLOCK_TABLE, MFS_BUF_ALIBI, MFS_BUF_SINKS,
+              MFS_BUF_SCRATCH0, MFS_BUF_SCRATCH1};
+    case PlanKernel::DecodeReduce:
+      return {MFS_BUF_OUT, MFS_BUF_LSE, MFS_BUF_CU_Q, MFS_BUF_CU_K, MFS_BUF_SEQUSED_K,
+              MFS_BUF_SINKS, MFS_BUF_SCRATCH0, MFS_BUF_SCRATCH1};
+    case PlanKernel::ClearRows:
+      return {MFS_BUF_OUT, MFS_BUF_LSE, MFS_BUF_CU_Q};
+  }
+  return {};
+}
+
+// A buffer the call does not have (no seqused_k, no lse, ...) is never read by the kernel (its
+// flag is off), but stays bound: to 16 zero bytes with setBytes, so that nothing aliases a tensor.
+void bind_placeholders(KernelLaunch& l) {
+  for (int index : declared_buffers(l.kind)) {
+    bool bound = false;
+    for (const PlanBuffer& b : l.buffers) bound |= b.index == index;
+    if (!bound) l.bytes.push_back({index, std::vector<uint8_t>(16, 0)});
+  }
+}
+
+bool empty_grid(const KernelLaunch& l) {
+  return l.threadgroups[0] == 0 || l.threadgroups[1] == 0 || l.threadgroups[2] == 0;
+}
+
+// The largest divisor of `group` whose heads x rows fit the SIMD-groups of one threadgroup.
+int decode_heads_per_tg(int group, int rows) {
+  for (int hpt = group; hpt > 1; --hpt) {
+    if (group % hpt == 0 && hpt * rows <= MFS_DECODE_MAX_SIMDGROUPS) return hpt;
+  }
+  return 1;
+}
+
+}  // namespace
+
+LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype sinks_dtype,
+                             const PlanTuning& tuning) {
+  LaunchPlan plan;
+  const std::string sfx = dtype_suffix(dtype);
+  const int eb = dtype_bytes(dtype);
+  if (p.heads_kv <= 0 || p.heads_q % p.heads_kv != 0) {
+    throw std::invalid_argument("metal_launch_plan: heads_q must be a multiple of heads_kv");
+  }
+  const int tile = mfs_head_dim_tile(std::max(p.head_dim, p.head_dim_v));
+  if (tile == 0 || p.head_dim % 8 != 0 || p.head_dim_v % 8 != 0) {
+    throw std::invalid_argument("metal_launch_plan: head dims must be multiples of 8 up to 256");
+  }
+  const std::string dim = "_d" + std::to_string(tile);
+
+  if (p.batch > 0 && p.max_seqlen_q > 0 && p.heads_q > 0) {
+    if (p.max_seqlen_q <= MFS_DECODE_MAX_Q) {
+      const int group = p.heads_q / p.heads_kv;
+      const int rows = p.max_seqlen_q;
+      MetalLaunchArgs args;
+      args.heads_per_tg = decode_heads_per_tg(group, rows);
+      args.rows_per_head = rows;
+      const int64_t tgs = int64_t(p.batch) * p.heads_kv * (group / args.heads_per_tg);
+      // Split the keys when the threadgroups alone would leave the GPU idle.
+      int splits = 1;
+      if (tgs < tuning.target_threadgroups) {
+        const int64_t wanted = ceil_div(tuning.target_threadgroups, tgs);
+        // A split's partials (written, then read by the reduction) must stay small next to the
+        // K/V rows it reads: at most 1/scratch_ratio of them.
+        const int64_t partial_bytes = int64_t(args.heads_per_tg) * rows * (p.head_dim_v + 2) * 4 * 2;
+        const int64_t row_bytes = int64_t(p.head_dim + p.head_dim_v) * eb;
+        const int64_t min_keys = std::max<int64_t>(
+            tuning.min_keys_per_split, ceil_div(tuning.scratch_ratio * partial_bytes, row_bytes));
+        const int64_t by_keys = p.max_seqlen_k / min_keys;
+        splits = static_cast<int>(std::min<int64_t>(
+            {wanted, by_keys, tuning.max_splits, MFS_DECODE_MAX_SPLITS}));
+      }
+      if (splits >= 2) {
+        const int64_t per = ceil_div(p.max_seqlen_k, splits);
+        args.keys_per_split = static_cast<int>(ceil_div(per, MFS_DECODE_SPLIT_GRAIN) *
+                                               MFS_DECODE_SPLIT_GRAIN);
+        splits = static_cast<int>(ceil_div(p.max_seqlen_k, args.keys_per_split));
+      }
+      if (splits < 2) {
+        splits = 1;
+        args.keys_per_split = 1 << 30;  // every key
+      }
+      args.num_splits = splits;
+
+      KernelLaunch d = launch("mfs_decode_" + sfx + dim, PlanKernel::Decode, p, sinks_dtype);
+      d.buffers = call_buffers(p, true);
+      set_grid(d, splits, p.heads_kv * (group / args.heads_per_tg), p.batch,
+               32 * args.heads_per_tg * rows);
+      d.bytes.push_back(bytes_of(MFS_BUF_ARGS, args));
+      d.static_threadgroup_bytes = mfs_decode_tg_bytes(tile, eb);
+      if (splits > 1) {
+        const uint64_t slots = uint64_t(p.batch) * p.heads_q * rows * splits;
+        plan.scratch.push_back({PlanTensor::Scratch0, slots * p.head_dim_v * 4});
+        plan.scratch.push_back({PlanTensor::Scratch1, slots * 2 * 4});
+        d.buffers.push_back({MFS_BUF_SCRATCH0, PlanTensor::Scratch0});
+        d.buffers.push_back({MFS_BUF_SCRATCH1, PlanTensor::Scratch1});
+      }
+      plan.launches.push_back(d);
+      if (splits > 1) {
+        KernelLaunch r = launch("mfs_decode_reduce_" + sfx, PlanKernel::DecodeReduce, p,
+                                sinks_dtype);
+        r.buffers = call_buffers(p, false);
+        r.buffers.push_back({MFS_BUF_SCRATCH0, PlanTensor::Scratch0});
+        r.buffers.push_back({MFS_BUF_SCRATCH1, PlanTensor::Scratch1});
+        r.bytes.push_back(bytes_of(MFS_BUF_ARGS, args));
+        set_grid(r, rows, p.heads_q, p.batch, 32);
+        plan.launches.push_back(r);
+      }
+    } else {
+      KernelLaunch l = launch("mfs_prefill_" + sfx + dim, PlanKernel::Prefill, p, sinks_dtype);
+      l.buffers = call_buffers(p, true);
+      set_grid(l, ceil_div(p.max_seqlen_q, MFS_PREFILL_BQ), p.heads_q, p.batch,
+               32 * MFS_PREFILL_SIMDGROUPS);
+      l.static_threadgroup_bytes = mfs_prefill_tg_bytes(tile, eb);
+      plan.launches.push_back(l);
+    }
+  }
+
+  if ((p.flags & kClearRowsOutsideSequences) && (p.flags & kVarlenQ)) {
+    KernelLaunch c = launch("mfs_clear_rows_" + sfx, PlanKernel::ClearRows, p, sinks_dtype);
+    c.buffers.push_back({MFS_BUF_OUT, PlanTensor::Out});
+    if (p.flags & kWriteLse) c.buffers.push_back({MFS_BUF_LSE, PlanTensor::Lse});
+    c.buffers.push_back({MFS_BUF_CU_Q, PlanTensor::CuSeqlensQ});
+    set_grid(c, ceil_div(p.q_rows, MFS_CLEAR_ROWS_PER_TG), p.heads_q, 1, 32);
+    plan.launches.push_back(c);
+  }
+
+  for (KernelLaunch& l : plan.launches) bind_placeholders(l);
+  plan.launches.erase(std::remove_if(plan.launches.begin(), plan.launches.end(), empty_grid),
+                      plan.launches.end());
+  return plan;
+}
+
+std::vector<std::string> all_plan_kernel_names() {
+  std::vector<std::string> names;
+  for (MfsDtype dtype : {kMfsFloat32, kMfsFloat16, kMfsBFloat16}) {
+    const std::string sfx = dtype_suffix(dtype);
+    for (int i = 0; i < MFS_NUM_HEAD_DIM_TILES; ++i) {
+      const std::string dim = "_d" + std::to_string(mfs_head_dim_tile_at(i));
+      names.push_back("mfs_prefill_" + sfx + dim);
+      names.push_back("mfs_decode_" + sfx + dim);
+    }
+    names.push_back("mfs_decode_reduce_" + sfx);
+    names.push_back("mfs_clear_rows_" + sfx);
+  }
+  return names;
+}
+
+std::string describe_plan(const LaunchPlan& plan) {
+  std::ostringstream s;
+  for (const PlanScratch& sc : plan.scratch) {
+    s << "scratch" << (sc.tensor == PlanTensor::Scratch0 ? 0 : 1) << " " << sc.bytes << "\n";
+  }
+  for (const KernelLaunch& l : plan.launches) {
+    s << l.kernel_name << " grid " << l.threadgroups[0] << "x" << l.threadgroups[1] << "x"
+      << l.threadgroups[2] << " threads " << l.threads_per_threadgroup[0] << " tgmem "
+      << l.static_threadgroup_bytes;
+    for (const PlanBytes& b : l.bytes) {
+      if (b.index == MFS_BUF_ARGS && b.bytes.size() == sizeof(MetalLaunchArgs)) {
+        MetalLaunchArgs a;
+        std::memcpy(&a, b.bytes.data(), sizeof a);
+        s << " heads_per_tg " << a.heads_per_tg << " rows " << a.rows_per_head << " splits "
+          << a.num_splits << " keys_per_split " << a.keys_per_split;
+      }
+    }
+    s << "\n";
+  }
+  return s.str();
+}

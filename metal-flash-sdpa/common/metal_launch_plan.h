@@ -1,0 +1,97 @@
+// What to launch on the GPU for one attention call: plain C++, no Metal and no torch.
+//
+// The plan is built once per call by make_forward_plan and then executed by one of two
+// executors: the Objective-C++ host (metal/attention_metal.mm, Metal API calls only) or the MSL
+// simulator's executor (sim/attention_sim.cpp). Neither executor decides anything: every choice
+// (kernel, tiles, grid, bindings, scratch) is here; the numbers the kernels must agree with come
+// from metal_kernel_config.h.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "attention_params.h"
+#include "metal_kernel_config.h"
+
+// Which tensor of the call a buffer binding refers to.
+enum class PlanTensor : int {
+  Q, K, V, Out, Lse, CuSeqlensQ, CuSeqlensK, SequsedK, BlockTable, AlibiSlopes, Sinks,
+  Scratch0, Scratch1,  // temporaries the plan asks the executor to allocate (split-K partials)
+};
+
+struct PlanBuffer {
+  int index;          // [[buffer(index)]]
+  PlanTensor tensor;  // bound at the tensor's own storage offset
+};
+
+struct PlanBytes {
+  int index;                   // [[buffer(index)]] bound with setBytes
+  std::vector<uint8_t> bytes;  // the AttentionParams struct, the MetalLaunchArgs struct
+};
+
+struct PlanFunctionConstant {
+  int index;  // [[function_constant(index)]]
+  enum class Type { Bool, Int, Float } type;
+  int32_t int_value;  // bool and int
+  float float_value;
+};
+
+struct PlanThreadgroupMemory {
+  int index;       // [[threadgroup(index)]]
+  uint32_t bytes;  // multiple of 16
+};
+
+struct PlanScratch {
+  PlanTensor tensor;  // Scratch0 / Scratch1
+  uint64_t bytes;     // float32 elements; 0 is never asked for
+};
+
+// Which kernel family a launch runs (for tests and benchmarks; executors ignore it).
+enum class PlanKernel : int { Prefill, Decode, DecodeReduce, ClearRows };
+
+struct KernelLaunch {
+  std::string kernel_name;  // a [[host_name]] of the .metal sources
+  PlanKernel kind;
+  std::vector<PlanFunctionConstant> function_constants;
+  uint32_t threadgroups[3];
+  uint32_t threads_per_threadgroup[3];
+  std::vector<PlanBuffer> buffers;
+  std::vector<PlanBytes> bytes;
+  // Dynamic [[threadgroup(n)]] memory: none today (the kernels' threadgroup arrays are sized at
+  // compile time from metal_kernel_config.h).
+  std::vector<PlanThreadgroupMemory> threadgroup_memory;
+  // The kernel's static threadgroup memory, as metal_kernel_config.h sizes it (<= 32 KiB).
+  uint32_t static_threadgroup_bytes;
+};
+
+// One call may need several launches in order (split-K partials then the reduction; clearing
+// the rows outside every sequence). All go to the same encoder, in this order.
+struct LaunchPlan {
+  std::vector<PlanScratch> scratch;
+  std::vector<KernelLaunch> launches;
+};
+
+// The tuning knobs the plan uses, with their defaults; tests may pass others.
+struct PlanTuning {
+  // Threadgroups that keep an Apple GPU busy (about 2 per core on the largest parts): decode
+  // splits keys while it has fewer.
+  int target_threadgroups = 64;
+  // A split has at least this many keys (shorter splits cost more in the reduction than they
+  // save) and at most this many splits.
+  int min_keys_per_split = 128;
+  int max_splits = 32;
+  // A split reads at least this many times more K/V bytes than its partials cost (write + read).
+  int scratch_ratio = 20;
+};
+
+// The plan of one forward call. `dtype` is q/k/v/out's, `sinks_dtype` s_aux's (ignored without
+// sinks). Launches with an empty grid are left out, so a plan may be empty.
+LaunchPlan make_forward_plan(const AttentionParams& params, MfsDtype dtype, MfsDtype sinks_dtype,
+                             const PlanTuning& tuning = PlanTuning());
+
+// Every kernel name the plan can pick (each [[host_name]] the .metal sources must instantiate).
+std::vector<std::string> all_plan_kernel_names();
+
+// A readable one-line-per-launch description (tests, benchmarks, error messages).
+std::string describe_plan(const LaunchPlan& plan);

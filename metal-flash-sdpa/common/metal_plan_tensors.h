@@ -1,0 +1,59 @@
+// The torch side of executing a LaunchPlan, shared by its two executors (the Metal host in
+// metal/attention_metal.mm and the simulator executor in sim/attention_sim.cpp): the plan of one
+// call, its scratch tensors, and which tensor each PlanTensor binding names.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <vector>
+
+#include "attention_inputs.h"
+#include "metal_launch_plan.h"
+
+inline MfsDtype mfs_dtype(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return kMfsFloat32;
+    case at::kHalf: return kMfsFloat16;
+    case at::kBFloat16: return kMfsBFloat16;
+    default: TORCH_CHECK(false, "metal-flash-sdpa: unsupported dtype ", t);
+  }
+}
+
+// A call's plan plus the scratch tensors it asked for (float32, on q's device).
+struct PlannedCall {
+  LaunchPlan plan;
+  at::Tensor scratch0, scratch1;
+};
+
+inline PlannedCall plan_forward_call(const AttentionParams& params, const AttentionTensors& t) {
+  PlannedCall call;
+  const MfsDtype sinks = t.sinks ? mfs_dtype(t.sinks->scalar_type()) : kMfsFloat32;
+  call.plan = make_forward_plan(params, mfs_dtype(t.q.scalar_type()), sinks);
+  for (const PlanScratch& s : call.plan.scratch) {
+    at::Tensor buffer =
+        at::empty({static_cast<int64_t>((s.bytes + 3) / 4)}, t.q.options().dtype(at::kFloat));
+    (s.tensor == PlanTensor::Scratch0 ? call.scratch0 : call.scratch1) = buffer;
+  }
+  return call;
+}
+
+// The tensor a binding names, with a name for error messages.
+inline const at::Tensor& plan_tensor(const AttentionTensors& t, const PlannedCall& call,
+                                     PlanTensor which, const char** name) {
+  switch (which) {
+    case PlanTensor::Q: *name = "q"; return t.q;
+    case PlanTensor::K: *name = "k"; return t.k;
+    case PlanTensor::V: *name = "v"; return t.v;
+    case PlanTensor::Out: *name = "out"; return t.out;
+    case PlanTensor::Lse: *name = "lse"; return t.lse;
+    case PlanTensor::CuSeqlensQ: *name = "cu_seqlens_q"; return t.cu_seqlens_q.value();
+    case PlanTensor::CuSeqlensK: *name = "cu_seqlens_k"; return t.cu_seqlens_k.value();
+    case PlanTensor::SequsedK: *name = "seqused_k"; return t.seqused_k.value();
+    case PlanTensor::BlockTable: *name = "block_table"; return t.block_table.value();
+    case PlanTensor::AlibiSlopes: *name = "alibi_slopes"; return t.alibi_slopes.value();
+    case PlanTensor::Sinks: *name = "s_aux"; return t.sinks.value();
+    case PlanTensor::Scratch0: *name = "scratch0"; return call.scratch0;
+    case PlanTensor::Scratch1: *name = "scratch1"; return call.scratch1;
+  }
+  TORCH_CHECK(false, "metal-flash-sdpa: unknown plan tensor");
+}

@@ -1,0 +1,45 @@
+// The AVX-512 tile kernel for every dtype, computing in fp32 (fp16/bf16 converted per block).
+// Compiled for AVX-512 F/BW/VL/DQ by the target pragma below (no compiler flags needed); the
+// driver calls it only when the cpu has those (cpu_features.cpp).
+#include "tile_job.h"
+
+#ifdef MFS_HAVE_X86_KERNELS
+
+// Everything included before the pragma is compiled for the baseline ISA.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstring>
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c"))), apply_to = function)
+#elif defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")
+#endif
+
+#include "avx512_tile_kernel.h"
+
+namespace {
+
+void run_avx512(const TileJob& job, void* scratch) {
+  switch (job.dtype) {
+    case ElementType::kFloat32: return run_any_tile<ElementType::kFloat32, false>(job, scratch);
+    case ElementType::kFloat16: return run_any_tile<ElementType::kFloat16, false>(job, scratch);
+    case ElementType::kBFloat16: return run_any_tile<ElementType::kBFloat16, false>(job, scratch);
+  }
+}
+
+}  // namespace
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#elif defined(__GNUC__)
+#pragma GCC pop_options
+#endif
+
+TileKernel avx512_tile_kernel() { return {scratch_bytes, run_avx512}; }
+
+#endif  // MFS_HAVE_X86_KERNELS

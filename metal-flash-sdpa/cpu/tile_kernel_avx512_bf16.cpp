@@ -1,0 +1,42 @@
+// The AVX-512 tile kernel for bf16 inputs with native bf16 dot products (vdpbf16ps, fp32
+// accumulation). Compiled for AVX-512 F/BW/VL/DQ + AVX512_BF16 by the target pragma below; the
+// driver calls it only for bf16 tensors on a cpu that has AVX512_BF16 (cpu_features.cpp).
+#include "tile_job.h"
+
+#ifdef MFS_HAVE_X86_KERNELS
+
+// Everything included before the pragma is compiled for the baseline ISA.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstring>
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,f16c"))), apply_to = function)
+#elif defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,f16c")
+#endif
+
+#define MFS_AVX512_BF16_DOT 1
+#include "avx512_tile_kernel.h"
+
+namespace {
+
+void run_avx512_bf16(const TileJob& job, void* scratch) {
+  run_any_tile<ElementType::kBFloat16, true>(job, scratch);
+}
+
+}  // namespace
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#elif defined(__GNUC__)
+#pragma GCC pop_options
+#endif
+
+TileKernel avx512_bf16_tile_kernel() { return {scratch_bytes, run_avx512_bf16}; }
+
+#endif  // MFS_HAVE_X86_KERNELS

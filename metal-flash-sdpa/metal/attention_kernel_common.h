@@ -1,0 +1,186 @@
+// What every Metal attention kernel shares (MSL only): where a sequence's rows are, with every
+// offset clamped to the tensors' sizes; how a key row is addressed (contiguous or paged); the
+// score of one (query, key) pair (scale, softcap, ALiBi, in log2 units) and the mask; sinks.
+// The rules themselves (which keys a query sees, softcap, ALiBi) are attention_semantics.h's:
+// this header only applies them.
+#pragma once
+
+#include <metal_stdlib>
+
+#include "../common/attention_params.h"
+#include "../common/attention_semantics.h"
+#include "../common/metal_kernel_config.h"
+
+using namespace metal;
+
+#define MFS_LOG2E 1.4426950408889634f
+#define MFS_LN2 0.6931471805599453f
+#define MFS_NEG_INF (-INFINITY)
+// Masked logits and the running max of a row that has seen no key yet. Finite on purpose: Metal
+// compiles with fast math by default, which may assume no infinities in arithmetic; -inf is only
+// ever stored (the lse of a row with no visible key), never computed with.
+#define MFS_MASKED (-1.0e30f)
+#define MFS_MASKED_BELOW (-1.0e29f)
+
+// s_aux's dtype (it need not be q's): set per pipeline by the plan. Read in kernel bodies only
+// and passed down (helpers shared by several .metal files must not read function constants: the
+// simulator gives each translated file its own copy, and one copy of an inline helper wins).
+constant int mfs_sink_dtype [[function_constant(MFS_FC_SINK_DTYPE)]];
+
+// One sequence's rows, every value clamped to what exists in the tensors, whatever cu_seqlens /
+// seqused_k hold: reading q rows [q_begin, q_begin + seqlen_q) and logical keys [0, seqlen_k)
+// never leaves the buffers.
+struct SequenceRows {
+  int q_begin;   // first row of q/out (varlen: into the packed rows; fixed: 0)
+  int seqlen_q;  // queries of the sequence
+  int k_begin;   // first row of k/v (contiguous varlen k only)
+  int seqlen_k;  // keys of the sequence
+};
+
+inline int mfs_clamp(int v, int lo, int hi) { return min(max(v, lo), hi); }
+
+// A value every lane of the SIMD-group needs, loaded once by lane 0 and broadcast (uniform
+// metadata: offsets, lengths, slopes). Must be reached by the whole SIMD-group.
+template <typename T>
+inline T uniform_load(const device T* src, long i, uint lane) {
+  return simd_broadcast(lane == 0 ? src[i] : T(0), 0);
+}
+
+inline SequenceRows sequence_rows(constant AttentionParams& p, const device int* cu_seqlens_q,
+                                  const device int* cu_seqlens_k, const device int* seqused_k,
+                                  int b, uint lane) {
+  SequenceRows s;
+  if (p.flags & kVarlenQ) {
+    s.q_begin = mfs_clamp(uniform_load(cu_seqlens_q, b, lane), 0, p.q_rows);
+    s.seqlen_q =
+        mfs_clamp(uniform_load(cu_seqlens_q, b + 1, lane), s.q_begin, p.q_rows) - s.q_begin;
+  } else {
+    s.q_begin = 0;
+    s.seqlen_q = mfs_clamp(p.seqlen_q, 0, p.q_rows);
+  }
+  s.k_begin = 0;
+  if (p.flags & kPagedKV) {
+    // Logical keys live in the sequence's pages: at most max_pages_per_seq * page_size of them.
+    const int capacity = p.max_pages_per_seq * p.page_size;
+    if (p.flags & kVarlenK) {
+      const long len = (long)uniform_load(cu_seqlens_k, b + 1, lane) -
+                       (long)uniform_load(cu_seqlens_k, b, lane);
+      s.seqlen_k = len < 0 ? 0 : len > (long)capacity ? capacity : (int)len;
+    } else {
+      s.seqlen_k = mfs_clamp(uniform_load(seqused_k, b, lane), 0, capacity);
+    }
+  } else if (p.flags & kVarlenK) {
+    s.k_begin = mfs_clamp(uniform_load(cu_seqlens_k, b, lane), 0, p.k_rows);
+    s.seqlen_k =
+        mfs_clamp(uniform_load(cu_seqlens_k, b + 1, lane), s.k_begin, p.k_rows) - s.k_begin;
+  } else if (p.flags & kSequsedK) {
+    s.seqlen_k = mfs_clamp(uniform_load(seqused_k, b, lane), 0, p.k_rows);
+  } else {
+    s.seqlen_k = mfs_clamp(p.seqlen_k, 0, p.k_rows);
+  }
+  return s;
+}
+
+// Paged K/V: the page holding logical key `key` (< seqlen_k) of sequence b, from block_table,
+// clamped to [0, num_pages). Kernels look each row's page up once per tile (pages[] in
+// threadgroup memory), not once per 8-element chunk.
+inline int key_page(constant AttentionParams& p, const device int* block_table, int b, int key) {
+  const int page_index = key / p.page_size;  // < max_pages_per_seq since key < seqlen_k
+  return mfs_clamp(block_table[(long)b * p.block_table_batch_stride + page_index], 0,
+                   p.num_pages - 1);
+}
+
+// Element offset of logical key `key` of sequence b in k or v (their batch/page and row
+// strides), head excluded. `page` is key_page(...) when paged, ignored otherwise.
+inline long key_row_offset(constant AttentionParams& p, const SequenceRows s, int b, int key,
+                           int page, long batch_stride, long row_stride) {
+  if (p.flags & kPagedKV) {
+    return (long)page * batch_stride + (long)(key % p.page_size) * row_stride;
+  }
+  const long batch_offset = (p.flags & kVarlenK) ? (long)0 : (long)b * batch_stride;
+  return batch_offset + (long)(s.k_begin + key) * row_stride;
+}
+
+// Element offsets of query row `row` of sequence b (head excluded) in q, out and lse.
+inline long q_row_offset(constant AttentionParams& p, const SequenceRows s, int b, int row) {
+  return (long)b * p.q_batch_stride + (long)(s.q_begin + row) * p.q_row_stride;
+}
+inline long o_row_offset(constant AttentionParams& p, const SequenceRows s, int b, int row) {
+  return (long)b * p.o_batch_stride + (long)(s.q_begin + row) * p.o_row_stride;
+}
+inline long lse_offset(constant AttentionParams& p, const SequenceRows s, int b, int h, int row) {
+  return (long)b * p.lse_batch_stride + (long)h * p.lse_head_stride + (long)(s.q_begin + row);
+}
+
+// How a raw q.k turns into a log2-domain logit for one query head of one sequence.
+struct ScoreRule {
+  float scale;       // softmax_scale (natural units)
+  float scale_log2;  // softmax_scale * log2(e): the whole rule when there is no softcap/ALiBi
+  float softcap;
+  float slope;       // ALiBi slope of this head (0 without ALiBi)
+  bool plain;        // no softcap, no ALiBi
+  int seqlen_q, seqlen_k;
+};
+
+inline ScoreRule score_rule(constant AttentionParams& p, const device float* alibi_slopes,
+                            const SequenceRows s, int b, int h, uint lane) {
+  ScoreRule r;
+  r.scale = p.scale;
+  r.scale_log2 = p.scale * MFS_LOG2E;
+  r.softcap = p.softcap;
+  r.slope = (p.flags & kHasAlibi)
+                ? uniform_load(alibi_slopes, (long)b * p.alibi_batch_stride + h, lane)
+                : 0.0f;
+  r.plain = !(p.softcap > 0.0f) && !(p.flags & kHasAlibi);
+  r.seqlen_q = s.seqlen_q;
+  r.seqlen_k = s.seqlen_k;
+  return r;
+}
+
+// The log2-domain logit of query `row` and key `key`, -inf when the key is outside `visible`.
+inline float logit_log2(const ScoreRule r, float qk, int row, int key, const KeyRange visible) {
+  if (key < visible.begin || key >= visible.end) return MFS_MASKED;
+  if (r.plain) return qk * r.scale_log2;
+  float x = apply_softcap(qk * r.scale, r.softcap);
+  if (r.slope != 0.0f) x += alibi_bias(r.slope, row, key, r.seqlen_q, r.seqlen_k);
+  return x * MFS_LOG2E;
+}
+
+// The sink logit of head h in log2 units (s_aux may be float32, float16 or bfloat16).
+inline float sink_log2(const device float* sinks, int h, uint lane, int sink_dtype) {
+  float s = 0.0f;
+  if (lane == 0) {
+    if (sink_dtype == kMfsFloat16) {
+      s = float(((const device half*)sinks)[h]);
+    } else if (sink_dtype == kMfsBFloat16) {
+      s = float(((const device bfloat*)sinks)[h]);
+    } else {
+      s = sinks[h];
+    }
+  }
+  return simd_broadcast(s, 0) * MFS_LOG2E;
+}
+
+// Online-softmax state of one query row, in log2 units: running max m and denominator l.
+// With sinks, the sink starts the row: m = sink, l = exp2(sink - m) = 1.
+struct RowState {
+  float m;
+  float l;
+};
+
+inline RowState row_state_start(bool with_sink, float sink) {
+  RowState st;
+  st.m = with_sink ? sink : MFS_MASKED;
+  st.l = with_sink ? 1.0f : 0.0f;
+  return st;
+}
+
+// The base the row's exponentials are taken against: m, or 0 while the row has seen no key
+// (then every exp2(MFS_MASKED - base) underflows to 0 instead of being exp2(0) = 1).
+inline float softmax_base(float m) { return m <= MFS_MASKED_BELOW ? 0.0f : m; }
+
+// Natural-log LSE of a finished row; -inf for a row that sees no key (also with a sink).
+inline float row_lse(const RowState st, bool no_visible_key) {
+  if (no_visible_key || !(st.l > 0.0f)) return MFS_NEG_INF;
+  return (st.m + log2(st.l)) * MFS_LN2;
+}

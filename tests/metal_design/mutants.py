@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Planted bugs: proves that the simulator plus a focused check catch a missing
+threadgroup_barrier or a flipped mask comparison in the Metal kernels.
+
+    python tests/metal_design/mutants.py [--only NAME ...] [--keep]
+
+For each mutant: copy metal-flash-sdpa/metal/ to a temp dir, apply the mutation, keep only the
+head-dim-64 instantiations (to build fast), build a simulated-Metal variant there (object cache
+shared with build-sim/), and run tests/metal_design/focused_check.py against it in a fresh
+process. The unmutated sources (same reduced instantiations) must pass; every mutant must fail.
+Prints one line per mutant; exits 1 if a mutant survives or the baseline fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[2]
+METAL = REPO / "metal-flash-sdpa" / "metal"
+CHECK = Path(__file__).with_name("focused_check.py")
+
+
+def remove_nth(pattern: str, n: int) -> Callable[[str], str]:
+    """Deletes the n-th line (0-based) that contains `pattern`."""
+
+    def apply(text: str) -> str:
+        lines = text.splitlines(keepends=True)
+        hits = [i for i, line in enumerate(lines) if pattern in line]
+        if n >= len(hits):
+            raise ValueError(f"no occurrence {n} of {pattern!r}")
+        del lines[hits[n]]
+        return "".join(lines)
+
+    return apply
+
+
+def replace_once(old: str, new: str) -> Callable[[str], str]:
+    def apply(text: str) -> str:
+        if text.count(old) != 1:
+            raise ValueError(f"{old!r} occurs {text.count(old)} times")
+        return text.replace(old, new)
+
+    return apply
+
+
+@dataclass
+class Mutant:
+    name: str
+    file: str
+    apply: Callable[[str], str]
+
+
+MUTANTS = [
+    # threadgroup_barrier sites, in source order: before staging a tile, after the paged rows'
+    # page lookup, after staging
+    Mutant("prefill_barrier_before_load", "attention_prefill.metal",
+           remove_nth("threadgroup_barrier(", 0)),
+    Mutant("prefill_barrier_after_pages", "attention_prefill.metal",
+           remove_nth("threadgroup_barrier(", 1)),
+    Mutant("prefill_barrier_after_load", "attention_prefill.metal",
+           remove_nth("threadgroup_barrier(", 2)),
+    Mutant("decode_barrier_before_load", "attention_decode.metal",
+           remove_nth("threadgroup_barrier(", 0)),
+    Mutant("decode_barrier_after_pages", "attention_decode.metal",
+           remove_nth("threadgroup_barrier(", 1)),
+    Mutant("decode_barrier_after_load", "attention_decode.metal",
+           remove_nth("threadgroup_barrier(", 2)),
+    Mutant("mask_end_off_by_one", "attention_kernel_common.h",
+           replace_once("key >= visible.end", "key > visible.end")),
+    Mutant("mask_begin_off_by_one", "attention_kernel_common.h",
+           replace_once("key < visible.begin", "key <= visible.begin")),
+    Mutant("prefill_no_rescale", "attention_prefill.metal",
+           replace_once("of[c].thread_elements()[0] *= factor;", "")),
+    Mutant("page_not_clamped", "attention_kernel_common.h",
+           replace_once("page_index], 0,", "page_index], -(1 << 30),")),
+    Mutant("cu_seqlens_q_end_not_clamped", "attention_kernel_common.h",
+           replace_once("mfs_clamp(uniform_load(cu_seqlens_q, b + 1, lane), s.q_begin, p.q_rows)",
+                        "uniform_load(cu_seqlens_q, b + 1, lane)")),
+]
+
+
+def reduce_instantiations(text: str) -> str:
+    return re.sub(r"^MFS_INSTANTIATE_(PREFILL|DECODE)_DTYPES\((?!64\))\d+\)\n", "", text,
+                  flags=re.M)
+
+
+def build_variant(workdir: Path, mutant: Mutant | None) -> Path:
+    """Builds the (mutated) sources into workdir; returns the variant root."""
+    metal = workdir / "metal-flash-sdpa" / "metal"
+    if metal.parent.exists():
+        shutil.rmtree(metal.parent)
+    metal.parent.mkdir(parents=True)
+    shutil.copytree(METAL, metal)
+    (metal.parent / "common").symlink_to(REPO / "metal-flash-sdpa" / "common")
+    for path in metal.glob("*.metal"):
+        path.write_text(reduce_instantiations(path.read_text()))
+    if mutant:
+        target = metal / mutant.file
+        target.write_text(mutant.apply(target.read_text()))
+    sys.path.insert(0, str(REPO / "scripts"))
+    import build_local
+
+    out_root = workdir / "build"
+    if out_root.exists():
+        shutil.rmtree(out_root)
+    variant = build_local.sim_variant(metal_dir=metal, out_root=out_root)
+    build_local.build(variant, jobs=2, obj_dir=REPO / "build-sim" / ".obj", fixed_id="mutant")
+    return out_root
+
+
+def check(root: Path) -> tuple[bool, str]:
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, str(CHECK), str(root)], capture_output=True,
+                            text=True, env=env, timeout=1800)
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    return result.returncode == 0, (lines[0] if lines else "")[:200]
+
+
+def run(names: list[str] | None = None) -> dict[str, tuple[bool, str]]:
+    """{name: (check passed, first line of its output)}, 'baseline' first."""
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="mfs_mutants_") as tmp:
+        work = Path(tmp)
+        results["baseline"] = check(build_variant(work, None))
+        for m in MUTANTS:
+            if names and m.name not in names:
+                continue
+            results[m.name] = check(build_variant(work, m))
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", nargs="*")
+    args = parser.parse_args()
+    results = run(args.only)
+    ok = results["baseline"][0]
+    print(f"{'baseline':32s} {'passes' if ok else 'FAILS'}  {results['baseline'][1]}")
+    for name, (passed, first) in results.items():
+        if name == "baseline":
+            continue
+        ok &= not passed
+        print(f"{name:32s} {'SURVIVED' if passed else 'caught'}  {first}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""The Metal launch plan as Python sees it: builds tests/metal_design/plan_probe.cpp (plain C++,
+the plan and nothing else) once, then asks it for the plan of AttentionParams given as fields."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+COMMON = REPO / "metal-flash-sdpa" / "common"
+METAL = REPO / "metal-flash-sdpa" / "metal"
+PROBE_SRC = Path(__file__).with_name("plan_probe.cpp")
+
+# AttentionFlags (attention_params.h)
+VARLEN_Q, VARLEN_K, SEQUSED_K, PAGED_KV, HAS_ALIBI, HAS_SINKS, WRITE_LSE, CLEAR_ROWS = (
+    1 << i for i in range(8))
+
+# PlanKernel
+PREFILL, DECODE, DECODE_REDUCE, CLEAR_ROWS_KERNEL = range(4)
+
+DTYPES = ("f32", "f16", "bf16")
+ELEM_BYTES = {"f32": 4, "f16": 2, "bf16": 2}
+
+
+@functools.lru_cache(maxsize=1)
+def probe_binary() -> Path:
+    sources = [PROBE_SRC, COMMON / "metal_launch_plan.cpp", COMMON / "metal_launch_plan.h",
+               COMMON / "metal_kernel_config.h", COMMON / "attention_params.h"]
+    key = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12]
+    out = Path(tempfile.gettempdir()) / f"mfs_plan_probe_{key}"
+    if not out.exists():
+        tmp = out.with_suffix(".tmp")
+        subprocess.run(["g++", "-std=c++17", "-O1", f"-I{COMMON}", str(PROBE_SRC),
+                        str(COMMON / "metal_launch_plan.cpp"), "-o", str(tmp)], check=True)
+        os.replace(tmp, out)
+    return out
+
+
+def plans(calls: list[tuple[str, str, dict]]) -> list[dict]:
+    """The plan of each (dtype, sinks_dtype, AttentionParams fields) call."""
+    lines = []
+    for dtype, sinks, fields in calls:
+        fields = {"window_left": -1, "window_right": -1, **fields}
+        lines.append(" ".join([dtype, sinks, *(f"{k}={v}" for k, v in fields.items())]))
+    result = subprocess.run([str(probe_binary())], input="\n".join(lines) + "\n",
+                            capture_output=True, text=True, check=True)
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def plan(dtype: str = "f16", sinks: str = "f32", **fields) -> dict:
+    return plans([(dtype, sinks, fields)])[0]
+
+
+def kernel_names() -> list[str]:
+    result = subprocess.run([str(probe_binary())], input="names\n", capture_output=True,
+                            text=True, check=True)
+    return json.loads(result.stdout)
+
+
+def instantiated_names() -> set[str]:
+    """Every [[host_name]] the .metal sources instantiate, read from their instantiation macros."""
+    names = set()
+    prefill = (METAL / "attention_prefill.metal").read_text()
+    decode = (METAL / "attention_decode.metal").read_text()
+    for text, family in ((prefill, "PREFILL"), (decode, "DECODE")):
+        for dim in re.findall(rf"^MFS_INSTANTIATE_{family}_DTYPES\((\d+)\)", text, re.M):
+            for dtype in DTYPES:
+                names.add(f"mfs_{family.lower()}_{dtype}_d{dim}")
+    for fn, suffix in re.findall(r"^MFS_INSTANTIATE_BY_DTYPE\((\w+), \w+, (\w+)\)", decode, re.M):
+        names.add(fn + suffix)
+    return names

@@ -1,0 +1,92 @@
+// Prints the LaunchPlan of each AttentionParams read from stdin, as one JSON object per line, so
+// that tests/test_metal_design.py can check the plan's choices without Metal or torch.
+//
+// Input: one call per line, `dtype sinks_dtype field=value ...` (dtype: f32, f16, bf16; fields
+// are AttentionParams members; `flags` is the bit set). `names` alone prints every kernel name
+// the plan can pick.
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <sstream>
+#include <string>
+
+#include "metal_launch_plan.h"
+
+static MfsDtype parse_dtype(const std::string& s) {
+  return s == "f16" ? kMfsFloat16 : s == "bf16" ? kMfsBFloat16 : kMfsFloat32;
+}
+
+static bool set_field(AttentionParams& p, const std::string& key, long long v) {
+#define F(name)          \
+  if (key == #name) {    \
+    p.name = v;          \
+    return true;         \
+  }
+  F(batch) F(heads_q) F(heads_kv) F(head_dim) F(head_dim_v) F(max_seqlen_q) F(max_seqlen_k)
+  F(q_rows) F(k_rows) F(seqlen_q) F(seqlen_k) F(flags) F(page_size) F(num_pages)
+  F(max_pages_per_seq) F(window_left) F(window_right)
+#undef F
+  return false;
+}
+
+int main() {
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    std::istringstream in(line);
+    std::string dtype, sinks;
+    in >> dtype;
+    if (dtype == "names") {
+      std::cout << "[";
+      bool first = true;
+      for (const std::string& n : all_plan_kernel_names()) {
+        std::cout << (first ? "" : ",") << "\"" << n << "\"";
+        first = false;
+      }
+      std::cout << "]" << std::endl;
+      continue;
+    }
+    in >> sinks;
+    AttentionParams p{};
+    p.window_left = p.window_right = -1;
+    std::string kv;
+    while (in >> kv) {
+      const size_t eq = kv.find('=');
+      if (eq == std::string::npos || !set_field(p, kv.substr(0, eq), std::stoll(kv.substr(eq + 1)))) {
+        std::cout << "{\"error\": \"bad field " << kv << "\"}" << std::endl;
+        continue;
+      }
+    }
+    try {
+      const LaunchPlan plan = make_forward_plan(p, parse_dtype(dtype), parse_dtype(sinks));
+      std::cout << "{\"scratch\": [";
+      for (size_t i = 0; i < plan.scratch.size(); ++i) {
+        std::cout << (i ? "," : "") << plan.scratch[i].bytes;
+      }
+      std::cout << "], \"launches\": [";
+      for (size_t i = 0; i < plan.launches.size(); ++i) {
+        const KernelLaunch& l = plan.launches[i];
+        MetalLaunchArgs a{0, 0, 0, 0};
+        for (const PlanBytes& b : l.bytes) {
+          if (b.index == MFS_BUF_ARGS) std::memcpy(&a, b.bytes.data(), sizeof a);
+        }
+        std::cout << (i ? "," : "") << "{\"kernel\": \"" << l.kernel_name << "\", \"kind\": "
+                  << static_cast<int>(l.kind) << ", \"grid\": [" << l.threadgroups[0] << ","
+                  << l.threadgroups[1] << "," << l.threadgroups[2] << "], \"threads\": "
+                  << l.threads_per_threadgroup[0] * l.threads_per_threadgroup[1] *
+                         l.threads_per_threadgroup[2]
+                  << ", \"tgmem\": " << l.static_threadgroup_bytes << ", \"buffers\": ["
+                  ;
+        for (size_t j = 0; j < l.buffers.size(); ++j) {
+          std::cout << (j ? "," : "") << l.buffers[j].index;
+        }
+        std::cout << "], \"heads_per_tg\": " << a.heads_per_tg << ", \"rows_per_head\": "
+                  << a.rows_per_head << ", \"num_splits\": " << a.num_splits
+                  << ", \"keys_per_split\": " << a.keys_per_split << "}";
+      }
+      std::cout << "]}" << std::endl;
+    } catch (const std::exception& e) {
+      std::cout << "{\"error\": \"" << e.what() << "\"}" << std::endl;
+    }
+  }
+  return 0;
+}

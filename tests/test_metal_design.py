@@ -1,0 +1,331 @@
+"""Design checks of the Metal kernels: the launch plan's choices (plain C++, probed), and, on the
+MSL simulator through the `sim` build, every kernel instantiation the plan can pick, the
+prefill/decode/split-K switch points, adversarial offsets under bounds checking, and the device
+traffic counted by the simulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from batches import varlen_batch
+from metal_design.adversarial import CASES as ADVERSARIAL
+from metal_design.adversarial import PAGED_CASES as ADVERSARIAL_PAGED
+from metal_design.adversarial import adversarial_call
+from metal_design.plan import (CLEAR_ROWS, CLEAR_ROWS_KERNEL, DECODE, DECODE_REDUCE, DTYPES,
+                               HAS_SINKS, PREFILL, VARLEN_K, VARLEN_Q, WRITE_LSE,
+                               instantiated_names, kernel_names, plan, plans)
+from reference import Semantics, assert_close, assert_lse_close, attention_varlen
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+import metal_traffic  # noqa: E402  (benchmarks/metal_traffic.py: the traffic model)
+
+TILES = [32, 64, 72, 80, 96, 128, 192, 256]
+MAX_TG_BYTES = 32 * 1024
+
+
+def varlen_fields(batch=2, heads_q=8, heads_kv=2, head_dim=64, head_dim_v=None, max_q=64,
+                  max_k=64, flags=VARLEN_Q | VARLEN_K, q_rows=None, k_rows=None):
+    return dict(batch=batch, heads_q=heads_q, heads_kv=heads_kv, head_dim=head_dim,
+                head_dim_v=head_dim if head_dim_v is None else head_dim_v, max_seqlen_q=max_q,
+                max_seqlen_k=max_k, flags=flags, q_rows=q_rows or batch * max_q,
+                k_rows=k_rows or batch * max_k)
+
+
+# ---------------------------------------------------------------------------- the plan (C++)
+
+@pytest.mark.kernels_ci
+def test_every_name_the_plan_can_pick_is_instantiated():
+    names = set(kernel_names())
+    assert names == instantiated_names()
+    assert len(names) == 3 * (2 * len(TILES) + 2)
+
+
+@pytest.mark.kernels_ci
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_threadgroup_memory_fits_32k_for_every_instantiation(dtype):
+    calls = []
+    for tile in TILES:
+        calls.append((dtype, "f32", varlen_fields(head_dim=tile, max_q=64)))  # prefill
+        calls.append((dtype, "f32", varlen_fields(head_dim=tile, max_q=1)))   # decode
+    for tile, p in zip([t for t in TILES for _ in (0, 1)], plans(calls)):
+        (launch,) = p["launches"]
+        assert launch["kernel"].endswith(f"_{dtype}_d{tile}")
+        assert 0 < launch["tgmem"] <= MAX_TG_BYTES, launch
+        assert launch["threads"] <= 1024
+
+
+@pytest.mark.kernels_ci
+def test_every_head_dim_runs_on_the_smallest_tile_that_holds_it():
+    dims = list(range(8, 257, 8))
+    calls = [("f16", "f32", varlen_fields(head_dim=d)) for d in dims]
+    calls += [("f16", "f32", varlen_fields(head_dim=32, head_dim_v=d)) for d in dims]
+    results = plans(calls)
+    for d, p in zip(dims + dims, results):
+        want = min(t for t in TILES if t >= max(d, 32))
+        assert p["launches"][0]["kernel"] == f"mfs_prefill_f16_d{want}"
+
+
+@pytest.mark.kernels_ci
+def test_prefill_decode_switch_point():
+    decode = plan(**varlen_fields(max_q=8))
+    prefill = plan(**varlen_fields(max_q=9))
+    assert [l["kind"] for l in decode["launches"]] == [DECODE]
+    assert [l["kind"] for l in prefill["launches"]] == [PREFILL]
+    assert prefill["launches"][0]["grid"] == [1, 8, 2]  # ceil(9 / 32) tiles, heads, batch
+    assert prefill["launches"][0]["threads"] == 128
+
+
+@pytest.mark.kernels_ci
+def test_decode_reads_kv_once_per_gqa_group():
+    # group of 4 heads x 1 row: one threadgroup per (kv head, sequence) with 4 SIMD-groups
+    p = plan(**varlen_fields(batch=32, heads_q=8, heads_kv=2, max_q=1, max_k=4096))
+    (d,) = p["launches"]
+    assert d["heads_per_tg"] == 4 and d["grid"] == [1, 2, 32] and d["threads"] == 128
+    # 8 heads x 8 rows would need 64 SIMD-groups: two threadgroups of 4 heads
+    p = plan(**varlen_fields(batch=64, heads_q=8, heads_kv=1, max_q=8, max_k=64))
+    (d,) = p["launches"]
+    assert d["heads_per_tg"] == 4 and d["rows_per_head"] == 8 and d["threads"] == 1024
+    assert d["grid"] == [1, 2, 64]
+
+
+@pytest.mark.kernels_ci
+def test_split_k_switch_point():
+    # few threadgroups, long keys: split, with a reduction launch and scratch
+    p = plan(**varlen_fields(batch=1, heads_q=8, heads_kv=2, max_q=1, max_k=4096))
+    d, r = p["launches"]
+    assert d["kind"] == DECODE and r["kind"] == DECODE_REDUCE
+    assert d["num_splits"] > 1 and d["keys_per_split"] % 64 == 0
+    assert d["num_splits"] * d["keys_per_split"] >= 4096
+    assert (d["num_splits"] - 1) * d["keys_per_split"] < 4096
+    assert d["grid"][0] == d["num_splits"]
+    slots = 1 * 8 * 1 * d["num_splits"]
+    assert p["scratch"] == [slots * 64 * 4, slots * 2 * 4]
+    # short keys: no split
+    p = plan(**varlen_fields(batch=1, heads_q=8, heads_kv=2, max_q=1, max_k=255))
+    assert [l["kind"] for l in p["launches"]] == [DECODE] and p["scratch"] == []
+    # enough threadgroups already: no split
+    p = plan(**varlen_fields(batch=64, heads_q=8, heads_kv=2, max_q=1, max_k=4096))
+    assert [l["kind"] for l in p["launches"]] == [DECODE]
+
+
+@pytest.mark.kernels_ci
+def test_rows_outside_sequences_are_cleared_only_in_the_functional_form():
+    functional = plan(**varlen_fields(flags=VARLEN_Q | VARLEN_K | CLEAR_ROWS | WRITE_LSE,
+                                      q_rows=200))
+    into = plan(**varlen_fields(flags=VARLEN_Q | VARLEN_K | WRITE_LSE, q_rows=200))
+    assert [l["kind"] for l in functional["launches"]] == [PREFILL, CLEAR_ROWS_KERNEL]
+    assert functional["launches"][1]["grid"] == [25, 8, 1]
+    assert [l["kind"] for l in into["launches"]] == [PREFILL]
+
+
+@pytest.mark.kernels_ci
+def test_empty_calls_launch_nothing():
+    assert plan(**varlen_fields(batch=0))["launches"] == []
+    assert plan(**varlen_fields(max_q=0))["launches"] == []
+
+
+@pytest.mark.kernels_ci
+def test_sinks_dtype_is_a_function_constant_and_sinks_are_bound():
+    p = plan("bf16", "f16", **varlen_fields(flags=VARLEN_Q | VARLEN_K | HAS_SINKS))
+    assert 10 in p["launches"][0]["buffers"]
+
+
+# ---------------------------------------------------------------------- on the MSL simulator
+
+SIM_BUILD = REPO / "build-sim"
+TORCH_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+
+
+@pytest.fixture(scope="module")
+def fa_sim():
+    """The simulated-Metal build of the current sources (built incrementally if stale)."""
+    subprocess.run([sys.executable, str(REPO / "scripts" / "build_local.py"), "--variant", "sim"],
+                   check=True, stdout=subprocess.DEVNULL)
+    os.environ.pop("MFS_SIM_BOUNDS", None)  # bounds checking (and traffic counters) on
+    os.environ["LOCAL_KERNELS"] = f"kernels-community/metal-flash-sdpa={SIM_BUILD}"
+    import kernels
+
+    return kernels.get_kernel("kernels-community/metal-flash-sdpa", version=2)
+
+
+@pytest.fixture
+def trace(tmp_path, monkeypatch):
+    """Collects the simulator's report of every launch made while the test runs."""
+    path = tmp_path / "trace.jsonl"
+    monkeypatch.setenv("MFS_SIM_TRACE", str(path))
+
+    def reports():
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    return reports
+
+
+def check_call(fa, lengths_q, lengths_k, heads, heads_kv, head_dim, dtype, head_dim_v=None,
+               padding_rows=0, seed=0, **feature):
+    g = torch.Generator().manual_seed(seed)
+    batch = varlen_batch(lengths_q, lengths_k, heads, heads_kv, head_dim, dtype, g,
+                         head_dim_v=head_dim_v, padding_rows=padding_rows)
+    sinks = torch.randn(heads, generator=g) if feature.pop("sinks", False) else None
+    out, lse, _ = fa.flash_attn_varlen_func(
+        batch.q, batch.k, batch.v, batch.cu_seqlens_q, batch.cu_seqlens_k, batch.max_seqlen_q,
+        batch.max_seqlen_k, s_aux=sinks, return_attn_probs=True, **feature)
+    sem = Semantics(scale=head_dim ** -0.5, causal=feature.get("causal", False),
+                    window=feature.get("window_size", (-1, -1)), sinks=sinks)
+    ref_out, ref_lse = attention_varlen(batch.q, batch.k, batch.v, batch.cu_seqlens_q,
+                                        batch.cu_seqlens_k, sem)
+    assert_close(out, ref_out, dtype)
+    assert_lse_close(lse, ref_lse)
+
+
+def launched(reports) -> list[str]:
+    return [r["kernel"] for r in reports]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_instantiation_runs(fa_sim, trace, dtype):
+    """Every kernel the plan can pick for this dtype runs at least once, against the reference."""
+    torch_dtype = TORCH_DTYPES[dtype]
+    for tile in TILES:
+        dv = tile if tile != 96 else 40  # one tile with head_dim_v != head_dim
+        # prefill (two query tiles, causal), with rows outside every sequence
+        check_call(fa_sim, [40, 3], [50, 20], 2, 1, tile, torch_dtype, head_dim_v=dv,
+                   padding_rows=2, causal=True, sinks=True)
+        # decode, GQA group of 2, no split
+        check_call(fa_sim, [2, 1], [70, 9], 4, 2, tile, torch_dtype, head_dim_v=dv, causal=True)
+        # decode with split-K (one threadgroup, 600 keys)
+        check_call(fa_sim, [1], [600], 2, 1, tile, torch_dtype, head_dim_v=dv, sinks=True)
+    ran = set(launched(trace()))
+    expected = {n for n in kernel_names() if n.split("_")[-1] == dtype
+                or n.split("_")[-2] == dtype}
+    assert ran == expected, f"never ran: {sorted(expected - ran)}; unexpected: {sorted(ran - expected)}"
+
+
+def test_prefill_decode_switch_point_on_the_simulator(fa_sim, trace):
+    check_call(fa_sim, [8, 3], [30, 8], 4, 2, 64, torch.float16, causal=True)
+    assert launched(trace())[0] == "mfs_decode_f16_d64"
+    check_call(fa_sim, [9, 3], [30, 8], 4, 2, 64, torch.float16, causal=True)
+    assert launched(trace())[-2] == "mfs_prefill_f16_d64"
+
+
+def test_split_k_switch_point_on_the_simulator(fa_sim, trace):
+    # 1 sequence x 1 KV head = 1 threadgroup: 255 keys stay in one split, 600 are split
+    check_call(fa_sim, [1], [255], 4, 1, 64, torch.float32, sinks=True)
+    assert "mfs_decode_reduce_f32" not in launched(trace())
+    check_call(fa_sim, [1], [600], 4, 1, 64, torch.float32, sinks=True)
+    reports = trace()
+    decode = [r for r in reports if r["kernel"] == "mfs_decode_f32_d64"][-1]
+    assert decode["threadgroups"] > 1
+    assert launched(reports)[-2:] == ["mfs_decode_reduce_f32", "mfs_clear_rows_f32"]
+
+
+def test_fiber_schedules_and_poisoned_threadgroup_memory():
+    """The focused check under the in-order, reverse and random schedules (a missing barrier
+    shows under one of them), every dtype."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "metal_design" / "focused_check.py"),
+         str(SIM_BUILD), "--dtypes", "f32,f16,bf16"],
+        capture_output=True, text=True, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ------------------------------------------------------------- adversarial offsets, bounds on
+
+@pytest.mark.parametrize("decode", [False, True], ids=["prefill", "decode"])
+@pytest.mark.parametrize("case", sorted(ADVERSARIAL) + sorted(ADVERSARIAL_PAGED))
+def test_adversarial_offsets_stay_in_bounds(fa_sim, trace, case, decode):
+    paged = case in ADVERSARIAL_PAGED
+    bad = {**ADVERSARIAL, **ADVERSARIAL_PAGED}[case]
+    try:
+        adversarial_call(fa_sim, paged, decode, bad)
+    except RuntimeError as e:  # the simulator raises OutOfBounds (and names the access)
+        pytest.fail(f"{case}: {str(e)[:500]}")
+    reports = trace()
+    assert reports and all(r["bounds_checked"] for r in reports)
+
+
+# --------------------------------------------------------------------- traffic and MMA work
+
+@pytest.mark.parametrize("config", metal_traffic.CONFIGS, ids=lambda c: c.name)
+def test_device_traffic_and_work_are_near_the_design_minimum(fa_sim, config):
+    m = metal_traffic.measure(fa_sim, config)
+    mn = m["minimum"]
+    if any(k.startswith("mfs_decode_reduce") for k in m["kernels"]):
+        assert m["bytes"]["q"] <= 32 * mn["q"], "split-K: q is read once per key split"
+    else:
+        assert m["bytes"]["q"] == mn["q"], "each q element is read exactly once"
+    assert m["bytes"]["out"] == mn["o"], "each out element is written exactly once"
+    assert m["ratio"] <= 1.10, f"{m['total']} device bytes vs minimum {mn['total']}"
+    assert m["mma"] <= mn["ideal_mma"] + mn["diagonal_allowance"] + 1e-9
+    if not config.causal and config.window == (-1, -1) and m["mma"]:
+        assert m["mma"] == pytest.approx(mn["ideal_mma"], rel=0.02)
+
+
+def test_traffic_model_uses_the_plans_query_tile():
+    p = plan(**varlen_fields(max_q=64))
+    assert p["launches"][0]["grid"][0] * metal_traffic.BQ == 64
+
+
+@pytest.mark.parametrize("sink_dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
+@pytest.mark.parametrize("max_q", [1, 40], ids=["decode", "prefill"])
+def test_sinks_of_every_dtype(fa_sim, sink_dtype, max_q):
+    """s_aux need not have q's dtype: the kernels read it per its own (a function constant)."""
+    g = torch.Generator().manual_seed(3)
+    batch = varlen_batch([max_q, 1], [50, 9], 4, 2, 64, torch.float32, g)
+    sinks = (torch.randn(4, generator=g) * 3).to(sink_dtype)
+    out, lse, _ = fa_sim.flash_attn_varlen_func(
+        batch.q, batch.k, batch.v, batch.cu_seqlens_q, batch.cu_seqlens_k, batch.max_seqlen_q,
+        batch.max_seqlen_k, s_aux=sinks, causal=True, return_attn_probs=True)
+    ref_out, ref_lse = attention_varlen(batch.q, batch.k, batch.v, batch.cu_seqlens_q,
+                                        batch.cu_seqlens_k,
+                                        Semantics(scale=0.125, causal=True, sinks=sinks.float()))
+    assert_close(out, ref_out, torch.float32)
+    assert_lse_close(lse, ref_lse)
+
+
+# ------------------------------------------------------------------------------ planted bugs
+
+def test_planted_bugs_are_caught():
+    """Removing any threadgroup_barrier, shifting a mask bound, dropping the online-softmax
+    rescale or an offset clamp makes the focused check fail (tests/metal_design/mutants.py;
+    about a minute: each mutant is a rebuild of the head-dim-64 kernels)."""
+    from metal_design import mutants
+
+    results = mutants.run()
+    assert results["baseline"][0], f"the unmutated kernels fail: {results['baseline'][1]}"
+    survivors = [name for name, (passed, _) in results.items() if name != "baseline" and passed]
+    assert not survivors, f"planted bugs not caught: {survivors}"
+    assert len(results) == len(mutants.MUTANTS) + 1
+
+
+@pytest.mark.parametrize("seqlen_q", [1, 3, 20], ids=lambda s: f"q{s}")
+def test_seqused_k_with_a_contiguous_cache(fa_sim, seqlen_q):
+    """seqused_k over a contiguous [B, capacity, Hkv, D] cache (no block table): the entry points
+    reach it through paged views, so the op is called directly here."""
+    g = torch.Generator().manual_seed(seqlen_q)
+    batch, heads, heads_kv, dim, capacity = 3, 4, 2, 64, 50
+    q = torch.randn(batch, seqlen_q, heads, dim, generator=g)
+    k = torch.randn(batch, capacity, heads_kv, dim, generator=g)
+    v = torch.randn(batch, capacity, heads_kv, dim, generator=g)
+    used = torch.tensor([50, 0, 23], dtype=torch.int32)
+    k[1:, 23:] = float("nan")  # slots past seqused_k must never be read
+    v[1:, 23:] = float("nan")
+    k[1] = v[1] = float("nan")
+    out, lse = fa_sim._ops.ops.fwd(q, k, v, None, None, used, None, None, None, seqlen_q,
+                                   capacity, dim ** -0.5, 0.0, -1, 0, True)
+    for b in range(batch):
+        n = int(used[b])
+        ref_out, ref_lse = attention_varlen(
+            q[b], k[b, :n], v[b, :n], torch.tensor([0, seqlen_q], dtype=torch.int32),
+            torch.tensor([0, n], dtype=torch.int32), Semantics(scale=dim ** -0.5, causal=True))
+        assert_close(out[b], ref_out, torch.float32, what=f"sequence {b}")
+        assert_lse_close(lse[b], ref_lse)
