@@ -83,3 +83,27 @@ def test_ops_live_in_the_unique_namespace(fa):
     assert namespace.startswith("_metal_flash_sdpa_") and namespace == fa.__name__
     assert set(fa.__all__) >= {"flash_attn_varlen_func", "flash_attn_func",
                                "flash_attention_varlen"}
+
+
+@pytest.mark.kernels_ci
+def test_kvcache_decode_compiles_fullgraph(fa, generator):
+    """A decode step (append one token in place, attend) traced as one graph."""
+    q = torch.randn(2, 1, 4, 32, generator=generator)
+    k_cache = torch.randn(2, 16, 2, 32, generator=generator)
+    v_cache = torch.randn(2, 16, 2, 32, generator=generator)
+    k_new = torch.randn(2, 1, 2, 32, generator=generator)
+    v_new = torch.randn(2, 1, 2, 32, generator=generator)
+    lengths = torch.tensor([5, 11], dtype=torch.int32)
+    expected_k, expected_v = k_cache.clone(), v_cache.clone()
+    eager = fa.flash_attn_with_kvcache(q, expected_k, expected_v, k_new, v_new,
+                                       cache_seqlens=lengths, causal=True)
+    torch._dynamo.reset()
+
+    @torch.compile(fullgraph=True)
+    def step(q, k_cache, v_cache, k, v, lengths):
+        return fa.flash_attn_with_kvcache(q, k_cache, v_cache, k, v, cache_seqlens=lengths,
+                                          causal=True)
+
+    out = step(q, k_cache, v_cache, k_new, v_new, lengths)
+    assert_close(out, eager.double(), torch.float32)
+    assert torch.equal(k_cache, expected_k) and torch.equal(v_cache, expected_v)

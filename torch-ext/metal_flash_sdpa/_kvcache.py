@@ -33,7 +33,10 @@ def _append(cache: torch.Tensor, new: torch.Tensor, lengths: torch.Tensor,
                          f"of the cache's dtype {cache.dtype}, got {tuple(new.shape)} {new.dtype}")
     positions = lengths.view(batch, 1).long() + torch.arange(s_new, device=new.device)
     capacity = block_table.shape[1] * page_size
-    if positions.device.type == "cpu" and positions.numel() and int(positions.max()) >= capacity:
+    # Checked where the lengths are readable without a sync (and not while tracing, where they are
+    # not known; the gather below then fails on an index past the block table instead).
+    readable = positions.device.type == "cpu" and not torch.compiler.is_compiling()
+    if readable and positions.numel() and int(positions.max()) >= capacity:
         raise ValueError(f"appending {s_new} tokens of {name} runs past the cache's {capacity} "
                          f"slots (cache_seqlens + seqlen_new > capacity)")
     pages = torch.gather(block_table.long(), 1, positions // page_size)
