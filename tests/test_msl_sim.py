@@ -19,7 +19,8 @@ sys.path.insert(0, SIM_DIR)
 import build  # noqa: E402
 import sim  # noqa: E402
 
-EXAMPLES = ["reduce", "gemm", "function_constants", "vectors", "lane_layout", "collectives", "translation"]
+EXAMPLES = ["reduce", "gemm", "function_constants", "vectors", "lane_layout", "collectives", "translation",
+            "threadgroup_locals", "shared_header_a", "shared_header_b"]
 BROKEN = ["missing_barrier", "divergent_barrier", "divergent_simd", "deadlock", "threadgroup_overflow",
           "out_of_bounds"]
 
@@ -346,3 +347,42 @@ def test_out_of_bounds_threadgroup_memory(lib):
     assert "read of 4 bytes at byte 128, 4 bytes past the end of threadgroup memory" in msg
     # The line comes from -O2 line tables: best effort (here it may name the kernel's first line).
     assert "thread (31, 0, 0)" in msg and "out_of_bounds.metal:" in msg
+
+
+@pytest.mark.kernels_ci
+@pytest.mark.parametrize("schedule", ["in_order", "reverse", "random"])
+def test_every_function_scope_threadgroup_variable_is_shared(lib, schedule):
+    out = np.zeros(32, np.float32)
+    r = lib.run("threadgroup_locals", threads=(32, 1, 1), buffers={0: out}, schedule=schedule)
+    j = 31 - np.arange(32)
+    np.testing.assert_array_equal(out, 21 * j + 1000)  # a + b + c + pairs.x + pairs.y + grid + total
+    # a, b, c (128 B each), total (4), pairs (256), grid (128), each 16-byte aligned.
+    assert r["threadgroup_memory_bytes"] == 784
+
+
+@pytest.mark.parametrize("decl, error", [
+    ("threadgroup float x[4] = {0};", "threadgroup variable 'x' has an initializer"),
+    ("[[maybe_unused]] threadgroup float x[4];", "unsupported threadgroup variable 'x'"),
+])
+def test_translate_rejects_unsupported_threadgroup_declaration(tmp_path, decl, error):
+    src = tmp_path / "tg.metal"
+    src.write_text("#include <metal_stdlib>\nusing namespace metal;\n\n"
+                   "kernel void k(device float* o [[buffer(0)]]) {\n"
+                   f"  {decl}\n"
+                   "}\n")
+    r = subprocess.run([sys.executable, os.path.join(SIM_DIR, "translate.py"), str(src), "-o",
+                        str(tmp_path / "tg.cpp")], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert "tg.metal:5" in r.stderr and error in r.stderr
+
+
+@pytest.mark.kernels_ci
+def test_shared_header_helper_reads_its_own_files_function_constant(lib):
+    """Two files include one header helper reading a function constant; the linker must not
+    merge the helper's copies, or one kernel reads the other file's constant."""
+    for bias_a, bias_b in [(1, 2), (30, 40)]:
+        out = np.zeros(1, np.int32)
+        lib.run("shared_header_a", threads=(1, 1, 1), buffers={0: out}, constants={20: bias_a})
+        assert out[0] == 100 + bias_a
+        lib.run("shared_header_b", threads=(1, 1, 1), buffers={0: out}, constants={20: bias_b})
+        assert out[0] == 200 + bias_b

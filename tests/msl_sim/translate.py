@@ -14,10 +14,13 @@
    - `constant T n [[function_constant(i)]];` becomes a global set at each dispatch, and program-
      scope constants computed from function constants are recomputed at each dispatch;
      is_function_constant_defined(n) reads a per-constant flag;
-   - function-scope `threadgroup T a[N];` becomes a reference into per-threadgroup storage;
+   - each declarator of a function-scope `threadgroup T a[N], s;` becomes a reference into
+     per-threadgroup storage (other forms of a threadgroup variable are errors);
    - 1.0h becomes a half, unsuffixed floating literals become float (MSL has no double);
    - function definitions that differ only by address space (identical once device/constant/
      threadgroup/thread are erased) are kept once (a warning is printed if the bodies differ).
+3. The result is wrapped in an unnamed namespace, so the linker cannot merge one file's inline
+   helpers (which may read its function constants) with another file's.
 Standard library only (Python 3.11).
 """
 from __future__ import annotations
@@ -483,32 +486,82 @@ class Translator:
             self.seen_functions[key] = body
 
     def scan_body(self, brace: int, close: int) -> None:
-        """Function-scope `threadgroup T name[N];` -> reference into per-threadgroup storage."""
+        """Function-scope `threadgroup` variables -> references into per-threadgroup storage."""
         q = brace + 1
         while q < close:
-            if self.txt(q) == "threadgroup" and self.txt(q - 1) in (";", "{", "}", ":"):
-                semi = q
-                depth_ok = True
-                while semi < close and self.txt(semi) != ";":
-                    s = self.txt(semi)
-                    if s in ("*", "&", "=", "(", ","):
-                        depth_ok = False
-                    if s == "[":
-                        semi = self.match[semi]
-                    semi += 1
-                if depth_ok and semi < close:
-                    bracket = next((x for x in range(q + 1, semi) if self.txt(x) == "["), semi)
-                    name_pos = bracket - 1
-                    name = self.txt(name_pos)
-                    type_text = self.span_text(q + 1, name_pos)
-                    dims = self.span_text(bracket, semi)
-                    n = self.uid()
-                    code = (f"static constexpr ::msl_sim::rt::TgSite msl_sim_tg_{n}{{\"{name}\", __FILE__, __LINE__}}; "
-                            f"auto& {name} = ::msl_sim::threadgroup_local<{type_text} {dims}>(msl_sim_tg_{n});")
-                    self.blank(q, semi + 1, code)
-                    q = semi + 1
-                    continue
+            q = self.threadgroup_use(q, close) if self.txt(q) == "threadgroup" else q + 1
+
+    def skip_group(self, q: int) -> int:
+        return self.match[q] + 1 if self.txt(q) in ("(", "[", "{") else q + 1
+
+    def declarator_start(self, q: int, end: int) -> int:
+        """After `threadgroup` at q-1: where the type T ends (a declarator name, '*' or '&' follows)."""
+        angle = 0
+        while q < end:
+            s = self.txt(q)
+            if s == "<":
+                angle += 1
+            elif s == ">" and angle:
+                angle -= 1
+            elif s == "(" and self.txt(q - 1) in ("decltype", "alignas", "__attribute__"):
+                q = self.match[q]
+            elif angle == 0 and s in ("*", "&", "("):
+                return q
+            elif angle == 0 and s in (")", "[", "]", ",", ";", "=", "{", "}", ">"):
+                return q - 1  # the name before it
             q += 1
+        return q
+
+    def threadgroup_use(self, q: int, close: int) -> int:
+        """Handles the `threadgroup` at q; returns where scanning goes on.
+
+        A statement `threadgroup T a[N], s, *p;` gets one per-threadgroup object for each array or
+        scalar declarator (pointers and references stay per-thread). Elsewhere (casts, parameters,
+        template arguments) only pointer and reference types are valid; any other form is an
+        error rather than a silently per-thread variable.
+        """
+        decl = self.declarator_start(q + 1, close)
+        if self.txt(q - 1) not in (";", "{", "}", ":"):
+            if self.txt(decl) not in ("*", "&"):
+                raise self.error(q, f"unsupported threadgroup variable '{self.txt(decl)}': declare it "
+                                 f"in a statement of its own, `threadgroup T name[N];`")
+            return q + 1
+        if decl <= q + 1:
+            raise self.error(q, "cannot read this threadgroup declaration")
+        type_text = self.span_text(q + 1, decl)
+        # Declarators, split at top-level commas (template argument lists may hold commas).
+        decls, d0, x, angle = [], decl, decl, 0
+        while x < close and self.txt(x) != ";":
+            s = self.txt(x)
+            angle += (s == "<") - (s == ">")
+            if s == "," and angle == 0:
+                decls.append((d0, x))
+                d0 = x + 1
+            x = self.skip_group(x)
+        semi = x
+        if semi >= close:
+            raise self.error(q, "threadgroup declaration without ';'")
+        decls.append((d0, semi))
+        code, storage = [], False
+        for d0, d1 in decls:
+            name = self.txt(d0)
+            if name in ("*", "&") or (name == "(" and self.txt(d0 + 1) in ("*", "&")):
+                code.append(f"{type_text} {self.span_text(d0, d1)};")  # per-thread pointer/reference
+                continue
+            dims_end = d0 + 1
+            while dims_end < d1 and self.txt(dims_end) == "[" and not self.is_attr_start(dims_end):
+                dims_end = self.match[dims_end] + 1
+            if not re.match(r"[A-Za-z_]\w*$", name) or dims_end != d1:
+                what = "an initializer" if self.txt(dims_end) == "=" else "an unsupported form"
+                raise self.error(d0, f"threadgroup variable '{name}' has {what}")
+            n = self.uid()
+            code.append(f"static constexpr ::msl_sim::rt::TgSite msl_sim_tg_{n}{{\"{name}\", __FILE__, __LINE__}}; "
+                        f"auto& {name} = ::msl_sim::threadgroup_local<{type_text} {self.span_text(d0 + 1, d1)}>"
+                        f"(msl_sim_tg_{n});")
+            storage = True
+        if storage:  # a statement of pointers only is valid C++ as it is
+            self.blank(q, semi + 1, " ".join(code))
+        return semi + 1
 
     # -- namespace-scope declarations: instantiations, function constants, derived constants --
     def declaration(self, start: int, semi: int, path: list[str]) -> None:
@@ -598,10 +651,14 @@ class Translator:
         self.replace_fc_defined()
         self.parse_scope(0, len(self.sig), "ns", [])
         self.strip_attrs(0, len(self.sig))  # whatever non-standard attribute is left (e.g. in bodies)
+        # The file's code goes in an unnamed namespace: an inline helper from a header shared by
+        # two files, reading this file's function constants, must not be merged with the other
+        # file's copy by the linker (ODR/COMDAT).
         header = ("// Generated by tests/msl_sim/translate.py from " + self.source + ": do not edit.\n"
                   "#include <msl_sim/compat.h>\n"
-                  "static ::msl_sim::TuConstants msl_sim_tu_constants;\n")
-        return header + "".join(t.text for t in self.toks)
+                  "static ::msl_sim::TuConstants msl_sim_tu_constants;\n"
+                  "namespace {\n")
+        return header + "".join(t.text for t in self.toks) + "\n}  // namespace\n"
 
 
 def concat_strings(args: str) -> str:

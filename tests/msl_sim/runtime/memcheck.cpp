@@ -158,6 +158,9 @@ std::string describe_pc(void* pc) {
     if (fallback.empty()) fallback = where;
     if (where.find("/msl_sim/include/") == std::string::npos && where.find("??") == std::string::npos) {
       std::string fn = lines[i];
+      // Translated code sits in an unnamed namespace (translate.py); report the name as written.
+      const std::string unnamed = "(anonymous namespace)::";
+      if (fn.compare(0, unnamed.size(), unnamed) == 0) fn.erase(0, unnamed.size());
       if (fn.size() > 60) fn = fn.substr(0, 57) + "...";
       return where + " (in " + fn + ")";
     }
