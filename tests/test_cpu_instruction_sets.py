@@ -1,0 +1,35 @@
+"""The cpu backend picks its tile kernels by instruction set at run time (AVX-512 with bf16 dot
+products here). The others (plain AVX-512, AVX2, portable C++) run on other machines, so they are
+tested here too: a subset of the suite runs in a child process with MFS_CPU_ISA lowering the
+choice (the choice is made once per process)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+
+SUBSET = [
+    "test_random_configs.py",
+    "test_varlen.py::test_every_head_dim",
+    "test_varlen.py::test_long_sequences",
+    "test_varlen.py::test_paged_kv",
+    "test_kvcache.py",
+]
+
+
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
+def test_cpu_kernels_of_each_instruction_set(isa):
+    env = {**os.environ, "MFS_CPU_ISA": isa, "OPENBLAS_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "-k", "cpu",
+         *[str(TESTS / s) for s in SUBSET]],
+        env=env, capture_output=True, text=True, cwd=TESTS.parent)
+    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    assert result.returncode == 0, f"MFS_CPU_ISA={isa}: {summary}\n{result.stdout[-3000:]}"
+    assert " passed" in summary and "failed" not in summary
