@@ -74,8 +74,7 @@ int32_t to_i32(int64_t v, const char* name) {
   return static_cast<int32_t>(v);
 }
 
-}  // namespace
-
+// The shapes of `out` and `lse` (the Python fake implementations state the same rule).
 std::vector<int64_t> attention_out_shape(const at::Tensor& q, const at::Tensor& v) {
   std::vector<int64_t> shape(q.sizes().begin(), q.sizes().end());
   shape.back() = v.size(-1);
@@ -87,6 +86,8 @@ std::vector<int64_t> attention_lse_shape(const at::Tensor& q, bool return_lse) {
   if (q.dim() == 3) return {q.size(1), q.size(0)};  // [heads, total_q]
   return {q.size(0), q.size(2), q.size(1)};         // [batch, heads, seqlen_q]
 }
+
+}  // namespace
 
 AttentionTensors check_attention_inputs(const AttentionArgs& a, c10::DeviceType device_type,
                                         AttentionParams& p) {

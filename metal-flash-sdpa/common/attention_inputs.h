@@ -35,7 +35,3 @@ struct AttentionArgs {
 // cannot read cheaply are not read; the kernels clamp against the tensor sizes instead.
 AttentionTensors check_attention_inputs(const AttentionArgs& args, c10::DeviceType device_type,
                                         AttentionParams& params);
-
-// The shapes of `out` and `lse` for these inputs (used by the fake implementations too).
-std::vector<int64_t> attention_out_shape(const at::Tensor& q, const at::Tensor& v);
-std::vector<int64_t> attention_lse_shape(const at::Tensor& q, bool return_lse);
