@@ -1,4 +1,4 @@
-"""Every bad input of API.md raises a clear error naming the argument, before anything is
+"""Every bad input of docs/API.md raises a clear error naming the argument, before anything is
 written, leaving the inputs unchanged."""
 
 from __future__ import annotations
