@@ -6,7 +6,7 @@ import pytest
 
 from fuzz import run_case
 
-SLICE = 40  # cases per build; case i of seed 0 is the same configuration everywhere
+SLICE = 100  # cases per build; case i of seed 0 is the same configuration everywhere
 
 
 @pytest.mark.parametrize("index", range(SLICE))
