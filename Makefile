@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv build build-sim test test-quick demo bench bench-metal clean
+.PHONY: venv build build-sim test test-quick demo bench bench-metal clean abi-check fuzz bench-visual
 
 venv: $(STAMP)
 
@@ -27,7 +27,7 @@ build: venv
 build-sim: venv
 	$(PY) scripts/build_local.py --variant sim
 
-test: build build-sim
+test: build build-sim abi-check
 	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # The cheap subset (kernels_ci marker).
@@ -43,6 +43,26 @@ bench: build
 # The Metal kernels' device traffic and work, counted by the simulator, against the minimum.
 bench-metal: build-sim
 	$(PY) benchmarks/metal_traffic.py
+
+# The Hub's ABI check (kernel-abi-check) on every built binary: no symbol outside Python 3.9's
+# limited API; manylinux_2_28 findings are reported. More binaries: append to ABI_BINARIES.
+ABI_BINARIES = build/*/*.abi3.so build-sim/*/*.abi3.so
+abi-check: build build-sim
+	$(PY) scripts/abi_check.py $(ABI_BINARIES)
+
+# Random configurations of every entry point against the float64 reference, on both builds
+# (tests/fuzz.py; a seeded slice of it runs in `make test`).
+FUZZ_CASES ?= 10000
+FUZZ_CASES_SIM ?= 1000
+FUZZ_SEED ?= 0
+fuzz: build build-sim
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(PY) tests/fuzz.py --variant cpu --cases $(FUZZ_CASES) --seed $(FUZZ_SEED)
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(PY) tests/fuzz.py --variant sim --cases $(FUZZ_CASES_SIM) --seed $(FUZZ_SEED)
+
+# `kernels benchmark ./` with its --visual charts, into media/ (the README shows them).
+bench-visual: build
+	HF_HUB_OFFLINE=1 $(VENV)/bin/kernels benchmark ./ --iterations 20 --visual metal_flash_sdpa_cpu
+	rm -f media/*_animation.svg
 
 clean:
 	rm -rf build build-sim

@@ -5,19 +5,28 @@ speed as ratios against torch's routes measured in the same run:
 
 Workloads: the mixed varlen batch of `make demo` (bf16, GQA 32/8, head dim 128, causal), and dense
 equal-length batches, causal and not, in fp32 and bf16, against torch's SDPA.
+
+`kernels benchmark ./` (kernels[benchmark]) runs the Benchmark classes below against build/;
+every workload is verified against the float64 reference (tests/reference.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import attention_routes as R  # noqa: E402
 from kernels.benchmark import Benchmark  # noqa: E402
+from reference import Semantics, attention_fixed, attention_varlen  # noqa: E402
+
+# MFS_BENCHMARK_QUICK=1: the same workloads at toy sizes (the CI test of `kernels benchmark`).
+QUICK = os.environ.get("MFS_BENCHMARK_QUICK") == "1"
 
 DENSE = {  # name -> (batch, seqlen, heads, head_dim, dtype, causal)
     "dense_fp32": (2, 1024, 16, 128, torch.float32, False),
@@ -25,28 +34,53 @@ DENSE = {  # name -> (batch, seqlen, heads, head_dim, dtype, causal)
     "dense_bf16": (2, 1024, 16, 128, torch.bfloat16, False),
     "dense_bf16_causal": (2, 1024, 16, 128, torch.bfloat16, True),
 }
+MIXED = dict(sequences=16, longest=2048, heads=32, heads_kv=8, head_dim=128)
+if QUICK:
+    DENSE = {name: (1, 64, 4, 64, dtype, causal)
+             for name, (_, _, _, _, dtype, causal) in DENSE.items()}
+    MIXED = dict(sequences=4, longest=64, heads=4, heads_kv=2, head_dim=64)
 
 
-class VarlenMixedBatch(Benchmark):
-    """16 sequences of 1-2048 tokens; verified against torch SDPA per sequence."""
+# `kernels benchmark` checks each workload with torch.allclose(out, verify_X(), atol=1e-2) and
+# reports verify_X's time as the reference time. So verify_X runs torch's route for the same
+# workload (the baseline the speed-up is against) and returns the float64 reference of
+# tests/reference.py rounded to the kernel's dtype, computed once: torch's own bf16 SDPA is less
+# accurate than the kernel and would fail that check. (Rounded bf16 values 1 ulp apart differ by
+# less than 1e-2 below magnitude 2; these outputs, averages of N(0, 1) values, stay below it.)
+class _ReferenceCheck:
+    """Mixin (not a Benchmark: `kernels benchmark` runs every Benchmark subclass it finds)."""
 
     seed = 0
+    _reference = None
+
+    def _verify(self, baseline, reference):
+        baseline()
+        if self._reference is None:
+            self._reference = reference().to(self.out.dtype)
+        return self._reference
+
+
+class VarlenMixedBatch(_ReferenceCheck, Benchmark):
+    """16 sequences of 1-2048 tokens, GQA 32/8, head dim 128, bf16, causal; baseline: torch
+    SDPA per sequence (the faster torch route)."""
 
     def setup(self):
-        lengths = R.mixed_lengths(16, 1, 2048, seed=0)
-        self.x = R.varlen_inputs(lengths, 32, 8, 128, torch.bfloat16, causal=True)
+        lengths = R.mixed_lengths(MIXED["sequences"], 1, MIXED["longest"], seed=0)
+        self.x = R.varlen_inputs(lengths, MIXED["heads"], MIXED["heads_kv"], MIXED["head_dim"],
+                                 torch.bfloat16, causal=True)
 
     def benchmark_varlen_mixed_bf16(self):
         self.out = R.kernel_varlen(self.kernel, self.x)
 
     def verify_varlen_mixed_bf16(self):
-        return R.sdpa_loop(self.x)
+        x = self.x
+        return self._verify(lambda: R.sdpa_loop(x), lambda: attention_varlen(
+            x.q, x.k, x.v, x.cu_seqlens, x.cu_seqlens,
+            Semantics(scale=x.q.shape[-1] ** -0.5, causal=x.causal))[0])
 
 
-class DenseBatch(Benchmark):
-    """Equal-length batches against torch SDPA on the same tensors."""
-
-    seed = 0
+class DenseBatch(_ReferenceCheck, Benchmark):
+    """Equal-length batches; baseline: torch SDPA on the same tensors."""
 
     def _setup(self, name):
         self.x = R.dense_inputs(*DENSE[name])
@@ -54,14 +88,16 @@ class DenseBatch(Benchmark):
     def _run(self):
         self.out = R.kernel_dense(self.kernel, self.x)
 
-    def _verify(self):
-        return R.sdpa_dense(self.x)
+    def _check(self):
+        x = self.x
+        return self._verify(lambda: R.sdpa_dense(x), lambda: attention_fixed(
+            x.q, x.k, x.v, Semantics(scale=x.q.shape[-1] ** -0.5, causal=x.causal))[0])
 
 
 for _name in DENSE:  # setup_X / benchmark_X / verify_X per dense workload
     setattr(DenseBatch, f"setup_{_name}", lambda self, n=_name: self._setup(n))
     setattr(DenseBatch, f"benchmark_{_name}", lambda self: self._run())
-    setattr(DenseBatch, f"verify_{_name}", lambda self: self._verify())
+    setattr(DenseBatch, f"verify_{_name}", lambda self: self._check())
 
 
 def main() -> None:

@@ -71,7 +71,7 @@ CONFIGS = [
 
 
 def visible(row: int, sq: int, sk: int, left: int, right: int) -> tuple[int, int]:
-    """The API's rule (API.md), restated independently of the kernels' C++/MSL."""
+    """The API's rule (docs/API.md), restated independently of the kernels' C++/MSL."""
     diag = row + sk - sq
     lo = 0 if left < 0 else max(0, diag - left)
     hi = sk if right < 0 else min(sk, diag + right + 1)

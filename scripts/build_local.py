@@ -17,7 +17,9 @@ writes the variant directory that `kernels.get_kernel` loads through
 
     build/<variant>/__init__.py ...    the Python package (torch-ext/metal_flash_sdpa/)
     build/<variant>/_ops.py            generated, with the build's unique op namespace
-    build/<variant>/metadata.json
+    build/<variant>/metal_flash_sdpa/__init__.py   the compatibility folder the Hub's kernel
+                                       requirements ask for: re-exports the package
+    build/<variant>/metadata.json      every key kernel-builder writes, `digest` included
     build/<variant>/_metal_flash_sdpa_cpu_<id>.abi3.so
 
 The variant name comes from the installed torch. Object files are cached by content, so an
@@ -27,6 +29,7 @@ unchanged source is not recompiled.
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import json
 import os
@@ -188,6 +191,14 @@ def sim_variant(metal_dir: Path | None = None, out_root: Path | None = None) -> 
     )
 
 
+def cxx_standard() -> str:
+    """kernel-builder's rule (utils.cmake): C++17 before torch 2.12, C++20 from it on."""
+    import torch
+
+    major, minor = (int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
+    return "-std=c++17" if (major, minor) < (2, 12) else "-std=c++20"
+
+
 def torch_flags() -> tuple[list[str], list[str]]:
     import torch
     from torch.utils import cpp_extension
@@ -196,7 +207,7 @@ def torch_flags() -> tuple[list[str], list[str]]:
     includes.append(f"-I{sysconfig.get_paths()['include']}")
     torch_lib = Path(torch.__file__).parent / "lib"
     cxx = [
-        "-std=c++17",
+        cxx_standard(),
         "-O3",
         "-fPIC",
         "-fvisibility=hidden",
@@ -294,12 +305,70 @@ def build(variant: Variant, jobs: int, obj_dir: Path | None = None,
         sys.stderr.write(result.stdout + result.stderr)
         raise SystemExit("link failed")
 
-    package = REPO / "torch-ext" / "metal_flash_sdpa"
+    write_python_package(out_dir, ops_name)
+    write_compat_package(out_dir)
+    write_metadata(out_dir, ops_name, variant.metadata_backend)
+    return out_dir
+
+
+MODULE_NAME = "metal_flash_sdpa"  # the repository's name with - replaced by _
+
+# The compatibility folder build/<variant>/metal_flash_sdpa/__init__.py (Hub kernel requirements:
+# it must export what build/<variant>/__init__.py exports, for older `kernels` and direct imports).
+# It loads the variant's package under a name of its own, so that its relative imports resolve.
+COMPAT_INIT_PY = '''"""Compatibility module: re-exports the kernel package one directory up."""
+import hashlib
+import importlib.util
+import sys
+from pathlib import Path
+
+_package_dir = Path(__file__).resolve().parent.parent
+_name = "_metal_flash_sdpa_" + hashlib.sha256(str(_package_dir).encode()).hexdigest()[:16]
+if _name not in sys.modules:
+    _spec = importlib.util.spec_from_file_location(
+        _name, _package_dir / "__init__.py", submodule_search_locations=[str(_package_dir)])
+    _module = importlib.util.module_from_spec(_spec)
+    sys.modules[_name] = _module
+    _spec.loader.exec_module(_module)
+_package = sys.modules[_name]
+globals().update({k: getattr(_package, k) for k in _package.__all__})
+__all__ = list(_package.__all__)
+'''
+
+
+def write_python_package(out_dir: Path, ops_name: str) -> None:
+    """torch-ext/metal_flash_sdpa/ copied as is, plus the generated _ops.py."""
+    package = REPO / "torch-ext" / MODULE_NAME
     for py in package.rglob("*.py"):
         target = out_dir / py.relative_to(package)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(py, target)
     (out_dir / "_ops.py").write_text(OPS_PY.format(ops_name=ops_name))
+
+
+def write_compat_package(out_dir: Path) -> None:
+    compat = out_dir / MODULE_NAME
+    compat.mkdir()
+    (compat / "__init__.py").write_text(COMPAT_INIT_PY)
+
+
+def variant_digest(out_dir: Path) -> dict:
+    """kernel-builder's `digest` (kernels-data digest.rs, `kernel-builder hash`): the base64
+    sha256 of every file of the variant by its /-separated relative path, except the top-level
+    metadata.json (and its .sigstore signature) and Python bytecode."""
+    files = {}
+    for path in sorted(out_dir.rglob("*")):
+        rel = path.relative_to(out_dir)
+        if (not path.is_file() or "__pycache__" in rel.parts or path.suffix == ".pyc"
+                or str(rel) in ("metadata.json", "metadata.json.sigstore")):
+            continue
+        files[rel.as_posix()] = base64.b64encode(hashlib.sha256(path.read_bytes()).digest()).decode()
+    return {"algorithm": "sha256", "files": dict(sorted(files.items()))}
+
+
+def write_metadata(out_dir: Path, ops_name: str, backend: str) -> None:
+    """The keys kernel-builder writes (kernels-data metadata.rs) for a build.toml without
+    upstream/source/provenance; the digest last, once every other file is in place."""
     config = read_build_toml()["general"]
     metadata = {
         "name": config["name"],
@@ -307,10 +376,11 @@ def build(variant: Variant, jobs: int, obj_dir: Path | None = None,
         "version": config["version"],
         "license": config["license"],
         "python-depends": config.get("python-depends", []),
-        "backend": {"type": variant.metadata_backend},
+        "kernel-depends": [],
+        "backend": {"type": backend},
+        "digest": variant_digest(out_dir),
     }
     (out_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
-    return out_dir
 
 
 _HEADER_DIGEST: bytes | None = None

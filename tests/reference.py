@@ -1,5 +1,5 @@
 """The float64 reference every test compares against: attention written plainly, one sequence and
-one head at a time, straight from API.md's definitions (independent of the kernels' code)."""
+one head at a time, straight from docs/API.md's definitions (independent of the kernels' code)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every bad input of API.md raises a clear error naming the argument, before anything is
+"""Every bad input of docs/API.md raises a clear error naming the argument, before anything is
 written, leaving the inputs unchanged."""
 
 from __future__ import annotations
@@ -70,6 +70,23 @@ BAD_INPUTS = {
     "window_below_minus_one": (lambda a: wrong(a, window_size=(-2, 0)), ValueError,
                                ["window_size"]),
     "negative_softcap": (lambda a: wrong(a, softcap=-1.0), ValueError, ["softcap"]),
+    # Numbers the op cannot represent (float32 scores, int32 windows) are refused, not rounded.
+    "window_past_int32": (lambda a: wrong(a, window_size=(2**32 + 5, -1)), ValueError,
+                          ["window_size", "int32"]),
+    "window_right_past_int32": (lambda a: wrong(a, window_size=(-1, 2**31)), ValueError,
+                                ["window_size", "int32"]),
+    "window_float": (lambda a: wrong(a, window_size=(2.5, -1)), ValueError, ["window_size"]),
+    "softcap_past_float32": (lambda a: wrong(a, softcap=1e300), ValueError,
+                             ["softcap", "float32"]),
+    "softcap_inf": (lambda a: wrong(a, softcap=math.inf), ValueError, ["softcap", "float32"]),
+    "softcap_below_float32": (lambda a: wrong(a, softcap=1e-300), ValueError,
+                              ["softcap", "float32"]),
+    "softmax_scale_past_float32": (lambda a: wrong(a, softmax_scale=1e300), ValueError,
+                                   ["softmax_scale", "float32"]),
+    "softmax_scale_negative_past_float32": (lambda a: wrong(a, softmax_scale=-1e39), ValueError,
+                                            ["softmax_scale", "float32"]),
+    "softmax_scale_nan": (lambda a: wrong(a, softmax_scale=math.nan), ValueError,
+                          ["softmax_scale", "float32"]),
     "dropout": (lambda a: wrong(a, dropout_p=0.1), NotImplementedError, ["dropout_p"]),
     "block_table_int64": (lambda a: wrong(a, k=a["k"].view(2, 5, 2, 64), v=a["v"].view(2, 5, 2, 64),
                                           block_table=torch.zeros(2, 2, dtype=torch.int64)),
@@ -122,3 +139,132 @@ def test_fixed_length_batch_mismatch(fa, generator):
     k = torch.randn(3, 5, 4, 64, generator=generator)
     with pytest.raises(ValueError, match="batch"):
         fa.flash_attn_func(q, k, k)
+
+
+def fixed_call(generator):
+    q = torch.randn(2, 5, 4, 64, generator=generator)
+    k = torch.randn(2, 7, 2, 64, generator=generator)
+    return dict(q=q, k=k, v=torch.randn(2, 7, 2, 64, generator=generator))
+
+
+# The same numbers through every other entry point: (changes, words).
+BAD_NUMBERS = {
+    "window": (dict(window_size=(2**32 + 5, -1)), ["window_size"]),
+    "softcap": (dict(softcap=1e300), ["softcap"]),
+    "softmax_scale": (dict(softmax_scale=1e300), ["softmax_scale"]),
+}
+
+
+@pytest.mark.kernels_ci
+@pytest.mark.parametrize("case", sorted(BAD_NUMBERS))
+def test_bad_numbers_fixed_length(fa, generator, case):
+    changes, words = BAD_NUMBERS[case]
+    with pytest.raises(ValueError, match=words[0]):
+        fa.flash_attn_func(**fixed_call(generator), **changes)
+
+
+@pytest.mark.kernels_ci
+@pytest.mark.parametrize("case", sorted(BAD_NUMBERS))
+def test_bad_numbers_kvcache_leave_the_cache_unchanged(fa, generator, case):
+    changes, words = BAD_NUMBERS[case]
+    args = fixed_call(generator)
+    k_cache = torch.zeros(2, 9, 2, 64)
+    v_cache = torch.zeros(2, 9, 2, 64)
+    with pytest.raises(ValueError, match=words[0]):
+        fa.flash_attn_with_kvcache(args["q"], k_cache, v_cache, args["k"][:, :2], args["v"][:, :2],
+                                   cache_seqlens=3, **changes)
+    assert not k_cache.any() and not v_cache.any(), "the cache was written before the error"
+
+
+@pytest.mark.kernels_ci
+@pytest.mark.parametrize("name,value", [("scale", 1e300), ("softcapping", 1e300),
+                                        ("softcapping", math.nan), ("scale", -math.inf)])
+def test_bad_numbers_legacy(fa, generator, name, value):
+    a = good_call(generator)
+    out = torch.full((8, 4, 64), math.nan, dtype=torch.float16)
+    with pytest.raises(ValueError, match=name):
+        fa.flash_attention_varlen(out, a["q"], a["k"], a["v"], a["cu_seqlens_q"], a["cu_seqlens_k"],
+                                  a["max_seqlen_q"], a["max_seqlen_k"], **{name: value})
+    assert out.isnan().all(), "out was written before the error"
+
+
+def op_args(a, **changes):
+    """The op schema's arguments (torch_binding.cpp) for a good varlen call."""
+    args = dict(q=a["q"], k=a["k"], v=a["v"], cu_seqlens_q=a["cu_seqlens_q"],
+                cu_seqlens_k=a["cu_seqlens_k"], seqused_k=None, block_table=None,
+                alibi_slopes=None, s_aux=None, max_seqlen_q=a["max_seqlen_q"],
+                max_seqlen_k=a["max_seqlen_k"], softmax_scale=0.125, softcap=0.0, window_left=-1,
+                window_right=-1, return_lse=False)
+    return list({**args, **changes}.values())
+
+
+@pytest.mark.kernels_ci
+@pytest.mark.parametrize("changes,word", [
+    (dict(window_left=2**32 + 5), "window_size"),
+    (dict(window_right=-2), "window_size"),
+    (dict(softmax_scale=1e300), "softmax_scale"),
+    (dict(softcap=1e300), "softcap"),
+    (dict(softcap=1e-300), "softcap"),
+], ids=["window_past_int32", "window_below_minus_one", "scale_past_float32",
+        "softcap_past_float32", "softcap_below_float32"])
+def test_the_op_itself_refuses_bad_numbers(fa, generator, changes, word):
+    """The shared C++ checks hold without the Python entry points (a direct op call)."""
+    a = good_call(generator)
+    with pytest.raises(ValueError, match=word):
+        fa._ops.ops.fwd(*op_args(a, **changes))
+    out = torch.full((8, 4, 64), math.nan, dtype=torch.float16)
+    with pytest.raises(ValueError, match=word):
+        fa._ops.ops.fwd_into(out, *op_args(a, **changes))
+    assert out.isnan().all(), "out was written before the error"
+
+
+WIDE_WINDOWS = [(2**31 - 1, 2**31 - 1), (2**31 - 1, -1), (-1, 2**31 - 1), (40, 40), (17, 9)]
+
+
+@pytest.mark.kernels_ci
+@pytest.mark.parametrize("window", WIDE_WINDOWS, ids=str)
+@pytest.mark.parametrize("paged", [False, True], ids=["packed", "paged"])
+def test_window_wider_than_every_sequence_is_unbounded(fa, generator, window, paged):
+    """Sequences of at most 17 keys and 9 queries: every window above is at least as wide as
+    them, so the result is the unbounded one (exactly), never a truncated window."""
+    from batches import paged_cache
+    from reference import Semantics, assert_close, assert_lse_close, attention_varlen
+
+    batch = varlen_batch([9, 1, 0, 4], [17, 5, 3, 2], heads=4, heads_kv=2, head_dim=32,
+                         dtype=torch.float32, generator=generator)
+    k, v, table = batch.k, batch.v, None
+    if paged:
+        k, v, table = paged_cache(batch.k, batch.v, batch.cu_seqlens_k, 4, generator)
+
+    def run(window_size, causal=False):
+        return fa.flash_attn_varlen_func(batch.q, k, v, batch.cu_seqlens_q, batch.cu_seqlens_k,
+                                         batch.max_seqlen_q, batch.max_seqlen_k, causal=causal,
+                                         window_size=window_size, block_table=table,
+                                         return_attn_probs=True)[:2]
+
+    for causal in (False, True):
+        out, lse = run(window, causal)
+        unbounded_out, unbounded_lse = run((-1, -1), causal)
+        assert torch.equal(out, unbounded_out) and torch.equal(lse, unbounded_lse)
+        ref_out, ref_lse = attention_varlen(batch.q, batch.k, batch.v, batch.cu_seqlens_q,
+                                            batch.cu_seqlens_k,
+                                            Semantics(scale=32**-0.5, causal=causal))
+        assert_close(out, ref_out, torch.float32)
+        assert_lse_close(lse, ref_lse)
+
+
+@pytest.mark.kernels_ci
+def test_widest_window_through_the_op_and_fixed_length(fa, generator):
+    """2**31 - 1 reaches the C++ checks unchanged; they clamp it to unbounded (the kernels'
+    int32 position arithmetic would overflow on it)."""
+    from reference import Semantics, assert_close, attention_fixed
+
+    a = fixed_call(generator)
+    widest = 2**31 - 1
+    out = fa.flash_attn_func(**a, window_size=(widest, widest))
+    ref, _ = attention_fixed(a["q"], a["k"], a["v"], Semantics(scale=64**-0.5))
+    assert_close(out, ref, torch.float32)
+    b = good_call(generator, dtype=torch.float32)
+    direct, _ = fa._ops.ops.fwd(*op_args(b, window_left=widest, window_right=widest))
+    unbounded, _ = fa._ops.ops.fwd(*op_args(b))
+    assert torch.equal(direct, unbounded)

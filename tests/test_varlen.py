@@ -1,4 +1,4 @@
-"""flash_attn_varlen_func against the float64 reference, over the feature matrix of API.md."""
+"""flash_attn_varlen_func against the float64 reference, over the feature matrix of docs/API.md."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 #include <c10/util/Exception.h>
 
 #include <cmath>
+#include <limits>
 #include <string>
 
 namespace {
@@ -67,6 +68,26 @@ void check_lengths_values(const at::Tensor& lengths, const char* name, int64_t l
     CHECK_ARG(acc[i] >= 0 && acc[i] <= limit, name, "[", i, "] = ", acc[i],
               " must lie in [0, ", limit, "] (", limit_what, ")");
   }
+}
+
+// softmax_scale and softcap reach the kernels as float32: a double that would become inf there
+// (1e300) is refused instead of silently changing the result.
+void check_finite_float32(double value, const char* name) {
+  CHECK_ARG(std::isfinite(value) && std::fabs(value) <= std::numeric_limits<float>::max(), name,
+            " must be a finite float32 value (|", name, "| <= ",
+            std::numeric_limits<float>::max(), "), got ", value);
+}
+
+// Window entries are int32 in the kernels: -1 (unbounded) up to 2^31 - 1, never truncated.
+void check_window_entry(int64_t entry, int64_t left, int64_t right) {
+  CHECK_ARG(entry >= -1 && entry <= INT32_MAX,
+            "window_size entries must be -1 (unbounded) or in [0, 2^31 - 1], got (", left, ", ",
+            right, ")");
+}
+
+// A window at least as wide as `extent` (every position it could exclude) is unbounded: -1.
+int32_t unbounded_if_wider(int64_t window, int64_t extent) {
+  return window >= extent ? -1 : static_cast<int32_t>(window);
 }
 
 int32_t to_i32(int64_t v, const char* name) {
@@ -213,13 +234,14 @@ AttentionTensors check_attention_inputs(const AttentionArgs& a, c10::DeviceType 
                   s.scalar_type() == at::kBFloat16,
               "s_aux must be a floating tensor, got ", s.scalar_type());
   }
-  CHECK_ARG(std::isfinite(a.softmax_scale), "softmax_scale must be finite, got ",
-            a.softmax_scale);
-  CHECK_ARG(a.softcap >= 0.0 && std::isfinite(a.softcap), "softcap must be >= 0, got ",
+  check_finite_float32(a.softmax_scale, "softmax_scale");
+  check_finite_float32(a.softcap, "softcap");
+  CHECK_ARG(a.softcap >= 0.0, "softcap must be >= 0 (0 = off), got ", a.softcap);
+  CHECK_ARG(a.softcap == 0.0 || static_cast<float>(a.softcap) > 0.0f,
+            "softcap is positive but below float32's smallest value (it would mean off), got ",
             a.softcap);
-  CHECK_ARG(a.window_left >= -1 && a.window_right >= -1,
-            "window_size entries must be >= -1 (-1 = unbounded), got (", a.window_left, ", ",
-            a.window_right, ")");
+  check_window_entry(a.window_left, a.window_left, a.window_right);
+  check_window_entry(a.window_right, a.window_left, a.window_right);
 
   const std::vector<int64_t> out_shape = attention_out_shape(q, v);
   if (a.out) {
@@ -288,8 +310,12 @@ AttentionTensors check_attention_inputs(const AttentionArgs& a, c10::DeviceType 
   }
   p.alibi_batch_stride =
       a.alibi_slopes && a.alibi_slopes->dim() == 2 ? to_i32(a.alibi_slopes->stride(0), "alibi") : 0;
-  p.window_left = static_cast<int32_t>(a.window_left);
-  p.window_right = static_cast<int32_t>(a.window_right);
+  // A window reaching past every key a sequence can have is unbounded; clamped here so the
+  // kernels' int32 position arithmetic (diagonal - left, diagonal + right + 1) cannot overflow.
+  // Bounds: a sequence has at most k_capacity keys and q_rows queries (the kernels clamp to them).
+  const int64_t k_capacity = paged ? max_pages * k.size(1) : k_rows;
+  p.window_left = unbounded_if_wider(a.window_left, k_capacity);
+  p.window_right = unbounded_if_wider(a.window_right, q_rows);
   p.scale = static_cast<float>(a.softmax_scale);
   p.softcap = static_cast<float>(a.softcap);
   return t;

@@ -108,7 +108,7 @@ def flash_attention_varlen(
         cu_seqlens_k=cu_seqlens_k,
         max_seqlen_q=A.resolve_max_seqlen(max_seqlen_q, "max_seqlen_q"),
         max_seqlen_k=A.resolve_max_seqlen(max_seqlen_k, "max_seqlen_k"),
-        softmax_scale=A.resolve_scale(scale, query),
-        softcap=0.0 if softcapping == 1.0 else A.resolve_softcap(softcapping),
+        softmax_scale=A.resolve_scale(scale, query, "scale"),
+        softcap=0.0 if softcapping == 1.0 else A.resolve_softcap(softcapping, "softcapping"),
         window_size=A.resolve_window((-1, -1), do_causal),
     )

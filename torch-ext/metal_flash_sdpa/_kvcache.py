@@ -84,6 +84,10 @@ def flash_attn_with_kvcache(
         raise ValueError("cache_batch_idx cannot be combined with block_table")
     if block_table.dtype != torch.int32:
         raise ValueError(f"block_table must be int32, got {block_table.dtype}")
+    # Every number is checked before the new tokens are written into the cache.
+    scale = A.resolve_scale(softmax_scale, q)
+    softcap = A.resolve_softcap(softcap)
+    window = A.resolve_window(window_size, causal)
     lengths = _cache_lengths(cache_seqlens, batch, k_cache.shape[1] * block_table.shape[1],
                              q.device)
     if k is not None:
@@ -98,9 +102,9 @@ def flash_attn_with_kvcache(
         s_aux=s_aux,
         max_seqlen_q=q.shape[1],
         max_seqlen_k=k_cache.shape[1] * block_table.shape[1],
-        softmax_scale=A.resolve_scale(softmax_scale, q),
-        softcap=A.resolve_softcap(softcap),
-        window_size=A.resolve_window(window_size, causal),
+        softmax_scale=scale,
+        softcap=softcap,
+        window_size=window,
         return_lse=return_softmax_lse,
     )
     return (out, lse) if return_softmax_lse else out

@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""Fuzzing the public entry points against the float64 reference (tests/reference.py).
+
+    python tests/fuzz.py --variant cpu --cases 10000      # make fuzz runs both builds
+    python tests/fuzz.py --variant sim --cases 1000 --seed 7
+
+Each case draws one random configuration across every axis at once: entry point (packed varlen,
+paged varlen, fixed length, kv-cache decode/chunked prefill with and without appending, the
+legacy in-place call), dtype, head dims (V's may differ), GQA, length mixes (empty sequences,
+sq != sk, decode-sized queries, rows after the last sequence), page sizes, causal, windows (up to
+2**31 - 1), softcap, ALiBi, sinks, scale, strided views. Outputs are compared with per-dtype
+tolerances; lse is compared too; a case that raises is a failure. Case i of seed s is the same
+configuration on every machine (printed on failure, re-run with --case).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from batches import cumulative, paged_cache, random_tensor, varlen_batch  # noqa: E402
+from reference import (  # noqa: E402
+    Semantics,
+    assert_close,
+    assert_lse_close,
+    attention_fixed,
+    attention_one_sequence,
+    attention_varlen,
+)
+
+KINDS = ["varlen", "varlen", "paged", "fixed", "kvcache", "kvcache_paged", "legacy"]
+
+
+def draw_lengths(rng: random.Random, n_seq: int, longest: int):
+    """Per-sequence (queries, keys): equal, decode, prefix, more queries than keys, empty."""
+    lengths_q, lengths_k = [], []
+    for _ in range(n_seq):
+        kind = rng.choice(["equal", "decode", "prefix", "short_k", "empty_q", "empty_k"])
+        n = rng.randint(1, longest)
+        lengths_k.append(0 if kind == "empty_k" else n)
+        lengths_q.append({"equal": n, "decode": rng.randint(1, 4), "prefix": rng.randint(1, n),
+                          "short_k": n + rng.randint(1, 10), "empty_q": 0,
+                          "empty_k": rng.randint(1, 5)}[kind])
+    return lengths_q, lengths_k
+
+
+def draw(rng: random.Random) -> dict:
+    heads_kv = rng.choice([1, 1, 2, 3])
+    head_dim = 8 * rng.choice([1, 2, 4, 8, 9, 10, 12, 16, 24, 32, rng.randint(1, 32)])
+    window = (rng.choice([-1, -1, -1, 0, 1, 3, 17, 2**31 - 1]),
+              rng.choice([-1, -1, -1, 0, 2, 5, 2**31 - 1]))
+    n_seq = rng.randint(1, 4)
+    longest = rng.choice([4, 16, 40, 80])
+    lengths_q, lengths_k = draw_lengths(rng, n_seq, longest)
+    return dict(
+        kind=rng.choice(KINDS),
+        dtype=rng.choice([torch.float32, torch.float16, torch.bfloat16]),
+        heads_kv=heads_kv, heads=heads_kv * rng.choice([1, 1, 2, 4]),
+        head_dim=head_dim,
+        head_dim_v=8 * rng.randint(1, 32) if rng.random() < 0.2 else head_dim,
+        lengths_q=lengths_q, lengths_k=lengths_k,
+        padding_rows=rng.choice([0, 0, 0, 3]),
+        causal=rng.random() < 0.5, window=window,
+        softcap=rng.choice([0.0, 0.0, 0.0, 1.0, 20.0]),
+        alibi=rng.choice([None, None, "per_head", "per_batch"]),
+        sinks=rng.random() < 0.3, strided=rng.random() < 0.3,
+        page_size=rng.choice([1, 3, 16, 64]),
+        scale=rng.choice([None, None, 0.05, 1.0]),
+        # kv-cache: decode (1 query) or a chunk; tokens appended or not.
+        sq_cache=rng.choice([1, 1, 2, 4, 9]), append=rng.random() < 0.6,
+        permute_cache=rng.random() < 0.3,
+    )
+
+
+def features(c, n_seq: int, generator):
+    alibi = {None: None, "per_head": torch.rand(c["heads"], generator=generator),
+             "per_batch": torch.rand(n_seq, c["heads"], generator=generator)}[c["alibi"]]
+    sinks = torch.randn(c["heads"], generator=generator) if c["sinks"] else None
+    scale = c["scale"] or c["head_dim"] ** -0.5
+    sem = Semantics(scale=scale, causal=c["causal"], window=c["window"], softcap=c["softcap"],
+                    alibi_slopes=alibi, sinks=sinks)
+    kwargs = dict(softmax_scale=c["scale"], causal=c["causal"], window_size=c["window"],
+                  softcap=c["softcap"], alibi_slopes=alibi, s_aux=sinks)
+    return sem, kwargs
+
+
+def run_varlen(fa, c, generator, paged: bool):
+    batch = varlen_batch(c["lengths_q"], c["lengths_k"], c["heads"], c["heads_kv"], c["head_dim"],
+                         c["dtype"], generator, head_dim_v=c["head_dim_v"], strided=c["strided"],
+                         padding_rows=c["padding_rows"])
+    sem, kwargs = features(c, len(c["lengths_q"]), generator)
+    k, v, table = batch.k, batch.v, None
+    if paged:
+        k, v, table = paged_cache(batch.k, batch.v, batch.cu_seqlens_k, c["page_size"], generator)
+    out, lse, _ = fa.flash_attn_varlen_func(
+        batch.q, k, v, batch.cu_seqlens_q, batch.cu_seqlens_k, batch.max_seqlen_q,
+        batch.max_seqlen_k, block_table=table, return_attn_probs=True, **kwargs)
+    ref_out, ref_lse = attention_varlen(batch.q, batch.k, batch.v, batch.cu_seqlens_q,
+                                        batch.cu_seqlens_k, sem)
+    assert_close(out, ref_out, c["dtype"])
+    assert_lse_close(lse, ref_lse)
+
+
+def run_legacy(fa, c, generator):
+    """flash_attention_varlen writes a NaN-poisoned `out` in place: only sequences' rows."""
+    # Its own conventions: no window/ALiBi/sinks, V's head dim is q's, softcapping 1.0 is off.
+    c = {**c, "window": (-1, -1), "alibi": None, "sinks": False, "head_dim_v": c["head_dim"],
+         "softcap": 0.0 if c["softcap"] == 1.0 else c["softcap"]}
+    batch = varlen_batch(c["lengths_q"], c["lengths_k"], c["heads"], c["heads_kv"], c["head_dim"],
+                         c["dtype"], generator, strided=c["strided"], padding_rows=c["padding_rows"])
+    sem, _ = features(c, len(c["lengths_q"]), generator)
+    out = torch.full(batch.q.shape, math.nan, dtype=c["dtype"])
+    fa.flash_attention_varlen(out, batch.q, batch.k, batch.v, batch.cu_seqlens_q,
+                              batch.cu_seqlens_k, batch.max_seqlen_q, batch.max_seqlen_k,
+                              do_causal=c["causal"], scale=c["scale"],
+                              softcapping=c["softcap"] or 1.0)
+    ref_out, _ = attention_varlen(batch.q, batch.k, batch.v, batch.cu_seqlens_q,
+                                  batch.cu_seqlens_k, sem)
+    rows = int(batch.cu_seqlens_q[-1])
+    assert_close(out[:rows], ref_out[:rows], c["dtype"])
+    assert out[rows:].isnan().all(), "rows after the last sequence were written"
+
+
+def run_fixed(fa, c, generator):
+    batch, sq, sk = len(c["lengths_q"]), max(c["lengths_q"][0], 1), c["lengths_k"][0]
+    q = random_tensor((batch, sq, c["heads"], c["head_dim"]), c["dtype"], generator, c["strided"])
+    k = random_tensor((batch, sk, c["heads_kv"], c["head_dim"]), c["dtype"], generator,
+                      c["strided"])
+    v = random_tensor((batch, sk, c["heads_kv"], c["head_dim_v"]), c["dtype"], generator,
+                      c["strided"])
+    sem, kwargs = features(c, batch, generator)
+    out, lse, _ = fa.flash_attn_func(q, k, v, return_attn_probs=True, **kwargs)
+    ref_out, ref_lse = attention_fixed(q, k, v, sem)
+    assert_close(out, ref_out, c["dtype"])
+    assert_lse_close(lse, ref_lse)
+
+
+def run_kvcache(fa, c, generator, paged: bool):
+    """Sequence b holds lengths_k[b] cached keys; `append` adds sq_cache new ones first."""
+    batch, sq = len(c["lengths_k"]), c["sq_cache"]
+    s_new = sq if c["append"] else 0
+    hkv, d, dv, dtype = c["heads_kv"], c["head_dim"], c["head_dim_v"], c["dtype"]
+    cached = c["lengths_k"]
+    total = [n + s_new for n in cached]
+    keys = [random_tensor((n, hkv, d), dtype, generator) for n in total]
+    values = [random_tensor((n, hkv, dv), dtype, generator) for n in total]
+    q = random_tensor((batch, sq, c["heads"], d), dtype, generator, c["strided"])
+    capacity = max(total) + 2
+    kwargs_cache = {}
+    if paged:
+        page = c["page_size"]
+        # Pages for the cached keys plus room for the appended ones.
+        cu = cumulative([n + s_new + page for n in cached])
+        pad = lambda t, n: torch.cat([t, t.new_zeros(n, *t.shape[1:])])  # noqa: E731
+        spaced_k = torch.cat([pad(k[:n], s_new + page) for k, n in zip(keys, cached)])
+        spaced_v = torch.cat([pad(v[:n], s_new + page) for v, n in zip(values, cached)])
+        k_cache, v_cache, table = paged_cache(spaced_k, spaced_v, cu, page, generator)
+        kwargs_cache["block_table"] = table
+        slots = lambda b: [(int(table[b, p // page]), p % page) for p in range(total[b])]  # noqa
+    else:
+        rows = list(range(batch))
+        if c["permute_cache"]:
+            rows = torch.randperm(batch + 1, generator=generator)[:batch].tolist()
+            kwargs_cache["cache_batch_idx"] = torch.tensor(rows, dtype=torch.int32)
+        k_cache = torch.full((batch + 1, capacity, hkv, d), math.nan, dtype=dtype)
+        v_cache = torch.full((batch + 1, capacity, hkv, dv), math.nan, dtype=dtype)
+        for b, row in enumerate(rows):
+            k_cache[row, :cached[b]] = keys[b][:cached[b]]
+            v_cache[row, :cached[b]] = values[b][:cached[b]]
+        slots = lambda b: [(rows[b], p) for p in range(total[b])]  # noqa: E731
+    new_k = torch.stack([k[cached[b]:] for b, k in enumerate(keys)]) if s_new else None
+    new_v = torch.stack([v[cached[b]:] for b, v in enumerate(values)]) if s_new else None
+    sem, kwargs = features(c, batch, generator)
+    out, lse = fa.flash_attn_with_kvcache(
+        q, k_cache, v_cache, new_k, new_v,
+        cache_seqlens=torch.tensor(cached, dtype=torch.int32), return_softmax_lse=True,
+        **kwargs_cache, **kwargs)
+    for b in range(batch):
+        ref_out, ref_lse = attention_one_sequence(q[b], keys[b], values[b], sem, b)
+        assert_close(out[b], ref_out, dtype)
+        assert_lse_close(lse[b], ref_lse)
+        stored_k = torch.stack([k_cache[p, s] for p, s in slots(b)]) if total[b] else None
+        stored_v = torch.stack([v_cache[p, s] for p, s in slots(b)]) if total[b] else None
+        if total[b]:
+            assert torch.equal(stored_k, keys[b]) and torch.equal(stored_v, values[b]), \
+                "the cache does not hold the appended tokens"
+
+
+def run_case(fa, seed: int, index: int) -> dict:
+    rng = random.Random(f"fuzz-{seed}-{index}")
+    c = draw(rng)
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
+    kind = c["kind"]
+    if kind in ("varlen", "paged"):
+        run_varlen(fa, c, generator, paged=kind == "paged")
+    elif kind == "legacy":
+        run_legacy(fa, c, generator)
+    elif kind == "fixed":
+        run_fixed(fa, c, generator)
+    else:
+        run_kvcache(fa, c, generator, paged=kind == "kvcache_paged")
+    return c
+
+
+def describe(c: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in c.items())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variant", choices=["cpu", "sim"], default="cpu")
+    parser.add_argument("--cases", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--case", type=int, help="run only this case (to reproduce a failure)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (the cases are small: one thread is fastest)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from conftest import load_kernel
+
+    fa = load_kernel(args.variant)
+    indices = [args.case] if args.case is not None else range(args.cases)
+    failures, kinds = [], {}
+    start = time.perf_counter()
+    for done, i in enumerate(indices):
+        if done and done % 500 == 0:
+            print(f"  {done} cases, {len(failures)} mismatches, "
+                  f"{time.perf_counter() - start:.0f} s", flush=True)
+        try:
+            c = run_case(fa, args.seed, i)
+            kinds[c["kind"]] = kinds.get(c["kind"], 0) + 1
+        except Exception as e:  # noqa: BLE001 - every failure is reported, none stops the run
+            c = draw(random.Random(f"fuzz-{args.seed}-{i}"))
+            failures.append(i)
+            print(f"case {i} FAILED ({type(e).__name__}: {str(e)[:400]})\n  {describe(c)}",
+                  flush=True)
+    elapsed = time.perf_counter() - start
+    print(f"fuzz {args.variant}: seed {args.seed}, {len(indices)} cases, {len(failures)} "
+          f"mismatches, {elapsed:.0f} s; by entry point: "
+          + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
+    if failures:
+        raise SystemExit(f"failing cases: {failures[:50]}")
+
+
+if __name__ == "__main__":
+    main()
