@@ -4,6 +4,7 @@ it unchanged; build.toml lists every source and header of the tree."""
 from __future__ import annotations
 
 import json
+import platform
 import tomllib
 
 import pytest
@@ -19,7 +20,8 @@ def test_variant_directory(fa, variant):
     major, minor = torch.__version__.split(".")[:2]
     root = VARIANTS[variant]
     build = root / "build" if (root / "build").is_dir() else root
-    variant_dir = build / f"torch{major}{minor}-cxx11-cpu-x86_64-linux"
+    # The machine as kernels names it (platform.machine(): x86_64, aarch64).
+    variant_dir = build / f"torch{major}{minor}-cxx11-cpu-{platform.machine()}-linux"
     assert variant_dir.is_dir()
     metadata = json.loads((variant_dir / "metadata.json").read_text())
     assert metadata["name"] == "metal-flash-sdpa" and metadata["version"] == 2
