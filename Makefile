@@ -40,7 +40,7 @@ test-quick: build build-sim
 # (scripts/aarch64/): the set-up makes .aarch64/ (pinned cross compiler, qemu, arm64 Python and
 # the aarch64 torch), the build build-aarch64/<variant>/, the tests run in the emulated Python.
 AARCH64_PY := .aarch64/venv/bin/python
-AARCH64_PYTEST_ARGS ?=
+AARCH64_PYTEST_ARGS ?= -m kernels_ci
 
 aarch64-setup: venv
 	$(PY) scripts/aarch64/setup.py

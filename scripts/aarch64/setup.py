@@ -140,6 +140,11 @@ def write_cpuinfo(sysroot: Path) -> None:
     (sysroot / "proc").mkdir(exist_ok=True)
     (sysroot / "proc" / "cpuinfo").write_text(
         "".join(entry.format(i=i) for i in range(os.cpu_count() or 1)))
+    # The same CPU's MIDR_EL1 (Arm r3p1, part 0xd0c), which oneDNN's CPU detection reads.
+    for i in range(os.cpu_count() or 1):
+        midr = sysroot / f"sys/devices/system/cpu/cpu{i}/regs/identification/midr_el1"
+        midr.parent.mkdir(parents=True, exist_ok=True)
+        midr.write_text("0x00000000413fd0c1\n")
 
 
 def torch_pin() -> str:
@@ -233,49 +238,98 @@ def build_venv() -> None:
     version_py.write_text(text)
 
 
-def needed_versions(torch_lib: Path) -> dict[str, set[str]]:
-    """soname -> the symbol versions torch's libraries want from it."""
-    wanted: dict[str, set[str]] = {}
+# Unversioned CUDA imports (cuSPARSELt, NCCL, cuFile, the driver API) name no library: they are
+# defined in the runtime's stub, which every CUDA-linked torch library loads.
+UNVERSIONED_CUDA = re.compile(r"^(cu[A-Z]|cusparseLt|nccl)")
+
+
+def imports(torch_lib: Path) -> dict[str, dict[str, set[str]]]:
+    """soname -> {version node: the symbols torch's libraries import from it}, for every library
+    torch links (one without symbol versions has no nodes)."""
+    wanted: dict[str, dict[str, set[str]]] = {}
+    node_lib: dict[str, str] = {}  # version node -> soname
+    versioned: list[tuple[str, str]] = []  # (symbol, version node)
+    unversioned: set[str] = set()
+    defined: set[str] = set()
     for lib in sorted(torch_lib.glob("*.so*")):
-        dynamic = subprocess.run([f"{CROSS}readelf", "-d", "-V", "-W", str(lib)], check=True,
-                                 capture_output=True, text=True).stdout
+        out = subprocess.run([f"{CROSS}readelf", "-d", "-V", "--dyn-syms", "-W", str(lib)],
+                             check=True, capture_output=True, text=True).stdout
         current = None
-        for line in dynamic.splitlines():
+        for line in out.splitlines():
             if m := re.search(r"\(NEEDED\).*\[(.+)\]", line):
-                wanted.setdefault(m.group(1), set())
+                wanted.setdefault(m.group(1), {})
             elif m := re.search(r"File: (\S+)", line):
                 current = m.group(1)
             elif current and (m := re.search(r"Name: (\S+)", line)):
-                wanted.setdefault(current, set()).add(m.group(1))
+                node_lib[m.group(1)] = current
+            elif m := re.search(r"\s(?:FUNC|OBJECT|NOTYPE)\s+(\w+)\s+\w+\s+(\w+) ([\w.]+)(@\S+)?",
+                                line):
+                binding, index, symbol, version = m.groups()
+                if index != "UND":
+                    defined.add(symbol)
+                elif version:
+                    versioned.append((symbol, version.lstrip("@")))
+                elif binding == "GLOBAL" and UNVERSIONED_CUDA.match(symbol):
+                    unversioned.add(symbol)
+    for symbol, node in versioned:
+        if node in node_lib:
+            wanted[node_lib[node]].setdefault(node, set()).add(symbol)
+    runtime = next(s for s in wanted if s.startswith("libcudart."))
+    wanted[runtime].setdefault(runtime, set()).update(unversioned - defined)
     return wanted
 
 
+STUB_FUNCTION = "__attribute__((weak)) void {name}(void) {{ cuda_stub_called(\"{name}\"); }}\n"
+# The runtime's (and driver's) entry points answer as on a machine without a GPU.
+RUNTIME_STUB_FUNCTION = "__attribute__((weak)) int {name}(void) {{ return cuda_no_device(); }}\n"
+
+
 def build_cuda_stubs() -> None:
-    """A library for every soname torch links that neither the wheel nor the sysroot has."""
+    """A library for every soname torch links that neither the wheel nor the sysroot has, with
+    every symbol torch imports from it under its version node: cuda_stubs.c's few answers, the
+    rest of the runtime (and driver) reports that there is no device, any other library's functions
+    stop the process naming themselves."""
     stubs = ROOT / "cuda-stubs"
     shutil.rmtree(stubs, ignore_errors=True)
     stubs.mkdir()
     torch_lib = ROOT / "venv" / "lib" / f"python{PYTHON_VERSION}" / "site-packages" / "torch" / "lib"
     search = [torch_lib, *(ROOT / "sysroot" / d for d in
                            ["lib/aarch64-linux-gnu", "usr/lib/aarch64-linux-gnu", "lib"])]
-    for soname, versions in sorted(needed_versions(torch_lib).items()):
+    for soname, nodes in sorted(imports(torch_lib).items()):
         if any((d / soname).exists() for d in search):
             continue
         if not soname.startswith(("libcu", "libnv", "libnccl")):
             raise SystemExit(f"torch needs {soname}, which is neither CUDA nor in the sysroot")
         script = stubs / f"{soname}.map"
-        script.write_text("".join(f"{v} {{ global: *; }};\n" for v in sorted(versions))
+        script.write_text("".join(f"{node} {{ global: {' '.join(f'{s};' for s in sorted(syms))} "
+                                  "local: *; };\n" for node, syms in sorted(nodes.items()))
                           or "{ global: *; };\n")
-        defines = ["-DCUDART_STUB"] if soname.startswith("libcudart.") else []
+        source = stubs / f"{soname}.c"
+        runtime = soname.startswith("libcudart.")
+        template = RUNTIME_STUB_FUNCTION if runtime else STUB_FUNCTION
+        source.write_text("void cuda_stub_called(const char *name);\nint cuda_no_device(void);\n"
+                          + "".join(template.format(name=s) for syms in nodes.values()
+                                    for s in sorted(syms)))
+        defines = ["-DCUDART_STUB"] if runtime else []
         run([f"{CROSS}gcc", "-O2", "-shared", "-fPIC", *defines, f"-Wl,-soname,{soname}",
-             f"-Wl,--version-script,{script}", "-o", str(stubs / soname),
-             str(HERE / "cuda_stubs.c")])
+             f"-Wl,--version-script,{script}", "-o", str(stubs / soname), str(source),
+             str(HERE / "cuda_stubs.c")],
+            stdout=subprocess.DEVNULL)
         script.unlink()
+        source.unlink()
 
 
 CXX_WRAPPER = """#!/bin/sh
-# torch.compile inside the emulated Python runs `g++` (found on PATH, as the emulated process runs
-# host programs): compile for aarch64 instead, against the sysroot (Python.h, libstdc++).
+# torch.compile inside the emulated Python runs $CXX (make test-aarch64 points it here): compile
+# for aarch64 instead, against the sysroot (Python.h, libc), for the emulated CPU where inductor
+# asks for the build machine's (-march=native).
+for arg; do
+    shift
+    case "$arg" in
+        -march=native) set -- "$@" -mcpu={cpu} ;;
+        *) set -- "$@" "$arg" ;;
+    esac
+done
 exec {cross}g++ --sysroot="{sysroot}" -isystem "{sysroot}/usr/include" \\
     -isystem "{sysroot}/usr/include/aarch64-linux-gnu" "$@"
 """
@@ -286,7 +340,7 @@ def write_cxx_wrapper() -> None:
     bin_dir.mkdir(exist_ok=True)
     for name in ["g++", "c++"]:
         wrapper = bin_dir / name
-        wrapper.write_text(CXX_WRAPPER.format(cross=CROSS, sysroot=ROOT / "sysroot"))
+        wrapper.write_text(CXX_WRAPPER.format(cross=CROSS, sysroot=ROOT / "sysroot", cpu=QEMU_CPU))
         wrapper.chmod(0o755)
 
 
@@ -299,9 +353,10 @@ def main() -> None:
     step("venv", torch_pin() + test_requirements() + str(ROOT) + PYTHON_WRAPPER + QEMU_CPU
          + repr(platform_args()), build_venv)
     step("cuda-stubs", (HERE / "cuda_stubs.c").read_text() + torch_pin() + str(ROOT)
-         + inspect.getsource(needed_versions),
+         + inspect.getsource(imports) + STUB_FUNCTION + RUNTIME_STUB_FUNCTION
+         + UNVERSIONED_CUDA.pattern,
          build_cuda_stubs)
-    step("cxx-wrapper", str(ROOT) + CXX_WRAPPER, write_cxx_wrapper)
+    step("cxx-wrapper", str(ROOT) + CXX_WRAPPER + QEMU_CPU, write_cxx_wrapper)
     print(f"aarch64 set-up ready: {(ROOT / 'venv' / 'bin' / 'python').relative_to(REPO)}")
 
 
