@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv build build-sim test test-quick demo bench bench-metal clean abi-check fuzz bench-visual
+.PHONY: venv build build-sim test test-quick demo bench bench-metal clean abi-check fuzz bench-visual \
+	aarch64-setup build-aarch64 test-aarch64 lint-workflows
 
 venv: $(STAMP)
 
@@ -27,12 +28,36 @@ build: venv
 build-sim: venv
 	$(PY) scripts/build_local.py --variant sim
 
-test: build build-sim abi-check
+test: build build-sim abi-check lint-workflows
 	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-aarch64
 
 # The cheap subset (kernels_ci marker).
 test-quick: build build-sim
 	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest tests -q -m kernels_ci -p no:cacheprovider $(PYTEST_ARGS)
+
+# The cpu variant for aarch64-linux, cross-built and tested under qemu user-mode emulation
+# (scripts/aarch64/): the set-up makes .aarch64/ (pinned cross compiler, qemu, arm64 Python and
+# the aarch64 torch), the build build-aarch64/<variant>/, the tests run in the emulated Python.
+AARCH64_PY := .aarch64/venv/bin/python
+AARCH64_PYTEST_ARGS ?= -m kernels_ci
+
+aarch64-setup: venv
+	$(PY) scripts/aarch64/setup.py
+
+build-aarch64: aarch64-setup
+	$(PY) scripts/aarch64/build.py
+
+# MFS_CPU_BUILD: the API tests against build-aarch64/ alone (tests/conftest.py); CXX: what
+# torch.compile runs inside the emulated Python (a cross g++).
+test-aarch64: build-aarch64
+	$(PY) scripts/abi_check.py build-aarch64/*/*.abi3.so
+	MFS_CPU_BUILD=build-aarch64 CXX=$(CURDIR)/.aarch64/bin/g++ OPENBLAS_NUM_THREADS=1 \
+		$(AARCH64_PY) -m pytest tests -q -p no:cacheprovider $(AARCH64_PYTEST_ARGS)
+
+# The GitHub Actions workflows (.github/workflows/) cannot run here: they are linted.
+lint-workflows: venv
+	$(VENV)/bin/actionlint
 
 demo: build
 	$(PY) scripts/demo.py
@@ -65,4 +90,4 @@ bench-visual: build
 	rm -f media/*_animation.svg
 
 clean:
-	rm -rf build build-sim
+	rm -rf build build-sim build-aarch64

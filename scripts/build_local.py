@@ -199,13 +199,28 @@ def cxx_standard() -> str:
     return "-std=c++17" if (major, minor) < (2, 12) else "-std=c++20"
 
 
-def torch_flags() -> tuple[list[str], list[str]]:
+@dataclass
+class CrossTarget:
+    """A build for another machine (scripts/aarch64/build.py): its compiler, the headers and
+    libraries of its torch and Python, and the variant name kernels looks for there."""
+
+    cxx: str
+    torch_dir: Path  # the target's torch package: include/, lib/
+    python_include: Path
+    variant_name: str
+    cxx_flags: list[str] = field(default_factory=list)
+
+
+def torch_flags(target: CrossTarget | None = None) -> tuple[list[str], list[str]]:
     import torch
     from torch.utils import cpp_extension
 
-    includes = [f"-I{p}" for p in cpp_extension.include_paths()]
-    includes.append(f"-I{sysconfig.get_paths()['include']}")
-    torch_lib = Path(torch.__file__).parent / "lib"
+    host_torch = Path(torch.__file__).parent
+    torch_dir = target.torch_dir if target else host_torch
+    includes = [f"-I{torch_dir / Path(p).relative_to(host_torch)}"
+                for p in cpp_extension.include_paths()]
+    includes.append(f"-I{target.python_include if target else sysconfig.get_paths()['include']}")
+    torch_lib = torch_dir / "lib"
     cxx = [
         cxx_standard(),
         "-O3",
@@ -219,6 +234,7 @@ def torch_flags() -> tuple[list[str], list[str]]:
         *includes,
         f"-I{REPO / 'torch-ext'}",
         f"-I{REPO / 'scripts' / 'kernel_builder_shim'}",
+        *(target.cxx_flags if target else []),
     ]
     # Link torch's own OpenMP runtime so that at::parallel_for shares torch's thread pool.
     ld = [
@@ -257,11 +273,12 @@ def compile_one(cxx: str, src: Path, obj: Path, flags: list[str]) -> None:
 
 
 def build(variant: Variant, jobs: int, obj_dir: Path | None = None,
-          fixed_id: str | None = None) -> Path:
+          fixed_id: str | None = None, target: CrossTarget | None = None) -> Path:
     """`fixed_id` replaces the content-derived id (tests building many throw-away variants that
-    are each loaded in their own process: the torch-side objects are then shared)."""
-    cxx = os.environ.get("CXX", "g++")
-    base_cxx, base_ld = torch_flags()
+    are each loaded in their own process: the torch-side objects are then shared). `target`
+    cross-compiles for another machine (default: this one, with its torch)."""
+    cxx = target.cxx if target else os.environ.get("CXX", "g++")
+    base_cxx, base_ld = torch_flags(target)
     extra = b"".join(h.read_bytes() for h in variant.extra_headers)
     plain = [(src, flags) for sources, flags in variant.plain_groups for src in sources]
     uid = fixed_id or unique_id(
@@ -294,7 +311,7 @@ def build(variant: Variant, jobs: int, obj_dir: Path | None = None,
         list(pool.map(lambda i: compile_one(cxx, jobs_list[i][0], objects[i], jobs_list[i][1]),
                       order))
 
-    out_dir = variant.out_root / torch_variant_name()
+    out_dir = variant.out_root / (target.variant_name if target else torch_variant_name())
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)

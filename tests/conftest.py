@@ -21,6 +21,13 @@ VARIANTS = {
     "cpu": REPO,
     "sim": REPO / "build-sim",
 }
+# MFS_CPU_BUILD=<folder> runs the API tests against that cpu build alone: `make test-aarch64` runs
+# the suite in an emulated aarch64 Python against the cross build build-aarch64/. The tests that
+# load no build (the simulator's, the Metal design's, build.toml's, the x86 instruction sets')
+# test this host's tools, not the build: they are deselected there (pytest counts them).
+CPU_BUILD = os.environ.get("MFS_CPU_BUILD")
+if CPU_BUILD:
+    VARIANTS = {"cpu": REPO / CPU_BUILD}
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -55,3 +62,12 @@ def generator(request) -> torch.Generator:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "kernels_ci: the cheap subset, run first")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not CPU_BUILD:
+        return
+    host_only = [item for item in items if "variant" not in getattr(item, "fixturenames", ())]
+    if host_only:
+        config.hook.pytest_deselected(items=host_only)
+        items[:] = [item for item in items if item not in host_only]
