@@ -348,7 +348,7 @@ def main() -> None:
     if not HOST_VENV_PY.exists():
         raise SystemExit("the host .venv is missing: run `make venv` first")
     ROOT.mkdir(exist_ok=True)
-    step("host-packages", repr(HOST_PACKAGES), install_host_packages)
+    install_host_packages()  # checked every time: a work tree may outlive its machine
     step("sysroot", repr(SYSROOT_PACKAGES) + inspect.getsource(write_cpuinfo), build_sysroot)
     step("venv", torch_pin() + test_requirements() + str(ROOT) + PYTHON_WRAPPER + QEMU_CPU
          + repr(platform_args()), build_venv)
