@@ -1,0 +1,210 @@
+"""The Metal sources through a real compiler front-end: `make check-metal`.
+
+Each .metal translation unit is preprocessed (clang, C++), rewritten line-preserving
+(source_step.py) and type-checked by clang-19 as C++ for OpenCL 2021 against the MSL library
+declarations (prelude/metal_prelude.h). On top of what clang enforces there (distinct address
+spaces with no implicit conversion, no double, const through `constant`, every library name and
+signature, every attribute name), this script rejects:
+- a pointer or reference without an explicit address space (MSL 4.0 requires one): the AST
+  has an OpenCL `__generic` type in a declaration or explicit cast written in the .metal sources;
+- recursion: a cycle in the LLVM call graph of the translation unit (clang -emit-llvm, opt-19).
+Where Apple's toolchain exists (`xcrun -f metal` succeeds), each file is also compiled by
+Apple's compiler as kernel-builder does (`metal -std=metal4.0 -O2 -c`).
+
+Usage: python tests/msl_check/check_metal.py [FILE.metal ...]   (default: every
+metal-flash-sdpa/metal/*.metal). Exit status 1 on the first file with errors (all are checked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+
+from source_step import SourceError, rewrite  # noqa: E402
+
+CLANG = os.environ.get("MSLC_CLANG", "clang++-19")
+OPT = os.environ.get("MSLC_OPT", "opt-19")
+PRELUDE = HERE / "prelude" / "metal_prelude.h"
+STUB = HERE / "stub"
+DEFAULT_SOURCES = sorted((REPO / "metal-flash-sdpa" / "metal").glob("*.metal"))
+
+# C++ for OpenCL 2021 without double (cl_khr_fp64 off) and with half; no OpenCL library.
+CLCPP_FLAGS = [
+    "-x", "clcpp", "-cl-std=clc++2021", "-cl-no-stdinc",
+    "-Xclang", "-cl-ext=-cl_khr_fp64,-__opencl_c_fp64,+cl_khr_fp16",
+    "-include", str(PRELUDE), "-ferror-limit=50", "-fno-color-diagnostics",
+    # Warnings that are errors in MSL terms: an attribute Apple's compiler does not know or that
+    # does not apply, a function that falls off its end without a value.
+    "-Werror=unknown-attributes", "-Werror=ignored-attributes", "-Werror=return-type",
+]
+
+
+class CheckError(Exception):
+    pass
+
+
+def run(cmd: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, input=stdin, capture_output=True, text=True)
+
+
+def preprocess(source: Path, includes: list[Path]) -> str:
+    cmd = [CLANG, "-E", "-x", "c++", "-std=c++17", "-nostdinc", "-nostdinc++",
+           "-D__METAL_VERSION__=400", "-I", str(STUB), "-I", str(source.parent)]
+    for inc in includes:
+        cmd += ["-I", str(inc)]
+    r = run(cmd + [str(source)])
+    if r.returncode != 0:
+        raise CheckError(r.stderr)
+    return r.stdout
+
+
+def _source_lines(ast: str, own: set[str]) -> list[str]:
+    """AST lines of declarations and explicit casts located in the checked sources (not the
+    prelude) whose type has an unqualified (OpenCL __generic) pointer or reference."""
+    found = []
+    current = ""
+    loc_re = re.compile(r"<?((?:/|\w)[^\s:<>,']*):(\d+):\d+")
+    kinds = re.compile(r"^[| `-]*(ParmVarDecl|VarDecl|FieldDecl|FunctionDecl|CXXMethodDecl|"
+                       r"TypedefDecl|TypeAliasDecl|CStyleCastExpr|CXXStaticCastExpr|"
+                       r"CXXReinterpretCastExpr|CXXFunctionalCastExpr|CXXConstCastExpr) ")
+    line_no = 0
+    skip_below = None  # depth of an implicit declaration whose children are skipped
+    for line in ast.splitlines():
+        locs = loc_re.findall(line)
+        decl_file = current
+        if locs:
+            first = locs[0]
+            if not first[0].startswith(("line", "col")):
+                decl_file = first[0]
+            for f, ln in locs:
+                if not f.startswith(("line", "col")):
+                    current = f
+            m = re.search(r"<(?:[^<>:]*:)?(?:line:)?(\d+):", line)
+            if m:
+                line_no = int(m.group(1))
+        depth = len(re.match(r"^[| `-]*", line).group()) // 2
+        if skip_below is not None and depth > skip_below:
+            continue
+        skip_below = None
+        if " implicit " in line:
+            skip_below = depth
+        if not kinds.match(line) or " implicit " in line or decl_file not in own:
+            continue
+        # The declared type (the last quoted type on the line) of a declaration; for a cast, the
+        # cast-to type (first quoted type).
+        types = re.findall(r"'([^']*)'", line)
+        if not types:
+            continue
+        ty = types[0] if "Cast" in line.split()[0] else types[-1] if "Decl" not in line else types[0]
+        if re.search(r"__generic [^']*[*&]", ty) and "(" not in ty.split("__generic")[0][-1:]:
+            kind = kinds.match(line).group(1)
+            name = line.split("'")[0].split()[-1] if "Decl" in kind else ""
+            found.append(f"{decl_file}:{line_no}: {kind} {name} of type '{ty}': a pointer or "
+                         "reference needs an explicit address space (device, constant, "
+                         "threadgroup or thread; MSL §4 Address Spaces)")
+    return found
+
+
+def _cycles(llvm_ir: str) -> list[list[str]]:
+    """Recursive functions: the call-graph SCCs that contain a cycle."""
+    r = run([OPT, "-passes=print-callgraph-sccs", "-disable-output"], stdin=llvm_ir)
+    if r.returncode != 0:
+        raise CheckError(r.stderr)
+    cycles = []
+    for line in r.stderr.splitlines():
+        m = re.match(r"SCC #\d+: (.*?)(?:, \(Has self-loop\)| \(Has self-loop\))?\s*$", line)
+        if not m:
+            continue
+        names = [x.strip() for x in m.group(1).split(",") if x.strip()]
+        if "Has self-loop" in line or len(names) > 1:
+            cycles.append(names)
+    return cycles
+
+
+def _demangle(names: list[str]) -> list[str]:
+    filt = shutil.which("llvm-cxxfilt-19") or shutil.which("c++filt")
+    if not filt:
+        return names
+    return run([filt], stdin="\n".join(names)).stdout.split("\n")[: len(names)]
+
+
+def check_file(source: Path, includes: list[Path]) -> list[str]:
+    """Every error found in one .metal translation unit (empty: it passes)."""
+    try:
+        text = rewrite(preprocess(source, includes))
+    except (CheckError, SourceError) as e:
+        return [str(e).strip()]
+    with tempfile.TemporaryDirectory(prefix="msl_check_") as tmp:
+        rewritten = Path(tmp) / (source.stem + ".clcpp")
+        rewritten.write_text(text)
+        # Type check; the AST comes with it (declarations only from the sources themselves).
+        r = run([CLANG, *CLCPP_FLAGS, "-fsyntax-only", "-Xclang", "-ast-dump",
+                 str(rewritten)])
+        diagnostics = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        errors = [ln for ln in diagnostics if " error: " in ln or ln.startswith("error")]
+        if r.returncode != 0 or errors:
+            return ["\n".join(diagnostics)]
+        own = {str(source)} | {
+            f for f in re.findall(r'^# \d+ "([^"]+)"', text, re.M) if not f.startswith("<")}
+        own = {f for f in own if not f.startswith(str(STUB))}
+        problems = _source_lines(r.stdout, own)
+        # Recursion.
+        ir = run([CLANG, *CLCPP_FLAGS, "-S", "-emit-llvm", "-O0", "-o", "-", str(rewritten)])
+        if ir.returncode != 0:
+            return problems + [ir.stderr]
+        for cycle in _cycles(ir.stdout):
+            problems.append(f"{source}: recursion (MSL §1.5.4 Restrictions: no recursive "
+                            f"function calls): {' -> '.join(_demangle(cycle))}")
+        return problems
+
+
+def apple_compile(source: Path, includes: list[Path]) -> list[str]:
+    """Apple's compiler, as kernel-builder runs it, where it exists."""
+    if shutil.which("xcrun") is None or run(["xcrun", "-f", "metal"]).returncode != 0:
+        return []
+    with tempfile.TemporaryDirectory(prefix="msl_check_air_") as tmp:
+        cmd = ["xcrun", "metal", "-std=metal4.0", "-O2", "-c", str(source),
+               "-o", str(Path(tmp) / (source.stem + ".air"))]
+        for inc in includes:
+            cmd += ["-I", str(inc)]
+        r = run(cmd)
+        return [r.stderr] if r.returncode != 0 else []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("sources", nargs="*", type=Path, default=DEFAULT_SOURCES)
+    parser.add_argument("-I", dest="includes", action="append", type=Path, default=[])
+    args = parser.parse_args(argv)
+    if not args.sources:
+        print("check-metal: no .metal sources found", file=sys.stderr)
+        return 1
+    failed = 0
+    apple = shutil.which("xcrun") is not None and run(["xcrun", "-f", "metal"]).returncode == 0
+    for source in args.sources:
+        source = source.resolve()
+        problems = check_file(source, args.includes) + apple_compile(source, args.includes)
+        rel = os.path.relpath(source, REPO)
+        if problems:
+            failed += 1
+            print(f"FAIL {rel}")
+            for p in problems:
+                print(p)
+        else:
+            print(f"ok   {rel} (clang-19 C++ for OpenCL, MSL prelude"
+                  f"{'; Apple metal -std=metal4.0' if apple else ''})")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
