@@ -138,7 +138,7 @@ def _attribute(tokens: list[Tok], where: str, constants: set[str]) -> str:
     if not args:
         return f'clang::annotate("msl:{name}")'
     text = " ".join(t.text for t in args)
-    if kind == "str" and not (len(args) == 1 and args[0].kind == "str"):
+    if kind == "str" and not all(a.kind == "str" for a in args):
         raise SourceError(f"{where}: [[{name}(...)]] takes a string literal")
     if kind == "int|name" and len(args) == 1 and args[0].kind == "id":
         # On a kernel argument: the name of a boolean function constant (§5.8.1).
@@ -326,8 +326,6 @@ def _threadgroup_declaration(stmt: list[Tok], where: str) -> str | None:
     references (ordinary variables, left as written)."""
     sig = [t for t in stmt if t.significant][1:-1]  # without `threadgroup` and `;`
     depth = angle = 0
-    if any(t.text in ("*", "&", "&&") for t in sig):
-        return None
     parts: list[list[Tok]] = [[]]
     for t in sig:
         if t.text in "([{":
@@ -338,6 +336,8 @@ def _threadgroup_declaration(stmt: list[Tok], where: str) -> str | None:
             angle += 1
         elif depth == 0 and t.text == ">":
             angle -= 1
+        elif depth == 0 and t.text in ("*", "&", "&&"):
+            return None  # a pointer or reference to threadgroup memory: an ordinary variable
         if t.text == "," and depth == 0 and angle == 0:
             parts.append([])
         else:
