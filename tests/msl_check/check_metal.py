@@ -68,50 +68,54 @@ def preprocess(source: Path, includes: list[Path]) -> str:
     return r.stdout
 
 
-def _source_lines(ast: str, own: set[str]) -> list[str]:
-    """AST lines of declarations and explicit casts located in the checked sources (not the
-    prelude) whose type has an unqualified (OpenCL __generic) pointer or reference."""
+_LOC = re.compile(r"(/[^\s:<>,']+|line):(\d+):\d+")
+_CHECKED_KINDS = re.compile(
+    r"^(ParmVarDecl|VarDecl|FieldDecl|FunctionDecl|CXXMethodDecl|TypedefDecl|TypeAliasDecl|"
+    r"CStyleCastExpr|CXXStaticCastExpr|CXXReinterpretCastExpr|CXXFunctionalCastExpr|"
+    r"CXXConstCastExpr) ")
+
+
+def _generic_pointers(ast: str, own: set[str]) -> list[str]:
+    """Declarations and explicit casts written in the checked sources (not the prelude) whose
+    type is a pointer or reference without an address space (OpenCL's __generic), from clang's
+    text AST dump. Implicit declarations (copy constructors...) and their parts are skipped."""
     found = []
-    current = ""
-    loc_re = re.compile(r"<?((?:/|\w)[^\s:<>,']*):(\d+):\d+")
-    kinds = re.compile(r"^[| `-]*(ParmVarDecl|VarDecl|FieldDecl|FunctionDecl|CXXMethodDecl|"
-                       r"TypedefDecl|TypeAliasDecl|CStyleCastExpr|CXXStaticCastExpr|"
-                       r"CXXReinterpretCastExpr|CXXFunctionalCastExpr|CXXConstCastExpr) ")
-    line_no = 0
+    file, line_no = "", 0
     skip_below = None  # depth of an implicit declaration whose children are skipped
     for line in ast.splitlines():
-        locs = loc_re.findall(line)
-        decl_file = current
-        if locs:
-            first = locs[0]
-            if not first[0].startswith(("line", "col")):
-                decl_file = first[0]
-            for f, ln in locs:
-                if not f.startswith(("line", "col")):
-                    current = f
-            m = re.search(r"<(?:[^<>:]*:)?(?:line:)?(\d+):", line)
-            if m:
-                line_no = int(m.group(1))
-        depth = len(re.match(r"^[| `-]*", line).group()) // 2
-        if skip_below is not None and depth > skip_below:
-            continue
-        skip_below = None
-        if " implicit " in line:
+        # Where the node is: the dump prints a file or line only when it changes, so every
+        # location is followed; the node's own (name) location is the last one on its line.
+        if "/" in line or "line:" in line:
+            for f, ln in _LOC.findall(line):
+                if f != "line":
+                    file = f
+                line_no = int(ln)
+        node = line.lstrip("| `-")
+        depth = len(line) - len(node)
+        if skip_below is not None:
+            if depth > skip_below:
+                continue
+            skip_below = None
+        if " implicit " in node:
             skip_below = depth
-        if not kinds.match(line) or " implicit " in line or decl_file not in own:
             continue
-        # The declared type (the last quoted type on the line) of a declaration; for a cast, the
-        # cast-to type (first quoted type).
-        types = re.findall(r"'([^']*)'", line)
+        if "__generic" not in node or file not in own:
+            continue
+        m = _CHECKED_KINDS.match(node)
+        if not m:
+            continue
+        kind = m.group(1)
+        types = re.findall(r"'([^']*)'", node)
         if not types:
             continue
-        ty = types[0] if "Cast" in line.split()[0] else types[-1] if "Decl" not in line else types[0]
-        if re.search(r"__generic [^']*[*&]", ty) and "(" not in ty.split("__generic")[0][-1:]:
-            kind = kinds.match(line).group(1)
-            name = line.split("'")[0].split()[-1] if "Decl" in kind else ""
-            found.append(f"{decl_file}:{line_no}: {kind} {name} of type '{ty}': a pointer or "
-                         "reference needs an explicit address space (device, constant, "
-                         "threadgroup or thread; MSL §4 Address Spaces)")
+        # A declaration's type is its first quoted type; a cast's is the type it casts to.
+        ty = types[0]
+        if not re.search(r"__generic [^']*[*&]", ty):
+            continue
+        name = node.split("'")[0].split()[-1] if kind.endswith("Decl") else ""
+        found.append(f"{file}:{line_no}: {kind} {name} of type '{ty}': a pointer or reference "
+                     "needs an explicit address space (device, constant, threadgroup or thread; "
+                     "MSL §4 Address Spaces)")
     return found
 
 
@@ -157,7 +161,7 @@ def check_file(source: Path, includes: list[Path]) -> list[str]:
         own = {str(source)} | {
             f for f in re.findall(r'^# \d+ "([^"]+)"', text, re.M) if not f.startswith("<")}
         own = {f for f in own if not f.startswith(str(STUB))}
-        problems = _source_lines(r.stdout, own)
+        problems = _generic_pointers(r.stdout, own)
         # Recursion.
         ir = run([CLANG, *CLCPP_FLAGS, "-S", "-emit-llvm", "-O0", "-o", "-", str(rewritten)])
         if ir.returncode != 0:
