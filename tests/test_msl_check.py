@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "msl_check"))
 
 import check_metal  # noqa: E402
+from declared_names import declared_names, defined_macros  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which(check_metal.CLANG) is None,
                                 reason="clang-19 is installed by `make check-metal` / `make test`")
@@ -309,3 +311,63 @@ def test_double_inside_a_kernel_body_fails(tmp_path):
         copy.write_text(text[:m.end()] + " double planted = 1; (void)planted; " + text[m.end():])
         problems = "\n".join(check_metal.check_file(copy, [source.parent]))
         assert re.search(r"double", problems), f"{source.name}: {problems or 'not caught'}"
+
+
+def _ast(cmd: list[str]) -> str:
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+SIM_INCLUDE = REPO / "tests" / "msl_sim" / "include"
+SIM_COMPAT = SIM_INCLUDE / "msl_sim" / "compat.h"
+SIM_FLAGS = [check_metal.CLANG, "-x", "c++", "-std=c++20", "-mf16c", "-I", str(SIM_INCLUDE)]
+PRELUDE_FLAGS = [check_metal.CLANG] + [f for f in check_metal.CLCPP_FLAGS
+                                    if f not in ("-include", str(check_metal.PRELUDE))]
+
+
+def _is_sim_file(path: str) -> bool:
+    return f"{SIM_INCLUDE / 'msl_sim'}/" in path
+
+
+def _is_prelude(path: str) -> bool:
+    return path == str(check_metal.PRELUDE)
+
+
+def _implementation(name: str) -> bool:
+    """Names of a header's own machinery, not MSL names: a `detail` namespace, the check's mslc
+    helpers, the simulator's MSL_SIM_ / the check's MSLC_ macros."""
+    return "::detail::" in name or "mslc" in name.lower() or name.startswith("MSL_SIM_")
+
+
+def _names_missing_from_prelude(sim_header: Path, is_sim_file) -> list[str]:
+    sim = declared_names(_ast([*SIM_FLAGS, "-fsyntax-only", "-Xclang", "-ast-dump", str(sim_header)]),
+                         is_sim_file)
+    sim |= defined_macros(_ast([*SIM_FLAGS, "-E", "-dD", str(sim_header)]), is_sim_file)
+    prelude = declared_names(_ast([*PRELUDE_FLAGS, "-fsyntax-only", "-Xclang", "-ast-dump",
+                                   str(check_metal.PRELUDE)]), _is_prelude)
+    prelude |= defined_macros(_ast([*PRELUDE_FLAGS, "-E", "-dD", str(check_metal.PRELUDE)]),
+                              _is_prelude)
+    assert len(sim) > 200 and len(prelude) > 200, "the name lists are suspiciously short"
+    # MSL §2.1 scalar types that C++ for OpenCL has built in (the simulator typedefs them).
+    prelude |= {"half", "bool", "char", "short", "int", "long", "float"}
+    return sorted(n for n in sim - prelude if not _implementation(n))
+
+
+def test_the_simulator_provides_no_msl_name_the_declarations_lack():
+    """The simulator's compatibility header may not accept an MSL name (type, function, member,
+    enumerator, macro) that the declarations written from the specification do not have."""
+    missing = _names_missing_from_prelude(SIM_COMPAT, _is_sim_file)
+    assert not missing, ("the simulator provides MSL names that tests/msl_check/prelude/"
+                         f"metal_prelude.h does not declare: {missing}")
+
+
+def test_the_name_comparison_sees_a_planted_name(tmp_path):
+    extra = tmp_path / "extra.h"
+    extra.write_text(f'#include "{SIM_COMPAT}"\n'
+                     "namespace metal { inline float simd_summ(float x) { return x; }\n"
+                     "struct simd_vote_plus { bool none() const { return true; } }; }\n"
+                     "#define M_TAU_F 6.28318548f\n")
+    missing = _names_missing_from_prelude(extra, lambda f: _is_sim_file(f) or f == str(extra))
+    assert missing == ["M_TAU_F", "metal::simd_summ", "metal::simd_vote_plus",
+                       "metal::simd_vote_plus::none"]

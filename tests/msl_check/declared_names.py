@@ -1,90 +1,108 @@
-"""The MSL names a header declares, read from clang's AST dump: every declaration in the global
-namespace and in namespace `metal` (with its nested namespaces, enumerators and public member
-functions) whose source is one of the header's own files, plus the macros those files define.
-Used to compare the simulator's compatibility header with the check's MSL declarations."""
+"""The MSL names a header declares, read from clang's text AST dump (`-Xclang -ast-dump`): the
+declarations in the global namespace and in namespace `metal` (its nested namespaces, enumerators,
+and the public members of its classes) written in the header's own files. Used to compare the
+simulator's compatibility header with the check's MSL declarations (tests/test_msl_check.py)."""
 
 from __future__ import annotations
 
 import re
-import subprocess
 
-_LOC = re.compile(r"<?((?:/|\w)[^\s:<>,]*\.(?:h|inc|hpp|clcpp|cpp)):\d+:\d+")
-_NAMED = {
+_LOC = re.compile(r"(/[^\s:<>,']+|[\w.][^\s:<>,']*\.(?:h|inc|hpp)):\d+:\d+")
+_NAMESPACE_LEVEL = {
     "FunctionDecl", "FunctionTemplateDecl", "CXXRecordDecl", "ClassTemplateDecl", "TypedefDecl",
     "TypeAliasDecl", "TypeAliasTemplateDecl", "VarDecl", "VarTemplateDecl", "EnumDecl",
-    "EnumConstantDecl", "UsingDecl", "CXXMethodDecl", "NamespaceDecl", "ConceptDecl",
+    "UsingDecl", "NamespaceDecl", "ConceptDecl",
 }
-_MEMBER_KINDS = {"CXXMethodDecl", "FunctionTemplateDecl", "TypedefDecl", "TypeAliasDecl",
-                 "CXXRecordDecl", "VarDecl"}
+_MEMBER_LEVEL = {"CXXMethodDecl", "FunctionTemplateDecl", "TypedefDecl", "TypeAliasDecl", "VarDecl",
+                 "CXXConversionDecl"}
+_FLAGS = {"implicit", "used", "referenced", "invalid", "constexpr", "inline", "static", "extern",
+          "struct", "class", "union", "enum", "definition", "cinit", "callinit", "listinit",
+          "nrvo", "hidden", "typename", "consteval", "friend", "mutable", "explicit", "virtual",
+          "default", "delete", "trivial", "imported", "__module_private__", "instantiated_from"}
 
 
-def _decl_name(kind: str, rest: str) -> str | None:
-    """The declared name in the text after a declaration's kind and address."""
-    rest = re.sub(r"<[^<>]*(?:<[^<>]*>[^<>]*)*>", " ", rest, count=1)  # the source range
-    words = rest.replace("'", " ' ").split()
-    # Drop location words, flags and quoted types: the name is the first plain identifier.
-    skip = {"implicit", "used", "referenced", "invalid", "constexpr", "inline", "static", "extern",
-            "struct", "class", "union", "enum", "definition", "prev", "parent", "cinit",
-            "callinit", "listinit", "nrvo", "hidden", "imported", "typename", "counted_by",
-            "__module_private__", "consteval", "friend", "this", "instantiated_from", "mutable"}
-    quoted = False
-    for w in words:
-        if w == "'":
-            quoted = not quoted
+def _name(rest: str) -> str | None:
+    """The declared name in the text after a node's kind and address."""
+    rest = re.sub(r"^(?:(?:prev|parent) 0x[0-9a-f]+ )*", "", rest)
+    if rest.startswith("<"):  # the source range
+        depth = 0
+        for k, ch in enumerate(rest):
+            depth += ch == "<"
+            depth -= ch == ">"
+            if depth == 0:
+                rest = rest[k + 1:]
+                break
+    for w in rest.split("'")[0].split():
+        if w in _FLAGS or re.match(r"^(?:line|col):|.*:\d+:\d+$", w):
             continue
-        if quoted or w in skip or w.startswith("0x") or re.match(r"^(line|col):", w):
-            continue
-        if _LOC.match(w) or ":" in w and w.split(":")[0].endswith((".h", ".inc")):
-            continue
-        name = w.split("::")[-1]
-        if kind == "UsingDecl" or re.match(r"^[A-Za-z_~][\w~]*$", name):
-            return name
-        return None
+        return w.split("::")[-1]
     return None
 
 
-def declared_names(ast_dump: str, own_file: callable) -> set[str]:
-    """Qualified names (`metal::exp2`, `float4`, `metal::mem_flags::mem_none`) from a full
-    `-Xclang -ast-dump` text, keeping declarations whose file satisfies own_file(path)."""
+def declared_names(ast_dump: str, own_file) -> set[str]:
+    """Qualified names (`metal::exp2`, `float4`, `metal::mem_flags::mem_none`,
+    `metal::simd_vote::all`) declared by the files for which own_file(path) is true."""
     names: set[str] = set()
     current = ""
-    # Stack of (depth, scope prefix or None when the scope is not collected, is_record).
-    stack: list[tuple[int, str | None, bool]] = [(0, "", False)]
+    # Open scopes: (depth, prefix or None when not collected, kind: ns / record / enum, public?)
+    stack: list[list] = []
     for line in ast_dump.splitlines():
-        m = re.match(r"^([| `-]*)(\w+) 0x[0-9a-f]+ (.*)$", line)
         locs = _LOC.findall(line)
         decl_file = locs[0] if locs else current
         if locs:
             current = locs[-1]
-        if not m:
+        node = line.lstrip("| `-")
+        depth = (len(line) - len(node)) // 2
+        m = re.match(r"^(\w+) 0x[0-9a-f]+ ?(.*)$", node)
+        if not m or depth == 0:
             continue
-        depth = len(m.group(1)) // 2
-        if depth == 0:  # the translation unit
-            continue
-        kind, rest = m.group(2), m.group(3)
+        kind, rest = m.groups()
         while stack and stack[-1][0] >= depth:
             stack.pop()
-        parent_depth, scope, is_record = stack[-1] if stack else (0, None, False)
-        if depth != parent_depth + 1 or scope is None:
+        parent = stack[-1] if stack else [0, "", "ns", True]
+        if depth != parent[0] + 1 or parent[1] is None:
             continue
-        if kind not in _NAMED or not own_file(decl_file) or " implicit " in f" {rest} ":
-            if kind in ("NamespaceDecl", "CXXRecordDecl", "EnumDecl", "ClassTemplateDecl"):
-                stack.append((depth, None, False))
+        if parent[2] == "record" and kind == "AccessSpecDecl":
+            parent[3] = rest.rstrip().endswith("public")
             continue
-        name = _decl_name(kind, rest)
-        if not name or name.startswith("operator"):
-            stack.append((depth, None, False))
+        wanted = {"ns": _NAMESPACE_LEVEL, "record": _MEMBER_LEVEL,
+                  "enum": {"EnumConstantDecl"}}[parent[2]]
+        name = _name(rest)
+        collect = (kind in wanted and own_file(decl_file) and " implicit " not in f" {rest} "
+                   and name and not name.startswith(("operator", "~")) and parent[3])
+        prefix = parent[1]
+        if parent[2] == "record" and name == prefix.rstrip(":").split("::")[-1]:
+            collect = False  # a constructor, or a class template's own pattern
+            if kind == "CXXRecordDecl":
+                stack.append([depth, prefix, "record", "class " not in f" {rest} "])
+                continue
+        if kind in ("NamespaceDecl", "CXXRecordDecl", "ClassTemplateDecl", "EnumDecl"):
+            qualified = f"{prefix}{name}::" if name else None
+            in_metal = qualified is not None and qualified.startswith("metal::")
+            scope_kind = {"NamespaceDecl": "ns", "EnumDecl": "enum"}.get(kind, "record")
+            # Members are MSL names only for MSL's own classes (namespace metal); the global
+            # classes are the simulator's implementation of builtin types (vec, bfloat).
+            keep = collect and (scope_kind != "record" or in_metal) and (
+                scope_kind != "ns" or qualified == "metal::" or in_metal)
+            stack.append([depth, qualified if keep else None, scope_kind,
+                          "class " not in f" {rest} "])
+            if kind == "NamespaceDecl":
+                continue
+        if collect:
+            names.add(f"{prefix}{name}")
+    return names
+
+
+def defined_macros(preprocessed_dd: str, own_file) -> set[str]:
+    """Macro names #defined by own files, from `-E -dD` output (with line markers)."""
+    names: set[str] = set()
+    current = ""
+    for line in preprocessed_dd.splitlines():
+        m = re.match(r'^# \d+ "([^"]*)"', line)
+        if m:
+            current = m.group(1)
             continue
-        if is_record and kind not in _MEMBER_KINDS:
-            continue
-        qualified = f"{scope}{name}"
-        if kind == "NamespaceDecl":
-            # Only MSL's namespace and what is nested in it; the simulator's own namespaces are not
-            # MSL names.
-            collected = qualified.startswith("metal")
-            stack.append((depth, f"{qualified}::" if collected else None, False))
-            continue
-        names.add(qualified)
-        if kind in ("CXXRecordDecl", "ClassTemplateDecl", "EnumDecl"):
-            stack.append((depth, f"{qualified}::", kind != "EnumDecl"))
+        m = re.match(r"^#define (\w+)", line)
+        if m and own_file(current):
+            names.add(m.group(1))
     return names

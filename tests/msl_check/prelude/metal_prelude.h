@@ -23,6 +23,11 @@
 #define threadgroup __local
 #define thread __private
 #define constant __global const
+// §4.5 threadgroup_imageblock, §4.6 ray_data, §4.7 object_data: not for compute kernels; kept
+// distinct from the spaces above only as far as OpenCL allows.
+#define threadgroup_imageblock __local
+#define ray_data __private
+#define object_data __global
 
 // ---- MSL §2.1 Scalar Data Types ----------------------------------------------------------------
 // bool, char, short, int, long, half, float are the compiler's own types.
@@ -378,3 +383,89 @@ namespace mslc {
 template <typename T>
 __local T& threadgroup_storage();
 }  // namespace mslc
+
+// ---- Type traits and numeric limits -----------------------------------------------------------
+// Not specified name by name in the MSL specification: Apple's <metal_type_traits> and
+// <metal_limits> (included by <metal_stdlib>) provide C++'s traits in namespace metal, and MSL
+// sources rely on them (e.g. metal::enable_if_t, metal::is_same_v, metal::numeric_limits). Only
+// the C++ standard's names and meanings are declared here.
+namespace metal {
+template <typename T, T v> struct integral_constant {
+  static constexpr T value = v;
+  typedef T value_type;
+  constexpr operator T() const { return v; }
+};
+template <bool B> using bool_constant = integral_constant<bool, B>;
+typedef bool_constant<true> true_type;
+typedef bool_constant<false> false_type;
+template <bool B, typename T = void> struct enable_if {};
+template <typename T> struct enable_if<true, T> { typedef T type; };
+template <bool B, typename T = void> using enable_if_t = typename enable_if<B, T>::type;
+template <bool B, typename T, typename F> struct conditional { typedef T type; };
+template <typename T, typename F> struct conditional<false, T, F> { typedef F type; };
+template <bool B, typename T, typename F> using conditional_t = typename conditional<B, T, F>::type;
+template <typename T, typename U> struct is_same : bool_constant<__is_same(T, U)> {};
+template <typename T, typename U> constexpr bool is_same_v = __is_same(T, U);
+template <typename T> using remove_cv_t = __remove_cv(T);
+template <typename T> using remove_const_t = __remove_const(T);
+template <typename T> using remove_reference_t = __remove_reference_t(T);
+template <typename T> using remove_pointer_t = __remove_pointer(T);
+template <typename T> using add_const_t = const T;
+template <typename T> using add_pointer_t = __add_pointer(T);
+template <typename T> using decay_t = __decay(T);
+template <typename T> struct is_integral : bool_constant<__is_integral(T)> {};
+template <typename T> constexpr bool is_integral_v = __is_integral(T);
+template <typename T> struct is_floating_point
+    : bool_constant<__is_floating_point(T) || __is_same(__remove_cv(T), bfloat)> {};
+template <typename T> constexpr bool is_floating_point_v = is_floating_point<T>::value;
+template <typename T> constexpr bool is_arithmetic_v = __is_arithmetic(T) || is_floating_point_v<T>;
+template <typename T> struct is_scalar : bool_constant<is_arithmetic_v<T>> {};
+template <typename T> constexpr bool is_scalar_v = is_scalar<T>::value;
+template <typename T> struct is_vector : bool_constant<(mslc::vec_info<__remove_cv(T)>::n > 1)> {};
+template <typename T> constexpr bool is_vector_v = is_vector<T>::value;
+template <typename T> constexpr bool is_signed_v = __is_signed(T);
+template <typename T> constexpr bool is_unsigned_v = __is_unsigned(T);
+template <typename T> constexpr bool is_const_v = __is_const(T);
+template <typename T> constexpr bool is_pointer_v = __is_pointer(T);
+template <typename F, typename T> constexpr bool is_convertible_v = __is_convertible(F, T);
+template <typename T, T... I> struct integer_sequence { static constexpr ulong size() { return sizeof...(I); } };
+template <ulong... I> using index_sequence = integer_sequence<ulong, I...>;
+template <typename T, T N> using make_integer_sequence = __make_integer_seq<integer_sequence, T, N>;
+template <ulong N> using make_index_sequence = make_integer_sequence<ulong, N>;
+
+template <typename T> struct numeric_limits {
+  static constexpr bool is_specialized = false;
+};
+#define MSLC_LIMITS(T, INTEGER, SIGNED, DIGITS, MIN, MAX, LOWEST, EPS, INF, NAN_, DENORM)   \
+  template <> struct numeric_limits<T> {                                                   \
+    static constexpr bool is_specialized = true, is_integer = INTEGER, is_signed = SIGNED;   \
+    static constexpr int digits = DIGITS;                                                   \
+    static constexpr T min() { return T(MIN); }                                             \
+    static constexpr T max() { return T(MAX); }                                             \
+    static constexpr T lowest() { return T(LOWEST); }                                       \
+    static constexpr T epsilon() { return T(EPS); }                                         \
+    static constexpr T round_error() { return T(INTEGER ? 0 : 0.5f); }                      \
+    static constexpr T infinity() { return T(INF); }                                        \
+    static constexpr T quiet_NaN() { return T(NAN_); }                                      \
+    static constexpr T denorm_min() { return T(DENORM); }                                   \
+  };
+#define MSLC_INT_LIMITS(T, SIGNED, DIGITS, MIN, MAX) \
+  MSLC_LIMITS(T, true, SIGNED, DIGITS, MIN, MAX, MIN, 0, 0, 0, 0)
+MSLC_INT_LIMITS(bool, false, 1, false, true)
+MSLC_INT_LIMITS(char, true, 7, -128, 127)
+MSLC_INT_LIMITS(uchar, false, 8, 0, 255)
+MSLC_INT_LIMITS(short, true, 15, -32768, 32767)
+MSLC_INT_LIMITS(ushort, false, 16, 0, 65535)
+MSLC_INT_LIMITS(int, true, 31, -2147483647 - 1, 2147483647)
+MSLC_INT_LIMITS(uint, false, 32, 0u, 4294967295u)
+MSLC_INT_LIMITS(long, true, 63, -9223372036854775807l - 1, 9223372036854775807l)
+MSLC_INT_LIMITS(ulong, false, 64, 0ul, 18446744073709551615ul)
+MSLC_LIMITS(half, false, true, 11, 6.103515625e-05f, 65504.0f, -65504.0f, 0.0009765625f,
+            __builtin_inff(), __builtin_nanf(""), 5.9604644775390625e-08f)
+MSLC_LIMITS(bfloat, false, true, 8, 1.17549435e-38f, 3.38953139e+38f, -3.38953139e+38f, 0.0078125f,
+            __builtin_inff(), __builtin_nanf(""), 9.18354962e-41f)
+MSLC_LIMITS(float, false, true, 24, __FLT_MIN__, __FLT_MAX__, -__FLT_MAX__, __FLT_EPSILON__,
+            __builtin_inff(), __builtin_nanf(""), __FLT_DENORM_MIN__)
+#undef MSLC_INT_LIMITS
+#undef MSLC_LIMITS
+}  // namespace metal
