@@ -45,4 +45,4 @@ bench-metal: build-sim
 	$(PY) benchmarks/metal_traffic.py
 
 clean:
-	rm -rf build build-sim
+	rm -rf build build-sim build-check
