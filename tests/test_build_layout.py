@@ -17,7 +17,7 @@ def test_variant_directory(fa, variant):
     import kernels.variants  # noqa: F401  (the loader's own variant naming)
 
     major, minor = torch.__version__.split(".")[:2]
-    root = VARIANTS[variant]
+    root = VARIANTS[variant][0]
     build = root / "build" if (root / "build").is_dir() else root
     variant_dir = build / f"torch{major}{minor}-cxx11-cpu-x86_64-linux"
     assert variant_dir.is_dir()
