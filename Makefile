@@ -48,7 +48,7 @@ test: build build-sim check-metal
 	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # The cheap subset (kernels_ci marker).
-test-quick: build build-sim check-tools
+test-quick: build build-sim
 	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest tests -q -m kernels_ci -p no:cacheprovider $(PYTEST_ARGS)
 
 demo: build

@@ -170,6 +170,10 @@ inline int planted_odd(int n) { return n == 0 ? 0 : planted_even(n - 1); }
                         const device float* bias [[buffer(1), function_constant(planted_has_bais)]]) {
   out[0] = planted_has_bias ? bias[0] : 0.0f;
 }""", r"planted_has_bais"),
+    ("layout_assertion_of_a_shared_struct",
+     """static_assert(__builtin_offsetof(AttentionParams, softcap) == 192, "as in C++");""",
+     """static_assert(__builtin_offsetof(AttentionParams, softcap) == 196, "as in C++");""",
+     r"static assertion failed|static_assert"),
     ("pointer_without_address_space",
      """[[kernel]] void planted(device float* out [[buffer(0)]]) {
   float x[4] = {1.0f, 2.0f, 3.0f, 4.0f};

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 # "str" a string literal, "int|name" an integer (program scope) or a function constant's name
 # (parameter). Sections of the Metal Shading Language Specification.
 MSL_ATTRIBUTES = {
-    # §5.1.3 Kernel Functions, §5.1.5? host name: see metal_prelude.h for the numbering note.
+    # (Section numbers: see the note at the top of prelude/metal_prelude.h.)
     "kernel": "",                                   # §5.1.3 Kernel Functions
     "max_total_threads_per_threadgroup": "int",     # §5.1.3 Kernel Functions
-    "host_name": "str",                             # §5.1.10 Templated Qualifiers / host_name
+    "host_name": "str",                             # §5.1 Functions: host_name of a template instance
     "visible": "",                                  # §5.1.4 Visible Functions
     # §5.2.1 Locating Buffer, Texture, and Sampler Arguments
     "buffer": "int", "texture": "int", "sampler": "int", "threadgroup": "int",

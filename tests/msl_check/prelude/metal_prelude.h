@@ -3,11 +3,12 @@
 // "C++ for OpenCL 2021" mode. Included before every checked translation unit (-include).
 //
 // Every declaration names the section of Apple's Metal Shading Language Specification it comes
-// from ("MSL §n.n Title"). Numbers follow the specification's table of contents (the 3.2 edition
-// was the one reachable while this was written; 4.0 keeps these chapters); titles are given so a
-// renumbering is easy to follow. A name that is not here does not compile, so the check rejects a
-// misspelled library call; tests/test_msl_check.py also fails when the simulator's compatibility
-// header (tests/msl_sim/include/msl_sim) provides an MSL name that is missing here.
+// from ("MSL §n.n Title"). The titles identify the sections; the numbers follow the
+// specification's table of contents as of its 3.x editions and were not all verified against
+// 4.0 (only the 3.2 edition's opening pages were reachable while this was written). A name that
+// is not here does not compile, so the check rejects a misspelled library call;
+// tests/test_msl_check.py also fails when the simulator's compatibility header
+// (tests/msl_sim/include/msl_sim) provides an MSL name that is missing here.
 //
 // What C++ for OpenCL does for us: real, disjoint address spaces (no implicit conversion between
 // them), no `double` (cl_khr_fp64 is switched off on the command line), `half` as a type.
