@@ -97,10 +97,8 @@ class _Locator:
                 m = re.match(r'\s*#\s*(?:line\s+)?(\d+)\s+"([^"]*)"', t.text)
                 if m:
                     line, file = int(m.group(1)) - 1, m.group(2)
-            elif t.kind in ("nl", "comment", "str") or "\n" in t.text:
+            else:
                 line += t.text.count("\n")
-            if t.kind == "marker":
-                pass
         return f"{file}:{line}"
 
 
@@ -202,19 +200,18 @@ def rewrite(text: str) -> str:
 
         # [[ ... ]] attribute groups (two consecutive '[' only ever start one in C++).
         if t.text == "[" and next_sig(i + 1) < n and toks[next_sig(i + 1)].text == "[":
-            if True:
-                inner_start = next_sig(i + 1)
-                end = matching(inner_start, "[", "]")  # the inner ']'
-                close = next_sig(end + 1)
-                if close >= n or toks[close].text != "]":
-                    raise SourceError(f"{loc.where(i)}: malformed [[...]]")
-                where = loc.where(i)
-                attrs = [_attribute(a, where, constants)
-                         for a in _split_attributes(toks[inner_start + 1:end])]
-                out.append("[[" + ", ".join(attrs) + "]]" + _newlines(toks[i:close + 1]))
-                head.append(Tok("attr", ""))
-                i = close + 1
-                continue
+            inner_start = next_sig(i + 1)
+            end = matching(inner_start, "[", "]")  # the inner ']'
+            close = next_sig(end + 1)
+            if close >= n or toks[close].text != "]":
+                raise SourceError(f"{loc.where(i)}: malformed [[...]]")
+            where = loc.where(i)
+            attrs = [_attribute(a, where, constants)
+                     for a in _split_attributes(toks[inner_start + 1:end])]
+            out.append("[[" + ", ".join(attrs) + "]]" + _newlines(toks[i:close + 1]))
+            head.append(Tok("attr", ""))
+            i = close + 1
+            continue
 
         # template [[...]] ... decl;  (explicit instantiation with MSL attributes)
         if t.text == "template" and toks[next_sig(i + 1)].text == "[":
