@@ -7,8 +7,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv build build-sim test test-quick demo bench bench-metal clean abi-check fuzz bench-visual \
-	aarch64-setup build-aarch64 test-aarch64 lint-workflows
+.PHONY: venv build build-sim test test-quick demo bench bench-metal check-metal check-tools clean \
+	abi-check fuzz bench-visual aarch64-setup build-aarch64 test-aarch64 lint-workflows
 
 venv: $(STAMP)
 
@@ -28,7 +28,24 @@ build: venv
 build-sim: venv
 	$(PY) scripts/build_local.py --variant sim
 
-test: build build-sim abi-check lint-workflows
+# The compilers that judge the Metal code here (tests/msl_check/README.md): clang-19 and LLVM's opt
+# for the .metal sources, the GNU Objective-C headers for the .mm host. Pinned Debian packages,
+# installed only when missing (and only where apt-get exists: a Mac runs Apple's compiler).
+CHECK_PACKAGES := clang-19=1:19.1.7-3~deb12u1 llvm-19=1:19.1.7-3~deb12u1 libobjc-12-dev=12.2.0-14+deb12u1
+
+check-tools:
+	@if command -v apt-get >/dev/null && { ! command -v clang++-19 >/dev/null || \
+	    ! command -v opt-19 >/dev/null || ! ls /usr/lib/gcc/*/*/include/objc/objc.h >/dev/null 2>&1; }; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends $(CHECK_PACKAGES); fi
+
+# Every .metal translation unit through clang's front-end with MSL's rules (and Apple's
+# `metal -std=metal4.0 -O2` where it exists), the .mm host through clang as Objective-C++.
+check-metal: venv check-tools
+	$(PY) tests/msl_check/check_metal.py
+	$(PY) tests/msl_check/check_host.py
+
+test: build build-sim check-metal abi-check lint-workflows
 	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-aarch64
 
@@ -90,4 +107,4 @@ bench-visual: build
 	rm -f media/*_animation.svg
 
 clean:
-	rm -rf build build-sim build-aarch64
+	rm -rf build build-sim build-check build-aarch64

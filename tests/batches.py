@@ -19,20 +19,21 @@ class VarlenBatch:
     max_seqlen_k: int
 
 
-def cumulative(lengths: Sequence[int], extra: int = 0) -> torch.Tensor:
+def cumulative(lengths: Sequence[int], extra: int = 0, device="cpu") -> torch.Tensor:
     cu = [0]
     for n in lengths:
         cu.append(cu[-1] + n)
-    return torch.tensor(cu, dtype=torch.int32)
+    return torch.tensor(cu, dtype=torch.int32, device=device)
 
 
-def random_tensor(shape, dtype, generator, strided: bool = False) -> torch.Tensor:
-    """Values ~N(0,1) in `dtype`; `strided` makes a view whose rows and heads are not packed
-    (as a slice of a packed qkv tensor would be), only the last dim contiguous."""
+def random_tensor(shape, dtype, generator, strided: bool = False, device="cpu") -> torch.Tensor:
+    """Values ~N(0,1) in `dtype` on `device` (drawn on the CPU, so every device sees the same
+    values); `strided` makes a view whose rows and heads are not packed (as a slice of a packed
+    qkv tensor would be), only the last dim contiguous."""
     if not strided:
-        return torch.randn(shape, generator=generator, dtype=torch.float32).to(dtype)
+        return torch.randn(shape, generator=generator, dtype=torch.float32).to(dtype).to(device)
     *lead, heads, dim = shape
-    wide = torch.randn((*lead, heads + 3, dim + 16), generator=generator).to(dtype)
+    wide = torch.randn((*lead, heads + 3, dim + 16), generator=generator).to(dtype).to(device)
     return wide[..., 1 : heads + 1, 8 : 8 + dim]
 
 
@@ -47,17 +48,19 @@ def varlen_batch(
     head_dim_v: Optional[int] = None,
     strided: bool = False,
     padding_rows: int = 0,
+    device="cpu",
 ) -> VarlenBatch:
-    """`padding_rows` extra rows after the last sequence belong to no sequence."""
+    """`padding_rows` extra rows after the last sequence belong to no sequence. Every tensor is
+    on `device` (the variant's, see conftest.py)."""
     head_dim_v = head_dim if head_dim_v is None else head_dim_v
     total_q = sum(lengths_q) + padding_rows
     total_k = sum(lengths_k)
     return VarlenBatch(
-        q=random_tensor((total_q, heads, head_dim), dtype, generator, strided),
-        k=random_tensor((total_k, heads_kv, head_dim), dtype, generator, strided),
-        v=random_tensor((total_k, heads_kv, head_dim_v), dtype, generator, strided),
-        cu_seqlens_q=cumulative(lengths_q),
-        cu_seqlens_k=cumulative(lengths_k),
+        q=random_tensor((total_q, heads, head_dim), dtype, generator, strided, device),
+        k=random_tensor((total_k, heads_kv, head_dim), dtype, generator, strided, device),
+        v=random_tensor((total_k, heads_kv, head_dim_v), dtype, generator, strided, device),
+        cu_seqlens_q=cumulative(lengths_q, device=device),
+        cu_seqlens_k=cumulative(lengths_k, device=device),
         max_seqlen_q=max(lengths_q, default=0),
         max_seqlen_k=max(lengths_k, default=0),
     )
@@ -67,16 +70,18 @@ def paged_cache(k: torch.Tensor, v: torch.Tensor, cu_seqlens_k: torch.Tensor, pa
                 generator: torch.Generator):
     """Scatter packed keys and values [total_k, Hkv, D] into shuffled paged caches
     [num_pages, page_size, Hkv, D] with one block table [batch, max_pages]; unused slots hold NaN,
-    so a kernel reading a slot past a sequence's length shows up."""
+    so a kernel reading a slot past a sequence's length shows up. On k's device."""
     batch = len(cu_seqlens_k) - 1
     lengths = [int(cu_seqlens_k[b + 1] - cu_seqlens_k[b]) for b in range(batch)]
     pages_per_seq = [max(1, -(-n // page_size)) for n in lengths]
     max_pages = max(pages_per_seq, default=1) + 1  # one unused column, filled with page 0
     num_pages = sum(pages_per_seq) + 2
     order = torch.randperm(num_pages, generator=generator).tolist()
-    k_cache = torch.full((num_pages, page_size, *k.shape[1:]), float("nan"), dtype=k.dtype)
-    v_cache = torch.full((num_pages, page_size, *v.shape[1:]), float("nan"), dtype=v.dtype)
-    table = torch.zeros(batch, max_pages, dtype=torch.int32)
+    k_cache = torch.full((num_pages, page_size, *k.shape[1:]), float("nan"), dtype=k.dtype,
+                         device=k.device)
+    v_cache = torch.full((num_pages, page_size, *v.shape[1:]), float("nan"), dtype=v.dtype,
+                         device=k.device)
+    table = torch.zeros(batch, max_pages, dtype=torch.int32, device=k.device)
     next_page = 0
     for b in range(batch):
         for p in range(pages_per_seq[b]):

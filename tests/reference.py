@@ -25,7 +25,7 @@ def attention_one_sequence(q, k, v, sem: Semantics, batch_index: int):
     sq, heads, _ = q.shape
     sk, heads_kv, dv = v.shape
     group = heads // heads_kv
-    q64, k64, v64 = q.double(), k.double(), v.double()
+    q64, k64, v64 = q.cpu().double(), k.cpu().double(), v.cpu().double()  # any device in
     k64 = k64.repeat_interleave(group, dim=1)  # [sk, H, D]
     v64 = v64.repeat_interleave(group, dim=1)
     scores = torch.einsum("qhd,khd->hqk", q64, k64) * sem.scale  # [H, sq, sk]
@@ -35,7 +35,7 @@ def attention_one_sequence(q, k, v, sem: Semantics, batch_index: int):
     keys = torch.arange(sk).view(1, sk)
     diagonal = rows + sk - sq  # the key position a query row sits at (bottom-right)
     if sem.alibi_slopes is not None:
-        slopes = sem.alibi_slopes.double()
+        slopes = sem.alibi_slopes.cpu().double()
         slopes = slopes[batch_index] if slopes.dim() == 2 else slopes
         scores = scores - slopes.view(heads, 1, 1) * (diagonal - keys).abs()
     left, right = sem.window
@@ -48,7 +48,7 @@ def attention_one_sequence(q, k, v, sem: Semantics, batch_index: int):
         visible &= keys <= diagonal + right
     scores = scores.masked_fill(~visible, -math.inf)
     if sem.sinks is not None:
-        sink = sem.sinks.double().view(heads, 1, 1).expand(heads, sq, 1)
+        sink = sem.sinks.cpu().double().view(heads, 1, 1).expand(heads, sq, 1)
         logits = torch.cat([scores, sink], dim=-1)
     else:
         logits = scores
@@ -98,11 +98,13 @@ LSE_TOLERANCE = dict(atol=1e-4, rtol=1e-4)
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, what="out"):
+    actual = actual.cpu()  # the kernel's output, from the variant's device
     assert not actual.isnan().any(), f"{what} contains NaN"
     torch.testing.assert_close(actual.double(), expected.double(), **TOLERANCE[dtype], msg=lambda m: f"{what}: {m}")
 
 
 def assert_lse_close(actual: torch.Tensor, expected: torch.Tensor):
+    actual = actual.cpu()
     assert actual.dtype == torch.float32, "lse must be fp32"
     assert not actual.isnan().any(), "lse contains NaN"
     # -inf where the reference has -inf; close elsewhere.

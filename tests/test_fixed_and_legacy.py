@@ -12,19 +12,20 @@ from reference import (Semantics, assert_close, assert_lse_close, attention_fixe
                        attention_varlen)
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+INPUTS_ON_VARIANT_DEVICE = True  # conftest.py: every input is built on the `device` fixture's
 
 
 @pytest.mark.parametrize("shape", [(2, 17, 17), (3, 1, 40), (2, 30, 9), (1, 0, 5), (2, 6, 0)],
                          ids=lambda s: "B{}_Sq{}_Sk{}".format(*s))
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_fixed_length(fa, generator, dtype, causal, shape):
+def test_fixed_length(fa, device, generator, dtype, causal, shape):
     batch, seqlen_q, seqlen_k = shape
-    q = random_tensor((batch, seqlen_q, 8, 64), dtype, generator)
-    k = random_tensor((batch, seqlen_k, 2, 64), dtype, generator)
-    v = random_tensor((batch, seqlen_k, 2, 64), dtype, generator)
-    sinks = torch.randn(8, generator=generator)
-    alibi = torch.rand(batch, 8, generator=generator)
+    q = random_tensor((batch, seqlen_q, 8, 64), dtype, generator, device=device)
+    k = random_tensor((batch, seqlen_k, 2, 64), dtype, generator, device=device)
+    v = random_tensor((batch, seqlen_k, 2, 64), dtype, generator, device=device)
+    sinks = torch.randn(8, generator=generator).to(device)
+    alibi = torch.rand(batch, 8, generator=generator).to(device)
     out, lse, _ = fa.flash_attn_func(q, k, v, causal=causal, window_size=(12, -1), softcap=2.0,
                                      alibi_slopes=alibi, s_aux=sinks, return_attn_probs=True)
     ref_out, ref_lse = attention_fixed(q, k, v, Semantics(scale=64 ** -0.5, causal=causal,
@@ -37,9 +38,9 @@ def test_fixed_length(fa, generator, dtype, causal, shape):
 
 @pytest.mark.kernels_ci
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_fixed_length_strided_views_of_packed_qkv(fa, generator, dtype):
+def test_fixed_length_strided_views_of_packed_qkv(fa, device, generator, dtype):
     """q, k, v as slices of one [B, S, 3, H, D] tensor, as a fused qkv projection gives them."""
-    qkv = random_tensor((2, 33, 3, 4, 96), dtype, generator)
+    qkv = random_tensor((2, 33, 3, 4, 96), dtype, generator, device=device)
     q, k, v = qkv.unbind(dim=2)
     out = fa.flash_attn_func(q, k, v, causal=True)
     ref, _ = attention_fixed(q, k, v, Semantics(scale=96 ** -0.5, causal=True))
@@ -49,12 +50,12 @@ def test_fixed_length_strided_views_of_packed_qkv(fa, generator, dtype):
 @pytest.mark.kernels_ci
 @pytest.mark.parametrize("softcapping", [1.0, 0.0, 4.0])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_legacy_entry_point_writes_only_its_rows(fa, generator, dtype, softcapping):
+def test_legacy_entry_point_writes_only_its_rows(fa, device, generator, dtype, softcapping):
     """`out` is a view into a larger NaN-filled buffer: sequence rows are written, nothing else
     (not the padding rows past cu_seqlens_q[-1], not the buffer around the view)."""
     batch = varlen_batch([5, 0, 23], [5, 3, 31], heads=4, heads_kv=2, head_dim=64, dtype=dtype,
-                         generator=generator, padding_rows=3)
-    buffer = torch.full((batch.q.shape[0], 6, 80), math.nan, dtype=dtype)
+                         generator=generator, padding_rows=3, device=device)
+    buffer = torch.full((batch.q.shape[0], 6, 80), math.nan, dtype=dtype, device=device)
     out = buffer[:, 1:5, 8:72]
     result = fa.flash_attention_varlen(out, batch.q, batch.k, batch.v, batch.cu_seqlens_q,
                                        batch.cu_seqlens_k, batch.max_seqlen_q,

@@ -61,7 +61,7 @@ def hub_snapshot(cache, build_dir, commit: str):
 
 @pytest.mark.kernels_ci
 def test_get_kernel_from_an_offline_hub_snapshot(variant, tmp_path):
-    root = VARIANTS[variant]
+    root = VARIANTS[variant][0]
     build_dir = root / "build" if (root / "build").is_dir() else root  # holds <variant>/ dirs
     commit = hashlib.sha1(variant.encode()).hexdigest()
     cache = tmp_path / "hub"

@@ -12,9 +12,10 @@ from batches import random_tensor
 from reference import Semantics, assert_close, assert_lse_close, attention_one_sequence
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+INPUTS_ON_VARIANT_DEVICE = True  # conftest.py: the kernel's inputs are on the `device` fixture's
 
 
-def check(fa, generator, dtype, layout, s_new, seqlen_q, feature):
+def check(fa, device, generator, dtype, layout, s_new, seqlen_q, feature):
     batch, heads, heads_kv, dim, capacity = 3, 8, 2, 64, 48
     lengths = torch.tensor([0, 17, 40 - s_new], dtype=torch.int32)
     q = random_tensor((batch, seqlen_q, heads, dim), dtype, generator)
@@ -49,9 +50,14 @@ def check(fa, generator, dtype, layout, s_new, seqlen_q, feature):
     alibi = torch.rand(heads, generator=generator) if feature == "alibi" else None
     sinks = torch.randn(heads, generator=generator) if feature == "sinks" else None
     causal = feature != "full"
+    # The kernel's inputs on the variant's device; the reference reads the CPU originals.
+    on = lambda t: None if t is None else t.to(device)  # noqa: E731
+    k_cache, v_cache = on(k_cache), on(v_cache)
+    kwargs = {key: on(val) for key, val in kwargs.items()}
     untouched = k_cache.clone()
-    out, lse = fa.flash_attn_with_kvcache(q, k_cache, v_cache, k_new, v_new, cache_seqlens=lengths,
-                                          causal=causal, alibi_slopes=alibi, s_aux=sinks,
+    out, lse = fa.flash_attn_with_kvcache(on(q), k_cache, v_cache, on(k_new), on(v_new),
+                                          cache_seqlens=on(lengths), causal=causal,
+                                          alibi_slopes=on(alibi), s_aux=on(sinks),
                                           return_softmax_lse=True, **kwargs)
     sem = Semantics(scale=dim ** -0.5, causal=causal, alibi_slopes=alibi, sinks=sinks)
     for b in range(batch):
@@ -68,34 +74,34 @@ def check(fa, generator, dtype, layout, s_new, seqlen_q, feature):
             rows = kwargs.get("cache_batch_idx", torch.arange(batch))
             for b in range(batch):
                 start = int(lengths[b])
-                assert torch.equal(k_cache[int(rows[b]), start:start + s_new], k_new[b])
-                assert torch.equal(v_cache[int(rows[b]), start:start + s_new], v_new[b])
+                assert torch.equal(k_cache[int(rows[b]), start:start + s_new].cpu(), k_new[b])
+                assert torch.equal(v_cache[int(rows[b]), start:start + s_new].cpu(), v_new[b])
 
 
 @pytest.mark.parametrize("feature", ["causal", "full", "alibi", "sinks"])
 @pytest.mark.parametrize("layout", ["contiguous", "batch_idx", "paged"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_decode_step(fa, generator, dtype, layout, feature):
-    check(fa, generator, dtype, layout, s_new=1, seqlen_q=1, feature=feature)
+def test_decode_step(fa, device, generator, dtype, layout, feature):
+    check(fa, device, generator, dtype, layout, s_new=1, seqlen_q=1, feature=feature)
 
 
 @pytest.mark.kernels_ci
 @pytest.mark.parametrize("layout", ["contiguous", "paged"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_chunked_prefill(fa, generator, dtype, layout):
-    check(fa, generator, dtype, layout, s_new=5, seqlen_q=5, feature="causal")
+def test_chunked_prefill(fa, device, generator, dtype, layout):
+    check(fa, device, generator, dtype, layout, s_new=5, seqlen_q=5, feature="causal")
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "paged"])
-def test_attend_without_appending(fa, generator, layout):
-    check(fa, generator, torch.float32, layout, s_new=0, seqlen_q=2, feature="causal")
+def test_attend_without_appending(fa, device, generator, layout):
+    check(fa, device, generator, torch.float32, layout, s_new=0, seqlen_q=2, feature="causal")
 
 
 @pytest.mark.kernels_ci
-def test_append_past_capacity_is_rejected(fa, generator):
-    q = torch.randn(1, 1, 2, 32)
-    cache = torch.zeros(1, 4, 1, 32)
-    new = torch.randn(1, 2, 1, 32)
+def test_append_past_capacity_is_rejected(fa, device, generator):
+    q = torch.randn(1, 1, 2, 32, device=device)
+    cache = torch.zeros(1, 4, 1, 32, device=device)
+    new = torch.randn(1, 2, 1, 32, device=device)
+    lengths = torch.tensor([3], dtype=torch.int32, device=device)
     with pytest.raises(ValueError, match="cache_seqlens"):
-        fa.flash_attn_with_kvcache(q, cache, cache.clone(), new, new,
-                                   cache_seqlens=torch.tensor([3], dtype=torch.int32))
+        fa.flash_attn_with_kvcache(q, cache, cache.clone(), new, new, cache_seqlens=lengths)

@@ -11,6 +11,7 @@ from batches import paged_cache, varlen_batch
 from reference import Semantics, assert_close, assert_lse_close, attention_varlen
 
 CONFIGS = 300
+INPUTS_ON_VARIANT_DEVICE = True  # conftest.py: every input is built on the `device` fixture's
 
 
 def draw(rng: random.Random):
@@ -40,16 +41,18 @@ def draw(rng: random.Random):
 
 
 @pytest.mark.parametrize("index", range(CONFIGS))
-def test_random_config(fa, index):
+def test_random_config(fa, device, index):
     rng = random.Random(f"mfs-{index}")
     c = draw(rng)
     generator = torch.Generator().manual_seed(index)
     batch = varlen_batch(c["lengths_q"], c["lengths_k"], c["heads"], c["heads_kv"], c["head_dim"],
-                         c["dtype"], generator, head_dim_v=c["head_dim_v"], strided=c["strided"])
+                         c["dtype"], generator, head_dim_v=c["head_dim_v"], strided=c["strided"],
+                         device=device)
     n_seq = len(c["lengths_q"])
     alibi = {None: None, "per_head": torch.rand(c["heads"], generator=generator),
              "per_batch": torch.rand(n_seq, c["heads"], generator=generator)}[c["alibi"]]
     sinks = torch.randn(c["heads"], generator=generator) if c["sinks"] else None
+    alibi, sinks = [None if t is None else t.to(device) for t in (alibi, sinks)]
     k, v, table = batch.k, batch.v, None
     if c["page_size"]:
         k, v, table = paged_cache(batch.k, batch.v, batch.cu_seqlens_k, c["page_size"], generator)

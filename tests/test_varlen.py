@@ -9,6 +9,7 @@ from batches import paged_cache, varlen_batch
 from reference import Semantics, assert_close, assert_lse_close, attention_varlen
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+INPUTS_ON_VARIANT_DEVICE = True  # conftest.py: every input is built on the `device` fixture's
 
 # name -> keyword arguments of flash_attn_varlen_func (alibi / sinks drawn per call)
 FEATURES = {
@@ -41,11 +42,12 @@ def call_varlen(fa, batch, generator, feature: dict, k=None, v=None, block_table
     n_seq = len(batch.cu_seqlens_q) - 1
     kwargs = {key: val for key, val in feature.items() if key not in ("sinks", "alibi")}
     alibi = None
+    device = batch.q.device
     if feature.get("alibi") == "per_head":
-        alibi = torch.rand(heads, generator=generator) * 0.5
+        alibi = (torch.rand(heads, generator=generator) * 0.5).to(device)
     elif feature.get("alibi") == "per_batch":
-        alibi = torch.rand(n_seq, heads, generator=generator) * 0.5
-    sinks = torch.randn(heads, generator=generator) if feature.get("sinks") else None
+        alibi = (torch.rand(n_seq, heads, generator=generator) * 0.5).to(device)
+    sinks = torch.randn(heads, generator=generator).to(device) if feature.get("sinks") else None
     scale = batch.q.shape[-1] ** -0.5 if scale is None else scale
     out, lse, _ = fa.flash_attn_varlen_func(
         batch.q, batch.k if k is None else k, batch.v if v is None else v,
@@ -66,10 +68,10 @@ def call_varlen(fa, batch, generator, feature: dict, k=None, v=None, block_table
 @pytest.mark.parametrize("head_dim", [64, 72, 128])
 @pytest.mark.parametrize("gqa", [1, 4])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_varlen_features(fa, generator, dtype, gqa, head_dim, feature, lengths):
+def test_varlen_features(fa, device, generator, dtype, gqa, head_dim, feature, lengths):
     lengths_q, lengths_k = LENGTHS[lengths]
     batch = varlen_batch(lengths_q, lengths_k, heads=2 * gqa, heads_kv=2, head_dim=head_dim,
-                         dtype=dtype, generator=generator)
+                         dtype=dtype, generator=generator, device=device)
     inputs_before = [t.clone() for t in (batch.q, batch.k, batch.v)]
     out, lse, ref_out, ref_lse = call_varlen(fa, batch, generator, FEATURES[feature])
     assert out.shape == ref_out.shape and out.dtype == dtype
@@ -82,9 +84,9 @@ def test_varlen_features(fa, generator, dtype, gqa, head_dim, feature, lengths):
 @pytest.mark.kernels_ci
 @pytest.mark.parametrize("head_dim", list(range(8, 257, 8)))
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_every_head_dim(fa, generator, dtype, head_dim):
+def test_every_head_dim(fa, device, generator, dtype, head_dim):
     batch = varlen_batch([3, 20], [25, 20], heads=4, heads_kv=2, head_dim=head_dim, dtype=dtype,
-                         generator=generator)
+                         generator=generator, device=device)
     out, lse, ref_out, ref_lse = call_varlen(fa, batch, generator, dict(causal=True))
     assert_close(out, ref_out, dtype)
     assert_lse_close(lse, ref_lse)
@@ -92,10 +94,10 @@ def test_every_head_dim(fa, generator, dtype, head_dim):
 
 @pytest.mark.parametrize("dims", [(64, 128), (128, 64), (32, 256), (96, 40)])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_value_head_dim_differs(fa, generator, dtype, dims):
+def test_value_head_dim_differs(fa, device, generator, dtype, dims):
     head_dim, head_dim_v = dims
     batch = varlen_batch([7, 30], [30, 11], heads=4, heads_kv=1, head_dim=head_dim,
-                         head_dim_v=head_dim_v, dtype=dtype, generator=generator)
+                         head_dim_v=head_dim_v, dtype=dtype, generator=generator, device=device)
     out, lse, ref_out, ref_lse = call_varlen(fa, batch, generator, dict(causal=True))
     assert out.shape[-1] == head_dim_v
     assert_close(out, ref_out, dtype)
@@ -103,10 +105,10 @@ def test_value_head_dim_differs(fa, generator, dtype, dims):
 
 @pytest.mark.kernels_ci
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_strided_inputs_and_rows_outside_sequences(fa, generator, dtype):
+def test_strided_inputs_and_rows_outside_sequences(fa, device, generator, dtype):
     """q/k/v views with only the last dim contiguous; rows after cu_seqlens_q[-1] come back 0."""
     batch = varlen_batch([6, 19, 1], [6, 30, 8], heads=6, heads_kv=3, head_dim=64, dtype=dtype,
-                         generator=generator, strided=True, padding_rows=5)
+                         generator=generator, strided=True, padding_rows=5, device=device)
     assert not batch.q.is_contiguous() and not batch.k.is_contiguous()
     out, lse, ref_out, ref_lse = call_varlen(fa, batch, generator,
                                              dict(causal=True, sinks=True))
@@ -118,9 +120,9 @@ def test_strided_inputs_and_rows_outside_sequences(fa, generator, dtype):
 @pytest.mark.parametrize("page_size", [1, 5, 16, 64])
 @pytest.mark.parametrize("feature", ["plain", "causal", "everything"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_paged_kv(fa, generator, dtype, feature, page_size):
+def test_paged_kv(fa, device, generator, dtype, feature, page_size):
     batch = varlen_batch([3, 1, 20, 0], [40, 1, 20, 7], heads=4, heads_kv=2, head_dim=64,
-                         dtype=dtype, generator=generator)
+                         dtype=dtype, generator=generator, device=device)
     k_cache, v_cache, table = paged_cache(batch.k, batch.v, batch.cu_seqlens_k, page_size,
                                           generator)
     out, lse, ref_out, ref_lse = call_varlen(fa, batch, generator, FEATURES[feature],
@@ -130,9 +132,9 @@ def test_paged_kv(fa, generator, dtype, feature, page_size):
 
 
 @pytest.mark.kernels_ci
-def test_lse_not_returned_by_default(fa, generator):
+def test_lse_not_returned_by_default(fa, device, generator):
     batch = varlen_batch([4, 9], [4, 9], heads=2, heads_kv=2, head_dim=32,
-                         dtype=torch.float32, generator=generator)
+                         dtype=torch.float32, generator=generator, device=device)
     out = fa.flash_attn_varlen_func(batch.q, batch.k, batch.v, batch.cu_seqlens_q,
                                     batch.cu_seqlens_k, batch.max_seqlen_q, batch.max_seqlen_k)
     assert isinstance(out, torch.Tensor)
@@ -142,10 +144,10 @@ def test_lse_not_returned_by_default(fa, generator):
 
 
 @pytest.mark.kernels_ci
-def test_max_seqlen_as_tensor(fa, generator):
+def test_max_seqlen_as_tensor(fa, device, generator):
     """transformers passes max_seqlen_* as 0-dim tensors."""
     batch = varlen_batch([4, 9], [5, 9], heads=2, heads_kv=1, head_dim=32,
-                         dtype=torch.bfloat16, generator=generator)
+                         dtype=torch.bfloat16, generator=generator, device=device)
     out = fa.flash_attn_varlen_func(batch.q, batch.k, batch.v, batch.cu_seqlens_q,
                                     batch.cu_seqlens_k, torch.tensor(batch.max_seqlen_q),
                                     torch.tensor(batch.max_seqlen_k, dtype=torch.int32),
@@ -156,10 +158,10 @@ def test_max_seqlen_as_tensor(fa, generator):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_long_sequences(fa, generator, dtype):
+def test_long_sequences(fa, device, generator, dtype):
     """Several key tiles and query tiles, causal and windowed: the tiling and skipping paths."""
     batch = varlen_batch([300, 129, 1], [300, 257, 513], heads=4, heads_kv=2, head_dim=128,
-                         dtype=dtype, generator=generator)
+                         dtype=dtype, generator=generator, device=device)
     for feature in (dict(causal=True), dict(window_size=(100, 20)), dict(softcap=5.0,
                                                                           sinks=True)):
         out, lse, ref_out, ref_lse = call_varlen(fa, batch, generator, feature)
@@ -167,9 +169,9 @@ def test_long_sequences(fa, generator, dtype):
         assert_lse_close(lse, ref_lse)
 
 
-def test_scale_is_applied(fa, generator):
+def test_scale_is_applied(fa, device, generator):
     batch = varlen_batch([9], [14], heads=2, heads_kv=2, head_dim=64, dtype=torch.float32,
-                         generator=generator)
+                         generator=generator, device=device)
     out, lse, ref_out, ref_lse = call_varlen(fa, batch, generator, {}, scale=0.37)
     assert_close(out, ref_out, torch.float32)
     assert_lse_close(lse, ref_lse)

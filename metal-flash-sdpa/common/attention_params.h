@@ -67,3 +67,48 @@ struct AttentionParams {
   float scale;    // multiplies q.k
   float softcap;  // 0 = off (flash-attn convention; the legacy entry point converts)
 };
+
+// The layout both languages must agree on (the host copies the struct with setBytes, the kernels
+// read it as `constant AttentionParams&`): every field's offset and the size, compiled by the C++
+// build and by the Metal sources (and `make check-metal`). A new field means new lines here.
+#define MFS_PARAMS_AT(field, offset)                                 \
+  static_assert(__builtin_offsetof(AttentionParams, field) == offset, \
+                "AttentionParams::" #field " moved: C++ and MSL must agree on the layout");
+MFS_PARAMS_AT(q_batch_stride, 0)
+MFS_PARAMS_AT(q_row_stride, 8)
+MFS_PARAMS_AT(q_head_stride, 16)
+MFS_PARAMS_AT(k_batch_stride, 24)
+MFS_PARAMS_AT(k_row_stride, 32)
+MFS_PARAMS_AT(k_head_stride, 40)
+MFS_PARAMS_AT(v_batch_stride, 48)
+MFS_PARAMS_AT(v_row_stride, 56)
+MFS_PARAMS_AT(v_head_stride, 64)
+MFS_PARAMS_AT(o_batch_stride, 72)
+MFS_PARAMS_AT(o_row_stride, 80)
+MFS_PARAMS_AT(o_head_stride, 88)
+MFS_PARAMS_AT(lse_batch_stride, 96)
+MFS_PARAMS_AT(lse_head_stride, 104)
+MFS_PARAMS_AT(batch, 112)
+MFS_PARAMS_AT(heads_q, 116)
+MFS_PARAMS_AT(heads_kv, 120)
+MFS_PARAMS_AT(head_dim, 124)
+MFS_PARAMS_AT(head_dim_v, 128)
+MFS_PARAMS_AT(max_seqlen_q, 132)
+MFS_PARAMS_AT(max_seqlen_k, 136)
+MFS_PARAMS_AT(q_rows, 140)
+MFS_PARAMS_AT(k_rows, 144)
+MFS_PARAMS_AT(seqlen_q, 148)
+MFS_PARAMS_AT(seqlen_k, 152)
+MFS_PARAMS_AT(flags, 156)
+MFS_PARAMS_AT(page_size, 160)
+MFS_PARAMS_AT(num_pages, 164)
+MFS_PARAMS_AT(block_table_batch_stride, 168)
+MFS_PARAMS_AT(max_pages_per_seq, 172)
+MFS_PARAMS_AT(alibi_batch_stride, 176)
+MFS_PARAMS_AT(window_left, 180)
+MFS_PARAMS_AT(window_right, 184)
+MFS_PARAMS_AT(scale, 188)
+MFS_PARAMS_AT(softcap, 192)
+#undef MFS_PARAMS_AT
+static_assert(sizeof(AttentionParams) == 200 && alignof(AttentionParams) == 8,
+              "AttentionParams changed size: C++ and MSL must agree on the layout");

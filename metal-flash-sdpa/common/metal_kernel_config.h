@@ -92,3 +92,14 @@ struct MetalLaunchArgs {
   int num_splits;       // decode: key splits (1 = write out/lse directly, no scratch)
   int keys_per_split;   // decode: keys of one split (multiple of MFS_DECODE_SPLIT_GRAIN)
 };
+
+// Its layout, as both languages must see it (see AttentionParams in attention_params.h).
+#define MFS_LAUNCH_ARGS_AT(field, offset)                                 \
+  static_assert(__builtin_offsetof(MetalLaunchArgs, field) == offset,      \
+                "MetalLaunchArgs::" #field " moved: C++ and MSL must agree on the layout");
+MFS_LAUNCH_ARGS_AT(heads_per_tg, 0)
+MFS_LAUNCH_ARGS_AT(rows_per_head, 4)
+MFS_LAUNCH_ARGS_AT(num_splits, 8)
+MFS_LAUNCH_ARGS_AT(keys_per_split, 12)
+#undef MFS_LAUNCH_ARGS_AT
+static_assert(sizeof(MetalLaunchArgs) == 16, "MetalLaunchArgs changed size: C++ and MSL must agree");

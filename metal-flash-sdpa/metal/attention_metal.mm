@@ -4,7 +4,8 @@
 // (kernel name, function constants) and cached.
 //
 // NOTE: no machine this project is developed on has an Apple GPU or Apple's compilers; this file
-// has never been compiled. It is kept small so that it can be checked by reading. The kernels it
+// is only type-checked (clang-19, `make check-metal`), never built. It is kept small so that it
+// can be checked by reading. The kernels it
 // launches run in the MSL simulator through the same plan (sim/attention_sim.cpp).
 #include <ATen/mps/MPSStream.h>
 #include <ATen/ATen.h>

@@ -22,5 +22,5 @@
 #define object_data
 
 namespace metal {
-using ::bfloat; using ::half; using ::uint; using ::ushort; using ::uchar; using ::ulong;
+using ::bfloat; using ::uint; using ::ushort; using ::uchar; using ::ulong;  // half is a builtin type (no metal::half)
 }  // namespace metal

@@ -1,0 +1,359 @@
+"""Turns preprocessed MSL into C++ for OpenCL that clang can type-check, keeping every line where
+it was (errors name .metal lines through the preprocessor's line markers).
+
+What is rewritten, and why (everything else is left to clang):
+- `[[attr]]` groups: MSL's attributes (MSL_ATTRIBUTES, from the specification) become
+  `clang::annotate("msl:attr", args)`, so their integer/string arguments are still evaluated;
+  an unknown name stays as written and clang rejects it (-Werror=unknown-attributes).
+- `template [[host_name(..)]] [[kernel]] decl;` -> `template decl;` (clang takes no attribute on
+  an explicit instantiation; the instantiation still type-checks the whole kernel body).
+- `constant T x [[function_constant(i)]];` -> `extern constant T x ...;`: a value known only when
+  the pipeline is built, never a compile-time constant.
+- A function-scope `threadgroup T a[N], s;` -> references to threadgroup storage
+  (`mslc::threadgroup_storage`): OpenCL allows local variables only in kernels, which may not
+  be templates.
+- `floatn(...)`, `vec<T, n>(...)` -> `mslc::make<...>(...)`: clang's vector types have no
+  multi-argument or converting constructors (MSL §2.2.2).
+- An unsuffixed floating literal `1.0` -> `1.0f` (MSL has no double; clang would warn).
+- `kernel` used as a function qualifier -> the annotation.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# MSL attributes and the arguments they take: "" none, "int" an integer constant expression,
+# "str" a string literal, "int|name" an integer (program scope) or a function constant's name
+# (parameter). Sections of the Metal Shading Language Specification.
+MSL_ATTRIBUTES = {
+    # (Section numbers: see the note at the top of prelude/metal_prelude.h.)
+    "kernel": "",                                   # §5.1.3 Kernel Functions
+    "max_total_threads_per_threadgroup": "int",     # §5.1.3 Kernel Functions
+    "host_name": "str",                             # §5.1 Functions: host_name of a template instance
+    "visible": "",                                  # §5.1.4 Visible Functions
+    # §5.2.1 Locating Buffer, Texture, and Sampler Arguments
+    "buffer": "int", "texture": "int", "sampler": "int", "threadgroup": "int",
+    # §5.8.1 Specifying Program Scope Function Constants; §5.8.1.2 function_constant on arguments
+    "function_constant": "int|name",
+    # §5.2.3.6 Kernel Function Input Attributes
+    "dispatch_quadgroups_per_threadgroup": "", "dispatch_simdgroups_per_threadgroup": "",
+    "dispatch_threads_per_threadgroup": "", "grid_origin": "", "grid_size": "",
+    "quadgroup_index_in_threadgroup": "", "quadgroups_per_threadgroup": "",
+    "simdgroup_index_in_threadgroup": "", "simdgroups_per_threadgroup": "",
+    "thread_execution_width": "", "thread_index_in_quadgroup": "",
+    "thread_index_in_simdgroup": "", "thread_index_in_threadgroup": "",
+    "thread_position_in_grid": "", "thread_position_in_threadgroup": "",
+    "threadgroup_position_in_grid": "", "threadgroups_per_grid": "", "threads_per_grid": "",
+    "threads_per_simdgroup": "", "threads_per_threadgroup": "",
+}
+# Standard C++ attributes Apple's compiler (clang) also takes; clang checks them itself.
+CXX_ATTRIBUTES = {"maybe_unused", "likely", "unlikely", "nodiscard", "fallthrough", "noreturn",
+                  "deprecated", "clang"}
+
+_VECTOR_TYPE = re.compile(
+    r"^(?:packed_)?(?:bool|char|uchar|short|ushort|int|uint|long|ulong|half|bfloat|float)[234]$")
+_FLOAT_LITERAL = re.compile(r"^(?:\d+\.\d*|\.\d+|\d+\.?\d*[eE][+-]?\d+|\d+\.\d*[eE][+-]?\d+)$")
+_TOKEN = re.compile(
+    r"(?P<marker>^[ \t]*#[^\n]*)|(?P<nl>\n)|(?P<ws>[ \t\r\f\v]+)|(?P<comment>//[^\n]*|/\*.*?\*/)"
+    r"|(?P<str>\"(?:\\.|[^\"\\\n])*\"|'(?:\\.|[^'\\\n])*')"
+    r"|(?P<num>\.?\d(?:[eEpP][+-]|[\w.])*)|(?P<id>[A-Za-z_]\w*)"
+    r"|(?P<punct>::|->|<<=|>>=|<=|>=|==|!=|&&|\|\||\+\+|--|\+=|-=|\*=|/=|%=|&=|\|=|\^=|\S)",
+    re.M | re.S)
+
+
+class SourceError(Exception):
+    """An MSL error the source step itself finds (names the .metal line)."""
+
+
+@dataclass
+class Tok:
+    kind: str
+    text: str
+
+    @property
+    def significant(self) -> bool:
+        return self.kind not in ("ws", "nl", "comment", "marker")
+
+
+def tokenize(text: str) -> list[Tok]:
+    return [Tok(m.lastgroup, m.group()) for m in _TOKEN.finditer(text)]
+
+
+def _newlines(toks: list[Tok]) -> str:
+    return "".join("\n" * t.text.count("\n") for t in toks)
+
+
+class _Locator:
+    """The .metal file and line of a token index, from the preprocessor's line markers."""
+
+    def __init__(self, toks: list[Tok]):
+        self.toks = toks
+
+    def where(self, index: int) -> str:
+        file, line = "?", 1
+        for t in self.toks[:index]:
+            if t.kind == "marker":
+                m = re.match(r'\s*#\s*(?:line\s+)?(\d+)\s+"([^"]*)"', t.text)
+                if m:
+                    line, file = int(m.group(1)) - 1, m.group(2)
+            else:
+                line += t.text.count("\n")
+        return f"{file}:{line}"
+
+
+def _split_attributes(toks: list[Tok]) -> list[list[Tok]]:
+    """The attributes of one [[...]] group's inside, split at top-level commas."""
+    parts: list[list[Tok]] = [[]]
+    depth = 0
+    for t in toks:
+        if t.text in "([{":
+            depth += 1
+        elif t.text in ")]}":
+            depth -= 1
+        if t.text == "," and depth == 0:
+            parts.append([])
+        elif t.significant:
+            parts[-1].append(t)
+    return [p for p in parts if p]
+
+
+def _attribute(tokens: list[Tok], where: str, constants: set[str]) -> str:
+    """One attribute, rewritten."""
+    name = tokens[0].text
+    if name in CXX_ATTRIBUTES or (len(tokens) > 1 and tokens[1].text == "::"):
+        return " ".join(t.text for t in tokens)
+    if name not in MSL_ATTRIBUTES:
+        return " ".join(t.text for t in tokens)  # clang: unknown attribute (an error)
+    kind = MSL_ATTRIBUTES[name]
+    args = tokens[2:-1] if len(tokens) > 1 and tokens[1].text == "(" else None
+    if args is not None and tokens[-1].text != ")":
+        raise SourceError(f"{where}: malformed attribute [[{name}(...)]]")
+    if kind == "" and args is not None:
+        raise SourceError(f"{where}: [[{name}]] takes no argument")
+    if kind and not args:
+        raise SourceError(f"{where}: [[{name}(...)]] needs an argument")
+    if not args:
+        return f'clang::annotate("msl:{name}")'
+    text = " ".join(t.text for t in args)
+    if kind == "str" and not all(a.kind == "str" for a in args):
+        raise SourceError(f"{where}: [[{name}(...)]] takes a string literal")
+    if kind == "int|name" and len(args) == 1 and args[0].kind == "id":
+        # On a kernel argument: the name of a boolean function constant (§5.8.1).
+        if args[0].text not in constants:
+            raise SourceError(f"{where}: [[{name}({text})]]: {text} is not a program-scope "
+                              "function constant declared before this point")
+        return f'clang::annotate("msl:{name}", "{text}")'
+    return f'clang::annotate("msl:{name}", {text})'
+
+
+def rewrite(text: str) -> str:
+    """The preprocessed MSL `text`, rewritten for clang (see the module docstring)."""
+    toks = tokenize(text)
+    loc = _Locator(toks)
+    out: list[str] = []
+    constants: set[str] = set()  # program-scope `constant` variables declared so far
+    scopes: list[str] = []       # "func", "class", "ns", "other" per open brace
+    head: list[Tok] = []         # significant tokens of the statement being read at this level
+    i = 0
+    n = len(toks)
+
+    def next_sig(j: int) -> int:
+        while j < n and not toks[j].significant:
+            j += 1
+        return j
+
+    def matching(j: int, open_: str, close: str) -> int:
+        depth = 0
+        while j < n:
+            if toks[j].text == open_:
+                depth += 1
+            elif toks[j].text == close:
+                depth -= 1
+                if depth == 0:
+                    return j
+            j += 1
+        raise SourceError(f"{loc.where(j)}: unbalanced {open_}")
+
+    def in_function() -> bool:
+        return "func" in scopes
+
+    def statement_end(j: int) -> int:
+        depth = 0
+        while j < n:
+            t = toks[j].text
+            if t in "([{":
+                depth += 1
+            elif t in ")]}":
+                depth -= 1
+            elif t == ";" and depth == 0:
+                return j
+            j += 1
+        raise SourceError(f"{loc.where(j)}: statement without ';'")
+
+    while i < n:
+        t = toks[i]
+        if not t.significant:
+            out.append(t.text)
+            i += 1
+            continue
+
+        # [[ ... ]] attribute groups (two consecutive '[' only ever start one in C++).
+        if t.text == "[" and next_sig(i + 1) < n and toks[next_sig(i + 1)].text == "[":
+            inner_start = next_sig(i + 1)
+            end = matching(inner_start, "[", "]")  # the inner ']'
+            close = next_sig(end + 1)
+            if close >= n or toks[close].text != "]":
+                raise SourceError(f"{loc.where(i)}: malformed [[...]]")
+            where = loc.where(i)
+            attrs = [_attribute(a, where, constants)
+                     for a in _split_attributes(toks[inner_start + 1:end])]
+            out.append("[[" + ", ".join(attrs) + "]]" + _newlines(toks[i:close + 1]))
+            head.append(Tok("attr", ""))
+            i = close + 1
+            continue
+
+        # template [[...]] ... decl;  (explicit instantiation with MSL attributes)
+        if t.text == "template" and toks[next_sig(i + 1)].text == "[":
+            j = next_sig(i + 1)
+            where = loc.where(i)
+            while j < n and toks[j].text == "[":
+                inner_start = next_sig(j + 1)
+                end = matching(inner_start, "[", "]")
+                for a in _split_attributes(toks[inner_start + 1:end]):
+                    _attribute(a, where, constants)  # checked, then dropped
+                j = next_sig(next_sig(end + 1) + 1)
+            out.append("template " + _newlines(toks[i:j]))
+            head.append(t)
+            i = j
+            continue
+
+        # `kernel void f(...)`: the function qualifier (MSL §5.1.3).
+        if t.text == "kernel" and next_sig(i + 1) < n and toks[next_sig(i + 1)].text == "void":
+            out.append('[[clang::annotate("msl:kernel")]]')
+            head.append(Tok("attr", ""))
+            i += 1
+            continue
+
+        # Function-scope threadgroup variables.
+        if t.text == "threadgroup" and in_function() and not head:
+            end = statement_end(i)
+            rewritten = _threadgroup_declaration(toks[i:end + 1], loc.where(i))
+            if rewritten is not None:
+                out.append(rewritten)
+                i = end + 1
+                continue
+
+        # Program-scope function constants and other `constant` variables.
+        if t.text == "constant" and not head and not in_function() and (
+                not scopes or scopes[-1] == "ns"):
+            end = statement_end(i)
+            stmt = toks[i:end + 1]
+            sig = [s for s in stmt if s.significant]
+            names = [s.text for k, s in enumerate(sig[:-1]) if s.kind == "id" and
+                     sig[k + 1].text in ("=", ";", "[", ",") and s.text not in ("constant",)]
+            constants.update(names[:1])
+            if any(s.text == "function_constant" for s in stmt):
+                out.append("extern ")
+            # fall through: the statement's tokens are rewritten one by one
+
+        # Vector constructors.
+        if t.kind == "id" and _VECTOR_TYPE.match(t.text):
+            j = next_sig(i + 1)
+            if j < n and toks[j].text == "(" and not (head and head[-1].text in (".", "->")):
+                out.append(f"mslc::make<{t.text}>")
+                head.append(t)
+                i += 1
+                continue
+        if t.kind == "id" and t.text == "vec" and next_sig(i + 1) < n and \
+                toks[next_sig(i + 1)].text == "<":
+            j = next_sig(i + 1)
+            depth, k = 0, j
+            while k < n:
+                if toks[k].text == "<":
+                    depth += 1
+                elif toks[k].text == ">":
+                    depth -= 1
+                    if depth == 0:
+                        break
+                k += 1
+            after = next_sig(k + 1)
+            if after < n and toks[after].text == "(":
+                inner = "".join(x.text for x in toks[i:k + 1])
+                out.append(f"mslc::make<{inner}>" + _newlines(toks[i:k + 1]))
+                head.append(t)
+                i = k + 1
+                continue
+
+        if t.kind == "num" and _FLOAT_LITERAL.match(t.text):
+            out.append(t.text + "f")
+            head.append(t)
+            i += 1
+            continue
+
+        # Scope tracking.
+        if t.text == "{":
+            words = {h.text for h in head}
+            if words & {"namespace"}:
+                scopes.append("ns")
+            elif words & {"struct", "class", "union", "enum"} and ")" not in words:
+                scopes.append("class")
+            elif ")" in words or words & {"else", "do", "try"} or in_function():
+                scopes.append("func")
+            else:
+                scopes.append("other")
+            head = []
+        elif t.text == "}":
+            if scopes:
+                scopes.pop()
+            head = []
+        elif t.text == ";":
+            head = []
+        elif t.text == ":" and head and head[-1].text in ("public", "private", "protected"):
+            head = []
+        else:
+            head.append(t)
+        out.append(t.text)
+        i += 1
+    return "".join(out)
+
+
+def _threadgroup_declaration(stmt: list[Tok], where: str) -> str | None:
+    """`threadgroup T a[N], s;` -> references to threadgroup storage; None for pointers and
+    references (ordinary variables, left as written)."""
+    sig = [t for t in stmt if t.significant][1:-1]  # without `threadgroup` and `;`
+    depth = angle = 0
+    parts: list[list[Tok]] = [[]]
+    for t in sig:
+        if t.text in "([{":
+            depth += 1
+        elif t.text in ")]}":
+            depth -= 1
+        elif depth == 0 and t.text == "<":
+            angle += 1
+        elif depth == 0 and t.text == ">":
+            angle -= 1
+        elif depth == 0 and t.text in ("*", "&", "&&"):
+            return None  # a pointer or reference to threadgroup memory: an ordinary variable
+        if t.text == "," and depth == 0 and angle == 0:
+            parts.append([])
+        else:
+            parts[-1].append(t)
+    if any(t.text == "=" for p in parts for t in p):
+        raise SourceError(f"{where}: a threadgroup variable cannot have an initializer "
+                          "(MSL §4.4 Threadgroup Address Space)")
+    first = parts[0]
+    bracket = next((k for k, t in enumerate(first) if t.text == "["), len(first))
+    name_at = bracket - 1
+    if name_at < 1 or first[name_at].kind != "id":
+        raise SourceError(f"{where}: cannot read this threadgroup declaration")
+    type_text = " ".join(t.text for t in first[:name_at])
+    decls = [first[name_at:]] + parts[1:]
+    pieces = []
+    for d in decls:
+        if not d or d[0].kind != "id":
+            raise SourceError(f"{where}: cannot read this threadgroup declaration")
+        name, dims = d[0].text, " ".join(t.text for t in d[1:])
+        pieces.append(f"threadgroup {type_text} (&{name}){dims} = "
+                      f"mslc::threadgroup_storage<{type_text} {dims}>();")
+    return " ".join(pieces) + _newlines(stmt)
