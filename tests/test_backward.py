@@ -292,3 +292,52 @@ def test_metal_backward_refuses(fa, variant, generator):
     with pytest.raises(NotImplementedError, match="Metal backward kernels are not written yet"):
         out.sum().backward()
     assert q.grad is None
+
+
+def bwd_op(fa, name):
+    ops_module = __import__(fa.__name__ + "._ops", fromlist=["ops"])
+    return getattr(ops_module.ops, name).default
+
+
+@pytest.mark.kernels_ci
+def test_forward_and_backward_compile_fullgraph(fa_cpu, generator):
+    batch = varlen_batch([5, 12], [7, 12], heads=4, heads_kv=2, head_dim=32,
+                         dtype=torch.float32, generator=generator)
+    s_aux = torch.randn(4, generator=generator)
+    dout = torch.randn(batch.q.shape, generator=generator)
+
+    def step(q, k, v, s):
+        out = fa_cpu.flash_attn_varlen_func(q, k, v, batch.cu_seqlens_q, batch.cu_seqlens_k, 12,
+                                            12, causal=True, softcap=4.0, s_aux=s)
+        return (out * dout).sum()
+
+    torch._dynamo.reset()
+    compiled = torch.compile(step, fullgraph=True)
+    eager_inputs = [leaf(batch.q), leaf(batch.k), leaf(batch.v), leaf(s_aux)]
+    compiled_inputs = [leaf(batch.q), leaf(batch.k), leaf(batch.v), leaf(s_aux)]
+    step(*eager_inputs).backward()
+    compiled(*compiled_inputs).backward()
+    for a, b in zip(eager_inputs, compiled_inputs):
+        assert b.grad is not None
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.kernels_ci
+def test_opcheck_with_autograd(fa_cpu, generator):
+    batch = varlen_batch([3, 6], [4, 6], heads=4, heads_kv=2, head_dim=32,
+                         dtype=torch.float32, generator=generator)
+    s_aux = leaf(torch.randn(4, generator=generator))
+    args = (leaf(batch.q), leaf(batch.k), leaf(batch.v), batch.cu_seqlens_q, batch.cu_seqlens_k,
+            None, None, None, s_aux, 6, 6, 0.2, 3.0, -1, 0, True)
+    torch.library.opcheck(bwd_op(fa_cpu, "fwd"), args)  # incl. autograd registration, AOT dispatch
+    q = leaf(torch.randn(2, 5, 4, 16, generator=generator))
+    torch.library.opcheck(bwd_op(fa_cpu, "fwd"), (q, leaf(q.detach()[:, :, :2]),
+                                                  leaf(q.detach()[:, :, :2]), None, None, None,
+                                                  None, torch.rand(4, generator=generator), None,
+                                                  0, 0, 0.3, 0.0, 2, 1, True))
+    out, lse = bwd_op(fa_cpu, "fwd")(*[a.detach() if isinstance(a, torch.Tensor) else a
+                                       for a in args])
+    dout = torch.randn(out.shape, generator=generator)
+    torch.library.opcheck(bwd_op(fa_cpu, "bwd"), (dout, batch.q, batch.k, batch.v, out, lse,
+                                                  batch.cu_seqlens_q, batch.cu_seqlens_k, None,
+                                                  s_aux.detach(), 6, 6, 0.2, 3.0, -1, 0))
