@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from batches import random_tensor, varlen_batch
+from conftest import load_kernel
 from reference import Semantics, attention_fixed, attention_one_sequence, attention_varlen
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -24,11 +25,12 @@ ERROR_FACTOR = 2.0
 MARGIN = {torch.float32: 2e-6, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 
 
-@pytest.fixture
-def fa_cpu(fa, variant):
-    if variant != "cpu":
-        pytest.skip("the Metal builds have no backward yet: test_metal_backward_refuses covers them")
-    return fa
+@pytest.fixture(scope="module", params=["cpu"])
+def fa_cpu(request):
+    """The cpu build: the one with backward kernels (the Metal builds refuse, see
+    test_metal_backward_refuses), so these tests run on it alone (named [cpu], so that
+    test_cpu_instruction_sets.py selects them)."""
+    return load_kernel(request.param)
 
 
 def leaf(t: torch.Tensor) -> torch.Tensor:
@@ -276,11 +278,10 @@ def test_calls_that_cannot_be_differentiated_raise(fa, generator):
 
 
 @pytest.mark.kernels_ci
-def test_metal_backward_refuses(fa, variant, generator):
+def test_metal_backward_refuses(generator):
     """Today's behaviour of the Metal builds (run here as `sim`): the forward works, its backward
     raises naming the op, never a None or wrong gradient."""
-    if variant != "sim":
-        pytest.skip("the cpu build has the backward (the other tests)")
+    fa = load_kernel("sim")
     batch = varlen_batch([3, 5], [4, 5], heads=2, heads_kv=1, head_dim=32, dtype=torch.float32,
                          generator=generator)
     q = leaf(batch.q)

@@ -20,6 +20,9 @@
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c,prefer-vector-width=512")
 #endif
 
+// Register block of the products: 4 rows x 32 columns: 8 of the 32 zmm registers.
+#define MFS_BWD_ROWS 4
+#define MFS_BWD_VECS 2
 #include "backward_tile_kernel.h"
 
 #if defined(__clang__)

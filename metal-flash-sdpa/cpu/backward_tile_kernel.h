@@ -34,42 +34,59 @@ inline void store_row(const float* src, int n, void* dst) {
 
 // ---------------------------------------------------------------- C += A B
 
-// A register block of C: MR rows x NR columns kept in registers over the whole K loop.
-template <int MR, int NR>
+// The register block is written with GCC/clang vector types, which each file's target pragma
+// lowers to its own registers (SSE: 4 x 4 floats per vector, AVX2: 2 x 8, AVX-512: 1 x 16).
+// Including files choose the block: MFS_BWD_ROWS rows x MFS_BWD_VECS vectors of 16 columns of C
+// held in registers over the whole K loop.
+#ifndef MFS_BWD_ROWS
+#define MFS_BWD_ROWS 2
+#endif
+#ifndef MFS_BWD_VECS
+#define MFS_BWD_VECS 1
+#endif
+
+typedef float vec16 __attribute__((vector_size(64), aligned(4)));  // aligned(4): unaligned access
+typedef float vec8 __attribute__((vector_size(32), aligned(4)));
+
+template <typename V, int MR, int NV>
 inline void gemm_block(int k_len, const float* a, int64_t a_row, int64_t a_col, const float* b,
                        int ldb, float* c, int ldc) {
-  float acc[MR][NR];
+  constexpr int W = sizeof(V) / sizeof(float);
+  V acc[MR][NV];
   for (int r = 0; r < MR; ++r)
-    for (int n = 0; n < NR; ++n) acc[r][n] = c[r * ldc + n];
+    for (int v = 0; v < NV; ++v) acc[r][v] = *reinterpret_cast<const V*>(c + r * ldc + W * v);
   for (int k = 0; k < k_len; ++k) {
-    const float* bk = b + int64_t(k) * ldb;
-#pragma GCC unroll 8
+    V bk[NV];
+    for (int v = 0; v < NV; ++v) bk[v] = *reinterpret_cast<const V*>(b + int64_t(k) * ldb + W * v);
     for (int r = 0; r < MR; ++r) {
       const float ar = a[r * a_row + k * a_col];
-#pragma GCC unroll 32
-      for (int n = 0; n < NR; ++n) acc[r][n] += ar * bk[n];
+      for (int v = 0; v < NV; ++v) acc[r][v] += ar * bk[v];
     }
   }
   for (int r = 0; r < MR; ++r)
-    for (int n = 0; n < NR; ++n) c[r * ldc + n] = acc[r][n];
+    for (int v = 0; v < NV; ++v) *reinterpret_cast<V*>(c + r * ldc + W * v) = acc[r][v];
+}
+
+// Columns [0, N) of MR rows: whole register blocks, then 16 and 8 columns at a time.
+template <int MR>
+inline void gemm_rows(int N, int K, const float* a, int64_t a_row, int64_t a_col, const float* b,
+                      int ldb, float* c, int ldc) {
+  constexpr int NV = MFS_BWD_VECS;
+  int n = 0;
+  for (; n + 16 * NV <= N; n += 16 * NV) gemm_block<vec16, MR, NV>(K, a, a_row, a_col, b + n, ldb, c + n, ldc);
+  for (; n + 16 <= N; n += 16) gemm_block<vec16, MR, 1>(K, a, a_row, a_col, b + n, ldb, c + n, ldc);
+  for (; n < N; n += 8) gemm_block<vec8, MR, 1>(K, a, a_row, a_col, b + n, ldb, c + n, ldc);
 }
 
 // C[m][n] += sum_k A(m, k) B[k][n] for m < M, n < N (N a multiple of 8), with A(m, k) at
-// a[m * a_row + k * a_col] (so A may be a transposed view), B and C row-major.
+// a[m * a_row + k * a_col] (so A may be a transposed view), B and C row-major. Sums run over k
+// in order: the result does not depend on the blocking.
 inline void gemm_acc(int M, int N, int K, const float* a, int64_t a_row, int64_t a_col,
                      const float* b, int ldb, float* c, int ldc) {
-  constexpr int MR = 4;
+  constexpr int MR = MFS_BWD_ROWS;
   int m = 0;
-  for (; m + MR <= M; m += MR) {
-    int n = 0;
-    for (; n + 16 <= N; n += 16) gemm_block<MR, 16>(K, a + m * a_row, a_row, a_col, b + n, ldb, c + m * ldc + n, ldc);
-    for (; n < N; n += 8) gemm_block<MR, 8>(K, a + m * a_row, a_row, a_col, b + n, ldb, c + m * ldc + n, ldc);
-  }
-  for (; m < M; ++m) {
-    int n = 0;
-    for (; n + 16 <= N; n += 16) gemm_block<1, 16>(K, a + m * a_row, a_row, a_col, b + n, ldb, c + m * ldc + n, ldc);
-    for (; n < N; n += 8) gemm_block<1, 8>(K, a + m * a_row, a_row, a_col, b + n, ldb, c + m * ldc + n, ldc);
-  }
+  for (; m + MR <= M; m += MR) gemm_rows<MR>(N, K, a + m * a_row, a_row, a_col, b, ldb, c + m * ldc, ldc);
+  for (; m < M; ++m) gemm_rows<1>(N, K, a + m * a_row, a_row, a_col, b, ldb, c + m * ldc, ldc);
 }
 
 // ---------------------------------------------------------------- scratch
