@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv build build-sim test test-quick demo bench bench-metal clean
+.PHONY: venv build build-sim test test-quick demo bench bench-backward bench-metal clean
 
 venv: $(STAMP)
 
@@ -39,6 +39,10 @@ demo: build
 
 bench: build
 	$(PY) benchmarks/benchmark_attention.py
+
+# Training: forward + backward against torch's routes (ratios and peak extra memory).
+bench-backward: build
+	$(PY) benchmarks/benchmark_backward.py
 
 # The Metal kernels' device traffic and work, counted by the simulator, against the minimum.
 bench-metal: build-sim
