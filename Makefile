@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv build build-sim test test-quick demo bench bench-metal check-metal check-tools clean \
+.PHONY: venv build build-sim test test-quick demo bench bench-backward bench-metal check-metal check-tools clean \
 	abi-check fuzz bench-visual aarch64-setup build-aarch64 test-aarch64 lint-workflows
 
 venv: $(STAMP)
@@ -81,6 +81,10 @@ demo: build
 
 bench: build
 	$(PY) benchmarks/benchmark_attention.py
+
+# Training: forward + backward against torch's routes (ratios and peak extra memory).
+bench-backward: build
+	$(PY) benchmarks/benchmark_backward.py
 
 # The Metal kernels' device traffic and work, counted by the simulator, against the minimum.
 bench-metal: build-sim

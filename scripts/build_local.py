@@ -118,8 +118,10 @@ def sim_sources() -> list[Path]:
     common = REPO / "metal-flash-sdpa" / "common"
     return [
         *(REPO / s for s in read_build_toml()["torch"]["src"]),
+        common / "attention_backward.cpp",
         common / "attention_forward.cpp",
         common / "attention_inputs.cpp",
+        common / "metal_backward_pending.cpp",
         common / "metal_launch_plan.cpp",
         *sorted((REPO / "metal-flash-sdpa" / "sim").glob("*.cpp")),
     ]

@@ -20,12 +20,14 @@ class Semantics:
     sinks: Optional[torch.Tensor] = None  # [H]
 
 
-def attention_one_sequence(q, k, v, sem: Semantics, batch_index: int):
-    """q [sq, H, D], k [sk, Hkv, D], v [sk, Hkv, Dv] -> out [sq, H, Dv] float64, lse [H, sq]."""
+def attention_one_sequence(q, k, v, sem: Semantics, batch_index: int, dtype=torch.float64):
+    """q [sq, H, D], k [sk, Hkv, D], v [sk, Hkv, Dv] -> out [sq, H, Dv], lse [H, sq], computed in
+    `dtype` (float64: the reference; the inputs' dtype: torch's eager math, as a baseline).
+    Differentiable: rows that see no key give zero gradients (no NaN)."""
     sq, heads, _ = q.shape
     sk, heads_kv, dv = v.shape
     group = heads // heads_kv
-    q64, k64, v64 = q.cpu().double(), k.cpu().double(), v.cpu().double()  # any device in
+    q64, k64, v64 = q.cpu().to(dtype), k.cpu().to(dtype), v.cpu().to(dtype)  # any device in
     k64 = k64.repeat_interleave(group, dim=1)  # [sk, H, D]
     v64 = v64.repeat_interleave(group, dim=1)
     scores = torch.einsum("qhd,khd->hqk", q64, k64) * sem.scale  # [H, sq, sk]
@@ -35,7 +37,7 @@ def attention_one_sequence(q, k, v, sem: Semantics, batch_index: int):
     keys = torch.arange(sk).view(1, sk)
     diagonal = rows + sk - sq  # the key position a query row sits at (bottom-right)
     if sem.alibi_slopes is not None:
-        slopes = sem.alibi_slopes.cpu().double()
+        slopes = sem.alibi_slopes.cpu().to(dtype)
         slopes = slopes[batch_index] if slopes.dim() == 2 else slopes
         scores = scores - slopes.view(heads, 1, 1) * (diagonal - keys).abs()
     left, right = sem.window
@@ -48,40 +50,43 @@ def attention_one_sequence(q, k, v, sem: Semantics, batch_index: int):
         visible &= keys <= diagonal + right
     scores = scores.masked_fill(~visible, -math.inf)
     if sem.sinks is not None:
-        sink = sem.sinks.cpu().double().view(heads, 1, 1).expand(heads, sq, 1)
+        sink = sem.sinks.cpu().to(dtype).view(heads, 1, 1).expand(heads, sq, 1)
         logits = torch.cat([scores, sink], dim=-1)
     else:
         logits = scores
+    # Rows with no visible key: zeros, lse -inf (also with a sink). Their logits are replaced
+    # before the softmax so that nothing (no NaN) flows back through them.
+    empty = ~visible.any(dim=-1)
+    logits = logits.masked_fill(empty.view(1, sq, 1), 0.0)
     lse = torch.logsumexp(logits, dim=-1)  # [H, sq]
     probs = torch.exp(logits - lse.unsqueeze(-1))[..., :sk]
-    out = torch.einsum("hqk,khd->qhd", probs.nan_to_num(0.0), v64)
-    empty = ~visible.any(dim=-1)  # rows with no visible key: zeros, lse -inf
-    out[empty] = 0.0
-    lse[:, empty] = -math.inf
+    out = torch.einsum("hqk,khd->qhd", probs, v64)
+    out = out.masked_fill(empty.view(sq, 1, 1), 0.0)
+    lse = lse.masked_fill(empty.view(1, sq), -math.inf)
     return out, lse
 
 
-def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, sem: Semantics):
+def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, sem: Semantics, dtype=torch.float64):
     """Packed varlen reference. Rows of q outside every sequence stay 0 (lse -inf)."""
     total_q, heads, _ = q.shape
-    out = torch.zeros(total_q, heads, v.shape[-1], dtype=torch.float64)
-    lse = torch.full((heads, total_q), -math.inf, dtype=torch.float64)
+    out = torch.zeros(total_q, heads, v.shape[-1], dtype=dtype)
+    lse = torch.full((heads, total_q), -math.inf, dtype=dtype)
     for b in range(len(cu_seqlens_q) - 1):
         q0, q1 = int(cu_seqlens_q[b]), int(cu_seqlens_q[b + 1])
         k0, k1 = int(cu_seqlens_k[b]), int(cu_seqlens_k[b + 1])
         if q1 == q0:
             continue
-        o, l = attention_one_sequence(q[q0:q1], k[k0:k1], v[k0:k1], sem, b)
+        o, l = attention_one_sequence(q[q0:q1], k[k0:k1], v[k0:k1], sem, b, dtype)
         out[q0:q1] = o
         lse[:, q0:q1] = l
     return out, lse
 
 
-def attention_fixed(q, k, v, sem: Semantics):
+def attention_fixed(q, k, v, sem: Semantics, dtype=torch.float64):
     """q [B, Sq, H, D], k/v [B, Sk, Hkv, D] -> out [B, Sq, H, Dv], lse [B, H, Sq]."""
     outs, lses = [], []
     for b in range(q.shape[0]):
-        o, l = attention_one_sequence(q[b], k[b], v[b], sem, b)
+        o, l = attention_one_sequence(q[b], k[b], v[b], sem, b, dtype)
         outs.append(o)
         lses.append(l)
     return torch.stack(outs), torch.stack(lses)

@@ -1,6 +1,5 @@
-"""The cpu backend picks its tile kernels by instruction set at run time (AVX-512 with bf16 dot
-products here). The others (plain AVX-512, AVX2, portable C++) run on other machines, so they are
-tested here too: a subset of the suite runs in a child process with MFS_CPU_ISA lowering the
+"""The cpu backend picks its tile kernels (forward and backward) by instruction set at run time.
+The ones this machine would not pick run on other machines, so they are tested here too: a subset of the suite runs in a child process with MFS_CPU_ISA lowering the
 choice (the choice is made once per process)."""
 
 from __future__ import annotations
@@ -20,6 +19,11 @@ SUBSET = [
     "test_varlen.py::test_long_sequences",
     "test_varlen.py::test_paged_kv",
     "test_kvcache.py",
+    # the backward kernels (portable, AVX2, AVX-512 builds of backward_tile_kernel.h)
+    "test_backward.py::test_varlen_gqa_zero_length_and_padding",
+    "test_backward.py::test_sinks_window_softcap_alibi",
+    "test_backward.py::test_every_head_dim",
+    "test_backward.py::test_fixed_length",
 ]
 
 

@@ -2,7 +2,9 @@
 //
 // One functional forward op and one in-place variant share a single implementation; every
 // Python entry point (flash_attn_varlen_func, flash_attn_func, the legacy flash_attention_varlen)
-// is a thin wrapper over them in torch-ext/metal_flash_sdpa/.
+// is a thin wrapper over them in torch-ext/metal_flash_sdpa/. The backward op is the functional
+// forward's gradient (contiguous K/V), attached to it by torch.library.register_autograd
+// (torch-ext/metal_flash_sdpa/_ops_backward.py).
 #include <torch/library.h>
 
 #include "registration.h"
@@ -17,6 +19,11 @@
 TORCH_LIBRARY_EXPAND(TORCH_EXTENSION_NAME, ops) {
   ops.def("fwd(" FORWARD_ARGS ") -> (Tensor out, Tensor lse)");
   ops.def("fwd_into(Tensor(a!) out, " FORWARD_ARGS ") -> Tensor lse");
+  ops.def(
+      "bwd(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
+      "Tensor? cu_seqlens_q, Tensor? cu_seqlens_k, Tensor? alibi_slopes, Tensor? s_aux, "
+      "int max_seqlen_q, int max_seqlen_k, float softmax_scale, float softcap, "
+      "int window_left, int window_right) -> (Tensor dq, Tensor dk, Tensor dv, Tensor ds_aux)");
 }
 
 // Registered for every backend key (CompositeExplicitAutograd), not only this build's device:
@@ -29,6 +36,7 @@ TORCH_LIBRARY_EXPAND(TORCH_EXTENSION_NAME, ops) {
 TORCH_LIBRARY_IMPL_EXPAND(TORCH_EXTENSION_NAME, CompositeExplicitAutograd, ops) {
   ops.impl("fwd", &attention_forward);
   ops.impl("fwd_into", &attention_forward_into);
+  ops.impl("bwd", &attention_backward);
 }
 
 REGISTER_EXTENSION(TORCH_EXTENSION_NAME)

@@ -1,4 +1,5 @@
 #pragma once
 
 // The op schema's implementations live with the shared entry points.
+#include "../metal-flash-sdpa/common/attention_backward.h"
 #include "../metal-flash-sdpa/common/attention_forward.h"

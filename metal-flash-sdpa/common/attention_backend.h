@@ -1,7 +1,8 @@
-// The two things each backend (cpu, metal, simulated metal) provides to the shared entry points.
+// The things each backend (cpu, metal, simulated metal) provides to the shared entry points.
 // Exactly one backend's definitions are linked into each build variant.
 #pragma once
 
+#include "attention_gradients.h"
 #include "attention_inputs.h"
 
 // The device type whose tensors this build runs on.
@@ -14,3 +15,9 @@ void run_attention_forward(const AttentionParams& params, const AttentionTensors
 
 // kClearRowsOutsideSequences for a backend whose offsets the host can read (cpu tensors).
 void clear_rows_outside_sequences_on_host(const AttentionTensors& tensors);
+
+// Runs the backward pass of the functional forward described by `params` (contiguous K/V, lse
+// present): fills the zero-initialised gradients in `grads`. A backend without backward kernels
+// raises, naming the op.
+void run_attention_backward(const AttentionParams& params, const AttentionTensors& tensors,
+                            const AttentionGradients& grads);

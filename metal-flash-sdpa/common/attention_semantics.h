@@ -8,9 +8,16 @@
 #ifdef __METAL_VERSION__
 #include <metal_stdlib>
 #define MFS_TANH(x) metal::precise::tanh(x)
+#define MFS_EXP(x) metal::precise::exp(x)
+#define MFS_LOG(x) metal::precise::log(x)
+#define MFS_MAX(a, b) metal::max(a, b)
 #else
+#include <algorithm>
 #include <cmath>
 #define MFS_TANH(x) std::tanh(x)
+#define MFS_EXP(x) std::exp(x)
+#define MFS_LOG(x) std::log(x)
+#define MFS_MAX(a, b) std::max(a, b)
 #endif
 
 // Half-open range [begin, end) of key positions visible to one query row.
@@ -47,10 +54,37 @@ inline KeyRange visible_keys_for_rows(int row_begin, int row_end, int seqlen_q, 
   return hull;
 }
 
+// The query rows of a sequence that see at least one key of [key_begin, key_end): the inverse of
+// visible_keys, what a key-tile pass of the backward must visit. Empty when end <= begin.
+inline KeyRange visible_queries_for_keys(int key_begin, int key_end, int seqlen_q, int seqlen_k,
+                                         int window_left, int window_right) {
+  // Row r sees key j iff diagonal - window_left <= j <= diagonal + window_right, diagonal =
+  // r + seqlen_k - seqlen_q (each bound only when its window is >= 0).
+  const int shift = seqlen_k - seqlen_q;
+  KeyRange rows;
+  rows.begin = 0;
+  rows.end = seqlen_q;
+  if (window_right >= 0 && key_begin - window_right - shift > rows.begin) {
+    rows.begin = key_begin - window_right - shift;
+  }
+  if (window_left >= 0 && key_end - 1 + window_left - shift + 1 < rows.end) {
+    rows.end = key_end - 1 + window_left - shift + 1;
+  }
+  if (key_end <= key_begin || rows.end < rows.begin) rows.end = rows.begin;
+  return rows;
+}
+
 // softcap > 0: score <- softcap * tanh(score / softcap), on the scaled score, before any bias or
 // mask, so masked keys stay at -inf.
 inline float apply_softcap(float scaled_score, float softcap) {
   return softcap > 0.0f ? softcap * MFS_TANH(scaled_score / softcap) : scaled_score;
+}
+
+// d(capped score) / d(scaled score), from the capped score: 1 - tanh^2 (1 without softcap).
+inline float softcap_derivative(float capped_score, float softcap) {
+  if (!(softcap > 0.0f)) return 1.0f;
+  const float t = capped_score / softcap;
+  return 1.0f - t * t;
 }
 
 // ALiBi: score <- score - slope * |distance from the query's diagonal position|.
@@ -60,4 +94,59 @@ inline float alibi_bias(float slope, int row, int key, int seqlen_q, int seqlen_
   return -slope * (float)distance;
 }
 
+// ---- finishing a row of the forward (online softmax state -> output scale and lse) ----
+
+// A row that has seen keys with running max m and running sum l = sum exp(score - m) is finished
+// as out = accumulator * inv, lse = log-sum-exp of its logits. A sink joins the denominator only
+// (its value is not added to the output). A row that saw no key (l == 0) outputs zeros and
+// lse -inf, with or without a sink: inv = 0.
+struct RowFinish {
+  float inv;  // multiplies the unnormalised output accumulator
+  float lse;  // natural log
+};
+
+inline RowFinish finish_row(float m, float l, bool has_sink, float sink) {
+  RowFinish f;
+  if (!(l > 0.0f)) {
+    f.inv = 0.0f;
+    f.lse = -INFINITY;
+    return f;
+  }
+  f.inv = 1.0f / l;
+  f.lse = m + MFS_LOG(l);
+  if (has_sink) {
+    const float mf = MFS_MAX(m, sink);
+    const float scale = MFS_EXP(m - mf);
+    const float denom = l * scale + MFS_EXP(sink - mf);
+    f.inv = scale / denom;
+    f.lse = mf + MFS_LOG(denom);
+  }
+  return f;
+}
+
+// ---- the backward pass (FlashAttention-2), per row and per (row, key) ----
+
+// A row whose lse is -inf saw no key: its output is zero and nothing flows back through it.
+inline bool row_saw_no_key(float lse) { return !(lse > -INFINITY); }
+
+// The probability of a visible key (or of the sink, given its logit) from the row's lse, which
+// includes the sink. 0 for a row that saw no key.
+inline float probability(float logit, float lse) {
+  return row_saw_no_key(lse) ? 0.0f : MFS_EXP(logit - lse);
+}
+
+// dS = P * (dP - D), with dP = dO . v and D = rowsum(dO * O): the gradient of the loss with
+// respect to the score (after softcap and ALiBi). Multiply by softcap_derivative and the scale
+// to reach q.k.
+inline float score_gradient(float p, float dp, float row_d) { return p * (dp - row_d); }
+
+// The contribution of one row to d s_aux[h]: the sink's logit only enters the denominator, so
+// d out / d sink = -p_sink * out, and d loss / d sink = -p_sink * rowsum(dO * O).
+inline float sink_gradient(float sink, float lse, float row_d) {
+  return -probability(sink, lse) * row_d;
+}
+
 #undef MFS_TANH
+#undef MFS_EXP
+#undef MFS_LOG
+#undef MFS_MAX

@@ -332,7 +332,9 @@ struct ScoreRules {
 };
 
 // Turns raw products s^T[j][chunk] of keys key0 + j into probabilities (in place): score =
-// softcap(scale * q.k) + alibi, masked outside each row's visible range; then updates the rows'
+// softcap(scale * q.k) + alibi, masked outside each row's visible range (the 16-lane form of
+// apply_softcap, alibi_bias and visible_keys of attention_semantics.h: tanh_ps is the vector
+// tanh; tests/test_random_configs.py holds the two forms to the same float64 reference); then updates the rows'
 // running max and sum and leaves in `alpha` the factor their accumulators must be rescaled by.
 template <bool kSoftcap, bool kAlibi, bool kMask>
 void softmax_chunk(float* s, int count, int key0, int vecs, const ScoreRules& rules,
@@ -399,25 +401,15 @@ SoftmaxFn pick_softmax(bool softcap, bool alibi, bool mask) {
 // ---------------------------------------------------------------- the output
 
 // Normalises and writes row r of the tile from its running max m, sum l and accumulator
-// o[d * o_stride]; the sink joins the denominator only.
+// o[d * o_stride], by finish_row() (attention_semantics.h).
 template <ElementType T>
 void write_row(const TileJob& job, int r, float m, float l, const float* o, int o_stride) {
   float* lse = job.lse_rows ? job.lse_rows[r] : nullptr;
   void* out = job.out_rows[r];
-  if (!(l > 0.0f)) {  // no visible key: zeros, lse -inf (also with a sink)
-    for (int d = 0; d < job.head_dim_v; ++d) store_scalar<T>(out, d, 0.0f);
-    if (lse) *lse = -INFINITY;
-    return;
-  }
-  float inv = 1.0f / l, log_sum = m + std::log(l);
-  if (job.has_sinks) {
-    const float sink = job.row_sink[r], mf = std::max(m, sink);
-    const float f = std::exp(m - mf), denom = l * f + std::exp(sink - mf);
-    inv = f / denom;
-    log_sum = mf + std::log(denom);
-  }
-  for (int d = 0; d < job.head_dim_v; ++d) store_scalar<T>(out, d, o[size_t(d) * o_stride] * inv);
-  if (lse) *lse = log_sum;
+  const RowFinish f = finish_row(m, l, job.has_sinks, job.has_sinks ? job.row_sink[r] : 0.0f);
+  // A row that saw no key: f.inv = 0 (its accumulator is 0 too) gives zeros.
+  for (int d = 0; d < job.head_dim_v; ++d) store_scalar<T>(out, d, o[size_t(d) * o_stride] * f.inv);
+  if (lse) *lse = f.lse;
 }
 
 // ---------------------------------------------------------------- the tile

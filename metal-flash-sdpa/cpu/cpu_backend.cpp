@@ -11,41 +11,18 @@
 #include "../common/attention_backend.h"
 #include "../common/attention_semantics.h"
 #include "cpu_features.h"
+#include "cpu_sequences.h"
 #include "tile_job.h"
 
 c10::DeviceType backend_device_type() { return c10::DeviceType::CPU; }
 
 namespace {
 
-// Where sequence b's queries and keys are, and how many there are.
-struct Sequence {
-  int q_start;  // first query row (varlen: global token index; fixed: 0)
-  int q_len;
-  int k_start;  // first key row (varlen k only)
-  int k_len;
-};
-
 // One tile: rows q_begin..q_begin+q_count of heads first_head..first_head+heads (one kv group).
 struct WorkItem {
   int batch, kv_head, first_head, heads, q_begin, q_count;
   int64_t cost;  // ~ multiply-adds, counting the key/value streaming of tiles with few rows
 };
-
-std::vector<Sequence> resolve_sequences(const AttentionParams& p, const AttentionTensors& t) {
-  const int32_t* cu_q = p.flags & kVarlenQ ? t.cu_seqlens_q->data_ptr<int32_t>() : nullptr;
-  const int32_t* cu_k = p.flags & kVarlenK ? t.cu_seqlens_k->data_ptr<int32_t>() : nullptr;
-  const int32_t* used_k = p.flags & kSequsedK ? t.seqused_k->data_ptr<int32_t>() : nullptr;
-  std::vector<Sequence> seqs(p.batch);
-  for (int b = 0; b < p.batch; ++b) {
-    Sequence& s = seqs[b];
-    s.q_start = cu_q ? cu_q[b] : 0;
-    s.q_len = cu_q ? cu_q[b + 1] - cu_q[b] : p.seqlen_q;
-    // Paged keys live in the sequence's pages from position 0; cu_seqlens_k only gives lengths.
-    s.k_start = cu_k && !(p.flags & kPagedKV) ? cu_k[b] : 0;
-    s.k_len = used_k ? used_k[b] : cu_k ? cu_k[b + 1] - cu_k[b] : p.seqlen_k;
-  }
-  return seqs;
-}
 
 // Tile shape: ~kMaxTileRows rows, made of as many heads of a GQA group as fit (so K/V are
 // streamed once for all of them) times as many query rows as fit.
@@ -66,13 +43,13 @@ std::vector<WorkItem> plan_work(const AttentionParams& p, const std::vector<Sequ
   std::vector<WorkItem> items;
   for (int b = 0; b < p.batch; ++b) {
     const Sequence& s = seqs[b];
-    if (s.q_len <= 0) continue;
-    const TileShape shape = choose_tile_shape(group, s.q_len);
-    for (int q0 = 0; q0 < s.q_len; q0 += shape.q_rows) {
-      const int qn = std::min(shape.q_rows, s.q_len - q0);
-      const KeyRange hull = visible_keys_for_rows(q0, q0 + qn, s.q_len, s.k_len, p.window_left,
+    if (s.seqlen_q <= 0) continue;
+    const TileShape shape = choose_tile_shape(group, s.seqlen_q);
+    for (int q0 = 0; q0 < s.seqlen_q; q0 += shape.q_rows) {
+      const int qn = std::min(shape.q_rows, s.seqlen_q - q0);
+      const KeyRange hull = visible_keys_for_rows(q0, q0 + qn, s.seqlen_q, s.seqlen_k, p.window_left,
                                                   p.window_right);
-      const int64_t keys = std::max(0, std::min(hull.end, s.k_len) - std::max(hull.begin, 0));
+      const int64_t keys = std::max(0, std::min(hull.end, s.seqlen_k) - std::max(hull.begin, 0));
       for (int kvh = 0; kvh < p.heads_kv; ++kvh) {
         for (int h0 = 0; h0 < group; h0 += shape.heads) {
           const int hn = std::min(shape.heads, group - h0);
@@ -184,26 +161,26 @@ TileJob make_job(const CallContext& c, const WorkItem& w, TileRows& rows) {
   job.has_alibi = p.flags & kHasAlibi;
   job.has_sinks = p.flags & kHasSinks;
   job.k = locate_keys(c, c.k, p.k_batch_stride, p.k_row_stride, p.k_head_stride, w.batch,
-                      w.kv_head, s.k_start);
+                      w.kv_head, s.k_begin);
   job.v = locate_keys(c, c.v, p.v_batch_stride, p.v_row_stride, p.v_head_stride, w.batch,
-                      w.kv_head, s.k_start);
-  int hull_begin = s.k_len, hull_end = 0;
+                      w.kv_head, s.k_begin);
+  int hull_begin = s.seqlen_k, hull_end = 0;
   for (int hh = 0; hh < w.heads; ++hh) {
     const int h = w.first_head + hh;
     for (int i = 0; i < w.q_count; ++i) {
       const int r = hh * w.q_count + i, row = w.q_begin + i;
-      const int64_t token = s.q_start + row;
+      const int64_t token = s.q_begin + row;
       rows.q[r] = c.q + (w.batch * p.q_batch_stride + token * p.q_row_stride + h * p.q_head_stride) * c.esize;
       rows.out[r] = c.out + (w.batch * p.o_batch_stride + token * p.o_row_stride + h * p.o_head_stride) * c.esize;
       rows.lse[r] = c.lse ? c.lse + w.batch * p.lse_batch_stride + h * p.lse_head_stride + token : nullptr;
-      const KeyRange range = visible_keys(row, s.q_len, s.k_len, p.window_left, p.window_right);
+      const KeyRange range = visible_keys(row, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
       rows.key_begin[r] = range.begin;
       rows.key_end[r] = range.end;
       if (range.begin < range.end) {
         hull_begin = std::min(hull_begin, range.begin);
         hull_end = std::max(hull_end, range.end);
       }
-      rows.diagonal[r] = row + s.k_len - s.q_len;
+      rows.diagonal[r] = row + s.seqlen_k - s.seqlen_q;
       rows.slope[r] = c.alibi ? c.alibi[int64_t(w.batch) * p.alibi_batch_stride + h] : 0.0f;
       rows.sink[r] = c.sinks ? c.sinks[h] : 0.0f;
     }

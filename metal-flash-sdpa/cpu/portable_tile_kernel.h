@@ -7,6 +7,8 @@
 // are converted to fp32 once, then each row runs its own online softmax over them, with loops
 // over keys or head dims innermost so they vectorise.
 
+#include "exp_nonpositive.h"
+
 namespace {
 
 constexpr int kBlock = 64;  // keys converted per block
@@ -25,27 +27,6 @@ inline float dot(const float* a, const float* b, int n) {
     for (int l = 0; l < 8; ++l) acc[l] += a[i + l] * b[i + l];
   }
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-}
-
-// e^x for x <= 0 (scores minus their running max), branch-free so loops calling it vectorise:
-// range reduction to |r| <= ln2/2 and a degree-6 polynomial (~1 ulp). Exactly 0 below -87, so
-// masked keys (-inf) contribute nothing.
-inline float exp_nonpositive(float x) {
-  const float xc = std::max(x, -87.0f);
-  const float n = std::nearbyint(xc * 1.44269504088896341f);
-  float r = xc - n * 0.693359375f;
-  r = r + n * 2.12194440e-4f;
-  float p = 1.0f / 720;
-  p = p * r + 1.0f / 120;
-  p = p * r + 1.0f / 24;
-  p = p * r + 1.0f / 6;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // 2^n, n in [-126, 0]
-  float scale;
-  std::memcpy(&scale, &bits, 4);
-  return x < -87.0f ? 0.0f : p * scale;
 }
 
 struct Buffers {
@@ -101,12 +82,13 @@ void run_tile(const TileJob& job, void* scratch) {
       // score = softcap(scale * q.k) + alibi, as attention_semantics.h defines it.
       for (int j = 0; j < count; ++j) b.s[j] = job.scale * dot(q, k + size_t(j) * hd, hd);
       if (job.softcap > 0.0f) {
-        for (int j = 0; j < count; ++j) b.s[j] = job.softcap * std::tanh(b.s[j] / job.softcap);
+        for (int j = 0; j < count; ++j) b.s[j] = apply_softcap(b.s[j], job.softcap);
       }
       if (job.has_alibi) {
+        // alibi_bias() measures the distance from the row's diagonal; row_diagonal[r] is it.
         const float slope = job.row_alibi_slope[r];
         const int diag = job.row_diagonal[r];
-        for (int j = 0; j < count; ++j) b.s[j] -= slope * float(std::abs(diag - (lo + j)));
+        for (int j = 0; j < count; ++j) b.s[j] += alibi_bias(slope, diag, lo + j, 0, 0);
       }
       float block_max = -INFINITY;
       for (int j = 0; j < count; ++j) block_max = std::max(block_max, b.s[j]);
@@ -132,22 +114,11 @@ void run_tile(const TileJob& job, void* scratch) {
   for (int r = 0; r < rows; ++r) {
     T* out = static_cast<T*>(job.out_rows[r]);
     float* lse = job.lse_rows ? job.lse_rows[r] : nullptr;
-    const float m = b.row_max[r], l = b.row_sum[r];
-    if (!(l > 0.0f)) {  // no visible key: zeros, lse -inf (also with a sink)
-      for (int d = 0; d < hdv; ++d) out[d] = T(0.0f);
-      if (lse) *lse = -INFINITY;
-      continue;
-    }
-    float inv = 1.0f / l, log_sum = m + std::log(l);
-    if (job.has_sinks) {  // the sink joins the denominator only
-      const float sink = job.row_sink[r], mf = std::max(m, sink);
-      const float f = std::exp(m - mf), denom = l * f + std::exp(sink - mf);
-      inv = f / denom;
-      log_sum = mf + std::log(denom);
-    }
+    const RowFinish f = finish_row(b.row_max[r], b.row_sum[r], job.has_sinks,
+                                   job.has_sinks ? job.row_sink[r] : 0.0f);
     const float* o = b.o + size_t(r) * hdv;
-    for (int d = 0; d < hdv; ++d) out[d] = T(o[d] * inv);
-    if (lse) *lse = log_sum;
+    for (int d = 0; d < hdv; ++d) out[d] = T(o[d] * f.inv);  // a row that saw no key: zeros
+    if (lse) *lse = f.lse;
   }
 }
 

@@ -13,6 +13,10 @@
 #include <cstddef>
 #include <cstdint>
 
+// The rules (softcap, ALiBi, row finishing): included here, before any target pragma, so their
+// inline functions are compiled for the baseline ISA in every file (they inline into the kernels).
+#include "../common/attention_semantics.h"
+
 enum class ElementType { kFloat32, kFloat16, kBFloat16 };
 
 inline size_t element_size(ElementType t) { return t == ElementType::kFloat32 ? 4 : 2; }

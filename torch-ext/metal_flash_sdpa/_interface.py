@@ -7,6 +7,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from . import _arguments as A
+from ._ops_backward import needs_grad
 from ._ops_forward import forward
 
 IntOrTensor = Union[int, torch.Tensor]
@@ -37,6 +38,9 @@ def flash_attn_varlen_func(
     [num_pages, page_size, heads_kv, head_dim] with `block_table` [batch, max_pages] (then
     `cu_seqlens_k` gives each sequence's length). Returns out [total_q, heads, head_dim_v]; with
     `return_attn_probs` the tuple (out, lse [heads, total_q] fp32, None).
+
+    Differentiable (q, k, v, s_aux) with contiguous K/V; with `block_table` a call that needs a
+    gradient raises.
     """
     A.check_no_dropout(dropout_p)
     out, lse = forward(
@@ -51,7 +55,8 @@ def flash_attn_varlen_func(
         softmax_scale=A.resolve_scale(softmax_scale, q),
         softcap=A.resolve_softcap(softcap),
         window_size=A.resolve_window(window_size, causal),
-        return_lse=return_attn_probs,
+        # The backward needs the lse: computed whenever autograd records the call.
+        return_lse=return_attn_probs or needs_grad(q, k, v, s_aux, alibi_slopes),
     )
     return (out, lse, None) if return_attn_probs else out
 
@@ -72,7 +77,8 @@ def flash_attn_func(
 ):
     """Attention over a fixed-length batch: q [batch, seqlen_q, heads, head_dim], k/v
     [batch, seqlen_k, heads_kv, head_dim(_v)]. Returns out [batch, seqlen_q, heads, head_dim_v];
-    with `return_attn_probs` the tuple (out, lse [batch, heads, seqlen_q] fp32, None)."""
+    with `return_attn_probs` the tuple (out, lse [batch, heads, seqlen_q] fp32, None).
+    Differentiable (q, k, v, s_aux)."""
     A.check_no_dropout(dropout_p)
     out, lse = forward(
         q, k, v,
@@ -81,7 +87,7 @@ def flash_attn_func(
         softmax_scale=A.resolve_scale(softmax_scale, q),
         softcap=A.resolve_softcap(softcap),
         window_size=A.resolve_window(window_size, causal),
-        return_lse=return_attn_probs,
+        return_lse=return_attn_probs or needs_grad(q, k, v, s_aux, alibi_slopes),
     )
     return (out, lse, None) if return_attn_probs else out
 
@@ -100,7 +106,13 @@ def flash_attention_varlen(
     softcapping: float = 1.0,
 ) -> None:
     """The package's original entry point, unchanged: writes `out` in place. Its softcap
-    convention is its own: `softcapping = 1.0` means off."""
+    convention is its own: `softcapping = 1.0` means off. Not differentiable: a call that would
+    need a gradient (grad mode on and an input requiring grad) raises rather than leaving the
+    gradient silently missing; use flash_attn_varlen_func for training."""
+    if needs_grad(query, key, value):
+        raise NotImplementedError(
+            "flash_attention_varlen (the in-place legacy entry point) is not differentiable: use "
+            "flash_attn_varlen_func for training, or call it under torch.no_grad()")
     forward(
         query, key, value,
         out=out,

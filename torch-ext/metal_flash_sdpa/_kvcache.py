@@ -8,6 +8,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from . import _arguments as A
+from ._ops_backward import needs_grad
 from ._ops_forward import forward
 
 
@@ -64,7 +65,12 @@ def flash_attn_with_kvcache(
     """q [B, Sq, H, D] against a cache [B_cache, Sk_max, Hkv, D], or paged
     [num_pages, page_size, Hkv, D] with block_table [B, max_pages]. New tokens k/v
     [B, S_new, Hkv, D] are first written into the cache in place at cache_seqlens. Returns out
-    [B, Sq, H, Dv], and lse [B, H, Sq] with return_softmax_lse."""
+    [B, Sq, H, Dv], and lse [B, H, Sq] with return_softmax_lse. Inference only: a call that
+    would need a gradient raises (before the cache is touched)."""
+    if needs_grad(q, k_cache, v_cache, k, v, s_aux):
+        raise NotImplementedError(
+            "flash_attn_with_kvcache has no backward (inference only): call it under "
+            "torch.no_grad() or with tensors that do not require grad")
     if q.dim() != 4:
         raise ValueError(f"q must be [batch, seqlen_q, heads, head_dim], got shape {tuple(q.shape)}")
     if k_cache.dim() != 4 or v_cache.dim() != 4:

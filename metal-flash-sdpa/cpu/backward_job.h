@@ -1,0 +1,55 @@
+// The units of work of the cpu backward pass, as the backward tile kernels see them.
+//
+// The driver (cpu_backward.cpp) resolves everything sequence-specific (varlen offsets, the visible
+// keys of each row from attention_semantics.h, ALiBi slopes, the forward's lse and
+// D = rowsum(dO * O)) into these plain descriptions. Like tile_job.h, this header is included by
+// the ISA-specific files before their target pragma.
+#pragma once
+
+#include "tile_job.h"
+
+// One query row of one head, as both passes see it.
+struct BackwardRow {
+  const void* q;     // [head_dim], the input dtype
+  const void* dout;  // [head_dim_v]
+  void* dq;          // [head_dim]: written by the query-tile pass only
+  float lse;         // the forward's lse (including the sink); -inf: the row saw no key
+  float d;           // rowsum(dO * O)
+  int key_begin, key_end;  // the row's visible keys (visible_keys)
+  int diagonal;            // the row's key position (ALiBi distance origin)
+  float slope;             // ALiBi slope of the row's head (0 without ALiBi)
+};
+
+struct BackwardJob {
+  ElementType dtype;
+  int head_dim, head_dim_v;
+  float scale, softcap;  // softcap 0 = off
+  bool has_alibi;
+  KeyRowLocator k, v;    // the sequence's keys and values of one kv head
+  int key_begin, key_end;  // key-tile pass: the tile (<= kBackwardKeyTile keys);
+                           // query-tile pass: every key any row sees
+  const BackwardRow* rows;
+  int row_count;  // key-tile pass: any number; query-tile pass: <= kBackwardRowTile
+  // Key-tile pass: where dk and dv of key key_begin + j go, j < key_end - key_begin.
+  void* const* dk_rows;
+  void* const* dv_rows;
+};
+
+// Keys per tile of the key-tile pass and per block of the query-tile pass; query rows per block.
+constexpr int kBackwardKeyTile = 64;
+constexpr int kBackwardRowTile = 64;
+
+// The backward kernels of one instruction set.
+struct BackwardKernel {
+  size_t (*scratch_bytes)(int head_dim, int head_dim_v);
+  // dk, dv of the job's keys: sum over the job's rows (every head of a GQA group), written once.
+  void (*key_tile)(const BackwardJob& job, void* scratch);
+  // dq of the job's rows: sum over the keys they see, written once.
+  void (*query_tile)(const BackwardJob& job, void* scratch);
+};
+
+BackwardKernel portable_backward_kernel();
+#ifdef MFS_HAVE_X86_KERNELS
+BackwardKernel avx2_backward_kernel();
+BackwardKernel avx512_backward_kernel();
+#endif

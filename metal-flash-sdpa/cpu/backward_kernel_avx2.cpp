@@ -1,0 +1,36 @@
+// The backward tile kernels compiled for AVX2 + FMA + F16C by the target pragma below (no
+// compiler flags needed); the driver calls them only when the cpu has those.
+#include "backward_job.h"
+
+#ifdef MFS_HAVE_X86_KERNELS
+
+// Everything included before the pragma is compiled for the baseline ISA.
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#elif defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#endif
+
+// Register block of the products: 4 rows x 16 columns: 8 of the 16 ymm registers.
+#define MFS_BWD_ROWS 4
+#define MFS_BWD_VECS 1
+#include "backward_tile_kernel.h"
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#elif defined(__GNUC__)
+#pragma GCC pop_options
+#endif
+
+BackwardKernel avx2_backward_kernel() { return {bwd_scratch_bytes, bwd_key_tile, bwd_query_tile}; }
+
+#endif  // MFS_HAVE_X86_KERNELS

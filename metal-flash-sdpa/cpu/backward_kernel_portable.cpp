@@ -1,0 +1,17 @@
+// The backward tile kernels for any cpu, compiled for the baseline instruction set.
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "backward_job.h"
+
+// Register block of the products: 2 rows x 16 columns (8 of the 16 SSE registers).
+#define MFS_BWD_ROWS 2
+#define MFS_BWD_VECS 1
+#include "backward_tile_kernel.h"
+
+BackwardKernel portable_backward_kernel() { return {bwd_scratch_bytes, bwd_key_tile, bwd_query_tile}; }

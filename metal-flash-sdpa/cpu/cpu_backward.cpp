@@ -1,0 +1,318 @@
+// The cpu backward pass (FlashAttention-2): D = rowsum(dO * O) and the sink gradient per row, then
+// a key-tile pass (sequence, kv head, key tile) for dk and dv summed over the GQA group's heads,
+// and a query-tile pass (sequence, head, query tile) for dq. Every output row is computed by one
+// work item in a fixed order: no atomics, bitwise repeatable. Extra memory: D, one float per row
+// and head, plus per-thread scratch.
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+#include "../common/attention_backend.h"
+#include "../common/attention_semantics.h"
+#include "backward_job.h"
+#include "cpu_features.h"
+#include "cpu_sequences.h"
+
+namespace {
+
+BackwardKernel pick_backward_kernel() {
+#ifdef MFS_HAVE_X86_KERNELS
+  const CpuIsa isa = detected_cpu_isa();
+  if (isa == CpuIsa::kAvx512 || isa == CpuIsa::kAvx512Bf16) return avx512_backward_kernel();
+  if (isa == CpuIsa::kAvx2) return avx2_backward_kernel();
+#endif
+  return portable_backward_kernel();
+}
+
+ElementType element_type(at::ScalarType t) {
+  switch (t) {
+    case at::kHalf: return ElementType::kFloat16;
+    case at::kBFloat16: return ElementType::kBFloat16;
+    default: return ElementType::kFloat32;
+  }
+}
+
+// Below this much work per thread (~ multiply-adds), fewer threads.
+constexpr int64_t kMinCostPerThread = int64_t(1) << 21;
+
+// Runs `count` independent work items, longest first (the caller sorts), on torch's pool.
+template <typename Fn>
+void run_items(size_t count, int64_t total_cost, Fn&& fn) {
+  if (count == 0) return;
+  const int64_t threads = std::max<int64_t>(
+      1, std::min<int64_t>({at::get_num_threads(), int64_t(count), total_cost / kMinCostPerThread}));
+  std::atomic<size_t> next{0};
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    for (size_t i = next.fetch_add(1); i < count; i = next.fetch_add(1)) fn(i);
+  });
+}
+
+struct WorkItem {
+  int batch, head, begin, end;  // key-tile pass: kv head, keys; query-tile pass: q head, rows
+  int64_t cost;
+};
+
+void sort_by_cost(std::vector<WorkItem>& items) {
+  std::stable_sort(items.begin(), items.end(),
+                   [](const WorkItem& a, const WorkItem& b) { return a.cost > b.cost; });
+}
+
+// Everything the passes share.
+struct Call {
+  const AttentionParams& p;
+  const std::vector<Sequence>& seqs;
+  ElementType dtype;
+  size_t esize;
+  const char *q, *k, *v, *dout;
+  char *dq, *dk, *dv;
+  int64_t dout_batch, dout_row, dout_head;  // element strides of dout
+  int64_t dq_batch, dq_row, dq_head;
+  int64_t dk_batch, dk_row, dk_head, dv_batch, dv_row, dv_head;
+  const float* lse;
+  const float* alibi;
+  const float* d;  // D, indexed like lse rows: [row_base(b) + row] * heads_q + h
+  int64_t rows_per_batch;  // fixed length: seqlen_q; varlen: 0 (rows are global tokens)
+
+  int64_t d_index(int b, int h, int row) const {
+    const int64_t token = int64_t(b) * rows_per_batch + seqs[b].q_begin + row;
+    return token * p.heads_q + h;
+  }
+  float lse_of(int b, int h, int row) const {
+    return lse[b * p.lse_batch_stride + h * p.lse_head_stride + seqs[b].q_begin + row];
+  }
+};
+
+BackwardRow make_row(const Call& c, int b, int h, int row) {
+  const AttentionParams& p = c.p;
+  const Sequence& s = c.seqs[b];
+  const int64_t token = s.q_begin + row;
+  BackwardRow r;
+  r.q = c.q + (b * p.q_batch_stride + token * p.q_row_stride + h * p.q_head_stride) * c.esize;
+  r.dout = c.dout + (b * c.dout_batch + token * c.dout_row + h * c.dout_head) * c.esize;
+  r.dq = c.dq + (b * c.dq_batch + token * c.dq_row + h * c.dq_head) * c.esize;
+  r.lse = c.lse_of(b, h, row);
+  r.d = c.d[c.d_index(b, h, row)];
+  const KeyRange range = visible_keys(row, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
+  r.key_begin = range.begin;
+  r.key_end = range.end;
+  r.diagonal = row + s.seqlen_k - s.seqlen_q;
+  r.slope = c.alibi ? c.alibi[int64_t(b) * p.alibi_batch_stride + h] : 0.0f;
+  return r;
+}
+
+BackwardJob make_job(const Call& c, int b, int kv_head) {
+  const AttentionParams& p = c.p;
+  const Sequence& s = c.seqs[b];
+  BackwardJob job{};
+  job.dtype = c.dtype;
+  job.head_dim = p.head_dim;
+  job.head_dim_v = p.head_dim_v;
+  job.scale = p.scale;
+  job.softcap = p.softcap;
+  job.has_alibi = c.alibi != nullptr;
+  job.k.base = c.k + (b * p.k_batch_stride + int64_t(s.k_begin) * p.k_row_stride + kv_head * p.k_head_stride) * c.esize;
+  job.k.row_stride = p.k_row_stride * c.esize;
+  job.v.base = c.v + (b * p.v_batch_stride + int64_t(s.k_begin) * p.v_row_stride + kv_head * p.v_head_stride) * c.esize;
+  job.v.row_stride = p.v_row_stride * c.esize;
+  return job;
+}
+
+// D = rowsum(dO * O) for every row of every sequence (fp32, in a fixed order), and the sink
+// gradient d s_aux[h] = sum over rows of sink_gradient(), summed per head in row order.
+void row_terms(const Call& c, const AttentionTensors& t, const AttentionGradients& g,
+               std::vector<float>& d) {
+  const AttentionParams& p = c.p;
+  const at::Tensor out = t.out.to(at::kFloat);
+  const at::Tensor dout = g.dout.to(at::kFloat);
+  const float* o = out.data_ptr<float>();
+  const float* dO = dout.data_ptr<float>();
+  const int r = (p.flags & kVarlenQ) ? 0 : 1;
+  const int64_t o_b = r ? out.stride(0) : 0, o_row = out.stride(r), o_h = out.stride(r + 1);
+  const int64_t g_b = r ? dout.stride(0) : 0, g_row = dout.stride(r), g_h = dout.stride(r + 1);
+  at::parallel_for(0, p.batch, 1, [&](int64_t b0, int64_t b1) {
+    for (int b = int(b0); b < int(b1); ++b) {
+      const Sequence& s = c.seqs[b];
+      for (int row = 0; row < s.seqlen_q; ++row) {
+        const int64_t token = s.q_begin + row;
+        for (int h = 0; h < p.heads_q; ++h) {
+          const float* orow = o + b * o_b + token * o_row + h * o_h;
+          const float* grow = dO + b * g_b + token * g_row + h * g_h;
+          float acc = 0.0f;
+          for (int e = 0; e < p.head_dim_v; ++e) acc += orow[e] * grow[e];
+          d[c.d_index(b, h, row)] = acc;
+        }
+      }
+    }
+  });
+  if (!(p.flags & kHasSinks)) return;
+  const at::Tensor sinks = t.sinks->to(at::kFloat).contiguous();
+  float* ds = g.ds_aux.data_ptr<float>();
+  for (int h = 0; h < p.heads_q; ++h) {
+    const float sink = sinks.data_ptr<float>()[h];
+    float acc = 0.0f;
+    for (int b = 0; b < p.batch; ++b) {
+      for (int row = 0; row < c.seqs[b].seqlen_q; ++row) {
+        acc += sink_gradient(sink, c.lse_of(b, h, row), d[c.d_index(b, h, row)]);
+      }
+    }
+    ds[h] = acc;
+  }
+}
+
+// Per-thread memory kept across calls (as the forward's).
+struct BackwardWorkspace {
+  std::vector<char> buffer;
+  std::vector<BackwardRow> rows;
+  std::vector<void*> dk_rows, dv_rows;
+
+  void* scratch(size_t bytes) {
+    if (buffer.size() < bytes + 64) buffer.resize(bytes + 64);
+    return reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(buffer.data()) + 63) & ~uintptr_t(63));
+  }
+};
+
+BackwardWorkspace& backward_workspace() {
+  static thread_local BackwardWorkspace workspace;
+  return workspace;
+}
+
+// dk, dv: one item per (sequence, kv head, key tile), over every query row that sees the tile
+// in every head of the kv head's group.
+void key_tile_pass(const Call& c, const BackwardKernel& kernel, size_t scratch_bytes) {
+  const AttentionParams& p = c.p;
+  const int group = p.heads_q / p.heads_kv;
+  const int64_t dims = p.head_dim + p.head_dim_v;
+  std::vector<WorkItem> items;
+  int64_t total = 0;
+  for (int b = 0; b < p.batch; ++b) {
+    const Sequence& s = c.seqs[b];
+    for (int k0 = 0; k0 < s.seqlen_k; k0 += kBackwardKeyTile) {
+      const int k1 = std::min(s.seqlen_k, k0 + kBackwardKeyTile);
+      const KeyRange rows = visible_queries_for_keys(k0, k1, s.seqlen_q, s.seqlen_k,
+                                                     p.window_left, p.window_right);
+      if (rows.end <= rows.begin) continue;  // no query sees these keys: dk = dv = 0
+      const int64_t cost = int64_t(group) * (rows.end - rows.begin + 16) * (k1 - k0) * dims * 2;
+      for (int kvh = 0; kvh < p.heads_kv; ++kvh) {
+        items.push_back({b, kvh, k0, k1, cost});
+        total += cost;
+      }
+    }
+  }
+  sort_by_cost(items);
+  run_items(items.size(), total, [&](size_t i) {
+    const WorkItem& w = items[i];
+    const Sequence& s = c.seqs[w.batch];
+    BackwardWorkspace& ws = backward_workspace();
+    const KeyRange visible = visible_queries_for_keys(w.begin, w.end, s.seqlen_q, s.seqlen_k,
+                                                      p.window_left, p.window_right);
+    ws.rows.clear();
+    for (int hh = 0; hh < group; ++hh) {
+      for (int row = visible.begin; row < visible.end; ++row) {
+        ws.rows.push_back(make_row(c, w.batch, w.head * group + hh, row));
+      }
+    }
+    ws.dk_rows.resize(kBackwardKeyTile);
+    ws.dv_rows.resize(kBackwardKeyTile);
+    for (int j = w.begin; j < w.end; ++j) {
+      const int64_t key = s.k_begin + j;
+      ws.dk_rows[j - w.begin] = c.dk + (w.batch * c.dk_batch + key * c.dk_row + w.head * c.dk_head) * c.esize;
+      ws.dv_rows[j - w.begin] = c.dv + (w.batch * c.dv_batch + key * c.dv_row + w.head * c.dv_head) * c.esize;
+    }
+    BackwardJob job = make_job(c, w.batch, w.head);
+    job.key_begin = w.begin;
+    job.key_end = w.end;
+    job.rows = ws.rows.data();
+    job.row_count = int(ws.rows.size());
+    job.dk_rows = ws.dk_rows.data();
+    job.dv_rows = ws.dv_rows.data();
+    kernel.key_tile(job, ws.scratch(scratch_bytes));
+  });
+}
+
+// dq: one item per (sequence, q head, query tile), over the keys its rows see.
+void query_tile_pass(const Call& c, const BackwardKernel& kernel, size_t scratch_bytes) {
+  const AttentionParams& p = c.p;
+  const int group = p.heads_q / p.heads_kv;
+  const int64_t dims = p.head_dim + p.head_dim_v;
+  std::vector<WorkItem> items;
+  int64_t total = 0;
+  for (int b = 0; b < p.batch; ++b) {
+    const Sequence& s = c.seqs[b];
+    for (int q0 = 0; q0 < s.seqlen_q; q0 += kBackwardRowTile) {
+      const int q1 = std::min(s.seqlen_q, q0 + kBackwardRowTile);
+      const KeyRange hull = visible_keys_for_rows(q0, q1, s.seqlen_q, s.seqlen_k,
+                                                  p.window_left, p.window_right);
+      const int keys = std::max(0, std::min(hull.end, s.seqlen_k) - std::max(hull.begin, 0));
+      if (keys == 0) continue;  // no row sees a key: dq = 0
+      const int64_t cost = int64_t(q1 - q0 + 16) * (keys + 16) * dims * 2;
+      for (int h = 0; h < p.heads_q; ++h) {
+        items.push_back({b, h, q0, q1, cost});
+        total += cost;
+      }
+    }
+  }
+  sort_by_cost(items);
+  run_items(items.size(), total, [&](size_t i) {
+    const WorkItem& w = items[i];
+    const Sequence& s = c.seqs[w.batch];
+    BackwardWorkspace& ws = backward_workspace();
+    ws.rows.clear();
+    int begin = s.seqlen_k, end = 0;
+    for (int row = w.begin; row < w.end; ++row) {
+      ws.rows.push_back(make_row(c, w.batch, w.head, row));
+      const BackwardRow& r = ws.rows.back();
+      if (r.key_begin < r.key_end) {
+        begin = std::min(begin, r.key_begin);
+        end = std::max(end, r.key_end);
+      }
+    }
+    if (end <= begin) return;
+    BackwardJob job = make_job(c, w.batch, w.head / group);
+    job.key_begin = begin;
+    job.key_end = end;
+    job.rows = ws.rows.data();
+    job.row_count = int(ws.rows.size());
+    kernel.query_tile(job, ws.scratch(scratch_bytes));
+  });
+}
+
+}  // namespace
+
+void run_attention_backward(const AttentionParams& p, const AttentionTensors& t,
+                            const AttentionGradients& g) {
+  const std::vector<Sequence> seqs = resolve_sequences(p, t);
+  const bool varlen_q = p.flags & kVarlenQ;
+  const int r = varlen_q ? 0 : 1;
+  const int64_t rows_per_batch = varlen_q ? 0 : p.q_rows;
+  const int64_t total_rows = varlen_q ? p.q_rows : int64_t(p.batch) * p.q_rows;
+  std::vector<float> d(size_t(total_rows) * p.heads_q, 0.0f);
+  const ElementType dtype = element_type(t.q.scalar_type());
+  const bool k_batched = g.dk.dim() == 4;
+  Call c{p,
+         seqs,
+         dtype,
+         element_size(dtype),
+         static_cast<const char*>(t.q.data_ptr()),
+         static_cast<const char*>(t.k.data_ptr()),
+         static_cast<const char*>(t.v.data_ptr()),
+         static_cast<const char*>(g.dout.data_ptr()),
+         static_cast<char*>(g.dq.data_ptr()),
+         static_cast<char*>(g.dk.data_ptr()),
+         static_cast<char*>(g.dv.data_ptr()),
+         r ? g.dout.stride(0) : 0, g.dout.stride(r), g.dout.stride(r + 1),
+         r ? g.dq.stride(0) : 0, g.dq.stride(r), g.dq.stride(r + 1),
+         k_batched ? g.dk.stride(0) : 0, g.dk.stride(k_batched ? 1 : 0), g.dk.stride(k_batched ? 2 : 1),
+         k_batched ? g.dv.stride(0) : 0, g.dv.stride(k_batched ? 1 : 0), g.dv.stride(k_batched ? 2 : 1),
+         t.lse.data_ptr<float>(),
+         p.flags & kHasAlibi ? t.alibi_slopes->data_ptr<float>() : nullptr,
+         d.data(),
+         rows_per_batch};
+  row_terms(c, t, g, d);
+  const BackwardKernel kernel = pick_backward_kernel();
+  const size_t scratch_bytes = kernel.scratch_bytes(p.head_dim, p.head_dim_v);
+  key_tile_pass(c, kernel, scratch_bytes);
+  query_tile_pass(c, kernel, scratch_bytes);
+}

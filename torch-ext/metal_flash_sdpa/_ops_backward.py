@@ -1,0 +1,56 @@
+"""Autograd of the functional forward op: the backward op's fake implementation and the formula
+registered with torch.library.register_autograd (FlashAttention-2: the forward saves q, k, v, out
+and the fp32 lse, the backward op recomputes the probabilities tile by tile)."""
+
+from __future__ import annotations
+
+import torch
+
+from ._ops import add_op_namespace_prefix, ops
+
+
+@torch.library.register_fake(add_op_namespace_prefix("bwd"))
+def _bwd_fake(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, alibi_slopes, s_aux,
+              max_seqlen_q, max_seqlen_k, softmax_scale, softcap, window_left, window_right):
+    ds_aux = (s_aux.new_empty(s_aux.shape) if s_aux is not None
+              else q.new_empty([0], dtype=torch.float32))
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), ds_aux
+
+
+def _setup_context(ctx, inputs, output):
+    (q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes, s_aux,
+     max_seqlen_q, max_seqlen_k, softmax_scale, softcap, window_left, window_right,
+     return_lse) = inputs
+    # Runs only when a gradient is needed (grad mode on, an input requires grad).
+    if block_table is not None or seqused_k is not None:
+        raise NotImplementedError(
+            "metal-flash-sdpa has no backward for paged K/V (block_table) or kv-cache calls "
+            "(seqused_k, flash_attn_with_kvcache): run them under torch.no_grad() or pass "
+            "tensors that do not require grad")
+    if not return_lse:
+        raise ValueError("the fwd op is differentiable only with return_lse=True (its backward "
+                         "needs the lse); the Python entry points do this")
+    out, lse = output
+    ctx.mark_non_differentiable(lse)  # as flash-attn: the returned lse has no gradient
+    ctx.save_for_backward(q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, alibi_slopes, s_aux)
+    ctx.scalars = (max_seqlen_q, max_seqlen_k, softmax_scale, softcap, window_left, window_right)
+
+
+def _backward(ctx, grad_out, grad_lse):
+    q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, alibi_slopes, s_aux = ctx.saved_tensors
+    dq, dk, dv, ds_aux = ops.bwd(grad_out, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k,
+                                 alibi_slopes, s_aux, *ctx.scalars)
+    # Gradients for q, k, v, then none for offsets, block_table, ALiBi slopes (as flash-attn)
+    # and the ints; s_aux's own.
+    return (dq, dk, dv, None, None, None, None, None,
+            ds_aux if s_aux is not None else None, None, None, None, None, None, None, None)
+
+
+torch.library.register_autograd(add_op_namespace_prefix("fwd"), _backward,
+                                setup_context=_setup_context)
+
+
+def needs_grad(*tensors) -> bool:
+    """Whether autograd will record a call on these tensors (what setup_context sees)."""
+    return torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in tensors)
