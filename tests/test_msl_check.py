@@ -264,8 +264,10 @@ PLANTED_INSTANTIATE(float, f32, 64)
 PLANTED_INSTANTIATE(half, f16, 64)
 PLANTED_INSTANTIATE(bfloat, bf16, 128)
 
+METAL_FUNC float planted_half_of(uint i) { return 0.5 * float(i); }
+
 kernel void planted_plain(device float* out [[buffer(0)]], uint i [[thread_position_in_grid]]) {
-  out[i] = 0.5 * float(i);
+  out[i] = planted_half_of(i);
 }
 """
 

@@ -385,6 +385,11 @@ template <typename T>
 __local T& threadgroup_storage();
 }  // namespace mslc
 
+// ---- METAL_FUNC ---------------------------------------------------------------------------------
+// Not in the specification's text: the function qualifier Apple's <metal_stdlib> defines and MSL
+// libraries use (e.g. MLX's kernels), an always-inlined inline function.
+#define METAL_FUNC inline __attribute__((__always_inline__))
+
 // ---- Type traits and numeric limits -----------------------------------------------------------
 // Not specified name by name in the MSL specification: Apple's <metal_type_traits> and
 // <metal_limits> (included by <metal_stdlib>) provide C++'s traits in namespace metal, and MSL
