@@ -20,7 +20,8 @@ It also prints the design counters the simulator keeps per launch:
 - mask evaluations (per (row, key) element, counted by the kernels' masked score function):
   only diagonal, window-edge and sequence-end tiles may be masked; `edge` is the bound (each
   8-row group's keys that some but not all of its rows see, plus two key tiles of slack);
-- barriers per K/V tile (prefill; decode's key loop has none);
+- barriers per K/V tile (prefill: two per tile plus one per threadgroup; decode's key loop has
+  none, only the final combine);
 - SIMD-groups per GPU core that the plan launches for the issue's decode shape on a 38-core and
   a 10-core GPU (tests/metal_design/plan.py, the plan as plain C++).
 
@@ -193,6 +194,8 @@ def measure(fa, c: Config) -> dict:
         for name, n in r.get("events", {}).items():
             events[name] = events.get(name, 0) + n
         if family:
+            # threadgroups that did any work (a prefill threadgroup past its sequence's rows
+            # returns before its first barrier)
             barriers[family] = (r["threadgroup_barriers"], r["threadgroups"])
         for b in r["buffers"]:
             if b["set_bytes"] or b["index"] < 0:
@@ -210,6 +213,7 @@ def measure(fa, c: Config) -> dict:
                 kv_load_width=kv_bytes / kv_loads if kv_loads else 0.0,
                 mask_evaluations=events.get("mask_evaluations", 0),
                 barriers_per_kv_tile=prefill_barriers / tiles if tiles else None,
+                prefill_barriers=prefill_barriers, kv_tiles=tiles,
                 decode_barriers_per_threadgroup=(barriers["decode"][0] / barriers["decode"][1]
                                                  if "decode" in barriers else None))
 

@@ -86,7 +86,7 @@ constexpr int mfs_prefill_bk(int d, int elem_bytes) {
 }
 constexpr int mfs_prefill_ld(int d, int elem_bytes) { return d + mfs_tile_pad(elem_bytes); }
 // Threadgroup memory of one prefill threadgroup: a K tile (stored transposed, [d][bk + pad]), a
-// V tile ([bk][d + pad]), the tile rows' (page, row in page) (paged K/V) and, with a head-dim
+// V tile ([bk][d + pad]), the tile rows' (page, row in page) for two tiles (paged K/V) and, with a head-dim
 // split, each SIMD-group's partial S (8 x BK floats).
 constexpr int mfs_prefill_partial_s_bytes(int d, int elem_bytes) {
   return mfs_prefill_dsplit(d) > 1 ? mfs_prefill_simdgroups(d) * 8 * mfs_prefill_bk(d, elem_bytes) * 4 : 0;
@@ -94,7 +94,7 @@ constexpr int mfs_prefill_partial_s_bytes(int d, int elem_bytes) {
 constexpr int mfs_prefill_tg_bytes(int d, int elem_bytes) {
   return d * (mfs_prefill_bk(d, elem_bytes) + mfs_tile_pad(elem_bytes)) * elem_bytes +
          mfs_prefill_bk(d, elem_bytes) * mfs_prefill_ld(d, elem_bytes) * elem_bytes +
-         mfs_prefill_bk(d, elem_bytes) * 8 + mfs_prefill_partial_s_bytes(d, elem_bytes);
+         mfs_prefill_bk(d, elem_bytes) * 16 + mfs_prefill_partial_s_bytes(d, elem_bytes);
 }
 // Registers of one prefill thread: Q fragments (stored in the input dtype: 1 register per 8x8
 // fragment for half/bfloat, 2 for float), O fragments (fp32, 2 each) of its head-dim share, the

@@ -1,10 +1,10 @@
 // Prefill: one threadgroup owns BQ = 32 query rows of one (sequence, query head), in 4 row groups
 // of 8 rows. K and V stream through threadgroup memory in tiles of BK keys; S = Q.K^T and
 // O += P.V are 8x8 simdgroup_matrix MMAs accumulating in fp32; the softmax is online, in log2
-// units. Per K/V tile (three barriers):
+// units. Per K/V tile (two barriers):
 //   stage K (stored transposed: the layout S = Q.K^T reads, one 2-element read per fragment)
-//   | S = Q.K^T, while the V tile is staged (its loads' latency hides behind S and the softmax)
-//   | softmax, O += P.V.
+//   | S = Q.K^T, then stage V (its loads' latency hides behind the softmax)
+//   | softmax, O += P.V (and stage the next K).
 // Key tiles outside the union of the tile's rows' visible ranges (causal, window) are never
 // loaded; a tile every row of a SIMD-group sees whole (interior) takes a path with no
 // per-element mask or bound, only the diagonal, window-edge and sequence-end tiles are masked.
@@ -54,8 +54,9 @@ template <typename T, int D>
   threadgroup T kv_tiles[mfs_prefill_tg_bytes(D, ES) / ES];
   threadgroup T* kt_tile = kv_tiles;
   threadgroup T* v_tile = kv_tiles + D * LDK;
-  threadgroup int* page_rows = (threadgroup int*)(v_tile + BK * LD);  // (page, row in page)
-  threadgroup float* partial_s = (threadgroup float*)(page_rows + 2 * BK);
+  // (page, row in page) of each tile row, two buffers: the tile staged now, the next one.
+  threadgroup int* page_rows = (threadgroup int*)(v_tile + BK * LD);
+  threadgroup float* partial_s = (threadgroup float*)(page_rows + 4 * BK);
 
   const int b = (int)tg.z;
   const int h = (int)tg.y;
@@ -135,8 +136,8 @@ template <typename T, int D>
   }
   const long k_tile_step = (long)BK * p.k_row_stride;
   const long v_tile_step = (long)BK * p.v_row_stride;
-  // Paged K/V: each tile row's element offset (page and row in page) of the tile being staged,
-  // looked up once per row; the first tile's here, each next one's after the current V is staged.
+  // Paged K/V: each tile row's (page, row in page), looked up once per row: the first tile's
+  // here, each next one's (into the other buffer) while the current tile is staged.
   if (mfs_paged_kv) {
     for (int r = (int)tid; r < min(BK, hull.end - hull.begin); r += NT) {
       const int key = hull.begin + r;
@@ -144,21 +145,27 @@ template <typename T, int D>
       page_rows[2 * r + 1] = key % p.page_size;
     }
   }
+  threadgroup_barrier(mem_flags::mem_threadgroup);  // the first tile's pages are visible
 
-  for (int k0 = hull.begin; k0 < hull.end; k0 += BK) {
+  // Two barriers per tile. Staging K of tile t + 1 needs no barrier of its own: every S of tile
+  // t was computed before the barrier that completed V of tile t, and V of tile t + 1 is staged
+  // after the barrier that completes K of tile t + 1, which no thread reaches before its P.V of
+  // tile t is done.
+  int tile = 0;
+  for (int k0 = hull.begin; k0 < hull.end; k0 += BK, ++tile) {
     const int kn = min(BK, hull.end - k0);  // keys of this tile
+    threadgroup const int* pages = page_rows + (tile % 2) * 2 * BK;
     if (tid == 0) MSL_SIM_COUNT("kv_tiles", 1);
 
     // (1) Stage K, transposed. K rows past kn are never used: their scores are masked.
-    threadgroup_barrier(mem_flags::mem_threadgroup);  // all done with the last tile
 #pragma unroll
     for (int n = 0; n < SLOTS; ++n) {
       const int r = kslot[n].row;
       if (r < 0 || r >= kn) continue;
       const device T* src = ksrc[n];
       if (mfs_paged_kv) {
-        src = k + (long)page_rows[2 * r] * p.k_batch_stride +
-              (long)page_rows[2 * r + 1] * p.k_row_stride + k_head + kslot[n].chunk * 8;
+        src = k + (long)pages[2 * r] * p.k_batch_stride + (long)pages[2 * r + 1] * p.k_row_stride +
+              k_head + kslot[n].chunk * 8;
       }
       store_chunk8(kt_tile + kslot[n].chunk * 8 * LDK + r, LDK, load_chunk8(src));
     }
@@ -210,8 +217,8 @@ template <typename T, int D>
       }
       const device T* src = vsrc[n];
       if (mfs_paged_kv) {
-        src = v + (long)page_rows[2 * r] * p.v_batch_stride +
-              (long)page_rows[2 * r + 1] * p.v_row_stride + v_head + vslot[n].chunk * 8;
+        src = v + (long)pages[2 * r] * p.v_batch_stride + (long)pages[2 * r + 1] * p.v_row_stride +
+              v_head + vslot[n].chunk * 8;
       }
       store_chunk8(dst, 1, load_chunk8(src));
     }
@@ -220,14 +227,15 @@ template <typename T, int D>
       ksrc[n] += k_tile_step;
       vsrc[n] += v_tile_step;
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup);  // the V tile (and partial S) complete
-    if (mfs_paged_kv) {  // the next tile's row offsets (this tile's are no longer read)
+    if (mfs_paged_kv) {  // the next tile's rows, into the buffer tile t - 1 used
+      threadgroup int* next = page_rows + ((tile + 1) % 2) * 2 * BK;
       for (int r = (int)tid; r < min(BK, hull.end - k0 - BK); r += NT) {
         const int key = k0 + BK + r;
-        page_rows[2 * r] = key_page(p, block_table, b, key);
-        page_rows[2 * r + 1] = key % p.page_size;
+        next[2 * r] = key_page(p, block_table, b, key);
+        next[2 * r + 1] = key % p.page_size;
       }
     }
+    threadgroup_barrier(mem_flags::mem_threadgroup);  // V, partial S and next pages complete
     if (j_begin >= j_end) continue;  // nothing of this tile for these rows (whole SIMD-group)
     if (DS > 1) {
       const int other = ((int)sg + MFS_PREFILL_ROW_GROUPS) % NSG;

@@ -62,7 +62,7 @@ class Mutant:
 MUTANTS = [
     # threadgroup_barrier sites, in source order: before staging a tile, after the paged rows'
     # page lookup, after staging
-    Mutant("prefill_barrier_before_k", "attention_prefill.metal",
+    Mutant("prefill_barrier_first_pages", "attention_prefill.metal",
            remove_nth("threadgroup_barrier(", 0)),
     Mutant("prefill_barrier_after_k", "attention_prefill.metal",
            remove_nth("threadgroup_barrier(", 1)),
