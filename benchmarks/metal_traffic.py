@@ -13,8 +13,21 @@ minimum:
 - MMA work: the 8x8x8 multiply-accumulates of the (row, visible key) pairs, (D + Dv) / 512 each;
   a causal or windowed call may exceed it by at most one diagonal BQ x BQ tile per query tile.
 
+It also prints the design counters the simulator keeps per launch:
+
+- K/V load width: bytes per load instruction of the k and v buffers (vector loads: >= 8 for
+  float16/bfloat16, >= 16 for float32);
+- mask evaluations (per (row, key) element, counted by the kernels' masked score function):
+  only diagonal, window-edge and sequence-end tiles may be masked; `edge` is the bound (each
+  8-row group's keys that some but not all of its rows see, plus two key tiles of slack);
+- barriers per K/V tile (prefill: two per tile plus one per threadgroup; decode's key loop has
+  none, only the final combine);
+- SIMD-groups per GPU core that the plan launches for the issue's decode shape on a 38-core and
+  a 10-core GPU (tests/metal_design/plan.py, the plan as plain C++).
+
 tests/test_metal_design.py asserts the same numbers (bytes within 10 %, work within a diagonal
-tile row). Timing is not modelled: this is about what the design reads and computes.
+tile row, the counters' bounds). Timing is not modelled: this is about what the design reads and
+computes.
 """
 
 from __future__ import annotations
@@ -104,7 +117,36 @@ def design_minimum(c: Config, decode: bool) -> dict:
                 tiles += c.heads
     return dict(q=q, kv=kv, o=o, lse=lse, total=q + kv + o + lse,
                 ideal_mma=pairs * (c.head_dim + c.dv) / 512,
-                diagonal_allowance=tiles * BQ * BQ * (c.head_dim + c.dv) / 512)
+                diagonal_allowance=tiles * BQ * BQ * (c.head_dim + c.dv) / 512,
+                mask_bound=mask_bound(c, decode))
+
+
+MAX_BK = 32  # the widest key tile (metal_kernel_config.h, mfs_prefill_bk)
+
+
+def mask_bound(c: Config, decode: bool) -> int:
+    """Mask evaluations a design that masks only edge tiles may make: for each group of 8 rows
+    (a SIMD-group's rows; decode: a threadgroup's rows), the keys some but not all of its rows see,
+    plus two key tiles of slack (a tile straddling each edge), times its rows, times the heads."""
+    left, right = c.window
+    if c.causal:
+        right = 0
+    total = 0
+    group = MFS_DECODE_MAX_Q if decode else 8
+    for sq, sk in zip(c.lengths_q, c.lengths_k):
+        ranges = [visible(i, sq, sk, left, right) for i in range(sq)]
+        for g0 in range(0, sq, group):
+            rows = ranges[g0:g0 + group]
+            some = max(r[1] for r in rows) - min(r[0] for r in rows)
+            every = max(0, min(r[1] for r in rows) - max(r[0] for r in rows))
+            edge = some - every
+            if edge or len(rows) < group or (some % MAX_BK):
+                edge += 2 * MAX_BK
+            total += len(rows) * edge * c.heads
+    return total
+
+
+MFS_DECODE_MAX_Q = 8
 
 
 def run_config(fa, c: Config) -> list[dict]:
@@ -142,17 +184,53 @@ def measure(fa, c: Config) -> dict:
     decode = any(k.startswith("mfs_decode_") for k in kernels)
     by_name: dict[str, int] = {}
     mma = 0
+    kv_bytes = kv_loads = 0
+    events: dict[str, int] = {}
+    barriers = {}
     for r in reports:
         mma += r["simdgroup_mma"]
+        family = "prefill" if r["kernel"].startswith("mfs_prefill_") else (
+            "decode" if re.match(r"mfs_decode_(f32|f16|bf16)_d", r["kernel"]) else None)
+        for name, n in r.get("events", {}).items():
+            events[name] = events.get(name, 0) + n
+        if family:
+            # threadgroups that did any work (a prefill threadgroup past its sequence's rows
+            # returns before its first barrier)
+            barriers[family] = (r["threadgroup_barriers"], r["threadgroups"])
         for b in r["buffers"]:
             if b["set_bytes"] or b["index"] < 0:
                 continue  # constant data (setBytes) and threadgroup memory are not device traffic
             by_name[b["name"]] = by_name.get(b["name"], 0) + b["bytes_read"] + b["bytes_written"]
+            if family and b["name"] in ("k", "v"):
+                kv_bytes += b["bytes_read"]
+                kv_loads += sum(b.get("loads_by_width", []))
     total = sum(by_name.values())
     minimum = design_minimum(c, decode)
+    tiles = events.get("kv_tiles", 0)
+    prefill_barriers = barriers.get("prefill", (0, 0))[0]
     return dict(config=c.name, kernels=kernels, bytes=by_name, total=total, minimum=minimum,
-                ratio=total / minimum["total"], mma=mma,
-                reports=reports)
+                ratio=total / minimum["total"], mma=mma, reports=reports,
+                kv_load_width=kv_bytes / kv_loads if kv_loads else 0.0,
+                mask_evaluations=events.get("mask_evaluations", 0),
+                barriers_per_kv_tile=prefill_barriers / tiles if tiles else None,
+                prefill_barriers=prefill_barriers, kv_tiles=tiles,
+                decode_barriers_per_threadgroup=(barriers["decode"][0] / barriers["decode"][1]
+                                                 if "decode" in barriers else None))
+
+
+# The issue's decode shape: batch 1, 8 KV heads, GQA 4 (32 query heads), 4096 keys, one query.
+DECODE_SHAPE = dict(batch=1, heads_q=32, heads_kv=8, head_dim=128, head_dim_v=128,
+                    max_seqlen_q=1, max_seqlen_k=4096, flags=(1 << 0) | (1 << 1),
+                    q_rows=1, k_rows=4096)
+
+
+def decode_simdgroups_per_core(cores: int, dtype: str = "f16", **fields) -> float:
+    """SIMD-groups the plan launches per GPU core for the decode kernel of the decode shape."""
+    from metal_design.plan import plan
+
+    p = plan(dtype, "f32", **{**DECODE_SHAPE, **fields}, gpu_cores=cores)
+    decode = [l for l in p["launches"] if re.match(r"mfs_decode_(f32|f16|bf16)_d", l["kernel"])]
+    return decode[0]["simdgroups"] / cores
 
 
 def load_sim_build():
@@ -174,8 +252,10 @@ def main() -> None:
               f" {'+diag':>7s}")
     print(header)
     print("-" * len(header))
+    counters = []
     for c in CONFIGS:
         m = measure(fa, c)
+        counters.append(m)
         other = sum(v for k, v in m["bytes"].items() if k not in ("q", "k", "v", "out", "lse"))
         mn = m["minimum"]
         tiled = [k for k in m["kernels"] if re.search(r"_d\d+$", k)]
@@ -193,6 +273,25 @@ def main() -> None:
           " minimum: Q once, K/V once per query tile (prefill) or GQA group (decode), O/lse once;"
           "\nMMAs: 8x8x8 simdgroup MMAs counted (decode is vector code: none); ideal: visible"
           " (row, key) pairs x (D + Dv) / 512; +diag: one BQ x BQ tile per query tile.")
+    print()
+    header = (f"{'config':22s} {'K/V B/load':>10s} {'mask evals':>11s} {'edge bound':>11s}"
+              f" {'barriers/KV tile':>16s} {'decode barriers/tg':>18s}")
+    print(header)
+    print("-" * len(header))
+    for m in counters:
+        bpt = m["barriers_per_kv_tile"]
+        dec = m["decode_barriers_per_threadgroup"]
+        print(f"{m['config']:22s} {m['kv_load_width']:10.2f} {m['mask_evaluations']:11,d}"
+              f" {m['minimum']['mask_bound']:11,d} {'-' if bpt is None else f'{bpt:.2f}':>16s}"
+              f" {'-' if dec is None else f'{dec:.2f}':>18s}")
+    print("\nK/V B/load: bytes per load instruction of k and v (prefill/decode kernels);"
+          " mask evals: (row, key) elements\nthe masked score function evaluated; edge bound:"
+          " what masking only edge tiles allows.")
+    print()
+    for cores in (38, 10):
+        per_core = decode_simdgroups_per_core(cores)
+        print(f"decode shape (batch 1, 8 KV heads, GQA 4, 4096 keys, f16 d128): "
+              f"{per_core:.1f} SIMD-groups per core on a {cores}-core GPU")
 
 
 if __name__ == "__main__":

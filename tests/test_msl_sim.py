@@ -20,7 +20,7 @@ import build  # noqa: E402
 import sim  # noqa: E402
 
 EXAMPLES = ["reduce", "gemm", "function_constants", "vectors", "lane_layout", "collectives", "translation",
-            "threadgroup_locals", "shared_header_a", "shared_header_b"]
+            "threadgroup_locals", "shared_header_a", "shared_header_b", "counters"]
 BROKEN = ["missing_barrier", "divergent_barrier", "divergent_simd", "deadlock", "threadgroup_overflow",
           "out_of_bounds"]
 
@@ -42,6 +42,20 @@ def lib():
 
 
 # ---- examples ----
+
+@pytest.mark.kernels_ci
+def test_load_widths_and_events(lib):
+    n = 64
+    h = np.arange(4 * n, dtype=np.float16)
+    f = np.arange(4 * n, dtype=np.float32)
+    out = np.zeros(n, np.float32)
+    r = lib.run("widths", grid=(1, 1, 1), threads=(n, 1, 1), buffers={0: h, 1: f, 2: out})
+    widths = {b["index"]: b["loads_by_width"] for b in r["buffers"] if b["index"] >= 0}
+    assert widths[0] == [0, 0, 0, n, 0, 0]       # 1, 2, 4, 8, 16 bytes, other
+    assert widths[1] == [0, 0, n, 0, n, 0]
+    assert r["events"] == {"threads": n, "even_threads_twice": n}
+    np.testing.assert_allclose(out[1], 4 + 5 + 6 + 7 + 4 + 5 + 6 + 7 + 1)
+
 
 @pytest.mark.kernels_ci
 @pytest.mark.parametrize("schedule", ["in_order", "reverse", "random"])

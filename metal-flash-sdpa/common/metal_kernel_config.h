@@ -23,7 +23,19 @@
 #define MFS_BUF_ARGS 14    // MetalLaunchArgs (setBytes)
 
 // ---- [[function_constant(n)]] indices ----
+// Per-call features are function constants (MSL spec, "Function Constants"): the pipeline is
+// specialised per combination, so a feature that is off costs no branch in the inner loops.
 #define MFS_FC_SINK_DTYPE 0  // int: dtype of s_aux (MfsDtype)
+#define MFS_FC_VARLEN_Q 1    // bool: kVarlenQ
+#define MFS_FC_VARLEN_K 2    // bool: kVarlenK
+#define MFS_FC_SEQUSED_K 3   // bool: kSequsedK
+#define MFS_FC_PAGED_KV 4    // bool: kPagedKV
+#define MFS_FC_ALIBI 5       // bool: kHasAlibi
+#define MFS_FC_SOFTCAP 6     // bool: softcap > 0
+#define MFS_FC_SINKS 7       // bool: kHasSinks
+#define MFS_FC_WRITE_LSE 8   // bool: kWriteLse
+#define MFS_FC_WINDOW 9      // bool: causal or a finite window (keys can be masked per row)
+#define MFS_FC_VECTOR_KV 10  // bool: k/v rows are 4-element aligned (vector loads allowed)
 
 // Element types, as the plan and the function constants name them.
 enum MfsDtype { kMfsFloat32 = 0, kMfsFloat16 = 1, kMfsBFloat16 = 2 };
@@ -46,10 +58,24 @@ constexpr int mfs_head_dim_tile(int head_dim) {
        : head_dim <= 256 ? 256 : 0;
 }
 
+// ---- registers ----
+// The per-thread 32-bit register budget every instantiation is held to (above it Apple GPUs
+// lose occupancy, and past the hardware's limit registers spill). The estimates below count
+// what the kernels keep live across their inner loops (fragment arrays and per-row state) plus
+// a fixed allowance for indices, pointers and temporaries; the kernels static_assert them.
+#define MFS_REGISTER_BUDGET 128
+#define MFS_REGISTER_OVERHEAD 32  // indices, pointers, loop state, temporaries of one step
+
 // ---- prefill (one threadgroup = BQ query rows of one (sequence, head)) ----
-// 4 SIMD-groups of 8 query rows each (MLX's steel attention uses the same WM=4 x 8 rows = BQ 32).
-#define MFS_PREFILL_SIMDGROUPS 4
+// 4 row groups of 8 query rows each (MLX's steel attention uses the same WM=4 x 8 rows = BQ 32).
+// From head-dim tile 192 on, each row group is two SIMD-groups that split the head dim (Q and O
+// halves; the two partial S = Q.K^T are summed through threadgroup memory), so Q and O
+// fragments stay within the register budget.
+#define MFS_PREFILL_ROW_GROUPS 4
 #define MFS_PREFILL_BQ 32
+constexpr int mfs_prefill_dsplit(int d) { return d >= 192 ? 2 : 1; }
+constexpr int mfs_prefill_simdgroups(int d) { return MFS_PREFILL_ROW_GROUPS * mfs_prefill_dsplit(d); }
+constexpr int mfs_prefill_threads(int d) { return 32 * mfs_prefill_simdgroups(d); }
 // Padding of each threadgroup tile row, in elements (16 bytes, against bank conflicts).
 constexpr int mfs_tile_pad(int elem_bytes) { return 16 / elem_bytes; }
 // Keys per K/V tile: 32 up to head dim 96, 16 above (MLX: bk = bd < 128 ? 32 : 16), 8 when the
@@ -59,27 +85,56 @@ constexpr int mfs_prefill_bk(int d, int elem_bytes) {
        : (2 * 16 * (d + mfs_tile_pad(elem_bytes)) * elem_bytes <= 32768 ? 16 : 8);
 }
 constexpr int mfs_prefill_ld(int d, int elem_bytes) { return d + mfs_tile_pad(elem_bytes); }
-// Threadgroup memory of one prefill threadgroup: a K tile, a V tile and the tile rows' pages
-// (int, paged K/V).
+// Threadgroup memory of one prefill threadgroup: a K tile (stored transposed, [d][bk + pad]), a
+// V tile ([bk][d + pad]), the tile rows' (page, row in page) for two tiles (paged K/V) and, with a head-dim
+// split, each SIMD-group's partial S (8 x BK floats).
+constexpr int mfs_prefill_partial_s_bytes(int d, int elem_bytes) {
+  return mfs_prefill_dsplit(d) > 1 ? mfs_prefill_simdgroups(d) * 8 * mfs_prefill_bk(d, elem_bytes) * 4 : 0;
+}
 constexpr int mfs_prefill_tg_bytes(int d, int elem_bytes) {
-  return 2 * mfs_prefill_bk(d, elem_bytes) * mfs_prefill_ld(d, elem_bytes) * elem_bytes +
-         mfs_prefill_bk(d, elem_bytes) * 4;
+  return d * (mfs_prefill_bk(d, elem_bytes) + mfs_tile_pad(elem_bytes)) * elem_bytes +
+         mfs_prefill_bk(d, elem_bytes) * mfs_prefill_ld(d, elem_bytes) * elem_bytes +
+         mfs_prefill_bk(d, elem_bytes) * 16 + mfs_prefill_partial_s_bytes(d, elem_bytes);
+}
+// Registers of one prefill thread: Q fragments (stored in the input dtype: 1 register per 8x8
+// fragment for half/bfloat, 2 for float), O fragments (fp32, 2 each) of its head-dim share, the
+// tile's S/P fragments (fp32, 2 each), row state (m, l, factor, row sum) and the overhead.
+constexpr int mfs_prefill_registers(int d, int elem_bytes) {
+  return (d / 8 / mfs_prefill_dsplit(d)) * (elem_bytes == 4 ? 2 : 1) +
+         (d / 8 / mfs_prefill_dsplit(d)) * 2 + (mfs_prefill_bk(d, elem_bytes) / 8) * 2 + 4 +
+         MFS_REGISTER_OVERHEAD;
 }
 
 // ---- decode (q_len <= MFS_DECODE_MAX_Q per sequence) ----
-// One threadgroup = the query rows of `heads_per_tg` query heads sharing one KV head (a GQA
-// group or part of one) for one sequence and one key split; one SIMD-group per (head, row).
-// K/V rows are staged in threadgroup memory once for all of those SIMD-groups.
+// One threadgroup = up to mfs_decode_max_pairs(d) (query head, row) pairs sharing one KV head (a
+// GQA group, or part of one) for one sequence and one key split, and MFS_DECODE_SIMDGROUPS
+// SIMD-groups that take the split's keys in turn. K/V rows are read straight from device memory:
+// a key's row is spread over `lanes per key` lanes, each owning E contiguous elements (one 8- or
+// 16-byte vector load), and serves every pair of the threadgroup. The SIMD-groups' partial
+// softmax states are combined once, at the end, in threadgroup memory.
 #define MFS_DECODE_MAX_Q 8
-#define MFS_DECODE_MAX_SIMDGROUPS 32
-constexpr int mfs_decode_bk(int d, int elem_bytes) { return d * elem_bytes <= 512 ? 16 : 8; }
-constexpr int mfs_decode_tg_bytes(int d, int elem_bytes) {
-  return 2 * mfs_decode_bk(d, elem_bytes) * d * elem_bytes + mfs_decode_bk(d, elem_bytes) * 4;
+#define MFS_DECODE_SIMDGROUPS 16
+constexpr int mfs_decode_elems_per_lane(int d) { return d <= 128 ? 4 : 8; }
+constexpr int mfs_decode_lanes_per_key(int d) { return d <= 32 ? 8 : d <= 64 ? 16 : 32; }
+constexpr int mfs_decode_max_pairs(int d, int elem_bytes) {
+  return d <= 128 ? (elem_bytes == 4 ? 6 : 8) : 4;
 }
-// Split-K: a split covers a multiple of this many keys; at most this many splits (the reduction
-// holds one split per lane).
-#define MFS_DECODE_SPLIT_GRAIN 64
-#define MFS_DECODE_MAX_SPLITS 32
+
+// The combine area (each SIMD-group's o (tile width) and (m, l) of one pair), then the pairs'
+// q rows (input dtype).
+constexpr int mfs_decode_tg_bytes(int d, int elem_bytes) {
+  return MFS_DECODE_SIMDGROUPS * (d + 4) * 4 + mfs_decode_max_pairs(d, elem_bytes) * d * elem_bytes;
+}
+// Registers of one decode thread: per pair q (E elements in the input dtype), o (E fp32), m, l
+// and the pair's visible key range; the K and V vectors of the current key (input dtype); the
+// overhead.
+constexpr int mfs_decode_registers(int d, int elem_bytes) {
+  return mfs_decode_max_pairs(d, elem_bytes) *
+             (mfs_decode_elems_per_lane(d) * elem_bytes / 4 + mfs_decode_elems_per_lane(d) + 4) +
+         2 * mfs_decode_elems_per_lane(d) * elem_bytes / 4 + MFS_REGISTER_OVERHEAD;
+}
+// Split-K: a split covers a multiple of this many keys (every SIMD-group gets whole steps).
+#define MFS_DECODE_SPLIT_GRAIN 32
 #define MFS_MAX_HEAD_DIM 256
 
 // ---- clearing the rows of a varlen q past cu_seqlens_q[batch] (functional form) ----
@@ -91,6 +146,7 @@ struct MetalLaunchArgs {
   int rows_per_head;    // decode: query rows per head handled (max_seqlen_q, <= MFS_DECODE_MAX_Q)
   int num_splits;       // decode: key splits (1 = write out/lse directly, no scratch)
   int keys_per_split;   // decode: keys of one split (multiple of MFS_DECODE_SPLIT_GRAIN)
+  int rows_per_tg;      // decode: query rows per threadgroup (heads_per_tg x rows_per_tg pairs)
 };
 
 // Its layout, as both languages must see it (see AttentionParams in attention_params.h).

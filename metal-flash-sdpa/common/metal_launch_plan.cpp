@@ -52,17 +52,45 @@ std::vector<PlanBuffer> call_buffers(const AttentionParams& p, bool inputs) {
   return buffers;
 }
 
+PlanFunctionConstant bool_constant(int index, bool value) {
+  PlanFunctionConstant fc;
+  fc.index = index;
+  fc.type = PlanFunctionConstant::Type::Bool;
+  fc.int_value = value ? 1 : 0;
+  fc.float_value = 0.0f;
+  return fc;
+}
+
+// The call's features as function constants (every launch gets the same set: a pipeline per
+// feature combination, no feature branch left in the kernels' loops).
+std::vector<PlanFunctionConstant> feature_constants(const AttentionParams& p, MfsDtype sinks_dtype,
+                                                    const PlanTarget& target) {
+  std::vector<PlanFunctionConstant> fcs;
+  PlanFunctionConstant sink;
+  sink.index = MFS_FC_SINK_DTYPE;
+  sink.type = PlanFunctionConstant::Type::Int;
+  sink.int_value = (p.flags & kHasSinks) ? sinks_dtype : kMfsFloat32;
+  sink.float_value = 0.0f;
+  fcs.push_back(sink);
+  fcs.push_back(bool_constant(MFS_FC_VARLEN_Q, p.flags & kVarlenQ));
+  fcs.push_back(bool_constant(MFS_FC_VARLEN_K, p.flags & kVarlenK));
+  fcs.push_back(bool_constant(MFS_FC_SEQUSED_K, p.flags & kSequsedK));
+  fcs.push_back(bool_constant(MFS_FC_PAGED_KV, p.flags & kPagedKV));
+  fcs.push_back(bool_constant(MFS_FC_ALIBI, p.flags & kHasAlibi));
+  fcs.push_back(bool_constant(MFS_FC_SOFTCAP, p.softcap > 0.0f));
+  fcs.push_back(bool_constant(MFS_FC_SINKS, p.flags & kHasSinks));
+  fcs.push_back(bool_constant(MFS_FC_WRITE_LSE, p.flags & kWriteLse));
+  fcs.push_back(bool_constant(MFS_FC_WINDOW, p.window_left >= 0 || p.window_right >= 0));
+  fcs.push_back(bool_constant(MFS_FC_VECTOR_KV, target.kv_vector_aligned));
+  return fcs;
+}
+
 KernelLaunch launch(const std::string& name, PlanKernel kind, const AttentionParams& p,
-                    MfsDtype sinks_dtype) {
+                    MfsDtype sinks_dtype, const PlanTarget& target) {
   KernelLaunch l;
   l.kernel_name = name;
   l.kind = kind;
-  PlanFunctionConstant fc;
-  fc.index = MFS_FC_SINK_DTYPE;
-  fc.type = PlanFunctionConstant::Type::Int;
-  fc.int_value = (p.flags & kHasSinks) ? sinks_dtype : kMfsFloat32;
-  fc.float_value = 0.0f;
-  if (kind != PlanKernel::ClearRows) l.function_constants.push_back(fc);
+  l.function_constants = feature_constants(p, sinks_dtype, target);
   l.bytes.push_back(bytes_of(MFS_BUF_PARAMS, p));
   l.static_threadgroup_bytes = 0;
   return l;
@@ -111,18 +139,37 @@ bool empty_grid(const KernelLaunch& l) {
   return l.threadgroups[0] == 0 || l.threadgroups[1] == 0 || l.threadgroups[2] == 0;
 }
 
-// The largest divisor of `group` whose heads x rows fit the SIMD-groups of one threadgroup.
-int decode_heads_per_tg(int group, int rows) {
+// The largest divisor of `group` whose heads x rows fit the pairs of one threadgroup.
+int decode_heads_per_tg(int group, int rows, int max_pairs) {
   for (int hpt = group; hpt > 1; --hpt) {
-    if (group % hpt == 0 && hpt * rows <= MFS_DECODE_MAX_SIMDGROUPS) return hpt;
+    if (group % hpt == 0 && hpt * rows <= max_pairs) return hpt;
   }
   return 1;
 }
 
 }  // namespace
 
+int gpu_cores_from_architecture(const std::string& name) {
+  // "applegpu_g<generation><class>", e.g. applegpu_g14s (M2 Pro); the class letter is last.
+  const char cls = name.empty() ? '?' : name.back();
+  switch (cls) {
+    case 'p': return 5;   // phone / tablet parts
+    case 'g': return 8;   // base M-series (7-10)
+    case 's': return 16;  // Pro (14-20)
+    case 'c': return 32;  // Max (24-40)
+    case 'd': return 64;  // Ultra (48-80)
+    default: return 8;
+  }
+}
+
+uint64_t launch_simdgroups(const KernelLaunch& l) {
+  const uint64_t threads = uint64_t(l.threads_per_threadgroup[0]) * l.threads_per_threadgroup[1] *
+                          l.threads_per_threadgroup[2];
+  return uint64_t(l.threadgroups[0]) * l.threadgroups[1] * l.threadgroups[2] * ((threads + 31) / 32);
+}
+
 LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype sinks_dtype,
-                             const PlanTuning& tuning) {
+                             const PlanTarget& target, const PlanTuning& tuning) {
   LaunchPlan plan;
   const std::string sfx = dtype_suffix(dtype);
   const int eb = dtype_bytes(dtype);
@@ -139,40 +186,48 @@ LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype 
     if (p.max_seqlen_q <= MFS_DECODE_MAX_Q) {
       const int group = p.heads_q / p.heads_kv;
       const int rows = p.max_seqlen_q;
+      const int max_pairs = mfs_decode_max_pairs(tile, eb);
       MetalLaunchArgs args;
-      args.heads_per_tg = decode_heads_per_tg(group, rows);
       args.rows_per_head = rows;
-      const int64_t tgs = int64_t(p.batch) * p.heads_kv * (group / args.heads_per_tg);
-      // Split the keys when the threadgroups alone would leave the GPU idle.
+      args.rows_per_tg = std::min(rows, max_pairs);
+      args.heads_per_tg = decode_heads_per_tg(group, args.rows_per_tg, max_pairs);
+      const int row_chunks = static_cast<int>(ceil_div(rows, args.rows_per_tg));
+      const int tg_y = p.heads_kv * (group / args.heads_per_tg) * row_chunks;
+      const int64_t tgs = int64_t(p.batch) * tg_y;
+      // Split the keys while the launch would give the GPU's cores too few SIMD-groups.
+      const int64_t simdgroups = tgs * MFS_DECODE_SIMDGROUPS;
+      const int64_t target_simdgroups =
+          int64_t(std::max(1, target.gpu_cores)) * tuning.target_simdgroups_per_core;
       int splits = 1;
-      if (tgs < tuning.target_threadgroups) {
-        const int64_t wanted = ceil_div(tuning.target_threadgroups, tgs);
+      int64_t keys_per_split = 0;
+      if (simdgroups < target_simdgroups) {
+        const int64_t wanted = ceil_div(target_simdgroups, simdgroups);
         // A split's partials (written, then read by the reduction) must stay small next to the
-        // K/V rows it reads: at most 1/scratch_ratio of them.
-        const int64_t partial_bytes = int64_t(args.heads_per_tg) * rows * (p.head_dim_v + 2) * 4 * 2;
+        // K/V rows it reads (at most 1/scratch_ratio), and give each SIMD-group a few keys.
+        const int64_t pairs = int64_t(args.heads_per_tg) * args.rows_per_tg;
+        const int64_t partial_bytes = pairs * (p.head_dim_v + 2) * 4 * 2;
         const int64_t row_bytes = int64_t(p.head_dim + p.head_dim_v) * eb;
-        const int64_t min_keys = std::max<int64_t>(
-            tuning.min_keys_per_split, ceil_div(tuning.scratch_ratio * partial_bytes, row_bytes));
-        const int64_t by_keys = p.max_seqlen_k / min_keys;
-        splits = static_cast<int>(std::min<int64_t>(
-            {wanted, by_keys, tuning.max_splits, MFS_DECODE_MAX_SPLITS}));
-      }
-      if (splits >= 2) {
-        const int64_t per = ceil_div(p.max_seqlen_k, splits);
-        args.keys_per_split = static_cast<int>(ceil_div(per, MFS_DECODE_SPLIT_GRAIN) *
-                                               MFS_DECODE_SPLIT_GRAIN);
-        splits = static_cast<int>(ceil_div(p.max_seqlen_k, args.keys_per_split));
+        int64_t min_keys = std::max<int64_t>(
+            int64_t(tuning.min_keys_per_simdgroup) * MFS_DECODE_SIMDGROUPS,
+            ceil_div(tuning.scratch_ratio * partial_bytes, row_bytes));
+        min_keys = int64_t(ceil_div(min_keys, MFS_DECODE_SPLIT_GRAIN)) * MFS_DECODE_SPLIT_GRAIN;
+        if (p.max_seqlen_k / min_keys >= 2) {
+          // Round the split down to the grain so that at least `wanted` splits come out.
+          const int64_t even = p.max_seqlen_k / wanted / MFS_DECODE_SPLIT_GRAIN * MFS_DECODE_SPLIT_GRAIN;
+          keys_per_split = std::max(min_keys, even);
+          splits = static_cast<int>(ceil_div(p.max_seqlen_k, keys_per_split));
+        }
       }
       if (splits < 2) {
         splits = 1;
-        args.keys_per_split = 1 << 30;  // every key
+        keys_per_split = 1 << 30;  // every key
       }
       args.num_splits = splits;
+      args.keys_per_split = static_cast<int>(keys_per_split);
 
-      KernelLaunch d = launch("mfs_decode_" + sfx + dim, PlanKernel::Decode, p, sinks_dtype);
+      KernelLaunch d = launch("mfs_decode_" + sfx + dim, PlanKernel::Decode, p, sinks_dtype, target);
       d.buffers = call_buffers(p, true);
-      set_grid(d, splits, p.heads_kv * (group / args.heads_per_tg), p.batch,
-               32 * args.heads_per_tg * rows);
+      set_grid(d, splits, tg_y, p.batch, 32 * MFS_DECODE_SIMDGROUPS);
       d.bytes.push_back(bytes_of(MFS_BUF_ARGS, args));
       d.static_threadgroup_bytes = mfs_decode_tg_bytes(tile, eb);
       if (splits > 1) {
@@ -185,7 +240,7 @@ LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype 
       plan.launches.push_back(d);
       if (splits > 1) {
         KernelLaunch r = launch("mfs_decode_reduce_" + sfx, PlanKernel::DecodeReduce, p,
-                                sinks_dtype);
+                                sinks_dtype, target);
         r.buffers = call_buffers(p, false);
         r.buffers.push_back({MFS_BUF_SCRATCH0, PlanTensor::Scratch0});
         r.buffers.push_back({MFS_BUF_SCRATCH1, PlanTensor::Scratch1});
@@ -194,17 +249,18 @@ LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype 
         plan.launches.push_back(r);
       }
     } else {
-      KernelLaunch l = launch("mfs_prefill_" + sfx + dim, PlanKernel::Prefill, p, sinks_dtype);
+      KernelLaunch l = launch("mfs_prefill_" + sfx + dim, PlanKernel::Prefill, p, sinks_dtype,
+                              target);
       l.buffers = call_buffers(p, true);
       set_grid(l, ceil_div(p.max_seqlen_q, MFS_PREFILL_BQ), p.heads_q, p.batch,
-               32 * MFS_PREFILL_SIMDGROUPS);
+               mfs_prefill_threads(tile));
       l.static_threadgroup_bytes = mfs_prefill_tg_bytes(tile, eb);
       plan.launches.push_back(l);
     }
   }
 
   if ((p.flags & kClearRowsOutsideSequences) && (p.flags & kVarlenQ)) {
-    KernelLaunch c = launch("mfs_clear_rows_" + sfx, PlanKernel::ClearRows, p, sinks_dtype);
+    KernelLaunch c = launch("mfs_clear_rows_" + sfx, PlanKernel::ClearRows, p, sinks_dtype, target);
     c.buffers.push_back({MFS_BUF_OUT, PlanTensor::Out});
     if (p.flags & kWriteLse) c.buffers.push_back({MFS_BUF_LSE, PlanTensor::Lse});
     c.buffers.push_back({MFS_BUF_CU_Q, PlanTensor::CuSeqlensQ});
@@ -247,7 +303,8 @@ std::string describe_plan(const LaunchPlan& plan) {
         MetalLaunchArgs a;
         std::memcpy(&a, b.bytes.data(), sizeof a);
         s << " heads_per_tg " << a.heads_per_tg << " rows " << a.rows_per_head << " splits "
-          << a.num_splits << " keys_per_split " << a.keys_per_split;
+          << a.num_splits << " keys_per_split " << a.keys_per_split << " rows_per_tg "
+          << a.rows_per_tg;
       }
     }
     s << "\n";

@@ -72,15 +72,28 @@ struct LaunchPlan {
   std::vector<KernelLaunch> launches;
 };
 
+// What the plan needs to know about the GPU and the call's memory beyond AttentionParams.
+struct PlanTarget {
+  // GPU cores (Apple: 8-10 on base M-series parts, 16-20 Pro, 30-40 Max, 60-80 Ultra). The host
+  // derives it from the device (gpu_cores_from_architecture); decode sizes its splits by it.
+  int gpu_cores = 10;
+  // k and v rows start on 4-element boundaries (storage offsets and every k/v stride are
+  // multiples of 4 elements): the kernels may load them as 4-element vectors.
+  bool kv_vector_aligned = true;
+};
+
+// Cores of an Apple GPU from MTLDevice.architecture.name ("applegpu_g13s", ...): the last letter
+// is the die class (p/g base, s Pro, c Max, d Ultra). Conservative (smallest part of the class);
+// unknown names give the base count.
+int gpu_cores_from_architecture(const std::string& name);
+
 // The tuning knobs the plan uses, with their defaults; tests may pass others.
 struct PlanTuning {
-  // Threadgroups that keep an Apple GPU busy (about 2 per core on the largest parts): decode
-  // splits keys while it has fewer.
-  int target_threadgroups = 64;
-  // A split has at least this many keys (shorter splits cost more in the reduction than they
-  // save) and at most this many splits.
-  int min_keys_per_split = 128;
-  int max_splits = 32;
+  // SIMD-groups per GPU core that keep it busy (latency hiding): decode splits keys while it
+  // would launch fewer.
+  int target_simdgroups_per_core = 64;
+  // A split has at least this many keys per SIMD-group of its threadgroup.
+  int min_keys_per_simdgroup = 8;
   // A split reads at least this many times more K/V bytes than its partials cost (write + read).
   int scratch_ratio = 20;
 };
@@ -88,7 +101,11 @@ struct PlanTuning {
 // The plan of one forward call. `dtype` is q/k/v/out's, `sinks_dtype` s_aux's (ignored without
 // sinks). Launches with an empty grid are left out, so a plan may be empty.
 LaunchPlan make_forward_plan(const AttentionParams& params, MfsDtype dtype, MfsDtype sinks_dtype,
+                             const PlanTarget& target = PlanTarget(),
                              const PlanTuning& tuning = PlanTuning());
+
+// SIMD-groups a launch runs (threadgroups x threads / 32).
+uint64_t launch_simdgroups(const KernelLaunch& launch);
 
 // Every kernel name the plan can pick (each [[host_name]] the .metal sources must instantiate).
 std::vector<std::string> all_plan_kernel_names();

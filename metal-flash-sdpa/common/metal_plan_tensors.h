@@ -25,10 +25,25 @@ struct PlannedCall {
   at::Tensor scratch0, scratch1;
 };
 
-inline PlannedCall plan_forward_call(const AttentionParams& params, const AttentionTensors& t) {
+// Whether every row of t starts on a 4-element boundary of its buffer (the binding starts at the
+// storage offset; buffers themselves are page aligned): then 4-element vector loads are aligned.
+inline bool rows_vector_aligned(const at::Tensor& t) {
+  if (t.storage_offset() % 4 != 0) return false;
+  for (int64_t d = 0; d + 1 < t.dim(); ++d) {
+    if (t.size(d) > 1 && t.stride(d) % 4 != 0) return false;
+  }
+  return true;
+}
+
+// gpu_cores: the executing GPU's core count (the simulated backend passes the plan's default).
+inline PlannedCall plan_forward_call(const AttentionParams& params, const AttentionTensors& t,
+                                     int gpu_cores = PlanTarget().gpu_cores) {
   PlannedCall call;
   const MfsDtype sinks = t.sinks ? mfs_dtype(t.sinks->scalar_type()) : kMfsFloat32;
-  call.plan = make_forward_plan(params, mfs_dtype(t.q.scalar_type()), sinks);
+  PlanTarget target;
+  target.gpu_cores = gpu_cores;
+  target.kv_vector_aligned = rows_vector_aligned(t.k) && rows_vector_aligned(t.v);
+  call.plan = make_forward_plan(params, mfs_dtype(t.q.scalar_type()), sinks, target);
   for (const PlanScratch& s : call.plan.scratch) {
     at::Tensor buffer =
         at::empty({static_cast<int64_t>((s.bytes + 3) / 4)}, t.q.options().dtype(at::kFloat));

@@ -1,19 +1,37 @@
 // Decode (at most MFS_DECODE_MAX_Q queries per sequence) and the small kernels around it.
 //
-// mfs_decode: one threadgroup = the query rows of `heads_per_tg` query heads that share one KV
-// head (a whole GQA group when it fits in 32 SIMD-groups), for one sequence and one key split.
-// One SIMD-group owns one (head, query row); its lanes split the head dim (lane d, d + 32, ...).
-// K/V rows are staged in threadgroup memory once per threadgroup, so each K/V row is read from
-// device memory once for every query head of the group. With num_splits > 1 (long keys, few
-// threadgroups) each split writes an unnormalised partial (o, m, l) to scratch and
+// mfs_decode: one threadgroup = up to mfs_decode_max_pairs(D) (query head, row) pairs that share
+// one KV head (heads_per_tg heads x rows_per_tg rows: a whole GQA group when it fits), for one
+// sequence and one key split, with MFS_DECODE_SIMDGROUPS SIMD-groups taking the split's keys in
+// turn. K/V rows are read straight from device memory, no threadgroup staging and no barrier in
+// the key loop: a key's row is spread over L lanes (mfs_decode_lanes_per_key), each owning E
+// contiguous elements (one or two 4-element vector loads), and that one read serves every pair
+// of the threadgroup. V is loaded after the key's scores. Each lane group keeps its own online
+// softmax state per pair; the states are combined across lane groups (shuffles) and across
+// SIMD-groups (threadgroup memory, once at the end). With num_splits > 1 (few threadgroups for
+// the GPU's cores, long keys) each split writes an unnormalised partial (o, m, l) to scratch and
 // mfs_decode_reduce combines them (and the sink) into out and lse.
 //
 // mfs_clear_rows: zeros the rows of a varlen q past cu_seqlens_q[batch] (functional form), whose
 // position the host cannot read on the GPU.
-#include "attention_kernel_common.h"
+#include "attention_tiles.h"
+
+// Merges online-softmax state (m2, l2, o2) into (m, l, o) (both in log2 units, l and o relative
+// to softmax_base of their own m).
+template <int E>
+inline void merge_state(thread float& m, thread float& l, thread float* o, float m2, float l2,
+                        const thread float* o2) {
+  const float mm = max(m, m2);
+  const float base = softmax_base(mm);
+  const float w1 = exp2(m - base), w2 = exp2(m2 - base);
+  l = l * w1 + l2 * w2;
+#pragma unroll
+  for (int e = 0; e < E; ++e) o[e] = o[e] * w1 + o2[e] * w2;
+  m = mm;
+}
 
 template <typename T, int D>
-[[kernel]] void mfs_decode(
+[[kernel, max_total_threads_per_threadgroup(32 * MFS_DECODE_SIMDGROUPS)]] void mfs_decode(
     const device T* q [[buffer(MFS_BUF_Q)]],
     const device T* k [[buffer(MFS_BUF_K)]],
     const device T* v [[buffer(MFS_BUF_V)]],
@@ -30,139 +48,220 @@ template <typename T, int D>
     constant AttentionParams& p [[buffer(MFS_BUF_PARAMS)]],
     constant MetalLaunchArgs& a [[buffer(MFS_BUF_ARGS)]],
     uint3 tg [[threadgroup_position_in_grid]],
-    uint tid [[thread_index_in_threadgroup]],
     uint sg [[simdgroup_index_in_threadgroup]],
     uint lane [[thread_index_in_simdgroup]]) {
-  constexpr int BK = mfs_decode_bk(D, (int)sizeof(T));
-  constexpr int E = (D + 31) / 32;  // head-dim elements per lane
-  // One declaration holding both tiles (K rows, then V rows).
-  threadgroup T kv_tiles[mfs_decode_tg_bytes(D, (int)sizeof(T)) / (int)sizeof(T)];
-  threadgroup T* k_tile = kv_tiles;
-  threadgroup T* v_tile = kv_tiles + BK * D;
-  threadgroup int* pages = (threadgroup int*)(kv_tiles + 2 * BK * D);  // paged K/V
+  constexpr int W = MFS_DECODE_SIMDGROUPS;
+  constexpr int E = mfs_decode_elems_per_lane(D);  // contiguous elements per lane
+  constexpr int L = mfs_decode_lanes_per_key(D);   // lanes per key
+  constexpr int KPS = 32 / L;                      // keys per SIMD-group step
+  constexpr int P = mfs_decode_max_pairs(D, (int)sizeof(T));       // (head, row) pairs per threadgroup
+  constexpr int CW = D + 4;                        // combine row: o[D], m, l (16-byte aligned)
+  static_assert(L * E >= D, "a key's lanes cover the head-dim tile");
+  static_assert(mfs_decode_registers(D, (int)sizeof(T)) <= MFS_REGISTER_BUDGET, "decode registers");
+  // [W][CW] combine area, then the pairs' q rows [P][D] (read from device memory once per
+  // threadgroup, not once per SIMD-group).
+  threadgroup float combine[mfs_decode_tg_bytes(D, (int)sizeof(T)) / 4];
+  threadgroup T* q_tile = (threadgroup T*)(combine + W * CW);
 
   const int split = (int)tg.x;
   const int b = (int)tg.z;
   const int group = p.heads_q / p.heads_kv;
-  const int parts = group / a.heads_per_tg;  // threadgroups per GQA group
-  const int hk = (int)tg.y / parts;
-  const int h = hk * group + ((int)tg.y % parts) * a.heads_per_tg + (int)sg / a.rows_per_head;
-  const int row = (int)sg % a.rows_per_head;
-  const int nt = 32 * a.heads_per_tg * a.rows_per_head;
+  const int parts = group / a.heads_per_tg;  // threadgroups per GQA group (heads)
+  const int row_chunks = (a.rows_per_head + a.rows_per_tg - 1) / a.rows_per_tg;
+  const int hk = (int)tg.y / (parts * row_chunks);
+  const int part = ((int)tg.y / row_chunks) % parts;
+  const int row_first = ((int)tg.y % row_chunks) * a.rows_per_tg;
+  const int h_first = hk * group + part * a.heads_per_tg;
 
   const SequenceRows s = sequence_rows(p, cu_seqlens_q, cu_seqlens_k, seqused_k, b, lane);
   const int rows = min(s.seqlen_q, a.rows_per_head);
-  if (rows == 0) return;  // the whole threadgroup
-  const bool active = row < rows;  // the whole SIMD-group
-  KeyRange mine = {0, 0};
-  if (active) mine = visible_keys(row, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
-  const KeyRange hull =
-      visible_keys_for_rows(0, rows, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
+  if (row_first >= rows) return;  // the whole threadgroup
+  const int row_end = min(row_first + a.rows_per_tg, rows);
+  const int npairs = a.heads_per_tg * (row_end - row_first);  // live pairs, <= P
+  const KeyRange hull = visible_keys_for_rows(row_first, row_end, s.seqlen_q, s.seqlen_k,
+                                              p.window_left, p.window_right);
+  // The keys every row of the threadgroup sees (no mask needed): the last row's begin, the
+  // first row's end (visible ranges only move right as the row grows).
+  KeyRange all = hull;
+  if (mfs_window) {
+    all.begin = visible_keys(row_end - 1, s.seqlen_q, s.seqlen_k, p.window_left,
+                             p.window_right).begin;
+    all.end = visible_keys(row_first, s.seqlen_q, s.seqlen_k, p.window_left,
+                           p.window_right).end;
+  }
   const int split_begin = split * a.keys_per_split;
   const int kb = max(hull.begin, split_begin);
   const int ke = min(hull.end, split_begin + a.keys_per_split);
-  const ScoreRule rule = score_rule(p, alibi_slopes, s, b, h, lane);
   const int hd = p.head_dim, hdv = p.head_dim_v;
 
-  float qv[E];
-  float o[E];
-  const device T* q_row = q + q_row_offset(p, s, b, row) + (long)h * p.q_head_stride;
-  for (int e = 0; e < E; ++e) {
-    const int d = (int)lane + 32 * e;
-    qv[e] = (active && d < hd) ? float(q_row[d]) : 0.0f;
-    o[e] = 0.0f;
+  const int kl = (int)lane / L;      // this lane's key of a step
+  const int d0 = ((int)lane % L) * E;  // its first head-dim element
+  const bool k_lane = d0 < hd, v_lane = d0 < hdv;
+
+  // Per pair i: head h_first + i / rows_in, row row_first + i % rows_in.
+  const int rows_in = row_end - row_first;
+  // The pairs' q rows into threadgroup memory, 8 elements per thread.
+  for (int i = (int)(sg * 32 + lane); i < npairs * (hd / 8); i += 32 * W) {
+    const int pair = i / (hd / 8), c = i % (hd / 8);
+    const device T* src = q + q_row_offset(p, s, b, row_first + pair % rows_in) +
+                          (long)(h_first + pair / rows_in) * p.q_head_stride + c * 8;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) q_tile[pair * D + c * 8 + e] = src[e];
   }
-  // The sink joins the softmax here only when this launch writes the final rows.
-  const bool with_sink = (p.flags & kHasSinks) != 0 && a.num_splits == 1;
-  RowState st = row_state_start(with_sink, with_sink ? sink_log2(sinks, h, lane, mfs_sink_dtype) : 0.0f);
-
-  const bool paged = (p.flags & kPagedKV) != 0;
-  const long k_head = (long)hk * p.k_head_stride;
-  const long v_head = (long)hk * p.v_head_stride;
-  const int qc = hd / 8, vc = hdv / 8;
-  for (int k0 = kb; k0 < ke; k0 += BK) {
-    const int kn = min(BK, ke - k0);
-    threadgroup_barrier(mem_flags::mem_threadgroup);  // every SIMD-group is done with the last rows
-    if (paged) {  // each row's page, looked up once (the whole threadgroup takes this branch)
-      for (int r = (int)tid; r < kn; r += nt) pages[r] = key_page(p, block_table, b, k0 + r);
-      threadgroup_barrier(mem_flags::mem_threadgroup);
+  threadgroup_barrier(mem_flags::mem_threadgroup);  // q is staged (once, before the key loop)
+  T qv[P][E];  // input dtype: half the registers for half/bfloat
+  float o[P][E];
+  float m[P], l[P];
+  KeyRange mine[P];
+  ScoreRule rule[P];
+#pragma unroll
+  for (int i = 0; i < P; ++i) {
+    const bool live = i < npairs;
+    const int h = h_first + (live ? i / rows_in : 0);
+    const int row = row_first + (live ? i % rows_in : 0);
+    mine[i] = live ? visible_keys(row, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right)
+                   : KeyRange{0, 0};
+    rule[i] = score_rule(p, alibi_slopes, s, b, h, lane);
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      qv[i][e] = (live && k_lane) ? q_tile[i * D + d0 + e] : T(0.0f);
+      o[i][e] = 0.0f;
     }
-    for (int i = (int)tid; i < kn * qc; i += nt) {
-      const int r = i / qc, c = i - (i / qc) * qc;
-      const int page = paged ? pages[r] : 0;
-      const device T* src = k + key_row_offset(p, s, b, k0 + r, page, p.k_batch_stride,
-                                               p.k_row_stride) + k_head + c * 8;
-      for (int e = 0; e < 8; ++e) k_tile[r * D + c * 8 + e] = src[e];
-    }
-    for (int i = (int)tid; i < kn * vc; i += nt) {
-      const int r = i / vc, c = i - (i / vc) * vc;
-      const int page = paged ? pages[r] : 0;
-      const device T* src = v + key_row_offset(p, s, b, k0 + r, page, p.v_batch_stride,
-                                               p.v_row_stride) + v_head + c * 8;
-      for (int e = 0; e < 8; ++e) v_tile[r * D + c * 8 + e] = src[e];
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup);  // the rows are staged
-    if (!active) continue;
-
-    float x[BK];
-    float tile_max = MFS_MASKED;
-    for (int j = 0; j < BK; ++j) {
-      x[j] = MFS_MASKED;
-      if (j >= kn) continue;
-      float partial = 0.0f;
-      for (int e = 0; e < E; ++e) {
-        const int d = (int)lane + 32 * e;
-        if (d < hd) partial += qv[e] * float(k_tile[j * D + d]);
-      }
-      x[j] = logit_log2(rule, simd_sum(partial), row, k0 + j, mine);
-      tile_max = max(tile_max, x[j]);
-    }
-    const float m_new = max(st.m, tile_max);
-    const float base = softmax_base(m_new);
-    const float factor = exp2(st.m - base);
-    for (int e = 0; e < E; ++e) o[e] *= factor;
-    float row_sum = 0.0f;
-    for (int j = 0; j < BK; ++j) {
-      if (j >= kn) continue;
-      const float pj = exp2(x[j] - base);
-      row_sum += pj;
-      for (int e = 0; e < E; ++e) {
-        const int d = (int)lane + 32 * e;
-        if (d < hdv) o[e] += pj * float(v_tile[j * D + d]);
-      }
-    }
-    st.l = st.l * factor + row_sum;
-    st.m = m_new;
+    m[i] = MFS_MASKED;
+    l[i] = 0.0f;
   }
-  if (!active) return;
 
-  const bool none = mine.end <= mine.begin;
-  if (a.num_splits == 1) {
-    const float inv = (none || !(st.l > 0.0f)) ? 0.0f : 1.0f / st.l;
-    device T* o_row = out + o_row_offset(p, s, b, row) + (long)h * p.o_head_stride;
-    for (int e = 0; e < E; ++e) {
-      const int d = (int)lane + 32 * e;
-      if (d < hdv) o_row[d] = T(o[e] * inv);
+  // This lane's K/V row pointers at its first key, advanced by one step of the threadgroup
+  // (W x KPS keys) per iteration; paged K/V looks each key's page up instead.
+  const long k_head = (long)hk * p.k_head_stride + d0;
+  const long v_head = (long)hk * p.v_head_stride + d0;
+  const int first = kb + (int)sg * KPS + kl;
+  const device T* k_ptr = k + key_row_offset(p, s, b, first, 0, p.k_batch_stride, p.k_row_stride) + k_head;
+  const device T* v_ptr = v + key_row_offset(p, s, b, first, 0, p.v_batch_stride, p.v_row_stride) + v_head;
+  const long k_step = (long)(W * KPS) * p.k_row_stride;
+  const long v_step = (long)(W * KPS) * p.v_row_stride;
+
+  for (int step = kb + (int)sg * KPS; step < ke; step += W * KPS) {  // uniform per SIMD-group
+    const int key = step + kl;
+    const bool live = key < ke;
+    const device T* kr = k_ptr;
+    const device T* vr = v_ptr;
+    if (mfs_paged_kv) {  // one block-table read per key, shared by the key's lanes
+      int page = 0;
+      if (live && (int)lane % L == 0) page = key_page(p, block_table, b, key);
+      page = simd_shuffle(page, (ushort)(kl * L));
+      const int in_page = key % p.page_size;
+      kr = k + (long)page * p.k_batch_stride + (long)in_page * p.k_row_stride + k_head;
+      vr = v + (long)page * p.v_batch_stride + (long)in_page * p.v_row_stride + v_head;
     }
-    if ((p.flags & kWriteLse) && lane == 0) lse[lse_offset(p, s, b, h, row)] = row_lse(st, none);
-  } else {
-    const long slot = (((long)b * p.heads_q + h) * a.rows_per_head + row) * a.num_splits + split;
-    for (int e = 0; e < E; ++e) {
-      const int d = (int)lane + 32 * e;
-      if (d < hdv) partial_o[slot * hdv + d] = o[e];
+    const RowVec<T, E> kx = load_row_vec<T, E>(kr, live && k_lane);
+    // Scores of this key for every pair, then V (its load's latency behind the softmax).
+    float x[P];
+    const bool unmasked = !mfs_window || (key >= all.begin && key < all.end);
+#pragma unroll
+    for (int i = 0; i < P; ++i) {
+      float dot = 0.0f;
+#pragma unroll
+      for (int e = 0; e < E; ++e) dot += float(qv[i][e]) * row_vec_at(kx, e);
+      dot = group_sum(dot, L);
+      const int row = row_first + i % rows_in;  // used by ALiBi only
+      x[i] = !live ? MFS_MASKED
+             : unmasked ? score_log2(rule[i], dot, row, key)
+                        : logit_log2(rule[i], dot, row, key, mine[i]);
+    }
+    const RowVec<T, E> vx = load_row_vec<T, E>(vr, live && v_lane);
+#pragma unroll
+    for (int i = 0; i < P; ++i) {
+      const float m_new = max(m[i], x[i]);
+      const float base = softmax_base(m_new);
+      const float factor = exp2(m[i] - base);
+      const float pe = exp2(x[i] - base);
+      l[i] = l[i] * factor + pe;
+#pragma unroll
+      for (int e = 0; e < E; ++e) o[i][e] = o[i][e] * factor + pe * row_vec_at(vx, e);
+      m[i] = m_new;
+    }
+    k_ptr += k_step;
+    v_ptr += v_step;
+  }
+
+  // Combine the lane groups of this SIMD-group (lanes d0-aligned across groups hold the same
+  // elements), then the SIMD-groups, one pair at a time, through threadgroup memory.
+#pragma unroll
+  for (int i = 0; i < P; ++i) {
+    for (int mask = L; mask < 32; mask *= 2) {
+      const float m2 = simd_shuffle_xor(m[i], (ushort)mask);
+      const float l2 = simd_shuffle_xor(l[i], (ushort)mask);
+      float o2[E];
+#pragma unroll
+      for (int e = 0; e < E; ++e) o2[e] = simd_shuffle_xor(o[i][e], (ushort)mask);
+      merge_state<E>(m[i], l[i], o[i], m2, l2, o2);
+    }
+  }
+  const bool with_sink = mfs_sinks && a.num_splits == 1;  // else the reduction adds the sink
+  for (int i = 0; i < npairs; ++i) {
+    if (i > 0) threadgroup_barrier(mem_flags::mem_threadgroup);  // the last pair's reads done
+    if (kl == 0 && d0 < D) {
+#pragma unroll
+      for (int e = 0; e < E; ++e) combine[(int)sg * CW + d0 + e] = o[i][e];
     }
     if (lane == 0) {
-      partial_ml[slot * 2] = st.m;
-      partial_ml[slot * 2 + 1] = st.l;
+      combine[(int)sg * CW + D] = m[i];
+      combine[(int)sg * CW + D + 1] = l[i];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);  // every SIMD-group's state of pair i
+    if ((int)sg != i % W) continue;
+    const int h = h_first + i / rows_in;
+    const int row = row_first + i % rows_in;
+    float mt = MFS_MASKED;
+    for (int w = 0; w < W; ++w) mt = max(mt, combine[w * CW + D]);
+    const float sink = with_sink ? sink_log2(sinks, h, lane, mfs_sink_dtype) : MFS_MASKED;
+    if (with_sink) mt = max(mt, sink);
+    const float base = softmax_base(mt);
+    float lt = with_sink ? exp2(sink - base) : 0.0f;
+    float ot[E];
+#pragma unroll
+    for (int e = 0; e < E; ++e) ot[e] = 0.0f;
+    for (int w = 0; w < W; ++w) {
+      const float wt = exp2(combine[w * CW + D] - base);
+      lt += combine[w * CW + D + 1] * wt;
+      if (kl == 0 && d0 < D) {
+#pragma unroll
+        for (int e = 0; e < E; ++e) ot[e] += combine[w * CW + d0 + e] * wt;
+      }
+    }
+    const bool none = mine[i].end <= mine[i].begin;
+    if (a.num_splits == 1) {
+      const float inv = (none || !(lt > 0.0f)) ? 0.0f : 1.0f / lt;
+      device T* o_row = out + o_row_offset(p, s, b, row) + (long)h * p.o_head_stride;
+      if (kl == 0 && v_lane) {
+#pragma unroll
+        for (int e = 0; e < E; ++e) o_row[d0 + e] = T(ot[e] * inv);
+      }
+      if (mfs_write_lse && lane == 0) {
+        RowState st;
+        st.m = mt;
+        st.l = lt;
+        lse[lse_offset(p, s, b, h, row)] = row_lse(st, none);
+      }
+    } else {
+      const long slot = (((long)b * p.heads_q + h) * a.rows_per_head + row) * a.num_splits + split;
+      if (kl == 0 && v_lane) {
+#pragma unroll
+        for (int e = 0; e < E; ++e) partial_o[slot * hdv + d0 + e] = ot[e];
+      }
+      if (lane == 0) {
+        partial_ml[slot * 2] = mt;
+        partial_ml[slot * 2 + 1] = lt;
+      }
     }
   }
 }
 
 // Combines the splits of one (sequence, head, row): grid (rows_per_head, heads_q, batch), one
-// SIMD-group per threadgroup. Lane i holds split i's (m, l) (num_splits <= 32, the plan's limit),
-// so each partial is read once.
+// SIMD-group per threadgroup. Lane i takes splits i, i + 32, ... (their (m, l) are read once).
 template <typename T>
-[[kernel]] void mfs_decode_reduce(
+[[kernel, max_total_threads_per_threadgroup(32)]] void mfs_decode_reduce(
     device T* out [[buffer(MFS_BUF_OUT)]],
     device float* lse [[buffer(MFS_BUF_LSE)]],
     const device int* cu_seqlens_q [[buffer(MFS_BUF_CU_Q)]],
@@ -181,42 +280,45 @@ template <typename T>
   if (row >= min(s.seqlen_q, a.rows_per_head)) return;  // the whole SIMD-group
   const KeyRange mine = visible_keys(row, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
   const bool none = mine.end <= mine.begin;
-  const bool with_sink = (p.flags & kHasSinks) != 0;
-  const float sink = with_sink ? sink_log2(sinks, h, lane, mfs_sink_dtype) : MFS_MASKED;
-  const int splits = min(a.num_splits, 32);
+  const float sink = mfs_sinks ? sink_log2(sinks, h, lane, mfs_sink_dtype) : MFS_MASKED;
+  const int splits = a.num_splits;
   const long slot0 = (((long)b * p.heads_q + h) * a.rows_per_head + row) * a.num_splits;
 
-  const bool mine_split = (int)lane < splits;
-  const float m_i = mine_split ? partial_ml[(slot0 + lane) * 2] : MFS_MASKED;
-  const float l_i = mine_split ? partial_ml[(slot0 + lane) * 2 + 1] : 0.0f;
+  float m_lane = MFS_MASKED;
+  for (int i = (int)lane; i < splits; i += 32) m_lane = max(m_lane, partial_ml[(slot0 + i) * 2]);
   RowState st;
-  st.m = max(sink, simd_max(m_i));
+  st.m = max(sink, simd_max(m_lane));
   const float base = softmax_base(st.m);
-  const float w_i = mine_split ? exp2(m_i - base) : 0.0f;  // split i's weight
-  st.l = simd_sum(l_i * w_i) + (with_sink ? exp2(sink - base) : 0.0f);
-  const float inv = (none || !(st.l > 0.0f)) ? 0.0f : 1.0f / st.l;
-
+  float l_lane = 0.0f;
   float acc[E];
   for (int e = 0; e < E; ++e) acc[e] = 0.0f;
-  for (int i = 0; i < splits; ++i) {
-    const float w = simd_shuffle(w_i, (ushort)i);
-    for (int e = 0; e < E; ++e) {
-      const int d = (int)lane + 32 * e;
-      if (d < p.head_dim_v) acc[e] += partial_o[(slot0 + i) * p.head_dim_v + d] * w;
+  for (int i0 = 0; i0 < splits; i0 += 32) {
+    const int i = i0 + (int)lane;
+    const bool mine_split = i < splits;
+    const float w_i = mine_split ? exp2(partial_ml[(slot0 + i) * 2] - base) : 0.0f;
+    if (mine_split) l_lane += partial_ml[(slot0 + i) * 2 + 1] * w_i;
+    for (int j = 0; j < 32 && i0 + j < splits; ++j) {
+      const float w = simd_shuffle(w_i, (ushort)j);
+      for (int e = 0; e < E; ++e) {
+        const int d = (int)lane + 32 * e;
+        if (d < p.head_dim_v) acc[e] += partial_o[(slot0 + i0 + j) * p.head_dim_v + d] * w;
+      }
     }
   }
+  st.l = simd_sum(l_lane) + (mfs_sinks ? exp2(sink - base) : 0.0f);
+  const float inv = (none || !(st.l > 0.0f)) ? 0.0f : 1.0f / st.l;
   device T* o_row = out + o_row_offset(p, s, b, row) + (long)h * p.o_head_stride;
   for (int e = 0; e < E; ++e) {
     const int d = (int)lane + 32 * e;
     if (d < p.head_dim_v) o_row[d] = T(acc[e] * inv);
   }
-  if ((p.flags & kWriteLse) && lane == 0) lse[lse_offset(p, s, b, h, row)] = row_lse(st, none);
+  if (mfs_write_lse && lane == 0) lse[lse_offset(p, s, b, h, row)] = row_lse(st, none);
 }
 
 // Rows of a varlen q at or past cu_seqlens_q[batch] (clamped to q_rows) belong to no sequence:
 // zeros in out, -inf in lse. Grid (ceil(q_rows / MFS_CLEAR_ROWS_PER_TG), heads_q), 32 threads.
 template <typename T>
-[[kernel]] void mfs_clear_rows(
+[[kernel, max_total_threads_per_threadgroup(32)]] void mfs_clear_rows(
     device T* out [[buffer(MFS_BUF_OUT)]],
     device float* lse [[buffer(MFS_BUF_LSE)]],
     const device int* cu_seqlens_q [[buffer(MFS_BUF_CU_Q)]],
@@ -230,7 +332,7 @@ template <typename T>
     if (row < covered || row >= p.q_rows) continue;
     device T* o_row = out + (long)row * p.o_row_stride + (long)h * p.o_head_stride;
     for (int d = (int)lane; d < p.head_dim_v; d += 32) o_row[d] = T(0.0f);
-    if ((p.flags & kWriteLse) && lane == 0) {
+    if (mfs_write_lse && lane == 0) {
       lse[(long)h * p.lse_head_stride + row] = MFS_NEG_INF;
     }
   }

@@ -13,6 +13,12 @@
 
 using namespace metal;
 
+// Design counters of the MSL simulator (tests/msl_sim: reported per launch as `events`, bounded by
+// tests/test_metal_design.py). For Apple's compiler this is a macro that expands to nothing.
+#ifndef MSL_SIM_COUNT
+#define MSL_SIM_COUNT(name, n)
+#endif
+
 #define MFS_LOG2E 1.4426950408889634f
 #define MFS_LN2 0.6931471805599453f
 #define MFS_NEG_INF (-INFINITY)
@@ -22,10 +28,20 @@ using namespace metal;
 #define MFS_MASKED (-1.0e30f)
 #define MFS_MASKED_BELOW (-1.0e29f)
 
-// s_aux's dtype (it need not be q's): set per pipeline by the plan. Read in kernel bodies only
-// and passed down (helpers shared by several .metal files must not read function constants: the
-// simulator gives each translated file its own copy, and one copy of an inline helper wins).
-constant int mfs_sink_dtype [[function_constant(MFS_FC_SINK_DTYPE)]];
+// The call's features, set per pipeline by the plan (metal_launch_plan.cpp): function constants
+// (MSL spec 5.8, "Function Constants"), so a feature that is off leaves no branch or predicate
+// in the kernels' loops and each combination compiles to its own pipeline.
+constant int mfs_sink_dtype [[function_constant(MFS_FC_SINK_DTYPE)]];   // s_aux's dtype
+constant bool mfs_varlen_q [[function_constant(MFS_FC_VARLEN_Q)]];
+constant bool mfs_varlen_k [[function_constant(MFS_FC_VARLEN_K)]];
+constant bool mfs_seqused_k [[function_constant(MFS_FC_SEQUSED_K)]];
+constant bool mfs_paged_kv [[function_constant(MFS_FC_PAGED_KV)]];
+constant bool mfs_alibi [[function_constant(MFS_FC_ALIBI)]];
+constant bool mfs_softcap [[function_constant(MFS_FC_SOFTCAP)]];
+constant bool mfs_sinks [[function_constant(MFS_FC_SINKS)]];
+constant bool mfs_write_lse [[function_constant(MFS_FC_WRITE_LSE)]];
+constant bool mfs_window [[function_constant(MFS_FC_WINDOW)]];       // causal or finite window
+constant bool mfs_vector_kv [[function_constant(MFS_FC_VECTOR_KV)]];  // 4-element aligned k/v rows
 
 // One sequence's rows, every value clamped to what exists in the tensors, whatever cu_seqlens /
 // seqused_k hold: reading q rows [q_begin, q_begin + seqlen_q) and logical keys [0, seqlen_k)
@@ -50,7 +66,7 @@ inline SequenceRows sequence_rows(constant AttentionParams& p, const device int*
                                   const device int* cu_seqlens_k, const device int* seqused_k,
                                   int b, uint lane) {
   SequenceRows s;
-  if (p.flags & kVarlenQ) {
+  if (mfs_varlen_q) {
     s.q_begin = mfs_clamp(uniform_load(cu_seqlens_q, b, lane), 0, p.q_rows);
     s.seqlen_q =
         mfs_clamp(uniform_load(cu_seqlens_q, b + 1, lane), s.q_begin, p.q_rows) - s.q_begin;
@@ -59,21 +75,21 @@ inline SequenceRows sequence_rows(constant AttentionParams& p, const device int*
     s.seqlen_q = mfs_clamp(p.seqlen_q, 0, p.q_rows);
   }
   s.k_begin = 0;
-  if (p.flags & kPagedKV) {
+  if (mfs_paged_kv) {
     // Logical keys live in the sequence's pages: at most max_pages_per_seq * page_size of them.
     const int capacity = p.max_pages_per_seq * p.page_size;
-    if (p.flags & kVarlenK) {
+    if (mfs_varlen_k) {
       const long len = (long)uniform_load(cu_seqlens_k, b + 1, lane) -
                        (long)uniform_load(cu_seqlens_k, b, lane);
       s.seqlen_k = len < 0 ? 0 : len > (long)capacity ? capacity : (int)len;
     } else {
       s.seqlen_k = mfs_clamp(uniform_load(seqused_k, b, lane), 0, capacity);
     }
-  } else if (p.flags & kVarlenK) {
+  } else if (mfs_varlen_k) {
     s.k_begin = mfs_clamp(uniform_load(cu_seqlens_k, b, lane), 0, p.k_rows);
     s.seqlen_k =
         mfs_clamp(uniform_load(cu_seqlens_k, b + 1, lane), s.k_begin, p.k_rows) - s.k_begin;
-  } else if (p.flags & kSequsedK) {
+  } else if (mfs_seqused_k) {
     s.seqlen_k = mfs_clamp(uniform_load(seqused_k, b, lane), 0, p.k_rows);
   } else {
     s.seqlen_k = mfs_clamp(p.seqlen_k, 0, p.k_rows);
@@ -94,10 +110,10 @@ inline int key_page(constant AttentionParams& p, const device int* block_table, 
 // strides), head excluded. `page` is key_page(...) when paged, ignored otherwise.
 inline long key_row_offset(constant AttentionParams& p, const SequenceRows s, int b, int key,
                            int page, long batch_stride, long row_stride) {
-  if (p.flags & kPagedKV) {
+  if (mfs_paged_kv) {
     return (long)page * batch_stride + (long)(key % p.page_size) * row_stride;
   }
-  const long batch_offset = (p.flags & kVarlenK) ? (long)0 : (long)b * batch_stride;
+  const long batch_offset = mfs_varlen_k ? (long)0 : (long)b * batch_stride;
   return batch_offset + (long)(s.k_begin + key) * row_stride;
 }
 
@@ -118,7 +134,6 @@ struct ScoreRule {
   float scale_log2;  // softmax_scale * log2(e): the whole rule when there is no softcap/ALiBi
   float softcap;
   float slope;       // ALiBi slope of this head (0 without ALiBi)
-  bool plain;        // no softcap, no ALiBi
   int seqlen_q, seqlen_k;
 };
 
@@ -128,22 +143,28 @@ inline ScoreRule score_rule(constant AttentionParams& p, const device float* ali
   r.scale = p.scale;
   r.scale_log2 = p.scale * MFS_LOG2E;
   r.softcap = p.softcap;
-  r.slope = (p.flags & kHasAlibi)
-                ? uniform_load(alibi_slopes, (long)b * p.alibi_batch_stride + h, lane)
-                : 0.0f;
-  r.plain = !(p.softcap > 0.0f) && !(p.flags & kHasAlibi);
+  r.slope = mfs_alibi ? uniform_load(alibi_slopes, (long)b * p.alibi_batch_stride + h, lane)
+                     : 0.0f;
   r.seqlen_q = s.seqlen_q;
   r.seqlen_k = s.seqlen_k;
   return r;
 }
 
-// The log2-domain logit of query `row` and key `key`, -inf when the key is outside `visible`.
-inline float logit_log2(const ScoreRule r, float qk, int row, int key, const KeyRange visible) {
-  if (key < visible.begin || key >= visible.end) return MFS_MASKED;
-  if (r.plain) return qk * r.scale_log2;
-  float x = apply_softcap(qk * r.scale, r.softcap);
-  if (r.slope != 0.0f) x += alibi_bias(r.slope, row, key, r.seqlen_q, r.seqlen_k);
+// The log2-domain logit of query `row` and key `key` (a visible key: no mask).
+inline float score_log2(const ScoreRule r, float qk, int row, int key) {
+  if (!mfs_softcap && !mfs_alibi) return qk * r.scale_log2;
+  float x = mfs_softcap ? apply_softcap(qk * r.scale, r.softcap) : qk * r.scale;
+  if (mfs_alibi) x += alibi_bias(r.slope, row, key, r.seqlen_q, r.seqlen_k);
   return x * MFS_LOG2E;
+}
+
+// The same with the mask: MFS_MASKED when the key is outside `visible`. Kernels call it only on
+// tiles that a mask or a bound can cut (diagonal, window and sequence-end tiles); the simulator
+// counts each evaluation.
+inline float logit_log2(const ScoreRule r, float qk, int row, int key, const KeyRange visible) {
+  MSL_SIM_COUNT("mask_evaluations", 1);
+  if (key < visible.begin || key >= visible.end) return MFS_MASKED;
+  return score_log2(r, qk, row, key);
 }
 
 // The sink logit of head h in log2 units (s_aux may be float32, float16 or bfloat16).

@@ -86,10 +86,23 @@ id<MTLComputePipelineState> pipeline_state(id<MTLDevice> device, const KernelLau
   return state;
 }
 
+// The GPU's core count as the plan needs it (decode split sizing), from the device's
+// architecture name (MTLDevice.architecture, macOS 14+); older systems get the plan's default.
+int device_gpu_cores(id<MTLDevice> device) {
+  if (@available(macOS 14.0, *)) {
+    NSString* name = device.architecture.name;
+    if (name != nil) return gpu_cores_from_architecture(name.UTF8String);
+  }
+  return PlanTarget().gpu_cores;
+}
+
 }  // namespace
 
 void run_attention_forward(const AttentionParams& params, const AttentionTensors& tensors) {
-  PlannedCall call = plan_forward_call(params, tensors);
+  at::mps::MPSStream* stream = at::mps::getCurrentMPSStream();
+  id<MTLDevice> device = stream->device();
+  static const int gpu_cores = device_gpu_cores(device);
+  PlannedCall call = plan_forward_call(params, tensors, gpu_cores);
   if (call.plan.launches.empty()) return;
 
   // Every bound tensor must live on the GPU (the shared checks already ensure it; a scratch
@@ -103,8 +116,6 @@ void run_attention_forward(const AttentionParams& params, const AttentionTensors
     }
   }
 
-  at::mps::MPSStream* stream = at::mps::getCurrentMPSStream();
-  id<MTLDevice> device = stream->device();
   std::vector<id<MTLComputePipelineState>> states;
   for (const KernelLaunch& l : call.plan.launches) {
     id<MTLComputePipelineState> state = pipeline_state(device, l);

@@ -1,20 +1,25 @@
-// Prefill: one threadgroup owns BQ = 32 query rows of one (sequence, query head); its 4
-// SIMD-groups own 8 rows each. K and V stream through threadgroup memory in tiles of BK keys;
-// S = Q.K^T and O += P.V are simdgroup_matrix 8x8 MMAs into fp32 accumulators; the softmax is
-// online, in log2 units (scale x log2(e) folded into one multiply when there is no softcap or
-// ALiBi). Key tiles outside the union of the tile's rows' visible ranges (causal, window) are
-// never loaded nor computed; the mask is applied per element only inside the visited range.
+// Prefill: one threadgroup owns BQ = 32 query rows of one (sequence, query head), in 4 row groups
+// of 8 rows. K and V stream through threadgroup memory in tiles of BK keys; S = Q.K^T and
+// O += P.V are 8x8 simdgroup_matrix MMAs accumulating in fp32; the softmax is online, in log2
+// units. Per K/V tile (two barriers):
+//   stage K (stored transposed: the layout S = Q.K^T reads, one 2-element read per fragment)
+//   | S = Q.K^T, then stage V (its loads' latency hides behind the softmax)
+//   | softmax, O += P.V (and stage the next K).
+// Key tiles outside the union of the tile's rows' visible ranges (causal, window) are never
+// loaded; a tile every row of a SIMD-group sees whole (interior) takes a path with no
+// per-element mask or bound, only the diagonal, window-edge and sequence-end tiles are masked.
+//
+// Registers (metal_kernel_config.h, mfs_prefill_registers): Q is kept in its input dtype (half/
+// bfloat: one register per fragment), O in fp32; from head-dim tile 192 on, each row group is two
+// SIMD-groups that split the head dim (Q, O and the Q.K^T contraction), summing their partial S
+// through threadgroup memory.
 //
 // Head dims: instantiated for the tiles of metal_kernel_config.h; a call with a smaller head dim
 // runs on the next tile up and skips the 8-wide chunks past its head_dim / head_dim_v.
-#include "attention_kernel_common.h"
-
-// Apple's simdgroup_matrix<T, 8, 8> lane layout: lane holds (row, col) and (row, col + 1).
-inline int frag_row(uint lane) { return (int)(((lane / 4) & 4) + ((lane / 2) % 4)); }
-inline int frag_col(uint lane) { return (int)(((lane / 4) & 2) * 2 + (lane % 2) * 2); }
+#include "attention_tiles.h"
 
 template <typename T, int D>
-[[kernel]] void mfs_prefill(
+[[kernel, max_total_threads_per_threadgroup(mfs_prefill_threads(D))]] void mfs_prefill(
     const device T* q [[buffer(MFS_BUF_Q)]],
     const device T* k [[buffer(MFS_BUF_K)]],
     const device T* v [[buffer(MFS_BUF_V)]],
@@ -34,15 +39,24 @@ template <typename T, int D>
   constexpr int ES = sizeof(T);
   constexpr int BQ = MFS_PREFILL_BQ;
   constexpr int BK = mfs_prefill_bk(D, ES);
-  constexpr int LD = mfs_prefill_ld(D, ES);
-  constexpr int NT = 32 * MFS_PREFILL_SIMDGROUPS;
-  constexpr int DC = D / 8;   // 8-wide chunks of the head-dim tile
-  constexpr int KC = BK / 8;  // 8-key chunks of a key tile
-  // One declaration holding both tiles (K rows, then V rows) and the rows' pages (paged K/V).
+  constexpr int LD = mfs_prefill_ld(D, ES);  // V tile: [BK][LD]
+  constexpr int LDK = BK + mfs_tile_pad(ES);  // K tile, transposed: [D][LDK]
+  constexpr int DS = mfs_prefill_dsplit(D);   // SIMD-groups per row group (head-dim split)
+  constexpr int NSG = mfs_prefill_simdgroups(D);
+  constexpr int NT = mfs_prefill_threads(D);
+  constexpr int DQ = D / 8 / DS;  // 8-wide head-dim chunks of this SIMD-group (Q and O)
+  constexpr int KC = BK / 8;      // 8-key chunks of a key tile
+  constexpr int SLOTS = (BK * (D / 8) + NT - 1) / NT;  // staging slots per thread
+  static_assert(mfs_prefill_registers(D, ES) <= MFS_REGISTER_BUDGET, "prefill registers");
+  static_assert(mfs_prefill_tg_bytes(D, ES) <= 32768, "prefill threadgroup memory");
+  // One declaration: the transposed K tile, the V tile, each tile row's element offset (paged
+  // K/V) and the SIMD-groups' partial S (head-dim split).
   threadgroup T kv_tiles[mfs_prefill_tg_bytes(D, ES) / ES];
-  threadgroup T* k_tile = kv_tiles;
-  threadgroup T* v_tile = kv_tiles + BK * LD;
-  threadgroup int* pages = (threadgroup int*)(kv_tiles + 2 * BK * LD);
+  threadgroup T* kt_tile = kv_tiles;
+  threadgroup T* v_tile = kv_tiles + D * LDK;
+  // (page, row in page) of each tile row, two buffers: the tile staged now, the next one.
+  threadgroup int* page_rows = (threadgroup int*)(v_tile + BK * LD);
+  threadgroup float* partial_s = (threadgroup float*)(page_rows + 4 * BK);
 
   const int b = (int)tg.z;
   const int h = (int)tg.y;
@@ -54,144 +68,242 @@ template <typename T, int D>
   const int qc = p.head_dim / 8;    // chunks of q/k in use
   const int vc = p.head_dim_v / 8;  // chunks of v/out in use
 
+  const int rg = (int)sg % MFS_PREFILL_ROW_GROUPS;  // row group
+  const int c_lo = ((int)sg / MFS_PREFILL_ROW_GROUPS) * DQ;  // this SIMD-group's first chunk
   const int fr = frag_row(lane);
   const int fc = frag_col(lane);
-  const int row = row0 + (int)sg * 8 + fr;  // this lane's query row (of the sequence)
+  const int sg_row0 = row0 + rg * 8;
+  const int row = sg_row0 + fr;  // this lane's query row (of the sequence)
   const bool row_valid = row < s.seqlen_q;
   KeyRange mine = {0, 0};
   if (row_valid) mine = visible_keys(row, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
   const KeyRange hull =
       visible_keys_for_rows(row0, rows_end, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
-  // This SIMD-group's rows and the keys they see: 8-key chunks outside are neither multiplied
-  // nor accumulated (their scores would all be masked), and a SIMD-group without rows (the last,
-  // partial query tile) only helps stage the tiles.
-  const int sg_row0 = row0 + (int)sg * 8;
+  // This row group's rows: the keys some row sees (8-key chunks outside are neither multiplied
+  // nor accumulated) and the keys every row sees (a tile inside them needs no mask). A row group
+  // without rows (the last, partial query tile) only helps stage the tiles.
   const bool sg_has_rows = sg_row0 < s.seqlen_q;
+  const bool sg_full = sg_row0 + 8 <= s.seqlen_q;
   KeyRange sg_keys = {0, 0};
+  KeyRange sg_all = {0, 0};
   if (sg_has_rows) {
-    sg_keys = visible_keys_for_rows(sg_row0, min(sg_row0 + 8, s.seqlen_q), s.seqlen_q,
-                                    s.seqlen_k, p.window_left, p.window_right);
+    const int sg_rows_end = min(sg_row0 + 8, s.seqlen_q);
+    sg_keys = visible_keys_for_rows(sg_row0, sg_rows_end, s.seqlen_q, s.seqlen_k,
+                                    p.window_left, p.window_right);
+    // Visible ranges only move right as the row grows: the last row's begin, the first's end.
+    sg_all.begin = visible_keys(sg_rows_end - 1, s.seqlen_q, s.seqlen_k, p.window_left,
+                                p.window_right).begin;
+    sg_all.end = visible_keys(sg_row0, s.seqlen_q, s.seqlen_k, p.window_left,
+                              p.window_right).end;
   }
   const ScoreRule rule = score_rule(p, alibi_slopes, s, b, h, lane);
 
-  // Q rows of this SIMD-group, in registers as 8x8 fragments (rows past the sequence: zeros).
-  simdgroup_float8x8 qf[DC];
+  // This SIMD-group's share of Q, as fragments in the input dtype (rows past the sequence: 0).
+  FragStore<T> qf[DQ];
   const device T* q_row = q + q_row_offset(p, s, b, row) + (long)h * p.q_head_stride;
-  for (int c = 0; c < DC; ++c) {
+#pragma unroll
+  for (int c = 0; c < DQ; ++c) {
     float e0 = 0.0f, e1 = 0.0f;
-    if (c < qc && row_valid) {
-      e0 = float(q_row[c * 8 + fc]);
-      e1 = float(q_row[c * 8 + fc + 1]);
+    if (c_lo + c < qc && row_valid) {
+      e0 = float(q_row[(c_lo + c) * 8 + fc]);
+      e1 = float(q_row[(c_lo + c) * 8 + fc + 1]);
     }
-    qf[c].thread_elements()[0] = e0;
-    qf[c].thread_elements()[1] = e1;
+    qf[c] = frag_store<T>(e0, e1);
   }
 
-  const bool with_sink = (p.flags & kHasSinks) != 0;
-  RowState st = row_state_start(with_sink, with_sink ? sink_log2(sinks, h, lane, mfs_sink_dtype) : 0.0f);
-  simdgroup_float8x8 of[DC];
-  for (int c = 0; c < DC; ++c) of[c] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+  RowState st = row_state_start(mfs_sinks, mfs_sinks ? sink_log2(sinks, h, lane, mfs_sink_dtype) : 0.0f);
+  simdgroup_float8x8 of[DQ];
+#pragma unroll
+  for (int c = 0; c < DQ; ++c) of[c] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
 
-  const bool paged = (p.flags & kPagedKV) != 0;
+  // Staging: this thread's (row, chunk) slots of a K tile and of a V tile, and its source
+  // pointers at the hull's first key, advanced by one tile of rows per step (contiguous K/V) or
+  // rebased on the tile rows' offsets (paged K/V). In-tile offsets are 32-bit.
   const long k_head = (long)hk * p.k_head_stride;
   const long v_head = (long)hk * p.v_head_stride;
-  for (int k0 = hull.begin; k0 < hull.end; k0 += BK) {
+  StageSlot kslot[SLOTS], vslot[SLOTS];
+  const device T* ksrc[SLOTS];
+  const device T* vsrc[SLOTS];
+#pragma unroll
+  for (int n = 0; n < SLOTS; ++n) {
+    kslot[n] = stage_slot((int)tid, n, NT, BK, qc);
+    vslot[n] = stage_slot((int)tid, n, NT, BK, vc);
+    const int kr = max(kslot[n].row, 0), vr = max(vslot[n].row, 0);
+    ksrc[n] = k + key_row_offset(p, s, b, hull.begin + kr, 0, p.k_batch_stride, p.k_row_stride) +
+              k_head + kslot[n].chunk * 8;
+    vsrc[n] = v + key_row_offset(p, s, b, hull.begin + vr, 0, p.v_batch_stride, p.v_row_stride) +
+              v_head + vslot[n].chunk * 8;
+  }
+  const long k_tile_step = (long)BK * p.k_row_stride;
+  const long v_tile_step = (long)BK * p.v_row_stride;
+  // Paged K/V: each tile row's (page, row in page), looked up once per row: the first tile's
+  // here, each next one's (into the other buffer) while the current tile is staged.
+  if (mfs_paged_kv) {
+    for (int r = (int)tid; r < min(BK, hull.end - hull.begin); r += NT) {
+      const int key = hull.begin + r;
+      page_rows[2 * r] = key_page(p, block_table, b, key);
+      page_rows[2 * r + 1] = key % p.page_size;
+    }
+  }
+  threadgroup_barrier(mem_flags::mem_threadgroup);  // the first tile's pages are visible
+
+  // Two barriers per tile. Staging K of tile t + 1 needs no barrier of its own: every S of tile
+  // t was computed before the barrier that completed V of tile t, and V of tile t + 1 is staged
+  // after the barrier that completes K of tile t + 1, which no thread reaches before its P.V of
+  // tile t is done.
+  int tile = 0;
+  for (int k0 = hull.begin; k0 < hull.end; k0 += BK, ++tile) {
     const int kn = min(BK, hull.end - k0);  // keys of this tile
+    threadgroup const int* pages = page_rows + (tile % 2) * 2 * BK;
+    if (tid == 0) MSL_SIM_COUNT("kv_tiles", 1);
 
-    // Stage K and V rows [k0, k0 + kn) in threadgroup memory; V rows past kn are zeroed (P is 0
-    // there, and 0 x NaN would not be). K rows past kn are never used: their scores are masked.
-    threadgroup_barrier(mem_flags::mem_threadgroup);  // every SIMD-group is done with the last tile
-    if (paged) {  // each row's page, looked up once (the whole threadgroup takes this branch)
-      for (int r = (int)tid; r < kn; r += NT) pages[r] = key_page(p, block_table, b, k0 + r);
-      threadgroup_barrier(mem_flags::mem_threadgroup);
-    }
-    for (int i = (int)tid; i < kn * qc; i += NT) {
-      const int r = i / qc, c = i - (i / qc) * qc;
-      const int page = paged ? pages[r] : 0;
-      const device T* src = k + key_row_offset(p, s, b, k0 + r, page, p.k_batch_stride,
-                                               p.k_row_stride) + k_head + c * 8;
-      threadgroup T* dst = k_tile + r * LD + c * 8;
-      for (int e = 0; e < 8; ++e) dst[e] = src[e];
-    }
-    for (int i = (int)tid; i < BK * vc; i += NT) {
-      const int r = i / vc, c = i - (i / vc) * vc;
-      threadgroup T* dst = v_tile + r * LD + c * 8;
-      if (r < kn) {
-        const int page = paged ? pages[r] : 0;
-        const device T* src = v + key_row_offset(p, s, b, k0 + r, page, p.v_batch_stride,
-                                                 p.v_row_stride) + v_head + c * 8;
-        for (int e = 0; e < 8; ++e) dst[e] = src[e];
-      } else {
-        for (int e = 0; e < 8; ++e) dst[e] = T(0.0f);
+    // (1) Stage K, transposed. K rows past kn are never used: their scores are masked.
+#pragma unroll
+    for (int n = 0; n < SLOTS; ++n) {
+      const int r = kslot[n].row;
+      if (r < 0 || r >= kn) continue;
+      const device T* src = ksrc[n];
+      if (mfs_paged_kv) {
+        src = k + (long)pages[2 * r] * p.k_batch_stride + (long)pages[2 * r + 1] * p.k_row_stride +
+              k_head + kslot[n].chunk * 8;
       }
+      store_chunk8(kt_tile + kslot[n].chunk * 8 * LDK + r, LDK, load_chunk8(src));
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup);  // the tile is complete
-    // This SIMD-group's 8-key chunks of the tile: [j_begin, j_end).
-    const int j_begin = max(0, (sg_keys.begin - k0) / 8);
-    const int j_end = min((kn + 7) / 8, (sg_keys.end - k0 + 7) / 8);
-    if (j_begin >= j_end) continue;  // nothing of this tile for these rows (whole SIMD-group)
+    threadgroup_barrier(mem_flags::mem_threadgroup);  // the K tile is complete
 
-    // S = Q . K^T for this SIMD-group's 8 rows and the tile's keys. The head dim is summed in
-    // groups of 32 (4 MMAs into a zeroed partial, then added to S): fp32 rounding then grows with
-    // D / 32 large additions instead of D (scale 1 and head dim 256 need it).
+    // (2) S = Q.K^T for this SIMD-group's rows, its head-dim share and the 8-key chunks its rows
+    // can see: [j_begin, j_end). The head dim is summed in groups of 32 (4 MMAs into a zeroed
+    // partial, then added to S): fp32 rounding then grows with D / 32 large additions, not D.
+    const int j_begin = max(0, (sg_keys.begin - k0) / 8);
+    const int j_end = sg_has_rows ? min((kn + 7) / 8, (sg_keys.end - k0 + 7) / 8) : 0;
     simdgroup_float8x8 sf[KC];
+#pragma unroll
     for (int j = 0; j < KC; ++j) sf[j] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
-    for (int c0 = 0; c0 < DC; c0 += 4) {
-      if (c0 >= qc) continue;
+#pragma unroll
+    for (int c0 = 0; c0 < DQ; c0 += 4) {
+      if (c_lo + c0 >= qc) continue;
+#pragma unroll
       for (int j = 0; j < KC; ++j) {
         if (j < j_begin || j >= j_end) continue;
         simdgroup_float8x8 part = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
-        for (int c = c0; c < c0 + 4 && c < DC; ++c) {
-          if (c >= qc) continue;
-          simdgroup_float8x8 kt;  // (d, key) = k_tile[key][d]
-          kt.thread_elements()[0] = float(k_tile[(j * 8 + fc) * LD + c * 8 + fr]);
-          kt.thread_elements()[1] = float(k_tile[(j * 8 + fc + 1) * LD + c * 8 + fr]);
-          simdgroup_multiply_accumulate(part, qf[c], kt, part);
+#pragma unroll
+        for (int c = c0; c < c0 + 4 && c < DQ; ++c) {
+          if (c_lo + c >= qc) continue;
+          simdgroup_float8x8 qa = frag_widen(qf[c]);
+          simdgroup_float8x8 kt = frag_load(kt_tile, LDK, (c_lo + c) * 8, j * 8, fr, fc);
+          simdgroup_multiply_accumulate(part, qa, kt, part);
         }
         sf[j].thread_elements()[0] += part.thread_elements()[0];
         sf[j].thread_elements()[1] += part.thread_elements()[1];
       }
     }
-
-    // Logits, mask, online softmax. A row's 8 columns of a fragment sit on lanes differing in
-    // bits 0 and 3: shuffles over 1 and 8 reduce across them.
-    float tile_max = MFS_MASKED;
-    for (int j = 0; j < KC; ++j) {
-      for (int e = 0; e < 2; ++e) {
-        const int key = k0 + j * 8 + fc + e;
-        const float x = logit_log2(rule, sf[j].thread_elements()[e], row, key, mine);
-        sf[j].thread_elements()[e] = x;
-        tile_max = max(tile_max, x);
+    if (DS > 1) {  // publish this half's partial S for the other SIMD-group of the row group
+#pragma unroll
+      for (int j = 0; j < KC; ++j) {
+        partial_s[((int)sg * 8 + fr) * BK + j * 8 + fc] = sf[j].thread_elements()[0];
+        partial_s[((int)sg * 8 + fr) * BK + j * 8 + fc + 1] = sf[j].thread_elements()[1];
       }
     }
-    tile_max = max(tile_max, simd_shuffle_xor(tile_max, 1));
-    tile_max = max(tile_max, simd_shuffle_xor(tile_max, 8));
+
+    // (3) Stage V (rows past kn zeroed: P is 0 there, and 0 x NaN would not be).
+#pragma unroll
+    for (int n = 0; n < SLOTS; ++n) {
+      const int r = vslot[n].row;
+      if (r < 0) continue;
+      threadgroup T* dst = v_tile + r * LD + vslot[n].chunk * 8;
+      if (r >= kn) {
+        zero_chunk8(dst, 1);
+        continue;
+      }
+      const device T* src = vsrc[n];
+      if (mfs_paged_kv) {
+        src = v + (long)pages[2 * r] * p.v_batch_stride + (long)pages[2 * r + 1] * p.v_row_stride +
+              v_head + vslot[n].chunk * 8;
+      }
+      store_chunk8(dst, 1, load_chunk8(src));
+    }
+#pragma unroll
+    for (int n = 0; n < SLOTS; ++n) {
+      ksrc[n] += k_tile_step;
+      vsrc[n] += v_tile_step;
+    }
+    if (mfs_paged_kv) {  // the next tile's rows, into the buffer tile t - 1 used
+      threadgroup int* next = page_rows + ((tile + 1) % 2) * 2 * BK;
+      for (int r = (int)tid; r < min(BK, hull.end - k0 - BK); r += NT) {
+        const int key = k0 + BK + r;
+        next[2 * r] = key_page(p, block_table, b, key);
+        next[2 * r + 1] = key % p.page_size;
+      }
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);  // V, partial S and next pages complete
+    if (j_begin >= j_end) continue;  // nothing of this tile for these rows (whole SIMD-group)
+    if (DS > 1) {
+      const int other = ((int)sg + MFS_PREFILL_ROW_GROUPS) % NSG;
+#pragma unroll
+      for (int j = 0; j < KC; ++j) {
+        sf[j].thread_elements()[0] += partial_s[(other * 8 + fr) * BK + j * 8 + fc];
+        sf[j].thread_elements()[1] += partial_s[(other * 8 + fr) * BK + j * 8 + fc + 1];
+      }
+    }
+
+    // (4) Logits and online softmax. Interior tiles (every key of the tile visible to every row
+    // of this SIMD-group) take no per-element mask.
+    const bool interior = sg_full && k0 >= sg_all.begin && k0 + BK <= sg_all.end;
+    float tile_max = MFS_MASKED;
+    if (interior) {
+#pragma unroll
+      for (int j = 0; j < KC; ++j) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float x = score_log2(rule, sf[j].thread_elements()[e], row, k0 + j * 8 + fc + e);
+          sf[j].thread_elements()[e] = x;
+          tile_max = max(tile_max, x);
+        }
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < KC; ++j) {
+        if (j < j_begin || j >= j_end) {
+          sf[j].thread_elements()[0] = MFS_MASKED;
+          sf[j].thread_elements()[1] = MFS_MASKED;
+          continue;
+        }
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float x =
+              logit_log2(rule, sf[j].thread_elements()[e], row, k0 + j * 8 + fc + e, mine);
+          sf[j].thread_elements()[e] = x;
+          tile_max = max(tile_max, x);
+        }
+      }
+    }
+    tile_max = frag_row_max(tile_max);
     const float m_new = max(st.m, tile_max);
     const float base = softmax_base(m_new);
     const float factor = exp2(st.m - base);
     float row_sum = 0.0f;
+#pragma unroll
     for (int j = 0; j < KC; ++j) {
+#pragma unroll
       for (int e = 0; e < 2; ++e) {
         const float pe = exp2(sf[j].thread_elements()[e] - base);
         sf[j].thread_elements()[e] = pe;
         row_sum += pe;
       }
     }
-    row_sum += simd_shuffle_xor(row_sum, 1);
-    row_sum += simd_shuffle_xor(row_sum, 8);
-    st.l = st.l * factor + row_sum;
+    st.l = st.l * factor + frag_row_sum(row_sum);
     st.m = m_new;
 
-    // O = O * factor + P . V
-    for (int c = 0; c < DC; ++c) {
-      if (c >= vc) continue;
+    // (5) O = O * factor + P.V on this SIMD-group's head-dim share.
+#pragma unroll
+    for (int c = 0; c < DQ; ++c) {
+      if (c_lo + c >= vc) continue;
       of[c].thread_elements()[0] *= factor;
       of[c].thread_elements()[1] *= factor;
+#pragma unroll
       for (int j = 0; j < KC; ++j) {
         if (j < j_begin || j >= j_end) continue;
-        simdgroup_float8x8 vf;  // (key, dv) = v_tile[key][dv]
-        vf.thread_elements()[0] = float(v_tile[(j * 8 + fr) * LD + c * 8 + fc]);
-        vf.thread_elements()[1] = float(v_tile[(j * 8 + fr) * LD + c * 8 + fc + 1]);
+        simdgroup_float8x8 vf = frag_load(v_tile, LD, j * 8, (c_lo + c) * 8, fr, fc);
         simdgroup_multiply_accumulate(of[c], sf[j], vf, of[c]);
       }
     }
@@ -201,12 +313,13 @@ template <typename T, int D>
   const bool none = mine.end <= mine.begin;
   const float inv = (none || !(st.l > 0.0f)) ? 0.0f : 1.0f / st.l;
   device T* o_row = out + o_row_offset(p, s, b, row) + (long)h * p.o_head_stride;
-  for (int c = 0; c < DC; ++c) {
-    if (c >= vc) continue;
-    o_row[c * 8 + fc] = T(of[c].thread_elements()[0] * inv);
-    o_row[c * 8 + fc + 1] = T(of[c].thread_elements()[1] * inv);
+#pragma unroll
+  for (int c = 0; c < DQ; ++c) {
+    if (c_lo + c >= vc) continue;
+    o_row[(c_lo + c) * 8 + fc] = T(of[c].thread_elements()[0] * inv);
+    o_row[(c_lo + c) * 8 + fc + 1] = T(of[c].thread_elements()[1] * inv);
   }
-  if ((p.flags & kWriteLse) && fc == 0) lse[lse_offset(p, s, b, h, row)] = row_lse(st, none);
+  if (mfs_write_lse && fc == 0 && c_lo == 0) lse[lse_offset(p, s, b, h, row)] = row_lse(st, none);
 }
 
 #define MFS_STR_(x) #x

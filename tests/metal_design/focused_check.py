@@ -34,6 +34,8 @@ CASES = [
     ("prefill_window", [45], [60], 2, 1, 64, dict(window_size=(20, 3))),
     ("prefill_paged", [40, 20], [70, 33], 4, 2, 64, dict(causal=True, page_size=5)),
     ("decode", [1, 3, 2], [40, 75, 0], 4, 2, 64, dict(causal=True, sinks=True)),
+    ("decode_window_alibi", [4, 2], [90, 50], 4, 2, 64,
+     dict(window_size=(20, 3), alibi=True, softcap=4.0)),
     ("decode_paged", [1, 2], [70, 45], 4, 2, 64, dict(causal=True, page_size=3)),
     ("decode_split", [1, 2], [600, 300], 4, 1, 64, dict(causal=True, sinks=True)),
 ]

@@ -63,6 +63,20 @@ def kernel_names() -> list[str]:
     return json.loads(result.stdout)
 
 
+def register_estimates() -> dict[str, int]:
+    """mfs_prefill_registers / mfs_decode_registers (metal_kernel_config.h) of every head-dim
+    tile, for float32 and the 16-bit dtypes: {"prefill_f32_d128": n, ...}."""
+    result = subprocess.run([str(probe_binary())], input="registers\n", capture_output=True,
+                            text=True, check=True)
+    return json.loads(result.stdout)
+
+
+def gpu_cores(architecture: str) -> int:
+    result = subprocess.run([str(probe_binary())], input=f"cores {architecture}\n",
+                            capture_output=True, text=True, check=True)
+    return int(result.stdout)
+
+
 def instantiated_names() -> set[str]:
     """Every [[host_name]] the .metal sources instantiate, read from their instantiation macros."""
     names = set()

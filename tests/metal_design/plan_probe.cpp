@@ -2,8 +2,8 @@
 // that tests/test_metal_design.py can check the plan's choices without Metal or torch.
 //
 // Input: one call per line, `dtype sinks_dtype field=value ...` (dtype: f32, f16, bf16; fields
-// are AttentionParams members; `flags` is the bit set). `names` alone prints every kernel name
-// the plan can pick.
+// are AttentionParams members; `flags` is the bit set; `gpu_cores` and `kv_aligned` set the
+// PlanTarget). `names` alone prints every kernel name the plan can pick.
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -35,6 +35,30 @@ int main() {
     std::istringstream in(line);
     std::string dtype, sinks;
     in >> dtype;
+    if (dtype == "registers") {  // the register estimate of every instantiation
+      std::cout << "{";
+      bool first = true;
+      for (const char* family : {"prefill", "decode"}) {
+        for (int eb : {4, 2}) {
+          for (int i = 0; i < MFS_NUM_HEAD_DIM_TILES; ++i) {
+            const int d = mfs_head_dim_tile_at(i);
+            const int regs = std::string(family) == "prefill" ? mfs_prefill_registers(d, eb)
+                                                               : mfs_decode_registers(d, eb);
+            std::cout << (first ? "" : ",") << "\"" << family << (eb == 4 ? "_f32" : "_16bit")
+                      << "_d" << d << "\": " << regs;
+            first = false;
+          }
+        }
+      }
+      std::cout << "}" << std::endl;
+      continue;
+    }
+    if (dtype == "cores") {  // gpu_cores_from_architecture of the next word
+      std::string name;
+      in >> name;
+      std::cout << gpu_cores_from_architecture(name) << std::endl;
+      continue;
+    }
     if (dtype == "names") {
       std::cout << "[";
       bool first = true;
@@ -48,16 +72,28 @@ int main() {
     in >> sinks;
     AttentionParams p{};
     p.window_left = p.window_right = -1;
+    PlanTarget target;
     std::string kv;
     while (in >> kv) {
       const size_t eq = kv.find('=');
-      if (eq == std::string::npos || !set_field(p, kv.substr(0, eq), std::stoll(kv.substr(eq + 1)))) {
+      const std::string key = kv.substr(0, eq == std::string::npos ? 0 : eq);
+      if (key == "gpu_cores" || key == "kv_aligned") {
+        const long long v = std::stoll(kv.substr(eq + 1));
+        if (key == "gpu_cores") target.gpu_cores = static_cast<int>(v);
+        else target.kv_vector_aligned = v != 0;
+        continue;
+      }
+      if (key == "softcap") {
+        p.softcap = std::stof(kv.substr(eq + 1));
+        continue;
+      }
+      if (eq == std::string::npos || !set_field(p, key, std::stoll(kv.substr(eq + 1)))) {
         std::cout << "{\"error\": \"bad field " << kv << "\"}" << std::endl;
         continue;
       }
     }
     try {
-      const LaunchPlan plan = make_forward_plan(p, parse_dtype(dtype), parse_dtype(sinks));
+      const LaunchPlan plan = make_forward_plan(p, parse_dtype(dtype), parse_dtype(sinks), target);
       std::cout << "{\"scratch\": [";
       for (size_t i = 0; i < plan.scratch.size(); ++i) {
         std::cout << (i ? "," : "") << plan.scratch[i].bytes;
@@ -65,7 +101,7 @@ int main() {
       std::cout << "], \"launches\": [";
       for (size_t i = 0; i < plan.launches.size(); ++i) {
         const KernelLaunch& l = plan.launches[i];
-        MetalLaunchArgs a{0, 0, 0, 0};
+        MetalLaunchArgs a{0, 0, 0, 0, 0};
         for (const PlanBytes& b : l.bytes) {
           if (b.index == MFS_BUF_ARGS) std::memcpy(&a, b.bytes.data(), sizeof a);
         }
@@ -81,7 +117,14 @@ int main() {
         }
         std::cout << "], \"heads_per_tg\": " << a.heads_per_tg << ", \"rows_per_head\": "
                   << a.rows_per_head << ", \"num_splits\": " << a.num_splits
-                  << ", \"keys_per_split\": " << a.keys_per_split << "}";
+                  << ", \"keys_per_split\": " << a.keys_per_split << ", \"rows_per_tg\": "
+                  << a.rows_per_tg << ", \"simdgroups\": " << launch_simdgroups(l)
+                  << ", \"constants\": {";
+        for (size_t j = 0; j < l.function_constants.size(); ++j) {
+          std::cout << (j ? "," : "") << "\"" << l.function_constants[j].index
+                    << "\": " << l.function_constants[j].int_value;
+        }
+        std::cout << "}}";
       }
       std::cout << "]}" << std::endl;
     } catch (const std::exception& e) {

@@ -194,6 +194,7 @@ LaunchReport run(const Dispatch& d, const RunOptions& options) {
     for (auto& w : workers) {
       w->mem_counters.read.assign(nb, 0);
       w->mem_counters.written.assign(nb, 0);
+      w->mem_counters.loads.assign(nb, {});
     }
     for (auto& b : arena.bindings())
       if (b.threadgroup)
@@ -220,7 +221,11 @@ LaunchReport run(const Dispatch& d, const RunOptions& options) {
   r.kernel = d.kernel;
   r.bounds_checked = options.check_bounds;
   std::vector<uint64_t> read, written;
+  std::vector<std::array<uint64_t, mem::kLoadWidths>> loads;
+  const std::vector<std::string> event_names_now = event_names();
   for (auto& w : workers) {
+    for (size_t e = 0; e < event_names_now.size() && e < size_t(rt::kMaxEvents); ++e)
+      if (w->counters.events[e]) r.events[event_names_now[e]] += w->counters.events[e];
     r.threadgroups += w->counters.threadgroups;
     r.threads += w->counters.threads;
     r.simdgroup_mma += w->counters.mma;
@@ -230,9 +235,11 @@ LaunchReport run(const Dispatch& d, const RunOptions& options) {
     if (options.check_bounds) {
       read.resize(w->mem_counters.read.size());
       written.resize(read.size());
+      loads.resize(read.size());
       for (size_t i = 0; i < read.size(); ++i) {
         read[i] += w->mem_counters.read[i];
         written[i] += w->mem_counters.written[i];
+        for (int k = 0; k < mem::kLoadWidths; ++k) loads[i][k] += w->mem_counters.loads[i][k];
       }
     }
   }
@@ -254,6 +261,7 @@ LaunchReport run(const Dispatch& d, const RunOptions& options) {
       t.size = bs[i].size;
       t.bytes_read = read[i];
       t.bytes_written = written[i];
+      for (int k = 0; k < mem::kLoadWidths; ++k) t.loads_by_width[k] = loads[i][k];
       r.buffers.push_back(t);
     }
     std::sort(r.buffers.begin(), r.buffers.end(), [](auto& a, auto& b) { return a.index < b.index; });

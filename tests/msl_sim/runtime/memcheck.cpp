@@ -37,7 +37,12 @@ __attribute__((noinline)) void slow_path(uintptr_t a, size_t n, bool write, void
   for (size_t i = hi; i-- > 0;) {
     uintptr_t end = __atomic_load_n(&b[i].end, __ATOMIC_RELAXED);
     if (a >= b[i].begin && a + n <= end) {
-      (write ? c->written : c->read)[i] += n;
+      if (write) {
+        c->written[i] += n;
+      } else {
+        c->read[i] += n;
+        c->loads[i][load_width_slot(n)]++;
+      }
       return;
     }
     if (hi - i > 4) break;

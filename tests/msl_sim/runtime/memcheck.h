@@ -9,12 +9,19 @@
 // Accesses outside the arena (stacks, runtime data) return after one compare.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 namespace msl_sim::mem {
+
+// Load widths counted separately: 1, 2, 4, 8, 16 bytes and anything else (memcpy ranges).
+constexpr int kLoadWidths = 6;
+inline int load_width_slot(size_t n) {
+  return n == 1 ? 0 : n == 2 ? 1 : n == 4 ? 2 : n == 8 ? 3 : n == 16 ? 4 : 5;
+}
 
 struct Binding {
   uintptr_t begin = 0;
@@ -38,6 +45,8 @@ struct OobRecord {
 // Per worker thread.
 struct ThreadCounters {
   std::vector<uint64_t> read, written;  // per binding
+  // Load instructions per binding, by access width: 1, 2, 4, 8, 16 bytes, other (ranges).
+  std::vector<std::array<uint64_t, kLoadWidths>> loads;
   std::vector<OobRecord> oob;
   uint64_t oob_total = 0;
   size_t max_reports = 16;

@@ -48,9 +48,18 @@ std::string LaunchReport::to_json() const {
     const BufferTraffic& b = buffers[i];
     s << (i ? "," : "") << "{\"index\":" << b.index << ",\"name\":" << json_string(b.name)
       << ",\"set_bytes\":" << (b.set_bytes ? "true" : "false") << ",\"size\":" << b.size
-      << ",\"bytes_read\":" << b.bytes_read << ",\"bytes_written\":" << b.bytes_written << "}";
+      << ",\"bytes_read\":" << b.bytes_read << ",\"bytes_written\":" << b.bytes_written
+      << ",\"loads_by_width\":[";
+    for (int k = 0; k < 6; ++k) s << (k ? "," : "") << b.loads_by_width[k];
+    s << "]}";
   }
-  s << "]}";
+  s << "],\"events\":{";
+  bool first = true;
+  for (const auto& [name, n] : events) {
+    s << (first ? "" : ",") << json_string(name) << ":" << n;
+    first = false;
+  }
+  s << "}}";
   return s.str();
 }
 

@@ -1,5 +1,8 @@
 #include "worker.h"
 
+#include <atomic>
+#include <mutex>
+
 #include <algorithm>
 #include <cstring>
 #include <map>
@@ -350,6 +353,47 @@ void* threadgroup_static(const TgSite& site, size_t bytes, size_t align) {
   return f->w->threadgroup_static(f, site, bytes, align);
 }
 
+namespace {
+std::mutex g_event_mutex;
+std::vector<std::string>& g_event_names() {
+  static auto* names = new std::vector<std::string>();  // leaked, like the registry
+  return *names;
+}
+// Literal addresses seen so far and their ids (one name may sit at several addresses: one
+// literal per translated file).
+constexpr int kMaxLiterals = 256;
+std::atomic<const char*> g_literal_address[kMaxLiterals];
+int g_literal_id[kMaxLiterals];
+std::atomic<int> g_literal_count{0};
+
+int event_id(const char* name) {
+  const int n = g_literal_count.load(std::memory_order_acquire);
+  for (int i = 0; i < n; ++i)
+    if (g_literal_address[i].load(std::memory_order_relaxed) == name) return g_literal_id[i];
+  std::lock_guard<std::mutex> lock(g_event_mutex);
+  auto& names = g_event_names();
+  int id = -1;
+  for (size_t i = 0; i < names.size(); ++i)
+    if (names[i] == name) id = int(i);
+  if (id < 0 && names.size() < size_t(kMaxEvents)) {
+    names.push_back(name);
+    id = int(names.size()) - 1;
+  }
+  if (id < 0) id = kMaxEvents - 1;  // out of slots: lumped into the last event
+  const int slot = g_literal_count.load(std::memory_order_relaxed);
+  if (slot < kMaxLiterals) {
+    g_literal_address[slot].store(name, std::memory_order_relaxed);
+    g_literal_id[slot] = id;
+    g_literal_count.store(slot + 1, std::memory_order_release);
+  }
+  return id;
+}
+}  // namespace
+
+void count_event(const char* name, unsigned long long n) {
+  current_fiber()->w->counters.events[event_id(name)] += n;
+}
+
 void kernel_fail(const char* message, const std::source_location& site) {
   Fiber* f = current_fiber();
   f->w->fail(f, Error::Kind::KernelFailure, std::string(message) + " (" + site_str(site) + ")");
@@ -386,4 +430,9 @@ const char* op_name(int op) {
 }
 
 }  // namespace rt
+
+std::vector<std::string> event_names() {
+  std::lock_guard<std::mutex> lock(rt::g_event_mutex);
+  return rt::g_event_names();
+}
 }  // namespace msl_sim

@@ -34,7 +34,10 @@ struct Launch {
 
 struct Counters {
   uint64_t mma = 0, barriers = 0, collectives = 0, threadgroups = 0, threads = 0;
+  uint64_t events[rt::kMaxEvents] = {};  // MSL_SIM_COUNT, by event_id
 };
+// The name of an interned event id (event_names().size() ids exist).
+std::vector<std::string> event_names();
 
 struct Failure {
   Error::Kind kind;

@@ -79,6 +79,12 @@ struct TgSite {
 };
 void* threadgroup_static(const TgSite& site, size_t bytes, size_t align);
 
+// Named event counters a kernel bumps through MSL_SIM_COUNT(name, n) (include/stub/metal_stdlib;
+// the macro expands to nothing for Apple's compiler). Names are string literals, interned by
+// address (then by text) in the runtime: no function-local statics in instrumented code.
+constexpr int kMaxEvents = 32;
+void count_event(const char* name, unsigned long long n);
+
 // Report an unsupported construct reached at run time (stops the launch).
 [[noreturn]] void kernel_fail(const char* message, const std::source_location& site);
 

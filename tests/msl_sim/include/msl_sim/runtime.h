@@ -51,6 +51,9 @@ struct BufferTraffic {
   uint64_t size = 0;
   uint64_t bytes_read = 0;
   uint64_t bytes_written = 0;
+  // Load instructions by width: 1, 2, 4, 8, 16 bytes, other (bytes_read / their sum = the
+  // average load width, the thing wide vector loads improve).
+  uint64_t loads_by_width[6] = {};
 };
 
 struct LaunchReport {
@@ -63,6 +66,8 @@ struct LaunchReport {
   uint32_t threadgroup_memory_bytes = 0;  // dynamic + function-scope
   bool bounds_checked = false;      // traffic counters are only valid when true
   std::vector<BufferTraffic> buffers;     // device buffers, setBytes blocks, threadgroup memory
+  // MSL_SIM_COUNT(name, n) totals of the launch (kernel-defined events, e.g. mask evaluations).
+  std::map<std::string, uint64_t> events;
   double seconds = 0.0;
 
   const BufferTraffic* buffer(int index) const;

@@ -125,11 +125,11 @@ struct alignas(sizeof(T) * (N == 3 ? 4 : N)) vec : msl_sim::vec_storage<T, N> {
   static constexpr int size_ = N;
 
   vec() = default;
-  vec(const vec& o) {
-    for (int i = 0; i < N; ++i) this->v_[i] = o.v_[i];
-  }
+  // Whole-vector copies are one access of sizeof(vec) bytes (a vector load/store on the GPU), so
+  // the traffic counters see a float4 / half4 load as one 16- / 8-byte load.
+  vec(const vec& o) { __builtin_memcpy(static_cast<void*>(this), static_cast<const void*>(&o), sizeof(vec)); }
   vec& operator=(const vec& o) {
-    for (int i = 0; i < N; ++i) this->v_[i] = o.v_[i];
+    __builtin_memcpy(static_cast<void*>(this), static_cast<const void*>(&o), sizeof(vec));
     return *this;
   }
   // A scalar broadcasts (implicitly, as in MSL).

@@ -1,0 +1,154 @@
+// Tile building blocks of the Metal attention kernels (MSL only): staging device rows into
+// threadgroup tiles, 8x8 fragments loaded from those tiles (plain or transposed), and the row
+// reductions of a fragment. The forward kernels are built on them; the backward passes (S, P,
+// dP = dO.V^T, dS, and the transposed products dV += P^T.dO, dK += dS^T.Q) use the same
+// pieces with other operands: nothing here knows about attention's rules.
+#pragma once
+
+#include "attention_kernel_common.h"
+
+// ---- fragments ------------------------------------------------------------------------------
+// Apple's simdgroup_matrix<T, 8, 8> lane layout (MSL spec 6.7, "SIMD-group Matrix Functions";
+// the layout MLX's steel mma.h relies on): lane holds (row, col) and (row, col + 1).
+inline int frag_row(uint lane) { return (int)(((lane / 4) & 4) + ((lane / 2) % 4)); }
+inline int frag_col(uint lane) { return (int)(((lane / 4) & 2) * 2 + (lane % 2) * 2); }
+
+// The fragment whose (r, c) is tile[(row0 + r) * ld + col0 + c]: a lane's two elements are
+// adjacent in memory (one 2-element read). S = Q.K^T reads K^T this way from a K tile stored
+// transposed; O += P.V reads V this way from a row-major V tile.
+template <typename T>
+inline simdgroup_float8x8 frag_load(const threadgroup T* tile, int ld, int row0, int col0,
+                                    int fr, int fc) {
+  simdgroup_float8x8 f;
+  const threadgroup T* src = tile + (row0 + fr) * ld + col0 + fc;
+  f.thread_elements()[0] = float(src[0]);
+  f.thread_elements()[1] = float(src[1]);
+  return f;
+}
+
+// The fragment whose (r, c) is tile[(row0 + c) * ld + col0 + r] (the transpose of frag_load):
+// for products with a tile in the other layout (backward: dP = dO.V^T from a row-major V tile).
+template <typename T>
+inline simdgroup_float8x8 frag_load_transposed(const threadgroup T* tile, int ld, int row0,
+                                               int col0, int fr, int fc) {
+  simdgroup_float8x8 f;
+  f.thread_elements()[0] = float(tile[(row0 + fc) * ld + col0 + fr]);
+  f.thread_elements()[1] = float(tile[(row0 + fc + 1) * ld + col0 + fr]);
+  return f;
+}
+
+// A fragment kept in registers in its input dtype (half/bfloat: one 32-bit register per lane
+// instead of two), widened to fp32 for the MMA, which accumulates in fp32.
+template <typename T>
+struct FragStore {
+  vec<T, 2> e;
+};
+template <typename T>
+inline FragStore<T> frag_store(float e0, float e1) {
+  FragStore<T> s;
+  s.e = vec<T, 2>(T(e0), T(e1));
+  return s;
+}
+template <typename T>
+inline simdgroup_float8x8 frag_widen(const FragStore<T> s) {
+  simdgroup_float8x8 f;
+  f.thread_elements()[0] = float(s.e.x);
+  f.thread_elements()[1] = float(s.e.y);
+  return f;
+}
+
+// ---- row reductions of a fragment row --------------------------------------------------------
+// A row's 8 columns sit on the lanes that differ in bits 0 and 3 of the lane index.
+inline float frag_row_max(float x) {
+  x = max(x, simd_shuffle_xor(x, 1));
+  return max(x, simd_shuffle_xor(x, 8));
+}
+inline float frag_row_sum(float x) {
+  x += simd_shuffle_xor(x, 1);
+  return x + simd_shuffle_xor(x, 8);
+}
+
+// ---- staging ---------------------------------------------------------------------------------
+// 8 contiguous elements of one device row. With mfs_vector_kv (rows 4-element aligned, as the
+// plan checked) they are read as two 4-element vectors: 8-byte loads for half/bfloat, 16-byte for
+// float (MSL spec 2.2: vector types are aligned to their size; device pointers to them are legal
+// casts of an aligned scalar pointer).
+template <typename T>
+struct Chunk8 {
+  vec<T, 4> lo, hi;
+};
+template <typename T>
+inline Chunk8<T> load_chunk8(const device T* src) {
+  Chunk8<T> c;
+  if (mfs_vector_kv) {
+    c.lo = *((const device vec<T, 4>*)src);
+    c.hi = *((const device vec<T, 4>*)(src + 4));
+  } else {
+    c.lo = vec<T, 4>(src[0], src[1], src[2], src[3]);
+    c.hi = vec<T, 4>(src[4], src[5], src[6], src[7]);
+  }
+  return c;
+}
+// Stores a chunk as 8 elements of a tile row (dst[e]) or of a tile column (dst[e * ld]: the
+// transposed layout, K^T for S = Q.K^T).
+template <typename T>
+inline void store_chunk8(threadgroup T* dst, int step, const Chunk8<T> c) {
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    dst[e * step] = c.lo[e];
+    dst[(e + 4) * step] = c.hi[e];
+  }
+}
+template <typename T>
+inline void zero_chunk8(threadgroup T* dst, int step) {
+#pragma unroll
+  for (int e = 0; e < 8; ++e) dst[e * step] = T(0.0f);
+}
+
+// One thread's share of staging a tile of `rows` rows x `chunks` 8-element chunks: slot n is
+// (row, chunk) = divmod(tid + n * nthreads, chunks), fixed for the whole key loop. Computed once
+// per kernel (the only division), so the per-tile loop is pointer arithmetic.
+struct StageSlot {
+  int row;    // row of the tile (-1: no slot)
+  int chunk;  // 8-element chunk of the row
+};
+inline StageSlot stage_slot(int tid, int n, int nthreads, int rows, int chunks) {
+  StageSlot s;
+  const int i = tid + n * nthreads;
+  s.row = (chunks > 0 && i < rows * chunks) ? i / chunks : -1;
+  s.chunk = s.row >= 0 ? i - s.row * chunks : 0;
+  return s;
+}
+
+// ---- device row vectors (decode: a lane's contiguous elements of one K or V row) -------------
+// N (4 or 8) contiguous elements as 4-element vectors (8-byte loads for half/bfloat, 16-byte for
+// float) when mfs_vector_kv, else element by element; `live` false gives zeros, no load.
+template <typename T, int N>
+struct RowVec {
+  vec<T, 4> part[N / 4];
+};
+template <typename T, int N>
+inline RowVec<T, N> load_row_vec(const device T* src, bool live) {
+  RowVec<T, N> r;
+#pragma unroll
+  for (int i = 0; i < N / 4; ++i) {
+    if (!live) {
+      r.part[i] = vec<T, 4>(T(0.0f));
+    } else if (mfs_vector_kv) {
+      r.part[i] = *((const device vec<T, 4>*)(src + 4 * i));
+    } else {
+      r.part[i] = vec<T, 4>(src[4 * i], src[4 * i + 1], src[4 * i + 2], src[4 * i + 3]);
+    }
+  }
+  return r;
+}
+template <typename T, int N>
+inline float row_vec_at(const RowVec<T, N> r, int e) {
+  return float(r.part[e / 4][e % 4]);
+}
+
+// Sum of x over aligned groups of `lanes` lanes (a power of two <= 32).
+inline float group_sum(float x, int lanes) {
+  for (int m = lanes / 2; m >= 1; m /= 2) x += simd_shuffle_xor(x, (ushort)m);
+  return x;
+}
