@@ -157,5 +157,6 @@ MFS_LAUNCH_ARGS_AT(heads_per_tg, 0)
 MFS_LAUNCH_ARGS_AT(rows_per_head, 4)
 MFS_LAUNCH_ARGS_AT(num_splits, 8)
 MFS_LAUNCH_ARGS_AT(keys_per_split, 12)
+MFS_LAUNCH_ARGS_AT(rows_per_tg, 16)
 #undef MFS_LAUNCH_ARGS_AT
-static_assert(sizeof(MetalLaunchArgs) == 16, "MetalLaunchArgs changed size: C++ and MSL must agree");
+static_assert(sizeof(MetalLaunchArgs) == 20, "MetalLaunchArgs changed size: C++ and MSL must agree");

@@ -119,8 +119,9 @@ template <typename T, int D>
     const bool live = i < npairs;
     const int h = h_first + (live ? i / rows_in : 0);
     const int row = row_first + (live ? i % rows_in : 0);
-    mine[i] = live ? visible_keys(row, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right)
-                   : KeyRange{0, 0};
+    mine[i].begin = 0;
+    mine[i].end = 0;  // a pair past the threadgroup's: sees no key
+    if (live) mine[i] = visible_keys(row, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
     rule[i] = score_rule(p, alibi_slopes, s, b, h, lane);
 #pragma unroll
     for (int e = 0; e < E; ++e) {

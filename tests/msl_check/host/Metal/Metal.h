@@ -46,8 +46,16 @@ typedef enum MTLDataType : NSUInteger {
                                  error:(NSError**)error;
 @end
 
+// https://developer.apple.com/documentation/metal/mtlarchitecture (macOS 14.0+)
+@interface MTLArchitecture : NSObject
+// https://developer.apple.com/documentation/metal/mtlarchitecture/name
+@property(readonly, nonnull) NSString* name;
+@end
+
 // https://developer.apple.com/documentation/metal/mtldevice
 @protocol MTLDevice <NSObject>
+// https://developer.apple.com/documentation/metal/mtldevice/architecture (macOS 14.0+)
+@property(readonly, nonnull) MTLArchitecture* architecture;
 // https://developer.apple.com/documentation/metal/mtldevice/makecomputepipelinestate(function:)
 - (id<MTLComputePipelineState>)newComputePipelineStateWithFunction:(id<MTLFunction>)computeFunction
                                                             error:(NSError**)error;
