@@ -84,7 +84,7 @@ bench: build
 
 # Training: forward + backward against torch's routes (ratios and peak extra memory).
 bench-backward: build
-	$(PY) benchmarks/benchmark_backward.py
+	$(PY) benchmarks/training_routes.py
 
 # The Metal kernels' device traffic and work, counted by the simulator, against the minimum.
 bench-metal: build-sim

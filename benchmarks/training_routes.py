@@ -1,7 +1,7 @@
 """Training speed: forward + backward of this kernel as ratios against torch's routes measured in
 the same run, and the peak extra memory of each route's forward + backward.
 
-    python benchmarks/benchmark_backward.py [--repeats 3] [--quick]
+    python benchmarks/training_routes.py [--repeats 3] [--quick]
 
 Workloads: the mixed varlen batch of `make bench` (GQA 32/8, head dim 128, causal) in fp32 and
 bf16 against SDPA on a padded batch with a mask and SDPA per sequence in a loop (each with its
