@@ -311,7 +311,7 @@ def test_double_inside_a_kernel_body_fails(tmp_path):
     """A plant inside the first kernel of each file (not only in appended code)."""
     for source in KERNEL_SOURCES:
         text = source.read_text()
-        m = re.search(r"\[\[kernel\]\][^{;]*\{", text)
+        m = re.search(r"\[\[kernel\b[^\]]*\]\][^{;]*\{", text)  # [[kernel]] or [[kernel, ...]]
         assert m, f"no [[kernel]] function in {source.name}"
         copy = tmp_path / source.name
         copy.write_text(text[:m.end()] + " double planted = 1; (void)planted; " + text[m.end():])
