@@ -106,24 +106,40 @@ constexpr int mfs_prefill_registers(int d, int elem_bytes) {
 }
 
 // ---- decode (q_len <= MFS_DECODE_MAX_Q per sequence) ----
-// One threadgroup = up to mfs_decode_max_pairs(d) (query head, row) pairs sharing one KV head (a
-// GQA group, or part of one) for one sequence and one key split, and MFS_DECODE_SIMDGROUPS
-// SIMD-groups that take the split's keys in turn. K/V rows are read straight from device memory:
-// a key's row is spread over `lanes per key` lanes, each owning E contiguous elements (one 8- or
-// 16-byte vector load), and serves every pair of the threadgroup. The SIMD-groups' partial
-// softmax states are combined once, at the end, in threadgroup memory.
+// One threadgroup = the (query head, row) pairs of a GQA group (or part of one) for one sequence
+// and one key split, and MFS_DECODE_SIMDGROUPS SIMD-groups that each take a contiguous run of the
+// split's keys. K/V rows are read straight from device memory: a key's row is spread over `lanes
+// per key` lanes, each owning E contiguous elements (one 8- or 16-byte vector load), and serves
+// every pair of the threadgroup. A lane group holds up to mfs_decode_max_pairs pairs in
+// registers; when the threadgroup has more, the SIMD-group's lane groups split into cohorts that
+// hold different pairs of the same key (one cohort loads it, the others get it by shuffle). The
+// SIMD-groups' partial softmax states are combined once, at the end, in threadgroup memory.
 #define MFS_DECODE_MAX_Q 8
 #define MFS_DECODE_SIMDGROUPS 16
 constexpr int mfs_decode_elems_per_lane(int d) { return d <= 128 ? 4 : 8; }
 constexpr int mfs_decode_lanes_per_key(int d) { return d <= 32 ? 8 : d <= 64 ? 16 : 32; }
+// Pairs one lane group holds in registers.
 constexpr int mfs_decode_max_pairs(int d, int elem_bytes) {
   return d <= 128 ? (elem_bytes == 4 ? 6 : 8) : 4;
 }
+// Lane groups of a SIMD-group sharing one key, each holding its own pairs: 1, 2 or 4 (at most
+// the lane groups a SIMD-group has, 32 / lanes per key).
+constexpr int mfs_decode_cohorts(int pairs, int d, int elem_bytes) {
+  return pairs <= mfs_decode_max_pairs(d, elem_bytes) ? 1
+         : pairs <= 2 * mfs_decode_max_pairs(d, elem_bytes) ? 2 : 4;
+}
+// Pairs one threadgroup holds: every cohort's.
+constexpr int mfs_decode_max_tg_pairs(int d, int elem_bytes) {
+  return mfs_decode_max_pairs(d, elem_bytes) * (32 / mfs_decode_lanes_per_key(d));
+}
 
-// The combine area (each SIMD-group's o (tile width) and (m, l) of one pair), then the pairs'
-// q rows (input dtype).
+// The combine area (per cohort, each SIMD-group's o (tile width) and (m, l) of one pair), the
+// sequence's bounds (4 ints, read once per threadgroup), then the pairs' q rows (input dtype).
+constexpr int mfs_decode_combine_floats(int d) {
+  return (32 / mfs_decode_lanes_per_key(d)) * MFS_DECODE_SIMDGROUPS * (d + 4);
+}
 constexpr int mfs_decode_tg_bytes(int d, int elem_bytes) {
-  return MFS_DECODE_SIMDGROUPS * (d + 4) * 4 + mfs_decode_max_pairs(d, elem_bytes) * d * elem_bytes;
+  return (mfs_decode_combine_floats(d) + 4) * 4 + mfs_decode_max_tg_pairs(d, elem_bytes) * d * elem_bytes;
 }
 // Registers of one decode thread: per pair q (E elements in the input dtype), o (E fp32), m, l
 // and the pair's visible key range; the K and V vectors of the current key (input dtype); the

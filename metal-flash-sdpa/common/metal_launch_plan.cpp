@@ -186,7 +186,7 @@ LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype 
     if (p.max_seqlen_q <= MFS_DECODE_MAX_Q) {
       const int group = p.heads_q / p.heads_kv;
       const int rows = p.max_seqlen_q;
-      const int max_pairs = mfs_decode_max_pairs(tile, eb);
+      const int max_pairs = mfs_decode_max_tg_pairs(tile, eb);
       MetalLaunchArgs args;
       args.rows_per_head = rows;
       args.rows_per_tg = std::min(rows, max_pairs);
@@ -212,9 +212,14 @@ LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype 
             ceil_div(tuning.scratch_ratio * partial_bytes, row_bytes));
         min_keys = int64_t(ceil_div(min_keys, MFS_DECODE_SPLIT_GRAIN)) * MFS_DECODE_SPLIT_GRAIN;
         if (p.max_seqlen_k / min_keys >= 2) {
-          // Round the split down to the grain so that at least `wanted` splits come out.
-          const int64_t even = p.max_seqlen_k / wanted / MFS_DECODE_SPLIT_GRAIN * MFS_DECODE_SPLIT_GRAIN;
-          keys_per_split = std::max(min_keys, even);
+          // The longest split (a multiple of the grain) that still gives `wanted` splits: each
+          // split's partials cost traffic, so no more of them than the cores need.
+          keys_per_split = ceil_div(ceil_div(p.max_seqlen_k, wanted), MFS_DECODE_SPLIT_GRAIN) *
+                           MFS_DECODE_SPLIT_GRAIN;
+          while (keys_per_split > min_keys && ceil_div(p.max_seqlen_k, keys_per_split) < wanted) {
+            keys_per_split -= MFS_DECODE_SPLIT_GRAIN;
+          }
+          keys_per_split = std::max(min_keys, keys_per_split);
           splits = static_cast<int>(ceil_div(p.max_seqlen_k, keys_per_split));
         }
       }

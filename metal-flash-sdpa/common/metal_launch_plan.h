@@ -95,7 +95,10 @@ struct PlanTuning {
   // A split has at least this many keys per SIMD-group of its threadgroup.
   int min_keys_per_simdgroup = 8;
   // A split reads at least this many times more K/V bytes than its partials cost (write + read).
-  int scratch_ratio = 20;
+  // The partials grow with the pairs one K/V read serves (a whole GQA group x rows, up to 32):
+  // 6 still lets the decode shapes reach 64 SIMD-groups per core with every pair of a
+  // group in one threadgroup, where re-reading K/V per half group would cost far more.
+  int scratch_ratio = 6;
 };
 
 // The plan of one forward call. `dtype` is q/k/v/out's, `sinks_dtype` s_aux's (ignored without

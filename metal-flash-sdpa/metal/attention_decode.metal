@@ -1,16 +1,19 @@
 // Decode (at most MFS_DECODE_MAX_Q queries per sequence) and the small kernels around it.
 //
-// mfs_decode: one threadgroup = up to mfs_decode_max_pairs(D) (query head, row) pairs that share
-// one KV head (heads_per_tg heads x rows_per_tg rows: a whole GQA group when it fits), for one
-// sequence and one key split, with MFS_DECODE_SIMDGROUPS SIMD-groups taking the split's keys in
-// turn. K/V rows are read straight from device memory, no threadgroup staging and no barrier in
+// mfs_decode: one threadgroup = the (query head, row) pairs of a GQA group that share one KV head
+// (heads_per_tg heads x rows_per_tg rows: the whole group when it fits), for one sequence and one
+// key split, with MFS_DECODE_SIMDGROUPS SIMD-groups that each take a contiguous run of the split's
+// keys. K/V rows are read straight from device memory, no threadgroup staging and no barrier in
 // the key loop: a key's row is spread over L lanes (mfs_decode_lanes_per_key), each owning E
-// contiguous elements (one or two 4-element vector loads), and that one read serves every pair
-// of the threadgroup. V is loaded after the key's scores. Each lane group keeps its own online
-// softmax state per pair; the states are combined across lane groups (shuffles) and across
-// SIMD-groups (threadgroup memory, once at the end). With num_splits > 1 (few threadgroups for
-// the GPU's cores, long keys) each split writes an unnormalised partial (o, m, l) to scratch and
-// mfs_decode_reduce combines them (and the sink) into out and lse.
+// contiguous elements (one or two 4-element vector loads), and that one read serves every pair of
+// the threadgroup. A lane group holds P pairs in registers; with more pairs than that, the lane
+// groups of a SIMD-group form C cohorts that hold different pairs of the same key: the first
+// cohort loads the key and the others take it by shuffle. V is loaded after the key's scores.
+// Each lane group keeps its own online-softmax state per pair; the states are combined across
+// lane groups (shuffles) and across SIMD-groups (threadgroup memory, once at the end). With
+// num_splits > 1 (few threadgroups for the GPU's cores, long keys) each split writes an
+// unnormalised partial (o, m, l) to scratch and mfs_decode_reduce combines them (and the sink)
+// into out and lse.
 //
 // mfs_clear_rows: zeros the rows of a varlen q past cu_seqlens_q[batch] (functional form), whose
 // position the host cannot read on the GPU.
@@ -53,15 +56,16 @@ template <typename T, int D>
   constexpr int W = MFS_DECODE_SIMDGROUPS;
   constexpr int E = mfs_decode_elems_per_lane(D);  // contiguous elements per lane
   constexpr int L = mfs_decode_lanes_per_key(D);   // lanes per key
-  constexpr int KPS = 32 / L;                      // keys per SIMD-group step
-  constexpr int P = mfs_decode_max_pairs(D, (int)sizeof(T));       // (head, row) pairs per threadgroup
+  constexpr int G = 32 / L;                        // lane groups per SIMD-group
+  constexpr int P = mfs_decode_max_pairs(D, (int)sizeof(T));  // (head, row) pairs per lane group
   constexpr int CW = D + 4;                        // combine row: o[D], m, l (16-byte aligned)
   static_assert(L * E >= D, "a key's lanes cover the head-dim tile");
   static_assert(mfs_decode_registers(D, (int)sizeof(T)) <= MFS_REGISTER_BUDGET, "decode registers");
-  // [W][CW] combine area, then the pairs' q rows [P][D] (read from device memory once per
-  // threadgroup, not once per SIMD-group).
+  // [G][W][CW] combine area, the sequence's bounds, then the pairs' q rows [G * P][D] (read from
+  // device memory once per threadgroup, not once per SIMD-group).
   threadgroup float combine[mfs_decode_tg_bytes(D, (int)sizeof(T)) / 4];
-  threadgroup T* q_tile = (threadgroup T*)(combine + W * CW);
+  threadgroup int* bounds_tg = (threadgroup int*)(combine + mfs_decode_combine_floats(D));
+  threadgroup T* q_tile = (threadgroup T*)(bounds_tg + 4);
 
   const int split = (int)tg.x;
   const int b = (int)tg.z;
@@ -72,12 +76,39 @@ template <typename T, int D>
   const int part = ((int)tg.y / row_chunks) % parts;
   const int row_first = ((int)tg.y % row_chunks) * a.rows_per_tg;
   const int h_first = hk * group + part * a.heads_per_tg;
+  const int hd = p.head_dim, hdv = p.head_dim_v;
 
-  const SequenceRows s = sequence_rows(p, cu_seqlens_q, cu_seqlens_k, seqused_k, b, lane);
+  // SIMD-group 0 reads the sequence's offsets (once per threadgroup) and stages the pairs' q
+  // rows, 8 elements per lane; the others wait at the barrier and read the bounds back.
+  // Per pair i: head h_first + i / rows_in, row row_first + i % rows_in.
+  if (sg == 0) {
+    const SequenceRows s0 = sequence_rows(p, cu_seqlens_q, cu_seqlens_k, seqused_k, b, lane);
+    if (lane == 0) {
+      bounds_tg[0] = s0.q_begin;
+      bounds_tg[1] = s0.seqlen_q;
+      bounds_tg[2] = s0.k_begin;
+      bounds_tg[3] = s0.seqlen_k;
+    }
+    const int rows_in0 = min(min(s0.seqlen_q, a.rows_per_head), row_first + a.rows_per_tg) - row_first;
+    for (int i = (int)lane; i < a.heads_per_tg * rows_in0 * (hd / 8); i += 32) {
+      const int pair = i / (hd / 8), c = i % (hd / 8);
+      const device T* src = q + q_row_offset(p, s0, b, row_first + pair % rows_in0) +
+                            (long)(h_first + pair / rows_in0) * p.q_head_stride + c * 8;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) q_tile[pair * D + c * 8 + e] = src[e];
+    }
+  }
+  threadgroup_barrier(mem_flags::mem_threadgroup);  // bounds and q are staged (before the keys)
+  SequenceRows s;
+  s.q_begin = bounds_tg[0];
+  s.seqlen_q = bounds_tg[1];
+  s.k_begin = bounds_tg[2];
+  s.seqlen_k = bounds_tg[3];
   const int rows = min(s.seqlen_q, a.rows_per_head);
   if (row_first >= rows) return;  // the whole threadgroup
   const int row_end = min(row_first + a.rows_per_tg, rows);
-  const int npairs = a.heads_per_tg * (row_end - row_first);  // live pairs, <= P
+  const int rows_in = row_end - row_first;
+  const int npairs = a.heads_per_tg * rows_in;  // live pairs, <= C * P
   const KeyRange hull = visible_keys_for_rows(row_first, row_end, s.seqlen_q, s.seqlen_k,
                                               p.window_left, p.window_right);
   // The keys every row of the threadgroup sees (no mask needed): the last row's begin, the
@@ -92,23 +123,17 @@ template <typename T, int D>
   const int split_begin = split * a.keys_per_split;
   const int kb = max(hull.begin, split_begin);
   const int ke = min(hull.end, split_begin + a.keys_per_split);
-  const int hd = p.head_dim, hdv = p.head_dim_v;
 
-  const int kl = (int)lane / L;      // this lane's key of a step
-  const int d0 = ((int)lane % L) * E;  // its first head-dim element
+  // Lane group g of the SIMD-group: cohort g % C (which pairs), slot g / C (which key of a step).
+  const int C = mfs_decode_cohorts(a.heads_per_tg * a.rows_per_tg, D, (int)sizeof(T));
+  const int KS = G / C;                // keys per SIMD-group step
+  const int g = (int)lane / L;
+  const int cohort = g % C, slot = g / C;
+  const int first_pair = cohort * P;
+  const ushort key_lane = (ushort)(slot * C * L + (int)lane % L);  // the lane that loads my key
+  const int d0 = ((int)lane % L) * E;  // this lane's first head-dim element
   const bool k_lane = d0 < hd, v_lane = d0 < hdv;
 
-  // Per pair i: head h_first + i / rows_in, row row_first + i % rows_in.
-  const int rows_in = row_end - row_first;
-  // The pairs' q rows into threadgroup memory, 8 elements per thread.
-  for (int i = (int)(sg * 32 + lane); i < npairs * (hd / 8); i += 32 * W) {
-    const int pair = i / (hd / 8), c = i % (hd / 8);
-    const device T* src = q + q_row_offset(p, s, b, row_first + pair % rows_in) +
-                          (long)(h_first + pair / rows_in) * p.q_head_stride + c * 8;
-#pragma unroll
-    for (int e = 0; e < 8; ++e) q_tile[pair * D + c * 8 + e] = src[e];
-  }
-  threadgroup_barrier(mem_flags::mem_threadgroup);  // q is staged (once, before the key loop)
   T qv[P][E];  // input dtype: half the registers for half/bfloat
   float o[P][E];
   float m[P], l[P];
@@ -116,46 +141,56 @@ template <typename T, int D>
   ScoreRule rule[P];
 #pragma unroll
   for (int i = 0; i < P; ++i) {
-    const bool live = i < npairs;
-    const int h = h_first + (live ? i / rows_in : 0);
-    const int row = row_first + (live ? i % rows_in : 0);
+    const int pair = first_pair + i;
+    const bool live = pair < npairs;
+    const int h = h_first + (live ? pair / rows_in : 0);
+    const int row = row_first + (live ? pair % rows_in : 0);
     mine[i].begin = 0;
     mine[i].end = 0;  // a pair past the threadgroup's: sees no key
     if (live) mine[i] = visible_keys(row, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
-    rule[i] = score_rule(p, alibi_slopes, s, b, h, lane);
+    rule[i] = score_rule(p, alibi_slopes, s, b, h, lane, C > 1 ? L : 32);  // heads per cohort
 #pragma unroll
     for (int e = 0; e < E; ++e) {
-      qv[i][e] = (live && k_lane) ? q_tile[i * D + d0 + e] : T(0.0f);
+      qv[i][e] = (live && k_lane) ? q_tile[pair * D + d0 + e] : T(0.0f);
       o[i][e] = 0.0f;
     }
     m[i] = MFS_MASKED;
     l[i] = 0.0f;
   }
 
-  // This lane's K/V row pointers at its first key, advanced by one step of the threadgroup
-  // (W x KPS keys) per iteration; paged K/V looks each key's page up instead.
+  // This SIMD-group's contiguous run of keys (whole steps), and this lane's K/V row pointers at
+  // its first key, advanced by one step (KS rows) per iteration. Paged K/V looks a page up only
+  // when the lane group's key crosses into the next one.
+  const int run = (((ke - kb + W - 1) / W + KS - 1) / KS) * KS;
+  const int run_begin = kb + (int)sg * run;
+  const int run_end = min(ke, run_begin + run);
   const long k_head = (long)hk * p.k_head_stride + d0;
   const long v_head = (long)hk * p.v_head_stride + d0;
-  const int first = kb + (int)sg * KPS + kl;
+  const int first = run_begin + slot;
   const device T* k_ptr = k + key_row_offset(p, s, b, first, 0, p.k_batch_stride, p.k_row_stride) + k_head;
   const device T* v_ptr = v + key_row_offset(p, s, b, first, 0, p.v_batch_stride, p.v_row_stride) + v_head;
-  const long k_step = (long)(W * KPS) * p.k_row_stride;
-  const long v_step = (long)(W * KPS) * p.v_row_stride;
+  const long k_step = (long)KS * p.k_row_stride;
+  const long v_step = (long)KS * p.v_row_stride;
+  const bool loads = cohort == 0;  // the first cohort loads each key for the others
+  int page = 0, page_index = -1;   // the loading lanes' current page
 
-  for (int step = kb + (int)sg * KPS; step < ke; step += W * KPS) {  // uniform per SIMD-group
-    const int key = step + kl;
-    const bool live = key < ke;
+  for (int step = run_begin; step < run_end; step += KS) {  // uniform per SIMD-group
+    const int key = step + slot;
+    const bool live = key < run_end;
     const device T* kr = k_ptr;
     const device T* vr = v_ptr;
-    if (mfs_paged_kv) {  // one block-table read per key, shared by the key's lanes
-      int page = 0;
-      if (live && (int)lane % L == 0) page = key_page(p, block_table, b, key);
-      page = simd_shuffle(page, (ushort)(kl * L));
+    if (mfs_paged_kv) {
+      if (live && loads && (int)lane % L == 0 && key / p.page_size != page_index) {
+        page_index = key / p.page_size;
+        page = key_page(p, block_table, b, key);
+      }
+      const int key_page_now = simd_shuffle(page, (ushort)(slot * C * L));
       const int in_page = key % p.page_size;
-      kr = k + (long)page * p.k_batch_stride + (long)in_page * p.k_row_stride + k_head;
-      vr = v + (long)page * p.v_batch_stride + (long)in_page * p.v_row_stride + v_head;
+      kr = k + (long)key_page_now * p.k_batch_stride + (long)in_page * p.k_row_stride + k_head;
+      vr = v + (long)key_page_now * p.v_batch_stride + (long)in_page * p.v_row_stride + v_head;
     }
-    const RowVec<T, E> kx = load_row_vec<T, E>(kr, live && k_lane);
+    const RowVec<float, E> kx = shared_row_vec<T, E>(load_row_vec<T, E>(kr, live && loads && k_lane),
+                                                     key_lane, C > 1);
     // Scores of this key for every pair, then V (its load's latency behind the softmax).
     float x[P];
     const bool unmasked = !mfs_window || (key >= all.begin && key < all.end);
@@ -165,12 +200,13 @@ template <typename T, int D>
 #pragma unroll
       for (int e = 0; e < E; ++e) dot += float(qv[i][e]) * row_vec_at(kx, e);
       dot = group_sum(dot, L);
-      const int row = row_first + i % rows_in;  // used by ALiBi only
+      const int row = row_first + (first_pair + i) % rows_in;  // used by ALiBi only
       x[i] = !live ? MFS_MASKED
              : unmasked ? score_log2(rule[i], dot, row, key)
                         : logit_log2(rule[i], dot, row, key, mine[i]);
     }
-    const RowVec<T, E> vx = load_row_vec<T, E>(vr, live && v_lane);
+    const RowVec<float, E> vx = shared_row_vec<T, E>(load_row_vec<T, E>(vr, live && loads && v_lane),
+                                                     key_lane, C > 1);
 #pragma unroll
     for (int i = 0; i < P; ++i) {
       const float m_new = max(m[i], x[i]);
@@ -186,11 +222,12 @@ template <typename T, int D>
     v_ptr += v_step;
   }
 
-  // Combine the lane groups of this SIMD-group (lanes d0-aligned across groups hold the same
-  // elements), then the SIMD-groups, one pair at a time, through threadgroup memory.
+  // Combine the lane groups of one cohort (other slots; lanes d0-aligned across groups hold the
+  // same elements), then the SIMD-groups, P pair indices at a time (every cohort's i-th pair at
+  // once), through threadgroup memory.
 #pragma unroll
   for (int i = 0; i < P; ++i) {
-    for (int mask = L; mask < 32; mask *= 2) {
+    for (int mask = C * L; mask < 32; mask *= 2) {
       const float m2 = simd_shuffle_xor(m[i], (ushort)mask);
       const float l2 = simd_shuffle_xor(l[i], (ushort)mask);
       float o2[E];
@@ -200,60 +237,70 @@ template <typename T, int D>
     }
   }
   const bool with_sink = mfs_sinks && a.num_splits == 1;  // else the reduction adds the sink
-  for (int i = 0; i < npairs; ++i) {
-    if (i > 0) threadgroup_barrier(mem_flags::mem_threadgroup);  // the last pair's reads done
-    if (kl == 0 && d0 < D) {
+  const bool writer = slot == 0 && d0 < D;  // one lane group per cohort writes its state
 #pragma unroll
-      for (int e = 0; e < E; ++e) combine[(int)sg * CW + d0 + e] = o[i][e];
+  for (int i = 0; i < P; ++i) {
+    if (i >= npairs) break;  // uniform: npairs is the threadgroup's
+    if (i > 0) threadgroup_barrier(mem_flags::mem_threadgroup);  // the last pairs' reads done
+    threadgroup float* mine_area = combine + (cohort * W + (int)sg) * CW;
+    if (writer) {
+#pragma unroll
+      for (int e = 0; e < E; ++e) mine_area[d0 + e] = o[i][e];
     }
-    if (lane == 0) {
-      combine[(int)sg * CW + D] = m[i];
-      combine[(int)sg * CW + D + 1] = l[i];
+    if (writer && (int)lane % L == 0) {
+      mine_area[D] = m[i];
+      mine_area[D + 1] = l[i];
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup);  // every SIMD-group's state of pair i
-    if ((int)sg != i % W) continue;
-    const int h = h_first + i / rows_in;
-    const int row = row_first + i % rows_in;
-    float mt = MFS_MASKED;
-    for (int w = 0; w < W; ++w) mt = max(mt, combine[w * CW + D]);
-    const float sink = with_sink ? sink_log2(sinks, h, lane, mfs_sink_dtype) : MFS_MASKED;
-    if (with_sink) mt = max(mt, sink);
-    const float base = softmax_base(mt);
-    float lt = with_sink ? exp2(sink - base) : 0.0f;
-    float ot[E];
+    threadgroup_barrier(mem_flags::mem_threadgroup);  // every SIMD-group's state of pairs i
+    for (int c = 0; c < C; ++c) {
+      const int pair = c * P + i;
+      if (pair >= npairs || (int)sg != pair % W) continue;
+      const threadgroup float* area = combine + c * W * CW;
+      const int h = h_first + pair / rows_in;
+      const int row = row_first + pair % rows_in;
+      float mt = MFS_MASKED;
+      for (int w = 0; w < W; ++w) mt = max(mt, area[w * CW + D]);
+      const float sink = with_sink ? sink_log2(sinks, h, lane, mfs_sink_dtype) : MFS_MASKED;
+      if (with_sink) mt = max(mt, sink);
+      const float base = softmax_base(mt);
+      float lt = with_sink ? exp2(sink - base) : 0.0f;
+      float ot[E];
 #pragma unroll
-    for (int e = 0; e < E; ++e) ot[e] = 0.0f;
-    for (int w = 0; w < W; ++w) {
-      const float wt = exp2(combine[w * CW + D] - base);
-      lt += combine[w * CW + D + 1] * wt;
-      if (kl == 0 && d0 < D) {
+      for (int e = 0; e < E; ++e) ot[e] = 0.0f;
+      for (int w = 0; w < W; ++w) {
+        const float wt = exp2(area[w * CW + D] - base);
+        lt += area[w * CW + D + 1] * wt;
+        if (g == 0 && d0 < D) {
 #pragma unroll
-        for (int e = 0; e < E; ++e) ot[e] += combine[w * CW + d0 + e] * wt;
+          for (int e = 0; e < E; ++e) ot[e] += area[w * CW + d0 + e] * wt;
+        }
       }
-    }
-    const bool none = mine[i].end <= mine[i].begin;
-    if (a.num_splits == 1) {
-      const float inv = (none || !(lt > 0.0f)) ? 0.0f : 1.0f / lt;
-      device T* o_row = out + o_row_offset(p, s, b, row) + (long)h * p.o_head_stride;
-      if (kl == 0 && v_lane) {
+      const KeyRange seen = visible_keys(row, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
+      const bool none = seen.end <= seen.begin;
+      if (a.num_splits == 1) {
+        const float inv = (none || !(lt > 0.0f)) ? 0.0f : 1.0f / lt;
+        device T* o_row = out + o_row_offset(p, s, b, row) + (long)h * p.o_head_stride;
+        if (g == 0 && v_lane) {
 #pragma unroll
-        for (int e = 0; e < E; ++e) o_row[d0 + e] = T(ot[e] * inv);
-      }
-      if (mfs_write_lse && lane == 0) {
-        RowState st;
-        st.m = mt;
-        st.l = lt;
-        lse[lse_offset(p, s, b, h, row)] = row_lse(st, none);
-      }
-    } else {
-      const long slot = (((long)b * p.heads_q + h) * a.rows_per_head + row) * a.num_splits + split;
-      if (kl == 0 && v_lane) {
+          for (int e = 0; e < E; ++e) o_row[d0 + e] = T(ot[e] * inv);
+        }
+        if (mfs_write_lse && lane == 0) {
+          RowState st;
+          st.m = mt;
+          st.l = lt;
+          lse[lse_offset(p, s, b, h, row)] = row_lse(st, none);
+        }
+      } else {
+        const long slot_index =
+            (((long)b * p.heads_q + h) * a.rows_per_head + row) * a.num_splits + split;
+        if (g == 0 && v_lane) {
 #pragma unroll
-        for (int e = 0; e < E; ++e) partial_o[slot * hdv + d0 + e] = ot[e];
-      }
-      if (lane == 0) {
-        partial_ml[slot * 2] = mt;
-        partial_ml[slot * 2 + 1] = lt;
+          for (int e = 0; e < E; ++e) partial_o[slot_index * hdv + d0 + e] = ot[e];
+        }
+        if (lane == 0) {
+          partial_ml[slot_index * 2] = mt;
+          partial_ml[slot_index * 2 + 1] = lt;
+        }
       }
     }
   }

@@ -10,6 +10,7 @@
 #include "../common/attention_params.h"
 #include "../common/attention_semantics.h"
 #include "../common/metal_kernel_config.h"
+#include "../common/sequence_bounds.h"
 
 using namespace metal;
 
@@ -45,13 +46,9 @@ constant bool mfs_vector_kv [[function_constant(MFS_FC_VECTOR_KV)]];  // 4-eleme
 
 // One sequence's rows, every value clamped to what exists in the tensors, whatever cu_seqlens /
 // seqused_k hold: reading q rows [q_begin, q_begin + seqlen_q) and logical keys [0, seqlen_k)
-// never leaves the buffers.
-struct SequenceRows {
-  int q_begin;   // first row of q/out (varlen: into the packed rows; fixed: 0)
-  int seqlen_q;  // queries of the sequence
-  int k_begin;   // first row of k/v (contiguous varlen k only)
-  int seqlen_k;  // keys of the sequence
-};
+// never leaves the buffers. The rule is sequence_bounds.h's, shared with the cpu backend; the
+// kernels only load the offsets it needs.
+using SequenceRows = SequenceBounds;
 
 inline int mfs_clamp(int v, int lo, int hi) { return min(max(v, lo), hi); }
 
@@ -61,40 +58,25 @@ template <typename T>
 inline T uniform_load(const device T* src, long i, uint lane) {
   return simd_broadcast(lane == 0 ? src[i] : T(0), 0);
 }
+// The same for aligned groups of `lanes` lanes that each need their own value (decode's cohorts
+// hold different heads): the group's first lane loads, the others take it by shuffle. Must be
+// reached by the whole SIMD-group.
+template <typename T>
+inline T group_load(const device T* src, long i, uint lane, int lanes) {
+  const ushort first = (ushort)((int)lane / lanes * lanes);
+  return simd_shuffle((ushort)lane == first ? src[i] : T(0), first);
+}
 
 inline SequenceRows sequence_rows(constant AttentionParams& p, const device int* cu_seqlens_q,
                                   const device int* cu_seqlens_k, const device int* seqused_k,
                                   int b, uint lane) {
-  SequenceRows s;
-  if (mfs_varlen_q) {
-    s.q_begin = mfs_clamp(uniform_load(cu_seqlens_q, b, lane), 0, p.q_rows);
-    s.seqlen_q =
-        mfs_clamp(uniform_load(cu_seqlens_q, b + 1, lane), s.q_begin, p.q_rows) - s.q_begin;
-  } else {
-    s.q_begin = 0;
-    s.seqlen_q = mfs_clamp(p.seqlen_q, 0, p.q_rows);
-  }
-  s.k_begin = 0;
-  if (mfs_paged_kv) {
-    // Logical keys live in the sequence's pages: at most max_pages_per_seq * page_size of them.
-    const int capacity = p.max_pages_per_seq * p.page_size;
-    if (mfs_varlen_k) {
-      const long len = (long)uniform_load(cu_seqlens_k, b + 1, lane) -
-                       (long)uniform_load(cu_seqlens_k, b, lane);
-      s.seqlen_k = len < 0 ? 0 : len > (long)capacity ? capacity : (int)len;
-    } else {
-      s.seqlen_k = mfs_clamp(uniform_load(seqused_k, b, lane), 0, capacity);
-    }
-  } else if (mfs_varlen_k) {
-    s.k_begin = mfs_clamp(uniform_load(cu_seqlens_k, b, lane), 0, p.k_rows);
-    s.seqlen_k =
-        mfs_clamp(uniform_load(cu_seqlens_k, b + 1, lane), s.k_begin, p.k_rows) - s.k_begin;
-  } else if (mfs_seqused_k) {
-    s.seqlen_k = mfs_clamp(uniform_load(seqused_k, b, lane), 0, p.k_rows);
-  } else {
-    s.seqlen_k = mfs_clamp(p.seqlen_k, 0, p.k_rows);
-  }
-  return s;
+  SequenceOffsets o;
+  o.cu_q_begin = mfs_varlen_q ? uniform_load(cu_seqlens_q, b, lane) : 0;
+  o.cu_q_end = mfs_varlen_q ? uniform_load(cu_seqlens_q, b + 1, lane) : 0;
+  o.cu_k_begin = mfs_varlen_k ? uniform_load(cu_seqlens_k, b, lane) : 0;
+  o.cu_k_end = mfs_varlen_k ? uniform_load(cu_seqlens_k, b + 1, lane) : 0;
+  o.used_k = mfs_seqused_k ? uniform_load(seqused_k, b, lane) : 0;
+  return sequence_bounds(p, o);
 }
 
 // Paged K/V: the page holding logical key `key` (< seqlen_k) of sequence b, from block_table,
@@ -137,14 +119,17 @@ struct ScoreRule {
   int seqlen_q, seqlen_k;
 };
 
+// `lanes`: the aligned lane groups that share h (32: the whole SIMD-group).
 inline ScoreRule score_rule(constant AttentionParams& p, const device float* alibi_slopes,
-                            const SequenceRows s, int b, int h, uint lane) {
+                            const SequenceRows s, int b, int h, uint lane, int lanes = 32) {
   ScoreRule r;
   r.scale = p.scale;
   r.scale_log2 = p.scale * MFS_LOG2E;
   r.softcap = p.softcap;
-  r.slope = mfs_alibi ? uniform_load(alibi_slopes, (long)b * p.alibi_batch_stride + h, lane)
-                     : 0.0f;
+  const long slope_at = (long)b * p.alibi_batch_stride + h;
+  r.slope = !mfs_alibi ? 0.0f
+            : lanes == 32 ? uniform_load(alibi_slopes, slope_at, lane)
+                          : group_load(alibi_slopes, slope_at, lane, lanes);
   r.seqlen_q = s.seqlen_q;
   r.seqlen_k = s.seqlen_k;
   return r;

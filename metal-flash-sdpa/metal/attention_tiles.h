@@ -147,6 +147,20 @@ inline float row_vec_at(const RowVec<T, N> r, int e) {
   return float(r.part[e / 4][e % 4]);
 }
 
+// A row vector widened to fp32; with `shared`, the one lane `src` loaded (decode's cohorts: lane
+// groups holding different pairs of the same key read it once, MSL spec 6.9.2 simd_shuffle).
+// `shared` must be uniform across the SIMD-group.
+template <typename T, int N>
+inline RowVec<float, N> shared_row_vec(const RowVec<T, N> r, ushort src, bool shared) {
+  RowVec<float, N> f;
+#pragma unroll
+  for (int i = 0; i < N / 4; ++i) {
+    f.part[i] = float4(r.part[i]);
+    if (shared) f.part[i] = simd_shuffle(f.part[i], src);
+  }
+  return f;
+}
+
 // Sum of x over aligned groups of `lanes` lanes (a power of two <= 32).
 inline float group_sum(float x, int lanes) {
   for (int m = lanes / 2; m >= 1; m /= 2) x += simd_shuffle_xor(x, (ushort)m);

@@ -38,6 +38,10 @@ CASES = [
      dict(window_size=(20, 3), alibi=True, softcap=4.0)),
     ("decode_paged", [1, 2], [70, 45], 4, 2, 64, dict(causal=True, page_size=3)),
     ("decode_split", [1, 2], [600, 300], 4, 1, 64, dict(causal=True, sinks=True)),
+    # a GQA group of 8 heads x up to 8 rows: more pairs than a lane group holds (cohorts)
+    ("decode_cohorts", [8, 5, 1], [40, 75, 9], 8, 1, 64,
+     dict(causal=True, alibi=True, sinks=True)),
+    ("decode_cohorts_paged", [6, 3], [70, 45], 8, 1, 64, dict(window_size=(30, 0), page_size=3)),
 ]
 
 

@@ -76,6 +76,12 @@ MUTANTS = [
            remove_nth("threadgroup_barrier(", 2)),
     Mutant("prefill_interior_tile_too_wide", "attention_prefill.metal",
            replace_once("k0 + BK <= sg_all.end", "k0 + BK <= sg_all.end + 8")),
+    Mutant("decode_cohort_reads_its_own_lane", "attention_decode.metal",
+           replace_once("(ushort)(slot * C * L + (int)lane % L)", "(ushort)lane")),
+    Mutant("decode_cohorts_share_one_slope", "attention_decode.metal",
+           replace_once("lane, C > 1 ? L : 32);", "lane);")),
+    Mutant("decode_page_looked_up_once", "attention_decode.metal",
+           replace_once("key / p.page_size != page_index", "page_index < 0")),
     Mutant("decode_unmasked_key_too_wide", "attention_decode.metal",
            replace_once("key < all.end", "key <= all.end")),
     Mutant("mask_end_off_by_one", "attention_kernel_common.h",
@@ -86,9 +92,8 @@ MUTANTS = [
            replace_once("of[c].thread_elements()[0] *= factor;", "")),
     Mutant("page_not_clamped", "attention_kernel_common.h",
            replace_once("page_index], 0,", "page_index], -(1 << 30),")),
-    Mutant("cu_seqlens_q_end_not_clamped", "attention_kernel_common.h",
-           replace_once("mfs_clamp(uniform_load(cu_seqlens_q, b + 1, lane), s.q_begin, p.q_rows)",
-                        "uniform_load(cu_seqlens_q, b + 1, lane)")),
+    Mutant("cu_seqlens_q_end_not_clamped", "../common/sequence_bounds.h",
+           replace_once("clamp_to(o.cu_q_end, s.q_begin, p.q_rows)", "o.cu_q_end")),
 ]
 
 
@@ -104,7 +109,8 @@ def build_variant(workdir: Path, mutant: Mutant | None) -> Path:
         shutil.rmtree(metal.parent)
     metal.parent.mkdir(parents=True)
     shutil.copytree(METAL, metal)
-    (metal.parent / "common").symlink_to(REPO / "metal-flash-sdpa" / "common")
+    # common/ is copied, not linked: a mutant may change the rules the kernels include from it
+    shutil.copytree(REPO / "metal-flash-sdpa" / "common", metal.parent / "common")
     for path in metal.glob("*.metal"):
         path.write_text(reduce_instantiations(path.read_text()))
     if mutant:
