@@ -71,6 +71,7 @@ inline const at::Tensor& plan_tensor(const AttentionTensors& t, const PlannedCal
     case PlanTensor::Sinks: *name = "s_aux"; return t.sinks.value();
     case PlanTensor::Scratch0: *name = "scratch0"; return call.scratch0;
     case PlanTensor::Scratch1: *name = "scratch1"; return call.scratch1;
+    default: break;  // the backward's tensors: plan_backward_tensor
   }
   TORCH_CHECK(false, "metal-flash-sdpa: unknown plan tensor");
 }

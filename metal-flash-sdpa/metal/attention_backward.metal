@@ -182,8 +182,9 @@ inline void bwd_partial_product(threadgroup float* partial, const thread FragSto
 #pragma unroll
       for (int c = 0; c < DC; ++c) {
         if (c_lo + c >= chunks) continue;
-        simdgroup_multiply_accumulate(
-            x, frag_widen(a[o][c]), frag_load_transposed(b_tile, ld, sc * 8, (c_lo + c) * 8, fr, fc), x);
+        const simdgroup_float8x8 af = frag_widen(a[o][c]);
+        const simdgroup_float8x8 bt = frag_load_transposed(b_tile, ld, sc * 8, (c_lo + c) * 8, fr, fc);
+        simdgroup_multiply_accumulate(x, af, bt, x);
       }
       threadgroup float* dst = partial + (o * 8 + fr) * ST + sc * 8 + fc;
       dst[0] = x.thread_elements()[0];
@@ -205,8 +206,8 @@ inline void bwd_accumulate(thread simdgroup_float8x8 (&acc)[OC][DC], const threa
 #pragma unroll
       for (int c = 0; c < DC; ++c) {
         if (c_lo + c >= chunks) continue;
-        simdgroup_multiply_accumulate(acc[o][c], xf, frag_load(tile, ld, sc * 8, (c_lo + c) * 8, fr, fc),
-                                      acc[o][c]);
+        const simdgroup_float8x8 tf = frag_load(tile, ld, sc * 8, (c_lo + c) * 8, fr, fc);
+        simdgroup_multiply_accumulate(acc[o][c], xf, tf, acc[o][c]);
       }
     }
   }
@@ -524,25 +525,31 @@ template <typename T, int D>
 #define MFS_BWD_STR_(x) #x
 #define MFS_BWD_STR(x) MFS_BWD_STR_(x)
 
-#define MFS_INSTANTIATE_BWD_TILED(T, tname, D)                                                \
-  template [[host_name(MFS_BWD_STR(mfs_bwd_dkdv_##tname##_d##D))]] [[kernel]]                 \
-  decltype(mfs_bwd_dkdv<T, D>) mfs_bwd_dkdv<T, D>;                                             \
-  template [[host_name(MFS_BWD_STR(mfs_bwd_dq_##tname##_d##D))]] [[kernel]]                   \
+#define MFS_INSTANTIATE_BWD_TILED(T, tname, D)                                \
+  template [[host_name(MFS_BWD_STR(mfs_bwd_dkdv_##tname##_d##D))]] [[kernel]] \
+  decltype(mfs_bwd_dkdv<T, D>) mfs_bwd_dkdv<T, D>;                             \
+  template [[host_name(MFS_BWD_STR(mfs_bwd_dq_##tname##_d##D))]] [[kernel]]   \
   decltype(mfs_bwd_dq<T, D>) mfs_bwd_dq<T, D>;
 
-#define MFS_INSTANTIATE_BWD_DTYPE(T, tname)                                                   \
-  template [[host_name(MFS_BWD_STR(mfs_bwd_row_dot_##tname))]] [[kernel]]                    \
-  decltype(mfs_bwd_row_dot<T>) mfs_bwd_row_dot<T>;                                             \
-  MFS_INSTANTIATE_BWD_TILED(T, tname, 32)                                                      \
-  MFS_INSTANTIATE_BWD_TILED(T, tname, 64)                                                      \
-  MFS_INSTANTIATE_BWD_TILED(T, tname, 72)                                                      \
-  MFS_INSTANTIATE_BWD_TILED(T, tname, 80)                                                      \
-  MFS_INSTANTIATE_BWD_TILED(T, tname, 96)                                                      \
-  MFS_INSTANTIATE_BWD_TILED(T, tname, 128)                                                     \
-  MFS_INSTANTIATE_BWD_TILED(T, tname, 192)                                                     \
-  MFS_INSTANTIATE_BWD_TILED(T, tname, 256)
+#define MFS_INSTANTIATE_BWD_TILED_DTYPES(D)   \
+  MFS_INSTANTIATE_BWD_TILED(float, f32, D)    \
+  MFS_INSTANTIATE_BWD_TILED(half, f16, D)     \
+  MFS_INSTANTIATE_BWD_TILED(bfloat, bf16, D)
+
+#define MFS_INSTANTIATE_BWD_ROW_DOT(T, tname)                                \
+  template [[host_name(MFS_BWD_STR(mfs_bwd_row_dot_##tname))]] [[kernel]]   \
+  decltype(mfs_bwd_row_dot<T>) mfs_bwd_row_dot<T>;
+
+MFS_INSTANTIATE_BWD_ROW_DOT(float, f32)
+MFS_INSTANTIATE_BWD_ROW_DOT(half, f16)
+MFS_INSTANTIATE_BWD_ROW_DOT(bfloat, bf16)
 
 // Keep in step with mfs_head_dim_tile_at() (test_metal_design.py checks every plan pick exists).
-MFS_INSTANTIATE_BWD_DTYPE(float, f32)
-MFS_INSTANTIATE_BWD_DTYPE(half, f16)
-MFS_INSTANTIATE_BWD_DTYPE(bfloat, bf16)
+MFS_INSTANTIATE_BWD_TILED_DTYPES(32)
+MFS_INSTANTIATE_BWD_TILED_DTYPES(64)
+MFS_INSTANTIATE_BWD_TILED_DTYPES(72)
+MFS_INSTANTIATE_BWD_TILED_DTYPES(80)
+MFS_INSTANTIATE_BWD_TILED_DTYPES(96)
+MFS_INSTANTIATE_BWD_TILED_DTYPES(128)
+MFS_INSTANTIATE_BWD_TILED_DTYPES(192)
+MFS_INSTANTIATE_BWD_TILED_DTYPES(256)
