@@ -110,6 +110,12 @@ def instantiated_names() -> set[str]:
                 names.add(f"mfs_{family.lower()}_{dtype}_d{dim}")
     for fn, suffix in re.findall(r"^MFS_INSTANTIATE_BY_DTYPE\((\w+), \w+, (\w+)\)", decode, re.M):
         names.add(fn + suffix)
+    return names
+
+
+def instantiated_backward_names() -> set[str]:
+    """Every [[host_name]] attention_backward.metal instantiates, read from its macros."""
+    names = set()
     backward = (METAL / "attention_backward.metal").read_text()
     for dim in re.findall(r"^MFS_INSTANTIATE_BWD_TILED_DTYPES\((\d+)\)", backward, re.M):
         for dtype in DTYPES:
