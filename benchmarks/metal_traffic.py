@@ -281,8 +281,9 @@ def backward_minimum(c: Config) -> dict:
     once, D written once; dk/dv pass: per owned key tile, its K and V read once, and for every
     query head of its GQA group the Q, dO, lse and D of the rows that see its keys read once; dK
     and dV written once; dq pass: per owned query tile, its Q, dO, lse and D read once, the K and V
-    its rows see read once, dQ written once. MMAs: visible (row, key) pairs x (4 D + 3 Dv) / 512
-    (S and dP twice, dV, dK, dQ once each), and the same counted on whole tiles (`tiled`)."""
+    its rows see read once, dQ written once. MMAs: `ideal` = visible (row, key) pairs x
+    (4 D + 3 Dv) / 512 (S and dP in both passes, dV, dK, dQ once each); `tiled` = the same on
+    the 8x8 (row, key) blocks that hold a visible pair, which is what the kernels multiply."""
     eb = ELEM[c.dtype]
     d, dv = c.head_dim, c.dv
     left, right = c.window
@@ -290,25 +291,41 @@ def backward_minimum(c: Config) -> dict:
         right = 0
     st = bwd_stream(head_dim_tile(max(d, dv)))
     by_pass = {"row_dot": 0, "dkdv": 0, "dq": 0}
-    pairs = tiled = 0
+    pairs = blocks = 0
     for sq, sk in zip(c.lengths_q, c.lengths_k):
         by_pass["row_dot"] += sq * c.heads * (2 * dv * eb + 4)
         ranges = [visible(i, sq, sk, left, right) for i in range(sq)]
         pairs += sum(max(0, hi - lo) for lo, hi in ranges) * c.heads
+
+        def live(r0: int, r1: int, k0: int, k1: int) -> bool:
+            """Some row of [r0, r1) sees some key of [k0, k1) (the rows' hull)."""
+            r1, k1 = min(r1, sq), min(k1, sk)
+            if r0 >= r1 or k0 >= k1:
+                return False
+            return max(ranges[r0][0], k0) < min(ranges[r1 - 1][1], k1)
+
         for k0 in range(0, sk, BWD_OWN):
             k1 = min(k0 + BWD_OWN, sk)
             r0, r1 = visible_rows(k0, k1, sq, sk, left, right)
             by_pass["dkdv"] += 2 * (k1 - k0) * c.heads_kv * (d + dv) * eb  # K, V in; dK, dV out
             by_pass["dkdv"] += (r1 - r0) * c.heads * ((d + dv) * eb + 8)
-            tiled += -(-(r1 - r0) // st) * st * BWD_OWN * 2 * (d + dv) / 512 * c.heads
+            for q0 in range(r0, r1, st):
+                for o in range(0, BWD_OWN, 8):
+                    for s in range(0, st, 8):
+                        if live(q0 + s, min(q0 + s + 8, r1), k0 + o, min(k0 + o + 8, k1)):
+                            blocks += 2 * (d + dv) / 8 * c.heads
         for r0 in range(0, sq, BWD_OWN):
             r1 = min(r0 + BWD_OWN, sq)
             lo, hi = ranges[r0][0], ranges[r1 - 1][1]
             by_pass["dq"] += (r1 - r0) * c.heads * ((2 * d + dv) * eb + 8)  # Q, dO, lse, D; dQ
             by_pass["dq"] += max(0, hi - lo) * c.heads * (d + dv) * eb
-            tiled += -(-max(0, hi - lo) // st) * st * BWD_OWN * (2 * d + dv) / 512 * c.heads
+            for k0 in range(lo, hi, st):
+                for o in range(0, BWD_OWN, 8):
+                    for s in range(0, st, 8):
+                        if live(r0 + o, min(r0 + o + 8, r1), k0 + s, min(k0 + s + 8, hi)):
+                            blocks += (2 * d + dv) / 8 * c.heads
     return dict(total=sum(by_pass.values()), by_pass=by_pass,
-                ideal_mma=pairs * (4 * d + 3 * dv) / 512, tiled_mma=tiled)
+                ideal_mma=pairs * (4 * d + 3 * dv) / 512, tiled_mma=blocks)
 
 
 def measure_backward(fa, c: Config) -> dict:
@@ -373,7 +390,7 @@ def print_backward() -> None:
           " D once; dk/dv pass K, V once, and per query head the Q, dO,\nlse, D of the rows that"
           " see each key tile once, dK, dV once; dq pass Q, dO, lse, D once, the K, V each query"
           "\ntile sees once, dQ once. MMAs: ideal = visible (row, key) pairs x (4 D + 3 Dv) / 512;"
-          " tiled: the same on whole\n16-row tiles (what a tiled design computes at the edges).")
+          " tiled: the same on the 8x8\n(row, key) blocks that hold a visible pair (what the kernels multiply).")
 
 
 def main() -> None:

@@ -169,15 +169,18 @@ inline void bwd_load_owned(thread FragStore<T> (&f)[OC][DC], const device T* bas
 }
 
 // Partial X = A.B^T over this SIMD-group's head-dim share, for the owned rows (A, registers)
-// against the streamed tile (B, threadgroup, row-major): written to partial[[OWN][ST]].
+// against the streamed tile (B, threadgroup, row-major): written to partial[[OWN][ST]]. 8x8
+// blocks that no visible (row, key) pair touches (`live`) are neither computed nor written: the
+// finishing step does not read them (every element of such a block is masked).
 template <typename T, int OC, int DC, int SC, int ST>
 inline void bwd_partial_product(threadgroup float* partial, const thread FragStore<T> (&a)[OC][DC],
-                                const threadgroup T* b_tile, int ld, int c_lo, int chunks, int fr,
-                                int fc) {
+                                const threadgroup T* b_tile, int ld, int c_lo, int chunks,
+                                const thread bool (&live)[OC][SC], int fr, int fc) {
 #pragma unroll
   for (int o = 0; o < OC; ++o) {
 #pragma unroll
     for (int sc = 0; sc < SC; ++sc) {
+      if (!live[o][sc]) continue;
       simdgroup_float8x8 x = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
 #pragma unroll
       for (int c = 0; c < DC; ++c) {
@@ -193,15 +196,17 @@ inline void bwd_partial_product(threadgroup float* partial, const thread FragSto
   }
 }
 
-// acc[o][c] += X[o rows][all streamed] . tile[streamed][c], X from threadgroup floats [OWN][ST].
+// acc[o][c] += X[o rows][all streamed] . tile[streamed][c], X from threadgroup floats [OWN][ST]
+// (blocks that are not `live` are 0 in X: skipped).
 template <typename T, int OC, int DC, int SC, int ST>
 inline void bwd_accumulate(thread simdgroup_float8x8 (&acc)[OC][DC], const threadgroup float* x,
-                           const threadgroup T* tile, int ld, int c_lo, int chunks, int fr,
-                           int fc) {
+                           const threadgroup T* tile, int ld, int c_lo, int chunks,
+                           const thread bool (&live)[OC][SC], int fr, int fc) {
 #pragma unroll
   for (int o = 0; o < OC; ++o) {
 #pragma unroll
     for (int sc = 0; sc < SC; ++sc) {
+      if (!live[o][sc]) continue;
       const simdgroup_float8x8 xf = frag_load(x, ST, o * 8, sc * 8, fr, fc);
 #pragma unroll
       for (int c = 0; c < DC; ++c) {
@@ -260,6 +265,16 @@ inline FinishedElement bwd_finish(const threadgroup float* partial, int i, bool 
 inline bool bwd_visible(constant AttentionParams& p, const SequenceBounds s, int row, int key) {
   const KeyRange r = visible_keys(row, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
   return key >= r.begin && key < r.end;
+}
+
+// Whether some row of [row_lo, row_hi) sees some key of [key_lo, key_hi) (conservative: the
+// rows' hull; uniform over a SIMD-group, so it may skip MMAs).
+inline bool bwd_block_live(constant AttentionParams& p, const SequenceBounds s, int row_lo,
+                           int row_hi, int key_lo, int key_hi) {
+  if (row_lo >= row_hi || key_lo >= key_hi) return false;
+  const KeyRange hull = visible_keys_for_rows(row_lo, row_hi, s.seqlen_q, s.seqlen_k,
+                                              p.window_left, p.window_right);
+  return max(hull.begin, key_lo) < min(hull.end, key_hi);
 }
 
 // ---- dK, dV: a threadgroup owns 16 keys of one KV head -------------------------------------------
@@ -362,11 +377,21 @@ template <typename T, int D>
       }
       threadgroup_barrier(mem_flags::mem_threadgroup);  // the query tile is staged
 
-      // (2) Partial S^T = K.Q^T and dP^T = V.dO^T over this SIMD-group's head-dim share.
+      // (2) Partial S^T = K.Q^T and dP^T = V.dO^T over this SIMD-group's head-dim share, on the
+      // 8x8 (keys, rows) blocks with a visible pair.
+      bool live[OC][SC];
+#pragma unroll
+      for (int o = 0; o < OC; ++o) {
+#pragma unroll
+        for (int sc = 0; sc < SC; ++sc) {
+          live[o][sc] = bwd_block_live(p, s, q0 + sc * 8, min(q0 + sc * 8 + 8, rows.end),
+                                       k0 + o * 8, min(k0 + o * 8 + 8, k_end));
+        }
+      }
       bwd_partial_product<T, OC, DC, SC, ST>(partial + (2 * (int)sg) * OWN * ST, kf, q_tile, LD,
-                                             c_lo, qc, fr, fc);
+                                             c_lo, qc, live, fr, fc);
       bwd_partial_product<T, OC, DC, SC, ST>(partial + (2 * (int)sg + 1) * OWN * ST, vf, do_tile,
-                                             LD, c_lo, vc, fr, fc);
+                                             LD, c_lo, vc, live, fr, fc);
       threadgroup_barrier(mem_flags::mem_threadgroup);  // every partial is written
 
       // (3) Finish each (key, row) element once: P^T and dS^T into slot 0 (each element is read
@@ -384,8 +409,9 @@ template <typename T, int D>
       threadgroup_barrier(mem_flags::mem_threadgroup);  // P^T and dS^T are complete
 
       // (4) dV += P^T.dO and dK += dS^T.Q on this SIMD-group's share.
-      bwd_accumulate<T, OC, DC, SC, ST>(dvf, partial, do_tile, LD, c_lo, vc, fr, fc);
-      bwd_accumulate<T, OC, DC, SC, ST>(dkf, partial + OWN * ST, q_tile, LD, c_lo, qc, fr, fc);
+      bwd_accumulate<T, OC, DC, SC, ST>(dvf, partial, do_tile, LD, c_lo, vc, live, fr, fc);
+      bwd_accumulate<T, OC, DC, SC, ST>(dkf, partial + OWN * ST, q_tile, LD, c_lo, qc, live, fr,
+                                        fc);
       threadgroup_barrier(mem_flags::mem_threadgroup);  // the tiles may be staged again
     }
   }
@@ -493,11 +519,21 @@ template <typename T, int D>
     bwd_stage<T, SLOTS>(v_tile, LD, v_slots, v_base, p.v_row_stride, k0, hull.end);
     threadgroup_barrier(mem_flags::mem_threadgroup);  // the key tile is staged
 
-    // (2) Partial S = Q.K^T and dP = dO.V^T over this SIMD-group's head-dim share.
+    // (2) Partial S = Q.K^T and dP = dO.V^T over this SIMD-group's head-dim share, on the 8x8
+    // (rows, keys) blocks with a visible pair.
+    bool live[OC][SC];
+#pragma unroll
+    for (int o = 0; o < OC; ++o) {
+#pragma unroll
+      for (int sc = 0; sc < SC; ++sc) {
+        live[o][sc] = bwd_block_live(p, s, row0 + o * 8, min(row0 + o * 8 + 8, rows_end),
+                                     k0 + sc * 8, min(k0 + sc * 8 + 8, hull.end));
+      }
+    }
     bwd_partial_product<T, OC, DC, SC, ST>(partial + (2 * (int)sg) * OWN * ST, qf, k_tile, LD,
-                                           c_lo, qc, fr, fc);
+                                           c_lo, qc, live, fr, fc);
     bwd_partial_product<T, OC, DC, SC, ST>(partial + (2 * (int)sg + 1) * OWN * ST, df, v_tile,
-                                           LD, c_lo, vc, fr, fc);
+                                           LD, c_lo, vc, live, fr, fc);
     threadgroup_barrier(mem_flags::mem_threadgroup);  // every partial is written
 
     // (3) Finish each (row, key) element once: dS into slot 0.
@@ -513,7 +549,7 @@ template <typename T, int D>
     threadgroup_barrier(mem_flags::mem_threadgroup);  // dS is complete
 
     // (4) dQ += dS.K on this SIMD-group's share.
-    bwd_accumulate<T, OC, DC, SC, ST>(dqf, partial, k_tile, LD, c_lo, qc, fr, fc);
+    bwd_accumulate<T, OC, DC, SC, ST>(dqf, partial, k_tile, LD, c_lo, qc, live, fr, fc);
     threadgroup_barrier(mem_flags::mem_threadgroup);  // the tiles may be staged again
   }
 
