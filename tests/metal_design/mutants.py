@@ -89,9 +89,18 @@ MUTANTS = [
     Mutant("cu_seqlens_q_end_not_clamped", "attention_kernel_common.h",
            replace_once("mfs_clamp(uniform_load(cu_seqlens_q, b + 1, lane), s.q_begin, p.q_rows)",
                         "uniform_load(cu_seqlens_q, b + 1, lane)")),
-    # The backward (attention_backward.metal): its eight barriers in source order (dk/dv, then
-    # dq: after staging, after the partials, after finishing P/dS, before the next tile), a mask
-    # bound, the softcap derivative, the GQA group's heads, the sink gradient's sign.
+]
+
+
+def reduce_instantiations(text: str) -> str:
+    return re.sub(r"^MFS_INSTANTIATE_(PREFILL|DECODE|BWD_TILED)_DTYPES\((?!64\))\d+\)\n", "",
+                  text, flags=re.M)
+
+
+# The backward (attention_backward.metal): its eight barriers in source order (dk/dv, then dq:
+# after staging, after the partials, after finishing P/dS, before the next tile), a mask bound,
+# the softcap derivative, the GQA group's heads, the sink gradient's sign.
+MUTANTS += [
     *(Mutant(f"backward_barrier_{i}", "attention_backward.metal",
              remove_nth("threadgroup_barrier(", i)) for i in range(8)),
     Mutant("backward_mask_end_off_by_one", "attention_backward.metal",
@@ -103,11 +112,6 @@ MUTANTS = [
     Mutant("backward_sink_gradient_sign", "attention_backward.metal",
            replace_once("acc += sink_gradient(", "acc -= sink_gradient(")),
 ]
-
-
-def reduce_instantiations(text: str) -> str:
-    return re.sub(r"^MFS_INSTANTIATE_(PREFILL|DECODE|BWD_TILED)_DTYPES\((?!64\))\d+\)\n", "",
-                  text, flags=re.M)
 
 
 def build_variant(workdir: Path, mutant: Mutant | None) -> Path:
