@@ -25,8 +25,9 @@ It also prints the design counters the simulator keeps per launch:
 - SIMD-groups per GPU core that the plan launches for the issue's decode shape on a 38-core and
   a 10-core GPU (tests/metal_design/plan.py, the plan as plain C++).
 
-tests/test_metal_design.py asserts the same numbers (bytes within 10 %, work within a diagonal
-tile row, the counters' bounds). Timing is not modelled: this is about what the design reads and
+The backward (dq, dk, dv) is counted the same way against its own design minimum (see
+backward_minimum). tests/test_metal_design.py and tests/test_metal_backward_design.py assert
+the same numbers (bytes within 10 %, work within a diagonal tile row, the counters' bounds). Timing is not modelled: this is about what the design reads and
 computes.
 """
 
@@ -243,6 +244,155 @@ def load_sim_build():
     return kernels.get_kernel("kernels-community/metal-flash-sdpa", version=2)
 
 
+# ---------------------------------------------------------------------------- the backward
+
+# The backward's tiles (metal_backward_config.h): a threadgroup owns BWD_OWN keys (dk/dv) or
+# query rows (dq) and streams the other side in tiles of bwd_stream(d) rows.
+BWD_OWN = 16
+
+
+def bwd_stream(tile: int) -> int:
+    return 8 if tile >= 192 else 16
+
+
+def head_dim_tile(d: int) -> int:
+    return min(t for t in (32, 64, 72, 80, 96, 128, 192, 256) if t >= d)
+
+
+BACKWARD_CONFIGS = [
+    Config("backward", [256], [256], 4, 2, 64),
+    Config("backward_causal", [256], [256], 4, 2, 64, causal=True),
+    Config("backward_varlen_causal", [200, 70, 130], [200, 90, 130], 4, 1, 128, causal=True),
+    Config("backward_window", [256], [256], 2, 2, 64, window=(64, 0)),
+    Config("backward_f32_d96", [160], [160], 2, 1, 96, dtype="float32"),
+    Config("backward_d256_gqa4", [96], [96], 8, 2, 256, causal=True),
+]
+
+
+def visible_rows(k0: int, k1: int, sq: int, sk: int, left: int, right: int) -> tuple[int, int]:
+    """The rows that see some key of [k0, k1) (the API's rule, restated independently)."""
+    rows = [r for r in range(sq) if any(lo <= k < hi for k in range(k0, k1)
+                                        for lo, hi in [visible(r, sq, sk, left, right)])]
+    return (rows[0], rows[-1] + 1) if rows else (0, 0)
+
+
+def backward_minimum(c: Config) -> dict:
+    """The design minimum of the FlashAttention-2 backward, per pass: D pass: O and dO read
+    once, D written once; dk/dv pass: per owned key tile, its K and V read once, and for every
+    query head of its GQA group the Q, dO, lse and D of the rows that see its keys read once; dK
+    and dV written once; dq pass: per owned query tile, its Q, dO, lse and D read once, the K and V
+    its rows see read once, dQ written once. MMAs: `ideal` = visible (row, key) pairs x
+    (4 D + 3 Dv) / 512 (S and dP in both passes, dV, dK, dQ once each); `tiled` = the same on
+    the 8x8 (row, key) blocks that hold a visible pair, which is what the kernels multiply."""
+    eb = ELEM[c.dtype]
+    d, dv = c.head_dim, c.dv
+    left, right = c.window
+    if c.causal:
+        right = 0
+    st = bwd_stream(head_dim_tile(max(d, dv)))
+    by_pass = {"row_dot": 0, "dkdv": 0, "dq": 0}
+    pairs = blocks = 0
+    for sq, sk in zip(c.lengths_q, c.lengths_k):
+        by_pass["row_dot"] += sq * c.heads * (2 * dv * eb + 4)
+        ranges = [visible(i, sq, sk, left, right) for i in range(sq)]
+        pairs += sum(max(0, hi - lo) for lo, hi in ranges) * c.heads
+
+        def live(r0: int, r1: int, k0: int, k1: int) -> bool:
+            """Some row of [r0, r1) sees some key of [k0, k1) (the rows' hull)."""
+            r1, k1 = min(r1, sq), min(k1, sk)
+            if r0 >= r1 or k0 >= k1:
+                return False
+            return max(ranges[r0][0], k0) < min(ranges[r1 - 1][1], k1)
+
+        for k0 in range(0, sk, BWD_OWN):
+            k1 = min(k0 + BWD_OWN, sk)
+            r0, r1 = visible_rows(k0, k1, sq, sk, left, right)
+            by_pass["dkdv"] += 2 * (k1 - k0) * c.heads_kv * (d + dv) * eb  # K, V in; dK, dV out
+            by_pass["dkdv"] += (r1 - r0) * c.heads * ((d + dv) * eb + 8)
+            for q0 in range(r0, r1, st):
+                for o in range(0, BWD_OWN, 8):
+                    for s in range(0, st, 8):
+                        if live(q0 + s, min(q0 + s + 8, r1), k0 + o, min(k0 + o + 8, k1)):
+                            blocks += 2 * (d + dv) / 8 * c.heads
+        for r0 in range(0, sq, BWD_OWN):
+            r1 = min(r0 + BWD_OWN, sq)
+            lo, hi = ranges[r0][0], ranges[r1 - 1][1]
+            by_pass["dq"] += (r1 - r0) * c.heads * ((2 * d + dv) * eb + 8)  # Q, dO, lse, D; dQ
+            by_pass["dq"] += max(0, hi - lo) * c.heads * (d + dv) * eb
+            for k0 in range(lo, hi, st):
+                for o in range(0, BWD_OWN, 8):
+                    for s in range(0, st, 8):
+                        if live(r0 + o, min(r0 + o + 8, r1), k0 + s, min(k0 + s + 8, hi)):
+                            blocks += (2 * d + dv) / 8 * c.heads
+    return dict(total=sum(by_pass.values()), by_pass=by_pass,
+                ideal_mma=pairs * (4 * d + 3 * dv) / 512, tiled_mma=blocks)
+
+
+def measure_backward(fa, c: Config) -> dict:
+    """Runs the forward, then traces its backward (dq, dk, dv) alone."""
+    import torch
+
+    from batches import varlen_batch
+
+    g = torch.Generator().manual_seed(0)
+    batch = varlen_batch(c.lengths_q, c.lengths_k, c.heads, c.heads_kv, c.head_dim,
+                         getattr(torch, c.dtype), g, head_dim_v=c.head_dim_v)
+    inputs = [t.detach().requires_grad_() for t in (batch.q, batch.k, batch.v)]
+    out = fa.flash_attn_varlen_func(*inputs, batch.cu_seqlens_q, batch.cu_seqlens_k,
+                                    batch.max_seqlen_q, batch.max_seqlen_k, causal=c.causal,
+                                    window_size=c.window)
+    dout = torch.randn(out.shape, generator=g).to(out.dtype)
+    with tempfile.NamedTemporaryFile(suffix=".jsonl", delete=False) as f:
+        trace = f.name
+    os.environ["MFS_SIM_TRACE"] = trace
+    try:
+        torch.autograd.grad(out, inputs, dout)
+    finally:
+        del os.environ["MFS_SIM_TRACE"]
+    reports = [json.loads(line) for line in Path(trace).read_text().splitlines()]
+    os.unlink(trace)
+    by_name: dict[str, int] = {}
+    mma = 0
+    for r in reports:
+        mma += r["simdgroup_mma"]
+        for b in r["buffers"]:
+            if b["set_bytes"] or b["index"] < 0:
+                continue
+            by_name[b["name"]] = by_name.get(b["name"], 0) + b["bytes_read"] + b["bytes_written"]
+    minimum = backward_minimum(c)
+    total = sum(by_name.values())
+    tiled = {r["kernel"]: (r["threadgroups"], r["threadgroup_memory_bytes"]) for r in reports}
+    return dict(config=c.name, kernels=[r["kernel"] for r in reports], bytes=by_name,
+                total=total, minimum=minimum, ratio=total / minimum["total"], mma=mma,
+                mma_ratio=mma / minimum["ideal_mma"], reports=reports, tiles=tiled)
+
+
+def print_backward() -> None:
+    fa = load_sim_build()
+    header = (f"{'config':24s} {'kernels (dtype, head-dim tile)':38s} {'device bytes':>12s}"
+              f" {'minimum':>11s} {'ratio':>6s} {'other bytes':>11s} {'MMAs':>9s} {'ideal':>9s}"
+              f" {'ratio':>6s} {'tiled':>9s}")
+    print(header)
+    print("-" * len(header))
+    for c in BACKWARD_CONFIGS:
+        m = measure_backward(fa, c)
+        mn = m["minimum"]
+        other = sum(v for k, v in m["bytes"].items()
+                    if k not in ("q", "k", "v", "out", "lse", "dout", "dq", "dk", "dv", "scratch0"))
+        tiled = [k for k in m["kernels"] if re.search(r"_d\d+$", k)]
+        tile = "_".join(tiled[0].rsplit("_", 2)[1:]) if tiled else ""
+        names = "row_dot+dkdv+dq" + f" ({tile})"
+        print(f"{c.name:24s} {names:38s} {m['total']:12,d} {mn['total']:11,d} {m['ratio']:6.3f}"
+              f" {other:11,d} {m['mma']:9,d} {math.ceil(mn['ideal_mma']):9,d}"
+              f" {m['mma_ratio']:6.3f} {math.ceil(mn['tiled_mma']):9,d}")
+    print("\ndevice bytes: loads + stores of every device buffer of the backward's launches (q, k,"
+          " v, out, lse, dout, dq, dk, dv,\nthe D scratch, cu_seqlens); minimum: D pass O, dO once,"
+          " D once; dk/dv pass K, V once, and per query head the Q, dO,\nlse, D of the rows that"
+          " see each key tile once, dK, dV once; dq pass Q, dO, lse, D once, the K, V each query"
+          "\ntile sees once, dQ once. MMAs: ideal = visible (row, key) pairs x (4 D + 3 Dv) / 512;"
+          " tiled: the same on the 8x8\n(row, key) blocks that hold a visible pair (what the kernels multiply).")
+
+
 def main() -> None:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.pop("MFS_SIM_BOUNDS", None)  # counters need bounds checking
@@ -292,6 +442,8 @@ def main() -> None:
         per_core = decode_simdgroups_per_core(cores)
         print(f"decode shape (batch 1, 8 KV heads, GQA 4, 4096 keys, f16 d128): "
               f"{per_core:.1f} SIMD-groups per core on a {cores}-core GPU")
+    print()
+    print_backward()
 
 
 if __name__ == "__main__":

@@ -121,7 +121,7 @@ def sim_sources() -> list[Path]:
         common / "attention_backward.cpp",
         common / "attention_forward.cpp",
         common / "attention_inputs.cpp",
-        common / "metal_backward_pending.cpp",
+        common / "metal_backward_plan.cpp",
         common / "metal_launch_plan.cpp",
         *sorted((REPO / "metal-flash-sdpa" / "sim").glob("*.cpp")),
     ]

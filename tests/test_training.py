@@ -1,7 +1,7 @@
 """A training step through transformers (attn_implementation = the kernel's repo id): every
 parameter's gradient, the attention sinks included, matches transformers' eager attention on tiny
-models built from configs with random weights (no downloads). cpu build only: the Metal builds
-have no backward yet (tests/test_backward.py::test_metal_backward_refuses)."""
+models built from configs with random weights (no downloads). On every build variant: `cpu`, `sim`
+(the Metal backward kernels in the MSL simulator) and `mps` on a Mac."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ import pytest
 import torch
 
 from conftest import REPO_ID, load_kernel
+
+# The models and inputs live on the variant's device (on a Mac the Metal build runs on mps).
+INPUTS_ON_VARIANT_DEVICE = True
 
 
 def llama_config():
@@ -55,13 +58,13 @@ def paired_models(config):
 
 
 @pytest.mark.parametrize("config", [llama_config, gpt_oss_config, gemma2_config])
-def test_training_step_matches_eager(config):
+def test_training_step_matches_eager(config, variant, device):
     import transformers.modeling_flash_attention_utils as flash_utils
 
     flash_utils._loaded_implementation = None
-    load_kernel("cpu")
-    eager, kernel = paired_models(config())
-    ids = torch.randint(0, 96, (2, 20), generator=torch.Generator().manual_seed(1))
+    load_kernel(variant)
+    eager, kernel = (m.to(device) for m in paired_models(config()))
+    ids = torch.randint(0, 96, (2, 20), generator=torch.Generator().manual_seed(1)).to(device)
     mask = torch.ones_like(ids)
     # Right padding (transformers takes the varlen entry point): padded positions then feed no
     # loss term (their labels and the labels they predict are -100), and no real token sees them,

@@ -316,3 +316,11 @@ std::string describe_plan(const LaunchPlan& plan) {
   }
   return s.str();
 }
+
+const char* plan_dtype_suffix(MfsDtype dtype) { return dtype_suffix(dtype); }
+
+std::vector<PlanFunctionConstant> plan_feature_constants(const AttentionParams& params,
+                                                         MfsDtype sinks_dtype,
+                                                         const PlanTarget& target) {
+  return feature_constants(params, sinks_dtype, target);
+}

@@ -18,6 +18,8 @@
 enum class PlanTensor : int {
   Q, K, V, Out, Lse, CuSeqlensQ, CuSeqlensK, SequsedK, BlockTable, AlibiSlopes, Sinks,
   Scratch0, Scratch1,  // temporaries the plan asks the executor to allocate (split-K partials)
+  // The backward's own tensors (metal_backward_plan.h): the incoming gradient and the outputs.
+  Dout, Dq, Dk, Dv, DSinks,
 };
 
 struct PlanBuffer {
@@ -48,7 +50,10 @@ struct PlanScratch {
 };
 
 // Which kernel family a launch runs (for tests and benchmarks; executors ignore it).
-enum class PlanKernel : int { Prefill, Decode, DecodeReduce, ClearRows };
+enum class PlanKernel : int {
+  Prefill, Decode, DecodeReduce, ClearRows,
+  BackwardRowDot, BackwardDkDv, BackwardDq, BackwardSinks,  // metal_backward_plan.h
+};
 
 struct KernelLaunch {
   std::string kernel_name;  // a [[host_name]] of the .metal sources
@@ -115,3 +120,10 @@ std::vector<std::string> all_plan_kernel_names();
 
 // A readable one-line-per-launch description (tests, benchmarks, error messages).
 std::string describe_plan(const LaunchPlan& plan);
+
+// Shared with the backward plan (metal_backward_plan.cpp): the kernel-name suffix of a dtype and
+// the call's features as function constants (every launch of a call gets the same set).
+const char* plan_dtype_suffix(MfsDtype dtype);
+std::vector<PlanFunctionConstant> plan_feature_constants(const AttentionParams& params,
+                                                         MfsDtype sinks_dtype,
+                                                         const PlanTarget& target);

@@ -7,7 +7,9 @@
 
 #include <vector>
 
+#include "attention_gradients.h"
 #include "attention_inputs.h"
+#include "metal_backward_plan.h"
 #include "metal_launch_plan.h"
 
 inline MfsDtype mfs_dtype(at::ScalarType t) {
@@ -69,6 +71,65 @@ inline const at::Tensor& plan_tensor(const AttentionTensors& t, const PlannedCal
     case PlanTensor::Sinks: *name = "s_aux"; return t.sinks.value();
     case PlanTensor::Scratch0: *name = "scratch0"; return call.scratch0;
     case PlanTensor::Scratch1: *name = "scratch1"; return call.scratch1;
+    default: break;  // the backward's tensors: plan_backward_tensor
   }
   TORCH_CHECK(false, "metal-flash-sdpa: unknown plan tensor");
+}
+
+// ---- the backward ----------------------------------------------------------------------------
+
+// Strides of a [batch, rows, heads, dim] or (varlen) [rows, heads, dim] tensor, batch 0 if varlen.
+inline void rows_heads_strides(const at::Tensor& t, bool varlen, mfs_i64& batch, mfs_i64& row,
+                               mfs_i64& head) {
+  batch = varlen ? 0 : t.stride(0);
+  row = t.stride(varlen ? 0 : 1);
+  head = t.stride(varlen ? 1 : 2);
+}
+
+// The backward plan of a checked call (check_attention_backward_inputs), its D scratch
+// allocated. Every row the kernels stage (q, k, v, dout) must be 4-element aligned for vector
+// loads.
+inline PlannedCall plan_backward_call(const AttentionParams& params, const AttentionTensors& t,
+                                      const AttentionGradients& g,
+                                      int gpu_cores = PlanTarget().gpu_cores) {
+  const bool varlen_q = params.flags & kVarlenQ;
+  const bool varlen_k = params.flags & kVarlenK;
+  MetalBackwardArgs args;
+  rows_heads_strides(g.dout, varlen_q, args.dout_batch_stride, args.dout_row_stride,
+                     args.dout_head_stride);
+  rows_heads_strides(g.dq, varlen_q, args.dq_batch_stride, args.dq_row_stride,
+                     args.dq_head_stride);
+  rows_heads_strides(g.dk, varlen_k, args.dk_batch_stride, args.dk_row_stride,
+                     args.dk_head_stride);
+  rows_heads_strides(g.dv, varlen_k, args.dv_batch_stride, args.dv_row_stride,
+                     args.dv_head_stride);
+  args.d_rows_per_batch = varlen_q ? 0 : params.q_rows;
+  PlanTarget target;
+  target.gpu_cores = gpu_cores;
+  target.kv_vector_aligned = rows_vector_aligned(t.q) && rows_vector_aligned(t.k) &&
+                             rows_vector_aligned(t.v) && rows_vector_aligned(g.dout);
+  const MfsDtype sinks = t.sinks ? mfs_dtype(t.sinks->scalar_type()) : kMfsFloat32;
+  PlannedCall call;
+  call.plan = make_backward_plan(params, args, mfs_dtype(t.q.scalar_type()), sinks, target);
+  for (const PlanScratch& s : call.plan.scratch) {
+    at::Tensor buffer =
+        at::empty({static_cast<int64_t>((s.bytes + 3) / 4)}, t.q.options().dtype(at::kFloat));
+    (s.tensor == PlanTensor::Scratch0 ? call.scratch0 : call.scratch1) = buffer;
+  }
+  return call;
+}
+
+// The tensor a backward binding names: the gradients, else the forward's (plan_tensor).
+inline const at::Tensor& plan_backward_tensor(const AttentionTensors& t,
+                                              const AttentionGradients& g,
+                                              const PlannedCall& call, PlanTensor which,
+                                              const char** name) {
+  switch (which) {
+    case PlanTensor::Dout: *name = "dout"; return g.dout;
+    case PlanTensor::Dq: *name = "dq"; return g.dq;
+    case PlanTensor::Dk: *name = "dk"; return g.dk;
+    case PlanTensor::Dv: *name = "dv"; return g.dv;
+    case PlanTensor::DSinks: *name = "ds_aux"; return g.ds_aux;
+    default: return plan_tensor(t, call, which, name);
+  }
 }

@@ -190,3 +190,22 @@ inline float row_lse(const RowState st, bool no_visible_key) {
   if (no_visible_key || !(st.l > 0.0f)) return MFS_NEG_INF;
   return (st.m + log2(st.l)) * MFS_LN2;
 }
+
+// ---- the backward's view of the score rule ----
+// The natural-units logit of a visible (query, key) pair and its derivative with respect to q.k:
+// the scale times softcap's derivative (ALiBi adds a constant). dS times this reaches dq and dk.
+struct ScoreWithDerivative {
+  float logit;
+  float dlogit_dqk;
+};
+inline ScoreWithDerivative score_with_derivative(const ScoreRule r, float qk, int row, int key) {
+  ScoreWithDerivative s;
+  s.logit = qk * r.scale;
+  s.dlogit_dqk = r.scale;
+  if (mfs_softcap) {
+    s.logit = apply_softcap(s.logit, r.softcap);
+    s.dlogit_dqk *= softcap_derivative(s.logit, r.softcap);
+  }
+  if (mfs_alibi) s.logit += alibi_bias(r.slope, row, key, r.seqlen_q, r.seqlen_k);
+  return s;
+}

@@ -96,21 +96,18 @@ int device_gpu_cores(id<MTLDevice> device) {
   return PlanTarget().gpu_cores;
 }
 
-}  // namespace
-
-void run_attention_forward(const AttentionParams& params, const AttentionTensors& tensors) {
-  at::mps::MPSStream* stream = at::mps::getCurrentMPSStream();
-  id<MTLDevice> device = stream->device();
-  static const int gpu_cores = device_gpu_cores(device);
-  PlannedCall call = plan_forward_call(params, tensors, gpu_cores);
+// Encodes every launch of a plan on the stream's encoder; `tensor_of(PlanTensor, const char**)`
+// resolves a binding (the forward's tensors, or the backward's with its gradients).
+template <typename TensorOf>
+void execute(at::mps::MPSStream* stream, const PlannedCall& call, TensorOf&& tensor_of) {
   if (call.plan.launches.empty()) return;
-
+  id<MTLDevice> device = stream->device();
   // Every bound tensor must live on the GPU (the shared checks already ensure it; a scratch
   // tensor is allocated on q's device).
   for (const KernelLaunch& l : call.plan.launches) {
     for (const PlanBuffer& b : l.buffers) {
       const char* name = "";
-      const at::Tensor& t = plan_tensor(tensors, call, b.tensor, &name);
+      const at::Tensor& t = tensor_of(b.tensor, &name);
       TORCH_CHECK(t.is_mps(), name, " must be on mps for the Metal build of metal-flash-sdpa, got ",
                   t.device());
     }
@@ -134,7 +131,7 @@ void run_attention_forward(const AttentionParams& params, const AttentionTensors
       [encoder setComputePipelineState:states[i]];
       for (const PlanBuffer& b : l.buffers) {
         const char* name = "";
-        const at::Tensor& t = plan_tensor(tensors, call, b.tensor, &name);
+        const at::Tensor& t = tensor_of(b.tensor, &name);
         [encoder setBuffer:storage_buffer(t)
                     offset:t.storage_offset() * t.element_size()
                    atIndex:b.index];
@@ -152,6 +149,28 @@ void run_attention_forward(const AttentionParams& params, const AttentionTensors
                                                 l.threads_per_threadgroup[2])];
     }
   });
-  // The scratch tensors go back to torch's MPS allocator here; their memory is reused only by
-  // later work on this same stream, which the queue orders after these launches.
+  // The scratch tensors go back to torch's MPS allocator when the caller drops `call`; their
+  // memory is reused only by later work on this same stream, which the queue orders after these
+  // launches.
+}
+
+}  // namespace
+
+void run_attention_forward(const AttentionParams& params, const AttentionTensors& tensors) {
+  at::mps::MPSStream* stream = at::mps::getCurrentMPSStream();
+  static const int gpu_cores = device_gpu_cores(stream->device());
+  const PlannedCall call = plan_forward_call(params, tensors, gpu_cores);
+  execute(stream, call, [&](PlanTensor which, const char** name) -> const at::Tensor& {
+    return plan_tensor(tensors, call, which, name);
+  });
+}
+
+void run_attention_backward(const AttentionParams& params, const AttentionTensors& tensors,
+                            const AttentionGradients& grads) {
+  at::mps::MPSStream* stream = at::mps::getCurrentMPSStream();
+  static const int gpu_cores = device_gpu_cores(stream->device());
+  const PlannedCall call = plan_backward_call(params, tensors, grads, gpu_cores);
+  execute(stream, call, [&](PlanTensor which, const char** name) -> const at::Tensor& {
+    return plan_backward_tensor(tensors, grads, call, which, name);
+  });
 }

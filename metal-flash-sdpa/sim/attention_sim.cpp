@@ -16,15 +16,18 @@
 
 c10::DeviceType backend_device_type() { return c10::DeviceType::CPU; }
 
-void run_attention_forward(const AttentionParams& params, const AttentionTensors& tensors) {
-  PlannedCall call = plan_forward_call(params, tensors);
+namespace {
+
+// Runs every launch of a plan; `tensor_of(PlanTensor, const char** name)` resolves a binding.
+template <typename TensorOf>
+void execute(const PlannedCall& call, TensorOf&& tensor_of) {
   for (const KernelLaunch& l : call.plan.launches) {
     SimLaunch launch;
     launch.kernel = l.kernel_name;
     for (const PlanFunctionConstant& fc : l.function_constants) launch.constants.push_back(fc);
     for (const PlanBuffer& b : l.buffers) {
       const char* name = "";
-      const at::Tensor& t = plan_tensor(tensors, call, b.tensor, &name);
+      const at::Tensor& t = tensor_of(b.tensor, &name);
       TORCH_CHECK(t.device().is_cpu(), name, " must be on cpu for the simulated Metal build");
       // The buffer is the tensor's storage from the tensor's own offset on, as Metal binds it
       // (setBuffer: storage, offset: storage_offset * element_size).
@@ -43,6 +46,23 @@ void run_attention_forward(const AttentionParams& params, const AttentionTensors
                 sizeof launch.threads_per_threadgroup);
     sim_dispatch(launch);
   }
+}
+
+}  // namespace
+
+void run_attention_forward(const AttentionParams& params, const AttentionTensors& tensors) {
+  const PlannedCall call = plan_forward_call(params, tensors);
+  execute(call, [&](PlanTensor which, const char** name) -> const at::Tensor& {
+    return plan_tensor(tensors, call, which, name);
+  });
+}
+
+void run_attention_backward(const AttentionParams& params, const AttentionTensors& tensors,
+                            const AttentionGradients& grads) {
+  const PlannedCall call = plan_backward_call(params, tensors, grads);
+  execute(call, [&](PlanTensor which, const char** name) -> const at::Tensor& {
+    return plan_backward_tensor(tensors, grads, call, which, name);
+  });
 }
 
 // ---- test hook (simulated build only) --------------------------------------------------------

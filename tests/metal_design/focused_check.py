@@ -4,7 +4,8 @@
     python tests/metal_design/focused_check.py <variant-root> [--dtypes f32]
 
 Runs a few calls that reach every kernel family (multi-tile causal and windowed prefill with GQA,
-sinks, ALiBi and softcap; decode, with and without split-K; rows outside every sequence) under
+sinks, ALiBi and softcap; decode, with and without split-K; rows outside every sequence; the
+backward's gradients, with GQA, sinks, softcap, ALiBi and windows) under
 the simulator's in-order, reverse and random fiber schedules with threadgroup memory poisoned,
 and compares with the float64 reference. Exits 0 when everything matches, 1 otherwise (printing
 what failed). The mutation test (test_metal_design.py) expects 1 from every planted bug.
@@ -86,6 +87,54 @@ def run_case(fa, case, dtype) -> str | None:
     return None
 
 
+# The backward: (name, q lengths, k lengths, heads, heads_kv, head_dim, feature kwargs). Several
+# key and query tiles per threadgroup, GQA, a sequence without keys.
+BACKWARD_CASES = [
+    ("backward_causal", [70, 33], [70, 90], 4, 2, 64,
+     dict(causal=True, sinks=True, alibi=True, softcap=2.0)),
+    ("backward_window", [45, 5], [60, 0], 4, 1, 64, dict(window_size=(20, 3), sinks=True)),
+]
+
+
+# Max error of a gradient against float64, relative to its largest magnitude (at least 1).
+BACKWARD_TOLERANCE = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 4e-2}
+
+
+def run_backward_case(fa, case, dtype) -> str | None:
+    """dq, dk, dv, d s_aux against float64 autograd of the reference."""
+    name, lq, lk, heads, heads_kv, dim, feature = case
+    g = torch.Generator().manual_seed(len(name))
+    batch = varlen_batch(lq, lk, heads, heads_kv, dim, dtype, g, padding_rows=2)
+    sinks = torch.randn(heads, generator=g) if feature.get("sinks") else None
+    alibi = torch.rand(heads, generator=g) * 0.3 if feature.get("alibi") else None
+    kwargs = {k: v for k, v in feature.items() if k not in ("sinks", "alibi")}
+    inputs = [t.detach().requires_grad_() for t in (batch.q, batch.k, batch.v)]
+    if sinks is not None:
+        inputs.append(sinks.detach().requires_grad_())
+    dout = torch.randn(batch.q.shape[0], heads, dim, generator=g).to(dtype)
+    try:
+        out = fa.flash_attn_varlen_func(
+            *inputs[:3], batch.cu_seqlens_q, batch.cu_seqlens_k, batch.max_seqlen_q,
+            batch.max_seqlen_k, s_aux=inputs[3] if sinks is not None else None,
+            alibi_slopes=alibi, **kwargs)
+        got = torch.autograd.grad(out, inputs, dout)
+    except RuntimeError as e:
+        return f"{name}: raised {str(e).splitlines()[0][:300]}"
+    ref_inputs = [t.detach().double().requires_grad_() for t in inputs]
+    sem = Semantics(scale=dim ** -0.5, causal=kwargs.get("causal", False),
+                    window=kwargs.get("window_size", (-1, -1)), softcap=kwargs.get("softcap", 0.0),
+                    alibi_slopes=alibi, sinks=ref_inputs[3] if sinks is not None else None)
+    ref_out, _ = attention_varlen(*ref_inputs[:3], batch.cu_seqlens_q, batch.cu_seqlens_k, sem)
+    want = torch.autograd.grad(ref_out, ref_inputs, dout.double())
+    for label, a, w in zip(("dq", "dk", "dv", "ds_aux"), got, want):
+        if not torch.isfinite(a).all():
+            return f"{name}: {label} is not finite"
+        err = (a.double() - w).abs().max().item()
+        if err > BACKWARD_TOLERANCE[dtype] * max(1.0, w.abs().max().item()):
+            return f"{name}: {label} differs by {err:.3g}"
+    return None
+
+
 def run_adversarial(fa) -> list[str]:
     """Garbage offsets (within reach of the simulator's red zones) must not fault."""
     from metal_design.adversarial import MILD_CASES, adversarial_call
@@ -108,14 +157,23 @@ def main() -> int:
     args = parser.parse_args()
     fa = load(args.root)
     failures = []
+    # Stops at the first failure: one is enough to fail, and planted bugs then cost less time.
     for schedule in args.schedules.split(","):
         os.environ["MFS_SIM_SCHEDULE"] = schedule
         for dtype in args.dtypes.split(","):
-            for case in CASES:
-                problem = run_case(fa, case, DTYPES[dtype])
+            runs = [(run_backward_case, case) for case in BACKWARD_CASES]
+            runs += [(run_case, case) for case in CASES]
+            for run, case in runs:
+                problem = run(fa, case, DTYPES[dtype])
                 if problem:
                     failures.append(f"[{schedule} {dtype}] {problem}")
-    failures += [f"[adversarial] {p}" for p in run_adversarial(fa)]
+                    break
+            if failures:
+                break
+        if failures:
+            break
+    if not failures:
+        failures += [f"[adversarial] {p}" for p in run_adversarial(fa)]
     for f in failures:
         print(f)
     print("FAIL" if failures else "PASS")

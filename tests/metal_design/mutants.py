@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Planted bugs: proves that the simulator plus a focused check catch a missing
-threadgroup_barrier or a flipped mask comparison in the Metal kernels.
+threadgroup_barrier or a flipped mask comparison in the Metal kernels (forward and backward).
 
     python tests/metal_design/mutants.py [--only NAME ...] [--keep]
 
@@ -98,8 +98,25 @@ MUTANTS = [
 
 
 def reduce_instantiations(text: str) -> str:
-    return re.sub(r"^MFS_INSTANTIATE_(PREFILL|DECODE)_DTYPES\((?!64\))\d+\)\n", "", text,
-                  flags=re.M)
+    return re.sub(r"^MFS_INSTANTIATE_(PREFILL|DECODE|BWD_TILED)_DTYPES\((?!64\))\d+\)\n", "",
+                  text, flags=re.M)
+
+
+# The backward (attention_backward.metal): its eight barriers in source order (dk/dv, then dq:
+# after staging, after the partials, after finishing P/dS, before the next tile), a mask bound,
+# the softcap derivative, the GQA group's heads, the sink gradient's sign.
+MUTANTS += [
+    *(Mutant(f"backward_barrier_{i}", "attention_backward.metal",
+             remove_nth("threadgroup_barrier(", i)) for i in range(8)),
+    Mutant("backward_mask_end_off_by_one", "attention_backward.metal",
+           replace_once("key >= r.begin && key < r.end", "key >= r.begin && key <= r.end")),
+    Mutant("backward_no_softcap_derivative", "attention_kernel_common.h",
+           replace_once("s.dlogit_dqk *= softcap_derivative(s.logit, r.softcap);", "")),
+    Mutant("backward_gqa_wrong_heads", "attention_backward.metal",
+           replace_once("int h = hk * group; h < (hk + 1) * group;", "int h = hk; h < hk + group;")),
+    Mutant("backward_sink_gradient_sign", "attention_backward.metal",
+           replace_once("acc += sink_gradient(", "acc -= sink_gradient(")),
+]
 
 
 def build_variant(workdir: Path, mutant: Mutant | None) -> Path:

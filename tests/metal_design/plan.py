@@ -22,7 +22,8 @@ VARLEN_Q, VARLEN_K, SEQUSED_K, PAGED_KV, HAS_ALIBI, HAS_SINKS, WRITE_LSE, CLEAR_
     1 << i for i in range(8))
 
 # PlanKernel
-PREFILL, DECODE, DECODE_REDUCE, CLEAR_ROWS_KERNEL = range(4)
+(PREFILL, DECODE, DECODE_REDUCE, CLEAR_ROWS_KERNEL, BWD_ROW_DOT, BWD_DKDV, BWD_DQ,
+ BWD_SINKS) = range(8)
 
 DTYPES = ("f32", "f16", "bf16")
 ELEM_BYTES = {"f32": 4, "f16": 2, "bf16": 2}
@@ -31,23 +32,27 @@ ELEM_BYTES = {"f32": 4, "f16": 2, "bf16": 2}
 @functools.lru_cache(maxsize=1)
 def probe_binary() -> Path:
     sources = [PROBE_SRC, COMMON / "metal_launch_plan.cpp", COMMON / "metal_launch_plan.h",
-               COMMON / "metal_kernel_config.h", COMMON / "attention_params.h"]
+               COMMON / "metal_kernel_config.h", COMMON / "attention_params.h",
+               COMMON / "metal_backward_plan.cpp", COMMON / "metal_backward_plan.h",
+               COMMON / "metal_backward_config.h"]
     key = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12]
     out = Path(tempfile.gettempdir()) / f"mfs_plan_probe_{key}"
     if not out.exists():
         tmp = out.with_suffix(".tmp")
         subprocess.run(["g++", "-std=c++17", "-O1", f"-I{COMMON}", str(PROBE_SRC),
-                        str(COMMON / "metal_launch_plan.cpp"), "-o", str(tmp)], check=True)
+                        str(COMMON / "metal_launch_plan.cpp"),
+                        str(COMMON / "metal_backward_plan.cpp"), "-o", str(tmp)], check=True)
         os.replace(tmp, out)
     return out
 
 
-def plans(calls: list[tuple[str, str, dict]]) -> list[dict]:
-    """The plan of each (dtype, sinks_dtype, AttentionParams fields) call."""
+def plans(calls: list[tuple[str, str, dict]], backward: bool = False) -> list[dict]:
+    """The plan of each (dtype, sinks_dtype, AttentionParams fields) call (its backward's)."""
     lines = []
     for dtype, sinks, fields in calls:
         fields = {"window_left": -1, "window_right": -1, **fields}
-        lines.append(" ".join([dtype, sinks, *(f"{k}={v}" for k, v in fields.items())]))
+        lines.append(" ".join([*(["bwd"] if backward else []), dtype, sinks,
+                               *(f"{k}={v}" for k, v in fields.items())]))
     result = subprocess.run([str(probe_binary())], input="\n".join(lines) + "\n",
                             capture_output=True, text=True, check=True)
     return [json.loads(line) for line in result.stdout.splitlines()]
@@ -55,6 +60,23 @@ def plans(calls: list[tuple[str, str, dict]]) -> list[dict]:
 
 def plan(dtype: str = "f16", sinks: str = "f32", **fields) -> dict:
     return plans([(dtype, sinks, fields)])[0]
+
+
+def backward_plan(dtype: str = "f16", sinks: str = "f32", **fields) -> dict:
+    return plans([(dtype, sinks, fields)], backward=True)[0]
+
+
+def backward_kernel_names() -> list[str]:
+    result = subprocess.run([str(probe_binary())], input="bwd_names\n", capture_output=True,
+                            text=True, check=True)
+    return json.loads(result.stdout)
+
+
+def backward_register_estimates() -> dict[str, int]:
+    """mfs_bwd_dkdv_registers / mfs_bwd_dq_registers (metal_backward_config.h) of every tile."""
+    result = subprocess.run([str(probe_binary())], input="bwd_registers\n",
+                            capture_output=True, text=True, check=True)
+    return json.loads(result.stdout)
 
 
 def kernel_names() -> list[str]:
@@ -88,4 +110,17 @@ def instantiated_names() -> set[str]:
                 names.add(f"mfs_{family.lower()}_{dtype}_d{dim}")
     for fn, suffix in re.findall(r"^MFS_INSTANTIATE_BY_DTYPE\((\w+), \w+, (\w+)\)", decode, re.M):
         names.add(fn + suffix)
+    return names
+
+
+def instantiated_backward_names() -> set[str]:
+    """Every [[host_name]] attention_backward.metal instantiates, read from its macros."""
+    names = set()
+    backward = (METAL / "attention_backward.metal").read_text()
+    for dim in re.findall(r"^MFS_INSTANTIATE_BWD_TILED_DTYPES\((\d+)\)", backward, re.M):
+        for dtype in DTYPES:
+            names.update({f"mfs_bwd_dkdv_{dtype}_d{dim}", f"mfs_bwd_dq_{dtype}_d{dim}"})
+    for suffix in re.findall(r"^MFS_INSTANTIATE_BWD_ROW_DOT\(\w+, (\w+)\)", backward, re.M):
+        names.add(f"mfs_bwd_row_dot_{suffix}")
+    names.update(re.findall(r"\]\] void (mfs_bwd_sinks)\(", backward))
     return names

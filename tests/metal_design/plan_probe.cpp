@@ -3,13 +3,16 @@
 //
 // Input: one call per line, `dtype sinks_dtype field=value ...` (dtype: f32, f16, bf16; fields
 // are AttentionParams members; `flags` is the bit set; `gpu_cores` and `kv_aligned` set the
-// PlanTarget). `names` alone prints every kernel name the plan can pick.
+// PlanTarget). `names` alone prints every kernel name the plan can pick. `bwd` before a call
+// prints the backward plan of it (make_backward_plan, default strides); `bwd_names` and
+// `bwd_registers` the backward's kernel names and register estimates.
 #include <cstdio>
 #include <cstring>
 #include <iostream>
 #include <sstream>
 #include <string>
 
+#include "metal_backward_plan.h"
 #include "metal_launch_plan.h"
 
 static MfsDtype parse_dtype(const std::string& s) {
@@ -59,6 +62,36 @@ int main() {
       std::cout << gpu_cores_from_architecture(name) << std::endl;
       continue;
     }
+    if (dtype == "bwd_registers") {
+      std::cout << "{";
+      bool first = true;
+      for (const char* family : {"dkdv", "dq"}) {
+        for (int eb : {4, 2}) {
+          for (int i = 0; i < MFS_NUM_HEAD_DIM_TILES; ++i) {
+            const int d = mfs_head_dim_tile_at(i);
+            const int regs = std::string(family) == "dkdv" ? mfs_bwd_dkdv_registers(d, eb)
+                                                            : mfs_bwd_dq_registers(d, eb);
+            std::cout << (first ? "" : ",") << "\"" << family << (eb == 4 ? "_f32" : "_16bit")
+                      << "_d" << d << "\": " << regs;
+            first = false;
+          }
+        }
+      }
+      std::cout << "}" << std::endl;
+      continue;
+    }
+    if (dtype == "bwd_names") {
+      std::cout << "[";
+      bool first = true;
+      for (const std::string& n : all_backward_plan_kernel_names()) {
+        std::cout << (first ? "" : ",") << "\"" << n << "\"";
+        first = false;
+      }
+      std::cout << "]" << std::endl;
+      continue;
+    }
+    const bool backward = dtype == "bwd";
+    if (backward) in >> dtype;
     if (dtype == "names") {
       std::cout << "[";
       bool first = true;
@@ -93,7 +126,10 @@ int main() {
       }
     }
     try {
-      const LaunchPlan plan = make_forward_plan(p, parse_dtype(dtype), parse_dtype(sinks), target);
+      MetalBackwardArgs bwd_args{};
+      const LaunchPlan plan =
+          backward ? make_backward_plan(p, bwd_args, parse_dtype(dtype), parse_dtype(sinks), target)
+                   : make_forward_plan(p, parse_dtype(dtype), parse_dtype(sinks), target);
       std::cout << "{\"scratch\": [";
       for (size_t i = 0; i < plan.scratch.size(); ++i) {
         std::cout << (i ? "," : "") << plan.scratch[i].bytes;

@@ -1,0 +1,96 @@
+// The numbers the Metal backward kernels (metal/attention_backward.metal) and their launch plan
+// (metal_backward_plan.cpp) must agree on: tiles, threadgroup memory, register estimates, buffer
+// indices and the per-launch strides struct. Read by MSL and C++, like metal_kernel_config.h.
+#pragma once
+
+#include "attention_params.h"
+#include "metal_kernel_config.h"
+
+// FlashAttention-2: a D pass (D = rowsum(dO * O)), a key-tile pass for dk/dv (loops over the
+// GQA group's query heads and the query tiles that see its keys) and a query-tile pass for dq;
+// d s_aux is summed per head by one more launch. No atomics: every gradient row is written by
+// one threadgroup, every sum runs in a fixed order.
+//
+// Both tiled passes have the same shape: a threadgroup owns MFS_BWD_OWN rows (keys of one KV head
+// for dk/dv, queries of one head for dq) and streams the other side through threadgroup memory
+// in tiles of mfs_bwd_stream(d) rows. Every SIMD-group holds a head-dim share of the owned rows
+// (their K/V or Q/dO fragments in the input dtype, their fp32 gradient accumulators) and
+// computes partial S and dP over that share; the partials are summed through threadgroup memory
+// in a fixed order, the score rule's derivative is applied once per element, and each
+// SIMD-group accumulates its share of the gradients from the result.
+//
+// Tile figures read in public Metal backward kernels: metal-flash-attention
+// (philipturner/metal-flash-attention: its backward-key-value and backward-query kernels own
+// 16-32 rows and stream 16-32 at head dim <= 128, and block the head dim above); MLX's steel
+// attention has no backward. Ours: 16 owned x 16 streamed rows, 8 streamed with 8 SIMD-groups
+// from head-dim tile 192 on, so that threadgroup memory stays within 32 KiB and registers within
+// the budget at tile 256 in float32.
+#define MFS_BWD_OWN 16
+constexpr int mfs_bwd_stream(int d) { return d >= 192 ? 8 : 16; }
+constexpr int mfs_bwd_simdgroups(int d) { return d >= 192 ? 8 : 4; }
+constexpr int mfs_bwd_threads(int d) { return 32 * mfs_bwd_simdgroups(d); }
+// 8-wide head-dim chunks each SIMD-group owns (SIMD-group g: chunks [g * n, (g + 1) * n)).
+constexpr int mfs_bwd_chunks_per_sg(int d) {
+  return (d / 8 + mfs_bwd_simdgroups(d) - 1) / mfs_bwd_simdgroups(d);
+}
+constexpr int mfs_bwd_ld(int d, int elem_bytes) { return d + mfs_tile_pad(elem_bytes); }
+// Threadgroup memory of a dk/dv or dq threadgroup (one layout): two streamed tiles (Q and dO, or
+// K and V) of mfs_bwd_stream(d) rows in the input dtype, every SIMD-group's partial S and dP
+// ([simdgroups][2][MFS_BWD_OWN][stream] floats; slot 0 then holds the finished P and dS), and
+// the lse and D of the streamed or owned rows (2 x MFS_BWD_OWN floats).
+constexpr int mfs_bwd_partial_floats(int d) {
+  return mfs_bwd_simdgroups(d) * 2 * MFS_BWD_OWN * mfs_bwd_stream(d);
+}
+constexpr int mfs_bwd_tg_bytes(int d, int elem_bytes) {
+  return 2 * mfs_bwd_stream(d) * mfs_bwd_ld(d, elem_bytes) * elem_bytes +
+         mfs_bwd_partial_floats(d) * 4 + 2 * MFS_BWD_OWN * 4;
+}
+// Registers of one thread (the forward's counting, metal README): per owned 8-row chunk and
+// head-dim chunk of its share, two operand fragments in the input dtype (K and V, or Q and dO:
+// 1 register each for half/bfloat, 2 for float) and the fp32 accumulators (dK and dV: 2 x 2;
+// dQ: 2); the partial S and dP fragments (fp32) of the owned x streamed tile; the overhead.
+constexpr int mfs_bwd_dkdv_registers(int d, int elem_bytes) {
+  return (MFS_BWD_OWN / 8) * mfs_bwd_chunks_per_sg(d) * (2 * (elem_bytes == 4 ? 2 : 1) + 4) +
+         (MFS_BWD_OWN / 8) * (mfs_bwd_stream(d) / 8) * 4 + MFS_REGISTER_OVERHEAD;
+}
+constexpr int mfs_bwd_dq_registers(int d, int elem_bytes) {
+  return (MFS_BWD_OWN / 8) * mfs_bwd_chunks_per_sg(d) * (2 * (elem_bytes == 4 ? 2 : 1) + 2) +
+         (MFS_BWD_OWN / 8) * (mfs_bwd_stream(d) / 8) * 4 + MFS_REGISTER_OVERHEAD;
+}
+// The D pass: rows per threadgroup, 4 SIMD-groups taking one row at a time.
+#define MFS_BWD_DOT_ROWS 16
+#define MFS_BWD_DOT_THREADS 128
+// The d s_aux pass: one SIMD-group per query head.
+#define MFS_BWD_SINK_THREADS 32
+
+// Buffers of the backward launches beyond the forward's (q, k, v, out, lse, offsets, slopes,
+// sinks at their MFS_BUF_* indices).
+#define MFS_BUF_DOUT 15
+#define MFS_BUF_DQ 16
+#define MFS_BUF_DK 17
+#define MFS_BUF_DV 18
+#define MFS_BUF_DSINKS 19    // d s_aux, float32 [heads_q]
+#define MFS_BUF_ROW_D 20     // D = rowsum(dO * O), float32 scratch
+#define MFS_BUF_BWD_ARGS 21  // MetalBackwardArgs (setBytes)
+
+// Strides (elements) of the backward's own tensors, bound with setBytes at MFS_BUF_BWD_ARGS.
+// Batch strides are 0 for a varlen side (rows are global tokens). D of (sequence b, head h, row)
+// is at ((b * d_rows_per_batch + q_begin + row) * heads_q + h).
+struct MetalBackwardArgs {
+  mfs_i64 dout_batch_stride, dout_row_stride, dout_head_stride;
+  mfs_i64 dq_batch_stride, dq_row_stride, dq_head_stride;
+  mfs_i64 dk_batch_stride, dk_row_stride, dk_head_stride;
+  mfs_i64 dv_batch_stride, dv_row_stride, dv_head_stride;
+  mfs_i64 d_rows_per_batch;  // fixed length: q_rows; varlen q: 0
+};
+#define MFS_BWD_ARGS_AT(field, offset)                                  \
+  static_assert(__builtin_offsetof(MetalBackwardArgs, field) == offset, \
+                "MetalBackwardArgs::" #field " moved: C++ and MSL must agree on the layout");
+MFS_BWD_ARGS_AT(dout_batch_stride, 0)
+MFS_BWD_ARGS_AT(dq_batch_stride, 24)
+MFS_BWD_ARGS_AT(dk_batch_stride, 48)
+MFS_BWD_ARGS_AT(dv_batch_stride, 72)
+MFS_BWD_ARGS_AT(d_rows_per_batch, 96)
+#undef MFS_BWD_ARGS_AT
+static_assert(sizeof(MetalBackwardArgs) == 104,
+              "MetalBackwardArgs changed size: C++ and MSL must agree on the layout");

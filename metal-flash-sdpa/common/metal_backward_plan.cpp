@@ -1,0 +1,151 @@
+#include "metal_backward_plan.h"
+
+#include <cstring>
+#include <stdexcept>
+
+namespace {
+
+uint32_t ceil_div(int64_t a, int64_t b) { return static_cast<uint32_t>((a + b - 1) / b); }
+
+template <typename S>
+PlanBytes bytes_of(int index, const S& value) {
+  PlanBytes b;
+  b.index = index;
+  b.bytes.resize(sizeof(S));
+  std::memcpy(b.bytes.data(), &value, sizeof(S));
+  return b;
+}
+
+// The [[buffer]] indices each backward kernel declares (its signature in
+// attention_backward.metal), each with the tensor bound there; an index whose tensor the call
+// does not have (no cu_seqlens, no slopes) is bound to 16 zero bytes, never read (its function
+// constant is off).
+std::vector<PlanBuffer> declared_buffers(PlanKernel kind) {
+  switch (kind) {
+    case PlanKernel::BackwardRowDot:
+      return {{MFS_BUF_OUT, PlanTensor::Out}, {MFS_BUF_CU_Q, PlanTensor::CuSeqlensQ},
+              {MFS_BUF_CU_K, PlanTensor::CuSeqlensK}, {MFS_BUF_DOUT, PlanTensor::Dout},
+              {MFS_BUF_ROW_D, PlanTensor::Scratch0}};
+    case PlanKernel::BackwardDkDv:
+      return {{MFS_BUF_Q, PlanTensor::Q}, {MFS_BUF_K, PlanTensor::K}, {MFS_BUF_V, PlanTensor::V},
+              {MFS_BUF_LSE, PlanTensor::Lse}, {MFS_BUF_CU_Q, PlanTensor::CuSeqlensQ},
+              {MFS_BUF_CU_K, PlanTensor::CuSeqlensK}, {MFS_BUF_ALIBI, PlanTensor::AlibiSlopes},
+              {MFS_BUF_DOUT, PlanTensor::Dout}, {MFS_BUF_DK, PlanTensor::Dk},
+              {MFS_BUF_DV, PlanTensor::Dv}, {MFS_BUF_ROW_D, PlanTensor::Scratch0}};
+    case PlanKernel::BackwardDq:
+      return {{MFS_BUF_Q, PlanTensor::Q}, {MFS_BUF_K, PlanTensor::K}, {MFS_BUF_V, PlanTensor::V},
+              {MFS_BUF_LSE, PlanTensor::Lse}, {MFS_BUF_CU_Q, PlanTensor::CuSeqlensQ},
+              {MFS_BUF_CU_K, PlanTensor::CuSeqlensK}, {MFS_BUF_ALIBI, PlanTensor::AlibiSlopes},
+              {MFS_BUF_DOUT, PlanTensor::Dout}, {MFS_BUF_DQ, PlanTensor::Dq},
+              {MFS_BUF_ROW_D, PlanTensor::Scratch0}};
+    case PlanKernel::BackwardSinks:
+      return {{MFS_BUF_LSE, PlanTensor::Lse}, {MFS_BUF_CU_Q, PlanTensor::CuSeqlensQ},
+              {MFS_BUF_CU_K, PlanTensor::CuSeqlensK}, {MFS_BUF_SINKS, PlanTensor::Sinks},
+              {MFS_BUF_DSINKS, PlanTensor::DSinks}, {MFS_BUF_ROW_D, PlanTensor::Scratch0}};
+    default:
+      throw std::invalid_argument("metal_backward_plan: not a backward kernel");
+  }
+}
+
+bool call_has(const AttentionParams& p, PlanTensor t) {
+  switch (t) {
+    case PlanTensor::CuSeqlensQ: return p.flags & kVarlenQ;
+    case PlanTensor::CuSeqlensK: return p.flags & kVarlenK;
+    case PlanTensor::AlibiSlopes: return p.flags & kHasAlibi;
+    case PlanTensor::Sinks: return p.flags & kHasSinks;
+    default: return true;
+  }
+}
+
+KernelLaunch backward_launch(const std::string& name, PlanKernel kind, const AttentionParams& p,
+                             const MetalBackwardArgs& args, MfsDtype sinks_dtype,
+                             const PlanTarget& target, uint32_t x, uint32_t y, uint32_t z,
+                             uint32_t threads, uint32_t tg_bytes) {
+  KernelLaunch l;
+  l.kernel_name = name;
+  l.kind = kind;
+  l.function_constants = plan_feature_constants(p, sinks_dtype, target);
+  for (const PlanBuffer& b : declared_buffers(kind)) {
+    if (call_has(p, b.tensor)) {
+      l.buffers.push_back(b);
+    } else {
+      l.bytes.push_back({b.index, std::vector<uint8_t>(16, 0)});
+    }
+  }
+  l.bytes.push_back(bytes_of(MFS_BUF_PARAMS, p));
+  l.bytes.push_back(bytes_of(MFS_BUF_BWD_ARGS, args));
+  l.threadgroups[0] = x;
+  l.threadgroups[1] = y;
+  l.threadgroups[2] = z;
+  l.threads_per_threadgroup[0] = threads;
+  l.threads_per_threadgroup[1] = 1;
+  l.threads_per_threadgroup[2] = 1;
+  l.static_threadgroup_bytes = tg_bytes;
+  return l;
+}
+
+}  // namespace
+
+LaunchPlan make_backward_plan(const AttentionParams& p, const MetalBackwardArgs& args,
+                              MfsDtype dtype, MfsDtype sinks_dtype, const PlanTarget& target) {
+  if (p.flags & (kPagedKV | kSequsedK)) {
+    throw std::invalid_argument(
+        "metal_backward_plan: the backward covers contiguous K/V only (no block_table, no "
+        "seqused_k)");
+  }
+  if (!(p.flags & kWriteLse)) {
+    throw std::invalid_argument("metal_backward_plan: the backward needs the forward's lse");
+  }
+  if (p.heads_kv <= 0 || p.heads_q % p.heads_kv != 0) {
+    throw std::invalid_argument("metal_backward_plan: heads_q must be a multiple of heads_kv");
+  }
+  const int tile = mfs_head_dim_tile(p.head_dim > p.head_dim_v ? p.head_dim : p.head_dim_v);
+  if (tile == 0 || p.head_dim % 8 != 0 || p.head_dim_v % 8 != 0) {
+    throw std::invalid_argument("metal_backward_plan: head dims must be multiples of 8 up to 256");
+  }
+  LaunchPlan plan;
+  // D: one float per (query row, head) of the tensor.
+  const int64_t rows = (p.flags & kVarlenQ) ? int64_t(p.q_rows) : int64_t(p.batch) * p.q_rows;
+  if (rows <= 0 || p.heads_q <= 0 || p.batch <= 0) return plan;  // no query: every gradient 0
+  plan.scratch.push_back({PlanTensor::Scratch0, uint64_t(rows) * p.heads_q * 4});
+
+  const std::string sfx = plan_dtype_suffix(dtype);
+  const std::string dim = "_d" + std::to_string(tile);
+  const int eb = dtype == kMfsFloat32 ? 4 : 2;
+  const uint32_t tg_bytes = static_cast<uint32_t>(mfs_bwd_tg_bytes(tile, eb));
+  plan.launches.push_back(backward_launch(
+      "mfs_bwd_row_dot_" + sfx, PlanKernel::BackwardRowDot, p, args, sinks_dtype, target,
+      ceil_div(p.max_seqlen_q, MFS_BWD_DOT_ROWS), p.heads_q, p.batch, MFS_BWD_DOT_THREADS, 0));
+  plan.launches.push_back(backward_launch(
+      "mfs_bwd_dkdv_" + sfx + dim, PlanKernel::BackwardDkDv, p, args, sinks_dtype, target,
+      ceil_div(p.max_seqlen_k, MFS_BWD_OWN), p.heads_kv, p.batch, mfs_bwd_threads(tile), tg_bytes));
+  plan.launches.push_back(backward_launch(
+      "mfs_bwd_dq_" + sfx + dim, PlanKernel::BackwardDq, p, args, sinks_dtype, target,
+      ceil_div(p.max_seqlen_q, MFS_BWD_OWN), p.heads_q, p.batch, mfs_bwd_threads(tile), tg_bytes));
+  if (p.flags & kHasSinks) {
+    plan.launches.push_back(backward_launch("mfs_bwd_sinks", PlanKernel::BackwardSinks, p, args,
+                                            sinks_dtype, target, 1, p.heads_q, 1,
+                                            MFS_BWD_SINK_THREADS, 0));
+  }
+  std::vector<KernelLaunch> kept;
+  for (KernelLaunch& l : plan.launches) {
+    if (l.threadgroups[0] && l.threadgroups[1] && l.threadgroups[2]) kept.push_back(l);
+  }
+  plan.launches = kept;
+  return plan;
+}
+
+std::vector<std::string> all_backward_plan_kernel_names() {
+  std::vector<std::string> names;
+  for (MfsDtype dtype : {kMfsFloat32, kMfsFloat16, kMfsBFloat16}) {
+    const std::string sfx = plan_dtype_suffix(dtype);
+    names.push_back("mfs_bwd_row_dot_" + sfx);
+    for (int i = 0; i < MFS_NUM_HEAD_DIM_TILES; ++i) {
+      const std::string dim = "_d" + std::to_string(mfs_head_dim_tile_at(i));
+      names.push_back("mfs_bwd_dkdv_" + sfx + dim);
+      names.push_back("mfs_bwd_dq_" + sfx + dim);
+    }
+  }
+  names.push_back("mfs_bwd_sinks");
+  return names;
+}

@@ -1,0 +1,591 @@
+// The backward pass (FlashAttention-2), planned by common/metal_backward_plan.cpp:
+//   mfs_bwd_row_dot  D = rowsum(dO * O) per (row, head), into a float32 scratch;
+//   mfs_bwd_dkdv     a threadgroup owns 16 keys of one KV head and loops over the GQA group's
+//                    query heads and the query tiles that see its keys: dK and dV, no atomics;
+//   mfs_bwd_dq       a threadgroup owns 16 query rows of one head and loops over the key tiles
+//                    they see: dQ;
+//   mfs_bwd_sinks    d s_aux per head, summed over every row in a fixed order.
+// The two tiled passes share one shape (metal_backward_config.h): every SIMD-group keeps a
+// head-dim share of the owned rows in registers, computes partial S and dP over it against the
+// streamed tile (8x8 simdgroup_matrix MMAs, fp32), the partials are summed through threadgroup
+// memory in a fixed order, each element is finished once (P, dS times d logit / d q.k, from the
+// rules of common/attention_semantics.h applied by attention_kernel_common.h), and each
+// SIMD-group accumulates its share of the gradients. Four barriers per streamed tile:
+//   stage the streamed tile | partial S, dP | finish P, dS | accumulate (then the next tile).
+// Gradients are written once, by the threadgroup owning their rows, in the input dtype.
+#include "attention_tiles.h"
+
+#include "../common/metal_backward_config.h"
+#include "../common/sequence_bounds.h"
+
+// One sequence's rows from the offsets (loaded by lane 0 and broadcast), clamped by the shared
+// rule (common/sequence_bounds.h). The backward has no paged K/V and no seqused_k.
+inline SequenceBounds bwd_sequence(constant AttentionParams& p, const device int* cu_seqlens_q,
+                                   const device int* cu_seqlens_k, int b, uint lane) {
+  SequenceOffsets o = {0, 0, 0, 0, 0};
+  if (mfs_varlen_q) {
+    o.cu_q_begin = uniform_load(cu_seqlens_q, b, lane);
+    o.cu_q_end = uniform_load(cu_seqlens_q, b + 1, lane);
+  }
+  if (mfs_varlen_k) {
+    o.cu_k_begin = uniform_load(cu_seqlens_k, b, lane);
+    o.cu_k_end = uniform_load(cu_seqlens_k, b + 1, lane);
+  }
+  return sequence_bounds(p, o);
+}
+
+// The score rule of head h for this sequence (attention_kernel_common.h).
+inline ScoreRule bwd_score_rule(constant AttentionParams& p, const device float* alibi_slopes,
+                                const SequenceBounds s, int b, int h, uint lane) {
+  SequenceRows rows;
+  rows.q_begin = s.q_begin;
+  rows.seqlen_q = s.seqlen_q;
+  rows.k_begin = s.k_begin;
+  rows.seqlen_k = s.seqlen_k;
+  return score_rule(p, alibi_slopes, rows, b, h, lane);
+}
+
+// Element offsets (head excluded) of query row `row` and key `key` of sequence b. A varlen
+// side's batch strides are 0 (q, dout, dq) or ignored (k, v: key_row_offset's rule).
+inline long bwd_q_row(long batch_stride, long row_stride, const SequenceBounds s, int b, int row) {
+  return (long)b * batch_stride + (long)(s.q_begin + row) * row_stride;
+}
+inline long bwd_k_row(long batch_stride, long row_stride, const SequenceBounds s, int b, int key) {
+  return (mfs_varlen_k ? (long)0 : (long)b * batch_stride) + (long)(s.k_begin + key) * row_stride;
+}
+inline long bwd_lse_index(constant AttentionParams& p, const SequenceBounds s, int b, int h,
+                          int row) {
+  return (long)b * p.lse_batch_stride + (long)h * p.lse_head_stride + (long)(s.q_begin + row);
+}
+inline long bwd_d_index(constant AttentionParams& p, constant MetalBackwardArgs& a,
+                        const SequenceBounds s, int b, int h, int row) {
+  return ((long)b * a.d_rows_per_batch + s.q_begin + row) * p.heads_q + h;
+}
+
+// The lse of a row as the kernels use it: a row that saw no key has lse -inf, which fast math
+// may not compare or subtract (see MFS_MASKED); it becomes a finite +1e30, so that every
+// probability() of the row is exp(logit - 1e30) = 0, as the rule wants.
+#define MFS_NO_KEY_LSE 1.0e30f
+inline float finite_lse(float lse) { return lse > MFS_MASKED_BELOW ? lse : MFS_NO_KEY_LSE; }
+
+// ---- D = rowsum(dO * O) ------------------------------------------------------------------------
+template <typename T>
+[[kernel, max_total_threads_per_threadgroup(MFS_BWD_DOT_THREADS)]] void mfs_bwd_row_dot(
+    const device T* out [[buffer(MFS_BUF_OUT)]],
+    const device int* cu_seqlens_q [[buffer(MFS_BUF_CU_Q)]],
+    const device int* cu_seqlens_k [[buffer(MFS_BUF_CU_K)]],
+    const device T* dout [[buffer(MFS_BUF_DOUT)]],
+    device float* row_d [[buffer(MFS_BUF_ROW_D)]],
+    constant AttentionParams& p [[buffer(MFS_BUF_PARAMS)]],
+    constant MetalBackwardArgs& a [[buffer(MFS_BUF_BWD_ARGS)]],
+    uint3 tg [[threadgroup_position_in_grid]],
+    uint sg [[simdgroup_index_in_threadgroup]],
+    uint lane [[thread_index_in_simdgroup]]) {
+  const int b = (int)tg.z;
+  const int h = (int)tg.y;
+  const SequenceBounds s = bwd_sequence(p, cu_seqlens_q, cu_seqlens_k, b, lane);
+  constexpr int NSG = MFS_BWD_DOT_THREADS / 32;
+  for (int i = (int)sg; i < MFS_BWD_DOT_ROWS; i += NSG) {
+    const int row = (int)tg.x * MFS_BWD_DOT_ROWS + i;
+    if (row >= s.seqlen_q) break;  // the whole SIMD-group
+    const device T* o_row = out + bwd_q_row(p.o_batch_stride, p.o_row_stride, s, b, row) +
+                            (long)h * p.o_head_stride;
+    const device T* do_row = dout + bwd_q_row(a.dout_batch_stride, a.dout_row_stride, s, b, row) +
+                             (long)h * a.dout_head_stride;
+    float acc = 0.0f;
+    for (int e = (int)lane; e < p.head_dim_v; e += 32) acc += float(o_row[e]) * float(do_row[e]);
+    acc = simd_sum(acc);
+    if (lane == 0) row_d[bwd_d_index(p, a, s, b, h, row)] = acc;
+  }
+}
+
+// ---- d s_aux[h] = sum over rows of sink_gradient ------------------------------------------------
+[[kernel, max_total_threads_per_threadgroup(MFS_BWD_SINK_THREADS)]] void mfs_bwd_sinks(
+    const device float* lse [[buffer(MFS_BUF_LSE)]],
+    const device int* cu_seqlens_q [[buffer(MFS_BUF_CU_Q)]],
+    const device int* cu_seqlens_k [[buffer(MFS_BUF_CU_K)]],
+    const device float* sinks [[buffer(MFS_BUF_SINKS)]],
+    device float* dsinks [[buffer(MFS_BUF_DSINKS)]],
+    const device float* row_d [[buffer(MFS_BUF_ROW_D)]],
+    constant AttentionParams& p [[buffer(MFS_BUF_PARAMS)]],
+    constant MetalBackwardArgs& a [[buffer(MFS_BUF_BWD_ARGS)]],
+    uint3 tg [[threadgroup_position_in_grid]],
+    uint lane [[thread_index_in_simdgroup]]) {
+  const int h = (int)tg.y;
+  const float sink = sink_log2(sinks, h, lane, mfs_sink_dtype) * MFS_LN2;
+  float acc = 0.0f;  // lane i sums rows i, i + 32, ... of every sequence in order: fixed order
+  for (int b = 0; b < p.batch; ++b) {
+    const SequenceBounds s = bwd_sequence(p, cu_seqlens_q, cu_seqlens_k, b, lane);
+    for (int row = (int)lane; row < s.seqlen_q; row += 32) {
+      const float l = finite_lse(lse[bwd_lse_index(p, s, b, h, row)]);
+      acc += sink_gradient(sink, l, row_d[bwd_d_index(p, a, s, b, h, row)]);
+    }
+  }
+  acc = simd_sum(acc);
+  if (lane == 0) dsinks[h] = acc;
+}
+
+// ---- the tiled passes' shared steps ---------------------------------------------------------------
+
+// Stages `ST` rows [first, first + ST) of one head of q/dout (dk/dv pass) or k/v (dq pass) into a
+// row-major tile; rows at or past `end` are zeroed (their elements are masked, and 0 x NaN
+// would not be 0).
+template <typename T, int SLOTS>
+inline void bwd_stage(threadgroup T* tile, int ld, const thread StageSlot (&slots)[SLOTS],
+                      const device T* base, long row_stride, int first, int end) {
+#pragma unroll
+  for (int n = 0; n < SLOTS; ++n) {
+    const int r = slots[n].row;
+    if (r < 0) continue;
+    threadgroup T* dst = tile + r * ld + slots[n].chunk * 8;
+    if (first + r >= end) {
+      zero_chunk8(dst, 1);
+      continue;
+    }
+    store_chunk8(dst, 1, load_chunk8(base + (long)(first + r) * row_stride + slots[n].chunk * 8));
+  }
+}
+
+// The owned rows' fragments of one operand (rows [first, first + OC * 8), chunks of this
+// SIMD-group's share), in the input dtype; rows at or past `end` and chunks past `chunks` are 0.
+template <typename T, int OC, int DC>
+inline void bwd_load_owned(thread FragStore<T> (&f)[OC][DC], const device T* base,
+                           long row_stride, int first, int end, int c_lo, int chunks, int fr,
+                           int fc) {
+#pragma unroll
+  for (int o = 0; o < OC; ++o) {
+    const int r = first + o * 8 + fr;
+    const device T* src = base + (long)r * row_stride;
+#pragma unroll
+    for (int c = 0; c < DC; ++c) {
+      float e0 = 0.0f, e1 = 0.0f;
+      if (r < end && c_lo + c < chunks) {
+        e0 = float(src[(c_lo + c) * 8 + fc]);
+        e1 = float(src[(c_lo + c) * 8 + fc + 1]);
+      }
+      f[o][c] = frag_store<T>(e0, e1);
+    }
+  }
+}
+
+// Partial X = A.B^T over this SIMD-group's head-dim share, for the owned rows (A, registers)
+// against the streamed tile (B, threadgroup, row-major): written to partial[[OWN][ST]]. 8x8
+// blocks that no visible (row, key) pair touches (`live`) are neither computed nor written: the
+// finishing step does not read them (every element of such a block is masked).
+template <typename T, int OC, int DC, int SC, int ST>
+inline void bwd_partial_product(threadgroup float* partial, const thread FragStore<T> (&a)[OC][DC],
+                                const threadgroup T* b_tile, int ld, int c_lo, int chunks,
+                                const thread bool (&live)[OC][SC], int fr, int fc) {
+#pragma unroll
+  for (int o = 0; o < OC; ++o) {
+#pragma unroll
+    for (int sc = 0; sc < SC; ++sc) {
+      if (!live[o][sc]) continue;
+      simdgroup_float8x8 x = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+#pragma unroll
+      for (int c = 0; c < DC; ++c) {
+        if (c_lo + c >= chunks) continue;
+        const simdgroup_float8x8 af = frag_widen(a[o][c]);
+        const simdgroup_float8x8 bt = frag_load_transposed(b_tile, ld, sc * 8, (c_lo + c) * 8, fr, fc);
+        simdgroup_multiply_accumulate(x, af, bt, x);
+      }
+      threadgroup float* dst = partial + (o * 8 + fr) * ST + sc * 8 + fc;
+      dst[0] = x.thread_elements()[0];
+      dst[1] = x.thread_elements()[1];
+    }
+  }
+}
+
+// acc[o][c] += X[o rows][all streamed] . tile[streamed][c], X from threadgroup floats [OWN][ST]
+// (blocks that are not `live` are 0 in X: skipped).
+template <typename T, int OC, int DC, int SC, int ST>
+inline void bwd_accumulate(thread simdgroup_float8x8 (&acc)[OC][DC], const threadgroup float* x,
+                           const threadgroup T* tile, int ld, int c_lo, int chunks,
+                           const thread bool (&live)[OC][SC], int fr, int fc) {
+#pragma unroll
+  for (int o = 0; o < OC; ++o) {
+#pragma unroll
+    for (int sc = 0; sc < SC; ++sc) {
+      if (!live[o][sc]) continue;
+      const simdgroup_float8x8 xf = frag_load(x, ST, o * 8, sc * 8, fr, fc);
+#pragma unroll
+      for (int c = 0; c < DC; ++c) {
+        if (c_lo + c >= chunks) continue;
+        const simdgroup_float8x8 tf = frag_load(tile, ld, sc * 8, (c_lo + c) * 8, fr, fc);
+        simdgroup_multiply_accumulate(acc[o][c], xf, tf, acc[o][c]);
+      }
+    }
+  }
+}
+
+// Writes the owned rows' accumulators (rows < end, chunks < chunks) in the input dtype.
+template <typename T, int OC, int DC>
+inline void bwd_store_owned(device T* base, long row_stride, const thread simdgroup_float8x8 (&acc)[OC][DC],
+                            int first, int end, int c_lo, int chunks, int fr, int fc) {
+#pragma unroll
+  for (int o = 0; o < OC; ++o) {
+    const int r = first + o * 8 + fr;
+    if (r >= end) continue;
+    device T* dst = base + (long)r * row_stride;
+#pragma unroll
+    for (int c = 0; c < DC; ++c) {
+      if (c_lo + c >= chunks) continue;
+      dst[(c_lo + c) * 8 + fc] = T(acc[o][c].thread_elements()[0]);
+      dst[(c_lo + c) * 8 + fc + 1] = T(acc[o][c].thread_elements()[1]);
+    }
+  }
+}
+
+// One element of the owned x streamed tile, finished: the sum of the SIMD-groups' partial S and
+// dP in a fixed order, then P and dS x d logit / d q.k for a visible (row, key), 0 otherwise.
+struct FinishedElement {
+  float p;
+  float dqk;
+};
+template <int NSG, int TILE>
+inline FinishedElement bwd_finish(const threadgroup float* partial, int i, bool visible,
+                                  const ScoreRule rule, int row, int key, float lse, float row_d) {
+  float s = 0.0f, dp = 0.0f;
+#pragma unroll
+  for (int g = 0; g < NSG; ++g) {
+    s += partial[(2 * g) * TILE + i];
+    dp += partial[(2 * g + 1) * TILE + i];
+  }
+  FinishedElement e;
+  e.p = 0.0f;
+  e.dqk = 0.0f;
+  if (visible) {
+    const ScoreWithDerivative x = score_with_derivative(rule, s, row, key);
+    e.p = probability(x.logit, lse);
+    e.dqk = score_gradient(e.p, dp, row_d) * x.dlogit_dqk;
+  }
+  return e;
+}
+
+inline bool bwd_visible(constant AttentionParams& p, const SequenceBounds s, int row, int key) {
+  const KeyRange r = visible_keys(row, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
+  return key >= r.begin && key < r.end;
+}
+
+// Whether some row of [row_lo, row_hi) sees some key of [key_lo, key_hi) (conservative: the
+// rows' hull; uniform over a SIMD-group, so it may skip MMAs).
+inline bool bwd_block_live(constant AttentionParams& p, const SequenceBounds s, int row_lo,
+                           int row_hi, int key_lo, int key_hi) {
+  if (row_lo >= row_hi || key_lo >= key_hi) return false;
+  const KeyRange hull = visible_keys_for_rows(row_lo, row_hi, s.seqlen_q, s.seqlen_k,
+                                              p.window_left, p.window_right);
+  return max(hull.begin, key_lo) < min(hull.end, key_hi);
+}
+
+// ---- dK, dV: a threadgroup owns 16 keys of one KV head -------------------------------------------
+template <typename T, int D>
+[[kernel, max_total_threads_per_threadgroup(mfs_bwd_threads(D))]] void mfs_bwd_dkdv(
+    const device T* q [[buffer(MFS_BUF_Q)]],
+    const device T* k [[buffer(MFS_BUF_K)]],
+    const device T* v [[buffer(MFS_BUF_V)]],
+    const device float* lse [[buffer(MFS_BUF_LSE)]],
+    const device int* cu_seqlens_q [[buffer(MFS_BUF_CU_Q)]],
+    const device int* cu_seqlens_k [[buffer(MFS_BUF_CU_K)]],
+    const device float* alibi_slopes [[buffer(MFS_BUF_ALIBI)]],
+    const device T* dout [[buffer(MFS_BUF_DOUT)]],
+    device T* dk [[buffer(MFS_BUF_DK)]],
+    device T* dv [[buffer(MFS_BUF_DV)]],
+    const device float* row_d [[buffer(MFS_BUF_ROW_D)]],
+    constant AttentionParams& p [[buffer(MFS_BUF_PARAMS)]],
+    constant MetalBackwardArgs& a [[buffer(MFS_BUF_BWD_ARGS)]],
+    uint3 tg [[threadgroup_position_in_grid]],
+    uint tid [[thread_index_in_threadgroup]],
+    uint sg [[simdgroup_index_in_threadgroup]],
+    uint lane [[thread_index_in_simdgroup]]) {
+  constexpr int ES = sizeof(T);
+  constexpr int OWN = MFS_BWD_OWN;
+  constexpr int ST = mfs_bwd_stream(D);
+  constexpr int NSG = mfs_bwd_simdgroups(D);
+  constexpr int NT = mfs_bwd_threads(D);
+  constexpr int LD = mfs_bwd_ld(D, ES);
+  constexpr int DC = mfs_bwd_chunks_per_sg(D);
+  constexpr int OC = OWN / 8;
+  constexpr int SC = ST / 8;
+  constexpr int SLOTS = (ST * (D / 8) + NT - 1) / NT;
+  static_assert(mfs_bwd_dkdv_registers(D, ES) <= MFS_REGISTER_BUDGET, "dk/dv registers");
+  static_assert(mfs_bwd_tg_bytes(D, ES) <= 32768, "dk/dv threadgroup memory");
+  // The streamed Q and dO tiles, the partial S / dP (slot 0: P, dS), the streamed rows' lse, D.
+  threadgroup T tiles[mfs_bwd_tg_bytes(D, ES) / ES];
+  threadgroup T* q_tile = tiles;
+  threadgroup T* do_tile = tiles + ST * LD;
+  threadgroup float* partial = (threadgroup float*)(tiles + 2 * ST * LD);
+  threadgroup float* stream_lse = partial + mfs_bwd_partial_floats(D);
+  threadgroup float* stream_d = stream_lse + OWN;
+
+  const int b = (int)tg.z;
+  const int hk = (int)tg.y;
+  const int k0 = (int)tg.x * OWN;
+  const SequenceBounds s = bwd_sequence(p, cu_seqlens_q, cu_seqlens_k, b, lane);
+  if (k0 >= s.seqlen_k) return;  // the whole threadgroup: past this sequence's keys
+  const int k_end = min(k0 + OWN, s.seqlen_k);
+  const int qc = p.head_dim / 8;
+  const int vc = p.head_dim_v / 8;
+  const int c_lo = (int)sg * DC;
+  const int fr = frag_row(lane);
+  const int fc = frag_col(lane);
+  const int group = p.heads_q / p.heads_kv;
+
+  // The owned keys' K and V (this SIMD-group's head-dim share) and their dK, dV accumulators.
+  const device T* k_base = k + bwd_k_row(p.k_batch_stride, p.k_row_stride, s, b, 0) +
+                           (long)hk * p.k_head_stride;
+  const device T* v_base = v + bwd_k_row(p.v_batch_stride, p.v_row_stride, s, b, 0) +
+                           (long)hk * p.v_head_stride;
+  FragStore<T> kf[OC][DC], vf[OC][DC];
+  bwd_load_owned<T, OC, DC>(kf, k_base, p.k_row_stride, k0, k_end, c_lo, qc, fr, fc);
+  bwd_load_owned<T, OC, DC>(vf, v_base, p.v_row_stride, k0, k_end, c_lo, vc, fr, fc);
+  simdgroup_float8x8 dkf[OC][DC], dvf[OC][DC];
+#pragma unroll
+  for (int o = 0; o < OC; ++o) {
+#pragma unroll
+    for (int c = 0; c < DC; ++c) {
+      dkf[o][c] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+      dvf[o][c] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+    }
+  }
+
+  StageSlot q_slots[SLOTS], do_slots[SLOTS];
+#pragma unroll
+  for (int n = 0; n < SLOTS; ++n) {
+    q_slots[n] = stage_slot((int)tid, n, NT, ST, qc);
+    do_slots[n] = stage_slot((int)tid, n, NT, ST, vc);
+  }
+  // The query rows that see some owned key: the inverse of the visible-keys rule.
+  const KeyRange rows =
+      visible_queries_for_keys(k0, k_end, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
+
+  for (int h = hk * group; h < (hk + 1) * group; ++h) {
+    const ScoreRule rule = bwd_score_rule(p, alibi_slopes, s, b, h, lane);
+    const device T* q_base = q + bwd_q_row(p.q_batch_stride, p.q_row_stride, s, b, 0) +
+                             (long)h * p.q_head_stride;
+    const device T* do_base = dout + bwd_q_row(a.dout_batch_stride, a.dout_row_stride, s, b, 0) +
+                              (long)h * a.dout_head_stride;
+    for (int q0 = rows.begin; q0 < rows.end; q0 += ST) {
+      if (tid == 0) MSL_SIM_COUNT("bwd_stream_tiles", 1);
+      // (1) Stage the query tile's Q and dO, and its rows' lse and D.
+      bwd_stage<T, SLOTS>(q_tile, LD, q_slots, q_base, p.q_row_stride, q0, rows.end);
+      bwd_stage<T, SLOTS>(do_tile, LD, do_slots, do_base, a.dout_row_stride, q0, rows.end);
+      if ((int)tid < ST) {
+        const int row = q0 + (int)tid;
+        const bool live = row < rows.end;
+        stream_lse[tid] = live ? finite_lse(lse[bwd_lse_index(p, s, b, h, row)]) : MFS_NO_KEY_LSE;
+        stream_d[tid] = live ? row_d[bwd_d_index(p, a, s, b, h, row)] : 0.0f;
+      }
+      threadgroup_barrier(mem_flags::mem_threadgroup);  // the query tile is staged
+
+      // (2) Partial S^T = K.Q^T and dP^T = V.dO^T over this SIMD-group's head-dim share, on the
+      // 8x8 (keys, rows) blocks with a visible pair.
+      bool live[OC][SC];
+#pragma unroll
+      for (int o = 0; o < OC; ++o) {
+#pragma unroll
+        for (int sc = 0; sc < SC; ++sc) {
+          live[o][sc] = bwd_block_live(p, s, q0 + sc * 8, min(q0 + sc * 8 + 8, rows.end),
+                                       k0 + o * 8, min(k0 + o * 8 + 8, k_end));
+        }
+      }
+      bwd_partial_product<T, OC, DC, SC, ST>(partial + (2 * (int)sg) * OWN * ST, kf, q_tile, LD,
+                                             c_lo, qc, live, fr, fc);
+      bwd_partial_product<T, OC, DC, SC, ST>(partial + (2 * (int)sg + 1) * OWN * ST, vf, do_tile,
+                                             LD, c_lo, vc, live, fr, fc);
+      threadgroup_barrier(mem_flags::mem_threadgroup);  // every partial is written
+
+      // (3) Finish each (key, row) element once: P^T and dS^T into slot 0 (each element is read
+      // and then overwritten by the one thread that owns it).
+      for (int i = (int)tid; i < OWN * ST; i += NT) {
+        const int key = k0 + i / ST;
+        const int st = i % ST;
+        const int row = q0 + st;
+        const bool visible = key < k_end && row < rows.end && bwd_visible(p, s, row, key);
+        const FinishedElement e = bwd_finish<NSG, OWN * ST>(partial, i, visible, rule, row, key,
+                                                            stream_lse[st], stream_d[st]);
+        partial[i] = e.p;
+        partial[OWN * ST + i] = e.dqk;
+      }
+      threadgroup_barrier(mem_flags::mem_threadgroup);  // P^T and dS^T are complete
+
+      // (4) dV += P^T.dO and dK += dS^T.Q on this SIMD-group's share.
+      bwd_accumulate<T, OC, DC, SC, ST>(dvf, partial, do_tile, LD, c_lo, vc, live, fr, fc);
+      bwd_accumulate<T, OC, DC, SC, ST>(dkf, partial + OWN * ST, q_tile, LD, c_lo, qc, live, fr,
+                                        fc);
+      threadgroup_barrier(mem_flags::mem_threadgroup);  // the tiles may be staged again
+    }
+  }
+
+  bwd_store_owned<T, OC, DC>(dk + bwd_k_row(a.dk_batch_stride, a.dk_row_stride, s, b, 0) +
+                                 (long)hk * a.dk_head_stride,
+                             a.dk_row_stride, dkf, k0, k_end, c_lo, qc, fr, fc);
+  bwd_store_owned<T, OC, DC>(dv + bwd_k_row(a.dv_batch_stride, a.dv_row_stride, s, b, 0) +
+                                 (long)hk * a.dv_head_stride,
+                             a.dv_row_stride, dvf, k0, k_end, c_lo, vc, fr, fc);
+}
+
+// ---- dQ: a threadgroup owns 16 query rows of one head ---------------------------------------------
+template <typename T, int D>
+[[kernel, max_total_threads_per_threadgroup(mfs_bwd_threads(D))]] void mfs_bwd_dq(
+    const device T* q [[buffer(MFS_BUF_Q)]],
+    const device T* k [[buffer(MFS_BUF_K)]],
+    const device T* v [[buffer(MFS_BUF_V)]],
+    const device float* lse [[buffer(MFS_BUF_LSE)]],
+    const device int* cu_seqlens_q [[buffer(MFS_BUF_CU_Q)]],
+    const device int* cu_seqlens_k [[buffer(MFS_BUF_CU_K)]],
+    const device float* alibi_slopes [[buffer(MFS_BUF_ALIBI)]],
+    const device T* dout [[buffer(MFS_BUF_DOUT)]],
+    device T* dq [[buffer(MFS_BUF_DQ)]],
+    const device float* row_d [[buffer(MFS_BUF_ROW_D)]],
+    constant AttentionParams& p [[buffer(MFS_BUF_PARAMS)]],
+    constant MetalBackwardArgs& a [[buffer(MFS_BUF_BWD_ARGS)]],
+    uint3 tg [[threadgroup_position_in_grid]],
+    uint tid [[thread_index_in_threadgroup]],
+    uint sg [[simdgroup_index_in_threadgroup]],
+    uint lane [[thread_index_in_simdgroup]]) {
+  constexpr int ES = sizeof(T);
+  constexpr int OWN = MFS_BWD_OWN;
+  constexpr int ST = mfs_bwd_stream(D);
+  constexpr int NSG = mfs_bwd_simdgroups(D);
+  constexpr int NT = mfs_bwd_threads(D);
+  constexpr int LD = mfs_bwd_ld(D, ES);
+  constexpr int DC = mfs_bwd_chunks_per_sg(D);
+  constexpr int OC = OWN / 8;
+  constexpr int SC = ST / 8;
+  constexpr int SLOTS = (ST * (D / 8) + NT - 1) / NT;
+  static_assert(mfs_bwd_dq_registers(D, ES) <= MFS_REGISTER_BUDGET, "dq registers");
+  static_assert(mfs_bwd_tg_bytes(D, ES) <= 32768, "dq threadgroup memory");
+  // The streamed K and V tiles, the partial S / dP (slot 0: dS), the owned rows' lse and D.
+  threadgroup T tiles[mfs_bwd_tg_bytes(D, ES) / ES];
+  threadgroup T* k_tile = tiles;
+  threadgroup T* v_tile = tiles + ST * LD;
+  threadgroup float* partial = (threadgroup float*)(tiles + 2 * ST * LD);
+  threadgroup float* own_lse = partial + mfs_bwd_partial_floats(D);
+  threadgroup float* own_d = own_lse + OWN;
+
+  const int b = (int)tg.z;
+  const int h = (int)tg.y;
+  const int row0 = (int)tg.x * OWN;
+  const SequenceBounds s = bwd_sequence(p, cu_seqlens_q, cu_seqlens_k, b, lane);
+  if (row0 >= s.seqlen_q) return;  // the whole threadgroup: past this sequence's queries
+  const int rows_end = min(row0 + OWN, s.seqlen_q);
+  const int hk = h / (p.heads_q / p.heads_kv);
+  const int qc = p.head_dim / 8;
+  const int vc = p.head_dim_v / 8;
+  const int c_lo = (int)sg * DC;
+  const int fr = frag_row(lane);
+  const int fc = frag_col(lane);
+
+  // The owned rows' Q and dO (this SIMD-group's head-dim share), their dQ accumulators, and
+  // their lse and D (read after the first tile's barriers).
+  FragStore<T> qf[OC][DC], df[OC][DC];
+  bwd_load_owned<T, OC, DC>(qf, q + bwd_q_row(p.q_batch_stride, p.q_row_stride, s, b, 0) +
+                                    (long)h * p.q_head_stride,
+                            p.q_row_stride, row0, rows_end, c_lo, qc, fr, fc);
+  bwd_load_owned<T, OC, DC>(df, dout + bwd_q_row(a.dout_batch_stride, a.dout_row_stride, s, b, 0) +
+                                    (long)h * a.dout_head_stride,
+                            a.dout_row_stride, row0, rows_end, c_lo, vc, fr, fc);
+  simdgroup_float8x8 dqf[OC][DC];
+#pragma unroll
+  for (int o = 0; o < OC; ++o) {
+#pragma unroll
+    for (int c = 0; c < DC; ++c) dqf[o][c] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+  }
+  if ((int)tid < OWN) {
+    const int row = row0 + (int)tid;
+    const bool live = row < rows_end;
+    own_lse[tid] = live ? finite_lse(lse[bwd_lse_index(p, s, b, h, row)]) : MFS_NO_KEY_LSE;
+    own_d[tid] = live ? row_d[bwd_d_index(p, a, s, b, h, row)] : 0.0f;
+  }
+  const ScoreRule rule = bwd_score_rule(p, alibi_slopes, s, b, h, lane);
+
+  StageSlot k_slots[SLOTS], v_slots[SLOTS];
+#pragma unroll
+  for (int n = 0; n < SLOTS; ++n) {
+    k_slots[n] = stage_slot((int)tid, n, NT, ST, qc);
+    v_slots[n] = stage_slot((int)tid, n, NT, ST, vc);
+  }
+  const device T* k_base = k + bwd_k_row(p.k_batch_stride, p.k_row_stride, s, b, 0) +
+                           (long)hk * p.k_head_stride;
+  const device T* v_base = v + bwd_k_row(p.v_batch_stride, p.v_row_stride, s, b, 0) +
+                           (long)hk * p.v_head_stride;
+  const KeyRange hull =
+      visible_keys_for_rows(row0, rows_end, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
+
+  for (int k0 = hull.begin; k0 < hull.end; k0 += ST) {
+    if (tid == 0) MSL_SIM_COUNT("bwd_stream_tiles", 1);
+    // (1) Stage the key tile's K and V.
+    bwd_stage<T, SLOTS>(k_tile, LD, k_slots, k_base, p.k_row_stride, k0, hull.end);
+    bwd_stage<T, SLOTS>(v_tile, LD, v_slots, v_base, p.v_row_stride, k0, hull.end);
+    threadgroup_barrier(mem_flags::mem_threadgroup);  // the key tile is staged
+
+    // (2) Partial S = Q.K^T and dP = dO.V^T over this SIMD-group's head-dim share, on the 8x8
+    // (rows, keys) blocks with a visible pair.
+    bool live[OC][SC];
+#pragma unroll
+    for (int o = 0; o < OC; ++o) {
+#pragma unroll
+      for (int sc = 0; sc < SC; ++sc) {
+        live[o][sc] = bwd_block_live(p, s, row0 + o * 8, min(row0 + o * 8 + 8, rows_end),
+                                     k0 + sc * 8, min(k0 + sc * 8 + 8, hull.end));
+      }
+    }
+    bwd_partial_product<T, OC, DC, SC, ST>(partial + (2 * (int)sg) * OWN * ST, qf, k_tile, LD,
+                                           c_lo, qc, live, fr, fc);
+    bwd_partial_product<T, OC, DC, SC, ST>(partial + (2 * (int)sg + 1) * OWN * ST, df, v_tile,
+                                           LD, c_lo, vc, live, fr, fc);
+    threadgroup_barrier(mem_flags::mem_threadgroup);  // every partial is written
+
+    // (3) Finish each (row, key) element once: dS into slot 0.
+    for (int i = (int)tid; i < OWN * ST; i += NT) {
+      const int o = i / ST;
+      const int row = row0 + o;
+      const int key = k0 + i % ST;
+      const bool visible = row < rows_end && key < hull.end && bwd_visible(p, s, row, key);
+      const FinishedElement e =
+          bwd_finish<NSG, OWN * ST>(partial, i, visible, rule, row, key, own_lse[o], own_d[o]);
+      partial[i] = e.dqk;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);  // dS is complete
+
+    // (4) dQ += dS.K on this SIMD-group's share.
+    bwd_accumulate<T, OC, DC, SC, ST>(dqf, partial, k_tile, LD, c_lo, qc, live, fr, fc);
+    threadgroup_barrier(mem_flags::mem_threadgroup);  // the tiles may be staged again
+  }
+
+  bwd_store_owned<T, OC, DC>(dq + bwd_q_row(a.dq_batch_stride, a.dq_row_stride, s, b, 0) +
+                                 (long)h * a.dq_head_stride,
+                             a.dq_row_stride, dqf, row0, rows_end, c_lo, qc, fr, fc);
+}
+
+#define MFS_BWD_STR_(x) #x
+#define MFS_BWD_STR(x) MFS_BWD_STR_(x)
+
+#define MFS_INSTANTIATE_BWD_TILED(T, tname, D)                                \
+  template [[host_name(MFS_BWD_STR(mfs_bwd_dkdv_##tname##_d##D))]] [[kernel]] \
+  decltype(mfs_bwd_dkdv<T, D>) mfs_bwd_dkdv<T, D>;                             \
+  template [[host_name(MFS_BWD_STR(mfs_bwd_dq_##tname##_d##D))]] [[kernel]]   \
+  decltype(mfs_bwd_dq<T, D>) mfs_bwd_dq<T, D>;
+
+#define MFS_INSTANTIATE_BWD_TILED_DTYPES(D)   \
+  MFS_INSTANTIATE_BWD_TILED(float, f32, D)    \
+  MFS_INSTANTIATE_BWD_TILED(half, f16, D)     \
+  MFS_INSTANTIATE_BWD_TILED(bfloat, bf16, D)
+
+#define MFS_INSTANTIATE_BWD_ROW_DOT(T, tname)                                \
+  template [[host_name(MFS_BWD_STR(mfs_bwd_row_dot_##tname))]] [[kernel]]   \
+  decltype(mfs_bwd_row_dot<T>) mfs_bwd_row_dot<T>;
+
+MFS_INSTANTIATE_BWD_ROW_DOT(float, f32)
+MFS_INSTANTIATE_BWD_ROW_DOT(half, f16)
+MFS_INSTANTIATE_BWD_ROW_DOT(bfloat, bf16)
+
+// Keep in step with mfs_head_dim_tile_at() (test_metal_design.py checks every plan pick exists).
+MFS_INSTANTIATE_BWD_TILED_DTYPES(32)
+MFS_INSTANTIATE_BWD_TILED_DTYPES(64)
+MFS_INSTANTIATE_BWD_TILED_DTYPES(72)
+MFS_INSTANTIATE_BWD_TILED_DTYPES(80)
+MFS_INSTANTIATE_BWD_TILED_DTYPES(96)
+MFS_INSTANTIATE_BWD_TILED_DTYPES(128)
+MFS_INSTANTIATE_BWD_TILED_DTYPES(192)
+MFS_INSTANTIATE_BWD_TILED_DTYPES(256)
