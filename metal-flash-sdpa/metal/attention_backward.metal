@@ -34,17 +34,6 @@ inline SequenceBounds bwd_sequence(constant AttentionParams& p, const device int
   return sequence_bounds(p, o);
 }
 
-// The score rule of head h for this sequence (attention_kernel_common.h).
-inline ScoreRule bwd_score_rule(constant AttentionParams& p, const device float* alibi_slopes,
-                                const SequenceBounds s, int b, int h, uint lane) {
-  SequenceRows rows;
-  rows.q_begin = s.q_begin;
-  rows.seqlen_q = s.seqlen_q;
-  rows.k_begin = s.k_begin;
-  rows.seqlen_k = s.seqlen_k;
-  return score_rule(p, alibi_slopes, rows, b, h, lane);
-}
-
 // Element offsets (head excluded) of query row `row` and key `key` of sequence b. A varlen
 // side's batch strides are 0 (q, dout, dq) or ignored (k, v: key_row_offset's rule).
 inline long bwd_q_row(long batch_stride, long row_stride, const SequenceBounds s, int b, int row) {
@@ -359,7 +348,7 @@ template <typename T, int D>
       visible_queries_for_keys(k0, k_end, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
 
   for (int h = hk * group; h < (hk + 1) * group; ++h) {
-    const ScoreRule rule = bwd_score_rule(p, alibi_slopes, s, b, h, lane);
+    const ScoreRule rule = score_rule(p, alibi_slopes, s, b, h, lane);
     const device T* q_base = q + bwd_q_row(p.q_batch_stride, p.q_row_stride, s, b, 0) +
                              (long)h * p.q_head_stride;
     const device T* do_base = dout + bwd_q_row(a.dout_batch_stride, a.dout_row_stride, s, b, 0) +
@@ -497,7 +486,7 @@ template <typename T, int D>
     own_lse[tid] = live ? finite_lse(lse[bwd_lse_index(p, s, b, h, row)]) : MFS_NO_KEY_LSE;
     own_d[tid] = live ? row_d[bwd_d_index(p, a, s, b, h, row)] : 0.0f;
   }
-  const ScoreRule rule = bwd_score_rule(p, alibi_slopes, s, b, h, lane);
+  const ScoreRule rule = score_rule(p, alibi_slopes, s, b, h, lane);
 
   StageSlot k_slots[SLOTS], v_slots[SLOTS];
 #pragma unroll
