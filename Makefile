@@ -45,7 +45,11 @@ check-metal: venv check-tools
 	$(PY) tests/msl_check/check_metal.py
 	$(PY) tests/msl_check/check_host.py
 
-test: build build-sim check-metal abi-check lint-workflows
+# On Linux, aarch64-setup first: the simulator's fiber test cross-builds for arm64 and runs it
+# under qemu (tests/test_msl_sim.py).
+CROSS_TOOLS := $(if $(filter Linux,$(shell uname -s)),aarch64-setup)
+
+test: build build-sim check-metal abi-check lint-workflows $(CROSS_TOOLS)
 	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-aarch64
 

@@ -79,9 +79,12 @@ def torch_variant_name() -> str:
     import torch
 
     major, minor = torch.__version__.split("+")[0].split(".")[:2]
-    abi = "cxx11" if torch._C._GLIBCXX_USE_CXX11_ABI else "cxx98"
     machine = platform.machine()
     system = platform.system().lower()
+    if system == "darwin":  # kernels' names on macOS: no C++ ABI tag, arm64 called aarch64
+        machine = "aarch64" if machine == "arm64" else machine
+        return f"torch{major}{minor}-cpu-{machine}-{system}"
+    abi = "cxx11" if torch._C._GLIBCXX_USE_CXX11_ABI else "cxx98"
     return f"torch{major}{minor}-{abi}-cpu-{machine}-{system}"
 
 
@@ -161,13 +164,14 @@ def translate_metal(metal_dir: Path, gen_dir: Path) -> list[Path]:
 
 
 def simulator_build_flags():
-    """The simulator's own compile/link flags (tests/msl_sim/build.py), not restated here."""
+    """The simulator's own compile/link flags (tests/msl_sim/build.py), not restated here, for the
+    compiler this build uses."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("msl_sim_build", SIM_DIR / "build.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.RUNTIME_FLAGS, module.KERNEL_FLAGS, module.LINK_FLAGS
+    return module.compiler_flags(compiler_cxx())
 
 
 def sim_variant(metal_dir: Path | None = None, out_root: Path | None = None) -> Variant:
@@ -213,9 +217,28 @@ class CrossTarget:
     cxx_flags: list[str] = field(default_factory=list)
 
 
-def torch_flags(target: CrossTarget | None = None) -> tuple[list[str], list[str]]:
+def is_clang(cxx: str) -> bool:
+    """Whether `cxx` is clang (Apple's on macOS, LLVM's elsewhere) rather than GCC."""
+    result = subprocess.run([cxx, "--version"], capture_output=True, text=True)
+    return "clang" in result.stdout.lower()
+
+
+def compiler_cxx() -> str:
+    return os.environ.get("CXX", "g++")
+
+
+def torch_flags(target: CrossTarget | None = None, compiler: str | None = None,
+                system: str | None = None) -> tuple[list[str], list[str]]:
+    """Compile and link flags for code against torch, for the compiler that builds it: GCC gets
+    torch's OpenMP (libgomp, so that at::parallel_for shares torch's thread pool) and
+    -fno-gnu-unique; clang (Apple's has no -fopenmp; LLVM's would bring its own OpenMP runtime
+    next to torch's libgomp) builds without OpenMP, so at::parallel_for loops run serially there.
+    On macOS the Python symbols resolve when the interpreter loads the module."""
     import torch
     from torch.utils import cpp_extension
+
+    clang = is_clang(target.cxx if target else (compiler or compiler_cxx()))
+    darwin = (system or platform.system()).lower() == "darwin"
 
     host_torch = Path(torch.__file__).parent
     torch_dir = target.torch_dir if target else host_torch
@@ -228,8 +251,7 @@ def torch_flags(target: CrossTarget | None = None) -> tuple[list[str], list[str]
         "-O3",
         "-fPIC",
         "-fvisibility=hidden",
-        "-fopenmp",
-        "-fno-gnu-unique",
+        *([] if clang else ["-fopenmp", "-fno-gnu-unique"]),
         f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
         "-DTORCH_API_INCLUDE_EXTENSION_H",
         "-DPy_LIMITED_API=0x03090000",
@@ -238,14 +260,15 @@ def torch_flags(target: CrossTarget | None = None) -> tuple[list[str], list[str]
         f"-I{REPO / 'scripts' / 'kernel_builder_shim'}",
         *(target.cxx_flags if target else []),
     ]
-    # Link torch's own OpenMP runtime so that at::parallel_for shares torch's thread pool.
     ld = [
         "-shared",
+        *(["-undefined", "dynamic_lookup"] if darwin else []),
         f"-L{torch_lib}",
         "-lc10",
         "-ltorch_cpu",
         "-ltorch",
-        f"{torch_lib / 'libgomp.so.1'}",
+        # torch's own OpenMP runtime, so that at::parallel_for shares torch's thread pool.
+        *([] if clang else [f"{torch_lib / 'libgomp.so.1'}"]),
         f"-Wl,-rpath,{torch_lib}",
     ]
     return cxx, ld
@@ -279,8 +302,8 @@ def build(variant: Variant, jobs: int, obj_dir: Path | None = None,
     """`fixed_id` replaces the content-derived id (tests building many throw-away variants that
     are each loaded in their own process: the torch-side objects are then shared). `target`
     cross-compiles for another machine (default: this one, with its torch)."""
-    cxx = target.cxx if target else os.environ.get("CXX", "g++")
-    base_cxx, base_ld = torch_flags(target)
+    cxx = target.cxx if target else compiler_cxx()
+    base_cxx, base_ld = torch_flags(target, compiler=cxx)
     extra = b"".join(h.read_bytes() for h in variant.extra_headers)
     plain = [(src, flags) for sources, flags in variant.plain_groups for src in sources]
     uid = fixed_id or unique_id(

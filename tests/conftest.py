@@ -82,9 +82,11 @@ def pytest_collection_modifyitems(config, items):
     With MFS_CPU_BUILD (the emulated aarch64 run) the tests that load no build test this host's
     tools, not the build: they are deselected, and pytest counts them.
 
-    Modules whose tests build their inputs on `device` say so with INPUTS_ON_VARIANT_DEVICE; the
-    others still build CPU tensors, which the Metal build refuses: on a Mac their mps cases are
-    reported as skipped, by name, not silently run on the wrong device."""
+    Modules whose tests build their inputs on `device` say so with INPUTS_ON_VARIANT_DEVICE
+    (tests/test_inputs_on_device.py audits that they do); the others (test_backward.py,
+    test_training.py, and test_build_layout.py, which checks the local build's layout) build CPU
+    tensors, which the Metal build refuses: on a Mac their mps cases are reported as skipped, by
+    name, not silently run on the wrong device."""
     if CPU_BUILD:
         host_only = [item for item in items if "variant" not in getattr(item, "fixturenames", ())]
         if host_only:

@@ -10,7 +10,8 @@ legacy in-place call), dtype, head dims (V's may differ), GQA, length mixes (emp
 sq != sk, decode-sized queries, rows after the last sequence), page sizes, causal, windows (up to
 2**31 - 1), softcap, ALiBi, sinks, scale, strided views. Outputs are compared with per-dtype
 tolerances; lse is compared too; a case that raises is a failure. Case i of seed s is the same
-configuration on every machine (printed on failure, re-run with --case).
+configuration on every machine (printed on failure, re-run with --case). The kernel's inputs
+are on the variant's device (`mps` on a Mac); the reference reads the same values on the CPU.
 """
 
 from __future__ import annotations
@@ -79,7 +80,12 @@ def draw(rng: random.Random) -> dict:
     )
 
 
-def features(c, n_seq: int, generator):
+def on(t, device):
+    return None if t is None else t.to(device)
+
+
+def features(c, n_seq: int, generator, device):
+    """The reference's semantics (CPU tensors) and the kernel's keyword arguments (on device)."""
     alibi = {None: None, "per_head": torch.rand(c["heads"], generator=generator),
              "per_batch": torch.rand(n_seq, c["heads"], generator=generator)}[c["alibi"]]
     sinks = torch.randn(c["heads"], generator=generator) if c["sinks"] else None
@@ -87,15 +93,15 @@ def features(c, n_seq: int, generator):
     sem = Semantics(scale=scale, causal=c["causal"], window=c["window"], softcap=c["softcap"],
                     alibi_slopes=alibi, sinks=sinks)
     kwargs = dict(softmax_scale=c["scale"], causal=c["causal"], window_size=c["window"],
-                  softcap=c["softcap"], alibi_slopes=alibi, s_aux=sinks)
+                  softcap=c["softcap"], alibi_slopes=on(alibi, device), s_aux=on(sinks, device))
     return sem, kwargs
 
 
-def run_varlen(fa, c, generator, paged: bool):
+def run_varlen(fa, c, generator, device, paged: bool):
     batch = varlen_batch(c["lengths_q"], c["lengths_k"], c["heads"], c["heads_kv"], c["head_dim"],
                          c["dtype"], generator, head_dim_v=c["head_dim_v"], strided=c["strided"],
-                         padding_rows=c["padding_rows"])
-    sem, kwargs = features(c, len(c["lengths_q"]), generator)
+                         padding_rows=c["padding_rows"], device=device)
+    sem, kwargs = features(c, len(c["lengths_q"]), generator, device)
     k, v, table = batch.k, batch.v, None
     if paged:
         k, v, table = paged_cache(batch.k, batch.v, batch.cu_seqlens_k, c["page_size"], generator)
@@ -108,15 +114,16 @@ def run_varlen(fa, c, generator, paged: bool):
     assert_lse_close(lse, ref_lse)
 
 
-def run_legacy(fa, c, generator):
+def run_legacy(fa, c, generator, device):
     """flash_attention_varlen writes a NaN-poisoned `out` in place: only sequences' rows."""
     # Its own conventions: no window/ALiBi/sinks, V's head dim is q's, softcapping 1.0 is off.
     c = {**c, "window": (-1, -1), "alibi": None, "sinks": False, "head_dim_v": c["head_dim"],
          "softcap": 0.0 if c["softcap"] == 1.0 else c["softcap"]}
     batch = varlen_batch(c["lengths_q"], c["lengths_k"], c["heads"], c["heads_kv"], c["head_dim"],
-                         c["dtype"], generator, strided=c["strided"], padding_rows=c["padding_rows"])
-    sem, _ = features(c, len(c["lengths_q"]), generator)
-    out = torch.full(batch.q.shape, math.nan, dtype=c["dtype"])
+                         c["dtype"], generator, strided=c["strided"], padding_rows=c["padding_rows"],
+                         device=device)
+    sem, _ = features(c, len(c["lengths_q"]), generator, device)
+    out = torch.full(batch.q.shape, math.nan, dtype=c["dtype"], device=device)
     fa.flash_attention_varlen(out, batch.q, batch.k, batch.v, batch.cu_seqlens_q,
                               batch.cu_seqlens_k, batch.max_seqlen_q, batch.max_seqlen_k,
                               do_causal=c["causal"], scale=c["scale"],
@@ -128,22 +135,24 @@ def run_legacy(fa, c, generator):
     assert out[rows:].isnan().all(), "rows after the last sequence were written"
 
 
-def run_fixed(fa, c, generator):
+def run_fixed(fa, c, generator, device):
     batch, sq, sk = len(c["lengths_q"]), max(c["lengths_q"][0], 1), c["lengths_k"][0]
-    q = random_tensor((batch, sq, c["heads"], c["head_dim"]), c["dtype"], generator, c["strided"])
+    q = random_tensor((batch, sq, c["heads"], c["head_dim"]), c["dtype"], generator, c["strided"],
+                      device)
     k = random_tensor((batch, sk, c["heads_kv"], c["head_dim"]), c["dtype"], generator,
-                      c["strided"])
+                      c["strided"], device)
     v = random_tensor((batch, sk, c["heads_kv"], c["head_dim_v"]), c["dtype"], generator,
-                      c["strided"])
-    sem, kwargs = features(c, batch, generator)
+                      c["strided"], device)
+    sem, kwargs = features(c, batch, generator, device)
     out, lse, _ = fa.flash_attn_func(q, k, v, return_attn_probs=True, **kwargs)
     ref_out, ref_lse = attention_fixed(q, k, v, sem)
     assert_close(out, ref_out, c["dtype"])
     assert_lse_close(lse, ref_lse)
 
 
-def run_kvcache(fa, c, generator, paged: bool):
-    """Sequence b holds lengths_k[b] cached keys; `append` adds sq_cache new ones first."""
+def run_kvcache(fa, c, generator, device, paged: bool):
+    """Sequence b holds lengths_k[b] cached keys; `append` adds sq_cache new ones first. keys and
+    values stay on the CPU (the reference's); the caches are built there, then moved."""
     batch, sq = len(c["lengths_k"]), c["sq_cache"]
     s_new = sq if c["append"] else 0
     hkv, d, dv, dtype = c["heads_kv"], c["head_dim"], c["head_dim_v"], c["dtype"]
@@ -151,7 +160,7 @@ def run_kvcache(fa, c, generator, paged: bool):
     total = [n + s_new for n in cached]
     keys = [random_tensor((n, hkv, d), dtype, generator) for n in total]
     values = [random_tensor((n, hkv, dv), dtype, generator) for n in total]
-    q = random_tensor((batch, sq, c["heads"], d), dtype, generator, c["strided"])
+    q = random_tensor((batch, sq, c["heads"], d), dtype, generator, c["strided"], device)
     capacity = max(total) + 2
     kwargs_cache = {}
     if paged:
@@ -177,11 +186,13 @@ def run_kvcache(fa, c, generator, paged: bool):
         slots = lambda b: [(rows[b], p) for p in range(total[b])]  # noqa: E731
     new_k = torch.stack([k[cached[b]:] for b, k in enumerate(keys)]) if s_new else None
     new_v = torch.stack([v[cached[b]:] for b, v in enumerate(values)]) if s_new else None
-    sem, kwargs = features(c, batch, generator)
+    sem, kwargs = features(c, batch, generator, device)
+    k_cache, v_cache = k_cache.to(device), v_cache.to(device)
     out, lse = fa.flash_attn_with_kvcache(
-        q, k_cache, v_cache, new_k, new_v,
-        cache_seqlens=torch.tensor(cached, dtype=torch.int32), return_softmax_lse=True,
-        **kwargs_cache, **kwargs)
+        q, k_cache, v_cache, on(new_k, device), on(new_v, device),
+        cache_seqlens=torch.tensor(cached, dtype=torch.int32, device=device),
+        return_softmax_lse=True, **{k: on(t, device) for k, t in kwargs_cache.items()}, **kwargs)
+    k_cache, v_cache = k_cache.cpu(), v_cache.cpu()
     for b in range(batch):
         ref_out, ref_lse = attention_one_sequence(q[b], keys[b], values[b], sem, b)
         assert_close(out[b], ref_out, dtype)
@@ -193,19 +204,19 @@ def run_kvcache(fa, c, generator, paged: bool):
                 "the cache does not hold the appended tokens"
 
 
-def run_case(fa, seed: int, index: int) -> dict:
+def run_case(fa, seed: int, index: int, device="cpu") -> dict:
     rng = random.Random(f"fuzz-{seed}-{index}")
     c = draw(rng)
     generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
     kind = c["kind"]
     if kind in ("varlen", "paged"):
-        run_varlen(fa, c, generator, paged=kind == "paged")
+        run_varlen(fa, c, generator, device, paged=kind == "paged")
     elif kind == "legacy":
-        run_legacy(fa, c, generator)
+        run_legacy(fa, c, generator, device)
     elif kind == "fixed":
-        run_fixed(fa, c, generator)
+        run_fixed(fa, c, generator, device)
     else:
-        run_kvcache(fa, c, generator, paged=kind == "kvcache_paged")
+        run_kvcache(fa, c, generator, device, paged=kind == "kvcache_paged")
     return c
 
 
@@ -215,7 +226,9 @@ def describe(c: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--variant", choices=["cpu", "sim"], default="cpu")
+    from conftest import VARIANTS, load_kernel
+
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default="cpu")
     parser.add_argument("--cases", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--case", type=int, help="run only this case (to reproduce a failure)")
@@ -223,9 +236,8 @@ def main() -> None:
                         help="torch threads (the cases are small: one thread is fastest)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from conftest import load_kernel
-
     fa = load_kernel(args.variant)
+    device = VARIANTS[args.variant][2]
     indices = [args.case] if args.case is not None else range(args.cases)
     failures, kinds = [], {}
     start = time.perf_counter()
@@ -234,7 +246,7 @@ def main() -> None:
             print(f"  {done} cases, {len(failures)} mismatches, "
                   f"{time.perf_counter() - start:.0f} s", flush=True)
         try:
-            c = run_case(fa, args.seed, i)
+            c = run_case(fa, args.seed, i, device)
             kinds[c["kind"]] = kinds.get(c["kind"], 0) + 1
         except Exception as e:  # noqa: BLE001 - every failure is reported, none stops the run
             c = draw(random.Random(f"fuzz-{args.seed}-{i}"))

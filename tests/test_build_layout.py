@@ -131,3 +131,57 @@ def test_build_toml_lists_every_source_and_header():
     on_disk |= {str(p.relative_to(REPO)) for p in (REPO / "torch-ext").glob("*.[ch]*")}
     assert on_disk - listed == set(), "sources missing from build.toml"
     assert {p for p in listed if not (REPO / p).exists()} == set(), "listed but missing"
+
+
+@pytest.mark.kernels_ci
+def test_flags_follow_the_compiler_and_system():
+    """GCC gets torch's OpenMP and -fno-gnu-unique; clang (Apple's has neither) does not; macOS
+    leaves the Python symbols to the loading interpreter (README, "On a Mac")."""
+    module = build_local()
+    gcc_cxx, gcc_ld = module.torch_flags(compiler="g++", system="Linux")
+    clang_cxx, clang_ld = module.torch_flags(compiler="clang++-19", system="Linux")
+    mac_cxx, mac_ld = module.torch_flags(compiler="clang++-19", system="Darwin")
+    assert {"-fopenmp", "-fno-gnu-unique"} <= set(gcc_cxx)
+    assert any(flag.endswith("libgomp.so.1") for flag in gcc_ld)
+    for cxx, ld in [(clang_cxx, clang_ld), (mac_cxx, mac_ld)]:
+        assert not {"-fopenmp", "-fno-gnu-unique"} & set(cxx)
+        assert not any("gomp" in flag for flag in ld)
+    assert "dynamic_lookup" in mac_ld and "dynamic_lookup" not in gcc_ld + clang_ld
+
+
+@pytest.mark.kernels_ci
+def test_variant_name_on_macos(monkeypatch):
+    """kernels names macOS variants without a C++ ABI tag, arm64 as aarch64."""
+    import platform
+
+    import torch
+    from kernels.variants import parse_variant
+
+    monkeypatch.setattr(platform, "system", lambda: "Darwin")
+    monkeypatch.setattr(platform, "machine", lambda: "arm64")
+    major, minor = torch.__version__.split(".")[:2]
+    name = build_local().torch_variant_name()
+    assert name == f"torch{major}{minor}-cpu-aarch64-darwin"
+    assert parse_variant(name).variant_str == name
+
+
+@pytest.mark.kernels_ci
+def test_simulator_flags_follow_the_compiler_and_machine(monkeypatch):
+    """tests/msl_sim/build.py: GCC's and clang's spelling of the ThreadSanitizer option, -mf16c
+    on x86-64 only, -undefined dynamic_lookup on macOS."""
+    import platform
+
+    spec = importlib.util.spec_from_file_location("msl_sim_build",
+                                                  REPO / "tests" / "msl_sim" / "build.py")
+    sim_build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sim_build)
+    _, gcc_kernel, gcc_link = sim_build.compiler_flags("g++")
+    _, clang_kernel, _ = sim_build.compiler_flags("clang++-19")
+    assert "--param" in gcc_kernel and "-mllvm" not in gcc_kernel
+    assert "-mllvm" in clang_kernel and "--param" not in clang_kernel
+    assert ("-mf16c" in gcc_kernel) == (platform.machine() == "x86_64")
+    monkeypatch.setattr(platform, "system", lambda: "Darwin")
+    monkeypatch.setattr(platform, "machine", lambda: "arm64")
+    runtime, kernel, link = sim_build.compiler_flags("clang++-19")
+    assert "-mf16c" not in runtime + kernel and "dynamic_lookup" in link
+    assert "dynamic_lookup" not in gcc_link

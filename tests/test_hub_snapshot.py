@@ -1,7 +1,8 @@
 """The package loads the way it does on a user's machine after `get_kernel` downloaded it: from an
 offline Hugging Face cache laid out as a Hub snapshot of this repo (kernel repo type, a `v2`
 branch ref), with HF_HUB_OFFLINE=1 and no LOCAL_KERNELS. Runs in a child process so that its
-environment (cache location, offline mode) does not leak into the other tests."""
+environment (cache location, offline mode) does not leak into the other tests. The call runs on
+the variant's device."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import pytest
 
 from conftest import REPO, REPO_ID, VARIANTS
 
+INPUTS_ON_VARIANT_DEVICE = True  # conftest.py: the child builds its inputs on the variant's device
+
 LOAD_AND_CALL = r"""
 import os, sys, torch, kernels
 sys.path.insert(0, sys.argv[1])
@@ -21,10 +24,12 @@ from batches import varlen_batch
 from reference import Semantics, assert_close, attention_varlen
 
 assert "LOCAL_KERNELS" not in os.environ and os.environ["HF_HUB_OFFLINE"] == "1"
-fa = kernels.get_kernel(sys.argv[2], version=2)
+backend, device = sys.argv[4], sys.argv[5]  # a Mac's build/ holds the metal and cpu variants
+fa = kernels.get_kernel(sys.argv[2], version=2, backend=backend)
 assert fa.__file__.startswith(sys.argv[3]), fa.__file__  # loaded from the cache
 batch = varlen_batch([5, 0, 9], [7, 3, 9], heads=4, heads_kv=2, head_dim=64,
-                     dtype=torch.float16, generator=torch.Generator().manual_seed(0))
+                     dtype=torch.float16, generator=torch.Generator().manual_seed(0),
+                     device=device)
 out = fa.flash_attn_varlen_func(batch.q, batch.k, batch.v, batch.cu_seqlens_q,
                                 batch.cu_seqlens_k, batch.max_seqlen_q, batch.max_seqlen_k,
                                 causal=True)
@@ -61,7 +66,7 @@ def hub_snapshot(cache, build_dir, commit: str):
 
 @pytest.mark.kernels_ci
 def test_get_kernel_from_an_offline_hub_snapshot(variant, tmp_path):
-    root = VARIANTS[variant][0]
+    root, backend, device = VARIANTS[variant]
     build_dir = root / "build" if (root / "build").is_dir() else root  # holds <variant>/ dirs
     commit = hashlib.sha1(variant.encode()).hexdigest()
     cache = tmp_path / "hub"
@@ -70,7 +75,8 @@ def test_get_kernel_from_an_offline_hub_snapshot(variant, tmp_path):
            if k not in ("LOCAL_KERNELS", "KERNELS_CACHE", "HF_HOME")}
     env.update(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache), HF_HOME=str(tmp_path / "home"))
     result = subprocess.run(
-        [sys.executable, "-c", LOAD_AND_CALL, str(REPO / "tests"), REPO_ID, str(cache)],
+        [sys.executable, "-c", LOAD_AND_CALL, str(REPO / "tests"), REPO_ID, str(cache), backend,
+         device],
         env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("loaded _metal_flash_sdpa_")

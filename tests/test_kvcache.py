@@ -99,9 +99,98 @@ def test_attend_without_appending(fa, device, generator, layout):
 
 @pytest.mark.kernels_ci
 def test_append_past_capacity_is_rejected(fa, device, generator):
+    if device.type != "cpu":
+        pytest.skip("cache_seqlens values are checked only where the host reads them (cpu)")
     q = torch.randn(1, 1, 2, 32, device=device)
     cache = torch.zeros(1, 4, 1, 32, device=device)
     new = torch.randn(1, 2, 1, 32, device=device)
     lengths = torch.tensor([3], dtype=torch.int32, device=device)
     with pytest.raises(ValueError, match="cache_seqlens"):
         fa.flash_attn_with_kvcache(q, cache, cache.clone(), new, new, cache_seqlens=lengths)
+
+
+def refused_call(device, generator, layout):
+    """A good decode call (fp16, 2 sequences, 4/2 heads, d 32) whose tensors a case then breaks."""
+    batch, heads, heads_kv, dim = 2, 4, 2, 32
+    if layout == "paged":
+        cache_shape, table = (5, 4, heads_kv, dim), torch.tensor([[3, 0], [1, 4]], dtype=torch.int32)
+    else:
+        cache_shape, table = (batch, 8, heads_kv, dim), None
+    args = dict(
+        q=random_tensor((batch, 2, heads, dim), torch.float16, generator),
+        k_cache=random_tensor(cache_shape, torch.float16, generator),
+        v_cache=random_tensor(cache_shape, torch.float16, generator),
+        k=random_tensor((batch, 2, heads_kv, dim), torch.float16, generator),
+        v=random_tensor((batch, 2, heads_kv, dim), torch.float16, generator),
+        cache_seqlens=torch.tensor([3, 5], dtype=torch.int32), block_table=table)
+    return {name: t.to(device) if isinstance(t, torch.Tensor) else t for name, t in args.items()}
+
+
+# name -> (how to break a good call, exception type, words the message must contain). Each is
+# refused before anything is written: the checks of the new tokens, and the op's own.
+REFUSED = {
+    "q_dtype": (lambda a: dict(q=a["q"].float()), ValueError, ["dtype"]),
+    "q_head_dim": (lambda a: dict(q=a["q"][..., :16]), ValueError, ["head_dim"]),
+    "q_heads_not_multiple": (lambda a: dict(q=a["q"][:, :, :3]), ValueError, ["heads"]),
+    "k_dtype": (lambda a: dict(k=a["k"].float()), ValueError, ["k", "dtype"]),
+    "v_head_dim": (lambda a: dict(v=a["v"][..., :16]), ValueError, ["v"]),
+    "v_fewer_tokens": (lambda a: dict(v=a["v"][:, :1]), ValueError, ["k and v"]),
+    "k_batch": (lambda a: dict(k=a["k"][:1]), ValueError, ["k", "batch"]),
+    "k_device": (lambda a: dict(k=a["k"].to("meta")), RuntimeError, ["k", "device"]),
+    "alibi_shape": (lambda a: dict(alibi_slopes=torch.ones(3, device=a["q"].device)), ValueError,
+                    ["alibi_slopes"]),
+    "alibi_dtype": (lambda a: dict(alibi_slopes=torch.ones(4, dtype=torch.float16,
+                                                          device=a["q"].device)),
+                    ValueError, ["alibi_slopes", "float32"]),
+    "alibi_device": (lambda a: dict(alibi_slopes=torch.ones(4, device="meta")), RuntimeError,
+                     ["alibi_slopes", "device"]),
+    "s_aux_shape": (lambda a: dict(s_aux=torch.ones(2, 2, device=a["q"].device)), ValueError,
+                    ["s_aux"]),
+    "s_aux_integer": (lambda a: dict(s_aux=torch.ones(4, dtype=torch.int32, device=a["q"].device)),
+                      ValueError, ["s_aux"]),
+    "cache_seqlens_past_capacity": (
+        lambda a: dict(cache_seqlens=torch.tensor([3, 7], dtype=torch.int32,
+                                                  device=a["q"].device)),
+        ValueError, ["cache_seqlens"]),
+    "cache_seqlens_negative": (
+        lambda a: dict(cache_seqlens=torch.tensor([-1, 3], dtype=torch.int32,
+                                                  device=a["q"].device)),
+        ValueError, ["cache_seqlens"]),
+    "cache_seqlens_int64": (lambda a: dict(cache_seqlens=a["cache_seqlens"].long()), ValueError,
+                            ["cache_seqlens", "int32"]),
+    "softcap": (lambda a: dict(softcap=1e300), ValueError, ["softcap"]),
+    "softmax_scale": (lambda a: dict(softmax_scale=math.inf), ValueError, ["softmax_scale"]),
+    "window_size": (lambda a: dict(window_size=(2**32 + 5, -1)), ValueError, ["window_size"]),
+}
+# Only a paged cache has a block table to get wrong.
+REFUSED_PAGED = {
+    "block_table_page_out_of_range": (
+        lambda a: dict(block_table=torch.tensor([[3, 0], [1, 5]], dtype=torch.int32,
+                                                device=a["q"].device)),
+        ValueError, ["block_table", "num_pages"]),
+    "v_cache_fewer_pages": (lambda a: dict(v_cache=a["v_cache"][:4]), ValueError, ["v"]),
+}
+# Values only the host can check: on a GPU they are not read back (that would stall every call).
+VALUES_CHECKED_ON_HOST_ONLY = {"cache_seqlens_past_capacity", "cache_seqlens_negative",
+                               "block_table_page_out_of_range"}
+CASES = [(c, "contiguous") for c in sorted(REFUSED)] + \
+        [(c, "paged") for c in sorted({**REFUSED, **REFUSED_PAGED})]
+
+
+@pytest.mark.kernels_ci
+@pytest.mark.parametrize("case,layout", CASES, ids=[f"{c}-{l}" for c, l in CASES])
+def test_refused_call_leaves_the_cache_untouched(fa, device, generator, case, layout):
+    """docs/API.md: a call refused for any argument raises naming it, and k_cache, v_cache and
+    cache_seqlens are bitwise as they were (every check runs before the new tokens are written)."""
+    if device.type != "cpu" and case in VALUES_CHECKED_ON_HOST_ONLY:
+        pytest.skip(f"{case}: values are checked only where the host reads them (cpu)")
+    make_bad, error, words = {**REFUSED, **REFUSED_PAGED}[case]
+    args = refused_call(device, generator, layout)
+    args.update(make_bad(args))
+    before = {name: args[name].clone() for name in ("k_cache", "v_cache", "cache_seqlens")}
+    with pytest.raises(error) as info:
+        fa.flash_attn_with_kvcache(**args)
+    for word in words:
+        assert word in str(info.value), f"{word!r} not in error message: {info.value}"
+    for name, tensor in before.items():
+        assert torch.equal(args[name], tensor), f"{name} was modified by a refused call"

@@ -1,5 +1,6 @@
 """transformers loads the kernel by repo id (attn_implementation=...) through kernels.get_kernel
-and gets the same logits as its own sdpa attention, on padded (varlen) and unpadded batches."""
+and gets the same logits as its own sdpa attention, on padded (varlen) and unpadded batches. The
+model with the kernel runs on the variant's device; the sdpa reference on the CPU."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import torch
 
 from conftest import REPO_ID, load_kernel
 
+INPUTS_ON_VARIANT_DEVICE = True  # conftest.py: the kernel's model and inputs are on `device`
 
-def tiny_llama(attn_implementation: str, seed: int):
+
+def tiny_llama(attn_implementation: str, seed: int, device):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(vocab_size=128, hidden_size=128, intermediate_size=256,
@@ -24,11 +27,11 @@ def tiny_llama(attn_implementation: str, seed: int):
     model = LlamaForCausalLM._from_config(copy.deepcopy(config),
                                           attn_implementation=attn_implementation).eval()
     model.load_state_dict(reference.state_dict())
-    return reference, model
+    return reference, model.to(device)
 
 
 @pytest.mark.kernels_ci
-def test_transformers_uses_the_kernel_and_matches_sdpa(fa, variant):
+def test_transformers_uses_the_kernel_and_matches_sdpa(fa, variant, device):
     import transformers.modeling_flash_attention_utils as flash_utils
 
     # transformers caches the kernel it loaded per implementation name: forget the other variant's.
@@ -45,16 +48,16 @@ def test_transformers_uses_the_kernel_and_matches_sdpa(fa, variant):
 
         setattr(kernel, name, counted)
     try:
-        reference, model = tiny_llama(REPO_ID, seed=0)
+        reference, model = tiny_llama(REPO_ID, seed=0, device=device)
         ids = torch.randint(0, 128, (3, 40), generator=torch.Generator().manual_seed(1))
         mask = torch.ones_like(ids)
         mask[1, :13] = 0  # left padding: transformers unpads and calls the varlen entry point
         mask[2, :1] = 0
         with torch.no_grad():
             padded_ref = reference(input_ids=ids, attention_mask=mask).logits
-            padded = model(input_ids=ids, attention_mask=mask).logits
+            padded = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.cpu()
             full_ref = reference(input_ids=ids).logits
-            full = model(input_ids=ids).logits
+            full = model(input_ids=ids.to(device)).logits.cpu()
     finally:
         for name in ("flash_attn_varlen_func", "flash_attn_func"):
             setattr(kernel, name, getattr(kernel, name).__wrapped__)

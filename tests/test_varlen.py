@@ -145,12 +145,14 @@ def test_lse_not_returned_by_default(fa, device, generator):
 
 @pytest.mark.kernels_ci
 def test_max_seqlen_as_tensor(fa, device, generator):
-    """transformers passes max_seqlen_* as 0-dim tensors."""
+    """transformers passes max_seqlen_* as 0-dim tensors (on the inputs' device)."""
     batch = varlen_batch([4, 9], [5, 9], heads=2, heads_kv=1, head_dim=32,
                          dtype=torch.bfloat16, generator=generator, device=device)
     out = fa.flash_attn_varlen_func(batch.q, batch.k, batch.v, batch.cu_seqlens_q,
-                                    batch.cu_seqlens_k, torch.tensor(batch.max_seqlen_q),
-                                    torch.tensor(batch.max_seqlen_k, dtype=torch.int32),
+                                    batch.cu_seqlens_k,
+                                    torch.tensor(batch.max_seqlen_q, device=device),
+                                    torch.tensor(batch.max_seqlen_k, dtype=torch.int32,
+                                                 device=device),
                                     causal=True)
     ref, _ = attention_varlen(batch.q, batch.k, batch.v, batch.cu_seqlens_q, batch.cu_seqlens_k,
                               Semantics(scale=32 ** -0.5, causal=True))

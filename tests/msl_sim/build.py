@@ -14,6 +14,7 @@ import concurrent.futures
 import glob
 import hashlib
 import os
+import platform
 import subprocess
 import sys
 
@@ -26,14 +27,32 @@ sys.path.insert(0, HERE)
 import translate  # noqa: E402
 
 CXX = os.environ.get("MSL_SIM_CXX", "g++")
-COMMON = ["-std=c++20", "-O2", "-mf16c", "-fPIC", "-I", INCLUDE]
-RUNTIME_FLAGS = COMMON + ["-Wall", "-Wextra"]
-# Every load/store of a kernel calls __tsan_{read,write}N, defined by runtime/memcheck.cpp (no
-# ThreadSanitizer runtime is linked). -g1 line tables let reports name .metal lines.
-KERNEL_FLAGS = COMMON + ["-g1", "-gdwarf-4", "-fsanitize=thread",
-                         "--param", "tsan-instrument-func-entry-exit=0",
-                         "-Wno-unused-variable", "-Wno-unused-parameter"]
-LINK_FLAGS = ["-shared", "-ldl", "-lpthread"]
+
+
+def compiler_flags(cxx: str) -> tuple[list[str], list[str], list[str]]:
+    """(runtime, kernel, link) flags for `cxx`: GCC or clang (Apple's on macOS), x86-64 or arm64.
+
+    Every load/store of a kernel calls __tsan_{read,write}N, defined by runtime/memcheck.cpp (no
+    ThreadSanitizer runtime is linked); function entry/exit callbacks are off (GCC's --param,
+    clang's -mllvm), and clang's calls for memcpy/memset/memmove come to memcheck.cpp too. -g1
+    line tables let reports name .metal lines. -mf16c (x86 only; arm64 has half conversions)
+    makes a half conversion one instruction. On macOS, a shared library may leave symbols to the
+    process that loads it (Python's, torch's)."""
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout.lower()
+    clang = "clang" in version
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    common = ["-std=c++20", "-O2", *(["-mf16c"] if x86 else []), "-fPIC", "-I", INCLUDE]
+    no_entry_exit = (["-mllvm", "-tsan-instrument-func-entry-exit=0"] if clang
+                     else ["--param", "tsan-instrument-func-entry-exit=0"])
+    kernel = common + ["-g1", "-gdwarf-4", "-fsanitize=thread", *no_entry_exit,
+                       "-Wno-unused-variable", "-Wno-unused-parameter"]
+    link = ["-shared", "-ldl", "-lpthread"]
+    if platform.system() == "Darwin":
+        link += ["-undefined", "dynamic_lookup"]
+    return common + ["-Wall", "-Wextra"], kernel, link
+
+
+RUNTIME_FLAGS, KERNEL_FLAGS, LINK_FLAGS = compiler_flags(CXX)
 
 
 def _hash(*parts) -> str:

@@ -17,32 +17,53 @@ def _cache_lengths(cache_seqlens, batch: int, capacity: int, device) -> torch.Te
         return torch.full((batch,), capacity, dtype=torch.int32, device=device)
     if isinstance(cache_seqlens, int):
         return torch.full((batch,), cache_seqlens, dtype=torch.int32, device=device)
+    if cache_seqlens.device != device:
+        raise RuntimeError(f"cache_seqlens must be on the same device as q ({device}), got "
+                           f"{cache_seqlens.device}")
     if cache_seqlens.dtype != torch.int32 or cache_seqlens.shape != (batch,):
         raise ValueError(f"cache_seqlens must be an int or an int32 tensor [batch={batch}], got "
                          f"{cache_seqlens.dtype} of shape {tuple(cache_seqlens.shape)}")
     return cache_seqlens
 
 
-def _append(cache: torch.Tensor, new: torch.Tensor, lengths: torch.Tensor,
-            block_table: torch.Tensor, name: str) -> None:
-    """Writes new [B, S_new, Hkv, D] into the paged view of the cache at positions
-    lengths[b] + t, in place."""
-    batch, s_new = new.shape[:2]
-    page_size = cache.shape[1]
-    if new.dtype != cache.dtype or new.shape[2:] != cache.shape[2:]:
-        raise ValueError(f"{name} must be [batch, seqlen_new, {cache.shape[2]}, {cache.shape[3]}] "
-                         f"of the cache's dtype {cache.dtype}, got {tuple(new.shape)} {new.dtype}")
-    positions = lengths.view(batch, 1).long() + torch.arange(s_new, device=new.device)
-    capacity = block_table.shape[1] * page_size
-    # Checked where the lengths are readable without a sync (and not while tracing, where they are
-    # not known; the gather below then fails on an index past the block table instead).
-    readable = positions.device.type == "cpu" and not torch.compiler.is_compiling()
-    if readable and positions.numel() and int(positions.max()) >= capacity:
-        raise ValueError(f"appending {s_new} tokens of {name} runs past the cache's {capacity} "
-                         f"slots (cache_seqlens + seqlen_new > capacity)")
+def _check_new_tokens(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
+                      v_cache: torch.Tensor, batch: int) -> None:
+    """k and v [batch, S_new, Hkv, D(v)] as the caches hold them, both checked before either is
+    written."""
+    for name, new, cache in (("k", k, k_cache), ("v", v, v_cache)):
+        if new.device != cache.device:
+            raise RuntimeError(f"{name} must be on the device of {name}_cache ({cache.device}), "
+                               f"got {new.device}")
+        if (new.dim() != 4 or new.shape[0] != batch or new.shape[2:] != cache.shape[2:]
+                or new.dtype != cache.dtype):
+            raise ValueError(f"{name} must be [batch={batch}, seqlen_new, {cache.shape[2]}, "
+                             f"{cache.shape[3]}] of {name}_cache's dtype {cache.dtype}, got "
+                             f"{tuple(new.shape)} {new.dtype}")
+    if k.shape[1] != v.shape[1]:
+        raise ValueError(f"k and v must hold the same number of new tokens, got {k.shape[1]} "
+                         f"and {v.shape[1]}")
+
+
+def _check_room(lengths: torch.Tensor, s_new: int, capacity: int) -> None:
+    """cache_seqlens + seqlen_new within the cache. Checked where the lengths are readable without
+    a sync (and not while tracing, where they are not known; the gather in _slots then fails on
+    an index past the block table instead)."""
+    if lengths.device.type != "cpu" or torch.compiler.is_compiling() or not lengths.numel():
+        return
+    low, high = int(lengths.min()), int(lengths.max())
+    if low < 0 or high + s_new > capacity:
+        raise ValueError(f"cache_seqlens must lie in [0, {capacity} - seqlen_new={s_new}] "
+                         f"(appending {s_new} new tokens must stay within the cache's "
+                         f"{capacity} slots), got values in [{low}, {high}]")
+
+
+def _slots(lengths: torch.Tensor, s_new: int, block_table: torch.Tensor,
+           page_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(page, slot in page) of every new token, [batch * S_new] each: position lengths[b] + t."""
+    batch = lengths.shape[0]
+    positions = lengths.view(batch, 1).long() + torch.arange(s_new, device=lengths.device)
     pages = torch.gather(block_table.long(), 1, positions // page_size)
-    cache.index_put_((pages.reshape(-1), (positions % page_size).reshape(-1)),
-                     new.reshape(batch * s_new, *new.shape[2:]))
+    return pages.reshape(-1), (positions % page_size).reshape(-1)
 
 
 def flash_attn_with_kvcache(
@@ -90,15 +111,23 @@ def flash_attn_with_kvcache(
         raise ValueError("cache_batch_idx cannot be combined with block_table")
     if block_table.dtype != torch.int32:
         raise ValueError(f"block_table must be int32, got {block_table.dtype}")
-    # Every number is checked before the new tokens are written into the cache.
     scale = A.resolve_scale(softmax_scale, q)
     softcap = A.resolve_softcap(softcap)
     window = A.resolve_window(window_size, causal)
-    lengths = _cache_lengths(cache_seqlens, batch, k_cache.shape[1] * block_table.shape[1],
-                             q.device)
+    capacity = k_cache.shape[1] * block_table.shape[1]
+    lengths = _cache_lengths(cache_seqlens, batch, capacity, q.device)
     if k is not None:
-        _append(k_cache, k, lengths, block_table, "k")
-        _append(v_cache, v, lengths, block_table, "v")
+        # Every check before any write, so that a refused call leaves the cache as it was: the new
+        # tokens' own, then the op's (dtypes, head dims, alibi_slopes, s_aux, block_table...) on
+        # no queries, which reads the cache and launches no kernel.
+        _check_new_tokens(k, v, k_cache, v_cache, batch)
+        _check_room(lengths, k.shape[1], capacity)
+        forward(q[:, :0], k_cache, v_cache, seqused_k=lengths, block_table=block_table,
+                alibi_slopes=alibi_slopes, s_aux=s_aux, max_seqlen_q=0, max_seqlen_k=capacity,
+                softmax_scale=scale, softcap=softcap, window_size=window)
+        pages, slots = _slots(lengths, k.shape[1], block_table, k_cache.shape[1])
+        k_cache.index_put_((pages, slots), k.reshape(-1, *k.shape[2:]))
+        v_cache.index_put_((pages, slots), v.reshape(-1, *v.shape[2:]))
         lengths = lengths + k.shape[1]
     out, lse = forward(
         q, k_cache, v_cache,
@@ -107,7 +136,7 @@ def flash_attn_with_kvcache(
         alibi_slopes=alibi_slopes,
         s_aux=s_aux,
         max_seqlen_q=q.shape[1],
-        max_seqlen_k=k_cache.shape[1] * block_table.shape[1],
+        max_seqlen_k=capacity,
         softmax_scale=scale,
         softcap=softcap,
         window_size=window,

@@ -3,10 +3,15 @@
 // "C++ for OpenCL 2021" mode. Included before every checked translation unit (-include).
 //
 // Every declaration names the section of Apple's Metal Shading Language Specification it comes
-// from ("MSL §n.n Title"). The titles identify the sections; the numbers follow the
-// specification's table of contents as of its 3.x editions and were not all verified against
-// 4.0 (only the 3.2 edition's opening pages were reachable while this was written). A name that
-// is not here does not compile, so the check rejects a misspelled library call;
+// from ("MSL §n.n Title"). The titles identify the sections; the numbers were taken from the
+// specification's 3.x table of contents (§2 Data Types, §4 Address Spaces, §5.8 Program Scope
+// Function Constants, §6 Metal Standard Library, with §6.7 SIMD-group Matrix Functions and §6.9
+// Synchronization and SIMD-group Functions) and are NOT verified against the 4.0 edition. Searched
+// for on 1 December 2026 (Apple's documentation, public pages and code): no copy of 4.0's table
+// of contents was reachable, and of the 3.0-3.2 editions only their tables' §1 entries, so no
+// number here could be confirmed or corrected. 4.0 adds sections (tensors), so its later numbers
+// may differ: where a number and a title disagree, the title is right. A name that is not here
+// does not compile, so the check rejects a misspelled library call;
 // tests/test_msl_check.py also fails when the simulator's compatibility header
 // (tests/msl_sim/include/msl_sim) provides an MSL name that is missing here.
 //

@@ -206,6 +206,21 @@ extern "C" void __tsan_read_range(uintptr_t a, size_t n) {
 extern "C" void __tsan_write_range(uintptr_t a, size_t n) {
   msl_sim::mem::check(a, n, true, __builtin_return_address(0));
 }
+// clang's ThreadSanitizer pass turns a kernel's memcpy/memset/memmove into these calls.
+extern "C" void* __tsan_memcpy(void* dst, const void* src, size_t n) {
+  msl_sim::mem::check(reinterpret_cast<uintptr_t>(src), n, false, __builtin_return_address(0));
+  msl_sim::mem::check(reinterpret_cast<uintptr_t>(dst), n, true, __builtin_return_address(0));
+  return std::memcpy(dst, src, n);
+}
+extern "C" void* __tsan_memmove(void* dst, const void* src, size_t n) {
+  msl_sim::mem::check(reinterpret_cast<uintptr_t>(src), n, false, __builtin_return_address(0));
+  msl_sim::mem::check(reinterpret_cast<uintptr_t>(dst), n, true, __builtin_return_address(0));
+  return std::memmove(dst, src, n);
+}
+extern "C" void* __tsan_memset(void* dst, int value, size_t n) {
+  msl_sim::mem::check(reinterpret_cast<uintptr_t>(dst), n, true, __builtin_return_address(0));
+  return std::memset(dst, value, n);
+}
 // Called by each instrumented file's constructor, and around functions when entry/exit
 // instrumentation is on (build.py turns it off); nothing to do for us.
 extern "C" void __tsan_init() {}
