@@ -20,9 +20,10 @@
 #pragma GCC target("avx2,fma,f16c")
 #endif
 
-// Register block of the products: 4 rows x 16 columns: 8 of the 16 ymm registers.
-#define MFS_BWD_ROWS 4
-#define MFS_BWD_VECS 1
+// Register block of the products: 6 rows x 16 columns: 12 of the 16 ymm registers.
+#define MFS_BWD_LANES 8
+#define MFS_BWD_ROWS 6
+#define MFS_BWD_VECS 2
 #include "backward_tile_kernel.h"
 
 #if defined(__clang__)

@@ -21,6 +21,7 @@
 #endif
 
 // Register block of the products: 4 rows x 32 columns: 8 of the 32 zmm registers.
+#define MFS_BWD_LANES 16
 #define MFS_BWD_ROWS 4
 #define MFS_BWD_VECS 2
 #include "backward_tile_kernel.h"

@@ -9,9 +9,10 @@
 
 #include "backward_job.h"
 
-// Register block of the products: 2 rows x 16 columns (8 of the 16 SSE registers).
-#define MFS_BWD_ROWS 2
-#define MFS_BWD_VECS 1
+// Register block of the products: 4 rows x 8 columns: 8 of the 16 SSE registers.
+#define MFS_BWD_LANES 4
+#define MFS_BWD_ROWS 4
+#define MFS_BWD_VECS 2
 #include "backward_tile_kernel.h"
 
 BackwardKernel portable_backward_kernel() { return {bwd_scratch_bytes, bwd_key_tile, bwd_query_tile}; }

@@ -34,18 +34,23 @@ inline void store_row(const float* src, int n, void* dst) {
 
 // ---------------------------------------------------------------- C += A B
 
-// The register block is written with GCC/clang vector types, which each file's target pragma
-// lowers to its own registers (SSE: 4 x 4 floats per vector, AVX2: 2 x 8, AVX-512: 1 x 16).
-// Including files choose the block: MFS_BWD_ROWS rows x MFS_BWD_VECS vectors of 16 columns of C
-// held in registers over the whole K loop.
+// The register block is written with GCC/clang vector types of the including file's native
+// register width, MFS_BWD_LANES floats (SSE 4, AVX2 8, AVX-512 16): wider types are lowered by
+// GCC into spills and shuffles through the stack (measured: ~10x slower products on AVX2). The
+// block is MFS_BWD_ROWS rows x MFS_BWD_VECS registers of columns of C, held in registers over
+// the whole K loop.
+#ifndef MFS_BWD_LANES
+#define MFS_BWD_LANES 4
+#endif
 #ifndef MFS_BWD_ROWS
-#define MFS_BWD_ROWS 2
+#define MFS_BWD_ROWS 4
 #endif
 #ifndef MFS_BWD_VECS
-#define MFS_BWD_VECS 1
+#define MFS_BWD_VECS 2
 #endif
 
-typedef float vec16 __attribute__((vector_size(64), aligned(4)));  // aligned(4): unaligned access
+constexpr int kLanes = MFS_BWD_LANES;
+typedef float vreg __attribute__((vector_size(4 * MFS_BWD_LANES), aligned(4)));  // unaligned access
 typedef float vec8 __attribute__((vector_size(32), aligned(4)));
 
 template <typename V, int MR, int NV>
@@ -67,14 +72,15 @@ inline void gemm_block(int k_len, const float* a, int64_t a_row, int64_t a_col, 
     for (int v = 0; v < NV; ++v) *reinterpret_cast<V*>(c + r * ldc + W * v) = acc[r][v];
 }
 
-// Columns [0, N) of MR rows: whole register blocks, then 16 and 8 columns at a time.
+// Columns [0, N) of MR rows (N a multiple of 8): whole register blocks, then one register, then
+// (AVX-512) 8 columns at a time.
 template <int MR>
 inline void gemm_rows(int N, int K, const float* a, int64_t a_row, int64_t a_col, const float* b,
                       int ldb, float* c, int ldc) {
   constexpr int NV = MFS_BWD_VECS;
   int n = 0;
-  for (; n + 16 * NV <= N; n += 16 * NV) gemm_block<vec16, MR, NV>(K, a, a_row, a_col, b + n, ldb, c + n, ldc);
-  for (; n + 16 <= N; n += 16) gemm_block<vec16, MR, 1>(K, a, a_row, a_col, b + n, ldb, c + n, ldc);
+  for (; n + kLanes * NV <= N; n += kLanes * NV) gemm_block<vreg, MR, NV>(K, a, a_row, a_col, b + n, ldb, c + n, ldc);
+  for (; n + kLanes <= N; n += kLanes) gemm_block<vreg, MR, 1>(K, a, a_row, a_col, b + n, ldb, c + n, ldc);
   for (; n < N; n += 8) gemm_block<vec8, MR, 1>(K, a, a_row, a_col, b + n, ldb, c + n, ldc);
 }
 
@@ -86,6 +92,10 @@ inline void gemm_acc(int M, int N, int K, const float* a, int64_t a_row, int64_t
   constexpr int MR = MFS_BWD_ROWS;
   int m = 0;
   for (; m + MR <= M; m += MR) gemm_rows<MR>(N, K, a + m * a_row, a_row, a_col, b, ldb, c + m * ldc, ldc);
+  if (MR > 2 && m + 2 <= M) {
+    gemm_rows<2>(N, K, a + m * a_row, a_row, a_col, b, ldb, c + m * ldc, ldc);
+    m += 2;
+  }
   for (; m < M; ++m) gemm_rows<1>(N, K, a + m * a_row, a_row, a_col, b, ldb, c + m * ldc, ldc);
 }
 
