@@ -11,6 +11,7 @@
 #define MFS_EXP(x) metal::precise::exp(x)
 #define MFS_LOG(x) metal::precise::log(x)
 #define MFS_MAX(a, b) metal::max(a, b)
+#define MFS_RULE inline
 #else
 #include <algorithm>
 #include <cmath>
@@ -18,6 +19,9 @@
 #define MFS_EXP(x) std::exp(x)
 #define MFS_LOG(x) std::log(x)
 #define MFS_MAX(a, b) std::max(a, b)
+// The rules' templates are inlined into their callers, so that a kernel compiled for a wider
+// instruction set (a target pragma) computes them in its own registers.
+#define MFS_RULE __attribute__((always_inline)) inline
 #endif
 
 // Half-open range [begin, end) of key positions visible to one query row.
@@ -74,24 +78,51 @@ inline KeyRange visible_queries_for_keys(int key_begin, int key_end, int seqlen_
   return rows;
 }
 
+// ---- the score rules over any value type ----
+//
+// V is float, or in the cpu kernels a vector of floats (GCC/clang vector types such as __m512,
+// whose operators work lane by lane and broadcast a float operand). `Math` gives what operators
+// cannot: Math::tanh(V). The scalar functions below are these templates at V = float; vectorised
+// kernels instantiate them with their own V and Math rather than restate the rules.
+
+struct ScalarMath {
+  static float tanh(float x) { return MFS_TANH(x); }
+};
+
 // softcap > 0: score <- softcap * tanh(score / softcap), on the scaled score, before any bias or
 // mask, so masked keys stay at -inf.
+template <class Math, typename V>
+MFS_RULE V softcapped(V scaled_score, float softcap) {
+  return softcap * Math::tanh(scaled_score / softcap);
+}
+
+// d(capped score) / d(scaled score) for softcap > 0, from the capped score: 1 - tanh^2.
+template <typename V>
+MFS_RULE V softcap_slope(V capped_score, float softcap) {
+  const V t = capped_score / softcap;
+  return 1.0f - t * t;
+}
+
+// ALiBi: score - slope * |distance|, distance = the query's diagonal position - the key.
+template <typename V, typename S>
+MFS_RULE V alibi_biased(V score, S slope, V abs_distance) {
+  return score - slope * abs_distance;
+}
+
+// The same rules at V = float (used by the MSL kernels and the scalar loops of the cpu kernels).
 inline float apply_softcap(float scaled_score, float softcap) {
-  return softcap > 0.0f ? softcap * MFS_TANH(scaled_score / softcap) : scaled_score;
+  return softcap > 0.0f ? softcapped<ScalarMath>(scaled_score, softcap) : scaled_score;
 }
 
 // d(capped score) / d(scaled score), from the capped score: 1 - tanh^2 (1 without softcap).
 inline float softcap_derivative(float capped_score, float softcap) {
-  if (!(softcap > 0.0f)) return 1.0f;
-  const float t = capped_score / softcap;
-  return 1.0f - t * t;
+  return softcap > 0.0f ? softcap_slope(capped_score, softcap) : 1.0f;
 }
 
-// ALiBi: score <- score - slope * |distance from the query's diagonal position|.
 inline float alibi_bias(float slope, int row, int key, int seqlen_q, int seqlen_k) {
   int distance = row + seqlen_k - seqlen_q - key;
   if (distance < 0) distance = -distance;
-  return -slope * (float)distance;
+  return alibi_biased(0.0f, slope, (float)distance);
 }
 
 // ---- finishing a row of the forward (online softmax state -> output scale and lse) ----
@@ -150,3 +181,4 @@ inline float sink_gradient(float sink, float lse, float row_d) {
 #undef MFS_EXP
 #undef MFS_LOG
 #undef MFS_MAX
+#undef MFS_RULE

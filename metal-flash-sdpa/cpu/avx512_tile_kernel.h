@@ -113,6 +113,16 @@ inline __m512 tanh_ps(__m512 x) {
   return _mm512_sub_ps(one, _mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(e, one)));
 }
 
+// What attention_semantics.h's rule templates need beyond __m512's operators.
+struct Avx512Math {
+  static __m512 tanh(__m512 x) { return tanh_ps(x); }
+};
+
+// |diagonal - key| per lane, as fp32: the distance alibi_biased() scales.
+inline __m512 abs_distance(__m512i diagonal, __m512i key) {
+  return _mm512_cvtepi32_ps(_mm512_abs_epi32(_mm512_sub_epi32(diagonal, key)));
+}
+
 // ---------------------------------------------------------------- scratch
 
 // Per-thread working memory of one tile; every array 64-byte aligned.
@@ -332,18 +342,15 @@ struct ScoreRules {
 };
 
 // Turns raw products s^T[j][chunk] of keys key0 + j into probabilities (in place): score =
-// softcap(scale * q.k) + alibi, masked outside each row's visible range (the 16-lane form of
-// apply_softcap, alibi_bias and visible_keys of attention_semantics.h: tanh_ps is the vector
-// tanh; tests/test_random_configs.py holds the two forms to the same float64 reference); then updates the rows'
-// running max and sum and leaves in `alpha` the factor their accumulators must be rescaled by.
+// softcap(scale * q.k) + alibi by attention_semantics.h's rule templates at V = __m512, masked
+// outside each row's visible range (visible_keys); then updates the rows' running max and sum
+// and leaves in `alpha` the factor their accumulators must be rescaled by.
 template <bool kSoftcap, bool kAlibi, bool kMask>
 void softmax_chunk(float* s, int count, int key0, int vecs, const ScoreRules& rules,
                    const int* key_begin, const int* key_end, const int* diagonal,
                    const float* slope, float* row_max, float* row_sum, float* alpha) {
   const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
   const __m512 scale = _mm512_set1_ps(rules.scale);
-  const __m512 cap = _mm512_set1_ps(rules.softcap);
-  const __m512 inv_cap = _mm512_set1_ps(kSoftcap ? 1.0f / rules.softcap : 0.0f);
   for (int r = 0; r < vecs; ++r) {
     const int o = kLanes * r;
     const __m512i begin = _mm512_load_si512(key_begin + o);
@@ -354,12 +361,9 @@ void softmax_chunk(float* s, int count, int key0, int vecs, const ScoreRules& ru
     for (int j = 0; j < count; ++j) {
       float* sj = s + j * kChunkRows + o;
       __m512 x = _mm512_mul_ps(_mm512_load_ps(sj), scale);
-      if constexpr (kSoftcap) x = _mm512_mul_ps(cap, tanh_ps(_mm512_mul_ps(x, inv_cap)));
+      if constexpr (kSoftcap) x = softcapped<Avx512Math>(x, rules.softcap);
       const __m512i key = _mm512_set1_epi32(key0 + j);
-      if constexpr (kAlibi) {  // alibi_bias(): -slope * |diagonal - key|
-        const __m512 dist = _mm512_cvtepi32_ps(_mm512_abs_epi32(_mm512_sub_epi32(diag, key)));
-        x = _mm512_fnmadd_ps(sl, dist, x);
-      }
+      if constexpr (kAlibi) x = alibi_biased(x, sl, abs_distance(diag, key));
       if constexpr (kMask) {
         const __mmask16 visible = _mm512_cmpge_epi32_mask(key, begin) & _mm512_cmplt_epi32_mask(key, end);
         x = _mm512_mask_mov_ps(neg_inf, visible, x);
@@ -688,15 +692,9 @@ void run_few_rows_tile(const TileJob& job, void* scratch_base) {
       for (int j = 0; j < n; j += kLanes) {
         const __mmask16 in_block = tail_mask(n - j);
         __m512 x = _mm512_mul_ps(_mm512_maskz_loadu_ps(in_block, s + j), _mm512_set1_ps(job.scale));
-        if (softcap) {
-          x = _mm512_mul_ps(_mm512_set1_ps(job.softcap),
-                            tanh_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.0f / job.softcap))));
-        }
+        if (softcap) x = softcapped<Avx512Math>(x, job.softcap);
         const __m512i key = _mm512_add_epi32(_mm512_set1_epi32(n0 + j), iota);
-        if (job.has_alibi) {  // alibi_bias(): -slope * |diagonal - key|
-          const __m512 dist = _mm512_cvtepi32_ps(_mm512_abs_epi32(_mm512_sub_epi32(diag, key)));
-          x = _mm512_fnmadd_ps(slope, dist, x);
-        }
+        if (job.has_alibi) x = alibi_biased(x, slope, abs_distance(diag, key));
         const __mmask16 visible =
             in_block & _mm512_cmpge_epi32_mask(key, begin) & _mm512_cmplt_epi32_mask(key, end);
         x = _mm512_mask_mov_ps(neg_inf, visible, x);

@@ -12,7 +12,7 @@
 struct BackwardRow {
   const void* q;     // [head_dim], the input dtype
   const void* dout;  // [head_dim_v]
-  void* dq;          // [head_dim]: written by the query-tile pass only
+  float* dq_acc;     // [head_dim] fp32: the row's dq, accumulated over the key tiles in order
   float lse;         // the forward's lse (including the sink); -inf: the row saw no key
   float d;           // rowsum(dO * O)
   int key_begin, key_end;  // the row's visible keys (visible_keys)
@@ -26,26 +26,24 @@ struct BackwardJob {
   float scale, softcap;  // softcap 0 = off
   bool has_alibi;
   KeyRowLocator k, v;    // the sequence's keys and values of one kv head
-  int key_begin, key_end;  // key-tile pass: the tile (<= kBackwardKeyTile keys);
-                           // query-tile pass: every key any row sees
-  const BackwardRow* rows;
-  int row_count;  // key-tile pass: any number; query-tile pass: <= kBackwardRowTile
-  // Key-tile pass: where dk and dv of key key_begin + j go, j < key_end - key_begin.
+  int key_begin, key_end;  // the tile (<= kBackwardKeyTile keys)
+  const BackwardRow* rows;  // every row (of every head of the group) that sees the tile
+  int row_count;
+  // Where dk and dv of key key_begin + j go, j < key_end - key_begin.
   void* const* dk_rows;
   void* const* dv_rows;
 };
 
-// Keys per tile of the key-tile pass and per block of the query-tile pass; query rows per block.
+// Keys per tile; query rows per block of a tile's rows.
 constexpr int kBackwardKeyTile = 64;
 constexpr int kBackwardRowTile = 64;
 
-// The backward kernels of one instruction set.
+// The backward kernel of one instruction set.
 struct BackwardKernel {
   size_t (*scratch_bytes)(int head_dim, int head_dim_v);
-  // dk, dv of the job's keys: sum over the job's rows (every head of a GQA group), written once.
+  // dk, dv of the job's keys: sum over the job's rows (every head of a GQA group), written once;
+  // adds each row's share of dq to its accumulator.
   void (*key_tile)(const BackwardJob& job, void* scratch);
-  // dq of the job's rows: sum over the keys they see, written once.
-  void (*query_tile)(const BackwardJob& job, void* scratch);
 };
 
 BackwardKernel portable_backward_kernel();

@@ -1,4 +1,4 @@
-// The backward tile kernels compiled for AVX2 + FMA + F16C by the target pragma below (no
+// The backward tile kernel compiled for AVX2 + FMA + F16C by the target pragma below (no
 // compiler flags needed); the driver calls them only when the cpu has those.
 #include "backward_job.h"
 
@@ -20,9 +20,10 @@
 #pragma GCC target("avx2,fma,f16c")
 #endif
 
-// Register block of the products: 4 rows x 16 columns: 8 of the 16 ymm registers.
-#define MFS_BWD_ROWS 4
-#define MFS_BWD_VECS 1
+// Register block of the products: 6 rows x 16 columns: 12 of the 16 ymm registers.
+#define MFS_VEC_LANES 8
+#define MFS_GEMM_ROWS 6
+#define MFS_GEMM_VECS 2
 #include "backward_tile_kernel.h"
 
 #if defined(__clang__)
@@ -31,6 +32,6 @@
 #pragma GCC pop_options
 #endif
 
-BackwardKernel avx2_backward_kernel() { return {bwd_scratch_bytes, bwd_key_tile, bwd_query_tile}; }
+BackwardKernel avx2_backward_kernel() { return {bwd_scratch_bytes, bwd_key_tile}; }
 
 #endif  // MFS_HAVE_X86_KERNELS

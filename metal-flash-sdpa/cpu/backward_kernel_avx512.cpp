@@ -1,4 +1,4 @@
-// The backward tile kernels compiled for AVX-512 F/BW/VL/DQ with 512-bit vectors by the target
+// The backward tile kernel compiled for AVX-512 F/BW/VL/DQ with 512-bit vectors by the target
 // pragma below (no compiler flags needed); the driver calls them only when the cpu has those.
 #include "backward_job.h"
 
@@ -21,8 +21,9 @@
 #endif
 
 // Register block of the products: 4 rows x 32 columns: 8 of the 32 zmm registers.
-#define MFS_BWD_ROWS 4
-#define MFS_BWD_VECS 2
+#define MFS_VEC_LANES 16
+#define MFS_GEMM_ROWS 4
+#define MFS_GEMM_VECS 2
 #include "backward_tile_kernel.h"
 
 #if defined(__clang__)
@@ -31,6 +32,6 @@
 #pragma GCC pop_options
 #endif
 
-BackwardKernel avx512_backward_kernel() { return {bwd_scratch_bytes, bwd_key_tile, bwd_query_tile}; }
+BackwardKernel avx512_backward_kernel() { return {bwd_scratch_bytes, bwd_key_tile}; }
 
 #endif  // MFS_HAVE_X86_KERNELS

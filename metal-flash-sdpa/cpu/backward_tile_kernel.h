@@ -1,17 +1,19 @@
-// The backward tile kernels (FlashAttention-2): plain C++ whose inner loops the compiler
+// The backward tile kernel (FlashAttention-2): plain C++ whose inner loops the compiler
 // vectorises. Included by backward_kernel_portable.cpp (baseline ISA), backward_kernel_avx2.cpp
 // and backward_kernel_avx512.cpp (the same code compiled for those instruction sets by a target
 // pragma); everything here has internal linkage so each file's copy keeps its own instruction set.
 //
-// Both passes recompute, per block of rows x keys, the probabilities P = exp(score - lse) and the
-// score gradients dS = P * (dO.v - D) (attention_semantics.h), as small matrix products in fp32:
-//   S  = Q K^T          dP = dO V^T
-//   key-tile pass:      dV += P^T dO      dK += dS^T Q      (keys fixed, rows streamed)
-//   query-tile pass:    dQ += dS K                           (rows fixed, keys streamed)
-// Each output row is accumulated by one job in a fixed order and written once: no atomics, the
-// result is bitwise repeatable.
+// One job is a tile of keys of one kv head; its rows are every query row of the GQA group's heads
+// that sees the tile, streamed in blocks. Per block of rows x keys it recomputes the
+// probabilities P = exp(score - lse) and the score gradients dS = P * (dO.v - D)
+// (attention_semantics.h), as small matrix products in fp32 (tile_products.h):
+//   S = Q K^T     dP = dO V^T     dV += P^T dO     dK += dS^T Q     dQ += dS K
+// dk and dv are written once at the end of the job; dQ goes to each row's fp32 accumulator, which
+// the driver gives to one job at a time (the key tiles of a sequence run in order on one thread).
+// Every sum runs in a fixed order: no atomics, the result is bitwise repeatable.
 
 #include "exp_nonpositive.h"
+#include "tile_products.h"
 
 namespace {
 
@@ -32,71 +34,14 @@ inline void store_row(const float* src, int n, void* dst) {
   for (int i = 0; i < n; ++i) d[i] = T(src[i]);
 }
 
-// ---------------------------------------------------------------- C += A B
-
-// The register block is written with GCC/clang vector types, which each file's target pragma
-// lowers to its own registers (SSE: 4 x 4 floats per vector, AVX2: 2 x 8, AVX-512: 1 x 16).
-// Including files choose the block: MFS_BWD_ROWS rows x MFS_BWD_VECS vectors of 16 columns of C
-// held in registers over the whole K loop.
-#ifndef MFS_BWD_ROWS
-#define MFS_BWD_ROWS 2
-#endif
-#ifndef MFS_BWD_VECS
-#define MFS_BWD_VECS 1
-#endif
-
-typedef float vec16 __attribute__((vector_size(64), aligned(4)));  // aligned(4): unaligned access
-typedef float vec8 __attribute__((vector_size(32), aligned(4)));
-
-template <typename V, int MR, int NV>
-inline void gemm_block(int k_len, const float* a, int64_t a_row, int64_t a_col, const float* b,
-                       int ldb, float* c, int ldc) {
-  constexpr int W = sizeof(V) / sizeof(float);
-  V acc[MR][NV];
-  for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV; ++v) acc[r][v] = *reinterpret_cast<const V*>(c + r * ldc + W * v);
-  for (int k = 0; k < k_len; ++k) {
-    V bk[NV];
-    for (int v = 0; v < NV; ++v) bk[v] = *reinterpret_cast<const V*>(b + int64_t(k) * ldb + W * v);
-    for (int r = 0; r < MR; ++r) {
-      const float ar = a[r * a_row + k * a_col];
-      for (int v = 0; v < NV; ++v) acc[r][v] += ar * bk[v];
-    }
-  }
-  for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV; ++v) *reinterpret_cast<V*>(c + r * ldc + W * v) = acc[r][v];
-}
-
-// Columns [0, N) of MR rows: whole register blocks, then 16 and 8 columns at a time.
-template <int MR>
-inline void gemm_rows(int N, int K, const float* a, int64_t a_row, int64_t a_col, const float* b,
-                      int ldb, float* c, int ldc) {
-  constexpr int NV = MFS_BWD_VECS;
-  int n = 0;
-  for (; n + 16 * NV <= N; n += 16 * NV) gemm_block<vec16, MR, NV>(K, a, a_row, a_col, b + n, ldb, c + n, ldc);
-  for (; n + 16 <= N; n += 16) gemm_block<vec16, MR, 1>(K, a, a_row, a_col, b + n, ldb, c + n, ldc);
-  for (; n < N; n += 8) gemm_block<vec8, MR, 1>(K, a, a_row, a_col, b + n, ldb, c + n, ldc);
-}
-
-// C[m][n] += sum_k A(m, k) B[k][n] for m < M, n < N (N a multiple of 8), with A(m, k) at
-// a[m * a_row + k * a_col] (so A may be a transposed view), B and C row-major. Sums run over k
-// in order: the result does not depend on the blocking.
-inline void gemm_acc(int M, int N, int K, const float* a, int64_t a_row, int64_t a_col,
-                     const float* b, int ldb, float* c, int ldc) {
-  constexpr int MR = MFS_BWD_ROWS;
-  int m = 0;
-  for (; m + MR <= M; m += MR) gemm_rows<MR>(N, K, a + m * a_row, a_row, a_col, b, ldb, c + m * ldc, ldc);
-  for (; m < M; ++m) gemm_rows<1>(N, K, a + m * a_row, a_row, a_col, b, ldb, c + m * ldc, ldc);
-}
-
 // ---------------------------------------------------------------- scratch
 
 struct BwdBuffers {
   float *q, *dout;     // [kBwdRows][head_dim], [kBwdRows][head_dim_v]
   float *k, *kt, *vt;  // [kBwdKeys][head_dim], [head_dim][kBwdKeys], [head_dim_v][kBwdKeys]
   float *p, *ds;       // [kBwdRows][kBwdKeys]
-  float *acc_a;        // key-tile pass: dK [kBwdKeys][head_dim]; query-tile pass: dQ [kBwdRows][head_dim]
-  float *acc_b;        // key-tile pass: dV [kBwdKeys][head_dim_v]
+  float *dk;           // dK [kBwdKeys][head_dim]
+  float *dv;           // dV [kBwdKeys][head_dim_v]
   float *v_row;        // one value row being transposed: [head_dim_v]
 };
 
@@ -107,7 +52,6 @@ inline size_t bwd_layout(char* base, int hd, int hdv, BwdBuffers* b) {
     offset += (floats * 4 + 63) / 64 * 64;
     return p;
   };
-  const size_t rows = kBwdRows > kBwdKeys ? kBwdRows : kBwdKeys;
   b->q = take(size_t(kBwdRows) * hd);
   b->dout = take(size_t(kBwdRows) * hdv);
   b->k = take(size_t(kBwdKeys) * hd);
@@ -115,8 +59,8 @@ inline size_t bwd_layout(char* base, int hd, int hdv, BwdBuffers* b) {
   b->vt = take(size_t(hdv) * kBwdKeys);
   b->p = take(size_t(kBwdRows) * kBwdKeys);
   b->ds = take(size_t(kBwdRows) * kBwdKeys);
-  b->acc_a = take(rows * hd);
-  b->acc_b = take(size_t(kBwdKeys) * hdv);
+  b->dk = take(size_t(kBwdKeys) * hd);
+  b->dv = take(size_t(kBwdKeys) * hdv);
   b->v_row = take(size_t(hdv));
   return offset;
 }
@@ -193,7 +137,9 @@ void probabilities_and_score_gradients(const BackwardJob& job, int r0, int m, in
   }
 }
 
-// dk, dv of the keys [key_begin, key_end) of one kv head, over every row of the job.
+// dk, dv of the keys [key_begin, key_end) of one kv head over every row of the job; each row's
+// dq accumulator gets the row's dS K. Blocks of rows stop where the accumulators stop being
+// consecutive (the rows of the next head), so that dQ += dS K is one product per block.
 template <typename T>
 void run_key_tile(const BackwardJob& job, void* scratch) {
   const int hd = job.head_dim, hdv = job.head_dim_v;
@@ -201,36 +147,24 @@ void run_key_tile(const BackwardJob& job, void* scratch) {
   bwd_layout(static_cast<char*>(scratch), hd, hdv, &b);
   const int k0 = job.key_begin, n = job.key_end - job.key_begin;
   load_keys<T>(job, k0, n, b);
-  std::fill(b.acc_a, b.acc_a + size_t(kBwdKeys) * hd, 0.0f);
-  std::fill(b.acc_b, b.acc_b + size_t(kBwdKeys) * hdv, 0.0f);
-  for (int r0 = 0; r0 < job.row_count; r0 += kBwdRows) {
-    const int m = std::min(kBwdRows, job.row_count - r0);
+  std::fill(b.dk, b.dk + size_t(kBwdKeys) * hd, 0.0f);
+  std::fill(b.dv, b.dv + size_t(kBwdKeys) * hdv, 0.0f);
+  const int n_padded = (n + 7) / 8 * 8;  // products run over whole 8-column groups (zero keys)
+  for (int r0 = 0; r0 < job.row_count;) {
+    float* dq = job.rows[r0].dq_acc;
+    int m = 1;
+    while (m < kBwdRows && r0 + m < job.row_count && job.rows[r0 + m].dq_acc == dq + size_t(m) * hd) ++m;
     load_rows<T>(job, r0, m, b);
     probabilities_and_score_gradients(job, r0, m, k0, n, b);
-    gemm_acc(n, hdv, m, b.p, 1, kBwdKeys, b.dout, hdv, b.acc_b, hdv);  // dV += P^T dO
-    gemm_acc(n, hd, m, b.ds, 1, kBwdKeys, b.q, hd, b.acc_a, hd);       // dK += dS^T Q
+    gemm_acc(n, hdv, m, b.p, 1, kBwdKeys, b.dout, hdv, b.dv, hdv);  // dV += P^T dO
+    gemm_acc(n, hd, m, b.ds, 1, kBwdKeys, b.q, hd, b.dk, hd);       // dK += dS^T Q
+    gemm_acc(m, hd, n_padded, b.ds, kBwdKeys, 1, b.k, hd, dq, hd);     // dQ += dS K
+    r0 += m;
   }
   for (int j = 0; j < n; ++j) {
-    store_row<T>(b.acc_a + size_t(j) * hd, hd, job.dk_rows[j]);
-    store_row<T>(b.acc_b + size_t(j) * hdv, hdv, job.dv_rows[j]);
+    store_row<T>(b.dk + size_t(j) * hd, hd, job.dk_rows[j]);
+    store_row<T>(b.dv + size_t(j) * hdv, hdv, job.dv_rows[j]);
   }
-}
-
-// dq of the job's rows (<= kBwdRows), over the keys [key_begin, key_end).
-template <typename T>
-void run_query_tile(const BackwardJob& job, void* scratch) {
-  const int hd = job.head_dim, hdv = job.head_dim_v, m = job.row_count;
-  BwdBuffers b;
-  bwd_layout(static_cast<char*>(scratch), hd, hdv, &b);
-  load_rows<T>(job, 0, m, b);
-  std::fill(b.acc_a, b.acc_a + size_t(m) * hd, 0.0f);
-  for (int k0 = job.key_begin; k0 < job.key_end; k0 += kBwdKeys) {
-    const int n = std::min(kBwdKeys, job.key_end - k0);
-    load_keys<T>(job, k0, n, b);
-    probabilities_and_score_gradients(job, 0, m, k0, n, b);
-    gemm_acc(m, hd, kBwdKeys, b.ds, kBwdKeys, 1, b.k, hd, b.acc_a, hd);  // dQ += dS K
-  }
-  for (int i = 0; i < m; ++i) store_row<T>(b.acc_a + size_t(i) * hd, hd, job.rows[i].dq);
 }
 
 void bwd_key_tile(const BackwardJob& job, void* scratch) {
@@ -238,14 +172,6 @@ void bwd_key_tile(const BackwardJob& job, void* scratch) {
     case ElementType::kFloat32: return run_key_tile<float>(job, scratch);
     case ElementType::kFloat16: return run_key_tile<c10::Half>(job, scratch);
     case ElementType::kBFloat16: return run_key_tile<c10::BFloat16>(job, scratch);
-  }
-}
-
-void bwd_query_tile(const BackwardJob& job, void* scratch) {
-  switch (job.dtype) {
-    case ElementType::kFloat32: return run_query_tile<float>(job, scratch);
-    case ElementType::kFloat16: return run_query_tile<c10::Half>(job, scratch);
-    case ElementType::kBFloat16: return run_query_tile<c10::BFloat16>(job, scratch);
   }
 }
 

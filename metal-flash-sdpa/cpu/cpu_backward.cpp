@@ -1,9 +1,13 @@
 // The cpu backward pass (FlashAttention-2): D = rowsum(dO * O) and the sink gradient per row, then
-// a key-tile pass (sequence, kv head, key tile) for dk and dv summed over the GQA group's heads,
-// and a query-tile pass (sequence, head, query tile) for dq. Every output row is computed by one
+// one pass over work items (sequence, kv head): each runs the sequence's key tiles in order, every
+// tile giving its dk and dv (summed over the GQA group's heads) and adding its share of dq to the
+// item's fp32 accumulator of the group's rows, which is written once at the end. S and dP are
+// computed once per (row block, key tile), not once per pass. Every output row is computed by one
 // work item in a fixed order: no atomics, bitwise repeatable. Extra memory: D, one float per row
-// and head, plus per-thread scratch.
+// and head, plus per thread the scratch and the dq accumulator of one sequence's group of heads.
 #include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 
 #include <algorithm>
 #include <atomic>
@@ -51,7 +55,7 @@ void run_items(size_t count, int64_t total_cost, Fn&& fn) {
 }
 
 struct WorkItem {
-  int batch, head, begin, end;  // key-tile pass: kv head, keys; query-tile pass: q head, rows
+  int batch, kv_head;
   int64_t cost;
 };
 
@@ -92,7 +96,7 @@ BackwardRow make_row(const Call& c, int b, int h, int row) {
   BackwardRow r;
   r.q = c.q + (b * p.q_batch_stride + token * p.q_row_stride + h * p.q_head_stride) * c.esize;
   r.dout = c.dout + (b * c.dout_batch + token * c.dout_row + h * c.dout_head) * c.esize;
-  r.dq = c.dq + (b * c.dq_batch + token * c.dq_row + h * c.dq_head) * c.esize;
+  r.dq_acc = nullptr;  // the driver's accumulator
   r.lse = c.lse_of(b, h, row);
   r.d = c.d[c.d_index(b, h, row)];
   const KeyRange range = visible_keys(row, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
@@ -165,7 +169,8 @@ void row_terms(const Call& c, const AttentionTensors& t, const AttentionGradient
 // Per-thread memory kept across calls (as the forward's).
 struct BackwardWorkspace {
   std::vector<char> buffer;
-  std::vector<BackwardRow> rows;
+  std::vector<BackwardRow> group_rows, tile_rows;
+  std::vector<float> dq_acc;
   std::vector<void*> dk_rows, dv_rows;
 
   void* scratch(size_t bytes) {
@@ -179,9 +184,75 @@ BackwardWorkspace& backward_workspace() {
   return workspace;
 }
 
-// dk, dv: one item per (sequence, kv head, key tile), over every query row that sees the tile
-// in every head of the kv head's group.
-void key_tile_pass(const Call& c, const BackwardKernel& kernel, size_t scratch_bytes) {
+template <typename T>
+void store_row(const float* src, int n, void* dst) {
+  T* d = static_cast<T*>(dst);
+  for (int i = 0; i < n; ++i) d[i] = T(src[i]);
+}
+
+void store_dq_row(ElementType dtype, const float* src, int n, void* dst) {
+  switch (dtype) {
+    case ElementType::kFloat32: return store_row<float>(src, n, dst);
+    case ElementType::kFloat16: return store_row<c10::Half>(src, n, dst);
+    case ElementType::kBFloat16: return store_row<c10::BFloat16>(src, n, dst);
+  }
+}
+
+// One work item: the key tiles of sequence w.batch for kv head w.kv_head, in order, over the rows
+// of every head of the kv head's group that see each tile; then the group's dq rows.
+void run_item(const Call& c, const BackwardKernel& kernel, size_t scratch_bytes, const WorkItem& w) {
+  const AttentionParams& p = c.p;
+  const int group = p.heads_q / p.heads_kv, hd = p.head_dim;
+  const Sequence& s = c.seqs[w.batch];
+  BackwardWorkspace& ws = backward_workspace();
+  // Rows in (head of the group, row) order; accumulator rows in the same order.
+  ws.dq_acc.assign(size_t(group) * s.seqlen_q * hd, 0.0f);
+  ws.group_rows.clear();
+  for (int hh = 0; hh < group; ++hh) {
+    for (int row = 0; row < s.seqlen_q; ++row) {
+      ws.group_rows.push_back(make_row(c, w.batch, w.kv_head * group + hh, row));
+      ws.group_rows.back().dq_acc = ws.dq_acc.data() + (size_t(hh) * s.seqlen_q + row) * hd;
+    }
+  }
+  ws.dk_rows.resize(kBackwardKeyTile);
+  ws.dv_rows.resize(kBackwardKeyTile);
+  BackwardJob job = make_job(c, w.batch, w.kv_head);
+  void* scratch = ws.scratch(scratch_bytes);
+  for (int k0 = 0; k0 < s.seqlen_k; k0 += kBackwardKeyTile) {
+    const int k1 = std::min(s.seqlen_k, k0 + kBackwardKeyTile);
+    const KeyRange visible = visible_queries_for_keys(k0, k1, s.seqlen_q, s.seqlen_k,
+                                                      p.window_left, p.window_right);
+    if (visible.end <= visible.begin) continue;  // no query sees these keys: dk = dv = 0
+    ws.tile_rows.clear();
+    for (int hh = 0; hh < group; ++hh) {
+      const BackwardRow* first = ws.group_rows.data() + size_t(hh) * s.seqlen_q;
+      ws.tile_rows.insert(ws.tile_rows.end(), first + visible.begin, first + visible.end);
+    }
+    for (int j = k0; j < k1; ++j) {
+      const int64_t key = s.k_begin + j;
+      ws.dk_rows[j - k0] = c.dk + (w.batch * c.dk_batch + key * c.dk_row + w.kv_head * c.dk_head) * c.esize;
+      ws.dv_rows[j - k0] = c.dv + (w.batch * c.dv_batch + key * c.dv_row + w.kv_head * c.dv_head) * c.esize;
+    }
+    job.key_begin = k0;
+    job.key_end = k1;
+    job.rows = ws.tile_rows.data();
+    job.row_count = int(ws.tile_rows.size());
+    job.dk_rows = ws.dk_rows.data();
+    job.dv_rows = ws.dv_rows.data();
+    kernel.key_tile(job, scratch);
+  }
+  for (int hh = 0; hh < group; ++hh) {
+    const int h = w.kv_head * group + hh;
+    for (int row = 0; row < s.seqlen_q; ++row) {
+      const int64_t token = s.q_begin + row;
+      char* dq = c.dq + (w.batch * c.dq_batch + token * c.dq_row + h * c.dq_head) * c.esize;
+      store_dq_row(c.dtype, ws.dq_acc.data() + (size_t(hh) * s.seqlen_q + row) * hd, hd, dq);
+    }
+  }
+}
+
+// Every (sequence, kv head) with queries and keys, longest first.
+void backward_pass(const Call& c, const BackwardKernel& kernel, size_t scratch_bytes) {
   const AttentionParams& p = c.p;
   const int group = p.heads_q / p.heads_kv;
   const int64_t dims = p.head_dim + p.head_dim_v;
@@ -189,94 +260,21 @@ void key_tile_pass(const Call& c, const BackwardKernel& kernel, size_t scratch_b
   int64_t total = 0;
   for (int b = 0; b < p.batch; ++b) {
     const Sequence& s = c.seqs[b];
+    int64_t cost = 0;  // ~ multiply-adds of the five products
     for (int k0 = 0; k0 < s.seqlen_k; k0 += kBackwardKeyTile) {
       const int k1 = std::min(s.seqlen_k, k0 + kBackwardKeyTile);
       const KeyRange rows = visible_queries_for_keys(k0, k1, s.seqlen_q, s.seqlen_k,
                                                      p.window_left, p.window_right);
-      if (rows.end <= rows.begin) continue;  // no query sees these keys: dk = dv = 0
-      const int64_t cost = int64_t(group) * (rows.end - rows.begin + 16) * (k1 - k0) * dims * 2;
-      for (int kvh = 0; kvh < p.heads_kv; ++kvh) {
-        items.push_back({b, kvh, k0, k1, cost});
-        total += cost;
-      }
+      if (rows.end > rows.begin) cost += int64_t(group) * (rows.end - rows.begin + 16) * (k1 - k0) * dims * 3;
+    }
+    if (cost == 0 || s.seqlen_q <= 0) continue;  // nothing flows back: the gradients stay 0
+    for (int kvh = 0; kvh < p.heads_kv; ++kvh) {
+      items.push_back({b, kvh, cost});
+      total += cost;
     }
   }
   sort_by_cost(items);
-  run_items(items.size(), total, [&](size_t i) {
-    const WorkItem& w = items[i];
-    const Sequence& s = c.seqs[w.batch];
-    BackwardWorkspace& ws = backward_workspace();
-    const KeyRange visible = visible_queries_for_keys(w.begin, w.end, s.seqlen_q, s.seqlen_k,
-                                                      p.window_left, p.window_right);
-    ws.rows.clear();
-    for (int hh = 0; hh < group; ++hh) {
-      for (int row = visible.begin; row < visible.end; ++row) {
-        ws.rows.push_back(make_row(c, w.batch, w.head * group + hh, row));
-      }
-    }
-    ws.dk_rows.resize(kBackwardKeyTile);
-    ws.dv_rows.resize(kBackwardKeyTile);
-    for (int j = w.begin; j < w.end; ++j) {
-      const int64_t key = s.k_begin + j;
-      ws.dk_rows[j - w.begin] = c.dk + (w.batch * c.dk_batch + key * c.dk_row + w.head * c.dk_head) * c.esize;
-      ws.dv_rows[j - w.begin] = c.dv + (w.batch * c.dv_batch + key * c.dv_row + w.head * c.dv_head) * c.esize;
-    }
-    BackwardJob job = make_job(c, w.batch, w.head);
-    job.key_begin = w.begin;
-    job.key_end = w.end;
-    job.rows = ws.rows.data();
-    job.row_count = int(ws.rows.size());
-    job.dk_rows = ws.dk_rows.data();
-    job.dv_rows = ws.dv_rows.data();
-    kernel.key_tile(job, ws.scratch(scratch_bytes));
-  });
-}
-
-// dq: one item per (sequence, q head, query tile), over the keys its rows see.
-void query_tile_pass(const Call& c, const BackwardKernel& kernel, size_t scratch_bytes) {
-  const AttentionParams& p = c.p;
-  const int group = p.heads_q / p.heads_kv;
-  const int64_t dims = p.head_dim + p.head_dim_v;
-  std::vector<WorkItem> items;
-  int64_t total = 0;
-  for (int b = 0; b < p.batch; ++b) {
-    const Sequence& s = c.seqs[b];
-    for (int q0 = 0; q0 < s.seqlen_q; q0 += kBackwardRowTile) {
-      const int q1 = std::min(s.seqlen_q, q0 + kBackwardRowTile);
-      const KeyRange hull = visible_keys_for_rows(q0, q1, s.seqlen_q, s.seqlen_k,
-                                                  p.window_left, p.window_right);
-      const int keys = std::max(0, std::min(hull.end, s.seqlen_k) - std::max(hull.begin, 0));
-      if (keys == 0) continue;  // no row sees a key: dq = 0
-      const int64_t cost = int64_t(q1 - q0 + 16) * (keys + 16) * dims * 2;
-      for (int h = 0; h < p.heads_q; ++h) {
-        items.push_back({b, h, q0, q1, cost});
-        total += cost;
-      }
-    }
-  }
-  sort_by_cost(items);
-  run_items(items.size(), total, [&](size_t i) {
-    const WorkItem& w = items[i];
-    const Sequence& s = c.seqs[w.batch];
-    BackwardWorkspace& ws = backward_workspace();
-    ws.rows.clear();
-    int begin = s.seqlen_k, end = 0;
-    for (int row = w.begin; row < w.end; ++row) {
-      ws.rows.push_back(make_row(c, w.batch, w.head, row));
-      const BackwardRow& r = ws.rows.back();
-      if (r.key_begin < r.key_end) {
-        begin = std::min(begin, r.key_begin);
-        end = std::max(end, r.key_end);
-      }
-    }
-    if (end <= begin) return;
-    BackwardJob job = make_job(c, w.batch, w.head / group);
-    job.key_begin = begin;
-    job.key_end = end;
-    job.rows = ws.rows.data();
-    job.row_count = int(ws.rows.size());
-    kernel.query_tile(job, ws.scratch(scratch_bytes));
-  });
+  run_items(items.size(), total, [&](size_t i) { run_item(c, kernel, scratch_bytes, items[i]); });
 }
 
 }  // namespace
@@ -313,6 +311,5 @@ void run_attention_backward(const AttentionParams& p, const AttentionTensors& t,
   row_terms(c, t, g, d);
   const BackwardKernel kernel = pick_backward_kernel();
   const size_t scratch_bytes = kernel.scratch_bytes(p.head_dim, p.head_dim_v);
-  key_tile_pass(c, kernel, scratch_bytes);
-  query_tile_pass(c, kernel, scratch_bytes);
+  backward_pass(c, kernel, scratch_bytes);
 }

@@ -3,15 +3,19 @@
 // compiled for AVX2 + FMA by a target pragma); everything here has internal linkage so each
 // file's copy keeps its own instruction set.
 //
-// Same algorithm as the AVX-512 kernel with a simpler layout: per block of keys, keys and values
-// are converted to fp32 once, then each row runs its own online softmax over them, with loops
-// over keys or head dims innermost so they vectorise.
+// FlashAttention-2 over one TileJob in fp32: per block of keys, keys (transposed) and values are
+// converted to fp32 once; then, for the runs of consecutive rows that see the block,
+//   S = Q K^T (tile_products.h), the rows' online softmax over S, O = alpha O + P V (tile_products.h).
 
 #include "exp_nonpositive.h"
+#include "tile_products.h"
 
 namespace {
 
-constexpr int kBlock = 64;  // keys converted per block
+constexpr int kBlock = 64;  // keys per block (a multiple of 8: products run over whole 8-key groups)
+// q.k is summed in pieces of this many dims, then the pieces are added: one long fp32 running
+// sum loses accuracy that large unscaled scores (e.g. scale = 1, head_dim 256) expose.
+constexpr int kDotPiece = 32;
 
 template <typename T>
 void convert_row(const void* src, int n, float* dst) {
@@ -19,18 +23,13 @@ void convert_row(const void* src, int n, float* dst) {
   for (int i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]);
 }
 
-// Dot product with 8 independent partial sums (head dims are multiples of 8), so the compiler
-// can vectorise it without reassociating.
-inline float dot(const float* a, const float* b, int n) {
-  float acc[8] = {};
-  for (int i = 0; i < n; i += 8) {
-    for (int l = 0; l < 8; ++l) acc[l] += a[i + l] * b[i + l];
-  }
-  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-}
-
 struct Buffers {
-  float *q, *o, *k, *v, *s, *row_max, *row_sum;
+  float *q, *o;   // [rows][head_dim], [rows][head_dim_v]
+  float *kt, *v;  // K^T [head_dim][kBlock], V [kBlock][head_dim_v]
+  float *s;       // scores, then probabilities: [rows][kBlock]
+  float *piece;   // one piece of the scores' dims: [rows][kBlock]
+  float *k_row;   // one key row being transposed
+  float *row_max, *row_sum;
 };
 
 inline size_t layout(char* base, int rows, int head_dim, int head_dim_v, Buffers* b) {
@@ -42,9 +41,11 @@ inline size_t layout(char* base, int rows, int head_dim, int head_dim_v, Buffers
   };
   b->q = take(size_t(rows) * head_dim);
   b->o = take(size_t(rows) * head_dim_v);
-  b->k = take(size_t(kBlock) * head_dim);
+  b->kt = take(size_t(head_dim) * kBlock);
   b->v = take(size_t(kBlock) * head_dim_v);
-  b->s = take(kBlock);
+  b->s = take(size_t(rows) * kBlock);
+  b->piece = take(size_t(rows) * kBlock);
+  b->k_row = take(head_dim);
   b->row_max = take(rows);
   b->row_sum = take(rows);
   return offset;
@@ -53,6 +54,50 @@ inline size_t layout(char* base, int rows, int head_dim, int head_dim_v, Buffers
 size_t portable_scratch_bytes(int max_rows, int head_dim, int head_dim_v) {
   Buffers unused;
   return layout(nullptr, max_rows, head_dim, head_dim_v, &unused);
+}
+
+// Scores of row r over keys [lo, hi) of the block starting at n0 (s holds the raw products q.k of
+// the block's keys), turned into the row's probabilities in place; every other entry of the
+// row's [0, n_padded) becomes 0. Updates the row's running max and sum; returns the factor its
+// output accumulator must be rescaled by. The rules are attention_semantics.h's.
+inline float softmax_row(const TileJob& job, int r, int n0, int lo, int hi, int n_padded, float* s,
+                         float* row_max, float* row_sum) {
+  const int a = lo - n0, e = hi - n0;
+  for (int j = a; j < e; ++j) s[j] = job.scale * s[j];
+  if (job.softcap > 0.0f) {
+    for (int j = a; j < e; ++j) s[j] = apply_softcap(s[j], job.softcap);
+  }
+  if (job.has_alibi) {
+    // alibi_bias() measures the distance from the row's diagonal; row_diagonal[r] is it.
+    const float slope = job.row_alibi_slope[r];
+    const int diag = job.row_diagonal[r];
+    for (int j = a; j < e; ++j) s[j] += alibi_bias(slope, diag, n0 + j, 0, 0);
+  }
+  float block_max = -INFINITY;
+  for (int j = a; j < e; ++j) block_max = std::max(block_max, s[j]);
+  const float new_max = std::max(row_max[r], block_max);
+  const float alpha = exp_nonpositive(row_max[r] - new_max);  // 0 while nothing was seen
+  float sum = 0.0f;
+  for (int j = a; j < e; ++j) {
+    s[j] = exp_nonpositive(s[j] - new_max);
+    sum += s[j];
+  }
+  for (int j = 0; j < a; ++j) s[j] = 0.0f;
+  for (int j = e; j < n_padded; ++j) s[j] = 0.0f;
+  row_max[r] = new_max;
+  row_sum[r] = row_sum[r] * alpha + sum;
+  return alpha;
+}
+
+// s[m][n_padded] (row stride kBlock) = Q K^T for rows q[m][hd], in pieces of kDotPiece dims.
+inline void scores(int m, int n_padded, int hd, const float* q, const float* kt, float* s, float* piece) {
+  std::fill(s, s + size_t(m) * kBlock, 0.0f);
+  gemm_acc(m, n_padded, std::min(hd, kDotPiece), q, hd, 1, kt, kBlock, s, kBlock);
+  for (int d0 = kDotPiece; d0 < hd; d0 += kDotPiece) {
+    std::fill(piece, piece + size_t(m) * kBlock, 0.0f);
+    gemm_acc(m, n_padded, std::min(hd - d0, kDotPiece), q + d0, hd, 1, kt + size_t(d0) * kBlock, kBlock, piece, kBlock);
+    for (size_t i = 0; i < size_t(m) * kBlock; ++i) s[i] += piece[i];
+  }
 }
 
 template <typename T>
@@ -69,45 +114,39 @@ void run_tile(const TileJob& job, void* scratch) {
 
   for (int n0 = job.key_begin; n0 < job.key_end; n0 += kBlock) {
     const int n = std::min(kBlock, job.key_end - n0);
+    const int n_padded = (n + 7) / 8 * 8;
     for (int j = 0; j < n; ++j) {
-      convert_row<T>(job.k.row(n0 + j), hd, b.k + size_t(j) * hd);
+      convert_row<T>(job.k.row(n0 + j), hd, b.k_row);
+      for (int d = 0; d < hd; ++d) b.kt[size_t(d) * kBlock + j] = b.k_row[d];
       convert_row<T>(job.v.row(n0 + j), hdv, b.v + size_t(j) * hdv);
     }
-    for (int r = 0; r < rows; ++r) {
-      const int lo = std::max(n0, job.row_key_begin[r]), hi = std::min(n0 + n, job.row_key_end[r]);
-      if (lo >= hi) continue;
-      const int count = hi - lo;
-      const float* q = b.q + size_t(r) * hd;
-      const float* k = b.k + size_t(lo - n0) * hd;
-      // score = softcap(scale * q.k) + alibi, as attention_semantics.h defines it.
-      for (int j = 0; j < count; ++j) b.s[j] = job.scale * dot(q, k + size_t(j) * hd, hd);
-      if (job.softcap > 0.0f) {
-        for (int j = 0; j < count; ++j) b.s[j] = apply_softcap(b.s[j], job.softcap);
+    for (int j = n; j < n_padded; ++j) {  // padding keys: zero products, zero values
+      for (int d = 0; d < hd; ++d) b.kt[size_t(d) * kBlock + j] = 0.0f;
+      std::fill(b.v + size_t(j) * hdv, b.v + size_t(j + 1) * hdv, 0.0f);
+    }
+    // Runs of consecutive rows that see a key of the block: one product each.
+    for (int r0 = 0; r0 < rows;) {
+      auto sees_block = [&](int r) { return std::max(n0, job.row_key_begin[r]) < std::min(n0 + n, job.row_key_end[r]); };
+      if (!sees_block(r0)) {
+        ++r0;
+        continue;
       }
-      if (job.has_alibi) {
-        // alibi_bias() measures the distance from the row's diagonal; row_diagonal[r] is it.
-        const float slope = job.row_alibi_slope[r];
-        const int diag = job.row_diagonal[r];
-        for (int j = 0; j < count; ++j) b.s[j] += alibi_bias(slope, diag, lo + j, 0, 0);
+      int r1 = r0 + 1;
+      while (r1 < rows && sees_block(r1)) ++r1;
+      const int m = r1 - r0;
+      float* s = b.s + size_t(r0) * kBlock;
+      scores(m, n_padded, hd, b.q + size_t(r0) * hd, b.kt, s, b.piece);  // S = Q K^T
+      for (int r = r0; r < r1; ++r) {
+        const int lo = std::max(n0, job.row_key_begin[r]), hi = std::min(n0 + n, job.row_key_end[r]);
+        const float alpha = softmax_row(job, r, n0, lo, hi, n_padded, b.s + size_t(r) * kBlock,
+                                        b.row_max, b.row_sum);
+        float* o = b.o + size_t(r) * hdv;
+        if (alpha != 1.0f) {
+          for (int d = 0; d < hdv; ++d) o[d] *= alpha;
+        }
       }
-      float block_max = -INFINITY;
-      for (int j = 0; j < count; ++j) block_max = std::max(block_max, b.s[j]);
-      const float new_max = std::max(b.row_max[r], block_max);
-      const float alpha = exp_nonpositive(b.row_max[r] - new_max);  // 0 while nothing was seen
-      float sum = 0.0f;
-      for (int j = 0; j < count; ++j) {
-        b.s[j] = exp_nonpositive(b.s[j] - new_max);
-        sum += b.s[j];
-      }
-      float* o = b.o + size_t(r) * hdv;
-      for (int d = 0; d < hdv; ++d) o[d] *= alpha;
-      for (int j = 0; j < count; ++j) {
-        const float p = b.s[j];
-        const float* v = b.v + size_t(lo - n0 + j) * hdv;
-        for (int d = 0; d < hdv; ++d) o[d] += p * v[d];
-      }
-      b.row_max[r] = new_max;
-      b.row_sum[r] = b.row_sum[r] * alpha + sum;
+      gemm_acc(m, hdv, n_padded, s, kBlock, 1, b.v, hdv, b.o + size_t(r0) * hdv, hdv);  // O += P V
+      r0 = r1;
     }
   }
 

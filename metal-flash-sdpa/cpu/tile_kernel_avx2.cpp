@@ -20,6 +20,10 @@
 #pragma GCC target("avx2,fma,f16c")
 #endif
 
+// Register block of the products: 6 rows x 16 columns: 12 of the 16 ymm registers.
+#define MFS_VEC_LANES 8
+#define MFS_GEMM_ROWS 6
+#define MFS_GEMM_VECS 2
 #include "portable_tile_kernel.h"
 
 #if defined(__clang__)

@@ -1,6 +1,10 @@
 // The AVX-512 tile kernel for every dtype, computing in fp32 (fp16/bf16 converted per block).
 // Compiled for AVX-512 F/BW/VL/DQ by the target pragma below (no compiler flags needed); the
 // driver calls it only when the cpu has those (cpu_features.cpp).
+// attention_semantics.h's rule templates are instantiated here with __m512 and always inlined
+// into this file's AVX-512 functions; GCC's note that passing __m512 to a function compiled
+// without AVX-512 changes the ABI concerns no call that exists.
+#pragma GCC diagnostic ignored "-Wpsabi"
 #include "tile_job.h"
 
 #ifdef MFS_HAVE_X86_KERNELS

@@ -1,6 +1,10 @@
 // The AVX-512 tile kernel for bf16 inputs with native bf16 dot products (vdpbf16ps, fp32
 // accumulation). Compiled for AVX-512 F/BW/VL/DQ + AVX512_BF16 by the target pragma below; the
 // driver calls it only for bf16 tensors on a cpu that has AVX512_BF16 (cpu_features.cpp).
+// attention_semantics.h's rule templates are instantiated here with __m512 and always inlined
+// into this file's AVX-512 functions; GCC's note that passing __m512 to a function compiled
+// without AVX-512 changes the ABI concerns no call that exists.
+#pragma GCC diagnostic ignored "-Wpsabi"
 #include "tile_job.h"
 
 #ifdef MFS_HAVE_X86_KERNELS

@@ -9,6 +9,10 @@
 
 #include "tile_job.h"
 
+// Register block of the products: 4 rows x 8 columns: 8 of the 16 SSE registers.
+#define MFS_VEC_LANES 4
+#define MFS_GEMM_ROWS 4
+#define MFS_GEMM_VECS 2
 #include "portable_tile_kernel.h"
 
 TileKernel portable_tile_kernel() { return {portable_scratch_bytes, run_portable}; }
