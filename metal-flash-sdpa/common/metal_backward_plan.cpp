@@ -5,16 +5,6 @@
 
 namespace {
 
-uint32_t ceil_div(int64_t a, int64_t b) { return static_cast<uint32_t>((a + b - 1) / b); }
-
-template <typename S>
-PlanBytes bytes_of(int index, const S& value) {
-  PlanBytes b;
-  b.index = index;
-  b.bytes.resize(sizeof(S));
-  std::memcpy(b.bytes.data(), &value, sizeof(S));
-  return b;
-}
 
 // The [[buffer]] indices each backward kernel declares (its signature in
 // attention_backward.metal), each with the tensor bound there; an index whose tensor the call
@@ -72,8 +62,8 @@ KernelLaunch backward_launch(const std::string& name, PlanKernel kind, const Att
       l.bytes.push_back({b.index, std::vector<uint8_t>(16, 0)});
     }
   }
-  l.bytes.push_back(bytes_of(MFS_BUF_PARAMS, p));
-  l.bytes.push_back(bytes_of(MFS_BUF_BWD_ARGS, args));
+  l.bytes.push_back(plan_bytes_of(MFS_BUF_PARAMS, p));
+  l.bytes.push_back(plan_bytes_of(MFS_BUF_BWD_ARGS, args));
   l.threadgroups[0] = x;
   l.threadgroups[1] = y;
   l.threadgroups[2] = z;
@@ -115,13 +105,13 @@ LaunchPlan make_backward_plan(const AttentionParams& p, const MetalBackwardArgs&
   const uint32_t tg_bytes = static_cast<uint32_t>(mfs_bwd_tg_bytes(tile, eb));
   plan.launches.push_back(backward_launch(
       "mfs_bwd_row_dot_" + sfx, PlanKernel::BackwardRowDot, p, args, sinks_dtype, target,
-      ceil_div(p.max_seqlen_q, MFS_BWD_DOT_ROWS), p.heads_q, p.batch, MFS_BWD_DOT_THREADS, 0));
+      plan_ceil_div(p.max_seqlen_q, MFS_BWD_DOT_ROWS), p.heads_q, p.batch, MFS_BWD_DOT_THREADS, 0));
   plan.launches.push_back(backward_launch(
       "mfs_bwd_dkdv_" + sfx + dim, PlanKernel::BackwardDkDv, p, args, sinks_dtype, target,
-      ceil_div(p.max_seqlen_k, MFS_BWD_OWN), p.heads_kv, p.batch, mfs_bwd_threads(tile), tg_bytes));
+      plan_ceil_div(p.max_seqlen_k, MFS_BWD_OWN), p.heads_kv, p.batch, mfs_bwd_threads(tile), tg_bytes));
   plan.launches.push_back(backward_launch(
       "mfs_bwd_dq_" + sfx + dim, PlanKernel::BackwardDq, p, args, sinks_dtype, target,
-      ceil_div(p.max_seqlen_q, MFS_BWD_OWN), p.heads_q, p.batch, mfs_bwd_threads(tile), tg_bytes));
+      plan_ceil_div(p.max_seqlen_q, MFS_BWD_OWN), p.heads_q, p.batch, mfs_bwd_threads(tile), tg_bytes));
   if (p.flags & kHasSinks) {
     plan.launches.push_back(backward_launch("mfs_bwd_sinks", PlanKernel::BackwardSinks, p, args,
                                             sinks_dtype, target, 1, p.heads_q, 1,

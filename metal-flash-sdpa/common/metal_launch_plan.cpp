@@ -18,16 +18,6 @@ const char* dtype_suffix(MfsDtype dtype) {
 
 int dtype_bytes(MfsDtype dtype) { return dtype == kMfsFloat32 ? 4 : 2; }
 
-uint32_t ceil_div(int64_t a, int64_t b) { return static_cast<uint32_t>((a + b - 1) / b); }
-
-template <typename S>
-PlanBytes bytes_of(int index, const S& value) {
-  PlanBytes b;
-  b.index = index;
-  b.bytes.resize(sizeof(S));
-  std::memcpy(b.bytes.data(), &value, sizeof(S));
-  return b;
-}
 
 // The tensors of the call present in these params, bound at their [[buffer]] indices.
 std::vector<PlanBuffer> call_buffers(const AttentionParams& p, bool inputs) {
@@ -91,7 +81,7 @@ KernelLaunch launch(const std::string& name, PlanKernel kind, const AttentionPar
   l.kernel_name = name;
   l.kind = kind;
   l.function_constants = feature_constants(p, sinks_dtype, target);
-  l.bytes.push_back(bytes_of(MFS_BUF_PARAMS, p));
+  l.bytes.push_back(plan_bytes_of(MFS_BUF_PARAMS, p));
   l.static_threadgroup_bytes = 0;
   return l;
 }
@@ -191,7 +181,7 @@ LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype 
       args.rows_per_head = rows;
       args.rows_per_tg = std::min(rows, max_pairs);
       args.heads_per_tg = decode_heads_per_tg(group, args.rows_per_tg, max_pairs);
-      const int row_chunks = static_cast<int>(ceil_div(rows, args.rows_per_tg));
+      const int row_chunks = static_cast<int>(plan_ceil_div(rows, args.rows_per_tg));
       const int tg_y = p.heads_kv * (group / args.heads_per_tg) * row_chunks;
       const int64_t tgs = int64_t(p.batch) * tg_y;
       // Split the keys while the launch would give the GPU's cores too few SIMD-groups.
@@ -201,7 +191,7 @@ LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype 
       int splits = 1;
       int64_t keys_per_split = 0;
       if (simdgroups < target_simdgroups) {
-        const int64_t wanted = ceil_div(target_simdgroups, simdgroups);
+        const int64_t wanted = plan_ceil_div(target_simdgroups, simdgroups);
         // A split's partials (written, then read by the reduction) must stay small next to the
         // K/V rows it reads (at most 1/scratch_ratio), and give each SIMD-group a few keys.
         const int64_t pairs = int64_t(args.heads_per_tg) * args.rows_per_tg;
@@ -209,18 +199,18 @@ LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype 
         const int64_t row_bytes = int64_t(p.head_dim + p.head_dim_v) * eb;
         int64_t min_keys = std::max<int64_t>(
             int64_t(tuning.min_keys_per_simdgroup) * MFS_DECODE_SIMDGROUPS,
-            ceil_div(tuning.scratch_ratio * partial_bytes, row_bytes));
-        min_keys = int64_t(ceil_div(min_keys, MFS_DECODE_SPLIT_GRAIN)) * MFS_DECODE_SPLIT_GRAIN;
+            plan_ceil_div(tuning.scratch_ratio * partial_bytes, row_bytes));
+        min_keys = int64_t(plan_ceil_div(min_keys, MFS_DECODE_SPLIT_GRAIN)) * MFS_DECODE_SPLIT_GRAIN;
         if (p.max_seqlen_k / min_keys >= 2) {
           // The longest split (a multiple of the grain) that still gives `wanted` splits: each
           // split's partials cost traffic, so no more of them than the cores need.
-          keys_per_split = ceil_div(ceil_div(p.max_seqlen_k, wanted), MFS_DECODE_SPLIT_GRAIN) *
+          keys_per_split = plan_ceil_div(plan_ceil_div(p.max_seqlen_k, wanted), MFS_DECODE_SPLIT_GRAIN) *
                            MFS_DECODE_SPLIT_GRAIN;
-          while (keys_per_split > min_keys && ceil_div(p.max_seqlen_k, keys_per_split) < wanted) {
+          while (keys_per_split > min_keys && plan_ceil_div(p.max_seqlen_k, keys_per_split) < wanted) {
             keys_per_split -= MFS_DECODE_SPLIT_GRAIN;
           }
           keys_per_split = std::max(min_keys, keys_per_split);
-          splits = static_cast<int>(ceil_div(p.max_seqlen_k, keys_per_split));
+          splits = static_cast<int>(plan_ceil_div(p.max_seqlen_k, keys_per_split));
         }
       }
       if (splits < 2) {
@@ -233,7 +223,7 @@ LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype 
       KernelLaunch d = launch("mfs_decode_" + sfx + dim, PlanKernel::Decode, p, sinks_dtype, target);
       d.buffers = call_buffers(p, true);
       set_grid(d, splits, tg_y, p.batch, 32 * MFS_DECODE_SIMDGROUPS);
-      d.bytes.push_back(bytes_of(MFS_BUF_ARGS, args));
+      d.bytes.push_back(plan_bytes_of(MFS_BUF_ARGS, args));
       d.static_threadgroup_bytes = mfs_decode_tg_bytes(tile, eb);
       if (splits > 1) {
         const uint64_t slots = uint64_t(p.batch) * p.heads_q * rows * splits;
@@ -249,7 +239,7 @@ LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype 
         r.buffers = call_buffers(p, false);
         r.buffers.push_back({MFS_BUF_SCRATCH0, PlanTensor::Scratch0});
         r.buffers.push_back({MFS_BUF_SCRATCH1, PlanTensor::Scratch1});
-        r.bytes.push_back(bytes_of(MFS_BUF_ARGS, args));
+        r.bytes.push_back(plan_bytes_of(MFS_BUF_ARGS, args));
         set_grid(r, rows, p.heads_q, p.batch, 32);
         plan.launches.push_back(r);
       }
@@ -257,7 +247,7 @@ LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype 
       KernelLaunch l = launch("mfs_prefill_" + sfx + dim, PlanKernel::Prefill, p, sinks_dtype,
                               target);
       l.buffers = call_buffers(p, true);
-      set_grid(l, ceil_div(p.max_seqlen_q, MFS_PREFILL_BQ), p.heads_q, p.batch,
+      set_grid(l, plan_ceil_div(p.max_seqlen_q, MFS_PREFILL_BQ), p.heads_q, p.batch,
                mfs_prefill_threads(tile));
       l.static_threadgroup_bytes = mfs_prefill_tg_bytes(tile, eb);
       plan.launches.push_back(l);
@@ -269,7 +259,7 @@ LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype 
     c.buffers.push_back({MFS_BUF_OUT, PlanTensor::Out});
     if (p.flags & kWriteLse) c.buffers.push_back({MFS_BUF_LSE, PlanTensor::Lse});
     c.buffers.push_back({MFS_BUF_CU_Q, PlanTensor::CuSeqlensQ});
-    set_grid(c, ceil_div(p.q_rows, MFS_CLEAR_ROWS_PER_TG), p.heads_q, 1, 32);
+    set_grid(c, plan_ceil_div(p.q_rows, MFS_CLEAR_ROWS_PER_TG), p.heads_q, 1, 32);
     plan.launches.push_back(c);
   }
 

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,18 @@ struct PlanBytes {
   int index;                   // [[buffer(index)]] bound with setBytes
   std::vector<uint8_t> bytes;  // the AttentionParams struct, the MetalLaunchArgs struct
 };
+
+// A struct's bytes for setBytes at [[buffer(index)]] (the forward and backward plans).
+template <typename S>
+PlanBytes plan_bytes_of(int index, const S& value) {
+  PlanBytes b;
+  b.index = index;
+  b.bytes.resize(sizeof(S));
+  std::memcpy(b.bytes.data(), &value, sizeof(S));
+  return b;
+}
+
+inline uint32_t plan_ceil_div(int64_t a, int64_t b) { return static_cast<uint32_t>((a + b - 1) / b); }
 
 struct PlanFunctionConstant {
   int index;  // [[function_constant(index)]]
