@@ -83,7 +83,7 @@ def pytest_collection_modifyitems(config, items):
     tools, not the build: they are deselected, and pytest counts them.
 
     Modules whose tests build their inputs on `device` say so with INPUTS_ON_VARIANT_DEVICE
-    (tests/test_inputs_on_device.py audits six of them). Every module that runs the kernel does;
+    (tests/test_inputs_on_device.py audits seven of them). Every module that runs the kernel does;
     a new module that does not (or test_build_layout.py, which checks the local build's layout
     and skips mps itself) has its mps cases reported as skipped, by name, not silently run on
     CPU tensors, which the Metal build refuses."""
