@@ -64,12 +64,7 @@ KernelLaunch backward_launch(const std::string& name, PlanKernel kind, const Att
   }
   l.bytes.push_back(plan_bytes_of(MFS_BUF_PARAMS, p));
   l.bytes.push_back(plan_bytes_of(MFS_BUF_BWD_ARGS, args));
-  l.threadgroups[0] = x;
-  l.threadgroups[1] = y;
-  l.threadgroups[2] = z;
-  l.threads_per_threadgroup[0] = threads;
-  l.threads_per_threadgroup[1] = 1;
-  l.threads_per_threadgroup[2] = 1;
+  plan_set_grid(l, x, y, z, threads);
   l.static_threadgroup_bytes = tg_bytes;
   return l;
 }

@@ -86,14 +86,6 @@ KernelLaunch launch(const std::string& name, PlanKernel kind, const AttentionPar
   return l;
 }
 
-void set_grid(KernelLaunch& l, uint32_t x, uint32_t y, uint32_t z, uint32_t threads) {
-  l.threadgroups[0] = x;
-  l.threadgroups[1] = y;
-  l.threadgroups[2] = z;
-  l.threads_per_threadgroup[0] = threads;
-  l.threads_per_threadgroup[1] = 1;
-  l.threads_per_threadgroup[2] = 1;
-}
 
 // The [[buffer]] indices each kernel family declares (its signature in the .metal sources;
 // the simulator refuses a launch that leaves one unbound, as Metal's validation does).
@@ -222,7 +214,7 @@ LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype 
 
       KernelLaunch d = launch("mfs_decode_" + sfx + dim, PlanKernel::Decode, p, sinks_dtype, target);
       d.buffers = call_buffers(p, true);
-      set_grid(d, splits, tg_y, p.batch, 32 * MFS_DECODE_SIMDGROUPS);
+      plan_set_grid(d, splits, tg_y, p.batch, 32 * MFS_DECODE_SIMDGROUPS);
       d.bytes.push_back(plan_bytes_of(MFS_BUF_ARGS, args));
       d.static_threadgroup_bytes = mfs_decode_tg_bytes(tile, eb);
       if (splits > 1) {
@@ -240,14 +232,14 @@ LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype 
         r.buffers.push_back({MFS_BUF_SCRATCH0, PlanTensor::Scratch0});
         r.buffers.push_back({MFS_BUF_SCRATCH1, PlanTensor::Scratch1});
         r.bytes.push_back(plan_bytes_of(MFS_BUF_ARGS, args));
-        set_grid(r, rows, p.heads_q, p.batch, 32);
+        plan_set_grid(r, rows, p.heads_q, p.batch, 32);
         plan.launches.push_back(r);
       }
     } else {
       KernelLaunch l = launch("mfs_prefill_" + sfx + dim, PlanKernel::Prefill, p, sinks_dtype,
                               target);
       l.buffers = call_buffers(p, true);
-      set_grid(l, plan_ceil_div(p.max_seqlen_q, MFS_PREFILL_BQ), p.heads_q, p.batch,
+      plan_set_grid(l, plan_ceil_div(p.max_seqlen_q, MFS_PREFILL_BQ), p.heads_q, p.batch,
                mfs_prefill_threads(tile));
       l.static_threadgroup_bytes = mfs_prefill_tg_bytes(tile, eb);
       plan.launches.push_back(l);
@@ -259,7 +251,7 @@ LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype 
     c.buffers.push_back({MFS_BUF_OUT, PlanTensor::Out});
     if (p.flags & kWriteLse) c.buffers.push_back({MFS_BUF_LSE, PlanTensor::Lse});
     c.buffers.push_back({MFS_BUF_CU_Q, PlanTensor::CuSeqlensQ});
-    set_grid(c, plan_ceil_div(p.q_rows, MFS_CLEAR_ROWS_PER_TG), p.heads_q, 1, 32);
+    plan_set_grid(c, plan_ceil_div(p.q_rows, MFS_CLEAR_ROWS_PER_TG), p.heads_q, 1, 32);
     plan.launches.push_back(c);
   }
 

@@ -136,6 +136,16 @@ std::string describe_plan(const LaunchPlan& plan);
 
 // Shared with the backward plan (metal_backward_plan.cpp): the kernel-name suffix of a dtype and
 // the call's features as function constants (every launch of a call gets the same set).
+// A launch's grid: x, y, z threadgroups of `threads` threads (one dimension).
+inline void plan_set_grid(KernelLaunch& l, uint32_t x, uint32_t y, uint32_t z, uint32_t threads) {
+  l.threadgroups[0] = x;
+  l.threadgroups[1] = y;
+  l.threadgroups[2] = z;
+  l.threads_per_threadgroup[0] = threads;
+  l.threads_per_threadgroup[1] = 1;
+  l.threads_per_threadgroup[2] = 1;
+}
+
 const char* plan_dtype_suffix(MfsDtype dtype);
 std::vector<PlanFunctionConstant> plan_feature_constants(const AttentionParams& params,
                                                          MfsDtype sinks_dtype,
