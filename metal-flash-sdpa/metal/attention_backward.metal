@@ -16,22 +16,13 @@
 #include "attention_tiles.h"
 
 #include "../common/metal_backward_config.h"
-#include "../common/sequence_bounds.h"
 
-// One sequence's rows from the offsets (loaded by lane 0 and broadcast), clamped by the shared
-// rule (common/sequence_bounds.h). The backward has no paged K/V and no seqused_k.
+// One sequence's rows: the forward's sequence_rows (attention_kernel_common.h, the shared rule of
+// common/sequence_bounds.h). The backward binds no seqused_k (the plan refuses it, so
+// mfs_seqused_k is off and that pointer is never read): cu_seqlens_k stands in for it.
 inline SequenceBounds bwd_sequence(constant AttentionParams& p, const device int* cu_seqlens_q,
                                    const device int* cu_seqlens_k, int b, uint lane) {
-  SequenceOffsets o = {0, 0, 0, 0, 0};
-  if (mfs_varlen_q) {
-    o.cu_q_begin = uniform_load(cu_seqlens_q, b, lane);
-    o.cu_q_end = uniform_load(cu_seqlens_q, b + 1, lane);
-  }
-  if (mfs_varlen_k) {
-    o.cu_k_begin = uniform_load(cu_seqlens_k, b, lane);
-    o.cu_k_end = uniform_load(cu_seqlens_k, b + 1, lane);
-  }
-  return sequence_bounds(p, o);
+  return sequence_rows(p, cu_seqlens_q, cu_seqlens_k, cu_seqlens_k, b, lane);
 }
 
 // Element offsets (head excluded) of query row `row` and key `key` of sequence b. A varlen
