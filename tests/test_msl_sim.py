@@ -4,6 +4,7 @@ the simdgroup_matrix lane layout, and every diagnostic on a deliberately broken 
 The simulator library is built (cached) once per session by tests/msl_sim/build.py.
 """
 import os
+import shutil
 import subprocess
 import sys
 
@@ -306,6 +307,35 @@ def test_out_of_bounds_far_past_end_and_in_bounds_ok(lib):
     with pytest.raises(sim.SimError) as e:
         lib.run("read_past_end", threads=(10, 1, 1), buffers={0: x, 1: out}, bytes={2: np.uint32(5000)})
     assert e.value.kind == "OutOfBounds" and "past the end of buffer0 [[buffer(0)]]" in str(e.value)
+
+
+def _simulator_compilers() -> list[str]:
+    """The simulator's compiler, and clang-19 where it is installed (make check-tools): GCC and
+    clang instrument wide accesses differently (tests/msl_sim/build.py)."""
+    compilers = [build.CXX]
+    if shutil.which("clang++-19") and "clang++-19" not in compilers:
+        compilers.append("clang++-19")
+    return compilers
+
+
+@pytest.mark.parametrize("cxx", _simulator_compilers())
+def test_contiguous_runs_are_checked_counted_and_written(cxx):
+    """Whatever the optimiser makes of a lane's contiguous elements, every one is counted, lands in
+    the caller's memory, and a run past the end is reported."""
+    out_dir = os.path.join(build.BUILD, "by_compiler", os.path.basename(cxx))
+    lib = sim.Library(build.build_library("contiguous_runs", [os.path.join(SIM_DIR, "examples", "contiguous_runs.metal")],
+                                          out_dir=out_dir, cxx=cxx))
+    n = 16
+    x = np.random.default_rng().standard_normal(8 * n).astype(np.float32)
+    out = np.full(8 * n, np.nan, np.float32)
+    r = lib.run("scale_runs", threads=(n, 1, 1), buffers={0: x, 1: out})
+    np.testing.assert_array_equal(out, 2 * x)
+    counted = {b["index"]: (b["bytes_read"], b["bytes_written"]) for b in r["buffers"] if b["index"] >= 0}
+    assert counted == {0: (32 * n, 0), 1: (0, 32 * n)}
+    short = np.full(8 * n - 1, np.nan, np.float32)
+    with pytest.raises(sim.SimError) as e:
+        lib.run("scale_runs", threads=(n, 1, 1), buffers={0: x, 1: short})
+    assert e.value.kind == "OutOfBounds" and "past the end of buffer1 [[buffer(1)]]" in str(e.value)
 
 
 @pytest.mark.kernels_ci

@@ -266,7 +266,7 @@ LaunchReport run(const Dispatch& d, const RunOptions& options) {
     }
     std::sort(r.buffers.begin(), r.buffers.end(), [](auto& a, auto& b) { return a.index < b.index; });
     r.buffers.push_back(tgt);
-    arena.copy_back(written);
+    arena.copy_back();
   } else {
     for (auto& [i, b] : d.buffers) r.buffers.push_back({i, b.name, false, b.bytes, 0, 0});
   }

@@ -117,15 +117,9 @@ void Arena::deactivate() {
   g_binding_count = 0;
 }
 
-void Arena::copy_back(const std::vector<uint64_t>& written) {
-  for (const Region& r : regions_) {
-    if (!r.external || !r.bytes) continue;
-    bool dirty = false;
-    uintptr_t lo = reinterpret_cast<uintptr_t>(r.staged), hi = lo + r.bytes;
-    for (size_t i = 0; i < bindings_.size(); ++i)
-      dirty |= written[i] && bindings_[i].begin >= lo && bindings_[i].begin < hi;
-    if (dirty) std::memcpy(r.external, r.staged, r.bytes);
-  }
+void Arena::copy_back() {
+  for (const Region& r : regions_)
+    if (r.external && r.bytes) std::memcpy(r.external, r.staged, r.bytes);
 }
 
 Arena::~Arena() {

@@ -69,8 +69,9 @@ class Arena {
   // Makes the callbacks check against this arena (bindings sorted by address).
   void activate();
   void deactivate();
-  // Copies regions back whose bindings were written.
-  void copy_back(const std::vector<uint64_t>& written_per_binding);
+  // Copies every region back. Not only the ones whose writes were counted: a store the
+  // instrumentation did not see (see build.py on wide vector accesses) must still land.
+  void copy_back();
   std::vector<Binding>& bindings() { return bindings_; }
   const std::vector<Region>& regions() const { return regions_; }
   ~Arena();
