@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import functools
 import glob
 import hashlib
 import os
@@ -29,6 +30,7 @@ import translate  # noqa: E402
 CXX = os.environ.get("MSL_SIM_CXX", "g++")
 
 
+@functools.lru_cache(maxsize=None)  # asks the compiler its version once
 def compiler_flags(cxx: str) -> tuple[list[str], list[str], list[str]]:
     """(runtime, kernel, link) flags for `cxx`: GCC or clang (Apple's on macOS), x86-64 or arm64.
 
