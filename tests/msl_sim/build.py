@@ -30,7 +30,12 @@ import translate  # noqa: E402
 CXX = os.environ.get("MSL_SIM_CXX", "g++")
 
 
-@functools.lru_cache(maxsize=None)  # asks the compiler its version once
+@functools.lru_cache(maxsize=None)  # one build asks the compiler its version once
+def _is_clang(cxx: str) -> bool:
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout.lower()
+    return "clang" in version
+
+
 def compiler_flags(cxx: str) -> tuple[list[str], list[str], list[str]]:
     """(runtime, kernel, link) flags for `cxx`: GCC or clang (Apple's on macOS), x86-64 or arm64.
 
@@ -40,8 +45,7 @@ def compiler_flags(cxx: str) -> tuple[list[str], list[str], list[str]]:
     line tables let reports name .metal lines. -mf16c (x86 only; arm64 has half conversions)
     makes a half conversion one instruction. On macOS, a shared library may leave symbols to the
     process that loads it (Python's, torch's)."""
-    version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout.lower()
-    clang = "clang" in version
+    clang = _is_clang(cxx)
     x86 = platform.machine().lower() in ("x86_64", "amd64")
     common = ["-std=c++20", "-O2", *(["-mf16c"] if x86 else []), "-fPIC", "-I", INCLUDE]
     no_entry_exit = (["-mllvm", "-tsan-instrument-func-entry-exit=0"] if clang
