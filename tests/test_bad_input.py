@@ -67,9 +67,9 @@ BAD_INPUTS = {
     "head_dim_not_multiple_of_8": (lambda a: wrong(a, q=a["q"][..., :60], k=a["k"][..., :60],
                                                    v=a["v"][..., :60]),
                                    ValueError, ["head_dim", "multiple of 8"]),
-    "head_dim_too_large": (lambda a: wrong(a, q=a["q"].repeat(1, 1, 5), k=a["k"].repeat(1, 1, 5),
-                                           v=a["v"].repeat(1, 1, 5)),
-                           ValueError, ["head_dim", "256"]),
+    "head_dim_too_large": (lambda a: wrong(a, q=a["q"].repeat(1, 1, 9), k=a["k"].repeat(1, 1, 9),
+                                           v=a["v"].repeat(1, 1, 9)),
+                           ValueError, ["head_dim", "512"]),
     "k_head_dim_differs": (lambda a: wrong(a, k=a["k"][..., :32]), ValueError, ["k", "head_dim"]),
     "last_dim_not_contiguous": (lambda a: wrong(a, q=a["q"].transpose(0, 2).contiguous()
                                                 .transpose(0, 2)),

@@ -8,7 +8,7 @@
 
 namespace {
 
-constexpr int64_t kMaxHeadDim = 256;
+constexpr int64_t kMaxHeadDim = 512;
 
 #define CHECK_ARG(cond, ...) TORCH_CHECK_VALUE(cond, __VA_ARGS__)
 
@@ -28,7 +28,7 @@ void check_last_dim_contiguous(const at::Tensor& t, const char* name) {
 
 void check_head_dim(int64_t d, const char* name) {
   CHECK_ARG(d > 0 && d % 8 == 0 && d <= kMaxHeadDim, name,
-            " must be a multiple of 8 between 8 and 256, got ", d);
+            " must be a multiple of 8 between 8 and 512, got ", d);
 }
 
 // int32 [n] offsets or lengths on the device of q.
