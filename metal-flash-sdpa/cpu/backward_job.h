@@ -50,4 +50,6 @@ BackwardKernel portable_backward_kernel();
 #ifdef MFS_HAVE_X86_KERNELS
 BackwardKernel avx2_backward_kernel();
 BackwardKernel avx512_backward_kernel();
+// AVX-512 + AVX512_BF16, for bf16 inputs: products on bf16 pairs (vdpbf16ps), fp32 sums.
+BackwardKernel avx512_bf16_backward_kernel();
 #endif

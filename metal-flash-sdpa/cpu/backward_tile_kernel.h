@@ -12,7 +12,7 @@
 // the driver gives to one job at a time (the key tiles of a sequence run in order on one thread).
 // Every sum runs in a fixed order: no atomics, the result is bitwise repeatable.
 
-#include "exp_nonpositive.h"
+#include "backward_probabilities.h"
 #include "tile_products.h"
 
 namespace {
@@ -97,8 +97,7 @@ void load_rows(const BackwardJob& job, int r0, int m, const BwdBuffers& b) {
 }
 
 // For rows [r0, r0 + m) (in Q, dO) and keys [k0, k0 + n) (in K^T, V^T): P and, in ds, the
-// gradient with respect to the raw product q.k (dS times the softcap derivative and the scale).
-// Invisible keys, padding keys and rows that saw no key get P = dS = 0.
+// gradient with respect to the raw product q.k (backward_probabilities.h).
 void probabilities_and_score_gradients(const BackwardJob& job, int r0, int m, int k0, int n,
                                        const BwdBuffers& b) {
   const int hd = job.head_dim, hdv = job.head_dim_v;
@@ -106,35 +105,7 @@ void probabilities_and_score_gradients(const BackwardJob& job, int r0, int m, in
   std::fill(b.ds, b.ds + size_t(m) * kBwdKeys, 0.0f);
   gemm_acc(m, kBwdKeys, hd, b.q, hd, 1, b.kt, kBwdKeys, b.p, kBwdKeys);       // S = Q K^T
   gemm_acc(m, kBwdKeys, hdv, b.dout, hdv, 1, b.vt, kBwdKeys, b.ds, kBwdKeys);  // dP = dO V^T
-  for (int i = 0; i < m; ++i) {
-    const BackwardRow& row = job.rows[r0 + i];
-    float* p = b.p + size_t(i) * kBwdKeys;
-    float* ds = b.ds + size_t(i) * kBwdKeys;
-    const int lo = std::max(row.key_begin, k0) - k0, hi = std::min(row.key_end, k0 + n) - k0;
-    if (lo >= hi || row_saw_no_key(row.lse)) {
-      std::fill(p, p + kBwdKeys, 0.0f);
-      std::fill(ds, ds + kBwdKeys, 0.0f);
-      continue;
-    }
-    for (int j = 0; j < lo; ++j) p[j] = ds[j] = 0.0f;
-    for (int j = hi; j < kBwdKeys; ++j) p[j] = ds[j] = 0.0f;
-    if (job.softcap > 0.0f || job.has_alibi) {
-      for (int j = lo; j < hi; ++j) {
-        const float capped = apply_softcap(job.scale * p[j], job.softcap);
-        const float logit = capped + (job.has_alibi ? alibi_bias(row.slope, row.diagonal, k0 + j, 0, 0) : 0.0f);
-        const float prob = exp_nonpositive(logit - row.lse);
-        p[j] = prob;
-        ds[j] = score_gradient(prob, ds[j], row.d) * softcap_derivative(capped, job.softcap) * job.scale;
-      }
-    } else {  // the same rules without softcap and ALiBi, in a loop that vectorises
-      const float scale = job.scale, lse = row.lse, d = row.d;
-      for (int j = lo; j < hi; ++j) {
-        const float prob = exp_nonpositive(scale * p[j] - lse);
-        p[j] = prob;
-        ds[j] = score_gradient(prob, ds[j], d) * scale;
-      }
-    }
-  }
+  finish_probabilities(job, job.rows + r0, m, k0, n, kBwdKeys, b.p, b.ds, kBwdKeys);
 }
 
 // dk, dv of the keys [key_begin, key_end) of one kv head over every row of the job; each row's

@@ -22,9 +22,12 @@
 
 namespace {
 
-BackwardKernel pick_backward_kernel() {
+BackwardKernel pick_backward_kernel(ElementType dtype) {
 #ifdef MFS_HAVE_X86_KERNELS
   const CpuIsa isa = detected_cpu_isa();
+  if (isa == CpuIsa::kAvx512Bf16 && dtype == ElementType::kBFloat16) {
+    return avx512_bf16_backward_kernel();
+  }
   if (isa == CpuIsa::kAvx512 || isa == CpuIsa::kAvx512Bf16) return avx512_backward_kernel();
   if (isa == CpuIsa::kAvx2) return avx2_backward_kernel();
 #endif
@@ -309,7 +312,7 @@ void run_attention_backward(const AttentionParams& p, const AttentionTensors& t,
          d.data(),
          rows_per_batch};
   row_terms(c, t, g, d);
-  const BackwardKernel kernel = pick_backward_kernel();
+  const BackwardKernel kernel = pick_backward_kernel(dtype);
   const size_t scratch_bytes = kernel.scratch_bytes(p.head_dim, p.head_dim_v);
   backward_pass(c, kernel, scratch_bytes);
 }

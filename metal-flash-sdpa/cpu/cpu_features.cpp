@@ -43,6 +43,7 @@ CpuIsa probe() {
     if (std::strcmp(cap, "portable") == 0) limit = CpuIsa::kPortable;
     if (std::strcmp(cap, "avx2") == 0) limit = CpuIsa::kAvx2;
     if (std::strcmp(cap, "avx512") == 0) limit = CpuIsa::kAvx512;
+    if (std::strcmp(cap, "avx512_bf16") == 0) limit = CpuIsa::kAvx512Bf16;
     if (static_cast<int>(limit) < static_cast<int>(isa)) isa = limit;
   }
   return isa;

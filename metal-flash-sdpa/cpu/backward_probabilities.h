@@ -1,0 +1,50 @@
+// P and dS of one block of rows x keys of the backward pass, from the block's products
+// S = Q K^T and dP = dO V^T: the rules of attention_semantics.h (softcap, ALiBi, the lse that
+// includes the sink, rows that saw no key) applied element by element. Shared by every backward
+// tile kernel (backward_tile_kernel.h and the AVX512_BF16 one); included after the including
+// file's target pragma, with internal linkage, so each file's copy keeps its own instruction set.
+#pragma once
+
+#include "exp_nonpositive.h"
+
+namespace {
+
+// On entry p holds S and ds holds dP of rows [0, m) (job rows rows[0..m)) and keys
+// [k0, k0 + n) in columns [0, n), rows `ld` floats apart; columns up to `width` are written.
+// On return p holds P and ds the gradient with respect to the raw product q.k (dS times the
+// softcap derivative and the scale). Invisible keys, padding keys and rows that saw no key get
+// P = dS = 0.
+inline void finish_probabilities(const BackwardJob& job, const BackwardRow* rows, int m, int k0,
+                                 int n, int width, float* p_block, float* ds_block, int ld) {
+  for (int i = 0; i < m; ++i) {
+    const BackwardRow& row = rows[i];
+    float* p = p_block + size_t(i) * ld;
+    float* ds = ds_block + size_t(i) * ld;
+    const int lo = std::max(row.key_begin, k0) - k0, hi = std::min(row.key_end, k0 + n) - k0;
+    if (lo >= hi || row_saw_no_key(row.lse)) {
+      std::fill(p, p + width, 0.0f);
+      std::fill(ds, ds + width, 0.0f);
+      continue;
+    }
+    for (int j = 0; j < lo; ++j) p[j] = ds[j] = 0.0f;
+    for (int j = hi; j < width; ++j) p[j] = ds[j] = 0.0f;
+    if (job.softcap > 0.0f || job.has_alibi) {
+      for (int j = lo; j < hi; ++j) {
+        const float capped = apply_softcap(job.scale * p[j], job.softcap);
+        const float logit = capped + (job.has_alibi ? alibi_bias(row.slope, row.diagonal, k0 + j, 0, 0) : 0.0f);
+        const float prob = exp_nonpositive(logit - row.lse);
+        p[j] = prob;
+        ds[j] = score_gradient(prob, ds[j], row.d) * softcap_derivative(capped, job.softcap) * job.scale;
+      }
+    } else {  // the same rules without softcap and ALiBi, in a loop that vectorises
+      const float scale = job.scale, lse = row.lse, d = row.d;
+      for (int j = lo; j < hi; ++j) {
+        const float prob = exp_nonpositive(scale * p[j] - lse);
+        p[j] = prob;
+        ds[j] = score_gradient(prob, ds[j], d) * scale;
+      }
+    }
+  }
+}
+
+}  // namespace
