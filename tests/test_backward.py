@@ -198,6 +198,15 @@ def test_half_precision_head_dims(fa, device, generator, dtype, head_dim):
                 head_dim=head_dim, causal=True, sinks=True)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("head_dim, head_dim_v", [(40, 24), (64, 128), (256, 72)])
+def test_half_precision_value_head_dims(fa, device, generator, dtype, head_dim, head_dim_v):
+    # V's own head dim, dims that are not whole 16-lane registers, several key tiles and row
+    # blocks of odd sizes (the cpu's bf16 kernel pairs rows and keys).
+    varlen_case(fa, device, generator, dtype, [67, 9], [131, 9], heads=4, heads_kv=2,
+                head_dim=head_dim, head_dim_v=head_dim_v, causal=True)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_strided_inputs(fa, device, generator, dtype):
     (dq, dk, dv), batch = varlen_case(fa, device, generator, dtype, [6, 11], [8, 11], strided=True,
@@ -245,6 +254,30 @@ def test_gradients_are_bitwise_repeatable(fa, device, generator, monkeypatch):
                                         max(lengths_q), max(lengths_k), causal=True,
                                         s_aux=inputs[3], deterministic=True)
         runs.append(torch.autograd.grad(out, inputs, dout))
+    for run in runs[1:]:
+        for a, b in zip(runs[0], run):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gradients_do_not_depend_on_the_thread_count(fa, device, generator, dtype):
+    # The cpu backward splits its work by shape only and sums every partial result in a fixed
+    # order, so any number of threads gives the same bits.
+    lengths = [300, 37, 1, 130]
+    batch = varlen_batch(lengths, lengths, heads=8, heads_kv=2, head_dim=64, dtype=dtype,
+                         generator=generator, device=device)
+    dout = random_tensor(batch.q.shape, dtype, generator, device=device)
+    threads = torch.get_num_threads()
+    runs = []
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            inputs = [leaf(batch.q), leaf(batch.k), leaf(batch.v)]
+            out = fa.flash_attn_varlen_func(*inputs, batch.cu_seqlens_q, batch.cu_seqlens_k,
+                                            max(lengths), max(lengths), causal=True)
+            runs.append(torch.autograd.grad(out, inputs, dout))
+    finally:
+        torch.set_num_threads(threads)
     for run in runs[1:]:
         for a, b in zip(runs[0], run):
             assert torch.equal(a, b)

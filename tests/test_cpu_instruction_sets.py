@@ -19,7 +19,8 @@ SUBSET = [
     "test_varlen.py::test_long_sequences",
     "test_varlen.py::test_paged_kv",
     "test_kvcache.py",
-    # the backward kernels (portable, AVX2, AVX-512 builds of backward_tile_kernel.h)
+    # the backward kernels (portable, AVX2, AVX-512 builds of backward_tile_kernel.h; with
+    # avx512_bf16, backward_kernel_avx512_bf16.cpp for bf16)
     "test_backward.py::test_varlen_gqa_zero_length_and_padding",
     "test_backward.py::test_sinks_window_softcap_alibi",
     "test_backward.py::test_every_head_dim",
@@ -27,7 +28,9 @@ SUBSET = [
 ]
 
 
-@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
+# avx512_bf16 is what a cpu with AVX512_BF16 picks by itself; named here so that a machine that
+# has it runs its bf16 kernels (forward and backward) under this test too.
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512", "avx512_bf16"])
 def test_cpu_kernels_of_each_instruction_set(isa):
     env = {**os.environ, "MFS_CPU_ISA": isa, "OPENBLAS_NUM_THREADS": "1"}
     result = subprocess.run(
