@@ -86,7 +86,7 @@ CONFIGS = [
     # memory (4 pairs per threadgroup in 16-bit dtypes: a GQA-4 group reads K/V once)
     Config("prefill_f32_d512", [64], [64], 2, 1, 512, dtype="float32"),
     Config("prefill_d512_causal", [80], [80], 2, 1, 512, causal=True),
-    Config("decode_d512_gqa4", [1] * 4, [200] * 4, 8, 2, 512),
+    Config("decode_d512_gqa4", [1] * 32, [256] * 32, 8, 2, 512),
 ]
 
 

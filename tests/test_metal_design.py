@@ -391,6 +391,9 @@ TRAFFIC_BEFORE = {
     "prefill_f32_d96": (1.0005, 19200), "decode_gqa4": (1.0005, 0),
     "decode_q4_gqa4": (1.0033, 0), "decode_split_k": (1.0624, 0),
     "prefill_paged": (1.0155, 25664), "decode_paged": (1.0447, 0),
+    # tile 512, as first counted (issue 11)
+    "prefill_f32_d512": (1.0007, 16384), "prefill_d512_causal": (1.0015, 14080),
+    "decode_d512_gqa4": (1.0697, 0),
 }
 
 

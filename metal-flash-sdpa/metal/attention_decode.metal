@@ -63,6 +63,7 @@ template <typename T, int D>
   constexpr int QP = mfs_decode_max_tg_pairs(D, (int)sizeof(T));  // q rows staged
   constexpr bool QREG = mfs_decode_q_in_registers(D);  // else q is read from q_tile per key
   static_assert(L * E >= D, "a key's lanes cover the head-dim tile");
+  static_assert(QREG || L * E == D, "q read from q_tile: every lane's share is inside the tile");
   static_assert(mfs_decode_registers(D, (int)sizeof(T)) <= MFS_REGISTER_BUDGET, "decode registers");
   // [G][W][CW] combine area, the sequence's bounds, then the pairs' q rows [G * P][D] (read from
   // device memory once per threadgroup, not once per SIMD-group).
@@ -164,7 +165,7 @@ template <typename T, int D>
     rule[i] = score_rule(p, alibi_slopes, s, b, h, lane, C > 1 ? L : 32);  // heads per cohort
 #pragma unroll
     for (int e = 0; e < E; ++e) {
-      if (QREG) qv[i][e] = q_mine[i * D + e];
+      if (QREG) qv[i][e] = d0 < D ? q_mine[i * D + e] : T(0.0f);  // lanes past the tile: 0
       o[i][e] = 0.0f;
     }
     m[i] = MFS_MASKED;
