@@ -97,7 +97,9 @@ constexpr int mfs_prefill_k_tile_bytes(int d, int elem_bytes) {
 constexpr int mfs_prefill_v_tile_bytes(int d, int elem_bytes) {
   return mfs_prefill_bk(d, elem_bytes) * mfs_prefill_ld(d, elem_bytes) * elem_bytes;
 }
-constexpr int mfs_prefill_pages_bytes(int d, int elem_bytes) { return mfs_prefill_bk(d, elem_bytes) * 16; }
+constexpr int mfs_prefill_pages_bytes(int d, int elem_bytes) {
+  return mfs_prefill_bk(d, elem_bytes) * 16;
+}
 constexpr int mfs_prefill_partial_s_bytes(int d, int elem_bytes) {
   return mfs_prefill_dsplit(d) > 1 ? mfs_prefill_simdgroups(d) * 8 * mfs_prefill_bk(d, elem_bytes) * 4 : 0;
 }

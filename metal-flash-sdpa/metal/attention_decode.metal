@@ -7,9 +7,10 @@
 // barrier in the key loop: a key's row is spread over L lanes (mfs_decode_lanes_per_key), each
 // owning E contiguous elements (one to four 4-element vector loads), and that one read serves
 // every pair of the threadgroup. A lane group holds P pairs in registers (their q too, except at
-// tile 512, where q is read from the threadgroup copy of the pairs' rows); with more pairs than that, the lane
-// groups of a SIMD-group form C cohorts that hold different pairs of the same key: the first
-// cohort loads the key and the others take it by shuffle. V is loaded after the key's scores.
+// tile 512, where q is read from the threadgroup copy of the pairs' rows); with more pairs than
+// that, the lane groups of a SIMD-group form C cohorts that hold different pairs of the same
+// key: the first cohort loads the key and the others take it by shuffle. V is loaded after the
+// key's scores.
 // Each lane group keeps its own online-softmax state per pair; the states are combined across
 // lane groups (shuffles) and across SIMD-groups (threadgroup memory, once at the end). With
 // num_splits > 1 (few threadgroups for the GPU's cores, long keys) each split writes an
@@ -85,8 +86,8 @@ template <typename T, int D>
   // SIMD-group 0 reads the sequence's offsets (once per threadgroup) and stages the pairs' q
   // rows, 8 elements per lane; the others wait at the barrier and read the bounds back.
   // Per pair i: head h_first + i / rows_in, row row_first + i % rows_in. Every row slot is
-  // filled to the tile's width: zeros past head_dim and for slots without a pair, so that a q
-  // element read from it is 0 wherever K is.
+  // filled to the tile's width, with zeros past head_dim and in slots without a pair: a q element
+  // read from it is 0 wherever no K element was loaded.
   if (sg == 0) {
     const SequenceRows s0 = sequence_rows(p, cu_seqlens_q, cu_seqlens_k, seqused_k, b, lane);
     if (lane == 0) {
@@ -203,8 +204,10 @@ template <typename T, int D>
       kr = k + (long)key_page_now * p.k_batch_stride + (long)in_page * p.k_row_stride + k_head;
       vr = v + (long)key_page_now * p.v_batch_stride + (long)in_page * p.v_row_stride + v_head;
     }
-    const RowVec<float, E> kx = shared_row_vec<T, E>(load_row_vec<T, E>(kr, live && loads ? hd - d0 : 0),
-                                                     key_lane, C > 1);
+    // This lane's share of the row: hd - d0 elements of it exist (none, some or all E).
+    const int k_live = live && loads ? hd - d0 : 0, v_live = live && loads ? hdv - d0 : 0;
+    const RowVec<float, E> kx =
+        shared_row_vec<T, E>(load_row_vec<T, E>(kr, k_live), key_lane, C > 1);
     // Scores of this key for every pair, then V (its load's latency behind the softmax).
     float x[P];
     const bool unmasked = !mfs_window || (key >= all.begin && key < all.end);
@@ -221,8 +224,8 @@ template <typename T, int D>
              : unmasked ? score_log2(rule[i], dot, row, key)
                         : logit_log2(rule[i], dot, row, key, mine[i]);
     }
-    const RowVec<float, E> vx = shared_row_vec<T, E>(load_row_vec<T, E>(vr, live && loads ? hdv - d0 : 0),
-                                                     key_lane, C > 1);
+    const RowVec<float, E> vx =
+        shared_row_vec<T, E>(load_row_vec<T, E>(vr, v_live), key_lane, C > 1);
 #pragma unroll
     for (int i = 0; i < P; ++i) {
       const float m_new = max(m[i], x[i]);
