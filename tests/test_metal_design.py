@@ -171,7 +171,7 @@ def test_split_k_switch_point():
 
 
 # The decode shape: batch 1, 8 KV heads, GQA 4, 4096 keys (and variants of it).
-DECODE_SHAPES = [dict(head_dim=d, max_seqlen_q=q) for d in (64, 128, 256) for q in (1, 4)]
+DECODE_SHAPES = [dict(head_dim=d, max_seqlen_q=q) for d in (64, 128, 256, 512) for q in (1, 4)]
 
 
 @pytest.mark.kernels_ci
