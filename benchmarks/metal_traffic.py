@@ -20,8 +20,9 @@ It also prints the design counters the simulator keeps per launch:
 - mask evaluations (per (row, key) element, counted by the kernels' masked score function):
   only diagonal, window-edge and sequence-end tiles may be masked; `edge` is the bound (each
   8-row group's keys that some but not all of its rows see, plus two key tiles of slack);
-- barriers per K/V tile (prefill: two per tile plus one per threadgroup; decode's key loop has
-  none, only the final combine);
+- barriers per K/V tile (prefill: two per tile plus one per threadgroup, four per tile where
+  the K and V tiles share a buffer (float32 at tile 512); decode's key loop has none, only the
+  final combine);
 - SIMD-groups per GPU core that the plan launches for the issue's decode shape on a 38-core and
   a 10-core GPU (tests/metal_design/plan.py, the plan as plain C++).
 
@@ -81,6 +82,11 @@ CONFIGS = [
     Config("decode_split_k", [1, 1], [2048, 1500], 8, 2, 128),
     Config("prefill_paged", [200, 64], [200, 100], 4, 2, 64, causal=True, page_size=16),
     Config("decode_paged", [1] * 16, [500] * 16, 8, 2, 128, page_size=16),
+    # head-dim tile 512: float32's K and V tiles share one buffer; decode with q in threadgroup
+    # memory (4 pairs per threadgroup in 16-bit dtypes: a GQA-4 group reads K/V once)
+    Config("prefill_f32_d512", [64], [64], 2, 1, 512, dtype="float32"),
+    Config("prefill_d512_causal", [80], [80], 2, 1, 512, causal=True),
+    Config("decode_d512_gqa4", [1] * 32, [256] * 32, 8, 2, 512),
 ]
 
 

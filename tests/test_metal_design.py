@@ -19,17 +19,18 @@ from metal_design.adversarial import CASES as ADVERSARIAL
 from metal_design.adversarial import PAGED_CASES as ADVERSARIAL_PAGED
 from metal_design.adversarial import adversarial_call
 from metal_design.plan import (CLEAR_ROWS, CLEAR_ROWS_KERNEL, DECODE, DECODE_REDUCE, DTYPES,
-                               HAS_SINKS, PREFILL, VARLEN_K, VARLEN_Q, WRITE_LSE, gpu_cores,
-                               instantiated_names, kernel_names, plan, plans, register_estimates)
+                               HAS_SINKS, PREFILL, VARLEN_K, VARLEN_Q, WRITE_LSE, backward_plan,
+                               gpu_cores, instantiated_names, kernel_names, plan, plans,
+                               prefill_layouts, register_estimates)
 from reference import Semantics, assert_close, assert_lse_close, attention_varlen
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 import metal_traffic  # noqa: E402  (benchmarks/metal_traffic.py: the traffic model)
 
-TILES = [32, 64, 72, 80, 96, 128, 192, 256]
+TILES = [32, 64, 72, 80, 96, 128, 192, 256, 512]
 MAX_TG_BYTES = 32 * 1024
-DECODE_SIMDGROUPS = 16  # MFS_DECODE_SIMDGROUPS
+DECODE_SIMDGROUPS = 16  # mfs_decode_simdgroups below tile 512
 
 
 def varlen_fields(batch=2, heads_q=8, heads_kv=2, head_dim=64, head_dim_v=None, max_q=64,
@@ -65,7 +66,7 @@ def test_threadgroup_memory_fits_32k_for_every_instantiation(dtype):
 
 @pytest.mark.kernels_ci
 def test_every_head_dim_runs_on_the_smallest_tile_that_holds_it():
-    dims = list(range(8, 257, 8))
+    dims = list(range(8, 513, 8))
     calls = [("f16", "f32", varlen_fields(head_dim=d)) for d in dims]
     calls += [("f16", "f32", varlen_fields(head_dim=32, head_dim_v=d)) for d in dims]
     results = plans(calls)
@@ -82,8 +83,47 @@ def test_prefill_decode_switch_point():
     assert [l["kind"] for l in prefill["launches"]] == [PREFILL]
     assert prefill["launches"][0]["grid"] == [1, 8, 2]  # ceil(9 / 32) tiles, heads, batch
     assert prefill["launches"][0]["threads"] == 128
-    # from head-dim tile 192 on, two SIMD-groups per row group split the head dim
+    # from head-dim tile 192 on, two SIMD-groups per row group split the head dim, four at 512
     assert plan(**varlen_fields(max_q=9, head_dim=192))["launches"][0]["threads"] == 256
+    assert plan(**varlen_fields(max_q=9, head_dim=512))["launches"][0]["threads"] == 512
+
+
+@pytest.mark.kernels_ci
+def test_head_dim_tile_512():
+    """Tile 512: prefill with four SIMD-groups per row group and 8-key tiles (float32's K and V
+    tiles share one buffer: they do not fit 32 KiB side by side), decode with 8 SIMD-groups of
+    whole-row lane groups (3 pairs per threadgroup in float32, 4 in 16-bit dtypes); 520 is
+    refused, and the backward (no 512 kernels yet) refuses 512 by name."""
+    layouts = prefill_layouts()
+    shared = [name for name, layout in layouts.items() if layout["kv_shared"]]
+    assert shared == ["f32_d512"]  # the only tile that needs it
+    for name, layout in layouts.items():  # K and V tiles, pages of two tiles, partial S
+        assert layout["barriers_per_tile"] == (4 if layout["kv_shared"] else 2), name
+        kv = (max if layout["kv_shared"] else sum)((layout["k_tile_bytes"], layout["v_tile_bytes"]))
+        partial_s = 4 * layout["dsplit"] * 8 * layout["bk"] * 4 if layout["dsplit"] > 1 else 0
+        assert layout["tg_bytes"] == kv + layout["bk"] * 16 + partial_s <= MAX_TG_BYTES, name
+    assert layouts["f32_d512"]["k_tile_bytes"] + layouts["f32_d512"]["v_tile_bytes"] > MAX_TG_BYTES
+    for dtype, tgmem, pairs in (("f32", 28800, 3), ("f16", 28928, 4), ("bf16", 28928, 4)):
+        (prefill,) = plan(dtype, **varlen_fields(head_dim=512, max_q=64))["launches"]
+        assert prefill["kernel"] == f"mfs_prefill_{dtype}_d512"
+        assert prefill["threads"] == 512 and prefill["tgmem"] == tgmem <= MAX_TG_BYTES
+        layout = layouts[("f32" if dtype == "f32" else "16bit") + "_d512"]
+        assert layout["bk"] == 8 and layout["dsplit"] == 4 and layout["tg_bytes"] == tgmem
+        # decode: one GQA group of 4 heads x 1 row is ceil(4 / pairs) threadgroups
+        (decode,) = plan(dtype, **varlen_fields(batch=16, heads_q=8, heads_kv=2, head_dim=512,
+                                                max_q=1, max_k=64))["launches"]
+        assert decode["kernel"] == f"mfs_decode_{dtype}_d512" and decode["threads"] == 8 * 32
+        assert decode["tgmem"] <= MAX_TG_BYTES
+        assert decode["heads_per_tg"] == (2 if pairs == 3 else 4)
+    # a different V head dim runs on the tile of the wider one
+    assert plan(**varlen_fields(head_dim=512, head_dim_v=256))["launches"][0]["kernel"] \
+        == "mfs_prefill_f16_d512"
+    assert plan(**varlen_fields(head_dim=256, head_dim_v=512, max_q=1))["launches"][0]["kernel"] \
+        == "mfs_decode_f16_d512"
+    assert "up to 512" in plan(**varlen_fields(head_dim=520))["error"]
+    assert "up to 512" in plan(**varlen_fields(head_dim=64, head_dim_v=520))["error"]
+    refused = backward_plan(**varlen_fields(head_dim=512, flags=VARLEN_Q | VARLEN_K | WRITE_LSE))
+    assert "Metal backward supports head dims up to 256" in refused["error"]
 
 
 @pytest.mark.kernels_ci
@@ -131,7 +171,7 @@ def test_split_k_switch_point():
 
 
 # The issue's decode shape: batch 1, 8 KV heads, GQA 4, 4096 keys (and variants of it).
-DECODE_SHAPES = [dict(head_dim=d, max_seqlen_q=q) for d in (64, 128, 256) for q in (1, 4)]
+DECODE_SHAPES = [dict(head_dim=d, max_seqlen_q=q) for d in (64, 128, 256, 512) for q in (1, 4)]
 
 
 @pytest.mark.kernels_ci
@@ -265,7 +305,8 @@ def test_every_instantiation_runs(fa_sim, trace, dtype):
     """Every kernel the plan can pick for this dtype runs at least once, against the reference."""
     torch_dtype = TORCH_DTYPES[dtype]
     for tile in TILES:
-        dv = tile if tile != 96 else 40  # one tile with head_dim_v != head_dim
+        # head_dim_v != head_dim on two tiles; at 512 a V row's lane shares straddle its end
+        dv = {96: 40, 512: 264}.get(tile, tile)
         # prefill (two query tiles, causal), with rows outside every sequence
         check_call(fa_sim, [40, 3], [50, 20], 2, 1, tile, torch_dtype, head_dim_v=dv,
                    padding_rows=2, causal=True, sinks=True)
@@ -350,6 +391,9 @@ TRAFFIC_BEFORE = {
     "prefill_f32_d96": (1.0005, 19200), "decode_gqa4": (1.0005, 0),
     "decode_q4_gqa4": (1.0033, 0), "decode_split_k": (1.0624, 0),
     "prefill_paged": (1.0155, 25664), "decode_paged": (1.0447, 0),
+    # tile 512, as first counted (issue 11)
+    "prefill_f32_d512": (1.0007, 16384), "prefill_d512_causal": (1.0015, 14080),
+    "decode_d512_gqa4": (1.0697, 0),
 }
 
 
@@ -361,11 +405,16 @@ def test_design_counters_are_within_their_bounds(fa_sim, config):
     m = metal_traffic.measure(fa_sim, config)
     assert m["kv_load_width"] >= (16 if config.dtype == "float32" else 8), m["kv_load_width"]
     assert m["mask_evaluations"] <= m["minimum"]["mask_bound"]
-    if config.name in ("prefill", "prefill_f32_d96", "decode_gqa4", "decode_split_k"):
+    if config.name in ("prefill", "prefill_f32_d96", "decode_gqa4", "decode_split_k",
+                       "prefill_f32_d512", "decode_d512_gqa4"):
         assert m["mask_evaluations"] == 0
-    if m["kv_tiles"]:  # two per K/V tile, plus one per threadgroup (the first tile's pages)
+    if m["kv_tiles"]:  # two per K/V tile (four with a shared K/V buffer), plus one per
+        # threadgroup (the first tile's pages)
         prefill = [r for r in m["reports"] if r["kernel"].startswith("mfs_prefill_")]
-        assert m["prefill_barriers"] <= 2 * m["kv_tiles"] + sum(r["threadgroups"] for r in prefill)
+        dtype, tile = prefill[0]["kernel"].split("_")[-2:]
+        layout = prefill_layouts()[("f32" if dtype == "f32" else "16bit") + "_" + tile]
+        assert m["prefill_barriers"] <= (layout["barriers_per_tile"] * m["kv_tiles"] +
+                                         sum(r["threadgroups"] for r in prefill))
     if m["decode_barriers_per_threadgroup"] is not None:  # only the final combine: 2 per pair
         assert m["decode_barriers_per_threadgroup"] <= 2 * 8
 
@@ -410,15 +459,19 @@ def test_sinks_of_every_dtype(fa_sim, sink_dtype, max_q):
 
 def test_planted_bugs_are_caught():
     """Removing any threadgroup_barrier, shifting a mask bound, dropping the online-softmax
-    rescale or an offset clamp makes the focused check fail (tests/metal_design/mutants.py;
-    about a minute: each mutant is a rebuild of the head-dim-64 kernels)."""
+    rescale or an offset clamp, summing too few partial S at tile 512 or loading a row's tail
+    makes the focused check fail (tests/metal_design/mutants.py; each mutant is a rebuild of
+    the head-dim-64 kernels, and of the tile-512 ones for the mutants of their own paths)."""
     from metal_design import mutants
 
     results = mutants.run()
-    assert results["baseline"][0], f"the unmutated kernels fail: {results['baseline'][1]}"
-    survivors = [name for name, (passed, _) in results.items() if name != "baseline" and passed]
+    baselines = ["baseline", "baseline_wide"]  # the second with the tile-512 kernels
+    for name in baselines:
+        assert results[name][0], f"the unmutated kernels fail ({name}): {results[name][1]}"
+    survivors = [name for name, (passed, _) in results.items()
+                 if name not in baselines and passed]
     assert not survivors, f"planted bugs not caught: {survivors}"
-    assert len(results) == len(mutants.MUTANTS) + 1
+    assert len(results) == len(mutants.MUTANTS) + len(baselines)
 
 
 @pytest.mark.parametrize("seqlen_q", [1, 3, 20], ids=lambda s: f"q{s}")

@@ -46,16 +46,16 @@ enum MfsDtype { kMfsFloat32 = 0, kMfsFloat16 = 1, kMfsBFloat16 = 2 };
 // 8-wide chunks and skip (predicate off) chunks past the call's head_dim / head_dim_v, so a head
 // dim between two tiles costs no extra MMAs and no extra memory traffic, only registers and
 // threadgroup memory sized for the larger tile.
-#define MFS_NUM_HEAD_DIM_TILES 8
+#define MFS_NUM_HEAD_DIM_TILES 9
 constexpr int mfs_head_dim_tile_at(int i) {
   return i == 0 ? 32 : i == 1 ? 64 : i == 2 ? 72 : i == 3 ? 80 : i == 4 ? 96
-       : i == 5 ? 128 : i == 6 ? 192 : 256;
+       : i == 5 ? 128 : i == 6 ? 192 : i == 7 ? 256 : 512;
 }
-// 0 when no tile is wide enough (head dims > 256 are rejected by the argument checks).
+// 0 when no tile is wide enough (head dims > 512 are rejected by the argument checks).
 constexpr int mfs_head_dim_tile(int head_dim) {
   return head_dim <= 32 ? 32 : head_dim <= 64 ? 64 : head_dim <= 72 ? 72 : head_dim <= 80 ? 80
        : head_dim <= 96 ? 96 : head_dim <= 128 ? 128 : head_dim <= 192 ? 192
-       : head_dim <= 256 ? 256 : 0;
+       : head_dim <= 256 ? 256 : head_dim <= 512 ? 512 : 0;
 }
 
 // ---- registers ----
@@ -68,33 +68,62 @@ constexpr int mfs_head_dim_tile(int head_dim) {
 
 // ---- prefill (one threadgroup = BQ query rows of one (sequence, head)) ----
 // 4 row groups of 8 query rows each (MLX's steel attention uses the same WM=4 x 8 rows = BQ 32).
-// From head-dim tile 192 on, each row group is two SIMD-groups that split the head dim (Q and O
-// halves; the two partial S = Q.K^T are summed through threadgroup memory), so Q and O
-// fragments stay within the register budget.
+// From head-dim tile 192 on, each row group is several SIMD-groups that split the head dim (Q and
+// O shares; their partial S = Q.K^T are summed through threadgroup memory in a fixed order): two
+// up to tile 256, four at tile 512, so Q and O fragments stay within the register budget.
 #define MFS_PREFILL_ROW_GROUPS 4
 #define MFS_PREFILL_BQ 32
-constexpr int mfs_prefill_dsplit(int d) { return d >= 192 ? 2 : 1; }
+constexpr int mfs_prefill_dsplit(int d) { return d >= 512 ? 4 : d >= 192 ? 2 : 1; }
 constexpr int mfs_prefill_simdgroups(int d) { return MFS_PREFILL_ROW_GROUPS * mfs_prefill_dsplit(d); }
 constexpr int mfs_prefill_threads(int d) { return 32 * mfs_prefill_simdgroups(d); }
 // Padding of each threadgroup tile row, in elements (16 bytes, against bank conflicts).
 constexpr int mfs_tile_pad(int elem_bytes) { return 16 / elem_bytes; }
 // Keys per K/V tile: 32 up to head dim 96, 16 above (MLX: bk = bd < 128 ? 32 : 16), 8 when the
-// two tiles would not fit 32 KiB (float32, head dim 256).
+// two tiles would not fit 32 KiB (float32 at tile 256, every dtype at tile 512).
 constexpr int mfs_prefill_bk(int d, int elem_bytes) {
   return d <= 96 ? 32
        : (2 * 16 * (d + mfs_tile_pad(elem_bytes)) * elem_bytes <= 32768 ? 16 : 8);
 }
 constexpr int mfs_prefill_ld(int d, int elem_bytes) { return d + mfs_tile_pad(elem_bytes); }
 // Threadgroup memory of one prefill threadgroup: a K tile (stored transposed, [d][bk + pad]), a
-// V tile ([bk][d + pad]), the tile rows' (page, row in page) for two tiles (paged K/V) and, with a head-dim
-// split, each SIMD-group's partial S (8 x BK floats).
+// V tile ([bk][d + pad]), the tile rows' (page, row in page) for two tiles (paged K/V) and, with a
+// head-dim split, each SIMD-group's partial S (8 x BK floats). When the K and V tiles together do
+// not fit with the rest (float32 at tile 512), they share one buffer: V is staged only after
+// every S of the tile has read K, and the next K only after every P.V has read V (two barriers
+// more per tile).
+constexpr int mfs_prefill_k_tile_bytes(int d, int elem_bytes) {
+  return d * (mfs_prefill_bk(d, elem_bytes) + mfs_tile_pad(elem_bytes)) * elem_bytes;
+}
+constexpr int mfs_prefill_v_tile_bytes(int d, int elem_bytes) {
+  return mfs_prefill_bk(d, elem_bytes) * mfs_prefill_ld(d, elem_bytes) * elem_bytes;
+}
+constexpr int mfs_prefill_pages_bytes(int d, int elem_bytes) {
+  return mfs_prefill_bk(d, elem_bytes) * 16;
+}
 constexpr int mfs_prefill_partial_s_bytes(int d, int elem_bytes) {
   return mfs_prefill_dsplit(d) > 1 ? mfs_prefill_simdgroups(d) * 8 * mfs_prefill_bk(d, elem_bytes) * 4 : 0;
 }
+constexpr bool mfs_prefill_kv_shared(int d, int elem_bytes) {
+  return mfs_prefill_k_tile_bytes(d, elem_bytes) + mfs_prefill_v_tile_bytes(d, elem_bytes) +
+             mfs_prefill_pages_bytes(d, elem_bytes) + mfs_prefill_partial_s_bytes(d, elem_bytes) >
+         32768;
+}
+// The K and V tiles' bytes: both, or the larger when they share one buffer.
+constexpr int mfs_prefill_kv_bytes(int d, int elem_bytes) {
+  return !mfs_prefill_kv_shared(d, elem_bytes)
+             ? mfs_prefill_k_tile_bytes(d, elem_bytes) + mfs_prefill_v_tile_bytes(d, elem_bytes)
+         : mfs_prefill_k_tile_bytes(d, elem_bytes) > mfs_prefill_v_tile_bytes(d, elem_bytes)
+             ? mfs_prefill_k_tile_bytes(d, elem_bytes)
+             : mfs_prefill_v_tile_bytes(d, elem_bytes);
+}
 constexpr int mfs_prefill_tg_bytes(int d, int elem_bytes) {
-  return d * (mfs_prefill_bk(d, elem_bytes) + mfs_tile_pad(elem_bytes)) * elem_bytes +
-         mfs_prefill_bk(d, elem_bytes) * mfs_prefill_ld(d, elem_bytes) * elem_bytes +
-         mfs_prefill_bk(d, elem_bytes) * 16 + mfs_prefill_partial_s_bytes(d, elem_bytes);
+  return mfs_prefill_kv_bytes(d, elem_bytes) + mfs_prefill_pages_bytes(d, elem_bytes) +
+         mfs_prefill_partial_s_bytes(d, elem_bytes);
+}
+// Barriers per K/V tile: after staging K and after staging V, and with a shared K/V buffer one
+// before each of those stagings.
+constexpr int mfs_prefill_barriers_per_tile(int d, int elem_bytes) {
+  return mfs_prefill_kv_shared(d, elem_bytes) ? 4 : 2;
 }
 // Registers of one prefill thread: Q fragments (stored in the input dtype: 1 register per 8x8
 // fragment for half/bfloat, 2 for float), O fragments (fp32, 2 each) of its head-dim share, the
@@ -107,20 +136,25 @@ constexpr int mfs_prefill_registers(int d, int elem_bytes) {
 
 // ---- decode (q_len <= MFS_DECODE_MAX_Q per sequence) ----
 // One threadgroup = the (query head, row) pairs of a GQA group (or part of one) for one sequence
-// and one key split, and MFS_DECODE_SIMDGROUPS SIMD-groups that each take a contiguous run of the
-// split's keys. K/V rows are read straight from device memory: a key's row is spread over `lanes
-// per key` lanes, each owning E contiguous elements (one 8- or 16-byte vector load), and serves
-// every pair of the threadgroup. A lane group holds up to mfs_decode_max_pairs pairs in
-// registers; when the threadgroup has more, the SIMD-group's lane groups split into cohorts that
-// hold different pairs of the same key (one cohort loads it, the others get it by shuffle). The
-// SIMD-groups' partial softmax states are combined once, at the end, in threadgroup memory.
+// and one key split, and mfs_decode_simdgroups(d) SIMD-groups that each take a contiguous run of
+// the split's keys. K/V rows are read straight from device memory: a key's row is spread over
+// `lanes per key` lanes, each owning E contiguous elements (one to four 4-element vector loads),
+// and serves every pair of the threadgroup. A lane group holds up to mfs_decode_max_pairs pairs
+// in registers; when the threadgroup has more, the SIMD-group's lane groups split into cohorts
+// that hold different pairs of the same key (one cohort loads it, the others get it by shuffle).
+// The SIMD-groups' partial softmax states are combined once, at the end, in threadgroup memory.
+// At tile 512 a SIMD-group's o (16 fp32 per lane and pair) leaves no room for q in registers:
+// the pairs' q rows are read from the threadgroup copy they are staged in, and 8 SIMD-groups
+// (not 16) keep the combine area within 32 KiB.
 #define MFS_DECODE_MAX_Q 8
-#define MFS_DECODE_SIMDGROUPS 16
-constexpr int mfs_decode_elems_per_lane(int d) { return d <= 128 ? 4 : 8; }
+constexpr int mfs_decode_simdgroups(int d) { return d >= 512 ? 8 : 16; }
+constexpr int mfs_decode_threads(int d) { return 32 * mfs_decode_simdgroups(d); }
+constexpr int mfs_decode_elems_per_lane(int d) { return d <= 128 ? 4 : d <= 256 ? 8 : 16; }
 constexpr int mfs_decode_lanes_per_key(int d) { return d <= 32 ? 8 : d <= 64 ? 16 : 32; }
+constexpr bool mfs_decode_q_in_registers(int d) { return d < 512; }
 // Pairs one lane group holds in registers.
 constexpr int mfs_decode_max_pairs(int d, int elem_bytes) {
-  return d <= 128 ? (elem_bytes == 4 ? 6 : 8) : 4;
+  return d <= 128 ? (elem_bytes == 4 ? 6 : 8) : d <= 256 ? 4 : (elem_bytes == 4 ? 3 : 4);
 }
 // Lane groups of a SIMD-group sharing one key, each holding its own pairs: 1, 2 or 4 (at most
 // the lane groups a SIMD-group has, 32 / lanes per key).
@@ -136,22 +170,23 @@ constexpr int mfs_decode_max_tg_pairs(int d, int elem_bytes) {
 // The combine area (per cohort, each SIMD-group's o (tile width) and (m, l) of one pair), the
 // sequence's bounds (4 ints, read once per threadgroup), then the pairs' q rows (input dtype).
 constexpr int mfs_decode_combine_floats(int d) {
-  return (32 / mfs_decode_lanes_per_key(d)) * MFS_DECODE_SIMDGROUPS * (d + 4);
+  return (32 / mfs_decode_lanes_per_key(d)) * mfs_decode_simdgroups(d) * (d + 4);
 }
 constexpr int mfs_decode_tg_bytes(int d, int elem_bytes) {
   return (mfs_decode_combine_floats(d) + 4) * 4 + mfs_decode_max_tg_pairs(d, elem_bytes) * d * elem_bytes;
 }
-// Registers of one decode thread: per pair q (E elements in the input dtype), o (E fp32), m, l
-// and the pair's visible key range; the K and V vectors of the current key (input dtype); the
-// overhead.
+// Registers of one decode thread: per pair q (E elements in the input dtype, when held in
+// registers), o (E fp32), m, l and the pair's visible key range; the K and V vectors of the
+// current key (input dtype); the overhead.
 constexpr int mfs_decode_registers(int d, int elem_bytes) {
   return mfs_decode_max_pairs(d, elem_bytes) *
-             (mfs_decode_elems_per_lane(d) * elem_bytes / 4 + mfs_decode_elems_per_lane(d) + 4) +
+             ((mfs_decode_q_in_registers(d) ? mfs_decode_elems_per_lane(d) * elem_bytes / 4 : 0) +
+              mfs_decode_elems_per_lane(d) + 4) +
          2 * mfs_decode_elems_per_lane(d) * elem_bytes / 4 + MFS_REGISTER_OVERHEAD;
 }
 // Split-K: a split covers a multiple of this many keys (every SIMD-group gets whole steps).
 #define MFS_DECODE_SPLIT_GRAIN 32
-#define MFS_MAX_HEAD_DIM 256
+#define MFS_MAX_HEAD_DIM 512
 
 // ---- clearing the rows of a varlen q past cu_seqlens_q[batch] (functional form) ----
 #define MFS_CLEAR_ROWS_PER_TG 8

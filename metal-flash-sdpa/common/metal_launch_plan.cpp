@@ -160,7 +160,7 @@ LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype 
   }
   const int tile = mfs_head_dim_tile(std::max(p.head_dim, p.head_dim_v));
   if (tile == 0 || p.head_dim % 8 != 0 || p.head_dim_v % 8 != 0) {
-    throw std::invalid_argument("metal_launch_plan: head dims must be multiples of 8 up to 256");
+    throw std::invalid_argument("metal_launch_plan: head dims must be multiples of 8 up to 512");
   }
   const std::string dim = "_d" + std::to_string(tile);
 
@@ -177,7 +177,7 @@ LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype 
       const int tg_y = p.heads_kv * (group / args.heads_per_tg) * row_chunks;
       const int64_t tgs = int64_t(p.batch) * tg_y;
       // Split the keys while the launch would give the GPU's cores too few SIMD-groups.
-      const int64_t simdgroups = tgs * MFS_DECODE_SIMDGROUPS;
+      const int64_t simdgroups = tgs * mfs_decode_simdgroups(tile);
       const int64_t target_simdgroups =
           int64_t(std::max(1, target.gpu_cores)) * tuning.target_simdgroups_per_core;
       int splits = 1;
@@ -190,7 +190,7 @@ LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype 
         const int64_t partial_bytes = pairs * (p.head_dim_v + 2) * 4 * 2;
         const int64_t row_bytes = int64_t(p.head_dim + p.head_dim_v) * eb;
         int64_t min_keys = std::max<int64_t>(
-            int64_t(tuning.min_keys_per_simdgroup) * MFS_DECODE_SIMDGROUPS,
+            int64_t(tuning.min_keys_per_simdgroup) * mfs_decode_simdgroups(tile),
             plan_ceil_div(tuning.scratch_ratio * partial_bytes, row_bytes));
         min_keys = int64_t(plan_ceil_div(min_keys, MFS_DECODE_SPLIT_GRAIN)) * MFS_DECODE_SPLIT_GRAIN;
         if (p.max_seqlen_k / min_keys >= 2) {
@@ -214,7 +214,7 @@ LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype 
 
       KernelLaunch d = launch("mfs_decode_" + sfx + dim, PlanKernel::Decode, p, sinks_dtype, target);
       d.buffers = call_buffers(p, true);
-      plan_set_grid(d, splits, tg_y, p.batch, 32 * MFS_DECODE_SIMDGROUPS);
+      plan_set_grid(d, splits, tg_y, p.batch, mfs_decode_threads(tile));
       d.bytes.push_back(plan_bytes_of(MFS_BUF_ARGS, args));
       d.static_threadgroup_bytes = mfs_decode_tg_bytes(tile, eb);
       if (splits > 1) {

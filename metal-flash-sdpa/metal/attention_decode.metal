@@ -2,13 +2,15 @@
 //
 // mfs_decode: one threadgroup = the (query head, row) pairs of a GQA group that share one KV head
 // (heads_per_tg heads x rows_per_tg rows: the whole group when it fits), for one sequence and one
-// key split, with MFS_DECODE_SIMDGROUPS SIMD-groups that each take a contiguous run of the split's
-// keys. K/V rows are read straight from device memory, no threadgroup staging and no barrier in
-// the key loop: a key's row is spread over L lanes (mfs_decode_lanes_per_key), each owning E
-// contiguous elements (one or two 4-element vector loads), and that one read serves every pair of
-// the threadgroup. A lane group holds P pairs in registers; with more pairs than that, the lane
-// groups of a SIMD-group form C cohorts that hold different pairs of the same key: the first
-// cohort loads the key and the others take it by shuffle. V is loaded after the key's scores.
+// key split, with W = mfs_decode_simdgroups SIMD-groups that each take a contiguous run of the
+// split's keys. K/V rows are read straight from device memory, no threadgroup staging and no
+// barrier in the key loop: a key's row is spread over L lanes (mfs_decode_lanes_per_key), each
+// owning E contiguous elements (one to four 4-element vector loads), and that one read serves
+// every pair of the threadgroup. A lane group holds P pairs in registers (their q too, except at
+// tile 512, where q is read from the threadgroup copy of the pairs' rows); with more pairs than
+// that, the lane groups of a SIMD-group form C cohorts that hold different pairs of the same
+// key: the first cohort loads the key and the others take it by shuffle. V is loaded after the
+// key's scores.
 // Each lane group keeps its own online-softmax state per pair; the states are combined across
 // lane groups (shuffles) and across SIMD-groups (threadgroup memory, once at the end). With
 // num_splits > 1 (few threadgroups for the GPU's cores, long keys) each split writes an
@@ -34,7 +36,7 @@ inline void merge_state(thread float& m, thread float& l, thread float* o, float
 }
 
 template <typename T, int D>
-[[kernel, max_total_threads_per_threadgroup(32 * MFS_DECODE_SIMDGROUPS)]] void mfs_decode(
+[[kernel, max_total_threads_per_threadgroup(mfs_decode_threads(D))]] void mfs_decode(
     const device T* q [[buffer(MFS_BUF_Q)]],
     const device T* k [[buffer(MFS_BUF_K)]],
     const device T* v [[buffer(MFS_BUF_V)]],
@@ -53,13 +55,16 @@ template <typename T, int D>
     uint3 tg [[threadgroup_position_in_grid]],
     uint sg [[simdgroup_index_in_threadgroup]],
     uint lane [[thread_index_in_simdgroup]]) {
-  constexpr int W = MFS_DECODE_SIMDGROUPS;
+  constexpr int W = mfs_decode_simdgroups(D);
   constexpr int E = mfs_decode_elems_per_lane(D);  // contiguous elements per lane
   constexpr int L = mfs_decode_lanes_per_key(D);   // lanes per key
   constexpr int G = 32 / L;                        // lane groups per SIMD-group
   constexpr int P = mfs_decode_max_pairs(D, (int)sizeof(T));  // (head, row) pairs per lane group
   constexpr int CW = D + 4;                        // combine row: o[D], m, l (16-byte aligned)
+  constexpr int QP = mfs_decode_max_tg_pairs(D, (int)sizeof(T));  // q rows staged
+  constexpr bool QREG = mfs_decode_q_in_registers(D);  // else q is read from q_tile per key
   static_assert(L * E >= D, "a key's lanes cover the head-dim tile");
+  static_assert(QREG || L * E == D, "q read from q_tile: every lane's share is inside the tile");
   static_assert(mfs_decode_registers(D, (int)sizeof(T)) <= MFS_REGISTER_BUDGET, "decode registers");
   // [G][W][CW] combine area, the sequence's bounds, then the pairs' q rows [G * P][D] (read from
   // device memory once per threadgroup, not once per SIMD-group).
@@ -80,7 +85,9 @@ template <typename T, int D>
 
   // SIMD-group 0 reads the sequence's offsets (once per threadgroup) and stages the pairs' q
   // rows, 8 elements per lane; the others wait at the barrier and read the bounds back.
-  // Per pair i: head h_first + i / rows_in, row row_first + i % rows_in.
+  // Per pair i: head h_first + i / rows_in, row row_first + i % rows_in. Every row slot is
+  // filled to the tile's width, with zeros past head_dim and in slots without a pair: a q element
+  // read from it is 0 wherever no K element was loaded.
   if (sg == 0) {
     const SequenceRows s0 = sequence_rows(p, cu_seqlens_q, cu_seqlens_k, seqused_k, b, lane);
     if (lane == 0) {
@@ -90,12 +97,19 @@ template <typename T, int D>
       bounds_tg[3] = s0.seqlen_k;
     }
     const int rows_in0 = min(min(s0.seqlen_q, a.rows_per_head), row_first + a.rows_per_tg) - row_first;
-    for (int i = (int)lane; i < a.heads_per_tg * rows_in0 * (hd / 8); i += 32) {
-      const int pair = i / (hd / 8), c = i % (hd / 8);
+    const int live_pairs = a.heads_per_tg * rows_in0;  // <= 0 when the threadgroup has no row
+    for (int i = (int)lane; i < QP * (D / 8); i += 32) {
+      const int pair = i / (D / 8), c = i % (D / 8);
+      threadgroup T* dst = q_tile + pair * D + c * 8;
+      if (pair >= live_pairs || c >= hd / 8) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) dst[e] = T(0.0f);
+        continue;
+      }
       const device T* src = q + q_row_offset(p, s0, b, row_first + pair % rows_in0) +
                             (long)(h_first + pair / rows_in0) * p.q_head_stride + c * 8;
 #pragma unroll
-      for (int e = 0; e < 8; ++e) q_tile[pair * D + c * 8 + e] = src[e];
+      for (int e = 0; e < 8; ++e) dst[e] = src[e];
     }
   }
   threadgroup_barrier(mem_flags::mem_threadgroup);  // bounds and q are staged (before the keys)
@@ -132,9 +146,10 @@ template <typename T, int D>
   const int first_pair = cohort * P;
   const ushort key_lane = (ushort)(slot * C * L + (int)lane % L);  // the lane that loads my key
   const int d0 = ((int)lane % L) * E;  // this lane's first head-dim element
-  const bool k_lane = d0 < hd, v_lane = d0 < hdv;
+  const bool v_lane = d0 < hdv;
 
-  T qv[P][E];  // input dtype: half the registers for half/bfloat
+  T qv[P][E];  // input dtype: half the registers for half/bfloat (unused without QREG)
+  const threadgroup T* q_mine = q_tile + first_pair * D + d0;  // my pairs' q, without QREG
   float o[P][E];
   float m[P], l[P];
   KeyRange mine[P];
@@ -151,7 +166,7 @@ template <typename T, int D>
     rule[i] = score_rule(p, alibi_slopes, s, b, h, lane, C > 1 ? L : 32);  // heads per cohort
 #pragma unroll
     for (int e = 0; e < E; ++e) {
-      qv[i][e] = (live && k_lane) ? q_tile[pair * D + d0 + e] : T(0.0f);
+      if (QREG) qv[i][e] = d0 < D ? q_mine[i * D + e] : T(0.0f);  // lanes past the tile: 0
       o[i][e] = 0.0f;
     }
     m[i] = MFS_MASKED;
@@ -189,8 +204,10 @@ template <typename T, int D>
       kr = k + (long)key_page_now * p.k_batch_stride + (long)in_page * p.k_row_stride + k_head;
       vr = v + (long)key_page_now * p.v_batch_stride + (long)in_page * p.v_row_stride + v_head;
     }
-    const RowVec<float, E> kx = shared_row_vec<T, E>(load_row_vec<T, E>(kr, live && loads && k_lane),
-                                                     key_lane, C > 1);
+    // This lane's share of the row: hd - d0 elements of it exist (none, some or all E).
+    const int k_live = live && loads ? hd - d0 : 0, v_live = live && loads ? hdv - d0 : 0;
+    const RowVec<float, E> kx =
+        shared_row_vec<T, E>(load_row_vec<T, E>(kr, k_live), key_lane, C > 1);
     // Scores of this key for every pair, then V (its load's latency behind the softmax).
     float x[P];
     const bool unmasked = !mfs_window || (key >= all.begin && key < all.end);
@@ -198,15 +215,17 @@ template <typename T, int D>
     for (int i = 0; i < P; ++i) {
       float dot = 0.0f;
 #pragma unroll
-      for (int e = 0; e < E; ++e) dot += float(qv[i][e]) * row_vec_at(kx, e);
+      for (int e = 0; e < E; ++e) {
+        dot += (QREG ? float(qv[i][e]) : float(q_mine[i * D + e])) * row_vec_at(kx, e);
+      }
       dot = group_sum(dot, L);
       const int row = row_first + (first_pair + i) % rows_in;  // used by ALiBi only
       x[i] = !live ? MFS_MASKED
              : unmasked ? score_log2(rule[i], dot, row, key)
                         : logit_log2(rule[i], dot, row, key, mine[i]);
     }
-    const RowVec<float, E> vx = shared_row_vec<T, E>(load_row_vec<T, E>(vr, live && loads && v_lane),
-                                                     key_lane, C > 1);
+    const RowVec<float, E> vx =
+        shared_row_vec<T, E>(load_row_vec<T, E>(vr, v_live), key_lane, C > 1);
 #pragma unroll
     for (int i = 0; i < P; ++i) {
       const float m_new = max(m[i], x[i]);
@@ -282,7 +301,9 @@ template <typename T, int D>
         device T* o_row = out + o_row_offset(p, s, b, row) + (long)h * p.o_head_stride;
         if (g == 0 && v_lane) {
 #pragma unroll
-          for (int e = 0; e < E; ++e) o_row[d0 + e] = T(ot[e] * inv);
+          for (int e = 0; e < E; ++e) {
+            if (d0 + e < hdv) o_row[d0 + e] = T(ot[e] * inv);  // a share can pass head_dim_v
+          }
         }
         if (mfs_write_lse && lane == 0) {
           RowState st;
@@ -295,7 +316,9 @@ template <typename T, int D>
             (((long)b * p.heads_q + h) * a.rows_per_head + row) * a.num_splits + split;
         if (g == 0 && v_lane) {
 #pragma unroll
-          for (int e = 0; e < E; ++e) partial_o[slot_index * hdv + d0 + e] = ot[e];
+          for (int e = 0; e < E; ++e) {
+            if (d0 + e < hdv) partial_o[slot_index * hdv + d0 + e] = ot[e];
+          }
         }
         if (lane == 0) {
           partial_ml[slot_index * 2] = mt;
@@ -411,6 +434,7 @@ MFS_INSTANTIATE_DECODE_DTYPES(96)
 MFS_INSTANTIATE_DECODE_DTYPES(128)
 MFS_INSTANTIATE_DECODE_DTYPES(192)
 MFS_INSTANTIATE_DECODE_DTYPES(256)
+MFS_INSTANTIATE_DECODE_DTYPES(512)
 
 #define MFS_INSTANTIATE_BY_DTYPE(fn, T, tname)                                    \
   template [[host_name(MFS_STR(MFS_CAT2(fn, tname)))]] [[kernel]]                 \

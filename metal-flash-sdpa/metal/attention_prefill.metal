@@ -5,14 +5,16 @@
 //   stage K (stored transposed: the layout S = Q.K^T reads, one 2-element read per fragment)
 //   | S = Q.K^T, then stage V (its loads' latency hides behind the softmax)
 //   | softmax, O += P.V (and stage the next K).
+// Where the K and V tiles share one buffer (float32 at tile 512, metal_kernel_config.h), V waits
+// for every S and the next K for every P.V: four barriers per tile.
 // Key tiles outside the union of the tile's rows' visible ranges (causal, window) are never
 // loaded; a tile every row of a SIMD-group sees whole (interior) takes a path with no
 // per-element mask or bound, only the diagonal, window-edge and sequence-end tiles are masked.
 //
 // Registers (metal_kernel_config.h, mfs_prefill_registers): Q is kept in its input dtype (half/
 // bfloat: one register per fragment), O in fp32; from head-dim tile 192 on, each row group is two
-// SIMD-groups that split the head dim (Q, O and the Q.K^T contraction), summing their partial S
-// through threadgroup memory.
+// (four at tile 512) SIMD-groups that split the head dim (Q, O and the Q.K^T contraction),
+// summing their partial S through threadgroup memory, every one in the same order.
 //
 // Head dims: instantiated for the tiles of metal_kernel_config.h; a call with a smaller head dim
 // runs on the next tile up and skips the 8-wide chunks past its head_dim / head_dim_v.
@@ -42,20 +44,22 @@ template <typename T, int D>
   constexpr int LD = mfs_prefill_ld(D, ES);  // V tile: [BK][LD]
   constexpr int LDK = BK + mfs_tile_pad(ES);  // K tile, transposed: [D][LDK]
   constexpr int DS = mfs_prefill_dsplit(D);   // SIMD-groups per row group (head-dim split)
-  constexpr int NSG = mfs_prefill_simdgroups(D);
   constexpr int NT = mfs_prefill_threads(D);
   constexpr int DQ = D / 8 / DS;  // 8-wide head-dim chunks of this SIMD-group (Q and O)
   constexpr int KC = BK / 8;      // 8-key chunks of a key tile
   constexpr int SLOTS = (BK * (D / 8) + NT - 1) / NT;  // staging slots per thread
+  constexpr bool KV_SHARED = mfs_prefill_kv_shared(D, ES);  // K and V tiles in one buffer
   static_assert(mfs_prefill_registers(D, ES) <= MFS_REGISTER_BUDGET, "prefill registers");
   static_assert(mfs_prefill_tg_bytes(D, ES) <= 32768, "prefill threadgroup memory");
-  // One declaration: the transposed K tile, the V tile, each tile row's element offset (paged
-  // K/V) and the SIMD-groups' partial S (head-dim split).
+  static_assert(mfs_prefill_k_tile_bytes(D, ES) == D * LDK * ES, "K tile layout");
+  static_assert(mfs_prefill_v_tile_bytes(D, ES) == BK * LD * ES, "V tile layout");
+  // One declaration: the transposed K tile, the V tile (after it, or over it when shared), each
+  // tile row's element offset (paged K/V) and the SIMD-groups' partial S (head-dim split).
   threadgroup T kv_tiles[mfs_prefill_tg_bytes(D, ES) / ES];
   threadgroup T* kt_tile = kv_tiles;
-  threadgroup T* v_tile = kv_tiles + D * LDK;
+  threadgroup T* v_tile = KV_SHARED ? kv_tiles : kv_tiles + D * LDK;
   // (page, row in page) of each tile row, two buffers: the tile staged now, the next one.
-  threadgroup int* page_rows = (threadgroup int*)(v_tile + BK * LD);
+  threadgroup int* page_rows = (threadgroup int*)(kv_tiles + mfs_prefill_kv_bytes(D, ES) / ES);
   threadgroup float* partial_s = (threadgroup float*)(page_rows + 4 * BK);
 
   const int b = (int)tg.z;
@@ -150,12 +154,14 @@ template <typename T, int D>
   // Two barriers per tile. Staging K of tile t + 1 needs no barrier of its own: every S of tile
   // t was computed before the barrier that completed V of tile t, and V of tile t + 1 is staged
   // after the barrier that completes K of tile t + 1, which no thread reaches before its P.V of
-  // tile t is done.
+  // tile t is done. With a shared K/V buffer, K of tile t + 1 and V of tile t are in the same
+  // place, and so are V and K of one tile: each staging waits for the last reader of the other.
   int tile = 0;
   for (int k0 = hull.begin; k0 < hull.end; k0 += BK, ++tile) {
     const int kn = min(BK, hull.end - k0);  // keys of this tile
     threadgroup const int* pages = page_rows + (tile % 2) * 2 * BK;
     if (tid == 0) MSL_SIM_COUNT("kv_tiles", 1);
+    if (KV_SHARED && tile > 0) threadgroup_barrier(mem_flags::mem_threadgroup);  // P.V read V
 
     // (1) Stage K, transposed. K rows past kn are never used: their scores are masked.
 #pragma unroll
@@ -197,7 +203,7 @@ template <typename T, int D>
         sf[j].thread_elements()[1] += part.thread_elements()[1];
       }
     }
-    if (DS > 1) {  // publish this half's partial S for the other SIMD-group of the row group
+    if (DS > 1) {  // publish this share's partial S for the row group's other SIMD-groups
 #pragma unroll
       for (int j = 0; j < KC; ++j) {
         partial_s[((int)sg * 8 + fr) * BK + j * 8 + fc] = sf[j].thread_elements()[0];
@@ -206,6 +212,7 @@ template <typename T, int D>
     }
 
     // (3) Stage V (rows past kn zeroed: P is 0 there, and 0 x NaN would not be).
+    if (KV_SHARED) threadgroup_barrier(mem_flags::mem_threadgroup);  // every S read K
 #pragma unroll
     for (int n = 0; n < SLOTS; ++n) {
       const int r = vslot[n].row;
@@ -237,12 +244,18 @@ template <typename T, int D>
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);  // V, partial S and next pages complete
     if (j_begin >= j_end) continue;  // nothing of this tile for these rows (whole SIMD-group)
-    if (DS > 1) {
-      const int other = ((int)sg + MFS_PREFILL_ROW_GROUPS) % NSG;
+    if (DS > 1) {  // S = the shares' partials summed in share order: the same S in every share
 #pragma unroll
       for (int j = 0; j < KC; ++j) {
-        sf[j].thread_elements()[0] += partial_s[(other * 8 + fr) * BK + j * 8 + fc];
-        sf[j].thread_elements()[1] += partial_s[(other * 8 + fr) * BK + j * 8 + fc + 1];
+        float e0 = 0.0f, e1 = 0.0f;
+#pragma unroll
+        for (int share = 0; share < DS; ++share) {
+          const int from = share * MFS_PREFILL_ROW_GROUPS + rg;
+          e0 += partial_s[(from * 8 + fr) * BK + j * 8 + fc];
+          e1 += partial_s[(from * 8 + fr) * BK + j * 8 + fc + 1];
+        }
+        sf[j].thread_elements()[0] = e0;
+        sf[j].thread_elements()[1] = e1;
       }
     }
 
@@ -345,3 +358,4 @@ MFS_INSTANTIATE_PREFILL_DTYPES(96)
 MFS_INSTANTIATE_PREFILL_DTYPES(128)
 MFS_INSTANTIATE_PREFILL_DTYPES(192)
 MFS_INSTANTIATE_PREFILL_DTYPES(256)
+MFS_INSTANTIATE_PREFILL_DTYPES(512)

@@ -121,18 +121,20 @@ inline StageSlot stage_slot(int tid, int n, int nthreads, int rows, int chunks) 
 }
 
 // ---- device row vectors (decode: a lane's contiguous elements of one K or V row) -------------
-// N (4 or 8) contiguous elements as 4-element vectors (8-byte loads for half/bfloat, 16-byte for
-// float) when mfs_vector_kv, else element by element; `live` false gives zeros, no load.
+// N (4, 8 or 16) contiguous elements as 4-element vectors (8-byte loads for half/bfloat, 16-byte
+// for float) when mfs_vector_kv, else element by element. `live` is how many of the N exist in
+// the row from src on (a multiple of 4; <= 0: none): the parts past it are zeros, never loaded
+// (a 16-element lane share can straddle the end of a row whose head dim is not a multiple of 16).
 template <typename T, int N>
 struct RowVec {
   vec<T, 4> part[N / 4];
 };
 template <typename T, int N>
-inline RowVec<T, N> load_row_vec(const device T* src, bool live) {
+inline RowVec<T, N> load_row_vec(const device T* src, int live) {
   RowVec<T, N> r;
 #pragma unroll
   for (int i = 0; i < N / 4; ++i) {
-    if (!live) {
+    if (4 * i >= live) {
       r.part[i] = vec<T, 4>(T(0.0f));
     } else if (mfs_vector_kv) {
       r.part[i] = *((const device vec<T, 4>*)(src + 4 * i));

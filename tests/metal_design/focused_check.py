@@ -46,6 +46,15 @@ CASES = [
 ]
 
 
+# --wide: head-dim tile 512 (four SIMD-groups per prefill row group, float32's shared K/V tile,
+# decode's q read from threadgroup memory, lane shares straddling a 264-wide row's end).
+WIDE_CASES = [
+    ("prefill_wide", [40], [45], 2, 1, 512, dict(causal=True, sinks=True)),
+    ("decode_wide", [1, 2], [40, 30], 4, 2, 512, dict(causal=True)),
+    ("decode_wide_264", [2, 1], [35, 20], 4, 2, 264, dict(sinks=True)),
+]
+
+
 def load(root: Path):
     os.environ["LOCAL_KERNELS"] = f"kernels-community/metal-flash-sdpa={root}"
     import kernels
@@ -154,6 +163,7 @@ def main() -> int:
     parser.add_argument("root", type=Path)
     parser.add_argument("--dtypes", default="f32")
     parser.add_argument("--schedules", default="inorder,reverse,random")
+    parser.add_argument("--wide", action="store_true", help="the tile-512 cases too")
     args = parser.parse_args()
     fa = load(args.root)
     failures = []
@@ -162,7 +172,7 @@ def main() -> int:
         os.environ["MFS_SIM_SCHEDULE"] = schedule
         for dtype in args.dtypes.split(","):
             runs = [(run_backward_case, case) for case in BACKWARD_CASES]
-            runs += [(run_case, case) for case in CASES]
+            runs += [(run_case, case) for case in CASES + (WIDE_CASES if args.wide else [])]
             for run, case in runs:
                 problem = run(fa, case, DTYPES[dtype])
                 if problem:

@@ -5,9 +5,11 @@ threadgroup_barrier or a flipped mask comparison in the Metal kernels (forward a
     python tests/metal_design/mutants.py [--only NAME ...] [--keep]
 
 For each mutant: copy metal-flash-sdpa/metal/ to a temp dir, apply the mutation, keep only the
-head-dim-64 instantiations (to build fast), build a simulated-Metal variant there (object cache
-shared with build-sim/), and run tests/metal_design/focused_check.py against it in a fresh
-process. The unmutated sources (same reduced instantiations) must pass; every mutant must fail.
+head-dim-64 instantiations (to build fast; a `wide` mutant, of a code path only tile 512 takes,
+keeps the tile-512 ones too and is checked with focused_check.py --wide), build a
+simulated-Metal variant there (object cache shared with build-sim/), and run
+tests/metal_design/focused_check.py against it in a fresh process. The unmutated sources (same
+reduced instantiations, with and without tile 512) must pass; every mutant must fail.
 Prints one line per mutant; exits 1 if a mutant survives or the baseline fails.
 """
 
@@ -57,17 +59,27 @@ class Mutant:
     name: str
     file: str
     apply: Callable[[str], str]
+    wide: bool = False  # a path of tile 512 only: built and checked with the 512 kernels too
 
 
 MUTANTS = [
-    # threadgroup_barrier sites, in source order: before staging a tile, after the paged rows'
-    # page lookup, after staging
+    # threadgroup_barrier sites, in source order: after the first tile's page lookup, before
+    # staging K (shared K/V buffer only), after staging K, before staging V (shared only), after
+    # staging V
     Mutant("prefill_barrier_first_pages", "attention_prefill.metal",
            remove_nth("threadgroup_barrier(", 0)),
+    Mutant("prefill_barrier_shared_before_k", "attention_prefill.metal",
+           remove_nth("threadgroup_barrier(", 1), wide=True),
     Mutant("prefill_barrier_after_k", "attention_prefill.metal",
-           remove_nth("threadgroup_barrier(", 1)),
-    Mutant("prefill_barrier_after_v", "attention_prefill.metal",
            remove_nth("threadgroup_barrier(", 2)),
+    Mutant("prefill_barrier_shared_before_v", "attention_prefill.metal",
+           remove_nth("threadgroup_barrier(", 3), wide=True),
+    Mutant("prefill_barrier_after_v", "attention_prefill.metal",
+           remove_nth("threadgroup_barrier(", 4)),
+    Mutant("prefill_partial_s_two_shares", "attention_prefill.metal",
+           replace_once("share < DS;", "share < 2;"), wide=True),
+    Mutant("decode_row_tail_loaded", "attention_tiles.h",
+           replace_once("if (4 * i >= live) {", "if (live <= 0) {"), wide=True),
     Mutant("decode_barrier_after_q", "attention_decode.metal",
            remove_nth("threadgroup_barrier(", 0)),
     Mutant("decode_barrier_between_pairs", "attention_decode.metal",
@@ -97,9 +109,10 @@ MUTANTS = [
 ]
 
 
-def reduce_instantiations(text: str) -> str:
-    return re.sub(r"^MFS_INSTANTIATE_(PREFILL|DECODE|BWD_TILED)_DTYPES\((?!64\))\d+\)\n", "",
-                  text, flags=re.M)
+def reduce_instantiations(text: str, wide: bool = False) -> str:
+    keep = "64|512" if wide else "64"
+    return re.sub(rf"^MFS_INSTANTIATE_(PREFILL|DECODE|BWD_TILED)_DTYPES\((?!(?:{keep})\))\d+\)\n",
+                  "", text, flags=re.M)
 
 
 # The backward (attention_backward.metal): its eight barriers in source order (dk/dv, then dq:
@@ -119,7 +132,7 @@ MUTANTS += [
 ]
 
 
-def build_variant(workdir: Path, mutant: Mutant | None) -> Path:
+def build_variant(workdir: Path, mutant: Mutant | None, wide: bool = False) -> Path:
     """Builds the (mutated) sources into workdir; returns the variant root."""
     metal = workdir / "metal-flash-sdpa" / "metal"
     if metal.parent.exists():
@@ -129,7 +142,7 @@ def build_variant(workdir: Path, mutant: Mutant | None) -> Path:
     # common/ is copied, not linked: a mutant may change the rules the kernels include from it
     shutil.copytree(REPO / "metal-flash-sdpa" / "common", metal.parent / "common")
     for path in metal.glob("*.metal"):
-        path.write_text(reduce_instantiations(path.read_text()))
+        path.write_text(reduce_instantiations(path.read_text(), wide))
     if mutant:
         target = metal / mutant.file
         target.write_text(mutant.apply(target.read_text()))
@@ -144,24 +157,26 @@ def build_variant(workdir: Path, mutant: Mutant | None) -> Path:
     return out_root
 
 
-def check(root: Path) -> tuple[bool, str]:
+def check(root: Path, wide: bool = False) -> tuple[bool, str]:
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, str(CHECK), str(root)], capture_output=True,
-                            text=True, env=env, timeout=1800)
+    result = subprocess.run([sys.executable, str(CHECK), str(root), *(["--wide"] if wide else [])],
+                            capture_output=True, text=True, env=env, timeout=1800)
     lines = (result.stdout + result.stderr).strip().splitlines()
     return result.returncode == 0, (lines[0] if lines else "")[:200]
 
 
 def run(names: list[str] | None = None) -> dict[str, tuple[bool, str]]:
-    """{name: (check passed, first line of its output)}, 'baseline' first."""
+    """{name: (check passed, first line of its output)}, the baselines ('baseline', and
+    'baseline_wide' when a wide mutant runs) first."""
     results = {}
+    chosen = [m for m in MUTANTS if not names or m.name in names]
     with tempfile.TemporaryDirectory(prefix="mfs_mutants_") as tmp:
         work = Path(tmp)
         results["baseline"] = check(build_variant(work, None))
-        for m in MUTANTS:
-            if names and m.name not in names:
-                continue
-            results[m.name] = check(build_variant(work, m))
+        if any(m.wide for m in chosen):
+            results["baseline_wide"] = check(build_variant(work, None, wide=True), wide=True)
+        for m in chosen:
+            results[m.name] = check(build_variant(work, m, m.wide), m.wide)
     return results
 
 
@@ -170,10 +185,11 @@ def main() -> int:
     parser.add_argument("--only", nargs="*")
     args = parser.parse_args()
     results = run(args.only)
-    ok = results["baseline"][0]
-    print(f"{'baseline':32s} {'passes' if ok else 'FAILS'}  {results['baseline'][1]}")
+    ok = True
     for name, (passed, first) in results.items():
-        if name == "baseline":
+        if name.startswith("baseline"):
+            ok &= passed
+            print(f"{name:32s} {'passes' if passed else 'FAILS'}  {first}")
             continue
         ok &= not passed
         print(f"{name:32s} {'SURVIVED' if passed else 'caught'}  {first}")

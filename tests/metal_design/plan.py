@@ -93,6 +93,15 @@ def register_estimates() -> dict[str, int]:
     return json.loads(result.stdout)
 
 
+def prefill_layouts() -> dict[str, dict]:
+    """The prefill threadgroup per head-dim tile and element size (metal_kernel_config.h):
+    {"f32_d512": {"bk": 8, "dsplit": 4, "kv_shared": True, "barriers_per_tile": 4, ...}, ...};
+    "16bit_d..." for float16 and bfloat16."""
+    result = subprocess.run([str(probe_binary())], input="prefill_layout\n",
+                            capture_output=True, text=True, check=True)
+    return json.loads(result.stdout)
+
+
 def gpu_cores(architecture: str) -> int:
     result = subprocess.run([str(probe_binary())], input=f"cores {architecture}\n",
                             capture_output=True, text=True, check=True)

@@ -5,7 +5,8 @@
 // are AttentionParams members; `flags` is the bit set; `gpu_cores` and `kv_aligned` set the
 // PlanTarget). `names` alone prints every kernel name the plan can pick. `bwd` before a call
 // prints the backward plan of it (make_backward_plan, default strides); `bwd_names` and
-// `bwd_registers` the backward's kernel names and register estimates.
+// `bwd_registers` the backward's kernel names and register estimates; `prefill_layout` the
+// prefill threadgroup's tiles per head-dim tile.
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -56,6 +57,26 @@ int main() {
       std::cout << "}" << std::endl;
       continue;
     }
+    if (dtype == "prefill_layout") {  // the prefill threadgroup of every tile and element size
+      std::cout << "{";
+      bool first = true;
+      for (int eb : {4, 2}) {
+        for (int i = 0; i < MFS_NUM_HEAD_DIM_TILES; ++i) {
+          const int d = mfs_head_dim_tile_at(i);
+          std::cout << (first ? "" : ",") << "\"" << (eb == 4 ? "f32" : "16bit") << "_d" << d
+                    << "\": {\"bk\": " << mfs_prefill_bk(d, eb)
+                    << ", \"dsplit\": " << mfs_prefill_dsplit(d)
+                    << ", \"kv_shared\": " << (mfs_prefill_kv_shared(d, eb) ? "true" : "false")
+                    << ", \"barriers_per_tile\": " << mfs_prefill_barriers_per_tile(d, eb)
+                    << ", \"k_tile_bytes\": " << mfs_prefill_k_tile_bytes(d, eb)
+                    << ", \"v_tile_bytes\": " << mfs_prefill_v_tile_bytes(d, eb)
+                    << ", \"tg_bytes\": " << mfs_prefill_tg_bytes(d, eb) << "}";
+          first = false;
+        }
+      }
+      std::cout << "}" << std::endl;
+      continue;
+    }
     if (dtype == "cores") {  // gpu_cores_from_architecture of the next word
       std::string name;
       in >> name;
@@ -69,6 +90,7 @@ int main() {
         for (int eb : {4, 2}) {
           for (int i = 0; i < MFS_NUM_HEAD_DIM_TILES; ++i) {
             const int d = mfs_head_dim_tile_at(i);
+            if (d > kMetalBackwardMaxTile) continue;  // the backward's tiles end there
             const int regs = std::string(family) == "dkdv" ? mfs_bwd_dkdv_registers(d, eb)
                                                             : mfs_bwd_dq_registers(d, eb);
             std::cout << (first ? "" : ",") << "\"" << family << (eb == 4 ? "_f32" : "_16bit")
