@@ -86,7 +86,7 @@ LaunchPlan make_backward_plan(const AttentionParams& p, const MetalBackwardArgs&
   }
   const int tile = mfs_head_dim_tile(p.head_dim > p.head_dim_v ? p.head_dim : p.head_dim_v);
   if (tile == 0 || p.head_dim % 8 != 0 || p.head_dim_v % 8 != 0) {
-    throw std::invalid_argument("metal_backward_plan: head dims must be multiples of 8 up to 256");
+    throw std::invalid_argument("metal_backward_plan: head dims must be multiples of 8 up to 512");
   }
   LaunchPlan plan;
   // D: one float per (query row, head) of the tensor.

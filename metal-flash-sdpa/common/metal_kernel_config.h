@@ -46,16 +46,16 @@ enum MfsDtype { kMfsFloat32 = 0, kMfsFloat16 = 1, kMfsBFloat16 = 2 };
 // 8-wide chunks and skip (predicate off) chunks past the call's head_dim / head_dim_v, so a head
 // dim between two tiles costs no extra MMAs and no extra memory traffic, only registers and
 // threadgroup memory sized for the larger tile.
-#define MFS_NUM_HEAD_DIM_TILES 8
+#define MFS_NUM_HEAD_DIM_TILES 9
 constexpr int mfs_head_dim_tile_at(int i) {
   return i == 0 ? 32 : i == 1 ? 64 : i == 2 ? 72 : i == 3 ? 80 : i == 4 ? 96
-       : i == 5 ? 128 : i == 6 ? 192 : 256;
+       : i == 5 ? 128 : i == 6 ? 192 : i == 7 ? 256 : 512;
 }
-// 0 when no tile is wide enough (head dims > 256 are rejected by the argument checks).
+// 0 when no tile is wide enough (head dims > 512 are rejected by the argument checks).
 constexpr int mfs_head_dim_tile(int head_dim) {
   return head_dim <= 32 ? 32 : head_dim <= 64 ? 64 : head_dim <= 72 ? 72 : head_dim <= 80 ? 80
        : head_dim <= 96 ? 96 : head_dim <= 128 ? 128 : head_dim <= 192 ? 192
-       : head_dim <= 256 ? 256 : 0;
+       : head_dim <= 256 ? 256 : head_dim <= 512 ? 512 : 0;
 }
 
 // ---- registers ----
