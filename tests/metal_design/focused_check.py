@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A focused correctness check of one simulated-Metal build, run in its own process:
 
-    python tests/metal_design/focused_check.py <variant-root> [--dtypes f32]
+    python tests/metal_design/focused_check.py <variant-root> [--dtypes f32] [--backward-512]
 
 Runs a few calls that reach every kernel family (multi-tile causal and windowed prefill with GQA,
 sinks, ALiBi and softcap; decode, with and without split-K; rows outside every sequence; the
@@ -9,6 +9,8 @@ backward's gradients, with GQA, sinks, softcap, ALiBi and windows) under
 the simulator's in-order, reverse and random fiber schedules with threadgroup memory poisoned,
 and compares with the float64 reference. Exits 0 when everything matches, 1 otherwise (printing
 what failed). The mutation test (test_metal_design.py) expects 1 from every planted bug.
+With --backward-512 it runs only the head-dim-512 backward cases, on the backward op alone (out
+and lse from the reference: tests/backward_op.py), for a build that keeps the 512 backward.
 """
 
 from __future__ import annotations
@@ -94,36 +96,55 @@ BACKWARD_CASES = [
      dict(causal=True, sinks=True, alibi=True, softcap=2.0)),
     ("backward_window", [45, 5], [60, 0], 4, 1, 64, dict(window_size=(20, 3), sinks=True)),
 ]
+# Tile 512 (streamed rows in registers, two barriers per tile): several owned and streamed tiles
+# per sequence, GQA, V on its own tile.
+BACKWARD_512_CASES = [
+    ("backward512_causal", [21, 9], [30, 9], 4, 2, 512,
+     dict(causal=True, sinks=True, softcap=2.0)),
+    ("backward512_v256_window", [17], [26], 2, 1, 512,
+     dict(window_size=(9, 2), alibi=True, head_dim_v=256)),
+]
 
 
 # Max error of a gradient against float64, relative to its largest magnitude (at least 1).
 BACKWARD_TOLERANCE = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 4e-2}
 
 
-def run_backward_case(fa, case, dtype) -> str | None:
-    """dq, dk, dv, d s_aux against float64 autograd of the reference."""
+def run_backward_case(fa, case, dtype, alone: bool = False) -> str | None:
+    """dq, dk, dv, d s_aux against float64 autograd of the reference; `alone`: the backward op
+    on the reference's out and lse, else autograd through the build's forward."""
+    from backward_op import backward_alone
+
     name, lq, lk, heads, heads_kv, dim, feature = case
     g = torch.Generator().manual_seed(len(name))
-    batch = varlen_batch(lq, lk, heads, heads_kv, dim, dtype, g, padding_rows=2)
+    dim_v = feature.get("head_dim_v", dim)
+    batch = varlen_batch(lq, lk, heads, heads_kv, dim, dtype, g, head_dim_v=dim_v,
+                         padding_rows=2)
     sinks = torch.randn(heads, generator=g) if feature.get("sinks") else None
     alibi = torch.rand(heads, generator=g) * 0.3 if feature.get("alibi") else None
-    kwargs = {k: v for k, v in feature.items() if k not in ("sinks", "alibi")}
+    kwargs = {k: v for k, v in feature.items() if k not in ("sinks", "alibi", "head_dim_v")}
     inputs = [t.detach().requires_grad_() for t in (batch.q, batch.k, batch.v)]
     if sinks is not None:
         inputs.append(sinks.detach().requires_grad_())
-    dout = torch.randn(batch.q.shape[0], heads, dim, generator=g).to(dtype)
+    dout = torch.randn(batch.q.shape[0], heads, dim_v, generator=g).to(dtype)
+    sem = Semantics(scale=dim ** -0.5, causal=kwargs.get("causal", False),
+                    window=kwargs.get("window_size", (-1, -1)), softcap=kwargs.get("softcap", 0.0),
+                    alibi_slopes=alibi, sinks=sinks)
     try:
-        out = fa.flash_attn_varlen_func(
-            *inputs[:3], batch.cu_seqlens_q, batch.cu_seqlens_k, batch.max_seqlen_q,
-            batch.max_seqlen_k, s_aux=inputs[3] if sinks is not None else None,
-            alibi_slopes=alibi, **kwargs)
-        got = torch.autograd.grad(out, inputs, dout)
+        if alone:
+            got = backward_alone(fa, batch.q, batch.k, batch.v, batch.cu_seqlens_q,
+                                 batch.cu_seqlens_k, dout, sem, batch.max_seqlen_q,
+                                 batch.max_seqlen_k)
+        else:
+            out = fa.flash_attn_varlen_func(
+                *inputs[:3], batch.cu_seqlens_q, batch.cu_seqlens_k, batch.max_seqlen_q,
+                batch.max_seqlen_k, s_aux=inputs[3] if sinks is not None else None,
+                alibi_slopes=alibi, **kwargs)
+            got = torch.autograd.grad(out, inputs, dout)
     except RuntimeError as e:
         return f"{name}: raised {str(e).splitlines()[0][:300]}"
     ref_inputs = [t.detach().double().requires_grad_() for t in inputs]
-    sem = Semantics(scale=dim ** -0.5, causal=kwargs.get("causal", False),
-                    window=kwargs.get("window_size", (-1, -1)), softcap=kwargs.get("softcap", 0.0),
-                    alibi_slopes=alibi, sinks=ref_inputs[3] if sinks is not None else None)
+    sem.sinks = ref_inputs[3] if sinks is not None else None
     ref_out, _ = attention_varlen(*ref_inputs[:3], batch.cu_seqlens_q, batch.cu_seqlens_k, sem)
     want = torch.autograd.grad(ref_out, ref_inputs, dout.double())
     for label, a, w in zip(("dq", "dk", "dv", "ds_aux"), got, want):
@@ -154,6 +175,7 @@ def main() -> int:
     parser.add_argument("root", type=Path)
     parser.add_argument("--dtypes", default="f32")
     parser.add_argument("--schedules", default="inorder,reverse,random")
+    parser.add_argument("--backward-512", action="store_true")
     args = parser.parse_args()
     fa = load(args.root)
     failures = []
@@ -161,8 +183,12 @@ def main() -> int:
     for schedule in args.schedules.split(","):
         os.environ["MFS_SIM_SCHEDULE"] = schedule
         for dtype in args.dtypes.split(","):
-            runs = [(run_backward_case, case) for case in BACKWARD_CASES]
-            runs += [(run_case, case) for case in CASES]
+            if args.backward_512:
+                runs = [(lambda fa, c, d: run_backward_case(fa, c, d, alone=True), case)
+                        for case in BACKWARD_512_CASES]
+            else:
+                runs = [(run_backward_case, case) for case in BACKWARD_CASES]
+                runs += [(run_case, case) for case in CASES]
             for run, case in runs:
                 problem = run(fa, case, DTYPES[dtype])
                 if problem:
@@ -172,7 +198,7 @@ def main() -> int:
                 break
         if failures:
             break
-    if not failures:
+    if not failures and not args.backward_512:
         failures += [f"[adversarial] {p}" for p in run_adversarial(fa)]
     for f in failures:
         print(f)

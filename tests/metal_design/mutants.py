@@ -7,7 +7,9 @@ threadgroup_barrier or a flipped mask comparison in the Metal kernels (forward a
 For each mutant: copy metal-flash-sdpa/metal/ to a temp dir, apply the mutation, keep only the
 head-dim-64 instantiations (to build fast), build a simulated-Metal variant there (object cache
 shared with build-sim/), and run tests/metal_design/focused_check.py against it in a fresh
-process. The unmutated sources (same reduced instantiations) must pass; every mutant must fail.
+process. The mutants of the head-dim-512 backward (streamed rows in registers, two barriers per
+tile) keep its instantiations too and run the focused check's --backward-512 cases. The
+unmutated sources (same reduced instantiations) must pass; every mutant must fail.
 Prints one line per mutant; exits 1 if a mutant survives or the baseline fails.
 """
 
@@ -57,6 +59,7 @@ class Mutant:
     name: str
     file: str
     apply: Callable[[str], str]
+    backward_512: bool = False  # built with the 512 backward, checked by its cases only
 
 
 MUTANTS = [
@@ -97,9 +100,11 @@ MUTANTS = [
 ]
 
 
-def reduce_instantiations(text: str) -> str:
-    return re.sub(r"^MFS_INSTANTIATE_(PREFILL|DECODE|BWD_TILED)_DTYPES\((?!64\))\d+\)\n", "",
-                  text, flags=re.M)
+def reduce_instantiations(text: str, backward_512: bool = False) -> str:
+    keep = r"(?!64\))(?!512\))" if backward_512 else r"(?!64\))"
+    text = re.sub(rf"^MFS_INSTANTIATE_BWD_TILED_DTYPES\({keep}\d+\)\n", "", text, flags=re.M)
+    return re.sub(r"^MFS_INSTANTIATE_(PREFILL|DECODE)_DTYPES\((?!64\))\d+\)\n", "", text,
+                  flags=re.M)
 
 
 # The backward (attention_backward.metal): its eight barriers in source order (dk/dv, then dq:
@@ -118,8 +123,28 @@ MUTANTS += [
            replace_once("acc += sink_gradient(", "acc -= sink_gradient(")),
 ]
 
+# The head-dim-512 backward: its two barriers per tile in each pass (barriers 1, 2 of dk/dv and
+# 5, 6 of dq in source order; 0, 3, 4, 7 guard the staged tiles only), the partials summed over
+# 8 SIMD-groups instead of 16, and the streamed rows read from another SIMD-group's chunks.
+# (Not here: the finished P / dS put back in slot 0 of the partials, which the next tile's
+# partials would overwrite while other SIMD-groups still accumulate: tried, it survives the
+# three schedules. A fiber runs until it blocks and each MMA blocks until its SIMD-group's last
+# lane arrives, so SIMD-groups advance nearly together, and the hazard needs one SIMD-group a
+# whole phase ahead of another. The separate area is kept for the real GPU's sake.)
+MUTANTS += [
+    *(Mutant(f"backward512_barrier_{i}", "attention_backward.metal",
+             remove_nth("threadgroup_barrier(", i), backward_512=True) for i in (1, 2, 5, 6)),
+    Mutant("backward512_partials_of_8_simdgroups", "attention_backward.metal",
+           replace_once("for (int g = 0; g < NSG; ++g) {", "for (int g = 0; g < min(NSG, 8); ++g) {"),
+           backward_512=True),
+    Mutant("backward512_streamed_rows_of_another_share", "attention_backward.metal",
+           replace_once("bwd_load_rows<T, SC, DC>(qs, q_base, p.q_row_stride, q0, rows.end, c_lo,",
+                        "bwd_load_rows<T, SC, DC>(qs, q_base, p.q_row_stride, q0, rows.end, 0,"),
+           backward_512=True),
+]
 
-def build_variant(workdir: Path, mutant: Mutant | None) -> Path:
+
+def build_variant(workdir: Path, mutant: Mutant | None, backward_512: bool = False) -> Path:
     """Builds the (mutated) sources into workdir; returns the variant root."""
     metal = workdir / "metal-flash-sdpa" / "metal"
     if metal.parent.exists():
@@ -129,7 +154,7 @@ def build_variant(workdir: Path, mutant: Mutant | None) -> Path:
     # common/ is copied, not linked: a mutant may change the rules the kernels include from it
     shutil.copytree(REPO / "metal-flash-sdpa" / "common", metal.parent / "common")
     for path in metal.glob("*.metal"):
-        path.write_text(reduce_instantiations(path.read_text()))
+        path.write_text(reduce_instantiations(path.read_text(), backward_512))
     if mutant:
         target = metal / mutant.file
         target.write_text(mutant.apply(target.read_text()))
@@ -144,24 +169,28 @@ def build_variant(workdir: Path, mutant: Mutant | None) -> Path:
     return out_root
 
 
-def check(root: Path) -> tuple[bool, str]:
+def check(root: Path, backward_512: bool = False) -> tuple[bool, str]:
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, str(CHECK), str(root)], capture_output=True,
+    extra = ["--backward-512"] if backward_512 else []
+    result = subprocess.run([sys.executable, str(CHECK), str(root), *extra], capture_output=True,
                             text=True, env=env, timeout=1800)
     lines = (result.stdout + result.stderr).strip().splitlines()
     return result.returncode == 0, (lines[0] if lines else "")[:200]
 
 
 def run(names: list[str] | None = None) -> dict[str, tuple[bool, str]]:
-    """{name: (check passed, first line of its output)}, 'baseline' first."""
+    """{name: (check passed, first line of its output)}, 'baseline' first (the unmutated
+    sources in each reduced build the selected mutants need; passed only if all pass)."""
+    selected = [m for m in MUTANTS if not names or m.name in names]
     results = {}
     with tempfile.TemporaryDirectory(prefix="mfs_mutants_") as tmp:
         work = Path(tmp)
-        results["baseline"] = check(build_variant(work, None))
-        for m in MUTANTS:
-            if names and m.name not in names:
-                continue
-            results[m.name] = check(build_variant(work, m))
+        baselines = [check(build_variant(work, None, b), b)
+                     for b in sorted({m.backward_512 for m in selected} | {False})]
+        failed = [line for ok, line in baselines if not ok]
+        results["baseline"] = (not failed, failed[0] if failed else baselines[0][1])
+        for m in selected:
+            results[m.name] = check(build_variant(work, m, m.backward_512), m.backward_512)
     return results
 
 
