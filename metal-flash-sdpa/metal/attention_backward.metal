@@ -185,9 +185,9 @@ inline simdgroup_float8x8 bwd_streamed(const threadgroup T* tile, int ld,
   return frag_widen(regs[sc][c]);
 }
 
-// Partial X = A.B^T over this SIMD-group's head-dim share, A the owned rows (b: their transposed
-// fragments, registers), B the streamed rows, computed as (B.A^T)^T and written to
-// partial[[OWN][ST]]. 8x8 blocks that no visible (row, key) pair touches (`live`) are neither
+// Partial X = A.B^T over this SIMD-group's head-dim share, A the owned rows (a_t: their
+// transposed fragments, registers), B the streamed rows, computed as (B.A^T)^T and written
+// transposed to partial[[OWN][ST]]. 8x8 blocks that no visible (row, key) pair touches (`live`) are neither
 // computed nor written: the finishing step does not read them (every element is masked).
 template <typename T, bool STAGED, int OC, int DC, int SC, int ST>
 inline void bwd_partial_product(threadgroup float* partial, const thread FragStore<T> (&a_t)[OC][DC],
