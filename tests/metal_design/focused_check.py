@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A focused correctness check of one simulated-Metal build, run in its own process:
 
-    python tests/metal_design/focused_check.py <variant-root> [--dtypes f32] [--backward-512]
+    python tests/metal_design/focused_check.py <variant-root> [--dtypes f32]
 
 Runs a few calls that reach every kernel family (multi-tile causal and windowed prefill with GQA,
 sinks, ALiBi and softcap; decode, with and without split-K; rows outside every sequence; the
@@ -9,8 +9,8 @@ backward's gradients, with GQA, sinks, softcap, ALiBi and windows) under
 the simulator's in-order, reverse and random fiber schedules with threadgroup memory poisoned,
 and compares with the float64 reference. Exits 0 when everything matches, 1 otherwise (printing
 what failed). The mutation test (test_metal_design.py) expects 1 from every planted bug.
-With --backward-512 it runs only the head-dim-512 backward cases, on the backward op alone (out
-and lse from the reference: tests/backward_op.py), for a build that keeps the 512 backward.
+--wide adds the head-dim-512 cases; the backward's run the backward op alone (out and lse from
+the reference: tests/backward_op.py), so they need only the build's 512 backward kernels.
 """
 
 from __future__ import annotations
@@ -96,13 +96,13 @@ BACKWARD_CASES = [
      dict(causal=True, sinks=True, alibi=True, softcap=2.0)),
     ("backward_window", [45, 5], [60, 0], 4, 1, 64, dict(window_size=(20, 3), sinks=True)),
 ]
-# Tile 512 (streamed rows in registers, two barriers per tile): several owned and streamed tiles
-# per sequence, GQA, V on its own tile.
-BACKWARD_512_CASES = [
+# --wide: tile 512 (streamed rows in registers, two barriers per tile), on the backward op alone;
+# several owned and streamed tiles per sequence, GQA, V on its own tile.
+BACKWARD_WIDE_CASES = [
     ("backward512_causal", [21, 9], [30, 9], 4, 2, 512,
-     dict(causal=True, sinks=True, softcap=2.0)),
+     dict(causal=True, sinks=True, softcap=2.0, alone=True)),
     ("backward512_v256_window", [17], [26], 2, 1, 512,
-     dict(window_size=(9, 2), alibi=True, head_dim_v=256)),
+     dict(window_size=(9, 2), alibi=True, head_dim_v=256, alone=True)),
 ]
 
 
@@ -110,9 +110,9 @@ BACKWARD_512_CASES = [
 BACKWARD_TOLERANCE = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 4e-2}
 
 
-def run_backward_case(fa, case, dtype, alone: bool = False) -> str | None:
-    """dq, dk, dv, d s_aux against float64 autograd of the reference; `alone`: the backward op
-    on the reference's out and lse, else autograd through the build's forward."""
+def run_backward_case(fa, case, dtype) -> str | None:
+    """dq, dk, dv, d s_aux against float64 autograd of the reference (with `alone`: of the
+    backward op on the reference's out and lse, else through the build's forward)."""
     from backward_op import backward_alone
 
     name, lq, lk, heads, heads_kv, dim, feature = case
@@ -122,7 +122,8 @@ def run_backward_case(fa, case, dtype, alone: bool = False) -> str | None:
                          padding_rows=2)
     sinks = torch.randn(heads, generator=g) if feature.get("sinks") else None
     alibi = torch.rand(heads, generator=g) * 0.3 if feature.get("alibi") else None
-    kwargs = {k: v for k, v in feature.items() if k not in ("sinks", "alibi", "head_dim_v")}
+    kwargs = {k: v for k, v in feature.items()
+              if k not in ("sinks", "alibi", "head_dim_v", "alone")}
     inputs = [t.detach().requires_grad_() for t in (batch.q, batch.k, batch.v)]
     if sinks is not None:
         inputs.append(sinks.detach().requires_grad_())
@@ -131,7 +132,7 @@ def run_backward_case(fa, case, dtype, alone: bool = False) -> str | None:
                     window=kwargs.get("window_size", (-1, -1)), softcap=kwargs.get("softcap", 0.0),
                     alibi_slopes=alibi, sinks=sinks)
     try:
-        if alone:
+        if feature.get("alone"):
             got = backward_alone(fa, batch.q, batch.k, batch.v, batch.cu_seqlens_q,
                                  batch.cu_seqlens_k, dout, sem, batch.max_seqlen_q,
                                  batch.max_seqlen_k)
@@ -175,20 +176,18 @@ def main() -> int:
     parser.add_argument("root", type=Path)
     parser.add_argument("--dtypes", default="f32")
     parser.add_argument("--schedules", default="inorder,reverse,random")
-    parser.add_argument("--backward-512", action="store_true")
+    parser.add_argument("--wide", action="store_true", help="the tile-512 cases too")
     args = parser.parse_args()
+    if args.wide:  # first: a planted bug of the 512 path is reported by a 512 case
+        BACKWARD_CASES[:0] = BACKWARD_WIDE_CASES
     fa = load(args.root)
     failures = []
     # Stops at the first failure: one is enough to fail, and planted bugs then cost less time.
     for schedule in args.schedules.split(","):
         os.environ["MFS_SIM_SCHEDULE"] = schedule
         for dtype in args.dtypes.split(","):
-            if args.backward_512:
-                runs = [(lambda fa, c, d: run_backward_case(fa, c, d, alone=True), case)
-                        for case in BACKWARD_512_CASES]
-            else:
-                runs = [(run_backward_case, case) for case in BACKWARD_CASES]
-                runs += [(run_case, case) for case in CASES]
+            runs = [(run_backward_case, case) for case in BACKWARD_CASES]
+            runs += [(run_case, case) for case in CASES]
             for run, case in runs:
                 problem = run(fa, case, DTYPES[dtype])
                 if problem:
@@ -198,7 +197,7 @@ def main() -> int:
                 break
         if failures:
             break
-    if not failures and not args.backward_512:
+    if not failures:
         failures += [f"[adversarial] {p}" for p in run_adversarial(fa)]
     for f in failures:
         print(f)

@@ -5,11 +5,11 @@ threadgroup_barrier or a flipped mask comparison in the Metal kernels (forward a
     python tests/metal_design/mutants.py [--only NAME ...] [--keep]
 
 For each mutant: copy metal-flash-sdpa/metal/ to a temp dir, apply the mutation, keep only the
-head-dim-64 instantiations (to build fast), build a simulated-Metal variant there (object cache
-shared with build-sim/), and run tests/metal_design/focused_check.py against it in a fresh
-process. The mutants of the head-dim-512 backward (streamed rows in registers, two barriers per
-tile) keep its instantiations too and run the focused check's --backward-512 cases. The
-unmutated sources (same reduced instantiations) must pass; every mutant must fail.
+head-dim-64 instantiations (to build fast; a `wide` mutant, of a code path only tile 512 takes,
+keeps the tile-512 ones too and is checked with focused_check.py --wide), build a
+simulated-Metal variant there (object cache shared with build-sim/), and run
+tests/metal_design/focused_check.py against it in a fresh process. The unmutated sources (same
+reduced instantiations, with and without tile 512) must pass; every mutant must fail.
 Prints one line per mutant; exits 1 if a mutant survives or the baseline fails.
 """
 
@@ -59,7 +59,7 @@ class Mutant:
     name: str
     file: str
     apply: Callable[[str], str]
-    backward_512: bool = False  # built with the 512 backward, checked by its cases only
+    wide: bool = False  # a path of tile 512 only: built and checked with the 512 kernels too
 
 
 MUTANTS = [
@@ -100,11 +100,10 @@ MUTANTS = [
 ]
 
 
-def reduce_instantiations(text: str, backward_512: bool = False) -> str:
-    keep = r"(?!64\))(?!512\))" if backward_512 else r"(?!64\))"
-    text = re.sub(rf"^MFS_INSTANTIATE_BWD_TILED_DTYPES\({keep}\d+\)\n", "", text, flags=re.M)
-    return re.sub(r"^MFS_INSTANTIATE_(PREFILL|DECODE)_DTYPES\((?!64\))\d+\)\n", "", text,
-                  flags=re.M)
+def reduce_instantiations(text: str, wide: bool = False) -> str:
+    keep = "64|512" if wide else "64"
+    return re.sub(rf"^MFS_INSTANTIATE_(PREFILL|DECODE|BWD_TILED)_DTYPES\((?!(?:{keep})\))\d+\)\n",
+                  "", text, flags=re.M)
 
 
 # The backward (attention_backward.metal): its eight barriers in source order (dk/dv, then dq:
@@ -121,30 +120,27 @@ MUTANTS += [
            replace_once("int h = hk * group; h < (hk + 1) * group;", "int h = hk; h < hk + group;")),
     Mutant("backward_sink_gradient_sign", "attention_backward.metal",
            replace_once("acc += sink_gradient(", "acc -= sink_gradient(")),
-]
-
-# The head-dim-512 backward: its two barriers per tile in each pass (barriers 1, 2 of dk/dv and
-# 5, 6 of dq in source order; 0, 3, 4, 7 guard the staged tiles only), the partials summed over
-# 8 SIMD-groups instead of 16, and the streamed rows read from another SIMD-group's chunks.
-# (Not here: the finished P / dS put back in slot 0 of the partials, which the next tile's
-# partials would overwrite while other SIMD-groups still accumulate: tried, it survives the
-# three schedules. A fiber runs until it blocks and each MMA blocks until its SIMD-group's last
-# lane arrives, so SIMD-groups advance nearly together, and the hazard needs one SIMD-group a
-# whole phase ahead of another. The separate area is kept for the real GPU's sake.)
-MUTANTS += [
+    # Tile 512 only: its two barriers per tile in each pass (barriers 1, 2 of dk/dv and 5, 6 of
+    # dq in source order; 0, 3, 4, 7 guard the staged tiles only), the partials summed over 8
+    # SIMD-groups instead of 16, the streamed rows read from another SIMD-group's chunks. (Not
+    # here: the finished P / dS put back in slot 0 of the partials, which the next tile's
+    # partials would overwrite while other SIMD-groups still accumulate: tried, it survives the
+    # three schedules. A fiber runs until it blocks and each MMA blocks until its SIMD-group's
+    # last lane arrives, so SIMD-groups advance nearly together, and the hazard needs one
+    # SIMD-group a whole phase ahead of another. The separate area is for the real GPU.)
     *(Mutant(f"backward512_barrier_{i}", "attention_backward.metal",
-             remove_nth("threadgroup_barrier(", i), backward_512=True) for i in (1, 2, 5, 6)),
+             remove_nth("threadgroup_barrier(", i), wide=True) for i in (1, 2, 5, 6)),
     Mutant("backward512_partials_of_8_simdgroups", "attention_backward.metal",
            replace_once("for (int g = 0; g < NSG; ++g) {", "for (int g = 0; g < min(NSG, 8); ++g) {"),
-           backward_512=True),
+           wide=True),
     Mutant("backward512_streamed_rows_of_another_share", "attention_backward.metal",
            replace_once("bwd_load_rows<T, SC, DC>(qs, q_base, p.q_row_stride, q0, rows.end, c_lo,",
                         "bwd_load_rows<T, SC, DC>(qs, q_base, p.q_row_stride, q0, rows.end, 0,"),
-           backward_512=True),
+           wide=True),
 ]
 
 
-def build_variant(workdir: Path, mutant: Mutant | None, backward_512: bool = False) -> Path:
+def build_variant(workdir: Path, mutant: Mutant | None, wide: bool = False) -> Path:
     """Builds the (mutated) sources into workdir; returns the variant root."""
     metal = workdir / "metal-flash-sdpa" / "metal"
     if metal.parent.exists():
@@ -154,7 +150,7 @@ def build_variant(workdir: Path, mutant: Mutant | None, backward_512: bool = Fal
     # common/ is copied, not linked: a mutant may change the rules the kernels include from it
     shutil.copytree(REPO / "metal-flash-sdpa" / "common", metal.parent / "common")
     for path in metal.glob("*.metal"):
-        path.write_text(reduce_instantiations(path.read_text(), backward_512))
+        path.write_text(reduce_instantiations(path.read_text(), wide))
     if mutant:
         target = metal / mutant.file
         target.write_text(mutant.apply(target.read_text()))
@@ -169,28 +165,26 @@ def build_variant(workdir: Path, mutant: Mutant | None, backward_512: bool = Fal
     return out_root
 
 
-def check(root: Path, backward_512: bool = False) -> tuple[bool, str]:
+def check(root: Path, wide: bool = False) -> tuple[bool, str]:
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-    extra = ["--backward-512"] if backward_512 else []
-    result = subprocess.run([sys.executable, str(CHECK), str(root), *extra], capture_output=True,
-                            text=True, env=env, timeout=1800)
+    result = subprocess.run([sys.executable, str(CHECK), str(root), *(["--wide"] if wide else [])],
+                            capture_output=True, text=True, env=env, timeout=1800)
     lines = (result.stdout + result.stderr).strip().splitlines()
     return result.returncode == 0, (lines[0] if lines else "")[:200]
 
 
 def run(names: list[str] | None = None) -> dict[str, tuple[bool, str]]:
-    """{name: (check passed, first line of its output)}, 'baseline' first (the unmutated
-    sources in each reduced build the selected mutants need; passed only if all pass)."""
-    selected = [m for m in MUTANTS if not names or m.name in names]
+    """{name: (check passed, first line of its output)}, the baselines ('baseline', and
+    'baseline_wide' when a wide mutant runs) first."""
     results = {}
+    chosen = [m for m in MUTANTS if not names or m.name in names]
     with tempfile.TemporaryDirectory(prefix="mfs_mutants_") as tmp:
         work = Path(tmp)
-        baselines = [check(build_variant(work, None, b), b)
-                     for b in sorted({m.backward_512 for m in selected} | {False})]
-        failed = [line for ok, line in baselines if not ok]
-        results["baseline"] = (not failed, failed[0] if failed else baselines[0][1])
-        for m in selected:
-            results[m.name] = check(build_variant(work, m, m.backward_512), m.backward_512)
+        results["baseline"] = check(build_variant(work, None))
+        if any(m.wide for m in chosen):
+            results["baseline_wide"] = check(build_variant(work, None, wide=True), wide=True)
+        for m in chosen:
+            results[m.name] = check(build_variant(work, m, m.wide), m.wide)
     return results
 
 
@@ -199,10 +193,11 @@ def main() -> int:
     parser.add_argument("--only", nargs="*")
     args = parser.parse_args()
     results = run(args.only)
-    ok = results["baseline"][0]
-    print(f"{'baseline':32s} {'passes' if ok else 'FAILS'}  {results['baseline'][1]}")
+    ok = True
     for name, (passed, first) in results.items():
-        if name == "baseline":
+        if name.startswith("baseline"):
+            ok &= passed
+            print(f"{name:32s} {'passes' if passed else 'FAILS'}  {first}")
             continue
         ok &= not passed
         print(f"{name:32s} {'SURVIVED' if passed else 'caught'}  {first}")
