@@ -262,7 +262,7 @@ def bwd_stream(tile: int) -> int:
 
 
 def head_dim_tile(d: int) -> int:
-    return min(t for t in (32, 64, 72, 80, 96, 128, 192, 256) if t >= d)
+    return min(t for t in (32, 64, 72, 80, 96, 128, 192, 256, 512) if t >= d)
 
 
 BACKWARD_CONFIGS = [
@@ -272,6 +272,10 @@ BACKWARD_CONFIGS = [
     Config("backward_window", [256], [256], 2, 2, 64, window=(64, 0)),
     Config("backward_f32_d96", [160], [160], 2, 1, 96, dtype="float32"),
     Config("backward_d256_gqa4", [96], [96], 8, 2, 256, causal=True),
+    # Tile 512 (Gemma 4's global layers): streamed rows read into registers, not staged.
+    Config("backward_d512_causal", [96], [96], 4, 2, 512, causal=True),
+    Config("backward_f32_d512_v256", [64, 40], [64, 56], 2, 1, 512, dtype="float32",
+           head_dim_v=256),
 ]
 
 
@@ -335,24 +339,25 @@ def backward_minimum(c: Config) -> dict:
 
 
 def measure_backward(fa, c: Config) -> dict:
-    """Runs the forward, then traces its backward (dq, dk, dv) alone."""
+    """Traces the backward op (dq, dk, dv) alone, on the float64 reference's out and lse
+    (tests/backward_op.py): only the backward's launches, at any tile the build has."""
     import torch
 
+    from backward_op import backward_alone
     from batches import varlen_batch
+    from reference import Semantics
 
     g = torch.Generator().manual_seed(0)
     batch = varlen_batch(c.lengths_q, c.lengths_k, c.heads, c.heads_kv, c.head_dim,
                          getattr(torch, c.dtype), g, head_dim_v=c.head_dim_v)
-    inputs = [t.detach().requires_grad_() for t in (batch.q, batch.k, batch.v)]
-    out = fa.flash_attn_varlen_func(*inputs, batch.cu_seqlens_q, batch.cu_seqlens_k,
-                                    batch.max_seqlen_q, batch.max_seqlen_k, causal=c.causal,
-                                    window_size=c.window)
-    dout = torch.randn(out.shape, generator=g).to(out.dtype)
+    dout = torch.randn(batch.q.shape[0], c.heads, c.dv, generator=g).to(batch.q.dtype)
+    sem = Semantics(scale=c.head_dim ** -0.5, causal=c.causal, window=c.window)
     with tempfile.NamedTemporaryFile(suffix=".jsonl", delete=False) as f:
         trace = f.name
     os.environ["MFS_SIM_TRACE"] = trace
     try:
-        torch.autograd.grad(out, inputs, dout)
+        backward_alone(fa, batch.q, batch.k, batch.v, batch.cu_seqlens_q, batch.cu_seqlens_k,
+                       dout, sem, batch.max_seqlen_q, batch.max_seqlen_k)
     finally:
         del os.environ["MFS_SIM_TRACE"]
     reports = [json.loads(line) for line in Path(trace).read_text().splitlines()]

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 import metal_traffic  # noqa: E402
 
-TILES = [32, 64, 72, 80, 96, 128, 192, 256]
+TILES = [32, 64, 72, 80, 96, 128, 192, 256, 512]
 MAX_TG_BYTES = 32 * 1024
 OWN = 16  # MFS_BWD_OWN
 
@@ -47,9 +47,10 @@ def test_every_backward_name_the_plan_can_pick_is_instantiated():
 @pytest.mark.kernels_ci
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_tiles_threads_and_threadgroup_memory_of_every_instantiation(dtype):
-    """Every head dim 8..256 runs on the smallest tile that holds it; the tiled kernels' static
-    threadgroup memory is <= 32 KiB (f32 at tile 256 included); grids own 16 keys / rows."""
-    dims = list(range(8, 257, 8))
+    """Every head dim 8..512 runs on the smallest tile that holds it; the tiled kernels' static
+    threadgroup memory is <= 32 KiB (f32 at tiles 256 and 512 included); grids own 16 keys /
+    rows."""
+    dims = list(range(8, 513, 8))
     calls = [(dtype, "f32", fields(head_dim=d, head_dim_v=(64 if d == 256 else None)))
              for d in dims]
     for d, p in zip(dims, plans(calls, backward=True)):
@@ -62,7 +63,7 @@ def test_tiles_threads_and_threadgroup_memory_of_every_instantiation(dtype):
         assert dq["kernel"] == f"mfs_bwd_dq_{dtype}_d{tile}"
         for launch in (dkdv, dq):
             assert 0 < launch["tgmem"] <= MAX_TG_BYTES, launch
-            assert launch["threads"] == (256 if tile >= 192 else 128)
+            assert launch["threads"] == (512 if tile == 512 else 256 if tile >= 192 else 128)
         assert dkdv["grid"] == [-(-50 // OWN), 2, 2]  # key tiles, KV heads, sequences
         assert dq["grid"] == [-(-40 // OWN), 8, 2]    # query tiles, query heads, sequences
         assert p["scratch"] == [2 * 40 * 8 * 4]       # D: one float per (row, head)
@@ -74,6 +75,16 @@ def test_threadgroup_memory_at_the_largest_tiles():
     p = backward_plan("f32", "f32", **fields(head_dim=256))
     assert all(l["tgmem"] <= MAX_TG_BYTES for l in p["launches"])
     assert max(l["tgmem"] for l in p["launches"]) > 16 * 1024
+    # Tile 512: no streamed tile in threadgroup memory (read into registers), whatever the dtype:
+    # 16 SIMD-groups' partial S and dP (16 x 2 x 16 x 8 floats), the finished P and dS
+    # (2 x 16 x 8 floats), the lse and D of 16 rows.
+    for dtype in DTYPES:
+        for d, dv in ((512, 512), (512, 256), (256, 512), (264, 264)):
+            p = backward_plan(dtype, "f32", **fields(head_dim=d, head_dim_v=dv))
+            tiled = [l for l in p["launches"] if l["kind"] in (BWD_DKDV, BWD_DQ)]
+            assert [l["kernel"][-5:] for l in tiled] == ["_d512"] * 2
+            assert all(l["tgmem"] == (16 * 2 * 16 * 8 + 2 * 16 * 8 + 2 * 16) * 4 for l in tiled)
+            assert all(l["threads"] == 512 for l in tiled)
 
 
 @pytest.mark.kernels_ci
@@ -134,29 +145,86 @@ def fa_sim():
     return metal_traffic.load_sim_build()
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
-def test_every_backward_instantiation_runs(fa_sim, dtype):
-    """Each (tile, dtype) backward kernel the plan can pick runs once, with bounds checking, and
-    its gradients match float64 autograd (the tolerance of test_backward.py's margin)."""
+# Max error of a gradient against float64 autograd, relative to its largest magnitude (at
+# least 1).
+MARGIN = {torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
+
+
+def backward_against_reference(fa, lengths_q, lengths_k, heads, heads_kv, head_dim, dtype,
+                               generator, head_dim_v=None, sinks=False, alibi=False, **semantics):
+    """The backward op alone (tests/backward_op.py: out and lse from the float64 reference, so
+    that a tile runs whether or not the build's forward has it) against float64 autograd of the
+    reference; returns the gradients."""
+    from backward_op import backward_alone
     from batches import varlen_batch
     from reference import Semantics, attention_varlen
 
+    batch = varlen_batch(lengths_q, lengths_k, heads, heads_kv, head_dim, dtype, generator,
+                         head_dim_v=head_dim_v)
+    s_aux = torch.randn(heads, generator=generator) if sinks else None
+    slopes = torch.rand(heads, generator=generator) * 0.3 if alibi else None
+    dout = torch.randn(batch.q.shape[0], heads, batch.v.shape[-1], generator=generator).to(dtype)
+    sem = Semantics(scale=head_dim ** -0.5, alibi_slopes=slopes, sinks=s_aux, **semantics)
+    got = backward_alone(fa, batch.q, batch.k, batch.v, batch.cu_seqlens_q, batch.cu_seqlens_k,
+                         dout, sem, max(lengths_q), max(lengths_k))
+    ref = [t.detach().double().requires_grad_() for t in (batch.q, batch.k, batch.v)]
+    ref_sinks = s_aux.double().requires_grad_() if sinks else None
+    sem.sinks = ref_sinks
+    ref_out, _ = attention_varlen(*ref, batch.cu_seqlens_q, batch.cu_seqlens_k, sem)
+    want = torch.autograd.grad(ref_out, ref + ([ref_sinks] if sinks else []), dout.double())
+    for name, a, w in zip(("dq", "dk", "dv", "ds_aux"), got, want):
+        assert a.dtype == (torch.float32 if name == "ds_aux" else dtype) and a.shape == w.shape
+        err = (a.double() - w).abs().max().item()
+        assert err <= MARGIN[dtype] * max(1.0, w.abs().max().item()), (name, head_dim, err)
+    return got
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_every_backward_instantiation_runs(fa_sim, dtype):
+    """Each (tile, dtype) backward kernel the plan can pick runs once, with bounds checking, and
+    its gradients match float64 autograd (the tolerance of test_backward.py's margin). The
+    backward op runs alone (tests/backward_op.py), so every tile runs in this build."""
     g = torch.Generator().manual_seed(3)
     for tile in TILES:
-        batch = varlen_batch([5, 19], [21, 19], 4, 2, tile, dtype, g)
-        inputs = [t.detach().requires_grad_() for t in (batch.q, batch.k, batch.v)]
-        out = fa_sim.flash_attn_varlen_func(*inputs, batch.cu_seqlens_q, batch.cu_seqlens_k,
-                                            19, 21, causal=True)
-        dout = torch.randn(out.shape, generator=g).to(dtype)
-        got = torch.autograd.grad(out, inputs, dout)
-        ref = [t.detach().double().requires_grad_() for t in inputs]
-        ref_out, _ = attention_varlen(*ref, batch.cu_seqlens_q, batch.cu_seqlens_k,
-                                      Semantics(scale=tile ** -0.5, causal=True))
-        want = torch.autograd.grad(ref_out, ref, dout.double())
-        margin = {torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}[dtype]
-        for a, w in zip(got, want):
-            err = (a.double() - w).abs().max().item()
-            assert err <= margin * max(1.0, w.abs().max().item()), (tile, err)
+        backward_against_reference(fa_sim, [5, 19], [21, 19], 4, 2, tile, dtype, g, causal=True)
+
+
+# Head dim 512 (Gemma 4's global layers), on the backward op alone: GQA, causal, softcap, sinks,
+# ALiBi, windows; q/k and v on different tiles; a head dim that is not a multiple of 16. Owned
+# tiles of 16 keys / rows, streamed tiles of 8: several of each per sequence.
+HEAD_DIM_512_CASES = {
+    "d512_gqa_causal_softcap_sinks": dict(lengths_q=[5, 19], lengths_k=[21, 19], heads=4,
+                                          heads_kv=1, head_dim=512, causal=True, softcap=3.0,
+                                          sinks=True),
+    "d512_v256_window_alibi": dict(lengths_q=[12, 3], lengths_k=[17, 0], heads=2, heads_kv=2,
+                                   head_dim=512, head_dim_v=256, window=(6, 2), alibi=True),
+    "d256_v512_causal": dict(lengths_q=[9, 18], lengths_k=[9, 25], heads=4, heads_kv=2,
+                             head_dim=256, head_dim_v=512, causal=True, sinks=True),
+    "d264_noncausal": dict(lengths_q=[7, 20], lengths_k=[11, 20], heads=2, heads_kv=1,
+                           head_dim=264),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case", HEAD_DIM_512_CASES, ids=str)
+def test_head_dim_512_gradients(fa_sim, case, dtype):
+    g = torch.Generator().manual_seed(11)
+    backward_against_reference(fa_sim, dtype=dtype, generator=g, **HEAD_DIM_512_CASES[case])
+
+
+def test_head_dim_512_gradients_are_bitwise_repeatable(fa_sim, monkeypatch):
+    """At tile 512 every SIMD-group reads its own streamed rows and the finished P / dS have their
+    own area (two barriers per tile): the gradients are the same under the simulator's in-order,
+    reverse and random thread schedules."""
+    runs = []
+    for schedule in ("inorder", "reverse", "random"):
+        monkeypatch.setenv("MFS_SIM_SCHEDULE", schedule)
+        g = torch.Generator().manual_seed(5)
+        runs.append(backward_against_reference(
+            fa_sim, [6, 21], [6, 30], 4, 2, 512, torch.bfloat16, g, causal=True, sinks=True))
+    for run in runs[1:]:
+        for a, b in zip(runs[0], run):
+            assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("config", metal_traffic.BACKWARD_CONFIGS, ids=lambda c: c.name)

@@ -93,7 +93,7 @@ def test_head_dim_tile_512():
     """Tile 512: prefill with four SIMD-groups per row group and 8-key tiles (float32's K and V
     tiles share one buffer: they do not fit 32 KiB side by side), decode with 8 SIMD-groups of
     whole-row lane groups (3 pairs per threadgroup in float32, 4 in 16-bit dtypes); 520 is
-    refused, and the backward (no 512 kernels yet) refuses 512 by name."""
+    refused by the forward and the backward plans."""
     layouts = prefill_layouts()
     shared = [name for name, layout in layouts.items() if layout["kv_shared"]]
     assert shared == ["f32_d512"]  # the only tile that needs it
@@ -122,8 +122,8 @@ def test_head_dim_tile_512():
         == "mfs_decode_f16_d512"
     assert "up to 512" in plan(**varlen_fields(head_dim=520))["error"]
     assert "up to 512" in plan(**varlen_fields(head_dim=64, head_dim_v=520))["error"]
-    refused = backward_plan(**varlen_fields(head_dim=512, flags=VARLEN_Q | VARLEN_K | WRITE_LSE))
-    assert "Metal backward supports head dims up to 256" in refused["error"]
+    refused = backward_plan(**varlen_fields(head_dim=520, flags=VARLEN_Q | VARLEN_K | WRITE_LSE))
+    assert "up to 512" in refused["error"]
 
 
 @pytest.mark.kernels_ci

@@ -12,11 +12,11 @@
 // one threadgroup, every sum runs in a fixed order.
 //
 // Both tiled passes have the same shape: a threadgroup owns MFS_BWD_OWN rows (keys of one KV head
-// for dk/dv, queries of one head for dq) and streams the other side through threadgroup memory
-// in tiles of mfs_bwd_stream(d) rows. Every SIMD-group holds a head-dim share of the owned rows
-// (their K/V or Q/dO fragments in the input dtype, their fp32 gradient accumulators) and
-// computes partial S and dP over that share; the partials are summed through threadgroup memory
-// in a fixed order, the score rule's derivative is applied once per element, and each
+// for dk/dv, queries of one head for dq) and streams the other side in tiles of mfs_bwd_stream(d)
+// rows. Every SIMD-group holds a head-dim share of the owned rows (their K/V or Q/dO fragments,
+// transposed, in the input dtype; their fp32 gradient accumulators) and computes partial S and dP
+// over that share (streamed rows x owned rows^T); the partials are summed through threadgroup
+// memory in a fixed order, the score rule's derivative is applied once per element, and each
 // SIMD-group accumulates its share of the gradients from the result.
 //
 // Tile figures read in public Metal backward kernels: metal-flash-attention
@@ -24,38 +24,59 @@
 // 16-32 rows and stream 16-32 at head dim <= 128, and block the head dim above); MLX's steel
 // attention has no backward. Ours: 16 owned x 16 streamed rows, 8 streamed with 8 SIMD-groups
 // from head-dim tile 192 on, so that threadgroup memory stays within 32 KiB and registers within
-// the budget at tile 256 in float32.
+// the budget at tile 256 in float32. At tile 512, 16 SIMD-groups of 4 chunks each, 8 streamed
+// rows, and the streamed tile no longer fits threadgroup memory (2 x 8 x 516 x 4 B = 33 KiB in
+// float32): every SIMD-group reads the streamed rows' chunks of its own share straight from
+// device memory into registers (no SIMD-group needs another's columns, so nothing is shared),
+// and the finished P and dS get their own area, so that a tile needs two barriers, not four.
 #define MFS_BWD_OWN 16
 constexpr int mfs_bwd_stream(int d) { return d >= 192 ? 8 : 16; }
-constexpr int mfs_bwd_simdgroups(int d) { return d >= 192 ? 8 : 4; }
+constexpr int mfs_bwd_simdgroups(int d) { return d >= 512 ? 16 : d >= 192 ? 8 : 4; }
 constexpr int mfs_bwd_threads(int d) { return 32 * mfs_bwd_simdgroups(d); }
+// Whether the streamed tile is staged in threadgroup memory (else: read into registers).
+constexpr bool mfs_bwd_staged(int d) { return d <= 256; }
 // 8-wide head-dim chunks each SIMD-group owns (SIMD-group g: chunks [g * n, (g + 1) * n)).
 constexpr int mfs_bwd_chunks_per_sg(int d) {
   return (d / 8 + mfs_bwd_simdgroups(d) - 1) / mfs_bwd_simdgroups(d);
 }
 constexpr int mfs_bwd_ld(int d, int elem_bytes) { return d + mfs_tile_pad(elem_bytes); }
-// Threadgroup memory of a dk/dv or dq threadgroup (one layout): two streamed tiles (Q and dO, or
-// K and V) of mfs_bwd_stream(d) rows in the input dtype, every SIMD-group's partial S and dP
-// ([simdgroups][2][MFS_BWD_OWN][stream] floats; slot 0 then holds the finished P and dS), and
-// the lse and D of the streamed or owned rows (2 x MFS_BWD_OWN floats).
+// Threadgroup memory of a dk/dv or dq threadgroup (one layout, in this order): when staged, two
+// streamed tiles (Q and dO, or K and V) of mfs_bwd_stream(d) rows in the input dtype; every
+// SIMD-group's partial S and dP ([simdgroups][2][MFS_BWD_OWN][stream] floats); when not staged,
+// the finished P and dS ([2][MFS_BWD_OWN][stream] floats; staged, slot 0 of the partials holds
+// them); the lse and D of the streamed or owned rows (2 x MFS_BWD_OWN floats).
+constexpr int mfs_bwd_stream_tile_elems(int d, int elem_bytes) {
+  return mfs_bwd_staged(d) ? 2 * mfs_bwd_stream(d) * mfs_bwd_ld(d, elem_bytes) : 0;
+}
 constexpr int mfs_bwd_partial_floats(int d) {
   return mfs_bwd_simdgroups(d) * 2 * MFS_BWD_OWN * mfs_bwd_stream(d);
 }
+constexpr int mfs_bwd_finished_floats(int d) {
+  return mfs_bwd_staged(d) ? 0 : 2 * MFS_BWD_OWN * mfs_bwd_stream(d);
+}
 constexpr int mfs_bwd_tg_bytes(int d, int elem_bytes) {
-  return 2 * mfs_bwd_stream(d) * mfs_bwd_ld(d, elem_bytes) * elem_bytes +
-         mfs_bwd_partial_floats(d) * 4 + 2 * MFS_BWD_OWN * 4;
+  return mfs_bwd_stream_tile_elems(d, elem_bytes) * elem_bytes +
+         (mfs_bwd_partial_floats(d) + mfs_bwd_finished_floats(d)) * 4 + 2 * MFS_BWD_OWN * 4;
 }
 // Registers of one thread (the forward's counting, metal README): per owned 8-row chunk and
 // head-dim chunk of its share, two operand fragments in the input dtype (K and V, or Q and dO:
 // 1 register each for half/bfloat, 2 for float) and the fp32 accumulators (dK and dV: 2 x 2;
-// dQ: 2); the partial S and dP fragments (fp32) of the owned x streamed tile; the overhead.
+// dQ: 2); the partial S and dP fragments (fp32) of the owned x streamed tile; when not staged,
+// the streamed rows' two operand fragments of its share (input dtype); the overhead.
+constexpr int mfs_bwd_stream_registers(int d, int elem_bytes) {
+  return mfs_bwd_staged(d) ? 0
+                           : (mfs_bwd_stream(d) / 8) * mfs_bwd_chunks_per_sg(d) * 2 *
+                                 (elem_bytes == 4 ? 2 : 1);
+}
 constexpr int mfs_bwd_dkdv_registers(int d, int elem_bytes) {
   return (MFS_BWD_OWN / 8) * mfs_bwd_chunks_per_sg(d) * (2 * (elem_bytes == 4 ? 2 : 1) + 4) +
-         (MFS_BWD_OWN / 8) * (mfs_bwd_stream(d) / 8) * 4 + MFS_REGISTER_OVERHEAD;
+         (MFS_BWD_OWN / 8) * (mfs_bwd_stream(d) / 8) * 4 + mfs_bwd_stream_registers(d, elem_bytes) +
+         MFS_REGISTER_OVERHEAD;
 }
 constexpr int mfs_bwd_dq_registers(int d, int elem_bytes) {
   return (MFS_BWD_OWN / 8) * mfs_bwd_chunks_per_sg(d) * (2 * (elem_bytes == 4 ? 2 : 1) + 2) +
-         (MFS_BWD_OWN / 8) * (mfs_bwd_stream(d) / 8) * 4 + MFS_REGISTER_OVERHEAD;
+         (MFS_BWD_OWN / 8) * (mfs_bwd_stream(d) / 8) * 4 + mfs_bwd_stream_registers(d, elem_bytes) +
+         MFS_REGISTER_OVERHEAD;
 }
 // The D pass: rows per threadgroup, 4 SIMD-groups taking one row at a time.
 #define MFS_BWD_DOT_ROWS 16

@@ -86,12 +86,7 @@ LaunchPlan make_backward_plan(const AttentionParams& p, const MetalBackwardArgs&
   }
   const int tile = mfs_head_dim_tile(p.head_dim > p.head_dim_v ? p.head_dim : p.head_dim_v);
   if (tile == 0 || p.head_dim % 8 != 0 || p.head_dim_v % 8 != 0) {
-    throw std::invalid_argument("metal_backward_plan: head dims must be multiples of 8 up to 256");
-  }
-  if (tile > kMetalBackwardMaxTile) {
-    throw std::invalid_argument(
-        "metal_backward_plan: the Metal backward supports head dims up to 256 (the forward "
-        "supports 512)");
+    throw std::invalid_argument("metal_backward_plan: head dims must be multiples of 8 up to 512");
   }
   LaunchPlan plan;
   // D: one float per (query row, head) of the tensor.
@@ -131,7 +126,6 @@ std::vector<std::string> all_backward_plan_kernel_names() {
     const std::string sfx = plan_dtype_suffix(dtype);
     names.push_back("mfs_bwd_row_dot_" + sfx);
     for (int i = 0; i < MFS_NUM_HEAD_DIM_TILES; ++i) {
-      if (mfs_head_dim_tile_at(i) > kMetalBackwardMaxTile) continue;  // no backward kernels yet
       const std::string dim = "_d" + std::to_string(mfs_head_dim_tile_at(i));
       names.push_back("mfs_bwd_dkdv_" + sfx + dim);
       names.push_back("mfs_bwd_dq_" + sfx + dim);

@@ -15,10 +15,6 @@
 #include "metal_backward_config.h"
 #include "metal_launch_plan.h"
 
-// The widest head-dim tile the backward kernels are instantiated for (the forward's go to 512):
-// wider calls are refused with a clear message.
-constexpr int kMetalBackwardMaxTile = 256;
-
 // The plan of one backward call of the functional forward (contiguous K/V: no block_table, no
 // seqused_k; lse present). `args` are the strides of dout, dq, dk, dv. Throws
 // std::invalid_argument for what the backward does not cover. Launches with an empty grid are

@@ -10,8 +10,11 @@
 // streamed tile (8x8 simdgroup_matrix MMAs, fp32), the partials are summed through threadgroup
 // memory in a fixed order, each element is finished once (P, dS times d logit / d q.k, from the
 // rules of common/attention_semantics.h applied by attention_kernel_common.h), and each
-// SIMD-group accumulates its share of the gradients. Four barriers per streamed tile:
-//   stage the streamed tile | partial S, dP | finish P, dS | accumulate (then the next tile).
+// SIMD-group accumulates its share of the gradients. Four barriers per streamed tile when it is
+// staged in threadgroup memory (head-dim tiles up to 256):
+//   stage the streamed tile | partial S, dP | finish P, dS | accumulate (then the next tile);
+// two when each SIMD-group reads its share of the streamed rows into registers (tile 512):
+//   read the share, partial S, dP | finish P, dS into their own area | accumulate.
 // Gradients are written once, by the threadgroup owning their rows, in the input dtype.
 #include "attention_tiles.h"
 
@@ -126,12 +129,13 @@ inline void bwd_stage(threadgroup T* tile, int ld, const thread StageSlot (&slot
   }
 }
 
-// The owned rows' fragments of one operand (rows [first, first + OC * 8), chunks of this
-// SIMD-group's share), in the input dtype; rows at or past `end` and chunks past `chunks` are 0.
+// The fragments of one operand's rows [first, first + OC * 8) on the chunks of this SIMD-group's
+// share, in the input dtype, f[o][c] = rows o, chunk c (the streamed rows, when not staged);
+// rows at or past `end` and chunks past `chunks` are 0.
 template <typename T, int OC, int DC>
-inline void bwd_load_owned(thread FragStore<T> (&f)[OC][DC], const device T* base,
-                           long row_stride, int first, int end, int c_lo, int chunks, int fr,
-                           int fc) {
+inline void bwd_load_rows(thread FragStore<T> (&f)[OC][DC], const device T* base,
+                          long row_stride, int first, int end, int c_lo, int chunks, int fr,
+                          int fc) {
 #pragma unroll
   for (int o = 0; o < OC; ++o) {
     const int r = first + o * 8 + fr;
@@ -148,13 +152,47 @@ inline void bwd_load_owned(thread FragStore<T> (&f)[OC][DC], const device T* bas
   }
 }
 
-// Partial X = A.B^T over this SIMD-group's head-dim share, for the owned rows (A, registers)
-// against the streamed tile (B, threadgroup, row-major): written to partial[[OWN][ST]]. 8x8
-// blocks that no visible (row, key) pair touches (`live`) are neither computed nor written: the
-// finishing step does not read them (every element of such a block is masked).
-template <typename T, int OC, int DC, int SC, int ST>
-inline void bwd_partial_product(threadgroup float* partial, const thread FragStore<T> (&a)[OC][DC],
-                                const threadgroup T* b_tile, int ld, int c_lo, int chunks,
+// The same rows' fragments transposed, f[o][c] = (chunk c, rows o): the owned rows, the right
+// operand of the partial products (streamed rows x owned rows^T). A lane's two elements are in
+// two rows, each checked against `end`.
+template <typename T, int OC, int DC>
+inline void bwd_load_rows_transposed(thread FragStore<T> (&f)[OC][DC], const device T* base,
+                                     long row_stride, int first, int end, int c_lo, int chunks,
+                                     int fr, int fc) {
+#pragma unroll
+  for (int o = 0; o < OC; ++o) {
+    const int r = first + o * 8 + fc;
+#pragma unroll
+    for (int c = 0; c < DC; ++c) {
+      float e0 = 0.0f, e1 = 0.0f;
+      if (c_lo + c < chunks) {
+        const int col = (c_lo + c) * 8 + fr;
+        if (r < end) e0 = float(base[(long)r * row_stride + col]);
+        if (r + 1 < end) e1 = float(base[(long)(r + 1) * row_stride + col]);
+      }
+      f[o][c] = frag_store<T>(e0, e1);
+    }
+  }
+}
+
+// Fragment (streamed rows sc, head-dim chunk c of this SIMD-group's share) of a streamed operand:
+// from its threadgroup tile when staged, else from the registers bwd_load_rows filled.
+template <typename T, bool STAGED, int SC, int DC>
+inline simdgroup_float8x8 bwd_streamed(const threadgroup T* tile, int ld,
+                                       const thread FragStore<T> (&regs)[SC][DC], int sc, int c,
+                                       int c_lo, int fr, int fc) {
+  if (STAGED) return frag_load(tile, ld, sc * 8, (c_lo + c) * 8, fr, fc);
+  return frag_widen(regs[sc][c]);
+}
+
+// Partial X = A.B^T over this SIMD-group's head-dim share, A the owned rows (a_t: their
+// transposed fragments, registers), B the streamed rows, computed as (B.A^T)^T and written
+// transposed to partial[[OWN][ST]]. 8x8 blocks that no visible (row, key) pair touches (`live`) are neither
+// computed nor written: the finishing step does not read them (every element is masked).
+template <typename T, bool STAGED, int OC, int DC, int SC, int ST>
+inline void bwd_partial_product(threadgroup float* partial, const thread FragStore<T> (&a_t)[OC][DC],
+                                const threadgroup T* b_tile, int ld,
+                                const thread FragStore<T> (&b_regs)[SC][DC], int c_lo, int chunks,
                                 const thread bool (&live)[OC][SC], int fr, int fc) {
 #pragma unroll
   for (int o = 0; o < OC; ++o) {
@@ -165,22 +203,25 @@ inline void bwd_partial_product(threadgroup float* partial, const thread FragSto
 #pragma unroll
       for (int c = 0; c < DC; ++c) {
         if (c_lo + c >= chunks) continue;
-        const simdgroup_float8x8 af = frag_widen(a[o][c]);
-        const simdgroup_float8x8 bt = frag_load_transposed(b_tile, ld, sc * 8, (c_lo + c) * 8, fr, fc);
-        simdgroup_multiply_accumulate(x, af, bt, x);
+        const simdgroup_float8x8 bf =
+            bwd_streamed<T, STAGED, SC, DC>(b_tile, ld, b_regs, sc, c, c_lo, fr, fc);
+        const simdgroup_float8x8 af = frag_widen(a_t[o][c]);
+        simdgroup_multiply_accumulate(x, bf, af, x);
       }
-      threadgroup float* dst = partial + (o * 8 + fr) * ST + sc * 8 + fc;
+      // x holds (streamed sc * 8 + fr, owned o * 8 + fc and + 1): stored transposed.
+      threadgroup float* dst = partial + (o * 8 + fc) * ST + sc * 8 + fr;
       dst[0] = x.thread_elements()[0];
-      dst[1] = x.thread_elements()[1];
+      dst[ST] = x.thread_elements()[1];
     }
   }
 }
 
-// acc[o][c] += X[o rows][all streamed] . tile[streamed][c], X from threadgroup floats [OWN][ST]
-// (blocks that are not `live` are 0 in X: skipped).
-template <typename T, int OC, int DC, int SC, int ST>
+// acc[o][c] += X[o rows][all streamed] . streamed rows[all][c], X from threadgroup floats
+// [OWN][ST] (blocks that are not `live` are 0 in X: skipped).
+template <typename T, bool STAGED, int OC, int DC, int SC, int ST>
 inline void bwd_accumulate(thread simdgroup_float8x8 (&acc)[OC][DC], const threadgroup float* x,
-                           const threadgroup T* tile, int ld, int c_lo, int chunks,
+                           const threadgroup T* tile, int ld,
+                           const thread FragStore<T> (&regs)[SC][DC], int c_lo, int chunks,
                            const thread bool (&live)[OC][SC], int fr, int fc) {
 #pragma unroll
   for (int o = 0; o < OC; ++o) {
@@ -191,7 +232,8 @@ inline void bwd_accumulate(thread simdgroup_float8x8 (&acc)[OC][DC], const threa
 #pragma unroll
       for (int c = 0; c < DC; ++c) {
         if (c_lo + c >= chunks) continue;
-        const simdgroup_float8x8 tf = frag_load(tile, ld, sc * 8, (c_lo + c) * 8, fr, fc);
+        const simdgroup_float8x8 tf =
+            bwd_streamed<T, STAGED, SC, DC>(tile, ld, regs, sc, c, c_lo, fr, fc);
         simdgroup_multiply_accumulate(acc[o][c], xf, tf, acc[o][c]);
       }
     }
@@ -287,14 +329,18 @@ template <typename T, int D>
   constexpr int OC = OWN / 8;
   constexpr int SC = ST / 8;
   constexpr int SLOTS = (ST * (D / 8) + NT - 1) / NT;
+  constexpr bool STAGED = mfs_bwd_staged(D);
   static_assert(mfs_bwd_dkdv_registers(D, ES) <= MFS_REGISTER_BUDGET, "dk/dv registers");
   static_assert(mfs_bwd_tg_bytes(D, ES) <= 32768, "dk/dv threadgroup memory");
-  // The streamed Q and dO tiles, the partial S / dP (slot 0: P, dS), the streamed rows' lse, D.
+  // The streamed Q and dO tiles (staged), the partial S / dP, the finished P^T / dS^T (staged:
+  // slot 0 of the partials), the streamed rows' lse, D.
   threadgroup T tiles[mfs_bwd_tg_bytes(D, ES) / ES];
   threadgroup T* q_tile = tiles;
   threadgroup T* do_tile = tiles + ST * LD;
-  threadgroup float* partial = (threadgroup float*)(tiles + 2 * ST * LD);
-  threadgroup float* stream_lse = partial + mfs_bwd_partial_floats(D);
+  threadgroup float* partial = (threadgroup float*)(tiles + mfs_bwd_stream_tile_elems(D, ES));
+  threadgroup float* finished = STAGED ? partial : partial + mfs_bwd_partial_floats(D);
+  threadgroup float* stream_lse =
+      partial + mfs_bwd_partial_floats(D) + mfs_bwd_finished_floats(D);
   threadgroup float* stream_d = stream_lse + OWN;
 
   const int b = (int)tg.z;
@@ -310,14 +356,15 @@ template <typename T, int D>
   const int fc = frag_col(lane);
   const int group = p.heads_q / p.heads_kv;
 
-  // The owned keys' K and V (this SIMD-group's head-dim share) and their dK, dV accumulators.
+  // The owned keys' K and V (this SIMD-group's head-dim share, transposed) and their dK, dV
+  // accumulators.
   const device T* k_base = k + bwd_k_row(p.k_batch_stride, p.k_row_stride, s, b, 0) +
                            (long)hk * p.k_head_stride;
   const device T* v_base = v + bwd_k_row(p.v_batch_stride, p.v_row_stride, s, b, 0) +
                            (long)hk * p.v_head_stride;
   FragStore<T> kf[OC][DC], vf[OC][DC];
-  bwd_load_owned<T, OC, DC>(kf, k_base, p.k_row_stride, k0, k_end, c_lo, qc, fr, fc);
-  bwd_load_owned<T, OC, DC>(vf, v_base, p.v_row_stride, k0, k_end, c_lo, vc, fr, fc);
+  bwd_load_rows_transposed<T, OC, DC>(kf, k_base, p.k_row_stride, k0, k_end, c_lo, qc, fr, fc);
+  bwd_load_rows_transposed<T, OC, DC>(vf, v_base, p.v_row_stride, k0, k_end, c_lo, vc, fr, fc);
   simdgroup_float8x8 dkf[OC][DC], dvf[OC][DC];
 #pragma unroll
   for (int o = 0; o < OC; ++o) {
@@ -346,16 +393,23 @@ template <typename T, int D>
                               (long)h * a.dout_head_stride;
     for (int q0 = rows.begin; q0 < rows.end; q0 += ST) {
       if (tid == 0) MSL_SIM_COUNT("bwd_stream_tiles", 1);
-      // (1) Stage the query tile's Q and dO, and its rows' lse and D.
-      bwd_stage<T, SLOTS>(q_tile, LD, q_slots, q_base, p.q_row_stride, q0, rows.end);
-      bwd_stage<T, SLOTS>(do_tile, LD, do_slots, do_base, a.dout_row_stride, q0, rows.end);
+      // (1) Stage the query tile's Q and dO (or read this SIMD-group's share of them), and its
+      // rows' lse and D.
+      FragStore<T> qs[SC][DC], dos[SC][DC];
+      if (STAGED) {
+        bwd_stage<T, SLOTS>(q_tile, LD, q_slots, q_base, p.q_row_stride, q0, rows.end);
+        bwd_stage<T, SLOTS>(do_tile, LD, do_slots, do_base, a.dout_row_stride, q0, rows.end);
+      } else {
+        bwd_load_rows<T, SC, DC>(qs, q_base, p.q_row_stride, q0, rows.end, c_lo, qc, fr, fc);
+        bwd_load_rows<T, SC, DC>(dos, do_base, a.dout_row_stride, q0, rows.end, c_lo, vc, fr, fc);
+      }
       if ((int)tid < ST) {
         const int row = q0 + (int)tid;
         const bool live = row < rows.end;
         stream_lse[tid] = live ? finite_lse(lse[bwd_lse_index(p, s, b, h, row)]) : MFS_NO_KEY_LSE;
         stream_d[tid] = live ? row_d[bwd_d_index(p, a, s, b, h, row)] : 0.0f;
       }
-      threadgroup_barrier(mem_flags::mem_threadgroup);  // the query tile is staged
+      if (STAGED) threadgroup_barrier(mem_flags::mem_threadgroup);  // the query tile is staged
 
       // (2) Partial S^T = K.Q^T and dP^T = V.dO^T over this SIMD-group's head-dim share, on the
       // 8x8 (keys, rows) blocks with a visible pair.
@@ -368,14 +422,16 @@ template <typename T, int D>
                                        k0 + o * 8, min(k0 + o * 8 + 8, k_end));
         }
       }
-      bwd_partial_product<T, OC, DC, SC, ST>(partial + (2 * (int)sg) * OWN * ST, kf, q_tile, LD,
-                                             c_lo, qc, live, fr, fc);
-      bwd_partial_product<T, OC, DC, SC, ST>(partial + (2 * (int)sg + 1) * OWN * ST, vf, do_tile,
-                                             LD, c_lo, vc, live, fr, fc);
-      threadgroup_barrier(mem_flags::mem_threadgroup);  // every partial is written
+      bwd_partial_product<T, STAGED, OC, DC, SC, ST>(partial + (2 * (int)sg) * OWN * ST, kf,
+                                                     q_tile, LD, qs, c_lo, qc, live, fr, fc);
+      bwd_partial_product<T, STAGED, OC, DC, SC, ST>(partial + (2 * (int)sg + 1) * OWN * ST, vf,
+                                                     do_tile, LD, dos, c_lo, vc, live, fr, fc);
+      // Every partial is written (and, not staged, the streamed rows' lse and D; every
+      // SIMD-group is past the last tile's accumulation, which read the finished area).
+      threadgroup_barrier(mem_flags::mem_threadgroup);
 
-      // (3) Finish each (key, row) element once: P^T and dS^T into slot 0 (each element is read
-      // and then overwritten by the one thread that owns it).
+      // (3) Finish each (key, row) element once: P^T and dS^T into the finished area (staged,
+      // slot 0 of the partials: each element is read, then overwritten by the thread owning it).
       for (int i = (int)tid; i < OWN * ST; i += NT) {
         const int key = k0 + i / ST;
         const int st = i % ST;
@@ -383,16 +439,17 @@ template <typename T, int D>
         const bool visible = key < k_end && row < rows.end && bwd_visible(p, s, row, key);
         const FinishedElement e = bwd_finish<NSG, OWN * ST>(partial, i, visible, rule, row, key,
                                                             stream_lse[st], stream_d[st]);
-        partial[i] = e.p;
-        partial[OWN * ST + i] = e.dqk;
+        finished[i] = e.p;
+        finished[OWN * ST + i] = e.dqk;
       }
       threadgroup_barrier(mem_flags::mem_threadgroup);  // P^T and dS^T are complete
 
       // (4) dV += P^T.dO and dK += dS^T.Q on this SIMD-group's share.
-      bwd_accumulate<T, OC, DC, SC, ST>(dvf, partial, do_tile, LD, c_lo, vc, live, fr, fc);
-      bwd_accumulate<T, OC, DC, SC, ST>(dkf, partial + OWN * ST, q_tile, LD, c_lo, qc, live, fr,
-                                        fc);
-      threadgroup_barrier(mem_flags::mem_threadgroup);  // the tiles may be staged again
+      bwd_accumulate<T, STAGED, OC, DC, SC, ST>(dvf, finished, do_tile, LD, dos, c_lo, vc, live,
+                                                fr, fc);
+      bwd_accumulate<T, STAGED, OC, DC, SC, ST>(dkf, finished + OWN * ST, q_tile, LD, qs, c_lo,
+                                                qc, live, fr, fc);
+      if (STAGED) threadgroup_barrier(mem_flags::mem_threadgroup);  // the tiles may be restaged
     }
   }
 
@@ -433,14 +490,17 @@ template <typename T, int D>
   constexpr int OC = OWN / 8;
   constexpr int SC = ST / 8;
   constexpr int SLOTS = (ST * (D / 8) + NT - 1) / NT;
+  constexpr bool STAGED = mfs_bwd_staged(D);
   static_assert(mfs_bwd_dq_registers(D, ES) <= MFS_REGISTER_BUDGET, "dq registers");
   static_assert(mfs_bwd_tg_bytes(D, ES) <= 32768, "dq threadgroup memory");
-  // The streamed K and V tiles, the partial S / dP (slot 0: dS), the owned rows' lse and D.
+  // The streamed K and V tiles (staged), the partial S / dP, the finished dS (staged: slot 0 of
+  // the partials), the owned rows' lse and D.
   threadgroup T tiles[mfs_bwd_tg_bytes(D, ES) / ES];
   threadgroup T* k_tile = tiles;
   threadgroup T* v_tile = tiles + ST * LD;
-  threadgroup float* partial = (threadgroup float*)(tiles + 2 * ST * LD);
-  threadgroup float* own_lse = partial + mfs_bwd_partial_floats(D);
+  threadgroup float* partial = (threadgroup float*)(tiles + mfs_bwd_stream_tile_elems(D, ES));
+  threadgroup float* finished = STAGED ? partial : partial + mfs_bwd_partial_floats(D);
+  threadgroup float* own_lse = partial + mfs_bwd_partial_floats(D) + mfs_bwd_finished_floats(D);
   threadgroup float* own_d = own_lse + OWN;
 
   const int b = (int)tg.z;
@@ -456,15 +516,16 @@ template <typename T, int D>
   const int fr = frag_row(lane);
   const int fc = frag_col(lane);
 
-  // The owned rows' Q and dO (this SIMD-group's head-dim share), their dQ accumulators, and
-  // their lse and D (read after the first tile's barriers).
+  // The owned rows' Q and dO (this SIMD-group's head-dim share, transposed), their dQ
+  // accumulators, and their lse and D (read after the first tile's barriers).
   FragStore<T> qf[OC][DC], df[OC][DC];
-  bwd_load_owned<T, OC, DC>(qf, q + bwd_q_row(p.q_batch_stride, p.q_row_stride, s, b, 0) +
-                                    (long)h * p.q_head_stride,
-                            p.q_row_stride, row0, rows_end, c_lo, qc, fr, fc);
-  bwd_load_owned<T, OC, DC>(df, dout + bwd_q_row(a.dout_batch_stride, a.dout_row_stride, s, b, 0) +
-                                    (long)h * a.dout_head_stride,
-                            a.dout_row_stride, row0, rows_end, c_lo, vc, fr, fc);
+  bwd_load_rows_transposed<T, OC, DC>(
+      qf, q + bwd_q_row(p.q_batch_stride, p.q_row_stride, s, b, 0) + (long)h * p.q_head_stride,
+      p.q_row_stride, row0, rows_end, c_lo, qc, fr, fc);
+  bwd_load_rows_transposed<T, OC, DC>(
+      df, dout + bwd_q_row(a.dout_batch_stride, a.dout_row_stride, s, b, 0) +
+              (long)h * a.dout_head_stride,
+      a.dout_row_stride, row0, rows_end, c_lo, vc, fr, fc);
   simdgroup_float8x8 dqf[OC][DC];
 #pragma unroll
   for (int o = 0; o < OC; ++o) {
@@ -494,10 +555,16 @@ template <typename T, int D>
 
   for (int k0 = hull.begin; k0 < hull.end; k0 += ST) {
     if (tid == 0) MSL_SIM_COUNT("bwd_stream_tiles", 1);
-    // (1) Stage the key tile's K and V.
-    bwd_stage<T, SLOTS>(k_tile, LD, k_slots, k_base, p.k_row_stride, k0, hull.end);
-    bwd_stage<T, SLOTS>(v_tile, LD, v_slots, v_base, p.v_row_stride, k0, hull.end);
-    threadgroup_barrier(mem_flags::mem_threadgroup);  // the key tile is staged
+    // (1) Stage the key tile's K and V (or read this SIMD-group's share of them).
+    FragStore<T> ks[SC][DC], vs[SC][DC];
+    if (STAGED) {
+      bwd_stage<T, SLOTS>(k_tile, LD, k_slots, k_base, p.k_row_stride, k0, hull.end);
+      bwd_stage<T, SLOTS>(v_tile, LD, v_slots, v_base, p.v_row_stride, k0, hull.end);
+    } else {
+      bwd_load_rows<T, SC, DC>(ks, k_base, p.k_row_stride, k0, hull.end, c_lo, qc, fr, fc);
+      bwd_load_rows<T, SC, DC>(vs, v_base, p.v_row_stride, k0, hull.end, c_lo, vc, fr, fc);
+    }
+    if (STAGED) threadgroup_barrier(mem_flags::mem_threadgroup);  // the key tile is staged
 
     // (2) Partial S = Q.K^T and dP = dO.V^T over this SIMD-group's head-dim share, on the 8x8
     // (rows, keys) blocks with a visible pair.
@@ -510,13 +577,15 @@ template <typename T, int D>
                                      k0 + sc * 8, min(k0 + sc * 8 + 8, hull.end));
       }
     }
-    bwd_partial_product<T, OC, DC, SC, ST>(partial + (2 * (int)sg) * OWN * ST, qf, k_tile, LD,
-                                           c_lo, qc, live, fr, fc);
-    bwd_partial_product<T, OC, DC, SC, ST>(partial + (2 * (int)sg + 1) * OWN * ST, df, v_tile,
-                                           LD, c_lo, vc, live, fr, fc);
-    threadgroup_barrier(mem_flags::mem_threadgroup);  // every partial is written
+    bwd_partial_product<T, STAGED, OC, DC, SC, ST>(partial + (2 * (int)sg) * OWN * ST, qf,
+                                                   k_tile, LD, ks, c_lo, qc, live, fr, fc);
+    bwd_partial_product<T, STAGED, OC, DC, SC, ST>(partial + (2 * (int)sg + 1) * OWN * ST, df,
+                                                   v_tile, LD, vs, c_lo, vc, live, fr, fc);
+    // Every partial is written (not staged: every SIMD-group is past the last tile's
+    // accumulation, which read the finished area).
+    threadgroup_barrier(mem_flags::mem_threadgroup);
 
-    // (3) Finish each (row, key) element once: dS into slot 0.
+    // (3) Finish each (row, key) element once: dS into the finished area (staged: slot 0).
     for (int i = (int)tid; i < OWN * ST; i += NT) {
       const int o = i / ST;
       const int row = row0 + o;
@@ -524,13 +593,14 @@ template <typename T, int D>
       const bool visible = row < rows_end && key < hull.end && bwd_visible(p, s, row, key);
       const FinishedElement e =
           bwd_finish<NSG, OWN * ST>(partial, i, visible, rule, row, key, own_lse[o], own_d[o]);
-      partial[i] = e.dqk;
+      finished[i] = e.dqk;
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);  // dS is complete
 
     // (4) dQ += dS.K on this SIMD-group's share.
-    bwd_accumulate<T, OC, DC, SC, ST>(dqf, partial, k_tile, LD, c_lo, qc, live, fr, fc);
-    threadgroup_barrier(mem_flags::mem_threadgroup);  // the tiles may be staged again
+    bwd_accumulate<T, STAGED, OC, DC, SC, ST>(dqf, finished, k_tile, LD, ks, c_lo, qc, live, fr,
+                                              fc);
+    if (STAGED) threadgroup_barrier(mem_flags::mem_threadgroup);  // the tiles may be restaged
   }
 
   bwd_store_owned<T, OC, DC>(dq + bwd_q_row(a.dq_batch_stride, a.dq_row_stride, s, b, 0) +
@@ -569,3 +639,4 @@ MFS_INSTANTIATE_BWD_TILED_DTYPES(96)
 MFS_INSTANTIATE_BWD_TILED_DTYPES(128)
 MFS_INSTANTIATE_BWD_TILED_DTYPES(192)
 MFS_INSTANTIATE_BWD_TILED_DTYPES(256)
+MFS_INSTANTIATE_BWD_TILED_DTYPES(512)

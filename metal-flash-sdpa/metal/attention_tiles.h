@@ -1,8 +1,8 @@
 // Tile building blocks of the Metal attention kernels (MSL only): staging device rows into
-// threadgroup tiles, 8x8 fragments loaded from those tiles (plain or transposed), and the row
-// reductions of a fragment. The forward kernels are built on them; the backward passes (S, P,
-// dP = dO.V^T, dS, and the transposed products dV += P^T.dO, dK += dS^T.Q) use the same
-// pieces with other operands: nothing here knows about attention's rules.
+// threadgroup tiles, 8x8 fragments loaded from those tiles, and the row reductions of a
+// fragment. The forward kernels are built on them; the backward passes (S, P, dP = dO.V^T, dS,
+// and the transposed products dV += P^T.dO, dK += dS^T.Q) use the same pieces with other
+// operands: nothing here knows about attention's rules.
 #pragma once
 
 #include "attention_kernel_common.h"
@@ -23,17 +23,6 @@ inline simdgroup_float8x8 frag_load(const threadgroup T* tile, int ld, int row0,
   const threadgroup T* src = tile + (row0 + fr) * ld + col0 + fc;
   f.thread_elements()[0] = float(src[0]);
   f.thread_elements()[1] = float(src[1]);
-  return f;
-}
-
-// The fragment whose (r, c) is tile[(row0 + c) * ld + col0 + r] (the transpose of frag_load):
-// for products with a tile in the other layout (backward: dP = dO.V^T from a row-major V tile).
-template <typename T>
-inline simdgroup_float8x8 frag_load_transposed(const threadgroup T* tile, int ld, int row0,
-                                               int col0, int fr, int fc) {
-  simdgroup_float8x8 f;
-  f.thread_elements()[0] = float(tile[(row0 + fc) * ld + col0 + fr]);
-  f.thread_elements()[1] = float(tile[(row0 + fc + 1) * ld + col0 + fr]);
   return f;
 }
 

@@ -9,6 +9,8 @@ backward's gradients, with GQA, sinks, softcap, ALiBi and windows) under
 the simulator's in-order, reverse and random fiber schedules with threadgroup memory poisoned,
 and compares with the float64 reference. Exits 0 when everything matches, 1 otherwise (printing
 what failed). The mutation test (test_metal_design.py) expects 1 from every planted bug.
+--wide adds the head-dim-512 cases; the backward's run the backward op alone (out and lse from
+the reference: tests/backward_op.py), so they need only the build's 512 backward kernels.
 """
 
 from __future__ import annotations
@@ -103,6 +105,14 @@ BACKWARD_CASES = [
      dict(causal=True, sinks=True, alibi=True, softcap=2.0)),
     ("backward_window", [45, 5], [60, 0], 4, 1, 64, dict(window_size=(20, 3), sinks=True)),
 ]
+# --wide: tile 512 (streamed rows in registers, two barriers per tile), on the backward op alone;
+# several owned and streamed tiles per sequence, GQA, V on its own tile.
+BACKWARD_WIDE_CASES = [
+    ("backward512_causal", [21, 9], [30, 9], 4, 2, 512,
+     dict(causal=True, sinks=True, softcap=2.0, alone=True)),
+    ("backward512_v256_window", [17], [26], 2, 1, 512,
+     dict(window_size=(9, 2), alibi=True, head_dim_v=256, alone=True)),
+]
 
 
 # Max error of a gradient against float64, relative to its largest magnitude (at least 1).
@@ -110,29 +120,41 @@ BACKWARD_TOLERANCE = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 
 
 
 def run_backward_case(fa, case, dtype) -> str | None:
-    """dq, dk, dv, d s_aux against float64 autograd of the reference."""
+    """dq, dk, dv, d s_aux against float64 autograd of the reference (with `alone`: of the
+    backward op on the reference's out and lse, else through the build's forward)."""
+    from backward_op import backward_alone
+
     name, lq, lk, heads, heads_kv, dim, feature = case
     g = torch.Generator().manual_seed(len(name))
-    batch = varlen_batch(lq, lk, heads, heads_kv, dim, dtype, g, padding_rows=2)
+    dim_v = feature.get("head_dim_v", dim)
+    batch = varlen_batch(lq, lk, heads, heads_kv, dim, dtype, g, head_dim_v=dim_v,
+                         padding_rows=2)
     sinks = torch.randn(heads, generator=g) if feature.get("sinks") else None
     alibi = torch.rand(heads, generator=g) * 0.3 if feature.get("alibi") else None
-    kwargs = {k: v for k, v in feature.items() if k not in ("sinks", "alibi")}
+    kwargs = {k: v for k, v in feature.items()
+              if k not in ("sinks", "alibi", "head_dim_v", "alone")}
     inputs = [t.detach().requires_grad_() for t in (batch.q, batch.k, batch.v)]
     if sinks is not None:
         inputs.append(sinks.detach().requires_grad_())
-    dout = torch.randn(batch.q.shape[0], heads, dim, generator=g).to(dtype)
+    dout = torch.randn(batch.q.shape[0], heads, dim_v, generator=g).to(dtype)
+    sem = Semantics(scale=dim ** -0.5, causal=kwargs.get("causal", False),
+                    window=kwargs.get("window_size", (-1, -1)), softcap=kwargs.get("softcap", 0.0),
+                    alibi_slopes=alibi, sinks=sinks)
     try:
-        out = fa.flash_attn_varlen_func(
-            *inputs[:3], batch.cu_seqlens_q, batch.cu_seqlens_k, batch.max_seqlen_q,
-            batch.max_seqlen_k, s_aux=inputs[3] if sinks is not None else None,
-            alibi_slopes=alibi, **kwargs)
-        got = torch.autograd.grad(out, inputs, dout)
+        if feature.get("alone"):
+            got = backward_alone(fa, batch.q, batch.k, batch.v, batch.cu_seqlens_q,
+                                 batch.cu_seqlens_k, dout, sem, batch.max_seqlen_q,
+                                 batch.max_seqlen_k)
+        else:
+            out = fa.flash_attn_varlen_func(
+                *inputs[:3], batch.cu_seqlens_q, batch.cu_seqlens_k, batch.max_seqlen_q,
+                batch.max_seqlen_k, s_aux=inputs[3] if sinks is not None else None,
+                alibi_slopes=alibi, **kwargs)
+            got = torch.autograd.grad(out, inputs, dout)
     except RuntimeError as e:
         return f"{name}: raised {str(e).splitlines()[0][:300]}"
     ref_inputs = [t.detach().double().requires_grad_() for t in inputs]
-    sem = Semantics(scale=dim ** -0.5, causal=kwargs.get("causal", False),
-                    window=kwargs.get("window_size", (-1, -1)), softcap=kwargs.get("softcap", 0.0),
-                    alibi_slopes=alibi, sinks=ref_inputs[3] if sinks is not None else None)
+    sem.sinks = ref_inputs[3] if sinks is not None else None
     ref_out, _ = attention_varlen(*ref_inputs[:3], batch.cu_seqlens_q, batch.cu_seqlens_k, sem)
     want = torch.autograd.grad(ref_out, ref_inputs, dout.double())
     for label, a, w in zip(("dq", "dk", "dv", "ds_aux"), got, want):
@@ -165,6 +187,8 @@ def main() -> int:
     parser.add_argument("--schedules", default="inorder,reverse,random")
     parser.add_argument("--wide", action="store_true", help="the tile-512 cases too")
     args = parser.parse_args()
+    if args.wide:  # first: a planted bug of the 512 path is reported by a 512 case
+        BACKWARD_CASES[:0] = BACKWARD_WIDE_CASES
     fa = load(args.root)
     failures = []
     # Stops at the first failure: one is enough to fail, and planted bugs then cost less time.

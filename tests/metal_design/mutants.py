@@ -129,6 +129,23 @@ MUTANTS += [
            replace_once("int h = hk * group; h < (hk + 1) * group;", "int h = hk; h < hk + group;")),
     Mutant("backward_sink_gradient_sign", "attention_backward.metal",
            replace_once("acc += sink_gradient(", "acc -= sink_gradient(")),
+    # Tile 512 only: its two barriers per tile in each pass (barriers 1, 2 of dk/dv and 5, 6 of
+    # dq in source order; 0, 3, 4, 7 guard the staged tiles only), the partials summed over 8
+    # SIMD-groups instead of 16, the streamed rows read from another SIMD-group's chunks. (Not
+    # here: the finished P / dS put back in slot 0 of the partials, which the next tile's
+    # partials would overwrite while other SIMD-groups still accumulate: tried, it survives the
+    # three schedules. A fiber runs until it blocks and each MMA blocks until its SIMD-group's
+    # last lane arrives, so SIMD-groups advance nearly together, and the hazard needs one
+    # SIMD-group a whole phase ahead of another. The separate area is for the real GPU.)
+    *(Mutant(f"backward512_barrier_{i}", "attention_backward.metal",
+             remove_nth("threadgroup_barrier(", i), wide=True) for i in (1, 2, 5, 6)),
+    Mutant("backward512_partials_of_8_simdgroups", "attention_backward.metal",
+           replace_once("for (int g = 0; g < NSG; ++g) {", "for (int g = 0; g < min(NSG, 8); ++g) {"),
+           wide=True),
+    Mutant("backward512_streamed_rows_of_another_share", "attention_backward.metal",
+           replace_once("bwd_load_rows<T, SC, DC>(qs, q_base, p.q_row_stride, q0, rows.end, c_lo,",
+                        "bwd_load_rows<T, SC, DC>(qs, q_base, p.q_row_stride, q0, rows.end, 0,"),
+           wide=True),
 ]
 
 

@@ -90,7 +90,6 @@ int main() {
         for (int eb : {4, 2}) {
           for (int i = 0; i < MFS_NUM_HEAD_DIM_TILES; ++i) {
             const int d = mfs_head_dim_tile_at(i);
-            if (d > kMetalBackwardMaxTile) continue;  // the backward's tiles end there
             const int regs = std::string(family) == "dkdv" ? mfs_bwd_dkdv_registers(d, eb)
                                                             : mfs_bwd_dq_registers(d, eb);
             std::cout << (first ? "" : ",") << "\"" << family << (eb == 4 ? "_f32" : "_16bit")
