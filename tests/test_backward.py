@@ -187,9 +187,16 @@ def test_sink_gradient_of_rows_that_see_no_key(fa, device, generator):
 # simulator is slowest at the widest tiles.
 @pytest.mark.parametrize("head_dim", [*range(8, 257, 8), 264, 384, 504, 512])
 def test_every_head_dim(fa, device, generator, head_dim):
-    head_dim_v = {8: 16, 64: 128, 256: 512, 264: 136, 512: 256}.get(head_dim)  # V's own head dim
+    head_dim_v = {8: 16, 64: 128, 256: 64, 264: 136, 512: 256}.get(head_dim)  # V's own head dim
     varlen_case(fa, device, generator, torch.float32, [3, 9], [5, 9], heads=2, heads_kv=1,
                 head_dim=head_dim, head_dim_v=head_dim_v, causal=head_dim % 16 == 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_value_head_dim_512_with_narrower_queries(fa, device, generator, dtype):
+    # V wider than q/k (the reverse, 512 / 256, is in test_every_head_dim).
+    varlen_case(fa, device, generator, dtype, [4, 13], [9, 13], heads=4, heads_kv=2,
+                head_dim=256, head_dim_v=512, causal=True, sinks=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
