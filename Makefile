@@ -7,8 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv build build-sim test test-quick demo bench bench-backward bench-metal check-metal check-tools clean \
-	abi-check fuzz bench-visual aarch64-setup build-aarch64 test-aarch64 lint-workflows
+.PHONY: venv build build-sim test test-quick demo bench bench-backward bench-head-dims bench-metal \
+	check-metal check-tools clean abi-check fuzz bench-visual aarch64-setup build-aarch64 \
+	test-aarch64 lint-workflows
 
 venv: $(STAMP)
 
@@ -89,6 +90,10 @@ bench: build
 # Training: forward + backward against torch's routes (ratios and peak extra memory).
 bench-backward: build
 	$(PY) benchmarks/training_routes.py
+
+# The cpu kernels' efficiency per FLOP at head dim 512 against 256 (prefill, decode; forward, + backward).
+bench-head-dims: build
+	$(PY) benchmarks/head_dim_routes.py
 
 # The Metal kernels' device traffic and work, counted by the simulator, against the minimum.
 bench-metal: build-sim

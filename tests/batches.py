@@ -94,3 +94,19 @@ def paged_cache(k: torch.Tensor, v: torch.Tensor, cu_seqlens_k: torch.Tensor, pa
                 k_cache[page, : stop - start] = k[start:stop]
                 v_cache[page, : stop - start] = v[start:stop]
     return k_cache, v_cache, table
+
+
+WIDE_DRAWS = 0.12  # share of random configurations with head dims above 256
+
+
+def widen_head_dims(rng, head_dim: int, head_dim_v: Optional[int]):
+    """The head dims of a random configuration, redrawn above 256 (up to 512, Gemma 4's global
+    layers) in about one configuration of eight: the simulator is slowest at the widest tiles.
+    Called after every other draw, so the configurations it leaves narrow are unchanged. A V head
+    dim that followed q's (equal, or None) still does; one drawn on its own is redrawn up to 512."""
+    if rng.random() >= WIDE_DRAWS:
+        return head_dim, head_dim_v
+    wide = 8 * rng.randint(33, 64)
+    if head_dim_v is None or head_dim_v == head_dim:
+        return wide, None if head_dim_v is None else wide
+    return wide, 8 * rng.randint(1, 64)

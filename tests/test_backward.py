@@ -183,15 +183,24 @@ def test_sink_gradient_of_rows_that_see_no_key(fa, device, generator):
     assert torch.equal(dq[4:], torch.zeros_like(dq[4:]))
 
 
-@pytest.mark.parametrize("head_dim", range(8, 257, 8))
+# Every multiple of 8 up to 256, and a few above it up to 512 (Gemma 4's global layers): the
+# simulator is slowest at the widest tiles.
+@pytest.mark.parametrize("head_dim", [*range(8, 257, 8), 264, 384, 504, 512])
 def test_every_head_dim(fa, device, generator, head_dim):
-    head_dim_v = {8: 16, 64: 128, 256: 64}.get(head_dim)  # V's own head dim
+    head_dim_v = {8: 16, 64: 128, 256: 64, 264: 136, 512: 256}.get(head_dim)  # V's own head dim
     varlen_case(fa, device, generator, torch.float32, [3, 9], [5, 9], heads=2, heads_kv=1,
                 head_dim=head_dim, head_dim_v=head_dim_v, causal=head_dim % 16 == 0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_value_head_dim_512_with_narrower_queries(fa, device, generator, dtype):
+    # V wider than q/k (the reverse, 512 / 256, is in test_every_head_dim).
+    varlen_case(fa, device, generator, dtype, [4, 13], [9, 13], heads=4, heads_kv=2,
+                head_dim=256, head_dim_v=512, causal=True, sinks=True)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("head_dim", [72, 128, 192, 256])
+@pytest.mark.parametrize("head_dim", [72, 128, 192, 256, 512])
 def test_half_precision_head_dims(fa, device, generator, dtype, head_dim):
     # The 16-bit tiles (other tile sizes and threadgroup layouts than float32's).
     varlen_case(fa, device, generator, dtype, [5, 18], [9, 18], heads=4, heads_kv=2,
@@ -227,6 +236,27 @@ def test_fixed_length(fa, device, generator, dtype):
     def ours(q, k, v, s):
         return fa.flash_attn_func(q, k, v, causal=True, window_size=(5, -1), softcap=3.0,
                                   s_aux=s)
+
+    def with_sinks(dt):
+        def call(q, k, v, s):
+            sem.sinks = s
+            return attention_fixed(q, k, v, sem, dtype=dt)[0]
+        return call
+
+    check_gradients(ours, with_sinks(torch.float64), with_sinks(dtype), [q, k, v, s_aux], dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fixed_length_head_dim_512(fa, device, generator, dtype):
+    """Gemma 4's global layers through flash_attn_func: head dim 512, sinks, softcap, GQA."""
+    q = leaf(random_tensor((2, 7, 4, 512), dtype, generator, device=device))
+    k = leaf(random_tensor((2, 11, 2, 512), dtype, generator, device=device))
+    v = leaf(random_tensor((2, 11, 2, 512), dtype, generator, device=device))
+    s_aux = leaf(torch.randn(4, generator=generator).to(device))
+    sem = Semantics(scale=512 ** -0.5, causal=True, softcap=5.0)
+
+    def ours(q, k, v, s):
+        return fa.flash_attn_func(q, k, v, causal=True, softcap=5.0, s_aux=s)
 
     def with_sinks(dt):
         def call(q, k, v, s):

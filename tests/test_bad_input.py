@@ -36,6 +36,11 @@ def on_q(a, values, dtype=torch.int32):
     return torch.tensor(values, dtype=dtype, device=a["q"].device)
 
 
+def widen(t, head_dim):
+    """t's values repeated along the last dim up to head_dim."""
+    return t.repeat(1, 1, -(-head_dim // t.shape[-1]))[..., :head_dim].contiguous()
+
+
 # name -> (how to break a good call, exception type, words the message must contain)
 BAD_INPUTS = {
     "dtype_mismatch_k": (lambda a: wrong(a, k=a["k"].float()), ValueError, ["k", "dtype"]),
@@ -70,6 +75,12 @@ BAD_INPUTS = {
     "head_dim_too_large": (lambda a: wrong(a, q=a["q"].repeat(1, 1, 9), k=a["k"].repeat(1, 1, 9),
                                            v=a["v"].repeat(1, 1, 9)),
                            ValueError, ["head_dim", "512"]),
+    # One step past the widest head dim (512), for q/k and for v alone.
+    "head_dim_520": (lambda a: wrong(a, q=widen(a["q"], 520), k=widen(a["k"], 520),
+                                     v=widen(a["v"], 520)),
+                     ValueError, ["head_dim of q", "512", "520"]),
+    "v_head_dim_520": (lambda a: wrong(a, v=widen(a["v"], 520)), ValueError,
+                       ["head_dim of v", "512", "520"]),
     "k_head_dim_differs": (lambda a: wrong(a, k=a["k"][..., :32]), ValueError, ["k", "head_dim"]),
     "last_dim_not_contiguous": (lambda a: wrong(a, q=a["q"].transpose(0, 2).contiguous()
                                                 .transpose(0, 2)),

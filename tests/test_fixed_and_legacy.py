@@ -36,6 +36,27 @@ def test_fixed_length(fa, device, generator, dtype, causal, shape):
     assert_lse_close(lse, ref_lse)
 
 
+@pytest.mark.parametrize("shape", [(2, 17, 17), (3, 1, 40)],
+                         ids=lambda s: "B{}_Sq{}_Sk{}".format(*s))
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_fixed_length_head_dim_512(fa, device, generator, dtype, shape):
+    """Gemma 4's global layers: head dim 512, prefill and decode-sized queries, with the window,
+    softcap and sinks of the matrix above."""
+    batch, seqlen_q, seqlen_k = shape
+    q = random_tensor((batch, seqlen_q, 4, 512), dtype, generator, device=device)
+    k = random_tensor((batch, seqlen_k, 2, 512), dtype, generator, device=device)
+    v = random_tensor((batch, seqlen_k, 2, 512), dtype, generator, device=device)
+    sinks = torch.randn(4, generator=generator).to(device)
+    out, lse, _ = fa.flash_attn_func(q, k, v, causal=True, window_size=(12, -1), softcap=2.0,
+                                     s_aux=sinks, return_attn_probs=True)
+    ref_out, ref_lse = attention_fixed(q, k, v, Semantics(scale=512 ** -0.5, causal=True,
+                                                          window=(12, -1), softcap=2.0,
+                                                          sinks=sinks))
+    assert out.shape == (batch, seqlen_q, 4, 512)
+    assert_close(out, ref_out, dtype)
+    assert_lse_close(lse, ref_lse)
+
+
 @pytest.mark.kernels_ci
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_fixed_length_strided_views_of_packed_qkv(fa, device, generator, dtype):
@@ -71,3 +92,22 @@ def test_legacy_entry_point_writes_only_its_rows(fa, device, generator, dtype, s
     outside = torch.ones_like(buffer, dtype=torch.bool)
     outside[:rows, 1:5, 8:72] = False
     assert buffer[outside].isnan().all(), "memory around the out view was written"
+
+
+@pytest.mark.parametrize("dims", [(512, 512), (256, 512)], ids=lambda d: "d{}_dv{}".format(*d))
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_legacy_entry_point_head_dim_512(fa, device, generator, dtype, dims):
+    """The in-place call at the widest head dims writes the sequence rows and nothing else."""
+    head_dim, head_dim_v = dims
+    batch = varlen_batch([5, 1, 23], [5, 40, 31], heads=4, heads_kv=2, head_dim=head_dim,
+                         head_dim_v=head_dim_v, dtype=dtype, generator=generator, padding_rows=2,
+                         device=device)
+    out = torch.full((batch.q.shape[0], 4, head_dim_v), math.nan, dtype=dtype, device=device)
+    fa.flash_attention_varlen(out, batch.q, batch.k, batch.v, batch.cu_seqlens_q,
+                              batch.cu_seqlens_k, batch.max_seqlen_q, batch.max_seqlen_k,
+                              do_causal=True, scale=0.05, softcapping=4.0)
+    ref, _ = attention_varlen(batch.q, batch.k, batch.v, batch.cu_seqlens_q, batch.cu_seqlens_k,
+                              Semantics(scale=0.05, causal=True, softcap=4.0))
+    rows = int(batch.cu_seqlens_q[-1])
+    assert_close(out[:rows], ref[:rows], dtype)
+    assert out[rows:].isnan().all(), "rows outside every sequence were written"

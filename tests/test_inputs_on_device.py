@@ -12,7 +12,7 @@ import sys
 
 from conftest import REPO
 
-# Not here: test_transformers.py and test_training.py (the model's own unpadding reads the mask,
+# Not here: test_transformers.py, test_training.py and test_gemma4.py (the model's own unpadding reads the mask,
 # and autocast knows no meta device, before any kernel call) and test_hub_snapshot.py (its child process takes the device from conftest.VARIANTS, not from the
 # fixture); both were reviewed by hand. test_random_configs.py builds paged caches from offsets in
 # most cases (nothing left to audit on meta).

@@ -15,15 +15,16 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 INPUTS_ON_VARIANT_DEVICE = True  # conftest.py: the kernel's inputs are on the `device` fixture's
 
 
-def check(fa, device, generator, dtype, layout, s_new, seqlen_q, feature):
-    batch, heads, heads_kv, dim, capacity = 3, 8, 2, 64, 48
+def check(fa, device, generator, dtype, layout, s_new, seqlen_q, feature, dim=64, dim_v=None):
+    batch, heads, heads_kv, capacity = 3, 8, 2, 48
+    dim_v = dim if dim_v is None else dim_v
     lengths = torch.tensor([0, 17, 40 - s_new], dtype=torch.int32)
     q = random_tensor((batch, seqlen_q, heads, dim), dtype, generator)
     k_new = random_tensor((batch, s_new, heads_kv, dim), dtype, generator) if s_new else None
-    v_new = random_tensor((batch, s_new, heads_kv, dim), dtype, generator) if s_new else None
+    v_new = random_tensor((batch, s_new, heads_kv, dim_v), dtype, generator) if s_new else None
     # Every sequence's cached tokens, as the reference sees them.
     cached_k = [random_tensor((int(n), heads_kv, dim), dtype, generator) for n in lengths]
-    cached_v = [random_tensor((int(n), heads_kv, dim), dtype, generator) for n in lengths]
+    cached_v = [random_tensor((int(n), heads_kv, dim_v), dtype, generator) for n in lengths]
     kwargs = {}
     if layout == "paged":
         page_size, pages_per_seq = 8, capacity // 8
@@ -31,7 +32,7 @@ def check(fa, device, generator, dtype, layout, s_new, seqlen_q, feature):
         order = torch.randperm(num_pages, generator=generator)[: batch * pages_per_seq]
         table = order.view(batch, pages_per_seq).to(torch.int32)
         k_cache = torch.full((num_pages, page_size, heads_kv, dim), math.nan, dtype=dtype)
-        v_cache = k_cache.clone()
+        v_cache = torch.full((num_pages, page_size, heads_kv, dim_v), math.nan, dtype=dtype)
         for b in range(batch):
             for t in range(int(lengths[b])):
                 page, slot = int(table[b, t // page_size]), t % page_size
@@ -41,7 +42,7 @@ def check(fa, device, generator, dtype, layout, s_new, seqlen_q, feature):
     else:
         rows = torch.tensor([2, 0, 3]) if layout == "batch_idx" else torch.arange(batch)
         k_cache = torch.full((4, capacity, heads_kv, dim), math.nan, dtype=dtype)
-        v_cache = k_cache.clone()
+        v_cache = torch.full((4, capacity, heads_kv, dim_v), math.nan, dtype=dtype)
         for b in range(batch):
             k_cache[rows[b], : int(lengths[b])] = cached_k[b]
             v_cache[rows[b], : int(lengths[b])] = cached_v[b]
@@ -90,6 +91,23 @@ def test_decode_step(fa, device, generator, dtype, layout, feature):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_chunked_prefill(fa, device, generator, dtype, layout):
     check(fa, device, generator, dtype, layout, s_new=5, seqlen_q=5, feature="causal")
+
+
+# (step, q/k head dim, v head dim): a decode step appends 1 token, a chunk 5.
+WIDE_STEPS = [("decode", 512, 512), ("chunk", 512, 512), ("decode", 512, 256),
+              ("chunk", 256, 512)]
+
+
+@pytest.mark.parametrize("step,dim,dim_v", WIDE_STEPS,
+                         ids=["{}-d{}_dv{}".format(*c) for c in WIDE_STEPS])
+@pytest.mark.parametrize("layout", ["contiguous", "paged"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_head_dim_512(fa, device, generator, dtype, layout, step, dim, dim_v):
+    """Gemma 4's global layers (head dim 512) decoding and prefilling a chunk from a cache, and
+    V's head dim differing from q/k's either way."""
+    s_new = 1 if step == "decode" else 5
+    check(fa, device, generator, dtype, layout, s_new=s_new, seqlen_q=s_new, feature="sinks",
+          dim=dim, dim_v=dim_v)
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "paged"])

@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from batches import paged_cache, varlen_batch
+from batches import paged_cache, varlen_batch, widen_head_dims
 from reference import Semantics, assert_close, assert_lse_close, attention_varlen
 
 CONFIGS = 300
@@ -26,7 +26,7 @@ def draw(rng: random.Random):
                           "empty_k": rng.randint(1, 5)}[kind])
     heads_kv = rng.choice([1, 2, 3])
     window = (rng.choice([-1, -1, 0, 3, 17]), rng.choice([-1, -1, 0, 5]))
-    return dict(
+    c = dict(
         lengths_q=lengths_q, lengths_k=lengths_k, heads_kv=heads_kv,
         heads=heads_kv * rng.choice([1, 2, 4]),
         head_dim=8 * rng.randint(1, 32), head_dim_v=8 * rng.randint(1, 32) if rng.random() < 0.2 else None,
@@ -38,6 +38,8 @@ def draw(rng: random.Random):
         page_size=rng.choice([None, None, None, 1, 3, 16]),
         scale=rng.choice([None, 0.05, 1.0]),
     )
+    c["head_dim"], c["head_dim_v"] = widen_head_dims(rng, c["head_dim"], c["head_dim_v"])
+    return c
 
 
 @pytest.mark.parametrize("index", range(CONFIGS))

@@ -81,8 +81,14 @@ def test_varlen_features(fa, device, generator, dtype, gqa, head_dim, feature, l
         assert torch.equal(before, after), "an input was modified"
 
 
+# Every multiple of 8 up to 256; above it (Gemma 4's global layers use 512) a few, so that the
+# simulator, slowest at the widest tiles, stays quick: 264 (past the 256 tile), the middle of the
+# 512 tile, one short of and exactly 512.
+HEAD_DIMS = list(range(8, 257, 8)) + [264, 384, 504, 512]
+
+
 @pytest.mark.kernels_ci
-@pytest.mark.parametrize("head_dim", list(range(8, 257, 8)))
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_every_head_dim(fa, device, generator, dtype, head_dim):
     batch = varlen_batch([3, 20], [25, 20], heads=4, heads_kv=2, head_dim=head_dim, dtype=dtype,
@@ -92,7 +98,8 @@ def test_every_head_dim(fa, device, generator, dtype, head_dim):
     assert_lse_close(lse, ref_lse)
 
 
-@pytest.mark.parametrize("dims", [(64, 128), (128, 64), (32, 256), (96, 40)])
+@pytest.mark.parametrize("dims", [(64, 128), (128, 64), (32, 256), (96, 40), (512, 256),
+                                  (256, 512), (264, 72), (40, 512)])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_value_head_dim_differs(fa, device, generator, dtype, dims):
     head_dim, head_dim_v = dims
@@ -127,6 +134,24 @@ def test_paged_kv(fa, device, generator, dtype, feature, page_size):
                                           generator)
     out, lse, ref_out, ref_lse = call_varlen(fa, batch, generator, FEATURES[feature],
                                              k=k_cache, v=v_cache, block_table=table)
+    assert_close(out, ref_out, dtype)
+    assert_lse_close(lse, ref_lse)
+
+
+@pytest.mark.parametrize("route", ["prefill", "decode"])
+@pytest.mark.parametrize("paged", [False, True], ids=["packed", "paged"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_head_dim_512_every_feature(fa, device, generator, dtype, paged, route):
+    """The widest head dim with every feature at once, prefill (several query rows) and decode
+    (one row against long keys), packed and paged K/V."""
+    lengths = ([9, 1, 20], [9, 30, 20]) if route == "prefill" else ([1, 1], [70, 5])
+    batch = varlen_batch(*lengths, heads=4, heads_kv=2, head_dim=512, dtype=dtype,
+                         generator=generator, device=device)
+    k, v, table = batch.k, batch.v, None
+    if paged:
+        k, v, table = paged_cache(batch.k, batch.v, batch.cu_seqlens_k, 16, generator)
+    out, lse, ref_out, ref_lse = call_varlen(fa, batch, generator, FEATURES["everything"],
+                                             k=k, v=v, block_table=table)
     assert_close(out, ref_out, dtype)
     assert_lse_close(lse, ref_lse)
 
