@@ -128,7 +128,7 @@ void pack_probabilities(int m, const PairBuffers& b) {
 
 inline const uint32_t* as_pairs(const uint16_t* p) { return reinterpret_cast<const uint32_t*>(p); }
 
-// As backward_tile_kernel.h's run_key_tile, with the products on bf16 pairs.
+// As backward_tile_kernel.h's run_key_tile, with S, dP and dV on bf16 pairs.
 void run_key_tile(const BackwardJob& job, void* scratch) {
   const int hd = job.head_dim, hdv = job.head_dim_v;
   PairBuffers b;
