@@ -23,6 +23,7 @@ import attention_routes as R  # noqa: E402
 
 DENSE = {  # name -> (batch, seqlen, heads, head_dim, dtype, causal)
     "dense_fp32_causal": (2, 1024, 16, 128, torch.float32, True),
+    "dense_fp32": (2, 1024, 16, 128, torch.float32, False),
     "dense_bf16_causal": (2, 1024, 16, 128, torch.bfloat16, True),
     "dense_bf16": (2, 1024, 16, 128, torch.bfloat16, False),
 }

@@ -4,11 +4,12 @@
 //
 // The job and the order of work are backward_tile_kernel.h's: per block of rows x keys
 //   S = Q K^T     dP = dO V^T     dV += P^T dO     dK += dS^T Q     dQ += dS K
-// but every product multiplies bf16 pairs (bf16_pair_products.h): q, k, v and dO as they are
-// stored, and P and dS rounded to bf16 once per block (as FlashAttention-2 does on GPUs), each sum
-// accumulated in fp32 in a fixed order. Operands are repacked so that each product's pairs run
-// along its sum: K^T and V^T in pairs of dims, Q, dO and K in pairs of rows, P and dS in pairs of
-// rows (dV, dK) and pairs of keys (dQ).
+// S, dP and dV multiply bf16 pairs (bf16_pair_products.h): q, k, v and dO as they are stored
+// (exact products) and P rounded to bf16 once per block (P is in [0, 1]: dv stays as accurate as
+// torch's). dS stays fp32, with q and k converted to fp32, for dK and dQ (tile_products.h):
+// rounding dS to bf16 made dq up to 3x less accurate than torch's bf16 backward (measured). Every
+// sum is accumulated in fp32 in a fixed order. The pair operands are repacked so that each
+// product's pairs run along its sum: K^T and V^T in pairs of dims, dO and P in pairs of rows.
 #pragma GCC diagnostic ignored "-Wpsabi"
 #include "backward_job.h"
 
@@ -29,8 +30,13 @@
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,f16c")
 #endif
 
+// Register block of the fp32 products: 4 rows x 32 columns (as backward_kernel_avx512.cpp).
+#define MFS_VEC_LANES 16
+#define MFS_GEMM_ROWS 4
+#define MFS_GEMM_VECS 2
 #include "backward_probabilities.h"
 #include "bf16_pair_products.h"
+#include "tile_products.h"
 
 namespace {
 
@@ -40,14 +46,13 @@ constexpr int kRows = kBackwardRowTile;  // rows per block (even)
 static_assert(kKeys % 16 == 0 && kRows % 2 == 0, "pairs and 16-lane registers tile the blocks");
 
 struct PairBuffers {
-  uint16_t *q, *dout;          // rows as stored: [kRows][head_dim], [kRows][head_dim_v]
-  uint32_t *q_pairs, *dout_pairs;  // pairs of rows: [kRows/2][head_dim], [kRows/2][head_dim_v]
-  uint32_t *kt, *vt;           // K^T, V^T in pairs of dims: [head_dim/2][kKeys], [head_dim_v/2][kKeys]
-  uint32_t* k_pairs;           // K in pairs of keys: [kKeys/2][head_dim]
-  float *p, *ds;               // [kRows][kKeys], fp32
-  uint32_t *p_pairs, *ds_pairs;  // P, dS in pairs of rows: [kRows/2][kKeys]
-  uint16_t* ds_bf16;           // dS rounded, pairs of keys along each row: [kRows][kKeys]
-  float *dk, *dv;              // [kKeys][head_dim], [kKeys][head_dim_v]
+  uint16_t *q, *dout;     // rows as stored: [kRows][head_dim], [kRows][head_dim_v]
+  uint32_t* dout_pairs;   // dO in pairs of rows: [kRows/2][head_dim_v]
+  uint32_t *kt, *vt;      // K^T, V^T in pairs of dims: [head_dim/2][kKeys], [head_dim_v/2][kKeys]
+  float *q_f32, *k_f32;   // Q, K in fp32: [kRows][head_dim], [kKeys][head_dim]
+  float *p, *ds;          // [kRows][kKeys], fp32
+  uint32_t* p_pairs;      // P in pairs of rows: [kRows/2][kKeys]
+  float *dk, *dv;         // [kKeys][head_dim], [kKeys][head_dim_v]
 };
 
 size_t pair_layout(char* base, int hd, int hdv, PairBuffers* b) {
@@ -59,16 +64,14 @@ size_t pair_layout(char* base, int hd, int hdv, PairBuffers* b) {
   };
   b->q = reinterpret_cast<uint16_t*>(take(2 * size_t(kRows) * hd));
   b->dout = reinterpret_cast<uint16_t*>(take(2 * size_t(kRows) * hdv));
-  b->q_pairs = reinterpret_cast<uint32_t*>(take(4 * size_t(kRows / 2) * hd));
   b->dout_pairs = reinterpret_cast<uint32_t*>(take(4 * size_t(kRows / 2) * hdv));
   b->kt = reinterpret_cast<uint32_t*>(take(4 * size_t(hd / 2) * kKeys));
   b->vt = reinterpret_cast<uint32_t*>(take(4 * size_t(hdv / 2) * kKeys));
-  b->k_pairs = reinterpret_cast<uint32_t*>(take(4 * size_t(kKeys / 2) * hd));
+  b->q_f32 = reinterpret_cast<float*>(take(4 * size_t(kRows) * hd));
+  b->k_f32 = reinterpret_cast<float*>(take(4 * size_t(kKeys) * hd));
   b->p = reinterpret_cast<float*>(take(4 * size_t(kRows) * kKeys));
   b->ds = reinterpret_cast<float*>(take(4 * size_t(kRows) * kKeys));
   b->p_pairs = reinterpret_cast<uint32_t*>(take(4 * size_t(kRows / 2) * kKeys));
-  b->ds_pairs = reinterpret_cast<uint32_t*>(take(4 * size_t(kRows / 2) * kKeys));
-  b->ds_bf16 = reinterpret_cast<uint16_t*>(take(2 * size_t(kRows) * kKeys));
   b->dk = reinterpret_cast<float*>(take(4 * size_t(kKeys) * hd));
   b->dv = reinterpret_cast<float*>(take(4 * size_t(kKeys) * hdv));
   return offset;
@@ -81,8 +84,8 @@ size_t pair_scratch_bytes(int hd, int hdv) {
 
 inline const uint16_t* bf16_row(const void* p) { return static_cast<const uint16_t*>(p); }
 
-// Keys [k0, k0 + n) of the job: K^T and V^T in pairs of dims, K in pairs of keys; the padding
-// keys up to kKeys are zero.
+// Keys [k0, k0 + n) of the job: K^T and V^T in pairs of dims, K in fp32; the padding keys up to
+// kKeys are zero.
 void load_keys(const BackwardJob& job, int k0, int n, const PairBuffers& b) {
   const int hd = job.head_dim, hdv = job.head_dim_v;
   std::fill(b.kt, b.kt + size_t(hd / 2) * kKeys, 0u);
@@ -94,50 +97,38 @@ void load_keys(const BackwardJob& job, int k0, int n, const PairBuffers& b) {
     std::memcpy(words, job.v.row(k0 + j), 2 * size_t(hdv));
     for (int d = 0; d < hdv / 2; ++d) b.vt[size_t(d) * kKeys + j] = words[d];
   }
-  for (int j = 0; j < kKeys; j += 2) {
-    uint32_t* out = b.k_pairs + size_t(j / 2) * hd;
-    if (j >= n) {
-      std::fill(out, out + hd, 0u);
-      continue;
-    }
-    const uint16_t* next = j + 1 < n ? bf16_row(job.k.row(k0 + j + 1)) : nullptr;
-    pair_bf16_rows(bf16_row(job.k.row(k0 + j)), next, hd, out);
-  }
+  for (int j = 0; j < n; ++j) bf16_row_to_float(bf16_row(job.k.row(k0 + j)), hd, b.k_f32 + size_t(j) * hd);
+  std::fill(b.k_f32 + size_t(n) * hd, b.k_f32 + size_t(kKeys) * hd, 0.0f);
 }
 
-// Rows [r0, r0 + m) of the job: Q and dO as stored, and in pairs of rows (an odd m's last pair
-// padded with a zero row).
+// Rows [r0, r0 + m) of the job: Q and dO as stored, Q in fp32 and dO in pairs of rows (an odd
+// m's last pair padded with a zero row).
 void load_rows(const BackwardJob& job, int r0, int m, const PairBuffers& b) {
   const int hd = job.head_dim, hdv = job.head_dim_v;
   for (int i = 0; i < m; ++i) {
     const BackwardRow& row = job.rows[r0 + i];
     std::memcpy(b.q + size_t(i) * hd, row.q, 2 * size_t(hd));
     std::memcpy(b.dout + size_t(i) * hdv, row.dout, 2 * size_t(hdv));
+    bf16_row_to_float(b.q + size_t(i) * hd, hd, b.q_f32 + size_t(i) * hd);
   }
   for (int i = 0; i < m; i += 2) {
     const bool pair = i + 1 < m;
-    pair_bf16_rows(b.q + size_t(i) * hd, pair ? b.q + size_t(i + 1) * hd : nullptr, hd,
-                   b.q_pairs + size_t(i / 2) * hd);
     pair_bf16_rows(b.dout + size_t(i) * hdv, pair ? b.dout + size_t(i + 1) * hdv : nullptr, hdv,
                    b.dout_pairs + size_t(i / 2) * hdv);
   }
 }
 
-// P and dS of the block rounded to bf16: in pairs of rows (the sums of dV and dK run over rows)
-// and along each row (the sum of dQ runs over keys).
+// P of the block rounded to bf16 in pairs of rows (the sum of dV runs over rows).
 void pack_probabilities(int m, const PairBuffers& b) {
   for (int i = 0; i < m; i += 2) {
-    const bool pair = i + 1 < m;
-    const size_t at = size_t(i) * kKeys, next = at + kKeys;
-    pair_float_rows(b.p + at, pair ? b.p + next : nullptr, kKeys, b.p_pairs + size_t(i / 2) * kKeys);
-    pair_float_rows(b.ds + at, pair ? b.ds + next : nullptr, kKeys, b.ds_pairs + size_t(i / 2) * kKeys);
+    const size_t at = size_t(i) * kKeys;
+    pair_float_rows(b.p + at, i + 1 < m ? b.p + at + kKeys : nullptr, kKeys, b.p_pairs + size_t(i / 2) * kKeys);
   }
-  for (int i = 0; i < m; ++i) round_row_to_bf16(b.ds + size_t(i) * kKeys, kKeys, b.ds_bf16 + size_t(i) * kKeys);
 }
 
 inline const uint32_t* as_pairs(const uint16_t* p) { return reinterpret_cast<const uint32_t*>(p); }
 
-// As backward_tile_kernel.h's run_key_tile, with the products on bf16 pairs.
+// As backward_tile_kernel.h's run_key_tile, with S, dP and dV on bf16 pairs.
 void run_key_tile(const BackwardJob& job, void* scratch) {
   const int hd = job.head_dim, hdv = job.head_dim_v;
   PairBuffers b;
@@ -146,7 +137,7 @@ void run_key_tile(const BackwardJob& job, void* scratch) {
   load_keys(job, k0, n, b);
   std::fill(b.dk, b.dk + size_t(kKeys) * hd, 0.0f);
   std::fill(b.dv, b.dv + size_t(kKeys) * hdv, 0.0f);
-  const int key_pairs = (n + 1) / 2;  // dQ's sum over keys (a padding key is zero)
+  const int n_padded = (n + 7) / 8 * 8;  // dQ's sum runs over whole 8-key groups (zero keys)
   for (int r0 = 0; r0 < job.row_count;) {
     float* dq = job.rows[r0].dq_acc;
     int m = 1;
@@ -160,8 +151,8 @@ void run_key_tile(const BackwardJob& job, void* scratch) {
     finish_probabilities(job, job.rows + r0, m, k0, n, kKeys, b.p, b.ds, kKeys);
     pack_probabilities(m, b);
     gemm_pairs(n, hdv, row_pairs, b.p_pairs, 1, kKeys, b.dout_pairs, hdv, b.dv, hdv);  // dV += P^T dO
-    gemm_pairs(n, hd, row_pairs, b.ds_pairs, 1, kKeys, b.q_pairs, hd, b.dk, hd);       // dK += dS^T Q
-    gemm_pairs(m, hd, key_pairs, as_pairs(b.ds_bf16), kKeys / 2, 1, b.k_pairs, hd, dq, hd);  // dQ += dS K
+    gemm_acc(n, hd, m, b.ds, 1, kKeys, b.q_f32, hd, b.dk, hd);           // dK += dS^T Q
+    gemm_acc(m, hd, n_padded, b.ds, kKeys, 1, b.k_f32, hd, dq, hd);      // dQ += dS K
     r0 += m;
   }
   for (int j = 0; j < n; ++j) {

@@ -1,5 +1,5 @@
-// C += A B on bf16 operands with fp32 accumulation (vdpbf16ps): the matrix products of the
-// AVX512_BF16 backward kernel, and the packing of its operands into bf16 pairs.
+// C += A B on bf16 operands with fp32 accumulation (vdpbf16ps): the bf16 matrix products of the
+// AVX512_BF16 backward kernel, and the packing and conversions of its operands.
 //
 // vdpbf16ps multiplies pairs: one 32-bit word holds the elements k and k+1 of a dot product (k
 // even, in the low half, as bf16 data lies in memory) and both products are added to the fp32
@@ -126,8 +126,16 @@ inline void pair_bf16_rows(const uint16_t* a, const uint16_t* b, int n, uint32_t
   }
 }
 
-// One row of floats rounded to bf16 (n a multiple of 8): read as words, its pairs run along the
-// row, as A's pairs.
+// One row of bf16 as floats (exact), n a multiple of 8.
+inline void bf16_row_to_float(const uint16_t* a, int n, float* out) {
+  for (int e = 0; e < n; e += 16) {
+    const __mmask16 lanes = n - e >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - e)) - 1);
+    const __m512i bits = _mm512_maskz_cvtepu16_epi32(lanes, _mm256_maskz_loadu_epi16(lanes, a + e));
+    _mm512_mask_storeu_ps(out + e, lanes, _mm512_castsi512_ps(_mm512_slli_epi32(bits, 16)));
+  }
+}
+
+// One row of floats rounded to bf16 (n a multiple of 8): the gradients' stores.
 inline void round_row_to_bf16(const float* a, int n, uint16_t* out) {
   for (int e = 0; e < n; e += 16) {
     const __mmask16 lanes = n - e >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - e)) - 1);
