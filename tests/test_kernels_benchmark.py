@@ -1,6 +1,7 @@
 """`kernels benchmark ./` (kernels[benchmark], the command kernels-community runs) is green on
 this repo: every workload of benchmarks/benchmark_*.py runs on build/ and verifies against the
-float64 reference at the harness's atol=1e-2. Toy sizes (MFS_BENCHMARK_QUICK=1), few rounds."""
+float64 reference at the harness's atol=1e-2: the command itself at toy sizes
+(MFS_BENCHMARK_QUICK=1, few rounds), and its check at the workloads' full sizes."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO
+import pytest
+import torch
+
+from conftest import REPO, load_kernel
 
 WORKLOADS = ["varlen_mixed_bf16", "dense_fp32", "dense_fp32_causal", "dense_bf16",
              "dense_bf16_causal"]
@@ -31,3 +35,24 @@ def test_kernels_benchmark_is_green():
         row = next((r for r in rows if f" {workload} " in r), None)
         assert row is not None, f"{workload} missing from the table:\n{output}"
         assert "✓" in row, f"{workload} not verified:\n{row}"
+
+
+@pytest.mark.parametrize("workload", WORKLOADS)
+def test_full_size_workloads_verify(workload, monkeypatch):
+    """The check `kernels benchmark` makes (allclose at atol=1e-2 against verify_X), at the
+    workloads' real sizes, without the timing: the toy sizes above cannot show an output that
+    only the full size produces (a bf16 output past magnitude 2, where one ulp exceeds 1e-2)."""
+    monkeypatch.delenv("MFS_BENCHMARK_QUICK", raising=False)
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import benchmark_attention
+
+    cls = (benchmark_attention.VarlenMixedBatch if workload.startswith("varlen")
+           else benchmark_attention.DenseBatch)
+    instance = cls()
+    instance.kernel = load_kernel("cpu")
+    torch.manual_seed(instance.seed)
+    getattr(instance, f"setup_{workload}", instance.setup)()
+    getattr(instance, f"benchmark_{workload}")()
+    expected = getattr(instance, f"verify_{workload}")()
+    assert torch.allclose(instance.out, expected, atol=1e-2), \
+        (instance.out.double() - expected.double()).abs().max()
