@@ -21,6 +21,10 @@
 // Tiles of at most kFewRows rows (decode) take run_few_rows_tile instead, vectorised over head
 // dims; run_any_tile picks.
 
+#ifdef MFS_AVX512_BF16_DOT
+#include "bf16_pair_products.h"  // dot_pairs (vdpbf16ps), shared with the bf16 backward
+#endif
+
 namespace {
 
 constexpr int kLanes = 16;
@@ -247,14 +251,7 @@ void pv_f32(const void* const* v_rows, int count, const float* p, const float* a
 #ifdef MFS_AVX512_BF16_DOT
 // acc + sum of the products of the bf16 pairs of a and b (vdpbf16ps).
 inline __m512 dot_bf16_pairs(__m512 acc, __m512i a, __m512i b) {
-#if defined(__GNUC__) && !defined(__clang__)
-  // GCC 12 moves __m512bh operands through the stack on every use, which makes the products
-  // load-bound; inline asm keeps them in registers.
-  __asm__("vdpbf16ps %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
-  return acc;
-#else
-  return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b);
-#endif
+  return dot_pairs(acc, _mm512_castsi512_ps(a), _mm512_castsi512_ps(b));
 }
 
 // As qk_f32, with bf16 keys (pairs of dims broadcast as one word) and q^T in bf16 pairs.
