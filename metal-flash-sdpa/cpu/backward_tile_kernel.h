@@ -19,6 +19,7 @@ namespace {
 
 constexpr int kBwdKeys = kBackwardKeyTile;  // keys per block (multiple of 16)
 constexpr int kBwdRows = kBackwardRowTile;  // rows per block
+constexpr int kBwdDotPiece = 32;
 
 static_assert(kBwdKeys % 16 == 0, "key blocks are padded to whole 16-column register blocks");
 
@@ -102,8 +103,14 @@ void probabilities_and_score_gradients(const BackwardJob& job, int r0, int m, in
                                        const BwdBuffers& b) {
   const int hd = job.head_dim, hdv = job.head_dim_v;
   std::fill(b.p, b.p + size_t(m) * kBwdKeys, 0.0f);
+  gemm_acc(m, kBwdKeys, std::min(hd, kBwdDotPiece), b.q, hd, 1, b.kt, kBwdKeys, b.p, kBwdKeys);  // S = Q K^T
+  for (int d0 = kBwdDotPiece; d0 < hd; d0 += kBwdDotPiece) {  // in pieces (ds holds each piece)
+    std::fill(b.ds, b.ds + size_t(m) * kBwdKeys, 0.0f);
+    gemm_acc(m, kBwdKeys, std::min(hd - d0, kBwdDotPiece), b.q + d0, hd, 1, b.kt + size_t(d0) * kBwdKeys,
+             kBwdKeys, b.ds, kBwdKeys);
+    for (size_t i = 0; i < size_t(m) * kBwdKeys; ++i) b.p[i] += b.ds[i];
+  }
   std::fill(b.ds, b.ds + size_t(m) * kBwdKeys, 0.0f);
-  gemm_acc(m, kBwdKeys, hd, b.q, hd, 1, b.kt, kBwdKeys, b.p, kBwdKeys);       // S = Q K^T
   gemm_acc(m, kBwdKeys, hdv, b.dout, hdv, 1, b.vt, kBwdKeys, b.ds, kBwdKeys);  // dP = dO V^T
   finish_probabilities(job, job.rows + r0, m, k0, n, kBwdKeys, b.p, b.ds, kBwdKeys);
 }
