@@ -43,6 +43,7 @@ struct BwdBuffers {
   float *p, *ds;       // [kBwdRows][kBwdKeys]
   float *dk;           // dK [kBwdKeys][head_dim]
   float *dv;           // dV [kBwdKeys][head_dim_v]
+  float *part;         // one block's share of dK, dV or dQ: [max(kBwdKeys, kBwdRows)][max dims]
   float *v_row;        // one value row being transposed: [head_dim_v]
 };
 
@@ -62,6 +63,7 @@ inline size_t bwd_layout(char* base, int hd, int hdv, BwdBuffers* b) {
   b->ds = take(size_t(kBwdRows) * kBwdKeys);
   b->dk = take(size_t(kBwdKeys) * hd);
   b->dv = take(size_t(kBwdKeys) * hdv);
+  b->part = take(size_t(std::max(kBwdKeys, kBwdRows)) * std::max(hd, hdv));
   b->v_row = take(size_t(hdv));
   return offset;
 }
@@ -115,6 +117,16 @@ void probabilities_and_score_gradients(const BackwardJob& job, int r0, int m, in
   finish_probabilities(job, job.rows + r0, m, k0, n, kBwdKeys, b.p, b.ds, kBwdKeys);
 }
 
+// C[M][N] += A B through `part`: each block's product is summed on its own, then added, so that
+// the long sums (dK, dV over every row of the group, dQ over every key tile) run in two levels
+// instead of one running fp32 sum (which costs accuracy on long sequences and GQA groups).
+inline void add_product(int M, int N, int K, const float* a, int64_t a_row, int64_t a_col,
+                        const float* b, int ldb, float* c, float* part) {
+  std::fill(part, part + size_t(M) * N, 0.0f);
+  gemm_acc(M, N, K, a, a_row, a_col, b, ldb, part, N);
+  for (size_t i = 0; i < size_t(M) * N; ++i) c[i] += part[i];
+}
+
 // dk, dv of the keys [key_begin, key_end) of one kv head over every row of the job; each row's
 // dq accumulator gets the row's dS K. Blocks of rows stop where the accumulators stop being
 // consecutive (the rows of the next head), so that dQ += dS K is one product per block.
@@ -134,9 +146,9 @@ void run_key_tile(const BackwardJob& job, void* scratch) {
     while (m < kBwdRows && r0 + m < job.row_count && job.rows[r0 + m].dq_acc == dq + size_t(m) * hd) ++m;
     load_rows<T>(job, r0, m, b);
     probabilities_and_score_gradients(job, r0, m, k0, n, b);
-    gemm_acc(n, hdv, m, b.p, 1, kBwdKeys, b.dout, hdv, b.dv, hdv);  // dV += P^T dO
-    gemm_acc(n, hd, m, b.ds, 1, kBwdKeys, b.q, hd, b.dk, hd);       // dK += dS^T Q
-    gemm_acc(m, hd, n_padded, b.ds, kBwdKeys, 1, b.k, hd, dq, hd);     // dQ += dS K
+    add_product(n, hdv, m, b.p, 1, kBwdKeys, b.dout, hdv, b.dv, b.part);  // dV += P^T dO
+    add_product(n, hd, m, b.ds, 1, kBwdKeys, b.q, hd, b.dk, b.part);       // dK += dS^T Q
+    add_product(m, hd, n_padded, b.ds, kBwdKeys, 1, b.k, hd, dq, b.part);  // dQ += dS K
     r0 += m;
   }
   for (int j = 0; j < n; ++j) {
