@@ -19,7 +19,7 @@ namespace {
 
 constexpr int kBwdKeys = kBackwardKeyTile;  // keys per block (multiple of 16)
 constexpr int kBwdRows = kBackwardRowTile;  // rows per block
-constexpr int kBwdDotPiece = 32;
+constexpr int kBwdDotPiece = 32;  // dims per piece of the S and dP dot products
 
 static_assert(kBwdKeys % 16 == 0, "key blocks are padded to whole 16-column register blocks");
 
@@ -43,7 +43,7 @@ struct BwdBuffers {
   float *p, *ds;       // [kBwdRows][kBwdKeys]
   float *dk;           // dK [kBwdKeys][head_dim]
   float *dv;           // dV [kBwdKeys][head_dim_v]
-  float *part;         // one block's share of dK, dV or dQ: [max(kBwdKeys, kBwdRows)][max dims]
+  float *part;         // a piece of S or dP, a block's share of dK, dV or dQ (add_product)
   float *v_row;        // one value row being transposed: [head_dim_v]
 };
 
@@ -63,7 +63,7 @@ inline size_t bwd_layout(char* base, int hd, int hdv, BwdBuffers* b) {
   b->ds = take(size_t(kBwdRows) * kBwdKeys);
   b->dk = take(size_t(kBwdKeys) * hd);
   b->dv = take(size_t(kBwdKeys) * hdv);
-  b->part = take(size_t(std::max(kBwdKeys, kBwdRows)) * std::max(hd, hdv));
+  b->part = take(size_t(std::max(kBwdKeys, kBwdRows)) * std::max({hd, hdv, kBwdKeys}));
   b->v_row = take(size_t(hdv));
   return offset;
 }
@@ -99,21 +99,28 @@ void load_rows(const BackwardJob& job, int r0, int m, const BwdBuffers& b) {
   }
 }
 
+// out[m][kBwdKeys] = A B^T for rows a[m][dims] and bt = B^T [dims][kBwdKeys], the dot products
+// summed in pieces of kBwdDotPiece dims and the pieces then added (as the forward's scores): one
+// long fp32 running sum would err by more than torch's blocked products on wide heads, and the
+// error of S does not cancel against the forward's lse.
+inline void product_in_pieces(int m, int dims, const float* a, const float* bt, float* out, float* piece) {
+  std::fill(out, out + size_t(m) * kBwdKeys, 0.0f);
+  gemm_acc(m, kBwdKeys, std::min(dims, kBwdDotPiece), a, dims, 1, bt, kBwdKeys, out, kBwdKeys);
+  for (int d0 = kBwdDotPiece; d0 < dims; d0 += kBwdDotPiece) {
+    std::fill(piece, piece + size_t(m) * kBwdKeys, 0.0f);
+    gemm_acc(m, kBwdKeys, std::min(dims - d0, kBwdDotPiece), a + d0, dims, 1,
+             bt + size_t(d0) * kBwdKeys, kBwdKeys, piece, kBwdKeys);
+    for (size_t i = 0; i < size_t(m) * kBwdKeys; ++i) out[i] += piece[i];
+  }
+}
+
 // For rows [r0, r0 + m) (in Q, dO) and keys [k0, k0 + n) (in K^T, V^T): P and, in ds, the
 // gradient with respect to the raw product q.k (backward_probabilities.h).
 void probabilities_and_score_gradients(const BackwardJob& job, int r0, int m, int k0, int n,
                                        const BwdBuffers& b) {
   const int hd = job.head_dim, hdv = job.head_dim_v;
-  std::fill(b.p, b.p + size_t(m) * kBwdKeys, 0.0f);
-  gemm_acc(m, kBwdKeys, std::min(hd, kBwdDotPiece), b.q, hd, 1, b.kt, kBwdKeys, b.p, kBwdKeys);  // S = Q K^T
-  for (int d0 = kBwdDotPiece; d0 < hd; d0 += kBwdDotPiece) {  // in pieces (ds holds each piece)
-    std::fill(b.ds, b.ds + size_t(m) * kBwdKeys, 0.0f);
-    gemm_acc(m, kBwdKeys, std::min(hd - d0, kBwdDotPiece), b.q + d0, hd, 1, b.kt + size_t(d0) * kBwdKeys,
-             kBwdKeys, b.ds, kBwdKeys);
-    for (size_t i = 0; i < size_t(m) * kBwdKeys; ++i) b.p[i] += b.ds[i];
-  }
-  std::fill(b.ds, b.ds + size_t(m) * kBwdKeys, 0.0f);
-  gemm_acc(m, kBwdKeys, hdv, b.dout, hdv, 1, b.vt, kBwdKeys, b.ds, kBwdKeys);  // dP = dO V^T
+  product_in_pieces(m, hd, b.q, b.kt, b.p, b.part);       // S = Q K^T
+  product_in_pieces(m, hdv, b.dout, b.vt, b.ds, b.part);  // dP = dO V^T
   finish_probabilities(job, job.rows + r0, m, k0, n, kBwdKeys, b.p, b.ds, kBwdKeys);
 }
 
