@@ -43,7 +43,6 @@ struct BwdBuffers {
   float *p, *ds;       // [kBwdRows][kBwdKeys]
   float *dk;           // dK [kBwdKeys][head_dim]
   float *dv;           // dV [kBwdKeys][head_dim_v]
-  float *part;         // a piece of S or dP, a block's share of dK, dV or dQ (add_product)
   float *v_row;        // one value row being transposed: [head_dim_v]
 };
 
@@ -63,7 +62,6 @@ inline size_t bwd_layout(char* base, int hd, int hdv, BwdBuffers* b) {
   b->ds = take(size_t(kBwdRows) * kBwdKeys);
   b->dk = take(size_t(kBwdKeys) * hd);
   b->dv = take(size_t(kBwdKeys) * hdv);
-  b->part = take(size_t(std::max(kBwdKeys, kBwdRows)) * std::max({hd, hdv, kBwdKeys}));
   b->v_row = take(size_t(hdv));
   return offset;
 }
@@ -101,16 +99,13 @@ void load_rows(const BackwardJob& job, int r0, int m, const BwdBuffers& b) {
 
 // out[m][kBwdKeys] = A B^T for rows a[m][dims] and bt = B^T [dims][kBwdKeys], the dot products
 // summed in pieces of kBwdDotPiece dims and the pieces then added (as the forward's scores): one
-// long fp32 running sum would err by more than torch's blocked products on wide heads, and the
-// error of S does not cancel against the forward's lse.
-inline void product_in_pieces(int m, int dims, const float* a, const float* bt, float* out, float* piece) {
+// long fp32 running sum errs by more than torch's blocked products on wide heads, and the error
+// of S does not cancel against the forward's lse as it does in torch's softmax.
+inline void product_in_pieces(int m, int dims, const float* a, const float* bt, float* out) {
   std::fill(out, out + size_t(m) * kBwdKeys, 0.0f);
-  gemm_acc(m, kBwdKeys, std::min(dims, kBwdDotPiece), a, dims, 1, bt, kBwdKeys, out, kBwdKeys);
-  for (int d0 = kBwdDotPiece; d0 < dims; d0 += kBwdDotPiece) {
-    std::fill(piece, piece + size_t(m) * kBwdKeys, 0.0f);
-    gemm_acc(m, kBwdKeys, std::min(dims - d0, kBwdDotPiece), a + d0, dims, 1,
-             bt + size_t(d0) * kBwdKeys, kBwdKeys, piece, kBwdKeys);
-    for (size_t i = 0; i < size_t(m) * kBwdKeys; ++i) out[i] += piece[i];
+  for (int d0 = 0; d0 < dims; d0 += kBwdDotPiece) {
+    gemm_acc<true>(m, kBwdKeys, std::min(dims - d0, kBwdDotPiece), a + d0, dims, 1,
+                   bt + size_t(d0) * kBwdKeys, kBwdKeys, out, kBwdKeys);
   }
 }
 
@@ -119,19 +114,9 @@ inline void product_in_pieces(int m, int dims, const float* a, const float* bt, 
 void probabilities_and_score_gradients(const BackwardJob& job, int r0, int m, int k0, int n,
                                        const BwdBuffers& b) {
   const int hd = job.head_dim, hdv = job.head_dim_v;
-  product_in_pieces(m, hd, b.q, b.kt, b.p, b.part);       // S = Q K^T
-  product_in_pieces(m, hdv, b.dout, b.vt, b.ds, b.part);  // dP = dO V^T
+  product_in_pieces(m, hd, b.q, b.kt, b.p);       // S = Q K^T
+  product_in_pieces(m, hdv, b.dout, b.vt, b.ds);  // dP = dO V^T
   finish_probabilities(job, job.rows + r0, m, k0, n, kBwdKeys, b.p, b.ds, kBwdKeys);
-}
-
-// C[M][N] += A B through `part`: each block's product is summed on its own, then added, so that
-// the long sums (dK, dV over every row of the group, dQ over every key tile) run in two levels
-// instead of one running fp32 sum (which costs accuracy on long sequences and GQA groups).
-inline void add_product(int M, int N, int K, const float* a, int64_t a_row, int64_t a_col,
-                        const float* b, int ldb, float* c, float* part) {
-  std::fill(part, part + size_t(M) * N, 0.0f);
-  gemm_acc(M, N, K, a, a_row, a_col, b, ldb, part, N);
-  for (size_t i = 0; i < size_t(M) * N; ++i) c[i] += part[i];
 }
 
 // dk, dv of the keys [key_begin, key_end) of one kv head over every row of the job; each row's
@@ -153,9 +138,11 @@ void run_key_tile(const BackwardJob& job, void* scratch) {
     while (m < kBwdRows && r0 + m < job.row_count && job.rows[r0 + m].dq_acc == dq + size_t(m) * hd) ++m;
     load_rows<T>(job, r0, m, b);
     probabilities_and_score_gradients(job, r0, m, k0, n, b);
-    add_product(n, hdv, m, b.p, 1, kBwdKeys, b.dout, hdv, b.dv, b.part);  // dV += P^T dO
-    add_product(n, hd, m, b.ds, 1, kBwdKeys, b.q, hd, b.dk, b.part);       // dK += dS^T Q
-    add_product(m, hd, n_padded, b.ds, kBwdKeys, 1, b.k, hd, dq, b.part);  // dQ += dS K
+    // Each block's share is summed apart, then added: the long sums (dK, dV over every row of
+    // the GQA group, dQ over every key tile) run in two levels, not one fp32 running sum.
+    gemm_acc<true>(n, hdv, m, b.p, 1, kBwdKeys, b.dout, hdv, b.dv, hdv);  // dV += P^T dO
+    gemm_acc<true>(n, hd, m, b.ds, 1, kBwdKeys, b.q, hd, b.dk, hd);       // dK += dS^T Q
+    gemm_acc<true>(m, hd, n_padded, b.ds, kBwdKeys, 1, b.k, hd, dq, hd);  // dQ += dS K
     r0 += m;
   }
   for (int j = 0; j < n; ++j) {
