@@ -85,10 +85,11 @@ def max_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return (actual.detach().cpu().double() - expected.detach().cpu().double()).abs().max().item()
 
 
-def check_gradients(ours, reference, baseline, inputs, dtype, names=("q", "k", "v", "s_aux")):
+def check_gradients(ours, reference, baseline, inputs, dtype, names=("q", "k", "v", "s_aux"),
+                    factor=ERROR_FACTOR):
     """Runs ours / the float64 reference / torch's baseline on the same inputs and incoming
     gradient; every gradient of ours is finite, has its input's dtype and shape, and is within
-    ERROR_FACTOR of torch's error plus MARGIN."""
+    `factor` of torch's error plus MARGIN."""
     out = ours(*inputs)
     dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(7)).to(out.dtype)
     dout = dout.to(out.device)
@@ -108,7 +109,7 @@ def check_gradients(ours, reference, baseline, inputs, dtype, names=("q", "k", "
         assert torch.isfinite(g).all(), f"d{name} is not finite"
         ours_err = max_error(g, w)
         torch_err = max_error(b, w) if b is not None else 0.0
-        bound = ERROR_FACTOR * torch_err + MARGIN[dtype] * max(1.0, w.abs().max().item())
+        bound = factor * torch_err + MARGIN[dtype] * max(1.0, w.abs().max().item())
         assert ours_err <= bound, (f"d{name} ({dtype}): error {ours_err:.3g} vs torch's "
                                    f"{torch_err:.3g} (bound {bound:.3g})")
     return got
@@ -116,7 +117,7 @@ def check_gradients(ours, reference, baseline, inputs, dtype, names=("q", "k", "
 
 def varlen_case(fa, device, generator, dtype, lengths_q, lengths_k, heads=4, heads_kv=2, head_dim=32,
                 head_dim_v=None, sinks=False, alibi=None, softcap=0.0, causal=False,
-                window=(-1, -1), scale=None, strided=False, padding_rows=0):
+                window=(-1, -1), scale=None, strided=False, padding_rows=0, factor=ERROR_FACTOR):
     batch = varlen_batch(lengths_q, lengths_k, heads=heads, heads_kv=heads_kv,
                          head_dim=head_dim, head_dim_v=head_dim_v, dtype=dtype,
                          generator=generator, strided=strided, padding_rows=padding_rows,
@@ -147,7 +148,7 @@ def varlen_case(fa, device, generator, dtype, lengths_q, lengths_k, heads=4, hea
     reference = with_sinks(lambda *a: attention_varlen(*a)[0])
     baseline = with_sinks(torch_baseline_varlen)
     inputs = [leaf(batch.q), leaf(batch.k), leaf(batch.v), None if s_aux is None else leaf(s_aux)]
-    return check_gradients(ours, reference, baseline, inputs, dtype), batch
+    return check_gradients(ours, reference, baseline, inputs, dtype, factor=factor), batch
 
 
 @pytest.mark.kernels_ci
@@ -244,6 +245,29 @@ def test_fixed_length(fa, device, generator, dtype):
         return call
 
     check_gradients(ours, with_sinks(torch.float64), with_sinks(dtype), [q, k, v, s_aux], dtype)
+
+
+# Large scores (softmax_scale 1.0, as Gemma 4: q and k are RMS-normed instead), wide heads, long
+# sequences and GQA groups: where a backward's fp32 errors outgrow torch's. Probabilities are
+# recomputed as exp(S - lse) with the forward's lse, so the error of the recomputed S does not
+# cancel as it does in torch's softmax, and dK, dV, dQ are long sums. The cpu backward sums S and
+# dP in pieces of 32 dims and each block's share of dK, dV, dQ apart (backward_tile_kernel.h),
+# and is held to FP32_LARGE_SCORES_FACTOR; it was 3-11x torch's error before (issue 9).
+FP32_LARGE_SCORES_FACTOR = 1.5
+
+
+@pytest.mark.parametrize("head_dim, scale, causal, heads, lengths, sinks", [
+    (512, 1.0, False, (4, 2), [200, 56], False),
+    (128, 1.0, True, (8, 2), [256], False),
+    (512, None, True, (4, 2), [100, 37, 119], True),
+])
+def test_fp32_large_scores_wide_heads_long_sums(fa, device, generator, variant, head_dim, scale,
+                                                causal, heads, lengths, sinks):
+    if variant != "cpu":
+        pytest.skip("the cpu backward's summation; the simulator is slow at these sizes")
+    varlen_case(fa, device, generator, torch.float32, lengths, lengths, heads=heads[0],
+                heads_kv=heads[1], head_dim=head_dim, scale=scale, causal=causal, sinks=sinks,
+                factor=FP32_LARGE_SCORES_FACTOR)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -19,6 +19,7 @@ namespace {
 
 constexpr int kBwdKeys = kBackwardKeyTile;  // keys per block (multiple of 16)
 constexpr int kBwdRows = kBackwardRowTile;  // rows per block
+constexpr int kBwdDotPiece = 32;  // dims per piece of the S and dP dot products
 
 static_assert(kBwdKeys % 16 == 0, "key blocks are padded to whole 16-column register blocks");
 
@@ -96,15 +97,25 @@ void load_rows(const BackwardJob& job, int r0, int m, const BwdBuffers& b) {
   }
 }
 
+// out[m][kBwdKeys] = A B^T for rows a[m][dims] and bt = B^T [dims][kBwdKeys], the dot products
+// summed in pieces of kBwdDotPiece dims and the pieces then added (as the forward's scores): one
+// long fp32 running sum errs by more than torch's blocked products on wide heads, and the error
+// of S does not cancel against the forward's lse as it does in torch's softmax.
+inline void product_in_pieces(int m, int dims, const float* a, const float* bt, float* out) {
+  std::fill(out, out + size_t(m) * kBwdKeys, 0.0f);
+  for (int d0 = 0; d0 < dims; d0 += kBwdDotPiece) {
+    gemm_acc<true>(m, kBwdKeys, std::min(dims - d0, kBwdDotPiece), a + d0, dims, 1,
+                   bt + size_t(d0) * kBwdKeys, kBwdKeys, out, kBwdKeys);
+  }
+}
+
 // For rows [r0, r0 + m) (in Q, dO) and keys [k0, k0 + n) (in K^T, V^T): P and, in ds, the
 // gradient with respect to the raw product q.k (backward_probabilities.h).
 void probabilities_and_score_gradients(const BackwardJob& job, int r0, int m, int k0, int n,
                                        const BwdBuffers& b) {
   const int hd = job.head_dim, hdv = job.head_dim_v;
-  std::fill(b.p, b.p + size_t(m) * kBwdKeys, 0.0f);
-  std::fill(b.ds, b.ds + size_t(m) * kBwdKeys, 0.0f);
-  gemm_acc(m, kBwdKeys, hd, b.q, hd, 1, b.kt, kBwdKeys, b.p, kBwdKeys);       // S = Q K^T
-  gemm_acc(m, kBwdKeys, hdv, b.dout, hdv, 1, b.vt, kBwdKeys, b.ds, kBwdKeys);  // dP = dO V^T
+  product_in_pieces(m, hd, b.q, b.kt, b.p);       // S = Q K^T
+  product_in_pieces(m, hdv, b.dout, b.vt, b.ds);  // dP = dO V^T
   finish_probabilities(job, job.rows + r0, m, k0, n, kBwdKeys, b.p, b.ds, kBwdKeys);
 }
 
@@ -127,9 +138,11 @@ void run_key_tile(const BackwardJob& job, void* scratch) {
     while (m < kBwdRows && r0 + m < job.row_count && job.rows[r0 + m].dq_acc == dq + size_t(m) * hd) ++m;
     load_rows<T>(job, r0, m, b);
     probabilities_and_score_gradients(job, r0, m, k0, n, b);
-    gemm_acc(n, hdv, m, b.p, 1, kBwdKeys, b.dout, hdv, b.dv, hdv);  // dV += P^T dO
-    gemm_acc(n, hd, m, b.ds, 1, kBwdKeys, b.q, hd, b.dk, hd);       // dK += dS^T Q
-    gemm_acc(m, hd, n_padded, b.ds, kBwdKeys, 1, b.k, hd, dq, hd);     // dQ += dS K
+    // Each block's share is summed apart, then added: the long sums (dK, dV over every row of
+    // the GQA group, dQ over every key tile) run in two levels, not one fp32 running sum.
+    gemm_acc<true>(n, hdv, m, b.p, 1, kBwdKeys, b.dout, hdv, b.dv, hdv);  // dV += P^T dO
+    gemm_acc<true>(n, hd, m, b.ds, 1, kBwdKeys, b.q, hd, b.dk, hd);       // dK += dS^T Q
+    gemm_acc<true>(m, hd, n_padded, b.ds, kBwdKeys, 1, b.k, hd, dq, hd);  // dQ += dS K
     r0 += m;
   }
   for (int j = 0; j < n; ++j) {

@@ -147,9 +147,9 @@ void row_terms(const Call& c, const AttentionTensors& t, const AttentionGradient
         for (int h = 0; h < p.heads_q; ++h) {
           const float* orow = o + b * o_b + token * o_row + h * o_h;
           const float* grow = dO + b * g_b + token * g_row + h * g_h;
-          float acc = 0.0f;
-          for (int e = 0; e < p.head_dim_v; ++e) acc += orow[e] * grow[e];
-          d[c.d_index(b, h, row)] = acc;
+          double acc = 0.0;  // O(rows) work: a long fp32 sum would cost accuracy for nothing
+          for (int e = 0; e < p.head_dim_v; ++e) acc += double(orow[e]) * grow[e];
+          d[c.d_index(b, h, row)] = float(acc);
         }
       }
     }
@@ -159,13 +159,13 @@ void row_terms(const Call& c, const AttentionTensors& t, const AttentionGradient
   float* ds = g.ds_aux.data_ptr<float>();
   for (int h = 0; h < p.heads_q; ++h) {
     const float sink = sinks.data_ptr<float>()[h];
-    float acc = 0.0f;
+    double acc = 0.0;  // a sum over every row of the batch
     for (int b = 0; b < p.batch; ++b) {
       for (int row = 0; row < c.seqs[b].seqlen_q; ++row) {
         acc += sink_gradient(sink, c.lse_of(b, h, row), d[c.d_index(b, h, row)]);
       }
     }
-    ds[h] = acc;
+    ds[h] = float(acc);
   }
 }
 

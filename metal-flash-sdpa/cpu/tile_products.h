@@ -42,13 +42,15 @@ inline void store_vec(float* p, V v) {
   __builtin_memcpy(p, &v, sizeof(V));
 }
 
-template <typename V, int MR, int NV>
+// kApart: the block's sum over k starts from zero and is added to C at the end (C + sum, not
+// C + a0 b0 + a1 b1 + ...).
+template <typename V, int MR, int NV, bool kApart>
 inline void gemm_block(int k_len, const float* a, int64_t a_row, int64_t a_col, const float* b,
                        int ldb, float* c, int ldc) {
   constexpr int W = sizeof(V) / sizeof(float);
   V acc[MR][NV];
   for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV; ++v) acc[r][v] = load_vec<V>(c + r * ldc + W * v);
+    for (int v = 0; v < NV; ++v) acc[r][v] = kApart ? V{} : load_vec<V>(c + r * ldc + W * v);
   for (int k = 0; k < k_len; ++k) {
     V bk[NV];
     for (int v = 0; v < NV; ++v) bk[v] = load_vec<V>(b + int64_t(k) * ldb + W * v);
@@ -58,34 +60,39 @@ inline void gemm_block(int k_len, const float* a, int64_t a_row, int64_t a_col, 
     }
   }
   for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV; ++v) store_vec<V>(c + r * ldc + W * v, acc[r][v]);
+    for (int v = 0; v < NV; ++v) {
+      float* dst = c + r * ldc + W * v;
+      store_vec<V>(dst, kApart ? load_vec<V>(dst) + acc[r][v] : acc[r][v]);
+    }
 }
 
 // Columns [0, N) of MR rows (N a multiple of 8): whole register blocks, then one register, then
 // (AVX-512) 8 columns at a time.
-template <int MR>
+template <int MR, bool kApart>
 inline void gemm_rows(int N, int K, const float* a, int64_t a_row, int64_t a_col, const float* b,
                       int ldb, float* c, int ldc) {
   constexpr int NV = MFS_GEMM_VECS;
   int n = 0;
-  for (; n + kVecLanes * NV <= N; n += kVecLanes * NV) gemm_block<vreg, MR, NV>(K, a, a_row, a_col, b + n, ldb, c + n, ldc);
-  for (; n + kVecLanes <= N; n += kVecLanes) gemm_block<vreg, MR, 1>(K, a, a_row, a_col, b + n, ldb, c + n, ldc);
-  for (; n < N; n += 8) gemm_block<vec8, MR, 1>(K, a, a_row, a_col, b + n, ldb, c + n, ldc);
+  for (; n + kVecLanes * NV <= N; n += kVecLanes * NV) gemm_block<vreg, MR, NV, kApart>(K, a, a_row, a_col, b + n, ldb, c + n, ldc);
+  for (; n + kVecLanes <= N; n += kVecLanes) gemm_block<vreg, MR, 1, kApart>(K, a, a_row, a_col, b + n, ldb, c + n, ldc);
+  for (; n < N; n += 8) gemm_block<vec8, MR, 1, kApart>(K, a, a_row, a_col, b + n, ldb, c + n, ldc);
 }
 
 // C[m][n] += sum_k A(m, k) B[k][n] for m < M, n < N (N a multiple of 8), with A(m, k) at
 // a[m * a_row + k * a_col] (so A may be a transposed view), B and C row-major. Sums run over k
-// in order: the result does not depend on the blocking.
+// in order: the result does not depend on the blocking. kApart: C[m][n] + (the sum over k),
+// the sum started from zero (two-level sums, e.g. dot products in pieces).
+template <bool kApart = false>
 inline void gemm_acc(int M, int N, int K, const float* a, int64_t a_row, int64_t a_col,
                      const float* b, int ldb, float* c, int ldc) {
   constexpr int MR = MFS_GEMM_ROWS;
   int m = 0;
-  for (; m + MR <= M; m += MR) gemm_rows<MR>(N, K, a + m * a_row, a_row, a_col, b, ldb, c + m * ldc, ldc);
+  for (; m + MR <= M; m += MR) gemm_rows<MR, kApart>(N, K, a + m * a_row, a_row, a_col, b, ldb, c + m * ldc, ldc);
   if (MR > 2 && m + 2 <= M) {
-    gemm_rows<2>(N, K, a + m * a_row, a_row, a_col, b, ldb, c + m * ldc, ldc);
+    gemm_rows<2, kApart>(N, K, a + m * a_row, a_row, a_col, b, ldb, c + m * ldc, ldc);
     m += 2;
   }
-  for (; m < M; ++m) gemm_rows<1>(N, K, a + m * a_row, a_row, a_col, b, ldb, c + m * ldc, ldc);
+  for (; m < M; ++m) gemm_rows<1, kApart>(N, K, a + m * a_row, a_row, a_col, b, ldb, c + m * ldc, ldc);
 }
 
 }  // namespace
