@@ -34,6 +34,13 @@ def leaf(t: torch.Tensor) -> torch.Tensor:
     return t.detach().requires_grad_()
 
 
+def assert_runs_bitwise_equal(runs):
+    """Every run's gradients are the first run's, bit for bit."""
+    for run in runs[1:]:
+        for a, b in zip(runs[0], run):
+            assert torch.equal(a, b)
+
+
 def poisoned_grads(*tensors):
     for t in tensors:
         if t is not None:
@@ -310,9 +317,7 @@ def test_gradients_are_bitwise_repeatable(fa, device, generator, monkeypatch):
                                         max(lengths_q), max(lengths_k), causal=True,
                                         s_aux=inputs[3], deterministic=True)
         runs.append(torch.autograd.grad(out, inputs, dout))
-    for run in runs[1:]:
-        for a, b in zip(runs[0], run):
-            assert torch.equal(a, b)
+    assert_runs_bitwise_equal(runs)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -334,9 +339,7 @@ def test_gradients_do_not_depend_on_the_thread_count(fa, device, generator, dtyp
             runs.append(torch.autograd.grad(out, inputs, dout))
     finally:
         torch.set_num_threads(threads)
-    for run in runs[1:]:
-        for a, b in zip(runs[0], run):
-            assert torch.equal(a, b)
+    assert_runs_bitwise_equal(runs)
 
 
 def test_head_dim_512_gradients_are_bitwise_repeatable(fa, device, generator, monkeypatch):
@@ -353,9 +356,7 @@ def test_head_dim_512_gradients_are_bitwise_repeatable(fa, device, generator, mo
         out = fa.flash_attn_varlen_func(*inputs[:3], batch.cu_seqlens_q, batch.cu_seqlens_k,
                                         20, 33, causal=True, s_aux=inputs[3], deterministic=True)
         runs.append(torch.autograd.grad(out, inputs, dout))
-    for run in runs[1:]:
-        for a, b in zip(runs[0], run):
-            assert torch.equal(a, b)
+    assert_runs_bitwise_equal(runs)
 
 
 @pytest.mark.kernels_ci
