@@ -300,14 +300,18 @@ def test_fixed_length_head_dim_512(fa, device, generator, dtype):
     check_gradients(ours, with_sinks(torch.float64), with_sinks(dtype), [q, k, v, s_aux], dtype)
 
 
-@pytest.mark.kernels_ci
-def test_gradients_are_bitwise_repeatable(fa, device, generator, monkeypatch):
+@pytest.mark.parametrize("lengths_q, lengths_k, heads, heads_kv, head_dim", [
+    pytest.param([100, 37, 200], [130, 37, 200], 8, 2, 64, marks=pytest.mark.kernels_ci),
+    # Gemma 4's global layers (on Metal the tile whose streamed rows go to registers)
+    ([7, 20], [7, 33], 4, 2, 512),
+])
+def test_gradients_are_bitwise_repeatable(fa, device, generator, monkeypatch, lengths_q,
+                                          lengths_k, heads, heads_kv, head_dim):
     # In the simulator each run takes another thread schedule (the order GPU threads interleave
     # in): no atomics and fixed reduction orders make the gradients independent of it.
-    lengths_q, lengths_k = [100, 37, 200], [130, 37, 200]
-    batch = varlen_batch(lengths_q, lengths_k, heads=8, heads_kv=2, head_dim=64,
+    batch = varlen_batch(lengths_q, lengths_k, heads=heads, heads_kv=heads_kv, head_dim=head_dim,
                          dtype=torch.bfloat16, generator=generator, device=device)
-    s_aux = torch.randn(8, generator=generator).to(device)
+    s_aux = torch.randn(heads, generator=generator).to(device)
     dout = random_tensor(batch.q.shape, torch.bfloat16, generator, device=device)
     runs = []
     for schedule in ("inorder", "reverse", "random"):
@@ -339,23 +343,6 @@ def test_gradients_do_not_depend_on_the_thread_count(fa, device, generator, dtyp
             runs.append(torch.autograd.grad(out, inputs, dout))
     finally:
         torch.set_num_threads(threads)
-    assert_runs_bitwise_equal(runs)
-
-
-def test_head_dim_512_gradients_are_bitwise_repeatable(fa, device, generator, monkeypatch):
-    # Gemma 4's global layers: GQA, causal, sinks at head dim 512 (on Metal the tile whose
-    # streamed rows go to registers, two barriers per tile), under every thread schedule.
-    batch = varlen_batch([7, 20], [7, 33], heads=4, heads_kv=2, head_dim=512,
-                         dtype=torch.bfloat16, generator=generator, device=device)
-    s_aux = torch.randn(4, generator=generator).to(device)
-    dout = random_tensor(batch.q.shape, torch.bfloat16, generator, device=device)
-    runs = []
-    for schedule in ("inorder", "reverse", "random"):
-        monkeypatch.setenv("MFS_SIM_SCHEDULE", schedule)
-        inputs = [leaf(batch.q), leaf(batch.k), leaf(batch.v), leaf(s_aux)]
-        out = fa.flash_attn_varlen_func(*inputs[:3], batch.cu_seqlens_q, batch.cu_seqlens_k,
-                                        20, 33, causal=True, s_aux=inputs[3], deterministic=True)
-        runs.append(torch.autograd.grad(out, inputs, dout))
     assert_runs_bitwise_equal(runs)
 
 
