@@ -260,18 +260,29 @@ inline void bwd_store_owned(device T* base, long row_stride, const thread simdgr
 
 // One element of the owned x streamed tile, finished: the sum of the SIMD-groups' partial S and
 // dP in a fixed order, then P and dS x d logit / d q.k for a visible (row, key), 0 otherwise.
+// The partials are summed share by share of the prefill's head-dim split (SHARES runs of
+// consecutive SIMD-groups, each run summed from 0, the runs' sums added in order): where every
+// SIMD-group owns one 32-column group (tiles 128, 256, 512) these are the additions the forward
+// made, so S has the forward's bits and exp(S - lse) cancels its rounding as a softmax does.
 struct FinishedElement {
   float p;
   float dqk;
 };
-template <int NSG, int TILE>
+template <int NSG, int SHARES, int TILE>
 inline FinishedElement bwd_finish(const threadgroup float* partial, int i, bool visible,
                                   const ScoreRule rule, int row, int key, float lse, float row_d) {
-  float s = 0.0f, dp = 0.0f;
+  static_assert(NSG % SHARES == 0, "the forward's shares are runs of whole SIMD-groups");
+  float s = 0.0f, dp = 0.0f, share_s = 0.0f, share_dp = 0.0f;
 #pragma unroll
   for (int g = 0; g < NSG; ++g) {
-    s += partial[(2 * g) * TILE + i];
-    dp += partial[(2 * g + 1) * TILE + i];
+    share_s += partial[(2 * g) * TILE + i];
+    share_dp += partial[(2 * g + 1) * TILE + i];
+    if ((g + 1) % (NSG / SHARES) == 0) {
+      s += share_s;
+      dp += share_dp;
+      share_s = 0.0f;
+      share_dp = 0.0f;
+    }
   }
   FinishedElement e;
   e.p = 0.0f;
@@ -437,7 +448,7 @@ template <typename T, int D>
         const int st = i % ST;
         const int row = q0 + st;
         const bool visible = key < k_end && row < rows.end && bwd_visible(p, s, row, key);
-        const FinishedElement e = bwd_finish<NSG, OWN * ST>(partial, i, visible, rule, row, key,
+        const FinishedElement e = bwd_finish<NSG, mfs_prefill_dsplit(D), OWN * ST>(partial, i, visible, rule, row, key,
                                                             stream_lse[st], stream_d[st]);
         finished[i] = e.p;
         finished[OWN * ST + i] = e.dqk;
@@ -592,7 +603,7 @@ template <typename T, int D>
       const int key = k0 + i % ST;
       const bool visible = row < rows_end && key < hull.end && bwd_visible(p, s, row, key);
       const FinishedElement e =
-          bwd_finish<NSG, OWN * ST>(partial, i, visible, rule, row, key, own_lse[o], own_d[o]);
+          bwd_finish<NSG, mfs_prefill_dsplit(D), OWN * ST>(partial, i, visible, rule, row, key, own_lse[o], own_d[o]);
       finished[i] = e.dqk;
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);  // dS is complete
