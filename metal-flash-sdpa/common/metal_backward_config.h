@@ -31,14 +31,12 @@
 // and the finished P and dS get their own area, so that a tile needs two barriers, not four.
 #define MFS_BWD_OWN 16
 constexpr int mfs_bwd_stream(int d) { return d >= 192 ? 8 : 16; }
-constexpr int mfs_bwd_simdgroups(int d) { return d >= 512 ? 16 : d >= 192 ? 8 : 4; }
+constexpr int mfs_bwd_simdgroups(int d) { return mfs_score_groups(d); }  // one S group each
 constexpr int mfs_bwd_threads(int d) { return 32 * mfs_bwd_simdgroups(d); }
 // Whether the streamed tile is staged in threadgroup memory (else: read into registers).
 constexpr bool mfs_bwd_staged(int d) { return d <= 256; }
 // 8-wide head-dim chunks each SIMD-group owns (SIMD-group g: chunks [g * n, (g + 1) * n)).
-constexpr int mfs_bwd_chunks_per_sg(int d) {
-  return (d / 8 + mfs_bwd_simdgroups(d) - 1) / mfs_bwd_simdgroups(d);
-}
+constexpr int mfs_bwd_chunks_per_sg(int d) { return mfs_score_group_chunks(d); }
 constexpr int mfs_bwd_ld(int d, int elem_bytes) { return d + mfs_tile_pad(elem_bytes); }
 // Threadgroup memory of a dk/dv or dq threadgroup (one layout, in this order): when staged, two
 // streamed tiles (Q and dO, or K and V) of mfs_bwd_stream(d) rows in the input dtype; every

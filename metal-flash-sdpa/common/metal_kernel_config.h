@@ -58,6 +58,17 @@ constexpr int mfs_head_dim_tile(int head_dim) {
        : head_dim <= 256 ? 256 : head_dim <= 512 ? 512 : 0;
 }
 
+// ---- how S = Q.K^T is summed over the head dim ----
+// In groups of mfs_score_group_chunks(d) 8-wide chunks, each group from zero, the groups added in
+// order (fp32 rounding grows with the number of groups, not with d). Every SIMD-group of the
+// backward owns one group (metal_backward_config.h), and the prefill sums the same groups, so
+// the backward's recomputed S has the bits the forward's lse was made from: its rounding cancels
+// in exp(S - lse) as it does in a softmax.
+constexpr int mfs_score_groups(int d) { return d >= 512 ? 16 : d >= 192 ? 8 : 4; }
+constexpr int mfs_score_group_chunks(int d) {
+  return (d / 8 + mfs_score_groups(d) - 1) / mfs_score_groups(d);
+}
+
 // ---- registers ----
 // The per-thread 32-bit register budget every instantiation is held to (above it Apple GPUs
 // lose occupancy, and past the hardware's limit registers spill). The estimates below count

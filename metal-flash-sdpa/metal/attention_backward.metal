@@ -261,9 +261,9 @@ inline void bwd_store_owned(device T* base, long row_stride, const thread simdgr
 // One element of the owned x streamed tile, finished: the sum of the SIMD-groups' partial S and
 // dP in a fixed order, then P and dS x d logit / d q.k for a visible (row, key), 0 otherwise.
 // The partials are summed share by share of the prefill's head-dim split (SHARES runs of
-// consecutive SIMD-groups, each run summed from 0, the runs' sums added in order): where every
-// SIMD-group owns one 32-column group (tiles 128, 256, 512) these are the additions the forward
-// made, so S has the forward's bits and exp(S - lse) cancels its rounding as a softmax does.
+// consecutive SIMD-groups, each run summed from 0, the runs' sums added in order): each
+// SIMD-group's partial is one of the prefill's S groups (mfs_score_group_chunks), so these are
+// the additions the forward made, S has its bits and exp(S - lse) cancels their rounding.
 struct FinishedElement {
   float p;
   float dqk;

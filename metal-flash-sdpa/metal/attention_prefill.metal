@@ -47,6 +47,8 @@ template <typename T, int D>
   constexpr int NT = mfs_prefill_threads(D);
   constexpr int DQ = D / 8 / DS;  // 8-wide head-dim chunks of this SIMD-group (Q and O)
   constexpr int KC = BK / 8;      // 8-key chunks of a key tile
+  constexpr int G = mfs_score_group_chunks(D);  // chunks S is summed in from zero (the backward's)
+  static_assert(DS == 1 || DQ % G == 0, "a head-dim share is whole S groups (the backward sums per share)");
   constexpr int SLOTS = (BK * (D / 8) + NT - 1) / NT;  // staging slots per thread
   constexpr bool KV_SHARED = mfs_prefill_kv_shared(D, ES);  // K and V tiles in one buffer
   static_assert(mfs_prefill_registers(D, ES) <= MFS_REGISTER_BUDGET, "prefill registers");
@@ -178,22 +180,22 @@ template <typename T, int D>
     threadgroup_barrier(mem_flags::mem_threadgroup);  // the K tile is complete
 
     // (2) S = Q.K^T for this SIMD-group's rows, its head-dim share and the 8-key chunks its rows
-    // can see: [j_begin, j_end). The head dim is summed in groups of 32 (4 MMAs into a zeroed
-    // partial, then added to S): fp32 rounding then grows with D / 32 large additions, not D.
+    // can see: [j_begin, j_end). The head dim is summed in groups of G chunks (G MMAs into a
+    // zeroed partial, then added to S): the backward's groups (mfs_score_group_chunks).
     const int j_begin = max(0, (sg_keys.begin - k0) / 8);
     const int j_end = sg_has_rows ? min((kn + 7) / 8, (sg_keys.end - k0 + 7) / 8) : 0;
     simdgroup_float8x8 sf[KC];
 #pragma unroll
     for (int j = 0; j < KC; ++j) sf[j] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
 #pragma unroll
-    for (int c0 = 0; c0 < DQ; c0 += 4) {
+    for (int c0 = 0; c0 < DQ; c0 += G) {
       if (c_lo + c0 >= qc) continue;
 #pragma unroll
       for (int j = 0; j < KC; ++j) {
         if (j < j_begin || j >= j_end) continue;
         simdgroup_float8x8 part = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
 #pragma unroll
-        for (int c = c0; c < c0 + 4 && c < DQ; ++c) {
+        for (int c = c0; c < c0 + G && c < DQ; ++c) {
           if (c_lo + c >= qc) continue;
           simdgroup_float8x8 qa = frag_widen(qf[c]);
           simdgroup_float8x8 kt = frag_load(kt_tile, LDK, (c_lo + c) * 8, j * 8, fr, fc);
