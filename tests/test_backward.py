@@ -232,17 +232,22 @@ def test_strided_inputs(fa, device, generator, dtype):
     assert dq.shape == batch.q.shape
 
 
-@pytest.mark.kernels_ci
+@pytest.mark.parametrize("rows_q, rows_k, head_dim, head_dim_v, window, softcap", [
+    pytest.param(9, 13, 64, 32, (5, -1), 3.0, marks=pytest.mark.kernels_ci),
+    (7, 11, 512, 512, (-1, -1), 5.0),  # Gemma 4's global layers
+])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_fixed_length(fa, device, generator, dtype):
-    q = leaf(random_tensor((2, 9, 4, 64), dtype, generator, device=device))
-    k = leaf(random_tensor((2, 13, 2, 64), dtype, generator, device=device))
-    v = leaf(random_tensor((2, 13, 2, 32), dtype, generator, device=device))
+def test_fixed_length(fa, device, generator, dtype, rows_q, rows_k, head_dim, head_dim_v, window,
+                      softcap):
+    """flash_attn_func: GQA, causal, window, softcap and sinks."""
+    q = leaf(random_tensor((2, rows_q, 4, head_dim), dtype, generator, device=device))
+    k = leaf(random_tensor((2, rows_k, 2, head_dim), dtype, generator, device=device))
+    v = leaf(random_tensor((2, rows_k, 2, head_dim_v), dtype, generator, device=device))
     s_aux = leaf(torch.randn(4, generator=generator).to(device))
-    sem = Semantics(scale=0.125, causal=True, window=(5, -1), softcap=3.0)
+    sem = Semantics(scale=head_dim ** -0.5, causal=True, window=window, softcap=softcap)
 
     def ours(q, k, v, s):
-        return fa.flash_attn_func(q, k, v, causal=True, window_size=(5, -1), softcap=3.0,
+        return fa.flash_attn_func(q, k, v, causal=True, window_size=window, softcap=softcap,
                                   s_aux=s)
 
     def with_sinks(dt):
@@ -277,27 +282,6 @@ def test_fp32_large_scores_wide_heads_long_sums(fa, device, generator, variant, 
     varlen_case(fa, device, generator, torch.float32, lengths, lengths, heads=heads[0],
                 heads_kv=heads[1], head_dim=head_dim, scale=scale, causal=causal, sinks=sinks,
                 factor=FP32_LARGE_SCORES_FACTOR)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_fixed_length_head_dim_512(fa, device, generator, dtype):
-    """Gemma 4's global layers through flash_attn_func: head dim 512, sinks, softcap, GQA."""
-    q = leaf(random_tensor((2, 7, 4, 512), dtype, generator, device=device))
-    k = leaf(random_tensor((2, 11, 2, 512), dtype, generator, device=device))
-    v = leaf(random_tensor((2, 11, 2, 512), dtype, generator, device=device))
-    s_aux = leaf(torch.randn(4, generator=generator).to(device))
-    sem = Semantics(scale=512 ** -0.5, causal=True, softcap=5.0)
-
-    def ours(q, k, v, s):
-        return fa.flash_attn_func(q, k, v, causal=True, softcap=5.0, s_aux=s)
-
-    def with_sinks(dt):
-        def call(q, k, v, s):
-            sem.sinks = s
-            return attention_fixed(q, k, v, sem, dtype=dt)[0]
-        return call
-
-    check_gradients(ours, with_sinks(torch.float64), with_sinks(dtype), [q, k, v, s_aux], dtype)
 
 
 @pytest.mark.parametrize("lengths_q, lengths_k, heads, heads_kv, head_dim", [
