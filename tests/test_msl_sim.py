@@ -21,9 +21,9 @@ import build  # noqa: E402
 import sim  # noqa: E402
 
 EXAMPLES = ["reduce", "gemm", "function_constants", "vectors", "lane_layout", "collectives", "translation",
-            "threadgroup_locals", "shared_header_a", "shared_header_b", "counters"]
+            "threadgroup_locals", "shared_header_a", "shared_header_b", "counters", "simdgroup_exchange"]
 BROKEN = ["missing_barrier", "divergent_barrier", "divergent_simd", "deadlock", "threadgroup_overflow",
-          "out_of_bounds"]
+          "out_of_bounds", "race_write_write", "race_read_write", "missing_simdgroup_barrier"]
 
 
 def _bf16_to_f32(bits):
@@ -204,17 +204,98 @@ def test_simd_collectives(lib):
 
 @pytest.mark.kernels_ci
 def test_missing_barrier_shows_under_some_schedule(lib):
+    """Without the race detector, the poison shows a missing barrier only under some schedule."""
     x = np.arange(1, 129, dtype=np.float32)
     expect = np.concatenate([[0], x[:-1]])
     results = {}
     for schedule in ["in_order", "reverse", "random"]:
         out = np.zeros(128, np.float32)
-        lib.run("shift_no_barrier", threads=(128, 1, 1), buffers={0: x, 1: out}, schedule=schedule)
+        lib.run("shift_no_barrier", threads=(128, 1, 1), buffers={0: x, 1: out}, schedule=schedule,
+                races=False)
         results[schedule] = out
     # In order, every thread's neighbour ran first: the bug hides. Reversed, it reads poison.
     np.testing.assert_array_equal(results["in_order"], expect)
     assert np.isnan(results["reverse"][1:]).all()
     assert np.isnan(results["random"]).any()
+
+
+def _race(lib, kernel, threads, schedule, n=None):
+    """The DataRace message of running `kernel` (fails if it runs clean or fails otherwise)."""
+    x = np.arange(1, (n or threads) + 1, dtype=np.float32)
+    out = np.zeros_like(x)
+    with pytest.raises(sim.SimError) as e:
+        lib.run(kernel, threads=(threads, 1, 1), buffers={0: x, 1: out}, schedule=schedule)
+    assert e.value.kind == "DataRace", str(e.value)
+    assert f"data race on threadgroup memory in kernel '{kernel}'" in str(e.value)
+    return str(e.value)
+
+
+@pytest.mark.kernels_ci
+@pytest.mark.parametrize("schedule", ["in_order", "reverse", "random"])
+def test_race_detector_finds_missing_barrier_whatever_the_schedule(lib, schedule):
+    """In order, the missing barrier of shift_no_barrier computes the right values; the detector
+    reports it anyway (happens-before, not the values), with both lines."""
+    msg = _race(lib, "shift_no_barrier", 128, schedule)
+    where = "on `tile` (threadgroup variable at tests/msl_sim/broken/missing_barrier.metal:10)"
+    kinds = {"in_order": ["read after write"], "reverse": ["write after read"]}  # who ran first
+    assert any(f"{kind} {where}" in msg
+               for kind in kinds.get(schedule, ["read after write", "write after read"])), msg
+    assert "missing_barrier.metal:11" in msg  # the write
+    assert "missing_barrier.metal:13" in msg  # the read
+
+
+@pytest.mark.kernels_ci
+@pytest.mark.parametrize("schedule", ["in_order", "reverse", "random"])
+def test_race_detector_write_write(lib, schedule):
+    msg = _race(lib, "race_write_write", 64, schedule)
+    assert "write after write on `slot`" in msg
+    assert "race_write_write.metal:11" in msg
+    assert "race_write_write.metal:13" in msg
+    assert "with no threadgroup_barrier (mem_threadgroup)" in msg  # different SIMD-groups
+
+
+@pytest.mark.kernels_ci
+@pytest.mark.parametrize("schedule", ["in_order", "reverse"])
+def test_race_detector_write_after_read(lib, schedule):
+    """Each thread overwrites the slot its neighbour reads: depending on who runs first, a thread
+    writes after its neighbour read (write after read) or reads after the neighbour wrote; both
+    happen under either schedule, and both are reported with the two lines."""
+    msg = _race(lib, "race_read_write", 128, schedule)
+    assert "write after read on `tile`" in msg and "read after write on `tile`" in msg
+    assert "race_read_write.metal:14" in msg  # the read of the neighbour's slot
+    assert "race_read_write.metal:15" in msg  # the overwrite of the own slot
+
+
+@pytest.mark.kernels_ci
+@pytest.mark.parametrize("schedule", ["in_order", "reverse", "random"])
+def test_race_detector_missing_simdgroup_barrier(lib, schedule):
+    """Lanes of one SIMD-group need a simdgroup_barrier (a simd_sum between orders no memory);
+    a threadgroup_barrier without mem_threadgroup orders no threadgroup memory."""
+    msg = _race(lib, "missing_simdgroup_barrier", 64, schedule)
+    assert "read after write on `mine`" in msg
+    assert "missing_simdgroup_barrier.metal:14" in msg
+    assert "missing_simdgroup_barrier.metal:16" in msg
+    assert "with no threadgroup_barrier or simdgroup_barrier (mem_threadgroup)" in msg
+    msg = _race(lib, "barrier_without_threadgroup_flag", 64, schedule)
+    assert "barrier_without_threadgroup_flag" in msg and "missing_simdgroup_barrier.metal:23" in msg and "missing_simdgroup_barrier.metal:25" in msg
+
+
+@pytest.mark.kernels_ci
+@pytest.mark.parametrize("schedule", ["in_order", "reverse", "random"])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_race_detector_silent_on_ordered_exchanges(lib, schedule, workers):
+    """simdgroup_barrier orders one SIMD-group's lanes, threadgroup_barrier everyone; neighbours
+    writing the two halves (or bytes) of one word do not race."""
+    n = 128
+    x = np.arange(n, dtype=np.float32) * 0.5
+    out = np.full(n, np.nan, np.float32)  # every threadgroup writes the same values
+    r = lib.run("simdgroup_exchange", grid=(3, 1, 1), threads=(n, 1, 1), buffers={0: x, 1: out},
+                schedule=schedule, workers=workers)
+    assert r["threadgroups"] == 3
+    tid = np.arange(n)
+    a = x[(tid // 32) * 32 + ((tid % 32) ^ 1)]
+    b = x[(tid + 32) % n] + ((tid + 32) % n)
+    np.testing.assert_array_equal(out, (a + b)[::-1])
 
 
 @pytest.mark.kernels_ci

@@ -96,6 +96,7 @@ LaunchReport run(const Dispatch& d, const RunOptions& options) {
   for (auto& [i, bytes] : d.threadgroup_memory) {
     if (i < 0 || i >= 32) invalid(d, "threadgroup index out of range");
     launch->tg_offsets[i] = tg;
+    launch->tg_bound |= 1u << i;
     tg += (bytes + 15) / 16 * 16;
   }
   if (tg > kMaxThreadgroupMemory)
@@ -272,6 +273,31 @@ LaunchReport run(const Dispatch& d, const RunOptions& options) {
   }
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
+  // A race first: it can be the cause of any other failure (a garbage index, a divergence).
+  if (options.check_bounds && options.check_races) {
+    uint64_t total = 0;
+    std::ostringstream s;
+    size_t listed = 0;
+    for (auto& w : workers) {
+      total += w->races->total();
+      for (const race::Record& rec : w->races->records()) {
+        if (listed++ >= size_t(std::max(1, options.max_reports))) break;
+        bool same_simd = rec.first.thread / kSimdWidth == rec.second.thread / kSimdWidth;
+        s << "\n  " << race::kind_name(rec.kind) << " on " << w->describe_threadgroup_offset(rec.offset)
+          << " in threadgroup (" << rec.tgid[0] << ", " << rec.tgid[1] << ", " << rec.tgid[2] << "): "
+          << (rec.kind == race::Kind::ReadAfterWrite || rec.kind == race::Kind::WriteAfterWrite ? "write" : "read")
+          << " by " << race::describe_access(rec.first) << ", then "
+          << (rec.kind == race::Kind::ReadAfterWrite ? "read" : "write") << " of " << rec.size << " bytes by "
+          << race::describe_access(rec.second) << ", with no threadgroup_barrier"
+          << (same_simd ? " or simdgroup_barrier" : "") << " (mem_threadgroup) between them";
+      }
+    }
+    if (total)
+      throw Error(Error::Kind::DataRace, d.kernel,
+                  "data race on threadgroup memory in kernel '" + d.kernel + "': " + std::to_string(total) +
+                      " unordered access(es)" + s.str(),
+                  r);
+  }
   for (auto& w : workers)
     if (w->failure) throw Error(w->failure->kind, d.kernel, w->failure->message, r);
 
@@ -313,6 +339,7 @@ const char* kind_name(Error::Kind kind) {
     case Error::Kind::Deadlock: return "Deadlock";
     case Error::Kind::OutOfBounds: return "OutOfBounds";
     case Error::Kind::KernelFailure: return "KernelFailure";
+    case Error::Kind::DataRace: return "DataRace";
   }
   return "Unknown";
 }

@@ -9,6 +9,7 @@
 #include <new>
 
 #include "msl_sim/abi.h"
+#include "racecheck.h"
 
 namespace msl_sim::mem {
 namespace {
@@ -37,6 +38,8 @@ __attribute__((noinline)) void slow_path(uintptr_t a, size_t n, bool write, void
   for (size_t i = hi; i-- > 0;) {
     uintptr_t end = __atomic_load_n(&b[i].end, __ATOMIC_RELAXED);
     if (a >= b[i].begin && a + n <= end) {
+      if (b[i].threadgroup && c->races && rt::t_thread)
+        c->races->access(uint32_t(a - b[i].begin), n, write, pc, *rt::t_thread);
       if (write) {
         c->written[i] += n;
       } else {

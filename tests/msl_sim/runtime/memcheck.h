@@ -15,6 +15,10 @@
 #include <string>
 #include <vector>
 
+namespace msl_sim::race {
+class Shadow;
+}
+
 namespace msl_sim::mem {
 
 // Load widths counted separately: 1, 2, 4, 8, 16 bytes and anything else (memcpy ranges).
@@ -50,6 +54,7 @@ struct ThreadCounters {
   std::vector<OobRecord> oob;
   uint64_t oob_total = 0;
   size_t max_reports = 16;
+  race::Shadow* races = nullptr;  // threadgroup-memory race detection (racecheck.h), if on
 };
 
 // One staged region: external memory copied in before and (if written) out after the launch.

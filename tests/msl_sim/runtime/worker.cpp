@@ -70,6 +70,11 @@ Worker::Worker(Launch& launch, char* tg_memory)
   for (int i = 0; i < 32; ++i) tg_ptrs_[i] = tg_base_ + launch.tg_offsets[i];
   tg_used_max = tg_used_;
   mem_counters.max_reports = size_t(std::max(1, launch.options.max_reports));
+  simd_flags_.assign(sgs_.size(), 0);
+  if (launch.options.check_bounds && launch.options.check_races) {
+    races = std::make_unique<race::Shadow>(mem_counters.max_reports);
+    mem_counters.races = races.get();
+  }
 }
 
 Worker::~Worker() { fiber::release_stacks(stacks_); }
@@ -93,6 +98,7 @@ bool Worker::run_group(uint64_t linear) {
   tgid_[2] = uint32_t(linear / (uint64_t(g.threadgroups[0]) * g.threadgroups[1]));
   rng_ = (launch_.options.seed ^ ((linear + 1) * 0x9E3779B97F4A7C15ull)) | 1;
   if (launch_.options.poison_threadgroup_memory) std::memset(tg_base_, 0xFF, kMaxThreadgroupMemory);
+  if (races) races->begin_group(tgid_);
 
   const uint32_t* tpt = g.threads_per_threadgroup;
   uint32_t n = launch_.threads_per_group;
@@ -123,6 +129,8 @@ bool Worker::run_group(uint64_t linear) {
   }
   live_ = n;
   bar_arrived_ = 0;
+  bar_flags_ = 0;
+  std::fill(simd_flags_.begin(), simd_flags_.end(), 0u);
   q_head_ = q_size_ = 0;
   scratch_.clear();
   for (uint32_t i = 0; i < n; ++i) scratch_.push_back(&fibers_[i]);
@@ -214,7 +222,8 @@ std::string Worker::where() const {
   return s.str();
 }
 
-void Worker::simd_collective(Fiber* f, int op, rt::ComputeFn fn, const std::source_location& site) {
+void Worker::simd_collective(Fiber* f, int op, rt::ComputeFn fn, const std::source_location& site,
+                             unsigned barrier_flags) {
   rt::SimdGroup& g = *f->t.sg;
   if (g.arrived) {
     if (g.op != op || !same_site(g.site, site)) {
@@ -234,6 +243,7 @@ void Worker::simd_collective(Fiber* f, int op, rt::ComputeFn fn, const std::sour
     g.site = site;
   }
   g.arrived |= 1u << f->t.lane;
+  simd_flags_[g.index] |= barrier_flags;
   f->wait = Fiber::Wait::Simd;
   f->wait_op = op;
   f->wait_site = site;
@@ -248,6 +258,8 @@ void Worker::complete_simd(rt::SimdGroup& g, Fiber* self) {
   if (g.compute) g.compute(g);
   if (g.op == rt::kOpMma) counters.mma++;
   else counters.collectives++;
+  if (g.op == rt::kOpSimdBarrier && races) races->simdgroup_barrier(g.index, simd_flags_[g.index]);
+  simd_flags_[g.index] = 0;
   scratch_.clear();
   uint32_t base = g.index * kSimdWidth;
   for (int l = 0; l < kSimdWidth; ++l) {
@@ -260,7 +272,7 @@ void Worker::complete_simd(rt::SimdGroup& g, Fiber* self) {
   wake(scratch_);
 }
 
-void Worker::threadgroup_barrier(Fiber* f, const std::source_location& site) {
+void Worker::threadgroup_barrier(Fiber* f, unsigned flags, const std::source_location& site) {
   if (bar_arrived_ && !same_site(bar_site_, site)) {
     std::vector<uint32_t> waiting;
     for (const Fiber& o : fibers_)
@@ -274,6 +286,7 @@ void Worker::threadgroup_barrier(Fiber* f, const std::source_location& site) {
   }
   if (!bar_arrived_) bar_site_ = site;
   ++bar_arrived_;
+  bar_flags_ |= flags;
   f->wait = Fiber::Wait::Barrier;
   f->wait_site = site;
   if (bar_arrived_ == live_) {
@@ -285,6 +298,8 @@ void Worker::threadgroup_barrier(Fiber* f, const std::source_location& site) {
 
 void Worker::complete_barrier(Fiber* self) {
   counters.barriers++;
+  if (races) races->threadgroup_barrier(bar_flags_);
+  bar_flags_ = 0;
   scratch_.clear();
   for (Fiber& o : fibers_)
     if (&o != self && o.state == Fiber::State::Waiting && o.wait == Fiber::Wait::Barrier) scratch_.push_back(&o);
@@ -334,6 +349,21 @@ void* Worker::threadgroup_static(Fiber* f, const rt::TgSite& site, size_t bytes,
   return tg_base_ + offset;
 }
 
+std::string Worker::describe_threadgroup_offset(uint32_t offset) const {
+  for (const Static& s : statics_)
+    if (offset >= s.offset && offset < s.offset + s.bytes)
+      return std::string("`") + s.site->name + "` (threadgroup variable at " + s.site->file + ":" +
+             std::to_string(s.site->line) + "), byte " + std::to_string(offset - s.offset);
+  int best = -1;  // the [[threadgroup(i)]] block starting last at or before offset
+  for (int i = 0; i < 32; ++i)
+    if ((launch_.tg_bound >> i & 1u) && launch_.tg_offsets[i] <= offset && offset < launch_.tg_dynamic_bytes &&
+        (best < 0 || launch_.tg_offsets[i] > launch_.tg_offsets[best]))
+      best = i;
+  if (best >= 0)
+    return "[[threadgroup(" + std::to_string(best) + ")]], byte " + std::to_string(offset - launch_.tg_offsets[best]);
+  return "threadgroup memory byte " + std::to_string(offset);
+}
+
 // ---- the rt:: entry points called by the compat header ----
 
 namespace rt {
@@ -343,9 +373,14 @@ void simd_collective(int op, ComputeFn compute, const std::source_location& site
   f->w->simd_collective(f, op, compute, site);
 }
 
-void threadgroup_barrier(const std::source_location& site) {
+void threadgroup_barrier(unsigned flags, const std::source_location& site) {
   Fiber* f = current_fiber();
-  f->w->threadgroup_barrier(f, site);
+  f->w->threadgroup_barrier(f, flags, site);
+}
+
+void simdgroup_barrier(unsigned flags, const std::source_location& site) {
+  Fiber* f = current_fiber();
+  f->w->simd_collective(f, kOpSimdBarrier, nullptr, site, flags);
 }
 
 void* threadgroup_static(const TgSite& site, size_t bytes, size_t align) {

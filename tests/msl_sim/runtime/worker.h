@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <memory>
 #include <cstdint>
 #include <optional>
 #include <source_location>
@@ -12,6 +13,7 @@
 
 #include "fiber.h"
 #include "memcheck.h"
+#include "racecheck.h"
 #include "msl_sim/abi.h"
 #include "msl_sim/kernel.h"
 #include "msl_sim/runtime.h"
@@ -25,6 +27,7 @@ struct Launch {
   void* buffers[32] = {};
   uint32_t tg_offsets[32] = {};    // [[threadgroup(i)]] offsets in threadgroup memory
   uint32_t tg_dynamic_bytes = 0;   // total of the [[threadgroup(i)]] blocks
+  uint32_t tg_bound = 0;           // bit i: [[threadgroup(i)]] is bound
   RunOptions options;
   uint32_t threads_per_group = 0;
   uint64_t total_groups = 0;
@@ -74,10 +77,14 @@ class Worker {
   uint32_t tg_used_max = 0;
   mem::ThreadCounters mem_counters;
   mem::Binding* tg_binding = nullptr;  // set when bounds are checked
+  std::unique_ptr<race::Shadow> races;  // set when races are checked
+  // "`tile` (threadgroup variable at k.metal:9), byte 12" for a threadgroup-memory offset.
+  std::string describe_threadgroup_offset(uint32_t offset) const;
 
   // Entry points for the rt:: functions (called on a fiber of this worker).
-  void simd_collective(Fiber* f, int op, rt::ComputeFn fn, const std::source_location& site);
-  void threadgroup_barrier(Fiber* f, const std::source_location& site);
+  void simd_collective(Fiber* f, int op, rt::ComputeFn fn, const std::source_location& site,
+                       unsigned barrier_flags = 0);
+  void threadgroup_barrier(Fiber* f, unsigned flags, const std::source_location& site);
   void* threadgroup_static(Fiber* f, const rt::TgSite& site, size_t bytes, size_t align);
   [[noreturn]] void fail(Fiber* f, Error::Kind kind, const std::string& message);
   [[noreturn]] void exit_fiber(Fiber* f);
@@ -111,6 +118,8 @@ class Worker {
   void* sched_sp_ = nullptr;
   uint32_t live_ = 0;
   uint32_t bar_arrived_ = 0;
+  unsigned bar_flags_ = 0;            // mem_flags of the pending threadgroup barrier's arrivals
+  std::vector<unsigned> simd_flags_;  // same, per SIMD-group's pending simdgroup_barrier
   std::source_location bar_site_;
   uint32_t tgid_[3] = {};
   uint64_t rng_ = 0;

@@ -67,8 +67,11 @@ const char* op_name(int op);
 
 // Rendezvous of the calling lane's SIMD-group; returns once `compute` has run for the group.
 void simd_collective(int op, ComputeFn compute, const std::source_location& site);
-// Rendezvous of all live threads of the threadgroup.
-void threadgroup_barrier(const std::source_location& site);
+// Rendezvous of all live threads of the threadgroup / of the calling lane's SIMD-group; `flags`
+// are the barrier's metal::mem_flags (the race detector orders threadgroup memory only across
+// barriers with mem_threadgroup).
+void threadgroup_barrier(unsigned flags, const std::source_location& site);
+void simdgroup_barrier(unsigned flags, const std::source_location& site);
 
 // A function-scope `threadgroup T x[N];` declaration (one static object per declaration and
 // template instantiation, used as a key).

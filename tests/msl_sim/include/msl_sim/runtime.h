@@ -39,6 +39,7 @@ struct RunOptions {
   Schedule schedule = Schedule::InOrder;
   uint64_t seed = 1;                      // for Schedule::Random
   bool check_bounds = true;               // stage buffers between red zones, count traffic
+  bool check_races = true;                // threadgroup-memory data races (needs check_bounds)
   bool poison_threadgroup_memory = true;  // fill with 0xFF (NaN for float/half/bfloat) per group
   size_t stack_bytes = 256 * 1024;        // per GPU thread (virtual; touched pages only)
   int max_reports = 16;                   // out-of-bounds accesses listed in an error
@@ -85,6 +86,7 @@ class Error : public std::runtime_error {
     Deadlock,
     OutOfBounds,
     KernelFailure,
+    DataRace,
   };
   Error(Kind kind, std::string kernel, const std::string& message, LaunchReport report = {})
       : std::runtime_error(message), kind(kind), kernel(std::move(kernel)), report(std::move(report)) {}

@@ -119,12 +119,13 @@ inline constexpr mem_flags operator|(mem_flags a, mem_flags b) {
   return mem_flags(unsigned(a) | unsigned(b));
 }
 
-// Memory is coherent in the simulator, so the flags only matter for the rendezvous itself.
-inline void threadgroup_barrier(mem_flags, const std::source_location& loc = std::source_location::current()) {
-  msl_sim::rt::threadgroup_barrier(loc);
+// Memory is coherent in the simulator; the flags say which memory the race detector considers
+// ordered by the barrier (runtime/racecheck.h).
+inline void threadgroup_barrier(mem_flags f, const std::source_location& loc = std::source_location::current()) {
+  msl_sim::rt::threadgroup_barrier(unsigned(f), loc);
 }
-inline void simdgroup_barrier(mem_flags, const std::source_location& loc = std::source_location::current()) {
-  msl_sim::rt::simd_collective(msl_sim::rt::kOpSimdBarrier, nullptr, loc);
+inline void simdgroup_barrier(mem_flags f, const std::source_location& loc = std::source_location::current()) {
+  msl_sim::rt::simdgroup_barrier(unsigned(f), loc);
 }
 
 #define MSL_SIM_REDUCE(NAME, OPK, OPS)                                                          \
