@@ -459,8 +459,9 @@ def test_sinks_of_every_dtype(fa_sim, sink_dtype, max_q):
 
 def test_planted_bugs_are_caught():
     """Removing any threadgroup_barrier, shifting a mask bound, dropping the online-softmax
-    rescale or an offset clamp, summing too few partial S at tile 512 or loading a row's tail
-    makes the focused check fail (tests/metal_design/mutants.py; each mutant is a rebuild of
+    rescale or an offset clamp, summing too few partial S at tile 512, loading a row's tail or
+    sharing the backward's finished area with the partials at tile 512 makes the focused check
+    fail (tests/metal_design/mutants.py; each mutant is a rebuild of
     the head-dim-64 kernels, and of the tile-512 ones for the mutants of their own paths)."""
     from metal_design import mutants
 
@@ -472,6 +473,14 @@ def test_planted_bugs_are_caught():
                  if name not in baselines and passed]
     assert not survivors, f"planted bugs not caught: {survivors}"
     assert len(results) == len(mutants.MUTANTS) + len(baselines)
+    # Every removed barrier (5 prefill, 3 decode, 8 + 4 backward) and the backward's finished
+    # P / dS in the partials' slot 0 at tile 512 (which survives every schedule on values) are
+    # caught by the race detector, by name: its diagnostic, not just a failed comparison.
+    races = [m.name for m in mutants.MUTANTS if m.race]
+    assert len(races) == 21 and "backward512_finished_in_partials_slot_0" in races
+    not_by_the_detector = {name: results[name][1] for name in races
+                           if "(DataRace)" not in results[name][1]}
+    assert not not_by_the_detector, f"hazards not reported as data races: {not_by_the_detector}"
 
 
 @pytest.mark.parametrize("seqlen_q", [1, 3, 20], ids=lambda s: f"q{s}")

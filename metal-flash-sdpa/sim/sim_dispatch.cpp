@@ -3,7 +3,9 @@
 // Environment knobs (tests and benchmarks):
 //   MFS_SIM_SCHEDULE=inorder|reverse|random  fiber schedule (default inorder)
 //   MFS_SIM_SEED=n                           seed of the random schedule
-//   MFS_SIM_BOUNDS=0                         skip bounds checking (faster, no traffic counters)
+//   MFS_SIM_BOUNDS=0                         skip bounds checking (faster, no traffic counters,
+//                                            no race detection)
+//   MFS_SIM_RACES=0                          skip threadgroup-memory race detection (faster)
 //   MFS_SIM_WORKERS=n                        OS threads running threadgroups (default 1)
 //   MFS_SIM_TRACE=path                       append one JSON line per launch (its report)
 #include "sim_dispatch.h"
@@ -28,6 +30,7 @@ msl_sim::RunOptions options_from_environment() {
   if (schedule && std::strcmp(schedule, "random") == 0) o.schedule = msl_sim::Schedule::Random;
   if (const char* seed = std::getenv("MFS_SIM_SEED")) o.seed = std::strtoull(seed, nullptr, 10);
   if (const char* bounds = std::getenv("MFS_SIM_BOUNDS")) o.check_bounds = std::atoi(bounds) != 0;
+  if (const char* races = std::getenv("MFS_SIM_RACES")) o.check_races = std::atoi(races) != 0;
   const char* workers = std::getenv("MFS_SIM_WORKERS");
   o.workers = workers ? std::max(1, std::atoi(workers)) : 1;
   return o;

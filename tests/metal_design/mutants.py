@@ -54,12 +54,27 @@ def replace_once(old: str, new: str) -> Callable[[str], str]:
     return apply
 
 
+def replace_each(old: str, new: str, count: int) -> Callable[[str], str]:
+    """Replaces every occurrence of `old`, which must occur exactly `count` times."""
+
+    def apply(text: str) -> str:
+        if text.count(old) != count:
+            raise ValueError(f"{old!r} occurs {text.count(old)} times, not {count}")
+        return text.replace(old, new)
+
+    return apply
+
+
 @dataclass
 class Mutant:
     name: str
     file: str
     apply: Callable[[str], str]
     wide: bool = False  # a path of tile 512 only: built and checked with the 512 kernels too
+    # A threadgroup-memory hazard: the simulator's race detector (tests/msl_sim/runtime/
+    # racecheck.h) must be what reports it (a DataRace error, whatever the schedule), not only
+    # a wrong value. Every removed barrier is one.
+    race: bool = False
 
 
 MUTANTS = [
@@ -67,25 +82,25 @@ MUTANTS = [
     # staging K (shared K/V buffer only), after staging K, before staging V (shared only), after
     # staging V
     Mutant("prefill_barrier_first_pages", "attention_prefill.metal",
-           remove_nth("threadgroup_barrier(", 0)),
+           remove_nth("threadgroup_barrier(", 0), race=True),
     Mutant("prefill_barrier_shared_before_k", "attention_prefill.metal",
-           remove_nth("threadgroup_barrier(", 1), wide=True),
+           remove_nth("threadgroup_barrier(", 1), wide=True, race=True),
     Mutant("prefill_barrier_after_k", "attention_prefill.metal",
-           remove_nth("threadgroup_barrier(", 2)),
+           remove_nth("threadgroup_barrier(", 2), race=True),
     Mutant("prefill_barrier_shared_before_v", "attention_prefill.metal",
-           remove_nth("threadgroup_barrier(", 3), wide=True),
+           remove_nth("threadgroup_barrier(", 3), wide=True, race=True),
     Mutant("prefill_barrier_after_v", "attention_prefill.metal",
-           remove_nth("threadgroup_barrier(", 4)),
+           remove_nth("threadgroup_barrier(", 4), race=True),
     Mutant("prefill_partial_s_two_shares", "attention_prefill.metal",
            replace_once("share < DS;", "share < 2;"), wide=True),
     Mutant("decode_row_tail_loaded", "attention_tiles.h",
            replace_once("if (4 * i >= live) {", "if (live <= 0) {"), wide=True),
     Mutant("decode_barrier_after_q", "attention_decode.metal",
-           remove_nth("threadgroup_barrier(", 0)),
+           remove_nth("threadgroup_barrier(", 0), race=True),
     Mutant("decode_barrier_between_pairs", "attention_decode.metal",
-           remove_nth("threadgroup_barrier(", 1)),
+           remove_nth("threadgroup_barrier(", 1), race=True),
     Mutant("decode_barrier_after_combine_write", "attention_decode.metal",
-           remove_nth("threadgroup_barrier(", 2)),
+           remove_nth("threadgroup_barrier(", 2), race=True),
     Mutant("prefill_interior_tile_too_wide", "attention_prefill.metal",
            replace_once("k0 + BK <= sg_all.end", "k0 + BK <= sg_all.end + 8")),
     Mutant("decode_cohort_reads_its_own_lane", "attention_decode.metal",
@@ -120,7 +135,7 @@ def reduce_instantiations(text: str, wide: bool = False) -> str:
 # the softcap derivative, the GQA group's heads, the sink gradient's sign.
 MUTANTS += [
     *(Mutant(f"backward_barrier_{i}", "attention_backward.metal",
-             remove_nth("threadgroup_barrier(", i)) for i in range(8)),
+             remove_nth("threadgroup_barrier(", i), race=True) for i in range(8)),
     Mutant("backward_mask_end_off_by_one", "attention_backward.metal",
            replace_once("key >= r.begin && key < r.end", "key >= r.begin && key <= r.end")),
     Mutant("backward_no_softcap_derivative", "attention_kernel_common.h",
@@ -131,14 +146,15 @@ MUTANTS += [
            replace_once("acc += sink_gradient(", "acc -= sink_gradient(")),
     # Tile 512 only: its two barriers per tile in each pass (barriers 1, 2 of dk/dv and 5, 6 of
     # dq in source order; 0, 3, 4, 7 guard the staged tiles only), the partials summed over 8
-    # SIMD-groups instead of 16, the streamed rows read from another SIMD-group's chunks. (Not
-    # here: the finished P / dS put back in slot 0 of the partials, which the next tile's
-    # partials would overwrite while other SIMD-groups still accumulate: tried, it survives the
-    # three schedules. A fiber runs until it blocks and each MMA blocks until its SIMD-group's
-    # last lane arrives, so SIMD-groups advance nearly together, and the hazard needs one
-    # SIMD-group a whole phase ahead of another. The separate area is for the real GPU.)
+    # SIMD-groups instead of 16, the streamed rows read from another SIMD-group's chunks, and the
+    # finished P / dS put back in slot 0 of the partials (as the staged tiles do), which the next
+    # tile's partials overwrite while other SIMD-groups still accumulate from it. That last one
+    # survives the three schedules on values alone (a fiber runs until it blocks and each MMA
+    # blocks until its SIMD-group's last lane arrives, so SIMD-groups advance nearly together,
+    # and the wrong value needs one SIMD-group a whole phase ahead of another); the race
+    # detector reports it whatever the schedule: the write and the read share a barrier epoch.
     *(Mutant(f"backward512_barrier_{i}", "attention_backward.metal",
-             remove_nth("threadgroup_barrier(", i), wide=True) for i in (1, 2, 5, 6)),
+             remove_nth("threadgroup_barrier(", i), wide=True, race=True) for i in (1, 2, 5, 6)),
     Mutant("backward512_partials_of_8_simdgroups", "attention_backward.metal",
            replace_once("for (int g = 0; g < NSG; ++g) {", "for (int g = 0; g < min(NSG, 8); ++g) {"),
            wide=True),
@@ -146,6 +162,10 @@ MUTANTS += [
            replace_once("bwd_load_rows<T, SC, DC>(qs, q_base, p.q_row_stride, q0, rows.end, c_lo,",
                         "bwd_load_rows<T, SC, DC>(qs, q_base, p.q_row_stride, q0, rows.end, 0,"),
            wide=True),
+    Mutant("backward512_finished_in_partials_slot_0", "attention_backward.metal",
+           replace_each("threadgroup float* finished = STAGED ? partial : partial + mfs_bwd_partial_floats(D);",
+                        "threadgroup float* finished = partial;", 2),
+           wide=True, race=True),
 ]
 
 
