@@ -4,6 +4,7 @@
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -278,17 +279,21 @@ LaunchReport run(const Dispatch& d, const RunOptions& options) {
     uint64_t total = 0;
     std::ostringstream s;
     size_t listed = 0;
+    std::set<std::string> seen;  // unrolled copies of one access share its lines: list them once
     for (auto& w : workers) {
       total += w->races->total();
       for (const race::Record& rec : w->races->records()) {
-        if (listed++ >= size_t(std::max(1, options.max_reports))) break;
+        if (listed >= size_t(std::max(1, options.max_reports))) break;
+        const std::string first = mem::describe_pc(rec.first.pc), second = mem::describe_pc(rec.second.pc);
+        if (!seen.insert(std::string(race::kind_name(rec.kind)) + first + "|" + second).second) continue;
+        ++listed;
         bool same_simd = rec.first.thread / kSimdWidth == rec.second.thread / kSimdWidth;
         s << "\n  " << race::kind_name(rec.kind) << " on " << w->describe_threadgroup_offset(rec.offset)
           << " in threadgroup (" << rec.tgid[0] << ", " << rec.tgid[1] << ", " << rec.tgid[2] << "): "
           << (rec.kind == race::Kind::ReadAfterWrite || rec.kind == race::Kind::WriteAfterWrite ? "write" : "read")
-          << " by " << race::describe_access(rec.first) << ", then "
+          << " by " << race::describe_access(rec.first, first) << ", then "
           << (rec.kind == race::Kind::ReadAfterWrite ? "read" : "write") << " of " << rec.size << " bytes by "
-          << race::describe_access(rec.second) << ", with no threadgroup_barrier"
+          << race::describe_access(rec.second, second) << ", with no threadgroup_barrier"
           << (same_simd ? " or simdgroup_barrier" : "") << " (mem_threadgroup) between them";
       }
     }

@@ -2,8 +2,6 @@
 
 #include <new>
 
-#include "memcheck.h"
-
 namespace msl_sim::race {
 namespace {
 
@@ -100,11 +98,9 @@ const char* kind_name(Kind kind) {
   return "access";
 }
 
-std::string describe_access(const Access& a) {
-  std::string s = "thread " + std::to_string(a.thread) + " (simdgroup " + std::to_string(a.thread / kSimdWidth) +
-                  ", lane " + std::to_string(a.thread % kSimdWidth) + ")";
-  std::string at = mem::describe_pc(a.pc);
-  return s + " at " + (at.empty() ? std::string("an unknown line") : at);
+std::string describe_access(const Access& a, const std::string& where) {
+  return "thread " + std::to_string(a.thread) + " (simdgroup " + std::to_string(a.thread / kSimdWidth) + ", lane " +
+         std::to_string(a.thread % kSimdWidth) + ") at " + (where.empty() ? std::string("an unknown line") : where);
 }
 
 }  // namespace msl_sim::race

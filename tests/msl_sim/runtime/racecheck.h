@@ -86,8 +86,8 @@ class Shadow {
   size_t max_reports_;
 };
 
-// "thread 5 (simdgroup 0, lane 5) at file.metal:12 (in f)"
-std::string describe_access(const Access& a);
+// "thread 5 (simdgroup 0, lane 5) at file.metal:12 (in f)", given where = describe_pc(a.pc)
+std::string describe_access(const Access& a, const std::string& where);
 const char* kind_name(Kind kind);
 
 }  // namespace msl_sim::race

@@ -72,7 +72,8 @@ Worker::Worker(Launch& launch, char* tg_memory)
   mem_counters.max_reports = size_t(std::max(1, launch.options.max_reports));
   simd_flags_.assign(sgs_.size(), 0);
   if (launch.options.check_bounds && launch.options.check_races) {
-    races = std::make_unique<race::Shadow>(mem_counters.max_reports);
+    // Pairs of code addresses; unrolled copies of one pair of lines are merged when reported.
+    races = std::make_unique<race::Shadow>(4 * mem_counters.max_reports);
     mem_counters.races = races.get();
   }
 }
