@@ -295,12 +295,18 @@ def rewrite(text: str, host_names: list | None = None) -> str:
                     {"const", "volatile", "noexcept", "override", "final"} | _ADDRESS_SPACES):
                 quals.add(toks[k].text)
                 k = next_sig(k + 1)
-            if not quals & _ADDRESS_SPACES and k < n and toks[k].text in ("{", ";", "=", "&", "&&", "->"):
+            if k < n and toks[k].text in ("{", ";", "=", "&", "&&", "->"):
                 for x in toks[i:close + 1]:
                     out.append(x.text)
-                out.append(" thread")
+                if not quals & _ADDRESS_SPACES:
+                    out.append(" thread")
+                for x in toks[close + 1:k]:
+                    # clang takes only OpenCL's keywords after a declarator: a device or
+                    # constant member function's object is in __global (either subspace).
+                    out.append({"device": "__global", "constant": "__global" if "const" in quals
+                                else "__global const"}.get(x.text, x.text))
                 head.append(Tok("punct", ")"))
-                i = close + 1
+                i = k
                 continue
 
         # Vector constructors.
