@@ -154,7 +154,8 @@ def kernel_interface(fn: Node) -> list[str]:
                             "and reference arguments are in the device, constant or threadgroup "
                             "address space (MSL §4 Address Spaces, §5.2.1)")
         if space is None and not bindings and "texture" not in ptype and "sampler" not in ptype:
-            problems.append(f"{where}: invalid type '{ptype}' for input declaration in a kernel "
+            shown = re.sub(r"\b__private\s*", "", ptype)
+            problems.append(f"{where}: invalid type '{shown}' for input declaration in a kernel "
                             "function (Apple's message): a by-value argument needs a built-in "
                             "attribute (MSL §5.2.3.6)")
     for group in SAME_TYPE:

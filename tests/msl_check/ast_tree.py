@@ -40,7 +40,8 @@ class Node:
         return head[-1] if head else ""
 
     def flags(self) -> set[str]:
-        return set(self.rest.split("'")[0].split())
+        """The words of the node's line outside its quoted types and names."""
+        return set(re.sub(r"'[^']*'|\"[^\"]*\"", " ", self.rest).split())
 
     def walk(self):
         stack = [self]

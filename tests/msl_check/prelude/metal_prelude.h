@@ -354,9 +354,13 @@ template <typename T, int Cols, int Rows>
 void simdgroup_store(simdgroup_matrix<T, Cols, Rows> a, threadgroup T* dst,
                      ulong elements_per_row = Cols, ulong2 matrix_origin = 0,
                      bool transpose_matrix = false);
-// d = a * b + c; a is K columns by M rows, b N by K, c and d N by M.
+// d = a * b + c; a is K columns by M rows, b N by K, c and d N by M. The specification declares
+// one element type T for all four; Apple's compiler takes a and b of another type than d (e.g.
+// llama.cpp's mul_mm: half a, float b and d), so only d and c (the accumulator, read and written
+// in place) must agree here.
 template <typename Td, typename Ta, typename Tb, typename Tc, int M, int N, int K>
-void simdgroup_multiply_accumulate(thread simdgroup_matrix<Td, N, M>& d,
+typename mslc::when<__is_same(Td, Tc)>::type simdgroup_multiply_accumulate(
+                                   thread simdgroup_matrix<Td, N, M>& d,
                                    const thread simdgroup_matrix<Ta, K, M>& a,
                                    const thread simdgroup_matrix<Tb, N, K>& b,
                                    const thread simdgroup_matrix<Tc, N, M>& c);
