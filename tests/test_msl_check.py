@@ -344,8 +344,11 @@ template [[host_name("planted_f32")]] [[kernel]] decltype(planted<half>) planted
   simdgroup_load(m, in, 8);
   simdgroup_store(m, out, 8);
 }""", r"simdgroup_load"),
-    # §4 (address-space qualified member functions): an unqualified member function's object is
-    # in thread memory; one called on a device object is declared `device`.
+    # §4 (address-space qualified member functions): through MSL 4.0 an unqualified member
+    # function's implicit `this` is thread, so one called on a device object is declared
+    # `device` (AliceO2Group/AliceO2 PR #15772: "up to MSL 4.0 a member function's implicit this
+    # is thread, which is wrong for objects living in device memory ... MSL 4.1 makes an
+    # unannotated this generic").
     ("member_function_on_a_device_object",
      """struct PlantedAcc { float v; float get() const device { return v; } };
 [[kernel]] void planted(const device PlantedAcc* acc [[buffer(0)]], device float* out [[buffer(1)]]) {
@@ -354,7 +357,7 @@ template [[host_name("planted_f32")]] [[kernel]] decltype(planted<half>) planted
      """struct PlantedAcc { float v; float get() const { return v; } };
 [[kernel]] void planted(const device PlantedAcc* acc [[buffer(0)]], device float* out [[buffer(1)]]) {
   out[0] = acc->get();
-}""", r"'this' argument to member function 'get'"),
+}""", r"member function get called on an object in device memory"),
     # §2.1 (bfloat), §2.12 Implicit Type Conversions: float does not convert to bfloat implicitly.
     ("float_into_bfloat_implicitly",
      """[[kernel]] void planted(device bfloat* out [[buffer(0)]], const device float* in [[buffer(1)]]) {
@@ -499,13 +502,14 @@ FALSE_ALARMS = [
   float v;
   float get() const { return v; }
   float get() const device { return v; }
+  float twice() const { return 2.0f * v; }
   void add(float x) { v += x; }
 };
 [[kernel]] void planted(const device PlantedAcc* d [[buffer(0)]], constant PlantedAcc& c [[buffer(1)]],
                         device float* out [[buffer(2)]]) {
   PlantedAcc a = d[0];
   a.add(c.v);
-  out[0] = a.get() + d->get();
+  out[0] = a.get() + d->get() + PlantedAcc{1.0f}.twice();
 }"""),
 ]
 

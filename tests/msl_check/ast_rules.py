@@ -279,14 +279,16 @@ def generic_pointers(root: Node, own) -> list[str]:
 
 
 def bfloat_conversions(root: Node, own) -> list[str]:
-    """Implicit conversions into bfloat from float or half, and from bfloat to half: MSL converts
-    only bfloat -> float implicitly (MSL §2.1 Scalar Data Types, bfloat; §2.12 Implicit Type
-    Conversions)."""
+    """Implicit conversions into bfloat (from float, half or an integer) and from bfloat to half:
+    MSL converts only bfloat -> float implicitly (MSL §2.1 Scalar Data Types, bfloat; §2.12
+    Implicit Type Conversions). Apple's compiler: "cannot initialize a variable of type 'const
+    bfloat' with an rvalue of type 'float'" (tracel-ai/cubecl issue #1522)."""
     problems = []
     for n in root.walk():
         if not own(n.file):
             continue
-        if n.kind == "ImplicitCastExpr" and "<FloatingCast>" in n.rest and n.children and \
+        if n.kind == "ImplicitCastExpr" and re.search(r"<(?:FloatingCast|IntegralToFloating)>",
+                                                      n.rest) and n.children and \
                 "part_of_explicit_cast" not in n.rest:
             to, frm = n.type(), n.children[0].type()
             bad = ("__bf16" in to and "__bf16" not in frm) or ("__bf16" in frm and
@@ -300,6 +302,35 @@ def bfloat_conversions(root: Node, own) -> list[str]:
             if m and "__bf16" not in m.group(1):
                 problems.append(f"{n.where}: compound assignment computes '{m.group(1)}' into a "
                                 "bfloat: an implicit conversion to bfloat (MSL §2.1, §2.12)")
+    return problems
+
+
+def member_calls(root: Node, own) -> list[str]:
+    """A member function without an address-space qualifier called on an object in device,
+    constant or threadgroup memory: up to MSL 4.0 such a function's implicit object is in thread
+    memory (MSL 4.1 makes it generic). clang's OpenCL default is generic, so the call shows in
+    the AST as an address-space conversion of the object to __generic."""
+    problems = []
+    for n in root.walk():
+        if n.kind != "CXXMemberCallExpr" or not own(n.file) or not n.children:
+            continue
+        callee = n.children[0]
+        if callee.kind != "MemberExpr" or not callee.children:
+            continue
+        obj = callee.children[0]
+        if obj.kind != "ImplicitCastExpr" or "<AddressSpaceConversion>" not in obj.rest or \
+                "__generic" not in obj.type() or not obj.children:
+            continue
+        src = obj.children[0].type()
+        space = next((s for w, s in (("__global_device", "device"), ("__global_host", "constant"),
+                                      ("__local", "threadgroup"), ("__global", "device"))
+                      if re.search(rf"\b{w}\b", src)), None)
+        if space:
+            method = re.search(r"[.>](\w+) 0x", callee.rest)
+            problems.append(f"{n.where}: member function {method.group(1) if method else ''} "
+                            f"called on an object in {space} memory is not declared {space}: "
+                            "through MSL 4.0 an unqualified member function's object is in "
+                            "thread memory (MSL §4 Address Spaces)")
     return problems
 
 

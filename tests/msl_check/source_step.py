@@ -12,9 +12,9 @@ What is rewritten, and why (everything else is left to clang):
 - A `constant` variable (program scope, or a function-scope one that is not a pointer or
   reference) -> `__global const` marked `annotate("msl:constant")`: clang allows variables only
   in __global or __constant, and the AST rules tell a `constant` one from one without a space.
-- A member function without an address-space qualifier gets `thread`: MSL's implicit object of
-  an unqualified member function is in the thread space (clang's OpenCL default is generic,
-  which would let a device or constant object call it).
+- A member function qualified `device` or `constant` gets OpenCL's `__global` (clang takes only
+  OpenCL's keywords after a declarator). An unqualified one stays generic here; MSL 4.0 puts its
+  object in thread memory, which ast_rules.member_calls checks at each call.
 - `template [[host_name("n")]] ...;` names are collected (`host_names`) for the interface rules.
 - A function-scope `threadgroup T a[N], s;` -> references to threadgroup storage
   (`mslc::threadgroup_storage`): OpenCL allows local variables only in kernels, which may not
@@ -285,7 +285,7 @@ def rewrite(text: str, host_names: list | None = None) -> str:
             i += 1
             continue
 
-        # A member function's parameter list without an address-space qualifier after it.
+        # A member function's address-space qualifier.
         if t.text == "(" and scopes and scopes[-1] == "class" and \
                 _member_function(head, class_names[-1]):
             close = matching(i, "(", ")")
@@ -298,8 +298,6 @@ def rewrite(text: str, host_names: list | None = None) -> str:
             if k < n and toks[k].text in ("{", ";", "=", "&", "&&", "->"):
                 for x in toks[i:close + 1]:
                     out.append(x.text)
-                if not quals & _ADDRESS_SPACES:
-                    out.append(" thread")
                 for x in toks[close + 1:k]:
                     # clang takes only OpenCL's keywords after a declarator: a device or
                     # constant member function's object is in __global (either subspace).
