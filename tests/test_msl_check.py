@@ -497,6 +497,21 @@ FALSE_ALARMS = [
   half3x3 h = half3x3(1.0h);
   out[0] = m * out[1] + m[2] + float4(r[1], float(h[0][0]), 0.0f) + (out[2] * transpose(m));
 }"""),
+    ("constant_tables",  # §4.2: program-scope and function-scope constant variables
+     """constant float planted_weights[4] = {0.1f, 0.2f, 0.3f, 0.4f};
+[[kernel]] void planted(device float* out [[buffer(0)]], uint i [[thread_position_in_grid]]) {
+  constant float bias[2] = {1.0f, -1.0f};
+  static constexpr int stride = 2;
+  out[i] = planted_weights[i % 4] + bias[i % stride];
+}"""),
+    ("mma_of_half_and_float_operands",  # §6.7; as llama.cpp's mul_mm runs on Apple GPUs
+     """[[kernel]] void planted(device float* out [[buffer(0)]]) {
+  simdgroup_half8x8 a = make_filled_simdgroup_matrix<half, 8, 8>(1.0h);
+  simdgroup_float8x8 b = make_filled_simdgroup_matrix<float, 8, 8>(2.0f);
+  simdgroup_float8x8 c = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+  simdgroup_multiply_accumulate(c, a, b, c);
+  simdgroup_store(c, out, 8);
+}"""),
     ("member_functions_of_the_kernels_own_types",  # §4: thread, device and constant methods
      """struct PlantedAcc {
   float v;
@@ -635,6 +650,22 @@ def test_kernel_names_are_unique_across_the_library(tmp_path, capsys):
     b = _copy_with(other, second, kernel.format("one"))
     assert check_metal.main([str(a), str(b), "-I", str(PLANT_HOST.parent)]) == 1
     assert re.search(r"kernel name planted_one is also the kernel at .*/a/", capsys.readouterr().out)
+
+
+def test_a_function_may_be_defined_in_another_file_of_the_library(tmp_path, capsys):
+    """Called in one file and defined in another: the metallib links; defined in none: it does
+    not (the file checked alone fails, see function_called_but_never_defined)."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    a = _copy_with(PLANT_HOST, first, """float planted_twice(float x);
+[[kernel]] void planted_caller(device float* out [[buffer(0)]]) { out[0] = planted_twice(out[1]); }""")
+    defined = "float planted_twice(float x) { return 2.0f * x; }"
+    b = _copy_with(KERNEL_SOURCES[1], second, defined)
+    assert check_metal.main([str(a), str(b), "-I", str(PLANT_HOST.parent)]) == 0
+    b = _copy_with(KERNEL_SOURCES[1], second, "")
+    assert check_metal.main([str(a), str(b), "-I", str(PLANT_HOST.parent)]) == 1
+    assert "planted_twice is called but never defined" in capsys.readouterr().out
 
 
 def test_double_inside_a_kernel_body_fails(tmp_path):

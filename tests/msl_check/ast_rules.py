@@ -334,10 +334,22 @@ def member_calls(root: Node, own) -> list[str]:
     return problems
 
 
-def undefined_functions(root: Node, own) -> list[str]:
-    """Functions of the sources that are called (clang marks them `used`) and defined nowhere in
-    the translation unit: Metal links each .metal file into the library alone, so the call
-    cannot be resolved (a metallib link error)."""
+def _function_key(n: Node) -> str:
+    """A function's identity across translation units: qualified name and type."""
+    return f"{_qualified_name(n)} '{n.types()[0] if n.types() else ''}'"
+
+
+def functions_defined(root: Node, own) -> set[str]:
+    return {_function_key(n) for n in root.walk()
+            if n.kind in ("FunctionDecl", "CXXMethodDecl") and own(n.file)
+            and any(c.kind == "CompoundStmt" for c in n.children)}
+
+
+def undefined_functions(root: Node, own) -> list[tuple[str, str]]:
+    """(identity, error) of each function of the sources that is called (clang marks it `used`)
+    and defined nowhere in this translation unit. Another file of the library may define it:
+    check_metal judges across the files; alone, a file with one fails (its metallib would not
+    link)."""
     decls: dict[str, Node] = {}
     group: dict[str, str] = {}
     for n in root.walk():
@@ -349,8 +361,8 @@ def undefined_functions(root: Node, own) -> list[str]:
     for addr, n in decls.items():
         g = group[addr]
         first.setdefault(g, n)
-        if any(c.kind == "CompoundStmt" for c in n.children) or "default" in n.flags() or \
-                "delete" in n.flags():
+        if any(c.kind == "CompoundStmt" for c in n.children) or \
+                {"default", "delete"} & n.flags():
             defined.add(g)
         if "used" in n.flags():
             used.add(g)
@@ -359,7 +371,6 @@ def undefined_functions(root: Node, own) -> list[str]:
         n = first[g]
         if not own(n.file) or " implicit " in f" {n.rest} " or n.name().startswith("__"):
             continue
-        problems.append(f"{n.where}: {n.name()} is called but never defined: the library "
-                        "cannot be linked (MSL §5.1.4: a function used by a kernel is defined "
-                        "in the library)")
+        problems.append((_function_key(n), f"{n.where}: {n.name()} is called but never defined: "
+                         "the library cannot be linked (MSL §5.1 Functions)"))
     return problems

@@ -4,10 +4,13 @@ Each .metal translation unit is preprocessed (clang, C++), rewritten line-preser
 (source_step.py) and type-checked by clang-19 as C++ for OpenCL 2021 against the MSL library
 declarations (prelude/metal_prelude.h). On top of what clang enforces there (distinct address
 spaces with no implicit conversion, no double, const through `constant`, every library name and
-signature, every attribute name), this script rejects:
-- a pointer or reference without an explicit address space (MSL 4.0 requires one): the AST
-  has an OpenCL `__generic` type in a declaration or explicit cast written in the .metal sources;
-- recursion: a cycle in the LLVM call graph of the translation unit (clang -emit-llvm, opt-19).
+signature, every attribute name, constant apart from device), this script rejects what clang's
+AST and IR show (ast_rules.py, ir_rules.py; README.md lists every rule and its section): a
+kernel's interface (return type, argument tables and indices, argument address spaces, built-in
+attributes and their types, max threads), function constants, program-scope and static
+variables, goto, pointers without an address space, implicit conversions to bfloat, member
+functions called on device/constant objects, functions called but never defined, recursion,
+static threadgroup memory over 32 KiB per kernel, and kernel names repeated across the library.
 Where Apple's toolchain exists (`xcrun -f metal` succeeds), each file is also compiled by
 Apple's compiler as kernel-builder does (`metal -std=metal4.0 -O2 -c`).
 
@@ -78,11 +81,23 @@ def _demangle(names: list[str]) -> list[str]:
     return run([filt], stdin="\n".join(names)).stdout.split("\n")[: len(names)]
 
 
-def check_file(source: Path, includes: list[Path],
-               names: list[tuple[str, str]] | None = None) -> list[str]:
-    """Every error found in one .metal translation unit (empty: it passes). The names of its
-    kernels, as the library will know them, are appended to `names` (for the check across
-    files)."""
+class Library:
+    """What the rules across the library's files need from each file."""
+
+    def __init__(self):
+        self.kernel_names: list[tuple[str, str]] = []   # (name, where)
+        self.defined: set[str] = set()                   # functions defined
+        self.undefined: list[tuple[str, str]] = []       # (function, error) called, not defined
+
+    def problems(self) -> list[str]:
+        return ast_rules.duplicate_names(self.kernel_names) + [
+            error for key, error in self.undefined if key not in self.defined]
+
+
+def check_file(source: Path, includes: list[Path], library: Library | None = None) -> list[str]:
+    """Every error found in one .metal translation unit (empty: it passes). With `library`,
+    what the rules across files need is added to it instead of judged here: kernel names, and
+    functions called here but defined in no file of the library."""
     host_names: list[tuple[str, str]] = []
     try:
         text = rewrite(preprocess(source, includes), host_names)
@@ -108,12 +123,16 @@ def check_file(source: Path, includes: list[Path],
             problems += ast_rules.kernel_interface(kernel)
         kernel_names = ast_rules.kernel_names(tree, own, host_names)
         problems += ast_rules.duplicate_names(kernel_names)
-        if names is not None:
-            names += kernel_names
+        undefined = ast_rules.undefined_functions(tree, own)
+        if library is None:
+            problems += [error for _, error in undefined]
+        else:
+            library.kernel_names += kernel_names
+            library.defined |= ast_rules.functions_defined(tree, own)
+            library.undefined += undefined
         problems += ast_rules.storage_and_constants(tree, own)
         problems += ast_rules.bfloat_conversions(tree, own)
         problems += ast_rules.member_calls(tree, own)
-        problems += ast_rules.undefined_functions(tree, own)
         # Recursion and threadgroup memory, on the IR.
         ir = run([CLANG, *CLCPP_FLAGS, "-S", "-emit-llvm", "-O0", "-o", "-", str(rewritten)])
         if ir.returncode != 0:
@@ -158,10 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if not have_clang:
         print(f"check-metal: {CLANG} not found: only Apple's compiler runs")
-    names: list[tuple[str, str]] = []
+    library = Library()
     for source in args.sources:
         source = source.resolve()
-        problems = (check_file(source, args.includes, names) if have_clang else []) + \
+        problems = (check_file(source, args.includes, library) if have_clang else []) + \
             apple_compile(source, args.includes)
         rel = os.path.relpath(source, REPO)
         if problems:
@@ -173,11 +192,11 @@ def main(argv: list[str] | None = None) -> int:
             judges = (["clang-19 C++ for OpenCL, MSL prelude"] if have_clang else []) + (
                 ["Apple metal -std=metal4.0 -O2"] if apple else [])
             print(f"ok   {rel} ({'; '.join(judges)})")
-    # One library: kernel names unique across its files.
-    across = ast_rules.duplicate_names(names)
+    # One library: kernel names unique across its files, every function called defined in one.
+    across = library.problems()
     if across:
         failed += 1
-        print("FAIL the library's kernel names")
+        print("FAIL the library (all files together)")
         print("\n".join(across))
     return 1 if failed else 0
 
