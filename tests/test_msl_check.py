@@ -512,6 +512,24 @@ FALSE_ALARMS = [
   simdgroup_multiply_accumulate(c, a, b, c);
   simdgroup_store(c, out, 8);
 }"""),
+    ("constant_in_aliases_functions_and_qualified_constructors",  # §4.2, §4
+     """typedef constant float* planted_cptr;
+using planted_cref = constant float&;
+inline constant float* planted_pick(constant float* a) { return a + 1; }
+struct PlantedBox {
+  float v;
+  PlantedBox() thread = default;
+  PlantedBox(float x) thread : v(x) {}
+  float get() const device { return v; }
+  float get() const thread { return v; }
+};
+[[kernel]] void planted(constant float* c [[buffer(0)]], device float* out [[buffer(1)]],
+                        device PlantedBox* b [[buffer(2)]]) {
+  planted_cptr p = planted_pick(c);
+  planted_cref r = c[0];
+  PlantedBox t(2.0f);
+  out[0] = p[0] + r + b->get() + t.get();
+}"""),
     ("member_functions_of_the_kernels_own_types",  # §4: thread, device and constant methods
      """struct PlantedAcc {
   float v;

@@ -264,7 +264,7 @@ def rewrite(text: str, host_names: list | None = None) -> str:
 
         # Program-scope function constants and other `constant` variables.
         program_scope = not in_function() and (not scopes or scopes[-1] == "ns")
-        if t.text == "constant" and program_scope and "(" not in {h.text for h in head}:
+        if t.text == "constant" and program_scope and _declares_a_variable(toks, i, head):
             end = statement_end(i)
             stmt = toks[i:end + 1]
             sig = [s for s in stmt if s.significant]
@@ -374,7 +374,7 @@ def rewrite(text: str, host_names: list | None = None) -> str:
 
 def _member_function(head: list[Tok], class_name: str) -> bool:
     """Whether a '(' after these tokens, at the scope of class `class_name`, opens the
-    parameters of a non-static member function (not a constructor or destructor, not static,
+    parameters of a non-static member function or constructor (not a destructor, not static,
     friend, typedef or using, not an initializer)."""
     toks = [h for h in head if h.kind != "attr"]
     words: list[str] = []
@@ -404,12 +404,25 @@ def _member_function(head: list[Tok], class_name: str) -> bool:
     words = [w for w in words if w]
     if not words or {"static", "friend", "typedef", "using", "=", "(", ")"} & set(words):
         return False
-    if "operator" in words:
+    if "operator" in words or words[-1] == class_name:  # constructors may be qualified too
         return True
     last = words[-1]
     return (re.match(r"^[A-Za-z_]\w*$", last) is not None and last not in (
-        class_name, "__attribute__", "alignas", "decltype", "sizeof", "noexcept")
+        "__attribute__", "alignas", "decltype", "sizeof", "noexcept")
         and len(words) >= 2 and words[-2] != "~")
+
+
+def _declares_a_variable(toks: list[Tok], i: int, head: list[Tok]) -> bool:
+    """Whether the declaration around toks[i] (head: its tokens before i) declares a variable:
+    not a function (a '(' before any '=', '[', ';' or '{'), typedef or alias."""
+    if {"(", "using", "typedef", "template"} & {h.text for h in head}:
+        return False
+    for t in toks[i:]:
+        if t.text in ("=", "[", ";", "{", ","):
+            return True
+        if t.text == "(":
+            return False
+    return True
 
 
 def _declares_an_object(stmt: list[Tok]) -> bool:
