@@ -252,6 +252,14 @@ template [[host_name("planted_f32")]] [[kernel]] decltype(planted<half>) planted
      """[[kernel]] void planted(device float* out [[buffer(0)]], threadgroup float* scratch [[threadgroup(31)]],
                         uint tid [[thread_index_in_threadgroup]]) { scratch[tid] = 1.0f; out[tid] = scratch[0]; }""",
      r"'threadgroup' attribute parameter is out of bounds"),
+    # §5.2.1: [[buffer(n)]] locates device or constant memory, [[threadgroup(n)]] threadgroup
+    # memory.
+    ("buffer_attribute_on_a_threadgroup_pointer",
+     """[[kernel]] void planted(device float* out [[buffer(0)]], threadgroup float* scratch [[threadgroup(0)]],
+                        uint tid [[thread_index_in_threadgroup]]) { scratch[tid] = 1.0f; out[tid] = scratch[0]; }""",
+     """[[kernel]] void planted(device float* out [[buffer(0)]], threadgroup float* scratch [[buffer(1)]],
+                        uint tid [[thread_index_in_threadgroup]]) { scratch[tid] = 1.0f; out[tid] = scratch[0]; }""",
+     r"\[\[buffer\(n\)\]\] binds a pointer or reference to device or constant memory"),
     # §4: a kernel's pointer arguments are in device, constant or threadgroup memory.
     ("thread_pointer_argument",
      """[[kernel]] void planted(device float* out [[buffer(0)]], device float* in [[buffer(1)]]) { out[0] = in[0]; }""",
