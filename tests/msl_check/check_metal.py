@@ -5,8 +5,8 @@ Each .metal translation unit is preprocessed (clang, C++), rewritten line-preser
 declarations (prelude/metal_prelude.h). On top of what clang enforces there (distinct address
 spaces with no implicit conversion, no double, const through `constant`, every library name and
 signature, every attribute name, constant apart from device), this script rejects what clang's
-AST and IR show (ast_rules.py, ir_rules.py; README.md lists every rule and its section): a
-kernel's interface (return type, argument tables and indices, argument address spaces, built-in
+AST and IR show (kernel_rules.py, ast_rules.py, ir_rules.py; README.md lists every rule and its
+section): a kernel's interface (return type, argument tables and indices, argument address spaces, built-in
 attributes and their types, max threads), function constants, program-scope and static
 variables, goto, pointers without an address space, implicit conversions to bfloat, member
 functions called on device/constant objects, functions called but never defined, recursion,
@@ -35,6 +35,7 @@ sys.path.insert(0, str(HERE))
 
 import ast_rules  # noqa: E402
 import ir_rules  # noqa: E402
+import kernel_rules  # noqa: E402
 from ast_tree import parse  # noqa: E402
 from source_step import SourceError, rewrite  # noqa: E402
 
@@ -90,7 +91,7 @@ class Library:
         self.undefined: list[tuple[str, str]] = []       # (function, error) called, not defined
 
     def problems(self) -> list[str]:
-        return ast_rules.duplicate_names(self.kernel_names) + [
+        return kernel_rules.duplicate_names(self.kernel_names) + [
             error for key, error in self.undefined if key not in self.defined]
 
 
@@ -119,10 +120,10 @@ def check_file(source: Path, includes: list[Path], library: Library | None = Non
         own = files.__contains__
         tree = parse(r.stdout)
         problems = ast_rules.generic_pointers(tree, own)
-        for kernel in ast_rules.kernels(tree, own):
-            problems += ast_rules.kernel_interface(kernel)
-        kernel_names = ast_rules.kernel_names(tree, own, host_names)
-        problems += ast_rules.duplicate_names(kernel_names)
+        for kernel in kernel_rules.kernels(tree, own):
+            problems += kernel_rules.kernel_interface(kernel)
+        kernel_names = kernel_rules.kernel_names(tree, own, host_names)
+        problems += kernel_rules.duplicate_names(kernel_names)
         undefined = ast_rules.undefined_functions(tree, own)
         if library is None:
             problems += [error for _, error in undefined]
@@ -142,8 +143,9 @@ def check_file(source: Path, includes: list[Path], library: Library | None = Non
                             f"function calls): {' -> '.join(_demangle(cycle))}")
         for kernel, size in ir_rules.threadgroup_memory(ir.stdout):
             problems.append(f"{source}: kernel {_demangle([kernel])[0]} uses {size} bytes of "
-                            f"threadgroup memory, over {ir_rules.THREADGROUP_MEMORY_LIMIT} (32 KiB; "
-                            "Metal feature set tables; MSL §4.4 Threadgroup Address Space)")
+                            f"threadgroup memory, over {ir_rules.THREADGROUP_MEMORY_LIMIT} "
+                            "(32 KiB; Metal feature set tables; MSL §4.4 Threadgroup Address "
+                            "Space)")
         return problems
 
 
