@@ -375,13 +375,14 @@ void simdgroup_multiply(thread simdgroup_matrix<Td, N, M>& d,
 namespace metal {
 template <typename T, int Cols, int Rows>
 struct matrix {
-  static_assert(Cols >= 2 && Cols <= 4 && Rows >= 2 && Rows <= 4, "MSL §2.3: 2 to 4 columns and rows");
+  static_assert(Cols >= 2 && Cols <= 4 && Rows >= 2 && Rows <= 4,
+                "MSL §2.3: 2 to 4 columns and rows");
   static_assert(__is_same(T, half) || __is_same(T, float), "MSL §2.3: half or float matrices");
   vec<T, Rows> columns[Cols];
   matrix();
   explicit matrix(T diagonal);  // §2.3.2 (matrix constructors): a diagonal matrix
-  template <typename... C>      // §2.3.2: one vector per column
-  matrix(vec<T, Rows> c0, C... rest);
+  template <typename... C, typename = typename mslc::when<sizeof...(C) + 1 == Cols>::type>
+  matrix(vec<T, Rows> c0, C... rest);  // §2.3.2: one vector per column
   vec<T, Rows>& operator[](int column);  // §2.3.1 Accessing Matrix Components
   const vec<T, Rows>& operator[](int column) const;
 };
