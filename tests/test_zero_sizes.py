@@ -1,6 +1,7 @@
 """Every size of zero (batch, query heads, kv heads, head dims, sequence lengths, pages, page
 size) gives a clean empty result or an error naming the argument, on every entry point and the
-backward; never a signal (zero query heads used to divide by a GQA group size of 0)."""
+backward; never a signal (zero query heads used to divide by a GQA group size of 0; a page size
+of 0 would divide in the Metal kernels)."""
 
 from __future__ import annotations
 
@@ -58,6 +59,14 @@ def kvcache(fa, device, b=2, h=H, rows=2, slots=8, length=3, s_new=1, pages=None
                                       return_softmax_lse=True, **kwargs)
 
 
+def paged(fa, device, pages=3, page_size=4, max_pages=2, cu_k=(0, 1, 3)):
+    k = rand(device, pages, page_size, HKV, D)
+    table = torch.zeros(2, max_pages, dtype=torch.int32, device=device)
+    return fa.flash_attn_varlen_func(rand(device, 5, H, D), k, k.clone(), cu(device, 0, 2, 5),
+                                     cu(device, *cu_k), 3, max(cu_k), block_table=table,
+                                     return_attn_probs=True)
+
+
 def backward(fa, device, b=2, sq=3, sk=4, h=H):
     q, k, v = (t.requires_grad_() for t in (rand(device, b, sq, h, D), rand(device, b, sk, HKV, D),
                                             rand(device, b, sk, HKV, D)))
@@ -87,16 +96,15 @@ CASES = {
     "kvcache_zero_batch": (lambda fa, d: kvcache(fa, d, b=0), (0, 1, H, D)),
     "kvcache_zero_heads_q": (lambda fa, d: kvcache(fa, d, h=0), (2, 1, 0, D)),
     "kvcache_zero_slots": (lambda fa, d: kvcache(fa, d, slots=0, length=0, s_new=0),
-                           (2, 1, H, D)),
-    "kvcache_zero_slots_append": (lambda fa, d: kvcache(fa, d, slots=0, length=0),
-                                  (ValueError, ["cache_seqlens"])),
+                           (ValueError, ["k_cache", "slot"])),
     "kvcache_zero_pages": (lambda fa, d: kvcache(fa, d, pages=0, page_size=8, length=0, s_new=0),
                            (2, 1, H, D)),
     "kvcache_zero_page_size": (lambda fa, d: kvcache(fa, d, pages=3, page_size=0, length=0,
-                                                     s_new=0), (2, 1, H, D)),
-    "kvcache_zero_page_size_append": (lambda fa, d: kvcache(fa, d, pages=3, page_size=0,
-                                                            length=0),
-                                      (ValueError, ["cache_seqlens"])),
+                                                     s_new=0), (ValueError, ["k_cache", "page"])),
+    "varlen_paged_zero_page_size": (lambda fa, d: paged(fa, d, page_size=0),
+                                    (ValueError, ["page_size"])),
+    "varlen_paged_zero_pages": (lambda fa, d: paged(fa, d, pages=0, max_pages=0, cu_k=(0, 0, 0)),
+                                (5, H, D)),
     "backward_zero_heads_q": (lambda fa, d: backward(fa, d, h=0), (2, 3, 0, D)),
     "backward_zero_batch": (lambda fa, d: backward(fa, d, b=0), (0, 3, H, D)),
     "backward_zero_seqlen_k": (lambda fa, d: backward(fa, d, sk=0), (2, 3, H, D)),
@@ -119,7 +127,7 @@ def test_zero_size(fa, device, name):
     assert not first.isnan().any()
     if second is not None:
         assert not second.isnan().any()
-    if name in ("fixed_zero_seqlen_k", "varlen_empty_sequences"):
+    if name in ("fixed_zero_seqlen_k", "varlen_empty_sequences", "varlen_paged_zero_pages"):
         assert torch.equal(first, torch.zeros_like(first))
         assert torch.isneginf(second).all()
     if name == "backward_zero_heads_q":

@@ -189,6 +189,9 @@ AttentionTensors check_attention_inputs(const AttentionArgs& a, c10::DeviceType 
     CHECK_ARG(bt.dim() == 2 && bt.size(0) == batch, "block_table must be [batch=", batch,
               ", max_pages], got shape ", bt.sizes());
     max_pages = bt.size(1);
+    // The kernels find a key's page as key / page_size (also in lanes past the sequence's end).
+    CHECK_ARG(k.size(1) >= 1, "page_size (k.shape[1]) must be >= 1 with block_table, got k of "
+              "shape ", k.sizes());
     if (bt.device().type() == c10::DeviceType::CPU && bt.numel() > 0) {
       const int64_t lo = bt.min().item<int64_t>(), hi = bt.max().item<int64_t>();
       CHECK_ARG(lo >= 0 && hi < k.size(0), "block_table entries (flash_attn_with_kvcache: "

@@ -145,6 +145,10 @@ def flash_attn_with_kvcache(
     if (k is None) != (v is None):
         raise ValueError("k and v (the new tokens) must be given together")
     batch = q.shape[0]
+    if k_cache.shape[1] == 0:
+        unit = "row" if block_table is None else "page"
+        raise ValueError(f"k_cache must hold at least one slot per {unit} (k_cache.shape[1] >= "
+                         f"1), got shape {tuple(k_cache.shape)}")
     if block_table is None:
         # One page per sequence: the batch row of the cache (cache_batch_idx picks it).
         if cache_batch_idx is None:
