@@ -116,16 +116,18 @@ def test_legacy_strided_offsets(fa, device, generator):
     assert_close(out, ref, torch.float32)
 
 
+@pytest.mark.parametrize("s_new", [0, 2], ids=["no_append", "append"])
 @pytest.mark.parametrize("layout", ["contiguous", "paged"])
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
-def test_kvcache_expanded_lengths_and_strided_indices(fa, device, generator, layout, compiled):
+def test_kvcache_expanded_lengths_and_strided_indices(fa, device, generator, layout, compiled,
+                                                      s_new):
     """cache_seqlens = tensor([5]).expand(B); cache_batch_idx / block_table strided views. The new
-    tokens land at position 5 of each sequence's own rows or pages, and the output attends to the
-    7 keys there."""
-    batch, heads, heads_kv, dim, length, s_new = 3, 4, 2, 32, 5, 2
+    tokens (if any) land at position 5 of each sequence's own rows or pages, and the output
+    attends to the keys there."""
+    batch, heads, heads_kv, dim, length = 3, 4, 2, 32, 5
     q = random_tensor((batch, 2, heads, dim), torch.float32, generator, device=device)
-    k_new = random_tensor((batch, s_new, heads_kv, dim), torch.float32, generator, device=device)
-    v_new = random_tensor((batch, s_new, heads_kv, dim), torch.float32, generator, device=device)
+    k_new, v_new = (random_tensor((batch, s_new, heads_kv, dim), torch.float32, generator,
+                                  device=device) if s_new else None for _ in range(2))
     if layout == "contiguous":
         rows = 4
         k_cache = random_tensor((rows, 8, heads_kv, dim), torch.float32, generator, device=device)
@@ -153,7 +155,7 @@ def test_kvcache_expanded_lengths_and_strided_indices(fa, device, generator, lay
 
     expected_k, expected_v = k_before.clone(), v_before.clone()
     for b in range(batch):
-        for t, (row, slot) in enumerate(slots_of(b)[length:]):
+        for t, (row, slot) in enumerate(slots_of(b)[length:] if s_new else []):
             expected_k[row, slot] = k_new[b, t]
             expected_v[row, slot] = v_new[b, t]
     assert torch.equal(k_cache, expected_k) and torch.equal(v_cache, expected_v)
