@@ -163,9 +163,11 @@ def flash_attn_with_kvcache(
         block_table = cache_batch_idx.reshape(batch, 1)
     elif cache_batch_idx is not None:
         raise ValueError("cache_batch_idx cannot be combined with block_table")
-    if block_table.dtype != torch.int32 or block_table.dim() != 2:
+    if (not isinstance(block_table, torch.Tensor) or block_table.dtype != torch.int32
+            or block_table.dim() != 2):
         raise ValueError(f"block_table must be an int32 tensor [batch={batch}, max_pages], got "
-                         f"{block_table.dtype} of shape {tuple(block_table.shape)}")
+                         f"{getattr(block_table, 'dtype', block_table)!r} of shape "
+                         f"{tuple(getattr(block_table, 'shape', ()))}")
     scale = A.resolve_scale(softmax_scale, q)
     softcap = A.resolve_softcap(softcap)
     window = A.resolve_window(window_size, causal)
