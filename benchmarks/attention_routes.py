@@ -1,14 +1,17 @@
-"""The workloads and the routes a user could take for them, shared by the benchmark script and
-`make demo`: this kernel, and the torch routes it replaces (SDPA on a padded batch with a mask,
-SDPA per sequence in a loop, SDPA on a dense batch)."""
+"""The workloads and the routes a user could take for them, shared by `make demo`, `make bench`
+(benchmark_attention.py), `make bench-backward` (training_routes.py) and `make bench-head-dims`
+(head_dim_routes.py): this kernel, and the torch routes it replaces (SDPA on a padded batch with
+a mask, SDPA per sequence in a loop, SDPA on a dense batch), with one way to time them and one
+way to measure their memory."""
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -58,13 +61,35 @@ def values_in_unit_range(shape, g: torch.Generator, dtype) -> torch.Tensor:
     return (torch.rand(shape, generator=g) * 2 - 1).to(dtype)
 
 
+def cu_seqlens(lengths) -> torch.Tensor:
+    """int32 offsets [0, l0, l0 + l1, ...] of sequences packed one after another."""
+    return torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+
+
 def varlen_inputs(lengths, heads, heads_kv, head_dim, dtype, causal=True, seed=0) -> VarlenInputs:
     g = torch.Generator().manual_seed(seed)
     total = sum(lengths)
-    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+    cu = cu_seqlens(lengths)
     make = lambda h: torch.randn(total, h, head_dim, generator=g).to(dtype)  # noqa: E731
     values = values_in_unit_range((total, heads_kv, head_dim), g, dtype)
     return VarlenInputs(make(heads), make(heads_kv), values, cu, list(lengths), causal)
+
+
+def mixed_batch(dtype, sequences=16, longest=2048, heads=32, heads_kv=8, head_dim=128,
+                seed=0) -> VarlenInputs:
+    """The mixed serving batch every script runs: `sequences` causal sequences of 1 to `longest`
+    tokens (mixed_lengths), GQA 32/8, head dim 128."""
+    return varlen_inputs(mixed_lengths(sequences, 1, longest, seed=seed), heads, heads_kv,
+                         head_dim, dtype, causal=True, seed=seed)
+
+
+# Dense equal-length batches: name -> (batch, seqlen, heads, head_dim, dtype, causal).
+DENSE_WORKLOADS = {
+    "dense_fp32": (2, 1024, 16, 128, torch.float32, False),
+    "dense_fp32_causal": (2, 1024, 16, 128, torch.float32, True),
+    "dense_bf16": (2, 1024, 16, 128, torch.bfloat16, False),
+    "dense_bf16_causal": (2, 1024, 16, 128, torch.bfloat16, True),
+}
 
 
 def attention_flops(lengths_q, lengths_k, heads, head_dim, causal) -> float:
@@ -79,6 +104,8 @@ def attention_flops(lengths_q, lengths_k, heads, head_dim, causal) -> float:
 
 
 # --- routes over a packed varlen batch -------------------------------------------------------
+
+KERNEL = "metal-flash-sdpa (this kernel)"  # the route every ratio is against
 
 def kernel_varlen(fa, x: VarlenInputs) -> torch.Tensor:
     return fa.flash_attn_varlen_func(x.q, x.k, x.v, x.cu_seqlens, x.cu_seqlens, x.max_seqlen,
@@ -144,7 +171,34 @@ def sdpa_dense(x: DenseInputs) -> torch.Tensor:
     return F.scaled_dot_product_attention(q, k, v, is_causal=x.causal).transpose(1, 2)
 
 
-# --- timing -----------------------------------------------------------------------------------
+# --- route tables: name -> route as a function of (q, k, v) ------------------------------------
+# Functions of the tensors, not of the inputs, so that training can call them on leaves that
+# require grad; `on_inputs` binds them to the inputs' own tensors.
+
+def varlen_routes(fa, x: VarlenInputs) -> dict[str, Callable]:
+    """This kernel and torch's two routes for x's packed batch."""
+    def on(route):
+        return lambda q, k, v: route(replace(x, q=q, k=k, v=v))
+    return {
+        KERNEL: on(lambda y: kernel_varlen(fa, y)),
+        "torch SDPA, padded batch + mask": on(sdpa_padded),
+        "torch SDPA, loop over sequences": on(sdpa_loop),
+    }
+
+
+def dense_routes(fa, d: DenseInputs) -> dict[str, Callable]:
+    """This kernel and torch's SDPA for d's equal-length batch."""
+    def on(route):
+        return lambda q, k, v: route(replace(d, q=q, k=k, v=v))
+    return {KERNEL: on(lambda y: kernel_dense(fa, y)), "torch SDPA": on(sdpa_dense)}
+
+
+def on_inputs(routes: dict[str, Callable], x) -> dict[str, Callable[[], torch.Tensor]]:
+    """The routes called on x's own q, k, v."""
+    return {name: (lambda fn=fn: fn(x.q, x.k, x.v)) for name, fn in routes.items()}
+
+
+# --- timing and memory --------------------------------------------------------------------------
 
 def time_routes(routes: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1,
                 ) -> dict[str, float]:
@@ -160,3 +214,26 @@ def time_routes(routes: dict[str, Callable[[], object]], repeats: int = 5, warmu
             fn()
             samples[name].append(time.perf_counter() - start)
     return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def peak_extra_bytes(fn) -> int | None:
+    """Peak resident memory above the level before the call (Linux: the /proc peak is reset
+    first; None elsewhere). With glibc's mmap threshold fixed (MALLOC_MMAP_THRESHOLD_), large
+    tensors are mmap-ed and unmapped when freed, so the peak is the route's working set."""
+    try:
+        gc.collect()
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current resident size
+        before = _status_kib("VmRSS")
+        fn()
+        return (_status_kib("VmHWM") - before) * 1024
+    except OSError:
+        return None
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(field)

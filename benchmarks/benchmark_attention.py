@@ -28,12 +28,7 @@ from reference import Semantics, attention_fixed, attention_varlen  # noqa: E402
 # MFS_BENCHMARK_QUICK=1: the same workloads at toy sizes (the CI test of `kernels benchmark`).
 QUICK = os.environ.get("MFS_BENCHMARK_QUICK") == "1"
 
-DENSE = {  # name -> (batch, seqlen, heads, head_dim, dtype, causal)
-    "dense_fp32": (2, 1024, 16, 128, torch.float32, False),
-    "dense_fp32_causal": (2, 1024, 16, 128, torch.float32, True),
-    "dense_bf16": (2, 1024, 16, 128, torch.bfloat16, False),
-    "dense_bf16_causal": (2, 1024, 16, 128, torch.bfloat16, True),
-}
+DENSE = R.DENSE_WORKLOADS
 MIXED = dict(sequences=16, longest=2048, heads=32, heads_kv=8, head_dim=128)
 if QUICK:
     DENSE = {name: (1, 64, 4, 64, dtype, causal)
@@ -66,9 +61,7 @@ class VarlenMixedBatch(_ReferenceCheck, Benchmark):
     SDPA per sequence (the faster torch route)."""
 
     def setup(self):
-        lengths = R.mixed_lengths(MIXED["sequences"], 1, MIXED["longest"], seed=0)
-        self.x = R.varlen_inputs(lengths, MIXED["heads"], MIXED["heads_kv"], MIXED["head_dim"],
-                                 torch.bfloat16, causal=True)
+        self.x = R.mixed_batch(torch.bfloat16, **MIXED)
 
     def benchmark_varlen_mixed_bf16(self):
         self.out = R.kernel_varlen(self.kernel, self.x)
@@ -112,27 +105,21 @@ def main() -> None:
     print(f"{'workload':22s} {'baseline':34s} {'kernel ms':>10s} {'baseline ms':>12s} "
           f"{'ratio':>7s} {'kernel GFLOP/s':>15s}")
 
-    longest = 512 if args.quick else 2048
-    x = R.varlen_inputs(R.mixed_lengths(16, 1, longest), 32, 8, 128, torch.bfloat16, causal=True)
-    times = R.time_routes({
-        "kernel": lambda: R.kernel_varlen(fa, x),
-        "torch SDPA, padded batch + mask": lambda: R.sdpa_padded(x),
-        "torch SDPA, loop over sequences": lambda: R.sdpa_loop(x),
-    }, repeats=args.repeats)
+    x = R.mixed_batch(torch.bfloat16, longest=512 if args.quick else 2048)
+    times = R.time_routes(R.on_inputs(R.varlen_routes(fa, x), x), repeats=args.repeats)
     flops = R.attention_flops(x.lengths, x.lengths, 32, 128, causal=True)
     report("varlen_mixed_bf16", times, flops)
 
-    for name, (batch, seqlen, heads, dim, dtype, causal) in DENSE.items():
+    for name, (batch, seqlen, heads, dim, dtype, causal) in R.DENSE_WORKLOADS.items():
         seqlen = seqlen // 2 if args.quick else seqlen
         d = R.dense_inputs(batch, seqlen, heads, dim, dtype, causal)
-        times = R.time_routes({"kernel": lambda: R.kernel_dense(fa, d),
-                               "torch SDPA": lambda: R.sdpa_dense(d)}, repeats=args.repeats)
+        times = R.time_routes(R.on_inputs(R.dense_routes(fa, d), d), repeats=args.repeats)
         flops = R.attention_flops([seqlen] * batch, [seqlen] * batch, heads, dim, causal)
         report(name, times, flops)
 
 
 def report(workload: str, times: dict[str, float], flops: float) -> None:
-    kernel = times.pop("kernel")
+    kernel = times.pop(R.KERNEL)
     for baseline, t in times.items():
         print(f"{workload:22s} {baseline:34s} {kernel * 1e3:10.1f} {t * 1e3:12.1f} "
               f"{t / kernel:6.2f}x {flops / kernel / 1e9:15.1f}")

@@ -43,8 +43,7 @@ def packed(lengths, heads, head_dim, dtype, generator):
 def route(fa, lengths_q, lengths_k, head_dim, dtype, causal, backward: bool):
     """One call of the kernel on fresh inputs (with backward: forward + backward)."""
     g = torch.Generator().manual_seed(head_dim)
-    cu_q = torch.tensor([0, *torch.tensor(lengths_q).cumsum(0).tolist()], dtype=torch.int32)
-    cu_k = torch.tensor([0, *torch.tensor(lengths_k).cumsum(0).tolist()], dtype=torch.int32)
+    cu_q, cu_k = R.cu_seqlens(lengths_q), R.cu_seqlens(lengths_k)
     q = packed(lengths_q, HEADS, head_dim, dtype, g)
     k = packed(lengths_k, HEADS_KV, head_dim, dtype, g)
     v = packed(lengths_k, HEADS_KV, head_dim, dtype, g)

@@ -11,7 +11,6 @@ backward), and dense equal-length batches against torch SDPA forward + backward.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import sys
 from pathlib import Path
@@ -20,13 +19,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import attention_routes as R  # noqa: E402
-
-DENSE = {  # name -> (batch, seqlen, heads, head_dim, dtype, causal)
-    "dense_fp32_causal": (2, 1024, 16, 128, torch.float32, True),
-    "dense_fp32": (2, 1024, 16, 128, torch.float32, False),
-    "dense_bf16_causal": (2, 1024, 16, 128, torch.bfloat16, True),
-    "dense_bf16": (2, 1024, 16, 128, torch.bfloat16, False),
-}
 
 
 def with_backward(route, inputs, dout):
@@ -39,54 +31,9 @@ def with_backward(route, inputs, dout):
     return run
 
 
-def peak_extra_bytes(fn) -> int | None:
-    """Peak resident memory above the level before the call (Linux: /proc peak reset). Large
-    tensors are mmap-ed and unmapped when freed, so the peak is the route's working set."""
-    try:
-        gc.collect()
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset VmHWM to the current RSS
-        before = _status_kib("VmRSS")
-        fn()
-        return (_status_kib("VmHWM") - before) * 1024
-    except OSError:
-        return None
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise OSError(field)
-
-
-def varlen_routes(fa, x: R.VarlenInputs, dout):
-    def kernel(q, k, v):
-        return fa.flash_attn_varlen_func(q, k, v, x.cu_seqlens, x.cu_seqlens, x.max_seqlen,
-                                         x.max_seqlen, causal=x.causal)
-
-    def as_inputs(fn):
-        return lambda q, k, v: fn(R.VarlenInputs(q, k, v, x.cu_seqlens, x.lengths, x.causal))
-
-    inputs = (x.q, x.k, x.v)
-    return {
-        "kernel": with_backward(kernel, inputs, dout),
-        "torch SDPA, padded batch + mask": with_backward(as_inputs(R.sdpa_padded), inputs, dout),
-        "torch SDPA, loop over sequences": with_backward(as_inputs(R.sdpa_loop), inputs, dout),
-    }
-
-
-def dense_routes(fa, d: R.DenseInputs, dout):
-    def kernel(q, k, v):
-        return fa.flash_attn_func(q, k, v, causal=d.causal)
-
-    def sdpa(q, k, v):
-        return R.sdpa_dense(R.DenseInputs(q, k, v, d.causal))
-
-    inputs = (d.q, d.k, d.v)
-    return {"kernel": with_backward(kernel, inputs, dout),
-            "torch SDPA": with_backward(sdpa, inputs, dout)}
+def trained(routes: dict, x, dout) -> dict:
+    """Each route's forward + backward on x's tensors."""
+    return {name: with_backward(route, (x.q, x.k, x.v), dout) for name, route in routes.items()}
 
 
 def main() -> None:
@@ -106,24 +53,23 @@ def main() -> None:
     print(f"{'workload':22s} {'baseline':34s} {'kernel ms':>10s} {'baseline ms':>12s} "
           f"{'ratio':>7s} {'kernel MiB':>11s} {'baseline MiB':>13s}")
 
-    longest = 512 if args.quick else 2048
     for dtype in (torch.float32, torch.bfloat16):
-        x = R.varlen_inputs(R.mixed_lengths(16, 1, longest), 32, 8, 128, dtype, causal=True)
+        x = R.mixed_batch(dtype, longest=512 if args.quick else 2048)
         dout = torch.randn(x.q.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
-        routes = varlen_routes(fa, x, dout)
-        report(f"varlen_mixed_{str(dtype)[6:]}", routes, args.repeats)
+        report(f"varlen_mixed_{str(dtype)[6:]}", trained(R.varlen_routes(fa, x), x, dout),
+               args.repeats)
 
-    for name, (batch, seqlen, heads, dim, dtype, causal) in DENSE.items():
+    for name, (batch, seqlen, heads, dim, dtype, causal) in R.DENSE_WORKLOADS.items():
         seqlen = seqlen // 2 if args.quick else seqlen
         d = R.dense_inputs(batch, seqlen, heads, dim, dtype, causal)
         dout = torch.randn(d.q.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
-        report(name, dense_routes(fa, d, dout), args.repeats)
+        report(name, trained(R.dense_routes(fa, d), d, dout), args.repeats)
 
 
 def report(workload: str, routes: dict, repeats: int) -> None:
-    memory = {name: peak_extra_bytes(fn) for name, fn in routes.items()}
+    memory = {name: R.peak_extra_bytes(fn) for name, fn in routes.items()}
     times = R.time_routes(routes, repeats=repeats)
-    kernel, kernel_mem = times.pop("kernel"), memory.pop("kernel")
+    kernel, kernel_mem = times.pop(R.KERNEL), memory.pop(R.KERNEL)
     mib = lambda b: "n/a" if b is None else f"{b / 2**20:.0f}"  # noqa: E731
     for baseline, t in times.items():
         print(f"{workload:22s} {baseline:34s} {kernel * 1e3:10.1f} {t * 1e3:12.1f} "

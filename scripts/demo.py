@@ -25,21 +25,12 @@ HEADS, HEADS_KV, HEAD_DIM = 32, 8, 128
 
 
 def workload(args) -> R.VarlenInputs:
-    lengths = R.mixed_lengths(args.sequences, 1, args.longest, seed=args.seed)
-    return R.varlen_inputs(lengths, HEADS, HEADS_KV, HEAD_DIM, DTYPE, causal=True, seed=args.seed)
+    return R.mixed_batch(DTYPE, args.sequences, args.longest, HEADS, HEADS_KV, HEAD_DIM,
+                         seed=args.seed)
 
 
 def routes(fa, x):
-    return {
-        "metal-flash-sdpa (this kernel)": lambda: R.kernel_varlen(fa, x),
-        "torch SDPA, padded batch + mask": lambda: R.sdpa_padded(x),
-        "torch SDPA, loop over sequences": lambda: R.sdpa_loop(x),
-    }
-
-
-def peak_rss_kb() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    return R.on_inputs(R.varlen_routes(fa, x), x)
 
 
 def measure_memory(args, route_index: int) -> None:
@@ -48,11 +39,7 @@ def measure_memory(args, route_index: int) -> None:
     fa = R.load_local_kernel()
     x = workload(args)
     fn = list(routes(fa, x).values())[route_index]
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset VmHWM to the current resident size
-    before = peak_rss_kb()
-    fn()
-    print((peak_rss_kb() - before) / 1024)
+    print(R.peak_extra_bytes(fn) / 2**20)
 
 
 def main() -> None:

@@ -18,8 +18,8 @@ REPO_ID = "kernels-community/metal-flash-sdpa"
 #   cpu - the C++ cpu backend (make build -> build/)
 #   sim - the Metal kernels run by the MSL simulator on CPU tensors
 #         (python scripts/build_local.py --variant sim -> build-sim/)
-#   mps - on a Mac only: the real Metal build (kernel-builder's metal variant in build/, README
-#         "On a Mac") on MPS tensors
+#   mps - on a Mac only: the real Metal build (kernel-builder's metal variant in build/,
+#         docs/CONTRIBUTING.md "On a Mac") on MPS tensors
 VARIANTS = {
     "cpu": (REPO, "cpu", "cpu"),
     "sim": (REPO / "build-sim", "cpu", "cpu"),

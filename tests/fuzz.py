@@ -9,7 +9,8 @@ paged varlen, fixed length, kv-cache decode/chunked prefill with and without app
 legacy in-place call), dtype, head dims up to 512 (V's may differ; above 256 in about one case
 of eight), GQA, length mixes (empty sequences, sq != sk, decode-sized queries, rows after the last
 sequence), page sizes, causal, windows (up to 2**31 - 1), softcap, ALiBi, sinks, scale, strided
-views. Outputs are compared with per-dtype
+views, integer tensors (offsets, cache_seqlens, block_table, cache_batch_idx) as strided or
+expanded views. Outputs are compared with per-dtype
 tolerances; lse is compared too; a case that raises is a failure. Case i of seed s is the same
 configuration on every machine (printed on failure, re-run with --case). The kernel's inputs
 are on the variant's device (`mps` on a Mac); the reference reads the same values on the CPU.
@@ -86,7 +87,20 @@ def draw(rng: random.Random) -> dict:
         permute_cache=rng.random() < 0.3,
     )
     c["head_dim"], c["head_dim_v"] = widen_head_dims(rng, c["head_dim"], c["head_dim_v"])
+    # Integer tensors as views the kernels must not read as dense arrays: strided (junk between
+    # the entries) or, for the kv-cache's lengths, one value expanded over the batch.
+    c["offsets"] = rng.choice(["dense", "dense", "dense", "strided", "expanded"])
     return c
+
+
+def int_view(t, c):
+    """t as the case's integer-tensor layout: dense, or its values every other entry of a wider
+    tensor (the last dim strided, junk between)."""
+    if t is None or c["offsets"] == "dense":
+        return t
+    wide = torch.full((*t.shape[:-1], 2 * t.shape[-1]), -77, dtype=t.dtype, device=t.device)
+    wide[..., ::2] = t
+    return wide[..., ::2]
 
 
 def on(t, device):
@@ -115,8 +129,9 @@ def run_varlen(fa, c, generator, device, paged: bool):
     if paged:
         k, v, table = paged_cache(batch.k, batch.v, batch.cu_seqlens_k, c["page_size"], generator)
     out, lse, _ = fa.flash_attn_varlen_func(
-        batch.q, k, v, batch.cu_seqlens_q, batch.cu_seqlens_k, batch.max_seqlen_q,
-        batch.max_seqlen_k, block_table=table, return_attn_probs=True, **kwargs)
+        batch.q, k, v, int_view(batch.cu_seqlens_q, c), int_view(batch.cu_seqlens_k, c),
+        batch.max_seqlen_q, batch.max_seqlen_k, block_table=int_view(table, c),
+        return_attn_probs=True, **kwargs)
     ref_out, ref_lse = attention_varlen(batch.q, batch.k, batch.v, batch.cu_seqlens_q,
                                         batch.cu_seqlens_k, sem)
     assert_close(out, ref_out, c["dtype"])
@@ -133,8 +148,9 @@ def run_legacy(fa, c, generator, device):
                          device=device)
     sem, _ = features(c, len(c["lengths_q"]), generator, device)
     out = torch.full(batch.q.shape, math.nan, dtype=c["dtype"], device=device)
-    fa.flash_attention_varlen(out, batch.q, batch.k, batch.v, batch.cu_seqlens_q,
-                              batch.cu_seqlens_k, batch.max_seqlen_q, batch.max_seqlen_k,
+    fa.flash_attention_varlen(out, batch.q, batch.k, batch.v, int_view(batch.cu_seqlens_q, c),
+                              int_view(batch.cu_seqlens_k, c), batch.max_seqlen_q,
+                              batch.max_seqlen_k,
                               do_causal=c["causal"], scale=c["scale"],
                               softcapping=c["softcap"] or 1.0)
     ref_out, _ = attention_varlen(batch.q, batch.k, batch.v, batch.cu_seqlens_q,
@@ -166,6 +182,8 @@ def run_kvcache(fa, c, generator, device, paged: bool):
     s_new = sq if c["append"] else 0
     hkv, d, dv, dtype = c["heads_kv"], c["head_dim"], c["head_dim_v"], c["dtype"]
     cached = c["lengths_k"]
+    if c["offsets"] == "expanded":  # one length for every sequence, given as an expanded view
+        cached = [cached[0]] * batch
     total = [n + s_new for n in cached]
     keys = [random_tensor((n, hkv, d), dtype, generator) for n in total]
     values = [random_tensor((n, hkv, dv), dtype, generator) for n in total]
@@ -197,10 +215,14 @@ def run_kvcache(fa, c, generator, device, paged: bool):
     new_v = torch.stack([v[cached[b]:] for b, v in enumerate(values)]) if s_new else None
     sem, kwargs = features(c, batch, generator, device)
     k_cache, v_cache = k_cache.to(device), v_cache.to(device)
+    if c["offsets"] == "expanded":
+        lengths = torch.tensor(cached[:1], dtype=torch.int32, device=device).expand(batch)
+    else:
+        lengths = int_view(torch.tensor(cached, dtype=torch.int32, device=device), c)
     out, lse = fa.flash_attn_with_kvcache(
-        q, k_cache, v_cache, on(new_k, device), on(new_v, device),
-        cache_seqlens=torch.tensor(cached, dtype=torch.int32, device=device),
-        return_softmax_lse=True, **{k: on(t, device) for k, t in kwargs_cache.items()}, **kwargs)
+        q, k_cache, v_cache, on(new_k, device), on(new_v, device), cache_seqlens=lengths,
+        return_softmax_lse=True, **{k: int_view(on(t, device), c)
+                                    for k, t in kwargs_cache.items()}, **kwargs)
     k_cache, v_cache = k_cache.cpu(), v_cache.cpu()
     for b in range(batch):
         ref_out, ref_lse = attention_one_sequence(q[b], keys[b], values[b], sem, b)

@@ -136,7 +136,7 @@ def test_build_toml_lists_every_source_and_header():
 @pytest.mark.kernels_ci
 def test_flags_follow_the_compiler_and_system():
     """GCC gets torch's OpenMP and -fno-gnu-unique; clang (Apple's has neither) does not; macOS
-    leaves the Python symbols to the loading interpreter (README, "On a Mac")."""
+    leaves the Python symbols to the loading interpreter (docs/CONTRIBUTING.md, "On a Mac")."""
     module = build_local()
     gcc_cxx, gcc_ld = module.torch_flags(compiler="g++", system="Linux")
     clang_cxx, clang_ld = module.torch_flags(compiler="clang++-19", system="Linux")

@@ -62,7 +62,7 @@ PLANTS = [
   threadgroup_barrier(mem_flags::mem_threadgroup);
   device float* p = tile;
   out[tid] = p[31 - tid];
-}""", r"__global float \*.*__local float"),
+}""", r"__global_device float \*.*__local float"),
     ("write_through_constant",
      """[[kernel]] void planted(constant float* c [[buffer(0)]], device float* out [[buffer(1)]]) {
   out[0] = c[0];
@@ -204,6 +204,355 @@ inline int planted_odd(int n) { return n == 0 ? 0 : planted_even(n - 1); }
 }""", r"address space|cast"),
 ]
 
+# Round 2 (issue 18): one plant per rule of a kernel's interface, the constant/device split,
+# types, storage, limits and links. Each names its source: a section of Apple's Metal Shading
+# Language Specification (3.x numbering, see prelude/metal_prelude.h) or Apple's own message as
+# public sources quote it.
+PLANTS += [
+    # §5.1.3 Kernel Functions: "A kernel function ... must have a void return type".
+    ("kernel_returning_a_value",
+     """[[kernel]] void planted(device float* out [[buffer(0)]]) { out[0] = 1.0f; }""",
+     """[[kernel]] float planted(device float* out [[buffer(0)]]) { out[0] = 1.0f; return 0.0f; }""",
+     r"returns float.*return type is void"),
+    # §5.1: a library's functions are found by name; two instantiations with one [[host_name]].
+    ("two_instantiations_with_one_host_name",
+     """template <typename T>
+[[kernel]] void planted(device T* out [[buffer(0)]]) { out[0] = T(1.0f); }
+template [[host_name("planted_f32")]] [[kernel]] decltype(planted<float>) planted<float>;
+template [[host_name("planted_f16")]] [[kernel]] decltype(planted<half>) planted<half>;""",
+     """template <typename T>
+[[kernel]] void planted(device T* out [[buffer(0)]]) { out[0] = T(1.0f); }
+template [[host_name("planted_f32")]] [[kernel]] decltype(planted<float>) planted<float>;
+template [[host_name("planted_f32")]] [[kernel]] decltype(planted<half>) planted<half>;""",
+     r"kernel name planted_f32"),
+    # §1.4.1 Overloading: "Metal supports overloading ... except for graphics and kernel functions".
+    ("overloaded_kernel",
+     """[[kernel]] void planted(device float* out [[buffer(0)]]) { out[0] = 1.0f; }
+[[kernel]] void planted_int(device int* out [[buffer(0)]]) { out[0] = 1; }""",
+     """[[kernel]] void planted(device float* out [[buffer(0)]]) { out[0] = 1.0f; }
+[[kernel]] void planted(device int* out [[buffer(0)]]) { out[0] = 1; }""",
+     r"kernel name planted .*cannot be overloaded"),
+    # Apple: "'buffer' attribute parameter is out of bounds: must be between 0 and 30".
+    ("buffer_index_out_of_range",
+     """[[kernel]] void planted(device float* out [[buffer(30)]]) { out[0] = 1.0f; }""",
+     """[[kernel]] void planted(device float* out [[buffer(31)]]) { out[0] = 1.0f; }""",
+     r"'buffer' attribute parameter is out of bounds: must be between 0 and 30"),
+    # §5.2.1: each argument table index once per function.
+    ("buffer_index_used_twice",
+     """[[kernel]] void planted(device float* out [[buffer(0)]], const device float* in [[buffer(1)]]) {
+  out[0] = in[0];
+}""",
+     """[[kernel]] void planted(device float* out [[buffer(0)]], const device float* in [[buffer(0)]]) {
+  out[0] = in[0];
+}""", r"\[\[buffer\(0\)\]\] is also argument out"),
+    # §5.2.1: threadgroup memory arguments [[threadgroup(n)]], the same 0-30 table.
+    ("threadgroup_index_out_of_range",
+     """[[kernel]] void planted(device float* out [[buffer(0)]], threadgroup float* scratch [[threadgroup(0)]],
+                        uint tid [[thread_index_in_threadgroup]]) { scratch[tid] = 1.0f; out[tid] = scratch[0]; }""",
+     """[[kernel]] void planted(device float* out [[buffer(0)]], threadgroup float* scratch [[threadgroup(31)]],
+                        uint tid [[thread_index_in_threadgroup]]) { scratch[tid] = 1.0f; out[tid] = scratch[0]; }""",
+     r"'threadgroup' attribute parameter is out of bounds"),
+    # §5.2.1: [[buffer(n)]] locates device or constant memory, [[threadgroup(n)]] threadgroup
+    # memory.
+    ("buffer_attribute_on_a_threadgroup_pointer",
+     """[[kernel]] void planted(device float* out [[buffer(0)]], threadgroup float* scratch [[threadgroup(0)]],
+                        uint tid [[thread_index_in_threadgroup]]) { scratch[tid] = 1.0f; out[tid] = scratch[0]; }""",
+     """[[kernel]] void planted(device float* out [[buffer(0)]], threadgroup float* scratch [[buffer(1)]],
+                        uint tid [[thread_index_in_threadgroup]]) { scratch[tid] = 1.0f; out[tid] = scratch[0]; }""",
+     r"\[\[buffer\(n\)\]\] binds a pointer or reference to device or constant memory"),
+    # §4: a kernel's pointer arguments are in device, constant or threadgroup memory.
+    ("thread_pointer_argument",
+     """[[kernel]] void planted(device float* out [[buffer(0)]], device float* in [[buffer(1)]]) { out[0] = in[0]; }""",
+     """[[kernel]] void planted(device float* out [[buffer(0)]], thread float* in [[buffer(1)]]) { out[0] = in[0]; }""",
+     r"argument in.*thread memory"),
+    # Apple: "invalid type 'float' for input declaration in a kernel function" (quoted in Dawn's
+    # Tint test expectations); §5.2.3.6: a by-value argument is a built-in input.
+    ("by_value_argument_without_attribute",
+     """[[kernel]] void planted(device float* out [[buffer(0)]], constant float& scale [[buffer(1)]]) { out[0] = scale; }""",
+     """[[kernel]] void planted(device float* out [[buffer(0)]], float scale) { out[0] = scale; }""",
+     r"invalid type 'float' for input declaration in a kernel function"),
+    # §5.2.3.6 Table of kernel function input attributes: ushort(2,3) or uint(2,3) positions.
+    ("threadgroup_position_as_float3",
+     """[[kernel]] void planted(device float* out [[buffer(0)]], uint3 tg [[threadgroup_position_in_grid]]) { out[tg.x] = 1.0f; }""",
+     """[[kernel]] void planted(device float* out [[buffer(0)]], float3 tg [[threadgroup_position_in_grid]]) { out[0] = tg.x; }""",
+     r"\[\[threadgroup_position_in_grid\]\] on 'float"),
+    # §5.2.3.6: thread_position_in_grid and threads_per_grid are declared with the same type.
+    ("grid_position_and_size_of_different_types",
+     """[[kernel]] void planted(device float* out [[buffer(0)]], uint3 pos [[thread_position_in_grid]],
+                        uint3 n [[threads_per_grid]]) { out[pos.x] = float(n.x); }""",
+     """[[kernel]] void planted(device float* out [[buffer(0)]], uint3 pos [[thread_position_in_grid]],
+                        ushort3 n [[threads_per_grid]]) { out[pos.x] = float(n.x); }""",
+     r"declared with different types"),
+    # §5.2.3.6: a uint thread_position_in_threadgroup makes thread_index_in_threadgroup uint.
+    ("thread_index_narrower_than_thread_position",
+     """[[kernel]] void planted(device float* out [[buffer(0)]], uint3 pos [[thread_position_in_threadgroup]],
+                        uint tid [[thread_index_in_threadgroup]]) { out[tid] = float(pos.x); }""",
+     """[[kernel]] void planted(device float* out [[buffer(0)]], uint3 pos [[thread_position_in_threadgroup]],
+                        ushort tid [[thread_index_in_threadgroup]]) { out[tid] = float(pos.x); }""",
+     r"thread_index_in_threadgroup\]\] must be uint"),
+    # §5.2.1, §5.2.3.6: one binding per argument.
+    ("two_bindings_on_one_argument",
+     """[[kernel]] void planted(device float* out [[buffer(0)]], uint i [[thread_position_in_grid]]) { out[i] = 1.0f; }""",
+     """[[kernel]] void planted(device float* out [[buffer(0)]], uint i [[thread_position_in_grid, thread_index_in_threadgroup]]) { out[i] = 1.0f; }""",
+     r"on one argument"),
+    # §5.8.1: function constants are program-scope variables in the constant address space.
+    ("function_constant_outside_constant",
+     """constant bool planted_flag [[function_constant(3)]];
+[[kernel]] void planted(device float* out [[buffer(0)]]) { out[0] = planted_flag ? 1.0f : 0.0f; }""",
+     """bool planted_flag [[function_constant(3)]];
+[[kernel]] void planted(device float* out [[buffer(0)]]) { out[0] = planted_flag ? 1.0f : 0.0f; }""",
+     r"only a program-scope constant variable is a function constant"),
+    # §5.8.1: the index of a function constant is a 16-bit value.
+    ("function_constant_index_out_of_range",
+     """constant bool planted_flag [[function_constant(30)]];
+[[kernel]] void planted(device float* out [[buffer(0)]]) { out[0] = planted_flag ? 1.0f : 0.0f; }""",
+     """constant bool planted_flag [[function_constant(70000)]];
+[[kernel]] void planted(device float* out [[buffer(0)]]) { out[0] = planted_flag ? 1.0f : 0.0f; }""",
+     r"between 0 and 65535"),
+    # §5.8.1: on an argument, [[function_constant(name)]] names a boolean function constant.
+    ("function_constant_index_on_an_argument",
+     """constant bool planted_has_bias [[function_constant(7)]];
+[[kernel]] void planted(device float* out [[buffer(0)]],
+                        const device float* bias [[buffer(1), function_constant(planted_has_bias)]]) {
+  out[0] = planted_has_bias ? bias[0] : 0.0f;
+}""",
+     """constant bool planted_has_bias [[function_constant(7)]];
+[[kernel]] void planted(device float* out [[buffer(0)]],
+                        const device float* bias [[buffer(1), function_constant(7)]]) {
+  out[0] = planted_has_bias ? bias[0] : 0.0f;
+}""", r"names a boolean function constant"),
+    # §4.1 / §4.2: device and constant are different address spaces; no implicit conversion.
+    ("constant_pointer_where_device_expected",
+     """inline float planted_first(const device float* x) { return x[0]; }
+[[kernel]] void planted(const device float* in [[buffer(0)]], device float* out [[buffer(1)]]) {
+  out[0] = planted_first(in);
+}""",
+     """inline float planted_first(const device float* x) { return x[0]; }
+[[kernel]] void planted(constant float* in [[buffer(0)]], device float* out [[buffer(1)]]) {
+  out[0] = planted_first(in);
+}""", r"no matching function for call to 'planted_first'"),
+    ("device_pointer_where_constant_expected",
+     """inline float planted_first(constant float* x) { return x[0]; }
+[[kernel]] void planted(constant float* in [[buffer(0)]], device float* out [[buffer(1)]]) {
+  out[0] = planted_first(in);
+}""",
+     """inline float planted_first(constant float* x) { return x[0]; }
+[[kernel]] void planted(const device float* in [[buffer(0)]], device float* out [[buffer(1)]]) {
+  out[0] = planted_first(in);
+}""", r"no matching function for call to 'planted_first'"),
+    # §6.7 SIMD-group Matrix Functions: simdgroup_load reads device or threadgroup memory.
+    ("simdgroup_load_from_constant_memory",
+     """[[kernel]] void planted(const device half* in [[buffer(0)]], device half* out [[buffer(1)]]) {
+  simdgroup_half8x8 m;
+  simdgroup_load(m, in, 8);
+  simdgroup_store(m, out, 8);
+}""",
+     """[[kernel]] void planted(constant half* in [[buffer(0)]], device half* out [[buffer(1)]]) {
+  simdgroup_half8x8 m;
+  simdgroup_load(m, in, 8);
+  simdgroup_store(m, out, 8);
+}""", r"simdgroup_load"),
+    # §4 (address-space qualified member functions): through MSL 4.0 an unqualified member
+    # function's implicit `this` is thread, so one called on a device object is declared
+    # `device` (AliceO2Group/AliceO2 PR #15772: "up to MSL 4.0 a member function's implicit this
+    # is thread, which is wrong for objects living in device memory ... MSL 4.1 makes an
+    # unannotated this generic").
+    ("member_function_on_a_device_object",
+     """struct PlantedAcc { float v; float get() const device { return v; } };
+[[kernel]] void planted(const device PlantedAcc* acc [[buffer(0)]], device float* out [[buffer(1)]]) {
+  out[0] = acc->get();
+}""",
+     """struct PlantedAcc { float v; float get() const { return v; } };
+[[kernel]] void planted(const device PlantedAcc* acc [[buffer(0)]], device float* out [[buffer(1)]]) {
+  out[0] = acc->get();
+}""", r"member function get called on an object in device memory"),
+    # §2.1 (bfloat), §2.12 Implicit Type Conversions: float does not convert to bfloat implicitly.
+    ("float_into_bfloat_implicitly",
+     """[[kernel]] void planted(device bfloat* out [[buffer(0)]], const device float* in [[buffer(1)]]) {
+  float x = in[0] * 2.0f;
+  out[0] = bfloat(x);
+}""",
+     """[[kernel]] void planted(device bfloat* out [[buffer(0)]], const device float* in [[buffer(1)]]) {
+  float x = in[0] * 2.0f;
+  out[0] = x;
+}""", r"implicit conversion from 'float' to '__bf16'"),
+    ("half_into_bfloat_implicitly",
+     """[[kernel]] void planted(device bfloat* out [[buffer(0)]], const device half* in [[buffer(1)]]) {
+  bfloat x = bfloat(float(in[0]));
+  out[0] = x;
+}""",
+     """[[kernel]] void planted(device bfloat* out [[buffer(0)]], const device half* in [[buffer(1)]]) {
+  bfloat x = in[0];
+  out[0] = x;
+}""", r"bfloat.*half"),  # clang itself refuses this one
+    # §6.7: d = a * b + c with d and c of one element type (the specification's one T).
+    ("mma_accumulating_into_another_type",
+     """[[kernel]] void planted(device float* out [[buffer(0)]]) {
+  simdgroup_half8x8 a = make_filled_simdgroup_matrix<half, 8, 8>(1.0h);
+  simdgroup_float8x8 c = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+  simdgroup_float8x8 d;
+  simdgroup_multiply_accumulate(d, a, a, c);
+  simdgroup_store(d, out, 8);
+}""",
+     """[[kernel]] void planted(device float* out [[buffer(0)]]) {
+  simdgroup_half8x8 a = make_filled_simdgroup_matrix<half, 8, 8>(1.0h);
+  simdgroup_half8x8 c = make_filled_simdgroup_matrix<half, 8, 8>(0.0h);
+  simdgroup_float8x8 d;
+  simdgroup_multiply_accumulate(d, a, a, c);
+  simdgroup_store(d, out, 8);
+}""", r"simdgroup_multiply_accumulate"),
+    # Apple: "program scope variable must reside in constant address space" (quoted in Dawn's
+    # Tint test expectations); §4.2 Constant Address Space.
+    ("program_scope_variable_outside_constant",
+     """constant float planted_scale = 2.0f;
+[[kernel]] void planted(device float* out [[buffer(0)]]) { out[0] = planted_scale; }""",
+     """float planted_scale = 2.0f;
+[[kernel]] void planted(device float* out [[buffer(0)]]) { out[0] = planted_scale; }""",
+     r"program scope variable must reside in constant address space"),
+    # §4.2: variables of static storage live in the constant address space.
+    ("static_local_variable",
+     """[[kernel]] void planted(device float* out [[buffer(0)]]) { const float k = 2.0f; out[0] = k; }""",
+     """[[kernel]] void planted(device float* out [[buffer(0)]]) { static float k = 2.0f; out[0] = k; }""",
+     r"static variable k"),
+    # §1.4.4 Restrictions: no goto.
+    ("goto",
+     """[[kernel]] void planted(device float* out [[buffer(0)]]) {
+  for (int i = 0; i < 4; ++i) { if (out[i] < 0.0f) break; out[i] = 1.0f; }
+}""",
+     """[[kernel]] void planted(device float* out [[buffer(0)]]) {
+  for (int i = 0; i < 4; ++i) { if (out[i] < 0.0f) goto done; out[i] = 1.0f; }
+done:
+  out[0] += 0.0f;
+}""", r"goto"),
+    # Metal feature set tables: 32 KiB of threadgroup memory (§4.4 Threadgroup Address Space),
+    # counted per instantiation, through the functions a kernel calls.
+    ("threadgroup_memory_over_32_kib",
+     """inline void planted_stage(device float* out, uint tid) {
+  threadgroup float more[4096];
+  more[tid] = out[tid];
+  out[tid] = more[4095 - tid];
+}
+template <int N>
+[[kernel]] void planted(device float* out [[buffer(0)]], uint tid [[thread_index_in_threadgroup]]) {
+  threadgroup float tile[N];
+  tile[tid] = out[tid];
+  planted_stage(out, tid);
+  out[tid] = tile[N - 1 - tid];
+}
+template [[host_name("planted_tg")]] [[kernel]] decltype(planted<4096>) planted<4096>;""",
+     """inline void planted_stage(device float* out, uint tid) {
+  threadgroup float more[4096];
+  more[tid] = out[tid];
+  out[tid] = more[4095 - tid];
+}
+template <int N>
+[[kernel]] void planted(device float* out [[buffer(0)]], uint tid [[thread_index_in_threadgroup]]) {
+  threadgroup float tile[N];
+  tile[tid] = out[tid];
+  planted_stage(out, tid);
+  out[tid] = tile[N - 1 - tid];
+}
+template [[host_name("planted_tg")]] [[kernel]] decltype(planted<4097>) planted<4097>;""",
+     r"32772 bytes of threadgroup memory"),
+    # §5.1.3 / Metal feature set tables: at most 1024 threads per threadgroup.
+    ("max_total_threads_over_1024",
+     """[[kernel, max_total_threads_per_threadgroup(1024)]] void planted(device float* out [[buffer(0)]]) { out[0] = 1.0f; }""",
+     """[[kernel, max_total_threads_per_threadgroup(1025)]] void planted(device float* out [[buffer(0)]]) { out[0] = 1.0f; }""",
+     r"max_total_threads_per_threadgroup\(1025\)"),
+    # A function declared and called but defined nowhere: the metallib cannot be linked.
+    ("function_called_but_never_defined",
+     """inline float planted_twice(float x) { return 2.0f * x; }
+[[kernel]] void planted(device float* out [[buffer(0)]]) { out[0] = planted_twice(out[1]); }""",
+     """float planted_twice(float x);
+[[kernel]] void planted(device float* out [[buffer(0)]]) { out[0] = planted_twice(out[1]); }""",
+     r"planted_twice is called but never defined"),
+]
+
+# Valid MSL the check once refused (issue 18): each must pass.
+FALSE_ALARMS = [
+    ("all_any_of_half_comparisons",  # §6.4 Relational Functions
+     """[[kernel]] void planted(device float* out [[buffer(0)]], const device half4* h [[buffer(1)]]) {
+  out[0] = (all(h[0] < h[1]) || any(h[0] == h[1])) ? 1.0f : 0.0f;
+}"""),
+    ("select_of_half4_by_bool4",  # §6.4: select(T a, T b, booln c)
+     """[[kernel]] void planted(device half4* out [[buffer(0)]]) {
+  out[0] = select(out[1], out[2], bool4(true, false, true, false)) + select(out[1], out[2], out[1] > out[2]);
+}"""),
+    ("member_call_on_a_temporary",  # §6.9.2 simd_ballot returns a simd_vote
+     """[[kernel]] void planted(device float* out [[buffer(0)]], uint lane [[thread_index_in_simdgroup]]) {
+  out[lane] = simd_ballot(lane == 0).any() ? 1.0f : 0.0f;
+}"""),
+    ("simdgroup_matrix_functional_cast",  # §6.7: a diagonal matrix from a scalar
+     """[[kernel]] void planted(device float* out [[buffer(0)]]) {
+  simdgroup_float8x8 m = simdgroup_float8x8(1.0f);
+  simdgroup_store(m, out, 8);
+}"""),
+    ("atomics",  # §2.5 Atomic Data Types, §6.15 Atomic Functions
+     """[[kernel]] void planted(device atomic_uint* count [[buffer(0)]], device atomic_float* total [[buffer(1)]],
+                        device float* out [[buffer(2)]], uint tid [[thread_index_in_threadgroup]]) {
+  threadgroup atomic_int local_count;
+  if (tid == 0) atomic_store_explicit(&local_count, 0, memory_order_relaxed);
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  atomic_fetch_add_explicit(&local_count, 1, memory_order_relaxed);
+  uint seen = atomic_fetch_add_explicit(count, 1u, memory_order_relaxed);
+  atomic_fetch_add_explicit(total, out[tid], memory_order_relaxed);
+  out[tid] = float(seen) + float(atomic_load_explicit(count, memory_order_relaxed));
+}"""),
+    ("matrix_types",  # §2.3 Matrix Data Types
+     """[[kernel]] void planted(device float4* out [[buffer(0)]]) {
+  float4x4 m = float4x4(1.0f);
+  float2x2 r = float2x2(float2(0.0f, 1.0f), float2(-1.0f, 0.0f));
+  half3x3 h = half3x3(1.0h);
+  out[0] = m * out[1] + m[2] + float4(r[1], float(h[0][0]), 0.0f) + (out[2] * transpose(m));
+}"""),
+    ("constant_tables",  # §4.2: program-scope and function-scope constant variables
+     """constant float planted_weights[4] = {0.1f, 0.2f, 0.3f, 0.4f};
+[[kernel]] void planted(device float* out [[buffer(0)]], uint i [[thread_position_in_grid]]) {
+  constant float bias[2] = {1.0f, -1.0f};
+  static constexpr int stride = 2;
+  out[i] = planted_weights[i % 4] + bias[i % stride];
+}"""),
+    ("mma_of_half_and_float_operands",  # §6.7; as llama.cpp's mul_mm runs on Apple GPUs
+     """[[kernel]] void planted(device float* out [[buffer(0)]]) {
+  simdgroup_half8x8 a = make_filled_simdgroup_matrix<half, 8, 8>(1.0h);
+  simdgroup_float8x8 b = make_filled_simdgroup_matrix<float, 8, 8>(2.0f);
+  simdgroup_float8x8 c = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+  simdgroup_multiply_accumulate(c, a, b, c);
+  simdgroup_store(c, out, 8);
+}"""),
+    ("constant_in_aliases_functions_and_qualified_constructors",  # §4.2, §4
+     """typedef constant float* planted_cptr;
+using planted_cref = constant float&;
+inline constant float* planted_pick(constant float* a) { return a + 1; }
+struct PlantedBox {
+  float v;
+  PlantedBox() thread = default;
+  PlantedBox(float x) thread : v(x) {}
+  float get() const device { return v; }
+  float get() const thread { return v; }
+};
+[[kernel]] void planted(constant float* c [[buffer(0)]], device float* out [[buffer(1)]],
+                        device PlantedBox* b [[buffer(2)]]) {
+  planted_cptr p = planted_pick(c);
+  planted_cref r = c[0];
+  PlantedBox t(2.0f);
+  out[0] = p[0] + r + b->get() + t.get();
+}"""),
+    ("member_functions_of_the_kernels_own_types",  # §4: thread, device and constant methods
+     """struct PlantedAcc {
+  float v;
+  float get() const { return v; }
+  float get() const device { return v; }
+  float twice() const { return 2.0f * v; }
+  void add(float x) { v += x; }
+};
+[[kernel]] void planted(const device PlantedAcc* d [[buffer(0)]], constant PlantedAcc& c [[buffer(1)]],
+                        device float* out [[buffer(2)]]) {
+  PlantedAcc a = d[0];
+  a.add(c.v);
+  out[0] = a.get() + d->get() + PlantedAcc{1.0f}.twice();
+}"""),
+]
 
 # MSL that attention kernels plausibly use and that the check must accept.
 VALID_MSL = """
@@ -305,6 +654,44 @@ def test_planted_error_fails_the_check(name, good, bad, expect, tmp_path):
                                                 [PLANT_HOST.parent]))
     assert problems, f"{name} was not caught"
     assert re.search(expect, problems, re.S), f"{name} failed for another reason:\n{problems}"
+
+
+@pytest.mark.parametrize("name,code", FALSE_ALARMS, ids=[f[0] for f in FALSE_ALARMS])
+def test_valid_msl_is_no_false_alarm(name, code, tmp_path):
+    problems = check_metal.check_file(_copy_with(PLANT_HOST, tmp_path, code), [PLANT_HOST.parent])
+    assert problems == [], "\n".join(problems)
+
+
+def test_kernel_names_are_unique_across_the_library(tmp_path, capsys):
+    """Two files of one library (each a copy of a real kernel file) may not both define a kernel
+    of one name: the .air files link into one metallib."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    kernel = "[[kernel]] void planted_{}(device float* out [[buffer(0)]]) {{ out[0] = 1.0f; }}"
+    other = KERNEL_SOURCES[1]
+    a = _copy_with(PLANT_HOST, first, kernel.format("one"))
+    b = _copy_with(other, second, kernel.format("two"))
+    assert check_metal.main([str(a), str(b), "-I", str(PLANT_HOST.parent)]) == 0
+    b = _copy_with(other, second, kernel.format("one"))
+    assert check_metal.main([str(a), str(b), "-I", str(PLANT_HOST.parent)]) == 1
+    assert re.search(r"kernel name planted_one is also the kernel at .*/a/", capsys.readouterr().out)
+
+
+def test_a_function_may_be_defined_in_another_file_of_the_library(tmp_path, capsys):
+    """Called in one file and defined in another: the metallib links; defined in none: it does
+    not (the file checked alone fails, see function_called_but_never_defined)."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    a = _copy_with(PLANT_HOST, first, """float planted_twice(float x);
+[[kernel]] void planted_caller(device float* out [[buffer(0)]]) { out[0] = planted_twice(out[1]); }""")
+    defined = "float planted_twice(float x) { return 2.0f * x; }"
+    b = _copy_with(KERNEL_SOURCES[1], second, defined)
+    assert check_metal.main([str(a), str(b), "-I", str(PLANT_HOST.parent)]) == 0
+    b = _copy_with(KERNEL_SOURCES[1], second, "")
+    assert check_metal.main([str(a), str(b), "-I", str(PLANT_HOST.parent)]) == 1
+    assert "planted_twice is called but never defined" in capsys.readouterr().out
 
 
 def test_double_inside_a_kernel_body_fails(tmp_path):

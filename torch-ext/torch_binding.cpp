@@ -4,7 +4,9 @@
 // Python entry point (flash_attn_varlen_func, flash_attn_func, the legacy flash_attention_varlen)
 // is a thin wrapper over them in torch-ext/metal_flash_sdpa/. The backward op is the functional
 // forward's gradient (contiguous K/V), attached to it by torch.library.register_autograd
-// (torch-ext/metal_flash_sdpa/_ops_backward.py).
+// (torch-ext/metal_flash_sdpa/_ops_backward.py). max_seqlen_* are SymInts so that torch.compile
+// keeps them symbolic (a padding-free training step changes them every step: no recompile); the
+// kernels receive them as plain ints.
 #include <torch/library.h>
 
 #include "registration.h"
@@ -13,7 +15,7 @@
 #define FORWARD_ARGS                                                                      \
   "Tensor q, Tensor k, Tensor v, Tensor? cu_seqlens_q, Tensor? cu_seqlens_k, "            \
   "Tensor? seqused_k, Tensor? block_table, Tensor? alibi_slopes, Tensor? s_aux, "         \
-  "int max_seqlen_q, int max_seqlen_k, float softmax_scale, float softcap, "              \
+  "SymInt max_seqlen_q, SymInt max_seqlen_k, float softmax_scale, float softcap, "        \
   "int window_left, int window_right, bool return_lse"
 
 TORCH_LIBRARY_EXPAND(TORCH_EXTENSION_NAME, ops) {
@@ -22,7 +24,7 @@ TORCH_LIBRARY_EXPAND(TORCH_EXTENSION_NAME, ops) {
   ops.def(
       "bwd(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
       "Tensor? cu_seqlens_q, Tensor? cu_seqlens_k, Tensor? alibi_slopes, Tensor? s_aux, "
-      "int max_seqlen_q, int max_seqlen_k, float softmax_scale, float softcap, "
+      "SymInt max_seqlen_q, SymInt max_seqlen_k, float softmax_scale, float softcap, "
       "int window_left, int window_right) -> (Tensor dq, Tensor dk, Tensor dv, Tensor ds_aux)");
 }
 

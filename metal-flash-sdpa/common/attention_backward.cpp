@@ -62,7 +62,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> attention_backward(
   AttentionTensors tensors;
   AttentionGradients g =
       check_attention_backward_inputs(args, lse, dout, backend_device_type(), params, tensors);
-  run_attention_backward(params, tensors, g);
+  // No query: dq is empty, dk, dv and ds_aux stay zero (and heads_q / heads_kv would be 0).
+  if (q.numel() > 0) run_attention_backward(params, tensors, g);
   at::Tensor ds_aux = s_aux ? g.ds_aux.to(s_aux->scalar_type()) : g.ds_aux;
   return {g.dq, g.dk, g.dv, ds_aux};
 }

@@ -2,7 +2,42 @@
 
 #include "attention_backend.h"
 
+#include <c10/util/Exception.h>
+
 namespace {
+
+// [first byte, one past the last byte] that `t` can reach through its strides.
+std::pair<const char*, const char*> byte_extent(const at::Tensor& t) {
+  const char* begin = static_cast<const char*>(t.data_ptr());
+  int64_t last = 0;
+  for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
+  return {begin, begin + (last + 1) * t.element_size()};
+}
+
+// The in-place form writes `out` while it reads the inputs: an `out` sharing bytes with one of
+// them (out=k, out=q[1:]) would read what it already wrote. Refused when the byte ranges of the
+// same storage overlap (conservative: interleaved views of one buffer count as overlapping).
+void check_out_does_not_overlap(const AttentionArgs& a) {
+  const at::Tensor& out = *a.out;
+  if (out.numel() == 0) return;
+  auto check = [&](const std::optional<at::Tensor>& t, const char* name) {
+    if (!t || t->numel() == 0 || !out.storage().is_alias_of(t->storage())) return;
+    const auto [ob, oe] = byte_extent(out);
+    const auto [tb, te] = byte_extent(*t);
+    TORCH_CHECK_VALUE(oe <= tb || te <= ob, "out must not overlap ", name,
+                      " (the in-place entry point writes out while it reads ", name,
+                      "): pass a separate output tensor");
+  };
+  check(a.q, "q");
+  check(a.k, "k");
+  check(a.v, "v");
+  check(a.cu_seqlens_q, "cu_seqlens_q");
+  check(a.cu_seqlens_k, "cu_seqlens_k");
+  check(a.seqused_k, "seqused_k");
+  check(a.block_table, "block_table");
+  check(a.alibi_slopes, "alibi_slopes");
+  check(a.sinks, "s_aux");
+}
 
 // The functional form asks the backend (kClearRowsOutsideSequences) to also return zeros and
 // lse -inf in the rows of a varlen q past cu_seqlens_q[-1]: they belong to no sequence, and the
@@ -10,7 +45,11 @@ namespace {
 AttentionTensors checked_run(const AttentionArgs& args, bool functional) {
   AttentionParams params;
   AttentionTensors tensors = check_attention_inputs(args, backend_device_type(), params);
+  if (!functional) check_out_does_not_overlap(args);
   if (functional && (params.flags & kVarlenQ)) params.flags |= kClearRowsOutsideSequences;
+  // No query (zero heads, rows or batch): nothing to compute, and the kernels' GQA group size
+  // heads_q / heads_kv would be 0.
+  if (tensors.q.numel() == 0) return tensors;
   run_attention_forward(params, tensors);
   return tensors;
 }

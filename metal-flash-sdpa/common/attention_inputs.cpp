@@ -95,6 +95,11 @@ int32_t to_i32(int64_t v, const char* name) {
   return static_cast<int32_t>(v);
 }
 
+std::optional<at::Tensor> dense(const std::optional<at::Tensor>& t) {
+  if (!t) return t;
+  return t->contiguous();
+}
+
 // The shapes of `out` and `lse` (the Python fake implementations state the same rule).
 std::vector<int64_t> attention_out_shape(const at::Tensor& q, const at::Tensor& v) {
   std::vector<int64_t> shape(q.sizes().begin(), q.sizes().end());
@@ -183,12 +188,15 @@ AttentionTensors check_attention_inputs(const AttentionArgs& a, c10::DeviceType 
     CHECK_ARG(bt.scalar_type() == at::kInt, "block_table must be int32, got ", bt.scalar_type());
     CHECK_ARG(bt.dim() == 2 && bt.size(0) == batch, "block_table must be [batch=", batch,
               ", max_pages], got shape ", bt.sizes());
-    check_last_dim_contiguous(bt, "block_table");
     max_pages = bt.size(1);
+    // The kernels find a key's page as key / page_size (also in lanes past the sequence's end).
+    CHECK_ARG(k.size(1) >= 1, "page_size (k.shape[1]) must be >= 1 with block_table, got k of "
+              "shape ", k.sizes());
     if (bt.device().type() == c10::DeviceType::CPU && bt.numel() > 0) {
       const int64_t lo = bt.min().item<int64_t>(), hi = bt.max().item<int64_t>();
-      CHECK_ARG(lo >= 0 && hi < k.size(0), "block_table entries must lie in [0, num_pages=",
-                k.size(0), "), got values in [", lo, ", ", hi, "]");
+      CHECK_ARG(lo >= 0 && hi < k.size(0), "block_table entries (flash_attn_with_kvcache: "
+                "cache_batch_idx) must lie in [0, num_pages=", k.size(0),
+                "), got values in [", lo, ", ", hi, "]");
     }
   }
 
@@ -259,12 +267,15 @@ AttentionTensors check_attention_inputs(const AttentionArgs& a, c10::DeviceType 
   t.q = q;
   t.k = k;
   t.v = v;
-  t.cu_seqlens_q = a.cu_seqlens_q;
-  t.cu_seqlens_k = a.cu_seqlens_k;
-  t.seqused_k = a.seqused_k;
-  t.block_table = a.block_table;
+  // The kernels read these as dense arrays; a strided or expanded view (t[::2],
+  // tensor([5]).expand(B)) is copied here (a few ints), after its values were checked above
+  // through its strides (docs/API.md, "Integer tensors").
+  t.cu_seqlens_q = dense(a.cu_seqlens_q);
+  t.cu_seqlens_k = dense(a.cu_seqlens_k);
+  t.seqused_k = dense(a.seqused_k);
+  t.block_table = dense(a.block_table);
   t.alibi_slopes = a.alibi_slopes;
-  t.sinks = a.sinks;
+  t.sinks = dense(a.sinks);
   t.out = a.out ? *a.out : at::empty(out_shape, q.options());
   t.lse = at::empty(attention_lse_shape(q, a.return_lse), q.options().dtype(at::kFloat));
 
@@ -305,7 +316,7 @@ AttentionTensors check_attention_inputs(const AttentionArgs& a, c10::DeviceType 
   if (paged) {
     p.page_size = to_i32(k.size(1), "page_size");
     p.num_pages = to_i32(k.size(0), "num_pages");
-    p.block_table_batch_stride = to_i32(a.block_table->stride(0), "block_table stride");
+    p.block_table_batch_stride = to_i32(t.block_table->stride(0), "block_table stride");
     p.max_pages_per_seq = to_i32(max_pages, "max_pages");
   }
   p.alibi_batch_stride =

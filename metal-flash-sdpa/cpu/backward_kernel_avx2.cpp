@@ -4,7 +4,7 @@
 
 #ifdef MFS_HAVE_X86_KERNELS
 
-// Everything included before the pragma is compiled for the baseline ISA.
+// Everything included before isa_target_push.h is compiled for the baseline ISA.
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
@@ -13,12 +13,8 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
-#elif defined(__GNUC__)
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c")
-#endif
+#define MFS_ISA_TARGET "avx2,fma,f16c"
+#include "isa_target_push.h"
 
 // Register block of the products: 6 rows x 16 columns: 12 of the 16 ymm registers.
 #define MFS_VEC_LANES 8
@@ -26,11 +22,7 @@
 #define MFS_GEMM_VECS 2
 #include "backward_tile_kernel.h"
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#elif defined(__GNUC__)
-#pragma GCC pop_options
-#endif
+#include "isa_target_pop.h"
 
 BackwardKernel avx2_backward_kernel() { return {bwd_scratch_bytes, bwd_key_tile}; }
 

@@ -4,7 +4,7 @@
 
 #ifdef MFS_HAVE_X86_KERNELS
 
-// Everything included before the pragma is compiled for the baseline ISA.
+// Everything included before isa_target_push.h is compiled for the baseline ISA.
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
@@ -13,12 +13,8 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c,prefer-vector-width=512"))), apply_to = function)
-#elif defined(__GNUC__)
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c,prefer-vector-width=512")
-#endif
+#define MFS_ISA_TARGET "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c,prefer-vector-width=512"
+#include "isa_target_push.h"
 
 // Register block of the products: 4 rows x 32 columns: 8 of the 32 zmm registers.
 #define MFS_VEC_LANES 16
@@ -26,11 +22,7 @@
 #define MFS_GEMM_VECS 2
 #include "backward_tile_kernel.h"
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#elif defined(__GNUC__)
-#pragma GCC pop_options
-#endif
+#include "isa_target_pop.h"
 
 BackwardKernel avx512_backward_kernel() { return {bwd_scratch_bytes, bwd_key_tile}; }
 

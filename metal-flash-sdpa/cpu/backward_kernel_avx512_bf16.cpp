@@ -15,7 +15,7 @@
 
 #ifdef MFS_HAVE_X86_KERNELS
 
-// Everything included before the pragma is compiled for the baseline ISA.
+// Everything included before isa_target_push.h is compiled for the baseline ISA.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -23,12 +23,8 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,f16c"))), apply_to = function)
-#elif defined(__GNUC__)
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,f16c")
-#endif
+#define MFS_ISA_TARGET "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,f16c"
+#include "isa_target_push.h"
 
 // Register block of the fp32 products: 4 rows x 32 columns (as backward_kernel_avx512.cpp).
 #define MFS_VEC_LANES 16
@@ -165,11 +161,7 @@ void run_key_tile(const BackwardJob& job, void* scratch) {
 
 }  // namespace
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#elif defined(__GNUC__)
-#pragma GCC pop_options
-#endif
+#include "isa_target_pop.h"
 
 BackwardKernel avx512_bf16_backward_kernel() { return {pair_scratch_bytes, run_key_tile}; }
 

@@ -9,7 +9,7 @@
 
 #ifdef MFS_HAVE_X86_KERNELS
 
-// Everything included before the pragma is compiled for the baseline ISA.
+// Everything included before isa_target_push.h is compiled for the baseline ISA.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -17,12 +17,8 @@
 #include <cmath>
 #include <cstring>
 
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,f16c"))), apply_to = function)
-#elif defined(__GNUC__)
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,f16c")
-#endif
+#define MFS_ISA_TARGET "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,f16c"
+#include "isa_target_push.h"
 
 #define MFS_AVX512_BF16_DOT 1
 #include "avx512_tile_kernel.h"
@@ -35,11 +31,7 @@ void run_avx512_bf16(const TileJob& job, void* scratch) {
 
 }  // namespace
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#elif defined(__GNUC__)
-#pragma GCC pop_options
-#endif
+#include "isa_target_pop.h"
 
 TileKernel avx512_bf16_tile_kernel() { return {scratch_bytes, run_avx512_bf16}; }
 

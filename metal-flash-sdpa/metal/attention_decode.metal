@@ -396,7 +396,7 @@ template <typename T>
     constant AttentionParams& p [[buffer(MFS_BUF_PARAMS)]],
     uint3 tg [[threadgroup_position_in_grid]],
     uint lane [[thread_index_in_simdgroup]]) {
-  const int covered = mfs_clamp(uniform_load(cu_seqlens_q, p.batch, lane), 0, p.q_rows);
+  const int covered = clamp_to(uniform_load(cu_seqlens_q, p.batch, lane), 0, p.q_rows);
   const int h = (int)tg.y;
   for (int r = 0; r < MFS_CLEAR_ROWS_PER_TG; ++r) {
     const int row = (int)tg.x * MFS_CLEAR_ROWS_PER_TG + r;

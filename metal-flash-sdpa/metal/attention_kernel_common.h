@@ -50,8 +50,6 @@ constant bool mfs_vector_kv [[function_constant(MFS_FC_VECTOR_KV)]];  // 4-eleme
 // kernels only load the offsets it needs.
 using SequenceRows = SequenceBounds;
 
-inline int mfs_clamp(int v, int lo, int hi) { return min(max(v, lo), hi); }
-
 // A value every lane of the SIMD-group needs, loaded once by lane 0 and broadcast (uniform
 // metadata: offsets, lengths, slopes). Must be reached by the whole SIMD-group.
 template <typename T>
@@ -59,8 +57,8 @@ inline T uniform_load(const device T* src, long i, uint lane) {
   return simd_broadcast(lane == 0 ? src[i] : T(0), 0);
 }
 // The same for aligned groups of `lanes` lanes that each need their own value (decode's cohorts
-// hold different heads): the group's first lane loads, the others take it by shuffle. Must be
-// reached by the whole SIMD-group.
+// hold different heads): the group's first lane loads, the others take it by shuffle; with
+// lanes = 32 it is uniform_load. Must be reached by the whole SIMD-group.
 template <typename T>
 inline T group_load(const device T* src, long i, uint lane, int lanes) {
   const ushort first = (ushort)((int)lane / lanes * lanes);
@@ -84,7 +82,7 @@ inline SequenceRows sequence_rows(constant AttentionParams& p, const device int*
 // threadgroup memory), not once per 8-element chunk.
 inline int key_page(constant AttentionParams& p, const device int* block_table, int b, int key) {
   const int page_index = key / p.page_size;  // < max_pages_per_seq since key < seqlen_k
-  return mfs_clamp(block_table[(long)b * p.block_table_batch_stride + page_index], 0,
+  return clamp_to(block_table[(long)b * p.block_table_batch_stride + page_index], 0,
                    p.num_pages - 1);
 }
 
@@ -127,9 +125,7 @@ inline ScoreRule score_rule(constant AttentionParams& p, const device float* ali
   r.scale_log2 = p.scale * MFS_LOG2E;
   r.softcap = p.softcap;
   const long slope_at = (long)b * p.alibi_batch_stride + h;
-  r.slope = !mfs_alibi ? 0.0f
-            : lanes == 32 ? uniform_load(alibi_slopes, slope_at, lane)
-                          : group_load(alibi_slopes, slope_at, lane, lanes);
+  r.slope = mfs_alibi ? group_load(alibi_slopes, slope_at, lane, lanes) : 0.0f;
   r.seqlen_q = s.seqlen_q;
   r.seqlen_k = s.seqlen_k;
   return r;

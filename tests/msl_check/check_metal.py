@@ -4,10 +4,13 @@ Each .metal translation unit is preprocessed (clang, C++), rewritten line-preser
 (source_step.py) and type-checked by clang-19 as C++ for OpenCL 2021 against the MSL library
 declarations (prelude/metal_prelude.h). On top of what clang enforces there (distinct address
 spaces with no implicit conversion, no double, const through `constant`, every library name and
-signature, every attribute name), this script rejects:
-- a pointer or reference without an explicit address space (MSL 4.0 requires one): the AST
-  has an OpenCL `__generic` type in a declaration or explicit cast written in the .metal sources;
-- recursion: a cycle in the LLVM call graph of the translation unit (clang -emit-llvm, opt-19).
+signature, every attribute name, constant apart from device), this script rejects what clang's
+AST and IR show (kernel_rules.py, ast_rules.py, ir_rules.py; README.md lists every rule and its
+section): a kernel's interface (return type, argument tables and indices, argument address spaces, built-in
+attributes and their types, max threads), function constants, program-scope and static
+variables, goto, pointers without an address space, implicit conversions to bfloat, member
+functions called on device/constant objects, functions called but never defined, recursion,
+static threadgroup memory over 32 KiB per kernel, and kernel names repeated across the library.
 Where Apple's toolchain exists (`xcrun -f metal` succeeds), each file is also compiled by
 Apple's compiler as kernel-builder does (`metal -std=metal4.0 -O2 -c`).
 
@@ -30,6 +33,10 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 
+import ast_rules  # noqa: E402
+import ir_rules  # noqa: E402
+import kernel_rules  # noqa: E402
+from ast_tree import parse  # noqa: E402
 from source_step import SourceError, rewrite  # noqa: E402
 
 CLANG = os.environ.get("MSLC_CLANG", "clang++-19")
@@ -68,73 +75,6 @@ def preprocess(source: Path, includes: list[Path]) -> str:
     return r.stdout
 
 
-_LOC = re.compile(r"(/[^\s:<>,']+|line):(\d+):\d+")
-_CHECKED_KINDS = re.compile(
-    r"^(ParmVarDecl|VarDecl|FieldDecl|FunctionDecl|CXXMethodDecl|TypedefDecl|TypeAliasDecl|"
-    r"CStyleCastExpr|CXXStaticCastExpr|CXXReinterpretCastExpr|CXXFunctionalCastExpr|"
-    r"CXXConstCastExpr) ")
-
-
-def _generic_pointers(ast: str, own: set[str]) -> list[str]:
-    """Declarations and explicit casts written in the checked sources (not the prelude) whose
-    type is a pointer or reference without an address space (OpenCL's __generic), from clang's
-    text AST dump. Implicit declarations (copy constructors...) and their parts are skipped."""
-    found = []
-    file, line_no = "", 0
-    skip_below = None  # depth of an implicit declaration whose children are skipped
-    for line in ast.splitlines():
-        # Where the node is: the dump prints a file or line only when it changes, so every
-        # location is followed; the node's own (name) location is the last one on its line.
-        if "/" in line or "line:" in line:
-            for f, ln in _LOC.findall(line):
-                if f != "line":
-                    file = f
-                line_no = int(ln)
-        node = line.lstrip("| `-")
-        depth = len(line) - len(node)
-        if skip_below is not None:
-            if depth > skip_below:
-                continue
-            skip_below = None
-        if " implicit " in node:
-            skip_below = depth
-            continue
-        if "__generic" not in node or file not in own:
-            continue
-        m = _CHECKED_KINDS.match(node)
-        if not m:
-            continue
-        kind = m.group(1)
-        types = re.findall(r"'([^']*)'", node)
-        if not types:
-            continue
-        # A declaration's type is its first quoted type; a cast's is the type it casts to.
-        ty = types[0]
-        if not re.search(r"__generic [^']*[*&]", ty):
-            continue
-        name = node.split("'")[0].split()[-1] if kind.endswith("Decl") else ""
-        found.append(f"{file}:{line_no}: {kind} {name} of type '{ty}': a pointer or reference "
-                     "needs an explicit address space (device, constant, threadgroup or thread; "
-                     "MSL §4 Address Spaces)")
-    return found
-
-
-def _cycles(llvm_ir: str) -> list[list[str]]:
-    """Recursive functions: the call-graph SCCs that contain a cycle."""
-    r = run([OPT, "-passes=print-callgraph-sccs", "-disable-output"], stdin=llvm_ir)
-    if r.returncode != 0:
-        raise CheckError(r.stderr)
-    cycles = []
-    for line in r.stderr.splitlines():
-        m = re.match(r"SCC #\d+: (.*?)(?:, \(Has self-loop\)| \(Has self-loop\))?\s*$", line)
-        if not m:
-            continue
-        names = [x.strip() for x in m.group(1).split(",") if x.strip()]
-        if "Has self-loop" in line or len(names) > 1:
-            cycles.append(names)
-    return cycles
-
-
 def _demangle(names: list[str]) -> list[str]:
     filt = shutil.which("llvm-cxxfilt-19") or shutil.which("c++filt")
     if not filt:
@@ -142,33 +82,70 @@ def _demangle(names: list[str]) -> list[str]:
     return run([filt], stdin="\n".join(names)).stdout.split("\n")[: len(names)]
 
 
-def check_file(source: Path, includes: list[Path]) -> list[str]:
-    """Every error found in one .metal translation unit (empty: it passes)."""
+class Library:
+    """What the rules across the library's files need from each file."""
+
+    def __init__(self):
+        self.kernel_names: list[tuple[str, str]] = []   # (name, where)
+        self.defined: set[str] = set()                   # functions defined
+        self.undefined: list[tuple[str, str]] = []       # (function, error) called, not defined
+
+    def problems(self) -> list[str]:
+        return kernel_rules.duplicate_names(self.kernel_names) + [
+            error for key, error in self.undefined if key not in self.defined]
+
+
+def check_file(source: Path, includes: list[Path], library: Library | None = None) -> list[str]:
+    """Every error found in one .metal translation unit (empty: it passes). With `library`,
+    what the rules across files need is added to it instead of judged here: kernel names, and
+    functions called here but defined in no file of the library."""
+    host_names: list[tuple[str, str]] = []
     try:
-        text = rewrite(preprocess(source, includes))
+        text = rewrite(preprocess(source, includes), host_names)
     except (CheckError, SourceError) as e:
         return [str(e).strip()]
     with tempfile.TemporaryDirectory(prefix="msl_check_") as tmp:
         rewritten = Path(tmp) / (source.stem + ".clcpp")
         rewritten.write_text(text)
-        # Type check; the AST comes with it (declarations only from the sources themselves).
+        # Type check; the AST comes with it.
         r = run([CLANG, *CLCPP_FLAGS, "-fsyntax-only", "-Xclang", "-ast-dump",
                  str(rewritten)])
         diagnostics = [ln for ln in r.stderr.splitlines() if ln.strip()]
         errors = [ln for ln in diagnostics if " error: " in ln or ln.startswith("error")]
         if r.returncode != 0 or errors:
             return ["\n".join(diagnostics)]
-        own = {str(source)} | {
+        files = {str(source)} | {
             f for f in re.findall(r'^# \d+ "([^"]+)"', text, re.M) if not f.startswith("<")}
-        own = {f for f in own if not f.startswith(str(STUB))}
-        problems = _generic_pointers(r.stdout, own)
-        # Recursion.
+        files = {f for f in files if not f.startswith(str(STUB))}
+        own = files.__contains__
+        tree = parse(r.stdout)
+        problems = ast_rules.generic_pointers(tree, own)
+        for kernel in kernel_rules.kernels(tree, own):
+            problems += kernel_rules.kernel_interface(kernel)
+        kernel_names = kernel_rules.kernel_names(tree, own, host_names)
+        problems += kernel_rules.duplicate_names(kernel_names)
+        undefined = ast_rules.undefined_functions(tree, own)
+        if library is None:
+            problems += [error for _, error in undefined]
+        else:
+            library.kernel_names += kernel_names
+            library.defined |= ast_rules.functions_defined(tree, own)
+            library.undefined += undefined
+        problems += ast_rules.storage_and_constants(tree, own)
+        problems += ast_rules.bfloat_conversions(tree, own)
+        problems += ast_rules.member_calls(tree, own)
+        # Recursion and threadgroup memory, on the IR.
         ir = run([CLANG, *CLCPP_FLAGS, "-S", "-emit-llvm", "-O0", "-o", "-", str(rewritten)])
         if ir.returncode != 0:
             return problems + [ir.stderr]
-        for cycle in _cycles(ir.stdout):
-            problems.append(f"{source}: recursion (MSL §1.5.4 Restrictions: no recursive "
+        for cycle in ir_rules.cycles(OPT, ir.stdout):
+            problems.append(f"{source}: recursion (MSL §1.4.4 Restrictions: no recursive "
                             f"function calls): {' -> '.join(_demangle(cycle))}")
+        for kernel, size in ir_rules.threadgroup_memory(ir.stdout):
+            problems.append(f"{source}: kernel {_demangle([kernel])[0]} uses {size} bytes of "
+                            f"threadgroup memory, over {ir_rules.THREADGROUP_MEMORY_LIMIT} "
+                            "(32 KiB; Metal feature set tables; MSL §4.4 Threadgroup Address "
+                            "Space)")
         return problems
 
 
@@ -202,9 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if not have_clang:
         print(f"check-metal: {CLANG} not found: only Apple's compiler runs")
+    library = Library()
     for source in args.sources:
         source = source.resolve()
-        problems = (check_file(source, args.includes) if have_clang else []) + \
+        problems = (check_file(source, args.includes, library) if have_clang else []) + \
             apple_compile(source, args.includes)
         rel = os.path.relpath(source, REPO)
         if problems:
@@ -216,6 +194,12 @@ def main(argv: list[str] | None = None) -> int:
             judges = (["clang-19 C++ for OpenCL, MSL prelude"] if have_clang else []) + (
                 ["Apple metal -std=metal4.0 -O2"] if apple else [])
             print(f"ok   {rel} ({'; '.join(judges)})")
+    # One library: kernel names unique across its files, every function called defined in one.
+    across = library.problems()
+    if across:
+        failed += 1
+        print("FAIL the library (all files together)")
+        print("\n".join(across))
     return 1 if failed else 0
 
 

@@ -9,6 +9,13 @@ What is rewritten, and why (everything else is left to clang):
   an explicit instantiation; the instantiation still type-checks the whole kernel body).
 - `constant T x [[function_constant(i)]];` -> `extern constant T x ...;`: a value known only when
   the pipeline is built, never a compile-time constant.
+- A `constant` variable (program scope, or a function-scope one that is not a pointer or
+  reference) -> `__global const` marked `annotate("msl:constant")`: clang allows variables only
+  in __global or __constant, and the AST rules tell a `constant` one from one without a space.
+- A member function qualified `device` or `constant` gets OpenCL's `__global` (clang takes only
+  OpenCL's keywords after a declarator). An unqualified one stays generic here; MSL 4.0 puts its
+  object in thread memory, which ast_rules.member_calls checks at each call.
+- `template [[host_name("n")]] ...;` names are collected (`host_names`) for the interface rules.
 - A function-scope `threadgroup T a[N], s;` -> references to threadgroup storage
   (`mslc::threadgroup_storage`): OpenCL allows local variables only in kernels, which may not
   be templates.
@@ -147,13 +154,21 @@ def _attribute(tokens: list[Tok], where: str, constants: set[str]) -> str:
     return f'clang::annotate("msl:{name}", {text})'
 
 
-def rewrite(text: str) -> str:
-    """The preprocessed MSL `text`, rewritten for clang (see the module docstring)."""
+_ADDRESS_SPACES = {"device", "constant", "thread", "threadgroup", "threadgroup_imageblock",
+                   "ray_data", "object_data"}
+CONSTANT_VARIABLE = '__attribute__((annotate("msl:constant"))) __global const'
+
+
+def rewrite(text: str, host_names: list | None = None) -> str:
+    """The preprocessed MSL `text`, rewritten for clang (see the module docstring). The
+    `[[host_name("n")]]` of explicit instantiations are appended to `host_names` as
+    (file:line, n)."""
     toks = tokenize(text)
     loc = _Locator(toks)
     out: list[str] = []
     constants: set[str] = set()  # program-scope `constant` variables declared so far
     scopes: list[str] = []       # "func", "class", "ns", "other" per open brace
+    class_names: list[str] = []  # the name of each open class scope
     head: list[Tok] = []         # significant tokens of the statement being read at this level
     i = 0
     n = len(toks)
@@ -222,6 +237,9 @@ def rewrite(text: str) -> str:
                 end = matching(inner_start, "[", "]")
                 for a in _split_attributes(toks[inner_start + 1:end]):
                     _attribute(a, where, constants)  # checked, then dropped
+                    if a[0].text == "host_name" and host_names is not None:
+                        host_names.append((where, "".join(
+                            x.text[1:-1] for x in a[2:-1] if x.kind == "str")))
                 j = next_sig(next_sig(end + 1) + 1)
             out.append("template " + _newlines(toks[i:j]))
             head.append(t)
@@ -245,8 +263,8 @@ def rewrite(text: str) -> str:
                 continue
 
         # Program-scope function constants and other `constant` variables.
-        if t.text == "constant" and not head and not in_function() and (
-                not scopes or scopes[-1] == "ns"):
+        program_scope = not in_function() and (not scopes or scopes[-1] == "ns")
+        if t.text == "constant" and program_scope and _declares_a_variable(toks, i, head):
             end = statement_end(i)
             stmt = toks[i:end + 1]
             sig = [s for s in stmt if s.significant]
@@ -255,7 +273,39 @@ def rewrite(text: str) -> str:
             constants.update(names[:1])
             if any(s.text == "function_constant" for s in stmt):
                 out.append("extern ")
-            # fall through: the statement's tokens are rewritten one by one
+            out.append(CONSTANT_VARIABLE)
+            head.append(t)
+            i += 1
+            continue
+        # A function-scope `constant` variable (not a pointer or reference to constant memory).
+        if t.text == "constant" and in_function() and not head and \
+                _declares_an_object(toks[i:statement_end(i) + 1]):
+            out.append("static " + CONSTANT_VARIABLE)
+            head.append(t)
+            i += 1
+            continue
+
+        # A member function's address-space qualifier.
+        if t.text == "(" and scopes and scopes[-1] == "class" and \
+                _member_function(head, class_names[-1]):
+            close = matching(i, "(", ")")
+            k = next_sig(close + 1)
+            quals = set()
+            while k < n and toks[k].kind == "id" and toks[k].text in (
+                    {"const", "volatile", "noexcept", "override", "final"} | _ADDRESS_SPACES):
+                quals.add(toks[k].text)
+                k = next_sig(k + 1)
+            if k < n and toks[k].text in ("{", ";", "=", "&", "&&", "->"):
+                for x in toks[i:close + 1]:
+                    out.append(x.text)
+                for x in toks[close + 1:k]:
+                    # clang takes only OpenCL's keywords after a declarator: a device or
+                    # constant member function's object is in __global (either subspace).
+                    out.append({"device": "__global", "constant": "__global" if "const" in quals
+                                else "__global const"}.get(x.text, x.text))
+                head.append(Tok("punct", ")"))
+                i = k
+                continue
 
         # Vector constructors.
         if t.kind == "id" and _VECTOR_TYPE.match(t.text):
@@ -298,14 +348,18 @@ def rewrite(text: str) -> str:
                 scopes.append("ns")
             elif words & {"struct", "class", "union", "enum"} and ")" not in words:
                 scopes.append("class")
+                keyword = next(k for k, h in enumerate(head)
+                               if h.text in ("struct", "class", "union", "enum"))
+                names = [h.text for h in head[keyword + 1:] if h.kind == "id"]
+                class_names.append(names[0] if names else "")
             elif ")" in words or words & {"else", "do", "try"} or in_function():
                 scopes.append("func")
             else:
                 scopes.append("other")
             head = []
         elif t.text == "}":
-            if scopes:
-                scopes.pop()
+            if scopes and scopes.pop() == "class":
+                class_names.pop()
             head = []
         elif t.text == ";":
             head = []
@@ -316,6 +370,74 @@ def rewrite(text: str) -> str:
         out.append(t.text)
         i += 1
     return "".join(out)
+
+
+def _member_function(head: list[Tok], class_name: str) -> bool:
+    """Whether a '(' after these tokens, at the scope of class `class_name`, opens the
+    parameters of a non-static member function or constructor (not a destructor, not static,
+    friend, typedef or using, not an initializer)."""
+    toks = [h for h in head if h.kind != "attr"]
+    words: list[str] = []
+    k = 0
+    if toks and toks[0].text == "template":  # template <...>
+        depth = 0
+        for k, t in enumerate(toks):
+            depth += t.text == "<"
+            depth -= t.text == ">"
+            if t.text == ">" and depth == 0:
+                break
+        k += 1
+    while k < len(toks):
+        t = toks[k]
+        if t.text in ("__attribute__", "alignas", "decltype") and k + 1 < len(toks) and \
+                toks[k + 1].text == "(":
+            depth = 0
+            for k in range(k + 1, len(toks)):
+                depth += toks[k].text == "("
+                depth -= toks[k].text == ")"
+                if depth == 0:
+                    break
+            words.append("decltype" if t.text == "decltype" else "")
+        else:
+            words.append(t.text)
+        k += 1
+    words = [w for w in words if w]
+    if not words or {"static", "friend", "typedef", "using", "=", "(", ")"} & set(words):
+        return False
+    if "operator" in words or words[-1] == class_name:  # constructors may be qualified too
+        return True
+    last = words[-1]
+    return (re.match(r"^[A-Za-z_]\w*$", last) is not None and last not in (
+        "__attribute__", "alignas", "decltype", "sizeof", "noexcept")
+        and len(words) >= 2 and words[-2] != "~")
+
+
+def _declares_a_variable(toks: list[Tok], i: int, head: list[Tok]) -> bool:
+    """Whether the declaration around toks[i] (head: its tokens before i) declares a variable:
+    not a function (a '(' before any '=', '[', ';' or '{'), typedef or alias."""
+    if {"(", "using", "typedef", "template"} & {h.text for h in head}:
+        return False
+    for t in toks[i:]:
+        if t.text in ("=", "[", ";", "{", ","):
+            return True
+        if t.text == "(":
+            return False
+    return True
+
+
+def _declares_an_object(stmt: list[Tok]) -> bool:
+    """A declaration whose declarator (before any initializer) is not a pointer or reference."""
+    depth = 0
+    for t in stmt:
+        if t.text in "([{":
+            depth += 1
+        elif t.text in ")]}":
+            depth -= 1
+        elif depth == 0 and t.text in ("=", ";"):
+            return True
+        elif depth == 0 and t.text in ("*", "&", "&&"):
+            return False
+    return True
 
 
 def _threadgroup_declaration(stmt: list[Tok], where: str) -> str | None:

@@ -7,13 +7,15 @@ the same rules to the op itself."""
 
 from __future__ import annotations
 
-import math
+import numbers
 import operator
 from typing import Sequence, Union
 
 import torch
 
 FLOAT32_MAX = 3.4028234663852886e38
+# A positive value at most half of float32's smallest subnormal (2**-149) rounds to 0 there.
+FLOAT32_ROUNDS_TO_ZERO = 2.0**-150
 INT32_MAX = 2**31 - 1
 
 
@@ -25,12 +27,16 @@ def check_no_dropout(dropout_p: float) -> None:
 
 
 def _finite_float32(value, name: str) -> float:
-    """`value` as a Python float that float32 represents without becoming inf."""
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(x) or abs(x) > FLOAT32_MAX:
+    """`value` as a Python float that float32 represents without becoming inf. Comparisons only
+    (false for NaN), so that torch.compile traces it on a symbolic float too."""
+    if isinstance(value, torch.SymFloat):
+        x = value
+    else:
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not (-FLOAT32_MAX <= x <= FLOAT32_MAX):
         raise ValueError(f"{name} must be a finite float32 value (|{name}| <= {FLOAT32_MAX:.4g}), "
                          f"got {value!r}")
     return x
@@ -39,6 +45,8 @@ def _finite_float32(value, name: str) -> float:
 def resolve_scale(softmax_scale: float | None, q: torch.Tensor,
                   name: str = "softmax_scale") -> float:
     if softmax_scale is None:
+        if q.shape[-1] == 0:  # the op refuses it too, but 0 ** -0.5 would fail first
+            raise ValueError("head_dim of q must be a multiple of 8 between 8 and 512, got 0")
         return q.shape[-1] ** -0.5
     return _finite_float32(softmax_scale, name)
 
@@ -70,7 +78,10 @@ def resolve_window(window_size: Sequence[int], causal: bool) -> tuple[int, int]:
 
 
 def resolve_max_seqlen(value: Union[int, torch.Tensor], name: str) -> int:
-    """transformers passes 0-dim integer tensors; the op takes a Python int."""
+    """transformers passes 0-dim integer tensors; the op takes a Python int (a numpy integer is
+    one; torch.compile's symbolic int stays symbolic, so a new max_seqlen does not recompile)."""
+    if isinstance(value, torch.SymInt):
+        return value
     if isinstance(value, torch.Tensor):
         if value.dim() != 0 or value.is_floating_point() or value.is_complex():
             raise ValueError(
@@ -78,16 +89,16 @@ def resolve_max_seqlen(value: Union[int, torch.Tensor], name: str) -> int:
                 f"of shape {tuple(value.shape)}"
             )
         return int(value.item())
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ValueError(f"{name} must be an int or a 0-dim integer tensor, got {value!r}")
-    return value
+    return int(value)
 
 
 def resolve_softcap(softcap: float, name: str = "softcap") -> float:
     x = _finite_float32(softcap, name)
     if x < 0.0:
         raise ValueError(f"{name} must be >= 0 (0 = off), got {softcap!r}")
-    if x > 0.0 and float(torch.tensor(x, dtype=torch.float32)) == 0.0:
+    if 0.0 < x <= FLOAT32_ROUNDS_TO_ZERO:
         # It would reach the kernels as 0, which means "off": the opposite of a tiny cap.
         raise ValueError(f"{name} is positive but below float32's smallest value, got {softcap!r}")
     return x

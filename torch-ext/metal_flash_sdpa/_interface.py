@@ -108,7 +108,11 @@ def flash_attention_varlen(
     """The package's original entry point, unchanged: writes `out` in place. Its softcap
     convention is its own: `softcapping = 1.0` means off. Not differentiable: a call that would
     need a gradient (grad mode on and an input requiring grad) raises rather than leaving the
-    gradient silently missing; use flash_attn_varlen_func for training."""
+    gradient silently missing; use flash_attn_varlen_func for training. `out` must be a tensor of
+    its own: one that overlaps query, key or value is refused (the op checks it)."""
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(f"out must be a tensor [total_q, heads, head_dim_v] that "
+                         f"flash_attention_varlen writes in place, got {out!r}")
     if needs_grad(query, key, value):
         raise NotImplementedError(
             "flash_attention_varlen (the in-place legacy entry point) is not differentiable: use "

@@ -1,13 +1,18 @@
 """flash_attn_with_kvcache: decode and chunked prefill against a KV cache, over the same forward
-op (a contiguous cache is a paged cache whose pages are whole batch rows)."""
+op (a contiguous cache is a paged cache whose pages are whole batch rows). The append of new
+tokens is an op of its own (append_kv) that checks everything before it writes: under
+torch.compile too, where the Python around it is traced and its data-dependent checks could not
+run."""
 
 from __future__ import annotations
 
+import numbers
 from typing import Optional, Sequence, Union
 
 import torch
 
 from . import _arguments as A
+from ._ops import add_op_namespace_prefix
 from ._ops_backward import needs_grad
 from ._ops_forward import forward
 
@@ -15,8 +20,11 @@ from ._ops_forward import forward
 def _cache_lengths(cache_seqlens, batch: int, capacity: int, device) -> torch.Tensor:
     if cache_seqlens is None:  # flash-attn: the whole cache is valid
         return torch.full((batch,), capacity, dtype=torch.int32, device=device)
-    if isinstance(cache_seqlens, int):
-        return torch.full((batch,), cache_seqlens, dtype=torch.int32, device=device)
+    if isinstance(cache_seqlens, numbers.Integral) and not isinstance(cache_seqlens, bool):
+        return torch.full((batch,), int(cache_seqlens), dtype=torch.int32, device=device)
+    if not isinstance(cache_seqlens, torch.Tensor):
+        raise ValueError(f"cache_seqlens must be an int or an int32 tensor [batch={batch}], got "
+                         f"{cache_seqlens!r}")
     if cache_seqlens.device != device:
         raise RuntimeError(f"cache_seqlens must be on the same device as q ({device}), got "
                            f"{cache_seqlens.device}")
@@ -46,9 +54,8 @@ def _check_new_tokens(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
 
 def _check_room(lengths: torch.Tensor, s_new: int, capacity: int) -> None:
     """cache_seqlens + seqlen_new within the cache. Checked where the lengths are readable without
-    a sync (and not while tracing, where they are not known; the gather in _slots then fails on
-    an index past the block table instead)."""
-    if lengths.device.type != "cpu" or torch.compiler.is_compiling() or not lengths.numel():
+    a sync (CPU tensors), inside append_kv, so under torch.compile as well."""
+    if lengths.device.type != "cpu" or not lengths.numel():
         return
     low, high = int(lengths.min()), int(lengths.max())
     if low < 0 or high + s_new > capacity:
@@ -61,9 +68,48 @@ def _slots(lengths: torch.Tensor, s_new: int, block_table: torch.Tensor,
            page_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(page, slot in page) of every new token, [batch * S_new] each: position lengths[b] + t."""
     batch = lengths.shape[0]
-    positions = lengths.view(batch, 1).long() + torch.arange(s_new, device=lengths.device)
+    positions = lengths.reshape(batch, 1).long() + torch.arange(s_new, device=lengths.device)
     pages = torch.gather(block_table.long(), 1, positions // page_size)
     return pages.reshape(-1), (positions % page_size).reshape(-1)
+
+
+def _check_cache_rows(cache_batch_idx: torch.Tensor, rows: int) -> None:
+    """cache_batch_idx within k_cache's rows, where readable (CPU, eager); otherwise the op's own
+    block_table check, which names cache_batch_idx too."""
+    if (cache_batch_idx.device.type != "cpu" or torch.compiler.is_compiling()
+            or not cache_batch_idx.numel()):
+        return
+    low, high = int(cache_batch_idx.min()), int(cache_batch_idx.max())
+    if low < 0 or high >= rows:
+        raise ValueError(f"cache_batch_idx entries must lie in [0, {rows}) (the batch rows of "
+                         f"k_cache), got values in [{low}, {high}]")
+
+
+@torch.library.custom_op(
+    add_op_namespace_prefix("append_kv"), mutates_args=("k_cache", "v_cache"),
+    schema="(Tensor q, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor k, Tensor v, "
+           "Tensor lengths, Tensor block_table, Tensor? alibi_slopes, Tensor? s_aux, "
+           "float softmax_scale, float softcap, int window_left, int window_right) -> ()")
+def _append_kv(q, k_cache, v_cache, k, v, lengths, block_table, alibi_slopes, s_aux,
+               softmax_scale, softcap, window_left, window_right):
+    """Writes the new tokens k, v [batch, S_new, ...] at positions lengths[b] + t, after every
+    check, so that a refused call leaves the caches as they were: the room in the cache, then the
+    op's own checks (dtypes, head dims, alibi_slopes, s_aux, block_table...) on no queries, which
+    read the cache and launch no kernel."""
+    capacity = k_cache.shape[1] * block_table.shape[1]
+    _check_room(lengths, k.shape[1], capacity)
+    forward(q[:, :0], k_cache, v_cache, seqused_k=lengths, block_table=block_table,
+            alibi_slopes=alibi_slopes, s_aux=s_aux, max_seqlen_q=0, max_seqlen_k=capacity,
+            softmax_scale=softmax_scale, softcap=softcap, window_size=(window_left, window_right))
+    pages, slots = _slots(lengths, k.shape[1], block_table, k_cache.shape[1])
+    k_cache.index_put_((pages, slots), k.reshape(-1, *k.shape[2:]))
+    v_cache.index_put_((pages, slots), v.reshape(-1, *v.shape[2:]))
+
+
+@_append_kv.register_fake
+def _append_kv_fake(q, k_cache, v_cache, k, v, lengths, block_table, alibi_slopes, s_aux,
+                    softmax_scale, softcap, window_left, window_right):
+    return None
 
 
 def flash_attn_with_kvcache(
@@ -99,35 +145,38 @@ def flash_attn_with_kvcache(
     if (k is None) != (v is None):
         raise ValueError("k and v (the new tokens) must be given together")
     batch = q.shape[0]
+    if k_cache.shape[1] == 0:
+        unit = "row" if block_table is None else "page"
+        raise ValueError(f"k_cache must hold at least one slot per {unit} (k_cache.shape[1] >= "
+                         f"1), got shape {tuple(k_cache.shape)}")
     if block_table is None:
         # One page per sequence: the batch row of the cache (cache_batch_idx picks it).
         if cache_batch_idx is None:
             cache_batch_idx = torch.arange(batch, dtype=torch.int32, device=q.device)
-        elif cache_batch_idx.dtype != torch.int32 or cache_batch_idx.shape != (batch,):
+        elif (not isinstance(cache_batch_idx, torch.Tensor)
+              or cache_batch_idx.dtype != torch.int32 or cache_batch_idx.shape != (batch,)):
             raise ValueError(f"cache_batch_idx must be an int32 tensor [batch={batch}], got "
-                             f"{cache_batch_idx.dtype} of shape {tuple(cache_batch_idx.shape)}")
-        block_table = cache_batch_idx.view(batch, 1)
+                             f"{getattr(cache_batch_idx, 'dtype', cache_batch_idx)!r} of shape "
+                             f"{tuple(getattr(cache_batch_idx, 'shape', ()))}")
+        else:
+            _check_cache_rows(cache_batch_idx, k_cache.shape[0])
+        block_table = cache_batch_idx.reshape(batch, 1)
     elif cache_batch_idx is not None:
         raise ValueError("cache_batch_idx cannot be combined with block_table")
-    if block_table.dtype != torch.int32:
-        raise ValueError(f"block_table must be int32, got {block_table.dtype}")
+    if (not isinstance(block_table, torch.Tensor) or block_table.dtype != torch.int32
+            or block_table.dim() != 2):
+        raise ValueError(f"block_table must be an int32 tensor [batch={batch}, max_pages], got "
+                         f"{getattr(block_table, 'dtype', block_table)!r} of shape "
+                         f"{tuple(getattr(block_table, 'shape', ()))}")
     scale = A.resolve_scale(softmax_scale, q)
     softcap = A.resolve_softcap(softcap)
     window = A.resolve_window(window_size, causal)
     capacity = k_cache.shape[1] * block_table.shape[1]
     lengths = _cache_lengths(cache_seqlens, batch, capacity, q.device)
     if k is not None:
-        # Every check before any write, so that a refused call leaves the cache as it was: the new
-        # tokens' own, then the op's (dtypes, head dims, alibi_slopes, s_aux, block_table...) on
-        # no queries, which reads the cache and launches no kernel.
-        _check_new_tokens(k, v, k_cache, v_cache, batch)
-        _check_room(lengths, k.shape[1], capacity)
-        forward(q[:, :0], k_cache, v_cache, seqused_k=lengths, block_table=block_table,
-                alibi_slopes=alibi_slopes, s_aux=s_aux, max_seqlen_q=0, max_seqlen_k=capacity,
-                softmax_scale=scale, softcap=softcap, window_size=window)
-        pages, slots = _slots(lengths, k.shape[1], block_table, k_cache.shape[1])
-        k_cache.index_put_((pages, slots), k.reshape(-1, *k.shape[2:]))
-        v_cache.index_put_((pages, slots), v.reshape(-1, *v.shape[2:]))
+        _check_new_tokens(k, v, k_cache, v_cache, batch)  # shapes: traced under torch.compile
+        _append_kv(q, k_cache, v_cache, k, v, lengths, block_table, alibi_slopes, s_aux, scale,
+                   softcap, window[0], window[1])
         lengths = lengths + k.shape[1]
     out, lse = forward(
         q, k_cache, v_cache,

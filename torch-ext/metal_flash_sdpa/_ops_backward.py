@@ -1,10 +1,16 @@
 """Autograd of the functional forward op: the backward op's fake implementation and the formula
 registered with torch.library.register_autograd (FlashAttention-2: the forward saves q, k, v, out
-and the fp32 lse, the backward op recomputes the probabilities tile by tile)."""
+and the fp32 lse, the backward op recomputes the probabilities tile by tile).
+
+First-order reverse mode only. Double backward, forward-mode AD and torch.func's grad transforms
+are refused (check_first_order_autograd, and the backward op's own autograd formula), never
+answered with zero or missing gradients."""
 
 from __future__ import annotations
 
 import torch
+import torch.autograd.forward_ad as forward_ad
+from torch._C._functorch import TransformType, get_interpreter_stack
 
 from ._ops import add_op_namespace_prefix, ops
 
@@ -48,6 +54,38 @@ def _backward(ctx, grad_out, grad_lse):
 
 torch.library.register_autograd(add_op_namespace_prefix("fwd"), _backward,
                                 setup_context=_setup_context)
+
+FIRST_ORDER_ONLY = (
+    "metal-flash-sdpa supports first-order reverse-mode autograd only (loss.backward(), "
+    "torch.autograd.grad): double backward (create_graph=True then a second backward), "
+    "forward-mode AD (torch.func.jvp, torch.autograd.forward_ad) and torch.func's grad "
+    "transforms (grad, jacrev, jacfwd, hessian) are not supported")
+
+
+def _bwd_setup_context(ctx, inputs, output):
+    pass
+
+
+def _double_backward(ctx, *grads):
+    # Without this formula torch would differentiate the backward op as a constant: zeros.
+    raise NotImplementedError(FIRST_ORDER_ONLY)
+
+
+torch.library.register_autograd(add_op_namespace_prefix("bwd"), _double_backward,
+                                setup_context=_bwd_setup_context)
+
+
+def check_first_order_autograd(*tensors) -> None:
+    """Refuses what the op's autograd formula would silently drop: a forward-mode tangent (the
+    op has no jvp: torch would return no tangent) and torch.func's transforms other than vmap."""
+    if torch.compiler.is_compiling():
+        return
+    stack = get_interpreter_stack()
+    if stack and any(level.key() in (TransformType.Grad, TransformType.Jvp) for level in stack):
+        raise NotImplementedError(FIRST_ORDER_ONLY)
+    if forward_ad._current_level >= 0 and any(
+            t is not None and forward_ad.unpack_dual(t).tangent is not None for t in tensors):
+        raise NotImplementedError(FIRST_ORDER_ONLY)
 
 
 def needs_grad(*tensors) -> bool:

@@ -8,6 +8,7 @@ from typing import Optional
 import torch
 
 from ._ops import add_op_namespace_prefix, ops
+from ._ops_backward import check_first_order_autograd
 
 
 def _out_shape(q: torch.Tensor, v: torch.Tensor) -> list[int]:
@@ -76,6 +77,7 @@ def forward(
     return_lse: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Runs the forward op; returns (out, lse), lse being empty unless return_lse."""
+    check_first_order_autograd(q, k, v, s_aux, alibi_slopes)
     args = (q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes, s_aux,
             max_seqlen_q, max_seqlen_k, softmax_scale, softcap, window_size[0], window_size[1],
             return_lse)

@@ -21,14 +21,17 @@
 #pragma OPENCL EXTENSION cl_khr_fp16 : enable
 
 // ---- MSL §4 Address Spaces -----------------------------------------------------------------
-// §4.1 device, §4.4 threadgroup, §4.3 thread map to OpenCL's global, local and private spaces.
-// §4.2 constant is read-only device memory: `__global const` (OpenCL's own __constant space
-// would refuse to copy a struct out of it, which MSL allows). So a write through `constant` is
-// an error, but constant <-> device const is not told apart (see README.md).
-#define device __global
+// §4.1 device, §4.4 threadgroup, §4.3 thread map to OpenCL's global, local and private spaces;
+// device and §4.2 constant to the two disjoint halves of the global space that clang knows
+// (opencl_global_device, opencl_global_host: subsets of __global, so both still convert to the
+// generic space that clang's implicit copy members take; neither converts to the other). So a
+// constant pointer where a device one is expected, and back, is an error, and so is a write
+// through `constant` (const). A program-scope `constant` variable (which clang allows only in
+// __global or __constant) is rewritten by the source step to `__global const`.
+#define device __attribute__((opencl_global_device))
 #define threadgroup __local
 #define thread __private
-#define constant __global const
+#define constant __attribute__((opencl_global_host)) const
 // §4.5 threadgroup_imageblock, §4.6 ray_data, §4.7 object_data: not for compute kernels; kept
 // distinct from the spaces above only as far as OpenCL allows.
 #define threadgroup_imageblock __local
@@ -146,14 +149,18 @@ V make(A, B, R...) {
 namespace metal {
 using ::uchar; using ::ushort; using ::uint; using ::ulong; using ::bfloat; using ::vec;
 
+// The members take any object (clang's generic `this`): a temporary, as in the functional cast
+// `simdgroup_float8x8(1.0f)`, is not in clang's private space.
 template <typename T, int Cols, int Rows>
 struct simdgroup_matrix {
   static_assert(Cols == 8 && Rows == 8, "MSL §2.4: simdgroup_matrix is 8x8");
-  simdgroup_matrix() thread;
-  explicit simdgroup_matrix(T diagonal) thread;  // §6.7: a diagonal matrix
+  static_assert(__is_same(T, half) || __is_same(T, bfloat) || __is_same(T, float),
+                "MSL §2.4: a simdgroup_matrix holds half, bfloat or float");
+  simdgroup_matrix();
+  explicit simdgroup_matrix(T diagonal);  // §6.7: a diagonal matrix
   // §6.7 (thread_elements): this thread's share of the matrix, a vec<T, 2>.
-  thread vec<T, 2>& thread_elements() thread;
-  vec<T, 2> thread_elements() const thread;
+  thread vec<T, 2>& thread_elements();
+  vec<T, 2> thread_elements() const;
 };
 typedef simdgroup_matrix<half, 8, 8> simdgroup_half8x8;
 typedef simdgroup_matrix<bfloat, 8, 8> simdgroup_bfloat8x8;
@@ -189,11 +196,23 @@ MSLC_FLOAT_TYPES(MSLC_COMMON)
 MSLC_INT_TYPES(MSLC_INTEGER)
 #undef MSLC_INTEGER
 
-// §6.4 Relational Functions.
+// §6.4 Relational Functions. A booln here is whatever integer vector clang's comparison made
+// (char, short, int or long elements, by the compared type's width): all/any/select take each.
+}  // namespace metal
+namespace mslc {
+template <typename T> struct is_mask { static constexpr bool value = false; };
+template <typename E, int N> struct is_mask<E __attribute__((ext_vector_type(N)))> {
+  static constexpr bool value = __is_integral(E);
+};
+template <bool B, typename T = void> struct when {};
+template <typename T> struct when<true, T> { typedef T type; };
+template <typename V, typename M> using same_length_mask =
+    typename when<is_mask<M>::value && vec_info<V>::n == vec_info<M>::n, V>::type;
+}  // namespace mslc
+namespace metal {
 bool all(bool x); bool any(bool x);
-#define MSLC_RELATIONAL_VEC(T) bool all(T x); bool any(T x);
-MSLC_RELATIONAL_VEC(bool2) MSLC_RELATIONAL_VEC(bool3) MSLC_RELATIONAL_VEC(bool4)
-#undef MSLC_RELATIONAL_VEC
+template <typename M> typename mslc::when<mslc::is_mask<M>::value, bool>::type all(M x);
+template <typename M> typename mslc::when<mslc::is_mask<M>::value, bool>::type any(M x);
 #define MSLC_RELATIONAL(T)                                                                   \
   bool isfinite(T x); bool isinf(T x); bool isnan(T x); bool isnormal(T x);                \
   bool isordered(T x, T y); bool isunordered(T x, T y); bool signbit(T x); T select(T a, T b, bool c);
@@ -203,11 +222,11 @@ MSLC_RELATIONAL(float) MSLC_RELATIONAL(half)
 MSLC_INT_TYPES(MSLC_RELATIONAL_INT)
 MSLC_RELATIONAL_INT(bool)
 #undef MSLC_RELATIONAL_INT
-#define MSLC_SELECT_VEC(T, M) T select(T a, T b, M c);
-MSLC_SELECT_VEC(float2, bool2) MSLC_SELECT_VEC(float3, bool3) MSLC_SELECT_VEC(float4, bool4)
-MSLC_SELECT_VEC(half2, short2) MSLC_SELECT_VEC(half3, short3) MSLC_SELECT_VEC(half4, short4)
-MSLC_SELECT_VEC(int2, bool2) MSLC_SELECT_VEC(int3, bool3) MSLC_SELECT_VEC(int4, bool4)
-MSLC_SELECT_VEC(uint2, bool2) MSLC_SELECT_VEC(uint3, bool3) MSLC_SELECT_VEC(uint4, bool4)
+#define MSLC_SELECT_VEC(T) template <typename M> mslc::same_length_mask<T, M> select(T a, T b, M c);
+MSLC_SELECT_VEC(float2) MSLC_SELECT_VEC(float3) MSLC_SELECT_VEC(float4)
+MSLC_SELECT_VEC(half2) MSLC_SELECT_VEC(half3) MSLC_SELECT_VEC(half4)
+MSLC_SELECT_VEC(int2) MSLC_SELECT_VEC(int3) MSLC_SELECT_VEC(int4)
+MSLC_SELECT_VEC(uint2) MSLC_SELECT_VEC(uint3) MSLC_SELECT_VEC(uint4)
 #undef MSLC_SELECT_VEC
 
 // §6.5 Math Functions (float and half, scalar and vector), in metal::, metal::fast:: and
@@ -302,12 +321,12 @@ MSLC_SIMD1I(simd_and) MSLC_SIMD1I(simd_or) MSLC_SIMD1I(simd_xor)
 #undef MSLC_SIMD1I
 #undef MSLC_SIMD2
 // §6.9.2 (simd_vote): the result of simd_ballot / simd_active_threads_mask.
-struct simd_vote {
+struct simd_vote {  // members take any object: `simd_ballot(x).any()` calls one on a temporary
   typedef ulong vote_t;
-  explicit simd_vote(vote_t v = 0) thread;
-  explicit operator vote_t() const thread;
-  bool all() const thread;
-  bool any() const thread;
+  explicit simd_vote(vote_t v = 0);
+  explicit operator vote_t() const;
+  bool all() const;
+  bool any() const;
 };
 bool simd_all(bool expr);
 bool simd_any(bool expr);
@@ -335,9 +354,13 @@ template <typename T, int Cols, int Rows>
 void simdgroup_store(simdgroup_matrix<T, Cols, Rows> a, threadgroup T* dst,
                      ulong elements_per_row = Cols, ulong2 matrix_origin = 0,
                      bool transpose_matrix = false);
-// d = a * b + c; a is K columns by M rows, b N by K, c and d N by M.
+// d = a * b + c; a is K columns by M rows, b N by K, c and d N by M. The specification declares
+// one element type T for all four; Apple's compiler takes a and b of another type than d (e.g.
+// llama.cpp's mul_mm: half a, float b and d), so only d and c (the accumulator, read and written
+// in place) must agree here.
 template <typename Td, typename Ta, typename Tb, typename Tc, int M, int N, int K>
-void simdgroup_multiply_accumulate(thread simdgroup_matrix<Td, N, M>& d,
+typename mslc::when<__is_same(Td, Tc)>::type simdgroup_multiply_accumulate(
+                                   thread simdgroup_matrix<Td, N, M>& d,
                                    const thread simdgroup_matrix<Ta, K, M>& a,
                                    const thread simdgroup_matrix<Tb, N, K>& b,
                                    const thread simdgroup_matrix<Tc, N, M>& c);
@@ -346,6 +369,84 @@ void simdgroup_multiply(thread simdgroup_matrix<Td, N, M>& d,
                         const thread simdgroup_matrix<Ta, K, M>& a,
                         const thread simdgroup_matrix<Tb, N, K>& b);
 
+}  // namespace metal
+
+// ---- MSL §2.3 Matrix Data Types: halfnxm, floatnxm (n columns, m rows; n, m = 2, 3, 4) -----
+namespace metal {
+template <typename T, int Cols, int Rows>
+struct matrix {
+  static_assert(Cols >= 2 && Cols <= 4 && Rows >= 2 && Rows <= 4,
+                "MSL §2.3: 2 to 4 columns and rows");
+  static_assert(__is_same(T, half) || __is_same(T, float), "MSL §2.3: half or float matrices");
+  vec<T, Rows> columns[Cols];
+  matrix();
+  explicit matrix(T diagonal);  // §2.3.2 (matrix constructors): a diagonal matrix
+  template <typename... C, typename = typename mslc::when<sizeof...(C) + 1 == Cols>::type>
+  matrix(vec<T, Rows> c0, C... rest);  // §2.3.2: one vector per column
+  vec<T, Rows>& operator[](int column);  // §2.3.1 Accessing Matrix Components
+  const vec<T, Rows>& operator[](int column) const;
+};
+#define MSLC_MATRIX(T, C, R) typedef matrix<T, C, R> T##C##x##R;
+#define MSLC_MATRICES(T) MSLC_MATRIX(T, 2, 2) MSLC_MATRIX(T, 2, 3) MSLC_MATRIX(T, 2, 4) \
+  MSLC_MATRIX(T, 3, 2) MSLC_MATRIX(T, 3, 3) MSLC_MATRIX(T, 3, 4) MSLC_MATRIX(T, 4, 2)      \
+  MSLC_MATRIX(T, 4, 3) MSLC_MATRIX(T, 4, 4)
+MSLC_MATRICES(half)
+MSLC_MATRICES(float)
+#undef MSLC_MATRICES
+#undef MSLC_MATRIX
+// §2.3 and §6.10 (Matrix Functions): the linear-algebra operators, transpose, determinant.
+template <typename T, int C, int R> matrix<T, C, R> operator+(matrix<T, C, R> a, matrix<T, C, R> b);
+template <typename T, int C, int R> matrix<T, C, R> operator-(matrix<T, C, R> a, matrix<T, C, R> b);
+template <typename T, int C, int R> matrix<T, C, R> operator*(matrix<T, C, R> a, T s);
+template <typename T, int C, int R> matrix<T, C, R> operator*(T s, matrix<T, C, R> a);
+template <typename T, int C, int R> vec<T, R> operator*(matrix<T, C, R> a, vec<T, C> v);
+template <typename T, int C, int R> vec<T, C> operator*(vec<T, R> v, matrix<T, C, R> a);
+template <typename T, int C, int R, int K>
+matrix<T, C, R> operator*(matrix<T, K, R> a, matrix<T, C, K> b);
+template <typename T, int C, int R> matrix<T, R, C> transpose(matrix<T, C, R> a);
+template <typename T, int N> T determinant(matrix<T, N, N> a);
+}  // namespace metal
+
+// ---- MSL §6.15 Atomic Functions ---------------------------------------------------------------
+// MSL's atomic_int, atomic_uint, atomic_float (§2.5 Atomic Data Types) are the atomic types C++
+// for OpenCL already has under these names; metal:: re-exports the same types (no ambiguity
+// under `using namespace metal`), and atomic<T> names them. Objects are in device or
+// threadgroup memory. (atomic_bool and atomic_ulong are not declared: OpenCL has no such type.)
+namespace mslc {
+template <typename A> struct atomic_value {};
+template <> struct atomic_value<::atomic_int> { typedef int type; };
+template <> struct atomic_value<::atomic_uint> { typedef unsigned int type; };
+template <> struct atomic_value<::atomic_float> { typedef float type; };
+template <typename T> struct atomic_of {};
+template <> struct atomic_of<int> { typedef ::atomic_int type; };
+template <> struct atomic_of<unsigned int> { typedef ::atomic_uint type; };
+template <> struct atomic_of<float> { typedef ::atomic_float type; };
+}  // namespace mslc
+namespace metal {
+using ::atomic_int; using ::atomic_uint; using ::atomic_float;
+template <typename T> using atomic = typename mslc::atomic_of<T>::type;
+// §6.15.1 Memory Order: only memory_order_relaxed is declared (the others are not verified here).
+enum memory_order { memory_order_relaxed = 0 };
+#define MSLC_ATOMIC_FUNCTIONS(SPACE)                                                               \
+  template <typename A> void atomic_store_explicit(volatile SPACE A* object,                    \
+      typename mslc::atomic_value<A>::type desired, memory_order order);                         \
+  template <typename A> typename mslc::atomic_value<A>::type atomic_load_explicit(              \
+      const volatile SPACE A* object, memory_order order);                                       \
+  template <typename A> typename mslc::atomic_value<A>::type atomic_exchange_explicit(          \
+      volatile SPACE A* object, typename mslc::atomic_value<A>::type desired, memory_order order); \
+  template <typename A> bool atomic_compare_exchange_weak_explicit(volatile SPACE A* object,    \
+      thread typename mslc::atomic_value<A>::type* expected,                                     \
+      typename mslc::atomic_value<A>::type desired, memory_order succ, memory_order fail);       \
+  MSLC_ATOMIC_FETCH(SPACE, add) MSLC_ATOMIC_FETCH(SPACE, sub) MSLC_ATOMIC_FETCH(SPACE, and)      \
+  MSLC_ATOMIC_FETCH(SPACE, or) MSLC_ATOMIC_FETCH(SPACE, xor) MSLC_ATOMIC_FETCH(SPACE, min)      \
+  MSLC_ATOMIC_FETCH(SPACE, max)
+#define MSLC_ATOMIC_FETCH(SPACE, op)                                                               \
+  template <typename A> typename mslc::atomic_value<A>::type atomic_fetch_##op##_explicit(      \
+      volatile SPACE A* object, typename mslc::atomic_value<A>::type operand, memory_order order);
+MSLC_ATOMIC_FUNCTIONS(device)
+MSLC_ATOMIC_FUNCTIONS(threadgroup)
+#undef MSLC_ATOMIC_FETCH
+#undef MSLC_ATOMIC_FUNCTIONS
 }  // namespace metal
 
 // ---- MSL §2.19 Type Conversions and Re-interpreting Data: as_type<T>(x) ---------------------
