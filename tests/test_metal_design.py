@@ -19,7 +19,8 @@ from metal_design.adversarial import CASES as ADVERSARIAL
 from metal_design.adversarial import PAGED_CASES as ADVERSARIAL_PAGED
 from metal_design.adversarial import adversarial_call
 from metal_design.plan import (CLEAR_ROWS, CLEAR_ROWS_KERNEL, DECODE, DECODE_REDUCE, DTYPES,
-                               HAS_SINKS, PREFILL, VARLEN_K, VARLEN_Q, WRITE_LSE, backward_plan,
+                               HAS_SINKS, PREFILL, SEQUSED_Q, VARLEN_K, VARLEN_Q, WRITE_LSE,
+                               backward_plan,
                                gpu_cores, instantiated_names, kernel_names, plan, plans,
                                prefill_layouts, register_estimates)
 from reference import Semantics, assert_close, assert_lse_close, attention_varlen
@@ -219,10 +220,15 @@ def test_features_are_function_constants():
     p = plan(**varlen_fields(flags=flags), window_left=-1, window_right=0, kv_aligned=0)
     fcs = p["launches"][0]["constants"]
     assert fcs == {"0": 0, "1": 1, "2": 1, "3": 0, "4": 0, "5": 0, "6": 0, "7": 1, "8": 1,
-                   "9": 1, "10": 0}
+                   "9": 1, "10": 0, "11": 0}
     p = plan(**varlen_fields(flags=VARLEN_Q | VARLEN_K))
     fcs = p["launches"][0]["constants"]
     assert fcs["7"] == 0 and fcs["8"] == 0 and fcs["9"] == 0 and fcs["10"] == 1
+    # flash-attn 3's seqused_q: a constant, and its buffer (22) bound to every launch that
+    # resolves sequences, the row clearing included (it zeroes each slot's unused rows).
+    p = plan(**varlen_fields(flags=VARLEN_Q | VARLEN_K | SEQUSED_Q | CLEAR_ROWS))
+    assert all(l["constants"]["11"] == 1 for l in p["launches"])
+    assert all(22 in l["buffers"] for l in p["launches"])
 
 
 @pytest.mark.kernels_ci

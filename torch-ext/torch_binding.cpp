@@ -16,7 +16,7 @@
   "Tensor q, Tensor k, Tensor v, Tensor? cu_seqlens_q, Tensor? cu_seqlens_k, "            \
   "Tensor? seqused_k, Tensor? block_table, Tensor? alibi_slopes, Tensor? s_aux, "         \
   "SymInt max_seqlen_q, SymInt max_seqlen_k, float softmax_scale, float softcap, "        \
-  "int window_left, int window_right, bool return_lse"
+  "int window_left, int window_right, bool return_lse, Tensor? seqused_q=None"
 
 TORCH_LIBRARY_EXPAND(TORCH_EXTENSION_NAME, ops) {
   ops.def("fwd(" FORWARD_ARGS ") -> (Tensor out, Tensor lse)");
@@ -25,7 +25,8 @@ TORCH_LIBRARY_EXPAND(TORCH_EXTENSION_NAME, ops) {
       "bwd(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
       "Tensor? cu_seqlens_q, Tensor? cu_seqlens_k, Tensor? alibi_slopes, Tensor? s_aux, "
       "SymInt max_seqlen_q, SymInt max_seqlen_k, float softmax_scale, float softcap, "
-      "int window_left, int window_right) -> (Tensor dq, Tensor dk, Tensor dv, Tensor ds_aux)");
+      "int window_left, int window_right, Tensor? seqused_q=None, Tensor? seqused_k=None) "
+      "-> (Tensor dq, Tensor dk, Tensor dv, Tensor ds_aux)");
 }
 
 // Registered for every backend key (CompositeExplicitAutograd), not only this build's device:

@@ -10,7 +10,8 @@ c10::DeviceType backend_device_type();
 
 // Runs the forward pass described by `params` on checked tensors: writes every row of `out` (and
 // `lse` when kWriteLse) that belongs to a sequence; with kClearRowsOutsideSequences also the rows
-// of a varlen q past cu_seqlens_q[-1] (zeros, lse -inf).
+// of a varlen q past cu_seqlens_q[-1] and, with seqused_q, past each sequence's used rows in its
+// slot (zeros, lse -inf).
 void run_attention_forward(const AttentionParams& params, const AttentionTensors& tensors);
 
 // kClearRowsOutsideSequences for a backend whose offsets the host can read (cpu tensors).

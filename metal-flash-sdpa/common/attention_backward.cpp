@@ -9,9 +9,9 @@ AttentionGradients check_attention_backward_inputs(const AttentionArgs& args, co
                                                    const at::Tensor& dout,
                                                    c10::DeviceType device_type,
                                                    AttentionParams& p, AttentionTensors& t) {
-  TORCH_CHECK_VALUE(!args.block_table && !args.seqused_k,
+  TORCH_CHECK_VALUE(!args.block_table && (!args.seqused_k || args.cu_seqlens_k),
                     "the backward covers contiguous K/V only: paged block_table and seqused_k "
-                    "(flash_attn_with_kvcache) have no gradient");
+                    "without cu_seqlens_k (flash_attn_with_kvcache) have no gradient");
   t = check_attention_inputs(args, device_type, p);  // checks `out` (args.out) against q and v
   const at::Tensor& q = args.q;
   const bool varlen_q = args.cu_seqlens_q.has_value();
@@ -54,10 +54,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> attention_backward(
     const at::Tensor& out, const at::Tensor& lse, const std::optional<at::Tensor>& cu_seqlens_q,
     const std::optional<at::Tensor>& cu_seqlens_k, const std::optional<at::Tensor>& alibi_slopes,
     const std::optional<at::Tensor>& s_aux, int64_t max_seqlen_q, int64_t max_seqlen_k,
-    double softmax_scale, double softcap, int64_t window_left, int64_t window_right) {
-  AttentionArgs args{q, k, v, out, cu_seqlens_q, cu_seqlens_k, std::nullopt, std::nullopt,
+    double softmax_scale, double softcap, int64_t window_left, int64_t window_right,
+    const std::optional<at::Tensor>& seqused_q, const std::optional<at::Tensor>& seqused_k) {
+  AttentionArgs args{q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, std::nullopt,
                      alibi_slopes, s_aux, max_seqlen_q, max_seqlen_k, softmax_scale, softcap,
-                     window_left, window_right, /*return_lse=*/false};
+                     window_left, window_right, /*return_lse=*/false, seqused_q};
   AttentionParams params;
   AttentionTensors tensors;
   AttentionGradients g =

@@ -58,11 +58,19 @@ AttentionTensors checked_run(const AttentionArgs& args, bool functional) {
 
 void clear_rows_outside_sequences_on_host(const AttentionTensors& t) {
   const at::Tensor& cu = *t.cu_seqlens_q;
-  const int64_t covered = cu[cu.size(0) - 1].item<int64_t>();
-  const int64_t rows = t.q.size(0);
-  if (covered >= rows) return;
-  t.out.narrow(0, covered, rows - covered).zero_();
-  if (t.lse.numel() > 0) t.lse.narrow(1, covered, rows - covered).fill_(-INFINITY);
+  auto c = cu.accessor<int32_t, 1>();
+  const int64_t batch = cu.size(0) - 1, rows = t.q.size(0);
+  auto clear = [&](int64_t begin, int64_t end) {
+    if (begin >= end) return;
+    t.out.narrow(0, begin, end - begin).zero_();
+    if (t.lse.numel() > 0) t.lse.narrow(1, begin, end - begin).fill_(-INFINITY);
+  };
+  // With seqused_q (checked: within each slot) the rest of each sequence's slot is no sequence's.
+  if (t.seqused_q) {
+    auto used = t.seqused_q->accessor<int32_t, 1>();
+    for (int64_t b = 0; b < batch; ++b) clear(c[b] + used[b], c[b + 1]);
+  }
+  clear(c[batch], rows);
 }
 
 std::tuple<at::Tensor, at::Tensor> attention_forward(
@@ -71,10 +79,11 @@ std::tuple<at::Tensor, at::Tensor> attention_forward(
     const std::optional<at::Tensor>& seqused_k, const std::optional<at::Tensor>& block_table,
     const std::optional<at::Tensor>& alibi_slopes, const std::optional<at::Tensor>& sinks,
     int64_t max_seqlen_q, int64_t max_seqlen_k, double softmax_scale, double softcap,
-    int64_t window_left, int64_t window_right, bool return_lse) {
+    int64_t window_left, int64_t window_right, bool return_lse,
+    const std::optional<at::Tensor>& seqused_q) {
   AttentionArgs args{q, k, v, std::nullopt, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table,
                      alibi_slopes, sinks, max_seqlen_q, max_seqlen_k, softmax_scale, softcap,
-                     window_left, window_right, return_lse};
+                     window_left, window_right, return_lse, seqused_q};
   AttentionTensors t = checked_run(args, /*functional=*/true);
   return {t.out, t.lse};
 }
@@ -85,9 +94,10 @@ at::Tensor attention_forward_into(
     const std::optional<at::Tensor>& seqused_k, const std::optional<at::Tensor>& block_table,
     const std::optional<at::Tensor>& alibi_slopes, const std::optional<at::Tensor>& sinks,
     int64_t max_seqlen_q, int64_t max_seqlen_k, double softmax_scale, double softcap,
-    int64_t window_left, int64_t window_right, bool return_lse) {
+    int64_t window_left, int64_t window_right, bool return_lse,
+    const std::optional<at::Tensor>& seqused_q) {
   AttentionArgs args{q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table,
                      alibi_slopes, sinks, max_seqlen_q, max_seqlen_k, softmax_scale, softcap,
-                     window_left, window_right, return_lse};
+                     window_left, window_right, return_lse, seqused_q};
   return checked_run(args, /*functional=*/false).lse;
 }

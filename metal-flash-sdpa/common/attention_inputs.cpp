@@ -70,6 +70,20 @@ void check_lengths_values(const at::Tensor& lengths, const char* name, int64_t l
   }
 }
 
+// seqused (flash-attn 3) with cu_seqlens: each value within its sequence's slot,
+// [0, cu[b + 1] - cu[b]].
+void check_used_values(const at::Tensor& used, const char* name, const at::Tensor& cu,
+                       const char* cu_name) {
+  if (used.device().type() != c10::DeviceType::CPU) return;
+  auto u = used.accessor<int32_t, 1>();
+  auto c = cu.accessor<int32_t, 1>();
+  for (int64_t i = 0; i < used.size(0); ++i) {
+    CHECK_ARG(u[i] >= 0 && u[i] <= c[i + 1] - c[i], name, "[", i, "] = ", u[i],
+              " must lie in [0, ", c[i + 1] - c[i], "] (the length of sequence ", i, " in ",
+              cu_name, ")");
+  }
+}
+
 // softmax_scale and softcap reach the kernels as float32: a double that would become inf there
 // (1e300) is refused instead of silently changing the result.
 void check_finite_float32(double value, const char* name) {
@@ -139,7 +153,6 @@ AttentionTensors check_attention_inputs(const AttentionArgs& a, c10::DeviceType 
             varlen_q ? "[total_q, heads, head_dim] with cu_seqlens_q"
                      : "[batch, seqlen_q, heads, head_dim] without cu_seqlens_q",
             ", got shape ", q.sizes());
-  CHECK_ARG(!(varlen_k && seqused_k), "give cu_seqlens_k or seqused_k, not both");
   const int64_t k_dims = (paged || !varlen_k) ? 4 : 3;
   CHECK_ARG(k.dim() == k_dims, "k must be ",
             paged      ? "[num_pages, page_size, heads_kv, head_dim] with block_table"
@@ -178,6 +191,11 @@ AttentionTensors check_attention_inputs(const AttentionArgs& a, c10::DeviceType 
               ")");
   }
   if (seqused_k) check_index_vector(*a.seqused_k, "seqused_k", batch, device_type, device);
+  const bool seqused_q = a.seqused_q.has_value();
+  // The rows a slot does not use come back as zeros: slots exist only with cu_seqlens_q.
+  CHECK_ARG(!seqused_q || varlen_q, "seqused_q needs cu_seqlens_q (it counts the first rows of "
+            "each sequence's slot)");
+  if (seqused_q) check_index_vector(*a.seqused_q, "seqused_q", batch, device_type, device);
   CHECK_ARG(!paged || varlen_k || seqused_k,
             "block_table needs cu_seqlens_k or seqused_k to give each sequence's length");
 
@@ -209,9 +227,14 @@ AttentionTensors check_attention_inputs(const AttentionArgs& a, c10::DeviceType 
     const int64_t limit = paged ? INT32_MAX : k_rows;
     check_cu_seqlens_values(*a.cu_seqlens_k, "cu_seqlens_k", limit, a.max_seqlen_k, "max_seqlen_k");
   }
-  if (seqused_k) {
+  if (seqused_k && varlen_k) {
+    check_used_values(*a.seqused_k, "seqused_k", *a.cu_seqlens_k, "cu_seqlens_k");
+  } else if (seqused_k) {
     check_lengths_values(*a.seqused_k, "seqused_k", paged ? max_pages * k.size(1) : k_rows,
                          paged ? "max_pages * page_size" : "the key rows of k");
+  }
+  if (seqused_q && varlen_q) {
+    check_used_values(*a.seqused_q, "seqused_q", *a.cu_seqlens_q, "cu_seqlens_q");
   }
   if (paged && varlen_k && a.cu_seqlens_k->device().type() == c10::DeviceType::CPU) {
     auto cu = a.cu_seqlens_k->accessor<int32_t, 1>();
@@ -273,6 +296,7 @@ AttentionTensors check_attention_inputs(const AttentionArgs& a, c10::DeviceType 
   t.cu_seqlens_q = dense(a.cu_seqlens_q);
   t.cu_seqlens_k = dense(a.cu_seqlens_k);
   t.seqused_k = dense(a.seqused_k);
+  t.seqused_q = dense(a.seqused_q);
   t.block_table = dense(a.block_table);
   t.alibi_slopes = a.alibi_slopes;
   t.sinks = dense(a.sinks);
@@ -312,7 +336,8 @@ AttentionTensors check_attention_inputs(const AttentionArgs& a, c10::DeviceType 
   p.seqlen_k = k_batched && !paged ? to_i32(k.size(1), "seqlen_k") : 0;
   p.flags = (varlen_q ? kVarlenQ : 0) | (varlen_k ? kVarlenK : 0) | (seqused_k ? kSequsedK : 0) |
             (paged ? kPagedKV : 0) | (a.alibi_slopes ? kHasAlibi : 0) |
-            (a.sinks ? kHasSinks : 0) | (a.return_lse ? kWriteLse : 0);
+            (a.sinks ? kHasSinks : 0) | (a.return_lse ? kWriteLse : 0) |
+            (seqused_q ? kSequsedQ : 0);
   if (paged) {
     p.page_size = to_i32(k.size(1), "page_size");
     p.num_pages = to_i32(k.size(0), "num_pages");

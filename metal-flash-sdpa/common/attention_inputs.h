@@ -14,6 +14,7 @@ struct AttentionTensors {
   at::Tensor q, k, v, out, lse;
   std::optional<at::Tensor> cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes,
       sinks;
+  std::optional<at::Tensor> seqused_q;
 };
 
 // Everything an entry point passes down, as the op schema receives it.
@@ -27,6 +28,9 @@ struct AttentionArgs {
   double softcap;
   int64_t window_left, window_right;
   bool return_lse;
+  // flash-attn 3: only the first seqused_q[b] queries of sequence b count (last, so that the
+  // positional initialisers above need not name it).
+  std::optional<at::Tensor> seqused_q = std::nullopt;
 };
 
 // Checks every argument (raising c10::Error / c10::ValueError naming the argument) before

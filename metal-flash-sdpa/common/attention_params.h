@@ -21,7 +21,8 @@ enum AttentionFlags : mfs_i32 {
   kVarlenQ = 1 << 0,
   // k rows of sequence b start at cu_seqlens_k[b] and its length is the difference of two entries.
   kVarlenK = 1 << 1,
-  // the key length of sequence b is seqused_k[b] (kv-cache decode); k starts at b * k_batch_stride.
+  // the key length of sequence b is seqused_k[b] (kv-cache decode; k starts at b * k_batch_stride),
+  // or, with kVarlenK, the first seqused_k[b] keys of its slot in cu_seqlens_k (flash-attn 3).
   kSequsedK = 1 << 2,
   // k/v are paged caches [num_pages, page_size, heads_kv, dim] addressed through block_table.
   kPagedKV = 1 << 3,
@@ -32,6 +33,9 @@ enum AttentionFlags : mfs_i32 {
   // must come back as zeros (lse -inf). Backends whose host cannot read cu_seqlens (Metal) clear
   // them in their own launch; the in-place form never sets it (it writes only sequences' rows).
   kClearRowsOutsideSequences = 1 << 7,
+  // only the first seqused_q[b] queries of sequence b's slot count (flash-attn 3); the rest of the
+  // slot belongs to no sequence (kClearRowsOutsideSequences zeroes it in the functional form).
+  kSequsedQ = 1 << 8,
 };
 
 struct AttentionParams {

@@ -14,23 +14,31 @@ std::vector<PlanBuffer> declared_buffers(PlanKernel kind) {
   switch (kind) {
     case PlanKernel::BackwardRowDot:
       return {{MFS_BUF_OUT, PlanTensor::Out}, {MFS_BUF_CU_Q, PlanTensor::CuSeqlensQ},
-              {MFS_BUF_CU_K, PlanTensor::CuSeqlensK}, {MFS_BUF_DOUT, PlanTensor::Dout},
+              {MFS_BUF_CU_K, PlanTensor::CuSeqlensK},
+              {MFS_BUF_SEQUSED_Q, PlanTensor::SequsedQ}, {MFS_BUF_SEQUSED_K, PlanTensor::SequsedK},
+              {MFS_BUF_DOUT, PlanTensor::Dout},
               {MFS_BUF_ROW_D, PlanTensor::Scratch0}};
     case PlanKernel::BackwardDkDv:
       return {{MFS_BUF_Q, PlanTensor::Q}, {MFS_BUF_K, PlanTensor::K}, {MFS_BUF_V, PlanTensor::V},
               {MFS_BUF_LSE, PlanTensor::Lse}, {MFS_BUF_CU_Q, PlanTensor::CuSeqlensQ},
-              {MFS_BUF_CU_K, PlanTensor::CuSeqlensK}, {MFS_BUF_ALIBI, PlanTensor::AlibiSlopes},
+              {MFS_BUF_CU_K, PlanTensor::CuSeqlensK},
+              {MFS_BUF_SEQUSED_Q, PlanTensor::SequsedQ}, {MFS_BUF_SEQUSED_K, PlanTensor::SequsedK},
+              {MFS_BUF_ALIBI, PlanTensor::AlibiSlopes},
               {MFS_BUF_DOUT, PlanTensor::Dout}, {MFS_BUF_DK, PlanTensor::Dk},
               {MFS_BUF_DV, PlanTensor::Dv}, {MFS_BUF_ROW_D, PlanTensor::Scratch0}};
     case PlanKernel::BackwardDq:
       return {{MFS_BUF_Q, PlanTensor::Q}, {MFS_BUF_K, PlanTensor::K}, {MFS_BUF_V, PlanTensor::V},
               {MFS_BUF_LSE, PlanTensor::Lse}, {MFS_BUF_CU_Q, PlanTensor::CuSeqlensQ},
-              {MFS_BUF_CU_K, PlanTensor::CuSeqlensK}, {MFS_BUF_ALIBI, PlanTensor::AlibiSlopes},
+              {MFS_BUF_CU_K, PlanTensor::CuSeqlensK},
+              {MFS_BUF_SEQUSED_Q, PlanTensor::SequsedQ}, {MFS_BUF_SEQUSED_K, PlanTensor::SequsedK},
+              {MFS_BUF_ALIBI, PlanTensor::AlibiSlopes},
               {MFS_BUF_DOUT, PlanTensor::Dout}, {MFS_BUF_DQ, PlanTensor::Dq},
               {MFS_BUF_ROW_D, PlanTensor::Scratch0}};
     case PlanKernel::BackwardSinks:
       return {{MFS_BUF_LSE, PlanTensor::Lse}, {MFS_BUF_CU_Q, PlanTensor::CuSeqlensQ},
-              {MFS_BUF_CU_K, PlanTensor::CuSeqlensK}, {MFS_BUF_SINKS, PlanTensor::Sinks},
+              {MFS_BUF_CU_K, PlanTensor::CuSeqlensK},
+              {MFS_BUF_SEQUSED_Q, PlanTensor::SequsedQ}, {MFS_BUF_SEQUSED_K, PlanTensor::SequsedK},
+              {MFS_BUF_SINKS, PlanTensor::Sinks},
               {MFS_BUF_DSINKS, PlanTensor::DSinks}, {MFS_BUF_ROW_D, PlanTensor::Scratch0}};
     default:
       throw std::invalid_argument("metal_backward_plan: not a backward kernel");
@@ -41,6 +49,8 @@ bool call_has(const AttentionParams& p, PlanTensor t) {
   switch (t) {
     case PlanTensor::CuSeqlensQ: return p.flags & kVarlenQ;
     case PlanTensor::CuSeqlensK: return p.flags & kVarlenK;
+    case PlanTensor::SequsedQ: return p.flags & kSequsedQ;
+    case PlanTensor::SequsedK: return p.flags & kSequsedK;
     case PlanTensor::AlibiSlopes: return p.flags & kHasAlibi;
     case PlanTensor::Sinks: return p.flags & kHasSinks;
     default: return true;
@@ -73,10 +83,10 @@ KernelLaunch backward_launch(const std::string& name, PlanKernel kind, const Att
 
 LaunchPlan make_backward_plan(const AttentionParams& p, const MetalBackwardArgs& args,
                               MfsDtype dtype, MfsDtype sinks_dtype, const PlanTarget& target) {
-  if (p.flags & (kPagedKV | kSequsedK)) {
+  if ((p.flags & kPagedKV) || ((p.flags & kSequsedK) && !(p.flags & kVarlenK))) {
     throw std::invalid_argument(
         "metal_backward_plan: the backward covers contiguous K/V only (no block_table, no "
-        "seqused_k)");
+        "seqused_k without cu_seqlens_k)");
   }
   if (!(p.flags & kWriteLse)) {
     throw std::invalid_argument("metal_backward_plan: the backward needs the forward's lse");

@@ -21,6 +21,8 @@
 #define MFS_BUF_SCRATCH1 12
 #define MFS_BUF_PARAMS 13  // AttentionParams (setBytes)
 #define MFS_BUF_ARGS 14    // MetalLaunchArgs (setBytes)
+// (15-21: the backward's own, metal_backward_config.h)
+#define MFS_BUF_SEQUSED_Q 22  // seqused_q (flash-attn 3), forward and backward
 
 // ---- [[function_constant(n)]] indices ----
 // Per-call features are function constants (MSL spec, "Function Constants"): the pipeline is
@@ -36,6 +38,7 @@
 #define MFS_FC_WRITE_LSE 8   // bool: kWriteLse
 #define MFS_FC_WINDOW 9      // bool: causal or a finite window (keys can be masked per row)
 #define MFS_FC_VECTOR_KV 10  // bool: k/v rows are 4-element aligned (vector loads allowed)
+#define MFS_FC_SEQUSED_Q 11  // bool: kSequsedQ
 
 // Element types, as the plan and the function constants name them.
 enum MfsDtype { kMfsFloat32 = 0, kMfsFloat16 = 1, kMfsBFloat16 = 2 };

@@ -32,6 +32,7 @@ std::vector<PlanBuffer> call_buffers(const AttentionParams& p, bool inputs) {
   if (p.flags & kVarlenQ) buffers.push_back({MFS_BUF_CU_Q, PlanTensor::CuSeqlensQ});
   if (p.flags & kVarlenK) buffers.push_back({MFS_BUF_CU_K, PlanTensor::CuSeqlensK});
   if (p.flags & kSequsedK) buffers.push_back({MFS_BUF_SEQUSED_K, PlanTensor::SequsedK});
+  if (p.flags & kSequsedQ) buffers.push_back({MFS_BUF_SEQUSED_Q, PlanTensor::SequsedQ});
   if (inputs && (p.flags & kPagedKV)) {
     buffers.push_back({MFS_BUF_BLOCK_TABLE, PlanTensor::BlockTable});
   }
@@ -72,6 +73,7 @@ std::vector<PlanFunctionConstant> feature_constants(const AttentionParams& p, Mf
   fcs.push_back(bool_constant(MFS_FC_WRITE_LSE, p.flags & kWriteLse));
   fcs.push_back(bool_constant(MFS_FC_WINDOW, p.window_left >= 0 || p.window_right >= 0));
   fcs.push_back(bool_constant(MFS_FC_VECTOR_KV, target.kv_vector_aligned));
+  fcs.push_back(bool_constant(MFS_FC_SEQUSED_Q, p.flags & kSequsedQ));
   return fcs;
 }
 
@@ -93,16 +95,17 @@ std::vector<int> declared_buffers(PlanKernel kind) {
   switch (kind) {
     case PlanKernel::Prefill:
       return {MFS_BUF_Q, MFS_BUF_K, MFS_BUF_V, MFS_BUF_OUT, MFS_BUF_LSE, MFS_BUF_CU_Q,
-              MFS_BUF_CU_K, MFS_BUF_SEQUSED_K, MFS_BUF_BLOCK_TABLE, MFS_BUF_ALIBI, MFS_BUF_SINKS};
+              MFS_BUF_CU_K, MFS_BUF_SEQUSED_K, MFS_BUF_SEQUSED_Q, MFS_BUF_BLOCK_TABLE,
+              MFS_BUF_ALIBI, MFS_BUF_SINKS};
     case PlanKernel::Decode:
       return {MFS_BUF_Q, MFS_BUF_K, MFS_BUF_V, MFS_BUF_OUT, MFS_BUF_LSE, MFS_BUF_CU_Q,
-              MFS_BUF_CU_K, MFS_BUF_SEQUSED_K, MFS_BUF_BLOCK_TABLE, MFS_BUF_ALIBI, MFS_BUF_SINKS,
-              MFS_BUF_SCRATCH0, MFS_BUF_SCRATCH1};
+              MFS_BUF_CU_K, MFS_BUF_SEQUSED_K, MFS_BUF_SEQUSED_Q, MFS_BUF_BLOCK_TABLE,
+              MFS_BUF_ALIBI, MFS_BUF_SINKS, MFS_BUF_SCRATCH0, MFS_BUF_SCRATCH1};
     case PlanKernel::DecodeReduce:
       return {MFS_BUF_OUT, MFS_BUF_LSE, MFS_BUF_CU_Q, MFS_BUF_CU_K, MFS_BUF_SEQUSED_K,
-              MFS_BUF_SINKS, MFS_BUF_SCRATCH0, MFS_BUF_SCRATCH1};
+              MFS_BUF_SEQUSED_Q, MFS_BUF_SINKS, MFS_BUF_SCRATCH0, MFS_BUF_SCRATCH1};
     case PlanKernel::ClearRows:
-      return {MFS_BUF_OUT, MFS_BUF_LSE, MFS_BUF_CU_Q};
+      return {MFS_BUF_OUT, MFS_BUF_LSE, MFS_BUF_CU_Q, MFS_BUF_SEQUSED_Q};
   }
   return {};
 }
@@ -251,6 +254,7 @@ LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype 
     c.buffers.push_back({MFS_BUF_OUT, PlanTensor::Out});
     if (p.flags & kWriteLse) c.buffers.push_back({MFS_BUF_LSE, PlanTensor::Lse});
     c.buffers.push_back({MFS_BUF_CU_Q, PlanTensor::CuSeqlensQ});
+    if (p.flags & kSequsedQ) c.buffers.push_back({MFS_BUF_SEQUSED_Q, PlanTensor::SequsedQ});
     plan_set_grid(c, plan_ceil_div(p.q_rows, MFS_CLEAR_ROWS_PER_TG), p.heads_q, 1, 32);
     plan.launches.push_back(c);
   }

@@ -21,6 +21,7 @@ enum class PlanTensor : int {
   Scratch0, Scratch1,  // temporaries the plan asks the executor to allocate (split-K partials)
   // The backward's own tensors (metal_backward_plan.h): the incoming gradient and the outputs.
   Dout, Dq, Dk, Dv, DSinks,
+  SequsedQ,  // flash-attn 3's seqused_q (forward and backward)
 };
 
 struct PlanBuffer {

@@ -66,6 +66,7 @@ inline const at::Tensor& plan_tensor(const AttentionTensors& t, const PlannedCal
     case PlanTensor::CuSeqlensQ: *name = "cu_seqlens_q"; return t.cu_seqlens_q.value();
     case PlanTensor::CuSeqlensK: *name = "cu_seqlens_k"; return t.cu_seqlens_k.value();
     case PlanTensor::SequsedK: *name = "seqused_k"; return t.seqused_k.value();
+    case PlanTensor::SequsedQ: *name = "seqused_q"; return t.seqused_q.value();
     case PlanTensor::BlockTable: *name = "block_table"; return t.block_table.value();
     case PlanTensor::AlibiSlopes: *name = "alibi_slopes"; return t.alibi_slopes.value();
     case PlanTensor::Sinks: *name = "s_aux"; return t.sinks.value();

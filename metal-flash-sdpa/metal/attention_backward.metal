@@ -21,11 +21,12 @@
 #include "../common/metal_backward_config.h"
 
 // One sequence's rows: the forward's sequence_rows (attention_kernel_common.h, the shared rule of
-// common/sequence_bounds.h). The backward binds no seqused_k (the plan refuses it, so
-// mfs_seqused_k is off and that pointer is never read): cu_seqlens_k stands in for it.
+// common/sequence_bounds.h), with flash-attn 3's seqused_q / seqused_k (varlen slots whose first
+// rows only count; never paged: the plan refuses it).
 inline SequenceBounds bwd_sequence(constant AttentionParams& p, const device int* cu_seqlens_q,
-                                   const device int* cu_seqlens_k, int b, uint lane) {
-  return sequence_rows(p, cu_seqlens_q, cu_seqlens_k, cu_seqlens_k, b, lane);
+                                   const device int* cu_seqlens_k, const device int* seqused_q,
+                                   const device int* seqused_k, int b, uint lane) {
+  return sequence_rows(p, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, b, lane);
 }
 
 // Element offsets (head excluded) of query row `row` and key `key` of sequence b. A varlen
@@ -57,6 +58,8 @@ template <typename T>
     const device T* out [[buffer(MFS_BUF_OUT)]],
     const device int* cu_seqlens_q [[buffer(MFS_BUF_CU_Q)]],
     const device int* cu_seqlens_k [[buffer(MFS_BUF_CU_K)]],
+    const device int* seqused_q [[buffer(MFS_BUF_SEQUSED_Q)]],
+    const device int* seqused_k [[buffer(MFS_BUF_SEQUSED_K)]],
     const device T* dout [[buffer(MFS_BUF_DOUT)]],
     device float* row_d [[buffer(MFS_BUF_ROW_D)]],
     constant AttentionParams& p [[buffer(MFS_BUF_PARAMS)]],
@@ -66,7 +69,7 @@ template <typename T>
     uint lane [[thread_index_in_simdgroup]]) {
   const int b = (int)tg.z;
   const int h = (int)tg.y;
-  const SequenceBounds s = bwd_sequence(p, cu_seqlens_q, cu_seqlens_k, b, lane);
+  const SequenceBounds s = bwd_sequence(p, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, b, lane);
   constexpr int NSG = MFS_BWD_DOT_THREADS / 32;
   for (int i = (int)sg; i < MFS_BWD_DOT_ROWS; i += NSG) {
     const int row = (int)tg.x * MFS_BWD_DOT_ROWS + i;
@@ -87,6 +90,8 @@ template <typename T>
     const device float* lse [[buffer(MFS_BUF_LSE)]],
     const device int* cu_seqlens_q [[buffer(MFS_BUF_CU_Q)]],
     const device int* cu_seqlens_k [[buffer(MFS_BUF_CU_K)]],
+    const device int* seqused_q [[buffer(MFS_BUF_SEQUSED_Q)]],
+    const device int* seqused_k [[buffer(MFS_BUF_SEQUSED_K)]],
     const device float* sinks [[buffer(MFS_BUF_SINKS)]],
     device float* dsinks [[buffer(MFS_BUF_DSINKS)]],
     const device float* row_d [[buffer(MFS_BUF_ROW_D)]],
@@ -98,7 +103,7 @@ template <typename T>
   const float sink = sink_log2(sinks, h, lane, mfs_sink_dtype) * MFS_LN2;
   float acc = 0.0f;  // lane i sums rows i, i + 32, ... of every sequence in order: fixed order
   for (int b = 0; b < p.batch; ++b) {
-    const SequenceBounds s = bwd_sequence(p, cu_seqlens_q, cu_seqlens_k, b, lane);
+    const SequenceBounds s = bwd_sequence(p, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, b, lane);
     for (int row = (int)lane; row < s.seqlen_q; row += 32) {
       const float l = finite_lse(lse[bwd_lse_index(p, s, b, h, row)]);
       acc += sink_gradient(sink, l, row_d[bwd_d_index(p, a, s, b, h, row)]);
@@ -319,6 +324,8 @@ template <typename T, int D>
     const device float* lse [[buffer(MFS_BUF_LSE)]],
     const device int* cu_seqlens_q [[buffer(MFS_BUF_CU_Q)]],
     const device int* cu_seqlens_k [[buffer(MFS_BUF_CU_K)]],
+    const device int* seqused_q [[buffer(MFS_BUF_SEQUSED_Q)]],
+    const device int* seqused_k [[buffer(MFS_BUF_SEQUSED_K)]],
     const device float* alibi_slopes [[buffer(MFS_BUF_ALIBI)]],
     const device T* dout [[buffer(MFS_BUF_DOUT)]],
     device T* dk [[buffer(MFS_BUF_DK)]],
@@ -357,7 +364,7 @@ template <typename T, int D>
   const int b = (int)tg.z;
   const int hk = (int)tg.y;
   const int k0 = (int)tg.x * OWN;
-  const SequenceBounds s = bwd_sequence(p, cu_seqlens_q, cu_seqlens_k, b, lane);
+  const SequenceBounds s = bwd_sequence(p, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, b, lane);
   if (k0 >= s.seqlen_k) return;  // the whole threadgroup: past this sequence's keys
   const int k_end = min(k0 + OWN, s.seqlen_k);
   const int qc = p.head_dim / 8;
@@ -481,6 +488,8 @@ template <typename T, int D>
     const device float* lse [[buffer(MFS_BUF_LSE)]],
     const device int* cu_seqlens_q [[buffer(MFS_BUF_CU_Q)]],
     const device int* cu_seqlens_k [[buffer(MFS_BUF_CU_K)]],
+    const device int* seqused_q [[buffer(MFS_BUF_SEQUSED_Q)]],
+    const device int* seqused_k [[buffer(MFS_BUF_SEQUSED_K)]],
     const device float* alibi_slopes [[buffer(MFS_BUF_ALIBI)]],
     const device T* dout [[buffer(MFS_BUF_DOUT)]],
     device T* dq [[buffer(MFS_BUF_DQ)]],
@@ -517,7 +526,7 @@ template <typename T, int D>
   const int b = (int)tg.z;
   const int h = (int)tg.y;
   const int row0 = (int)tg.x * OWN;
-  const SequenceBounds s = bwd_sequence(p, cu_seqlens_q, cu_seqlens_k, b, lane);
+  const SequenceBounds s = bwd_sequence(p, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, b, lane);
   if (row0 >= s.seqlen_q) return;  // the whole threadgroup: past this sequence's queries
   const int rows_end = min(row0 + OWN, s.seqlen_q);
   const int hk = h / (p.heads_q / p.heads_kv);

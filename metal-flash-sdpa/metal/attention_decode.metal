@@ -17,8 +17,9 @@
 // unnormalised partial (o, m, l) to scratch and mfs_decode_reduce combines them (and the sink)
 // into out and lse.
 //
-// mfs_clear_rows: zeros the rows of a varlen q past cu_seqlens_q[batch] (functional form), whose
-// position the host cannot read on the GPU.
+// mfs_clear_rows: zeros the rows of a varlen q past cu_seqlens_q[batch] and, with seqused_q, the
+// rows of each sequence's slot past its used ones (functional form), whose positions the host
+// cannot read on the GPU.
 #include "attention_tiles.h"
 
 // Merges online-softmax state (m2, l2, o2) into (m, l, o) (both in log2 units, l and o relative
@@ -45,6 +46,7 @@ template <typename T, int D>
     const device int* cu_seqlens_q [[buffer(MFS_BUF_CU_Q)]],
     const device int* cu_seqlens_k [[buffer(MFS_BUF_CU_K)]],
     const device int* seqused_k [[buffer(MFS_BUF_SEQUSED_K)]],
+    const device int* seqused_q [[buffer(MFS_BUF_SEQUSED_Q)]],
     const device int* block_table [[buffer(MFS_BUF_BLOCK_TABLE)]],
     const device float* alibi_slopes [[buffer(MFS_BUF_ALIBI)]],
     const device float* sinks [[buffer(MFS_BUF_SINKS)]],
@@ -89,7 +91,7 @@ template <typename T, int D>
   // filled to the tile's width, with zeros past head_dim and in slots without a pair: a q element
   // read from it is 0 wherever no K element was loaded.
   if (sg == 0) {
-    const SequenceRows s0 = sequence_rows(p, cu_seqlens_q, cu_seqlens_k, seqused_k, b, lane);
+    const SequenceRows s0 = sequence_rows(p, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, b, lane);
     if (lane == 0) {
       bounds_tg[0] = s0.q_begin;
       bounds_tg[1] = s0.seqlen_q;
@@ -338,6 +340,7 @@ template <typename T>
     const device int* cu_seqlens_q [[buffer(MFS_BUF_CU_Q)]],
     const device int* cu_seqlens_k [[buffer(MFS_BUF_CU_K)]],
     const device int* seqused_k [[buffer(MFS_BUF_SEQUSED_K)]],
+    const device int* seqused_q [[buffer(MFS_BUF_SEQUSED_Q)]],
     const device float* sinks [[buffer(MFS_BUF_SINKS)]],
     const device float* partial_o [[buffer(MFS_BUF_SCRATCH0)]],
     const device float* partial_ml [[buffer(MFS_BUF_SCRATCH1)]],
@@ -347,7 +350,7 @@ template <typename T>
     uint lane [[thread_index_in_simdgroup]]) {
   constexpr int E = MFS_MAX_HEAD_DIM / 32;
   const int row = (int)tg.x, h = (int)tg.y, b = (int)tg.z;
-  const SequenceRows s = sequence_rows(p, cu_seqlens_q, cu_seqlens_k, seqused_k, b, lane);
+  const SequenceRows s = sequence_rows(p, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, b, lane);
   if (row >= min(s.seqlen_q, a.rows_per_head)) return;  // the whole SIMD-group
   const KeyRange mine = visible_keys(row, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
   const bool none = mine.end <= mine.begin;
@@ -386,13 +389,40 @@ template <typename T>
   if (mfs_write_lse && lane == 0) lse[lse_offset(p, s, b, h, row)] = row_lse(st, none);
 }
 
-// Rows of a varlen q at or past cu_seqlens_q[batch] (clamped to q_rows) belong to no sequence:
-// zeros in out, -inf in lse. Grid (ceil(q_rows / MFS_CLEAR_ROWS_PER_TG), heads_q), 32 threads.
+// With seqused_q: whether `row` (< cu_seqlens_q[batch]) is one of the used rows of the sequence
+// whose slot holds it: the last b with cu_seqlens_q[b] <= row (binary search; an empty slot
+// starting at row is skipped), then sequence_bounds' rule. Reached by the whole SIMD-group.
+inline bool row_is_used(constant AttentionParams& p, const device int* cu_seqlens_q,
+                        const device int* seqused_q, int row, uint lane) {
+  int lo = 0, hi = p.batch - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (uniform_load(cu_seqlens_q, mid, lane) <= row) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  SequenceOffsets o;
+  o.cu_q_begin = uniform_load(cu_seqlens_q, lo, lane);
+  o.cu_q_end = uniform_load(cu_seqlens_q, lo + 1, lane);
+  o.cu_k_begin = 0;
+  o.cu_k_end = 0;
+  o.used_k = 0;
+  o.used_q = uniform_load(seqused_q, lo, lane);
+  const SequenceBounds s = sequence_bounds(p, o);
+  return row >= s.q_begin && row < s.q_begin + s.seqlen_q;
+}
+
+// Rows of a varlen q at or past cu_seqlens_q[batch] (clamped to q_rows) belong to no sequence,
+// nor, with seqused_q, the rows of a slot past its used ones: zeros in out, -inf in lse.
+// Grid (ceil(q_rows / MFS_CLEAR_ROWS_PER_TG), heads_q), 32 threads.
 template <typename T>
 [[kernel, max_total_threads_per_threadgroup(32)]] void mfs_clear_rows(
     device T* out [[buffer(MFS_BUF_OUT)]],
     device float* lse [[buffer(MFS_BUF_LSE)]],
     const device int* cu_seqlens_q [[buffer(MFS_BUF_CU_Q)]],
+    const device int* seqused_q [[buffer(MFS_BUF_SEQUSED_Q)]],
     constant AttentionParams& p [[buffer(MFS_BUF_PARAMS)]],
     uint3 tg [[threadgroup_position_in_grid]],
     uint lane [[thread_index_in_simdgroup]]) {
@@ -400,7 +430,9 @@ template <typename T>
   const int h = (int)tg.y;
   for (int r = 0; r < MFS_CLEAR_ROWS_PER_TG; ++r) {
     const int row = (int)tg.x * MFS_CLEAR_ROWS_PER_TG + r;
-    if (row < covered || row >= p.q_rows) continue;
+    if (row >= p.q_rows) continue;
+    if (row < covered && !(mfs_seqused_q && p.batch > 0)) continue;
+    if (row < covered && row_is_used(p, cu_seqlens_q, seqused_q, row, lane)) continue;
     device T* o_row = out + (long)row * p.o_row_stride + (long)h * p.o_head_stride;
     for (int d = (int)lane; d < p.head_dim_v; d += 32) o_row[d] = T(0.0f);
     if (mfs_write_lse && lane == 0) {

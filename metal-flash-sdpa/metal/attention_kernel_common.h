@@ -36,6 +36,7 @@ constant int mfs_sink_dtype [[function_constant(MFS_FC_SINK_DTYPE)]];   // s_aux
 constant bool mfs_varlen_q [[function_constant(MFS_FC_VARLEN_Q)]];
 constant bool mfs_varlen_k [[function_constant(MFS_FC_VARLEN_K)]];
 constant bool mfs_seqused_k [[function_constant(MFS_FC_SEQUSED_K)]];
+constant bool mfs_seqused_q [[function_constant(MFS_FC_SEQUSED_Q)]];
 constant bool mfs_paged_kv [[function_constant(MFS_FC_PAGED_KV)]];
 constant bool mfs_alibi [[function_constant(MFS_FC_ALIBI)]];
 constant bool mfs_softcap [[function_constant(MFS_FC_SOFTCAP)]];
@@ -45,7 +46,7 @@ constant bool mfs_window [[function_constant(MFS_FC_WINDOW)]];       // causal o
 constant bool mfs_vector_kv [[function_constant(MFS_FC_VECTOR_KV)]];  // 4-element aligned k/v rows
 
 // One sequence's rows, every value clamped to what exists in the tensors, whatever cu_seqlens /
-// seqused_k hold: reading q rows [q_begin, q_begin + seqlen_q) and logical keys [0, seqlen_k)
+// seqused_q / seqused_k hold: reading q rows [q_begin, q_begin + seqlen_q) and logical keys [0, seqlen_k)
 // never leaves the buffers. The rule is sequence_bounds.h's, shared with the cpu backend; the
 // kernels only load the offsets it needs.
 using SequenceRows = SequenceBounds;
@@ -66,14 +67,15 @@ inline T group_load(const device T* src, long i, uint lane, int lanes) {
 }
 
 inline SequenceRows sequence_rows(constant AttentionParams& p, const device int* cu_seqlens_q,
-                                  const device int* cu_seqlens_k, const device int* seqused_k,
-                                  int b, uint lane) {
+                                  const device int* cu_seqlens_k, const device int* seqused_q,
+                                  const device int* seqused_k, int b, uint lane) {
   SequenceOffsets o;
   o.cu_q_begin = mfs_varlen_q ? uniform_load(cu_seqlens_q, b, lane) : 0;
   o.cu_q_end = mfs_varlen_q ? uniform_load(cu_seqlens_q, b + 1, lane) : 0;
   o.cu_k_begin = mfs_varlen_k ? uniform_load(cu_seqlens_k, b, lane) : 0;
   o.cu_k_end = mfs_varlen_k ? uniform_load(cu_seqlens_k, b + 1, lane) : 0;
   o.used_k = mfs_seqused_k ? uniform_load(seqused_k, b, lane) : 0;
+  o.used_q = mfs_seqused_q ? uniform_load(seqused_q, b, lane) : 0;
   return sequence_bounds(p, o);
 }
 

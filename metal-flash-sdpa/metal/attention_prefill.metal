@@ -30,6 +30,7 @@ template <typename T, int D>
     const device int* cu_seqlens_q [[buffer(MFS_BUF_CU_Q)]],
     const device int* cu_seqlens_k [[buffer(MFS_BUF_CU_K)]],
     const device int* seqused_k [[buffer(MFS_BUF_SEQUSED_K)]],
+    const device int* seqused_q [[buffer(MFS_BUF_SEQUSED_Q)]],
     const device int* block_table [[buffer(MFS_BUF_BLOCK_TABLE)]],
     const device float* alibi_slopes [[buffer(MFS_BUF_ALIBI)]],
     const device float* sinks [[buffer(MFS_BUF_SINKS)]],
@@ -66,7 +67,7 @@ template <typename T, int D>
 
   const int b = (int)tg.z;
   const int h = (int)tg.y;
-  const SequenceRows s = sequence_rows(p, cu_seqlens_q, cu_seqlens_k, seqused_k, b, lane);
+  const SequenceRows s = sequence_rows(p, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, b, lane);
   const int row0 = (int)tg.x * BQ;
   if (row0 >= s.seqlen_q) return;  // the whole threadgroup: past this sequence's queries
   const int rows_end = min(row0 + BQ, s.seqlen_q);

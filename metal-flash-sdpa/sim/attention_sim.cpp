@@ -82,11 +82,12 @@ std::tuple<at::Tensor, at::Tensor> sim_forward_with_offsets(
     const std::optional<at::Tensor>& bound_cu_seqlens_q,
     const std::optional<at::Tensor>& bound_cu_seqlens_k,
     const std::optional<at::Tensor>& bound_seqused_k,
-    const std::optional<at::Tensor>& bound_block_table) {
+    const std::optional<at::Tensor>& bound_block_table,
+    const std::optional<at::Tensor>& seqused_q, const std::optional<at::Tensor>& bound_seqused_q) {
   AttentionArgs args{q, k, v, std::nullopt, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table,
                      std::nullopt, std::nullopt, max_seqlen_q, max_seqlen_k,
                      1.0 / std::sqrt(static_cast<double>(q.size(-1))), 0.0, -1,
-                     causal ? 0 : -1, true};
+                     causal ? 0 : -1, true, seqused_q};
   AttentionParams params;
   AttentionTensors t = check_attention_inputs(args, backend_device_type(), params);
   if (params.flags & kVarlenQ) params.flags |= kClearRowsOutsideSequences;
@@ -94,6 +95,7 @@ std::tuple<at::Tensor, at::Tensor> sim_forward_with_offsets(
   if (bound_cu_seqlens_k) t.cu_seqlens_k = bound_cu_seqlens_k;
   if (bound_seqused_k) t.seqused_k = bound_seqused_k;
   if (bound_block_table) t.block_table = bound_block_table;
+  if (bound_seqused_q) t.seqused_q = bound_seqused_q;
   run_attention_forward(params, t);
   return {t.out, t.lse};
 }
@@ -109,7 +111,8 @@ MFS_SIM_LIBRARY_FRAGMENT(TORCH_EXTENSION_NAME, ops) {
       "sim_forward_with_offsets(Tensor q, Tensor k, Tensor v, Tensor? cu_seqlens_q, "
       "Tensor? cu_seqlens_k, Tensor? seqused_k, Tensor? block_table, int max_seqlen_q, "
       "int max_seqlen_k, bool causal, Tensor? bound_cu_seqlens_q, Tensor? bound_cu_seqlens_k, "
-      "Tensor? bound_seqused_k, Tensor? bound_block_table) -> (Tensor out, Tensor lse)");
+      "Tensor? bound_seqused_k, Tensor? bound_block_table, Tensor? seqused_q=None, "
+      "Tensor? bound_seqused_q=None) -> (Tensor out, Tensor lse)");
 }
 
 MFS_SIM_LIBRARY_IMPL(TORCH_EXTENSION_NAME, CPU, ops) {

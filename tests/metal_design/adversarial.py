@@ -25,6 +25,11 @@ CASES = {
     "cu_k_past_rows": dict(cu_k=i32(0, 80, 90000, BIG)),
     "cu_k_decreasing": dict(cu_k=i32(50, 10, 89, 0)),
     "cu_k_negative": dict(cu_k=i32(-BIG, -7, 20, 89)),
+    # flash-attn 3's seqused (bound where valid ones were checked): the kernels and the row
+    # clearing's binary search over cu_seqlens_q stay inside every buffer.
+    "seqused_q_garbage": dict(used_q=i32(-BIG, BIG, 10**6)),
+    "seqused_k_garbage": dict(used_k=i32(BIG, -3, 10**6)),
+    "seqused_q_and_cu_q_garbage": dict(used_q=i32(BIG, -1, 7), cu_q=i32(0, 60, 10, BIG)),
 }
 PAGED_CASES = {
     "table_out_of_range": dict(table_values=[-1, 10**6, BIG, -BIG, 13, 99, 3]),
@@ -50,7 +55,11 @@ def adversarial_call(fa, paged: bool, decode: bool, bad: dict):
         bound_table = table if values is None else torch.tensor(
             [values[i % len(values)] for i in range(table.numel())],
             dtype=torch.int32).view(table.shape)
+    # With a bound seqused, the checked call has valid ones (each sequence's whole slot).
+    used_q = i32(*lengths_q) if "used_q" in bad else None
+    used_k = i32(*lengths_k) if "used_k" in bad else None
     return fa._ops.ops.sim_forward_with_offsets(
-        batch.q, k, v, batch.cu_seqlens_q, batch.cu_seqlens_k, None, table,
+        batch.q, k, v, batch.cu_seqlens_q, batch.cu_seqlens_k, used_k, table,
         batch.max_seqlen_q, batch.max_seqlen_k, True,
-        bad.get("cu_q"), bad.get("cu_k"), None, bound_table)
+        bad.get("cu_q"), bad.get("cu_k"), bad.get("used_k"), bound_table, used_q,
+        bad.get("used_q"))

@@ -3,10 +3,20 @@ the CPU, for packed variable-length batches. flash-attn's API; see README.md."""
 
 from ._interface import flash_attention_varlen, flash_attn_func, flash_attn_varlen_func
 from ._kvcache import flash_attn_with_kvcache
+from ._packed import (
+    flash_attn_kvpacked_func,
+    flash_attn_qkvpacked_func,
+    flash_attn_varlen_kvpacked_func,
+    flash_attn_varlen_qkvpacked_func,
+)
 
 __all__ = [
     "flash_attn_varlen_func",
     "flash_attn_func",
     "flash_attn_with_kvcache",
+    "flash_attn_qkvpacked_func",
+    "flash_attn_kvpacked_func",
+    "flash_attn_varlen_qkvpacked_func",
+    "flash_attn_varlen_kvpacked_func",
     "flash_attention_varlen",
 ]

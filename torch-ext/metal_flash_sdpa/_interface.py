@@ -31,6 +31,8 @@ def flash_attn_varlen_func(
     return_attn_probs: bool = False,
     block_table: Optional[torch.Tensor] = None,
     s_aux: Optional[torch.Tensor] = None,
+    seqused_q: Optional[torch.Tensor] = None,
+    seqused_k: Optional[torch.Tensor] = None,
 ):
     """Attention over packed variable-length sequences.
 
@@ -38,6 +40,10 @@ def flash_attn_varlen_func(
     [num_pages, page_size, heads_kv, head_dim] with `block_table` [batch, max_pages] (then
     `cu_seqlens_k` gives each sequence's length). Returns out [total_q, heads, head_dim_v]; with
     `return_attn_probs` the tuple (out, lse [heads, total_q] fp32, None).
+
+    `seqused_q` / `seqused_k` (flash-attn 3, int32 [batch]): only the first seqused tokens of each
+    sequence's slot in cu_seqlens_q / cu_seqlens_k count; the other rows of a slot belong to no
+    sequence (their out rows are zeros, lse -inf, gradients zero).
 
     Differentiable (q, k, v, s_aux) with contiguous K/V; with `block_table` a call that needs a
     gradient raises.
@@ -47,6 +53,8 @@ def flash_attn_varlen_func(
         q, k, v,
         cu_seqlens_q=cu_seqlens_q,
         cu_seqlens_k=cu_seqlens_k,
+        seqused_q=seqused_q,
+        seqused_k=seqused_k,
         block_table=block_table,
         alibi_slopes=alibi_slopes,
         s_aux=s_aux,

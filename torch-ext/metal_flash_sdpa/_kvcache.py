@@ -13,8 +13,10 @@ import torch
 
 from . import _arguments as A
 from ._ops import add_op_namespace_prefix
+from ._leftpad import check_leftpad, leftpad_table, token_rows
 from ._ops_backward import needs_grad
 from ._ops_forward import forward
+from ._rotary import check_rotary, rotary_positions, rotate
 
 
 def _cache_lengths(cache_seqlens, batch: int, capacity: int, device) -> torch.Tensor:
@@ -112,28 +114,43 @@ def _append_kv_fake(q, k_cache, v_cache, k, v, lengths, block_table, alibi_slope
     return None
 
 
+def _check_num_splits(num_splits) -> None:
+    if isinstance(num_splits, bool) or not isinstance(num_splits, int) or num_splits < 0:
+        raise ValueError(f"num_splits must be an int >= 0 (0 = the kernels' own choice), got "
+                         f"{num_splits!r}")
+
+
 def flash_attn_with_kvcache(
     q: torch.Tensor,
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
     k: Optional[torch.Tensor] = None,
     v: Optional[torch.Tensor] = None,
+    rotary_cos: Optional[torch.Tensor] = None,
+    rotary_sin: Optional[torch.Tensor] = None,
     cache_seqlens: Union[int, torch.Tensor, None] = None,
     cache_batch_idx: Optional[torch.Tensor] = None,
+    cache_leftpad: Optional[torch.Tensor] = None,
     block_table: Optional[torch.Tensor] = None,
     softmax_scale: Optional[float] = None,
     causal: bool = False,
     window_size: Sequence[int] = (-1, -1),
     softcap: float = 0.0,
+    rotary_interleaved: bool = True,
     alibi_slopes: Optional[torch.Tensor] = None,
+    num_splits: int = 0,
     return_softmax_lse: bool = False,
     s_aux: Optional[torch.Tensor] = None,
 ):
-    """q [B, Sq, H, D] against a cache [B_cache, Sk_max, Hkv, D], or paged
-    [num_pages, page_size, Hkv, D] with block_table [B, max_pages]. New tokens k/v
-    [B, S_new, Hkv, D] are first written into the cache in place at cache_seqlens. Returns out
-    [B, Sq, H, Dv], and lse [B, H, Sq] with return_softmax_lse. Inference only: a call that
-    would need a gradient raises (before the cache is touched)."""
+    """flash-attn's signature (s_aux added last). q [B, Sq, H, D] against a cache
+    [B_cache, Sk_max, Hkv, D], or paged [num_pages, page_size, Hkv, D] with block_table
+    [B, max_pages]. New tokens k/v [B, S_new, Hkv, D] are first written into the cache in place at
+    cache_seqlens, rotated first with rotary_cos / rotary_sin [seqlen_ro, rotary_dim / 2] when
+    given (q too; see _rotary.py for the positions). cache_leftpad [B]: sequence b's keys start at
+    slot cache_leftpad[b] (_leftpad.py). num_splits is accepted and changes nothing: the kernels
+    choose their own key split. Returns out [B, Sq, H, Dv], and lse [B, H, Sq] with
+    return_softmax_lse. Inference only: a call that would need a gradient raises (before the
+    cache is touched)."""
     if needs_grad(q, k_cache, v_cache, k, v, s_aux):
         raise NotImplementedError(
             "flash_attn_with_kvcache has no backward (inference only): call it under "
@@ -171,13 +188,33 @@ def flash_attn_with_kvcache(
     scale = A.resolve_scale(softmax_scale, q)
     softcap = A.resolve_softcap(softcap)
     window = A.resolve_window(window_size, causal)
+    _check_num_splits(num_splits)
     capacity = k_cache.shape[1] * block_table.shape[1]
     lengths = _cache_lengths(cache_seqlens, batch, capacity, q.device)
+    # flash-attn rotates the queries token by token when the call is causal or windowed.
+    queries_per_token = window != (-1, -1)
+    check_rotary(rotary_cos, rotary_sin, q, None if k is None else k.shape[1], capacity,
+                 queries_per_token)
+    if cache_leftpad is not None:
+        check_leftpad(cache_leftpad, lengths, batch, q.device)
+        token_rows(k_cache, "k_cache"), token_rows(v_cache, "v_cache")  # refused before writing
     if k is not None:
         _check_new_tokens(k, v, k_cache, v_cache, batch)  # shapes: traced under torch.compile
+        if rotary_cos is not None:  # the fused pre-pass: new keys and queries, whole batch
+            k = rotate(k, rotary_cos, rotary_sin, rotary_positions(lengths, k.shape[1], True),
+                       rotary_interleaved)
+            q = rotate(q, rotary_cos, rotary_sin,
+                       rotary_positions(lengths, q.shape[1], queries_per_token),
+                       rotary_interleaved)
+        # Every check, then the write, in one op (a refused call leaves the caches as they were,
+        # compiled or eager).
         _append_kv(q, k_cache, v_cache, k, v, lengths, block_table, alibi_slopes, s_aux, scale,
                    softcap, window[0], window[1])
         lengths = lengths + k.shape[1]
+    if cache_leftpad is not None:
+        block_table = leftpad_table(cache_leftpad, block_table, k_cache.shape[1], capacity)
+        k_cache, v_cache = token_rows(k_cache, "k_cache"), token_rows(v_cache, "v_cache")
+        lengths = lengths - cache_leftpad
     out, lse = forward(
         q, k_cache, v_cache,
         seqused_k=lengths,

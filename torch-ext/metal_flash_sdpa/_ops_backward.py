@@ -17,7 +17,8 @@ from ._ops import add_op_namespace_prefix, ops
 
 @torch.library.register_fake(add_op_namespace_prefix("bwd"))
 def _bwd_fake(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, alibi_slopes, s_aux,
-              max_seqlen_q, max_seqlen_k, softmax_scale, softcap, window_left, window_right):
+              max_seqlen_q, max_seqlen_k, softmax_scale, softcap, window_left, window_right,
+              seqused_q=None, seqused_k=None):
     ds_aux = (s_aux.new_empty(s_aux.shape) if s_aux is not None
               else q.new_empty([0], dtype=torch.float32))
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), ds_aux
@@ -26,9 +27,11 @@ def _bwd_fake(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, alibi_slopes,
 def _setup_context(ctx, inputs, output):
     (q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes, s_aux,
      max_seqlen_q, max_seqlen_k, softmax_scale, softcap, window_left, window_right,
-     return_lse) = inputs
-    # Runs only when a gradient is needed (grad mode on, an input requires grad).
-    if block_table is not None or seqused_k is not None:
+     return_lse, *rest) = inputs
+    seqused_q = rest[0] if rest else None
+    # Runs only when a gradient is needed (grad mode on, an input requires grad). seqused_k with
+    # cu_seqlens_k (flash-attn 3's varlen form) has a backward; without it, it is a kv-cache's.
+    if block_table is not None or (seqused_k is not None and cu_seqlens_k is None):
         raise NotImplementedError(
             "metal-flash-sdpa has no backward for paged K/V (block_table) or kv-cache calls "
             "(seqused_k, flash_attn_with_kvcache): run them under torch.no_grad() or pass "
@@ -38,18 +41,22 @@ def _setup_context(ctx, inputs, output):
                          "needs the lse); the Python entry points do this")
     out, lse = output
     ctx.mark_non_differentiable(lse)  # as flash-attn: the returned lse has no gradient
-    ctx.save_for_backward(q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, alibi_slopes, s_aux)
+    ctx.save_for_backward(q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, alibi_slopes, s_aux,
+                          seqused_q, seqused_k)
     ctx.scalars = (max_seqlen_q, max_seqlen_k, softmax_scale, softcap, window_left, window_right)
+    ctx.num_inputs = len(inputs)
 
 
 def _backward(ctx, grad_out, grad_lse):
-    q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, alibi_slopes, s_aux = ctx.saved_tensors
+    (q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, alibi_slopes, s_aux, seqused_q,
+     seqused_k) = ctx.saved_tensors
     dq, dk, dv, ds_aux = ops.bwd(grad_out, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k,
-                                 alibi_slopes, s_aux, *ctx.scalars)
+                                 alibi_slopes, s_aux, *ctx.scalars, seqused_q, seqused_k)
     # Gradients for q, k, v, then none for offsets, block_table, ALiBi slopes (as flash-attn)
-    # and the ints; s_aux's own.
-    return (dq, dk, dv, None, None, None, None, None,
-            ds_aux if s_aux is not None else None, None, None, None, None, None, None, None)
+    # and the ints; s_aux's own; none for seqused_q.
+    grads = (dq, dk, dv, None, None, None, None, None,
+             ds_aux if s_aux is not None else None, None, None, None, None, None, None, None, None)
+    return grads[:ctx.num_inputs]
 
 
 torch.library.register_autograd(add_op_namespace_prefix("fwd"), _backward,

@@ -24,7 +24,7 @@ def _lse_shape(q: torch.Tensor, return_lse: bool) -> list[int]:
 
 
 _TENSOR_ARGS = ("k", "v", "cu_seqlens_q", "cu_seqlens_k", "seqused_k", "block_table",
-                "alibi_slopes", "s_aux")
+                "alibi_slopes", "s_aux", "seqused_q")
 
 
 def _check_same_device(q, *tensors, out=None):
@@ -40,9 +40,9 @@ def _check_same_device(q, *tensors, out=None):
 @torch.library.register_fake(add_op_namespace_prefix("fwd"))
 def _fwd_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes, s_aux,
               max_seqlen_q, max_seqlen_k, softmax_scale, softcap, window_left, window_right,
-              return_lse):
+              return_lse, seqused_q=None):
     _check_same_device(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes,
-                       s_aux)
+                       s_aux, seqused_q)
     out = q.new_empty(_out_shape(q, v))
     lse = q.new_empty(_lse_shape(q, return_lse), dtype=torch.float32)
     return out, lse
@@ -51,9 +51,9 @@ def _fwd_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi
 @torch.library.register_fake(add_op_namespace_prefix("fwd_into"))
 def _fwd_into_fake(out, q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table,
                    alibi_slopes, s_aux, max_seqlen_q, max_seqlen_k, softmax_scale, softcap,
-                   window_left, window_right, return_lse):
+                   window_left, window_right, return_lse, seqused_q=None):
     _check_same_device(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes,
-                       s_aux, out=out)
+                       s_aux, seqused_q, out=out)
     return q.new_empty(_lse_shape(q, return_lse), dtype=torch.float32)
 
 
@@ -66,6 +66,7 @@ def forward(
     cu_seqlens_q: Optional[torch.Tensor] = None,
     cu_seqlens_k: Optional[torch.Tensor] = None,
     seqused_k: Optional[torch.Tensor] = None,
+    seqused_q: Optional[torch.Tensor] = None,
     block_table: Optional[torch.Tensor] = None,
     alibi_slopes: Optional[torch.Tensor] = None,
     s_aux: Optional[torch.Tensor] = None,
@@ -80,7 +81,7 @@ def forward(
     check_first_order_autograd(q, k, v, s_aux, alibi_slopes)
     args = (q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes, s_aux,
             max_seqlen_q, max_seqlen_k, softmax_scale, softcap, window_size[0], window_size[1],
-            return_lse)
+            return_lse, seqused_q)
     if out is None:
         return ops.fwd(*args)
     lse = ops.fwd_into(out, *args)
