@@ -3,10 +3,12 @@ the CPU, for packed variable-length batches. flash-attn's API; see README.md."""
 
 from ._interface import flash_attention_varlen, flash_attn_func, flash_attn_varlen_func
 from ._kvcache import flash_attn_with_kvcache
+from ._sdpa import scaled_dot_product_attention
 
 __all__ = [
     "flash_attn_varlen_func",
     "flash_attn_func",
     "flash_attn_with_kvcache",
     "flash_attention_varlen",
+    "scaled_dot_product_attention",
 ]
