@@ -3,6 +3,7 @@ the CPU, for packed variable-length batches. flash-attn's API; see README.md."""
 
 from ._interface import flash_attention_varlen, flash_attn_func, flash_attn_varlen_func
 from ._kvcache import flash_attn_with_kvcache
+from ._routing import route_sdpa, routed_sdpa, sdpa_or_torch
 from ._sdpa import scaled_dot_product_attention
 
 __all__ = [
@@ -11,4 +12,7 @@ __all__ = [
     "flash_attn_with_kvcache",
     "flash_attention_varlen",
     "scaled_dot_product_attention",
+    "route_sdpa",
+    "routed_sdpa",
+    "sdpa_or_torch",
 ]

@@ -70,15 +70,20 @@ def _check_like_torch(query, key, value, attn_mask, is_causal, enable_gqa) -> No
     if key.size(-2) != value.size(-2):
         raise RuntimeError(f"key and value must have the same sequence length, got key "
                            f"{key.size(-2)} and value {value.size(-2)}")
-    if attn_mask is not None and is_causal and not _torch_fuses(query, key, value, enable_gqa):
+    if attn_mask is not None and is_causal and not _torch_fuses(query, key, value, attn_mask,
+                                                                enable_gqa):
         raise RuntimeError(
             "_scaled_dot_product_attention: Explicit attn_mask should not be set when "
             "is_causal=True")
 
 
-def _torch_fuses(query, key, value, enable_gqa) -> bool:
+def _torch_fuses(query, key, value, attn_mask, enable_gqa) -> bool:
     """Whether torch 2.13's dispatcher sends the call to its fused CPU kernel (which combines
-    attn_mask with is_causal) rather than its math path (which refuses the pair)."""
+    attn_mask with is_causal) rather than its math path (which refuses the pair): its
+    use_flash_attention_cpp gates (sdp_utils_cpp), checked on the installed torch. An empty
+    input returns before either path."""
+    if query.numel() == 0 or key.numel() == 0 or value.numel() == 0:
+        return True
     if not (query.dim() == key.dim() == value.dim() == 4):
         return False
     if not (query.size(0) == key.size(0) == value.size(0)):
@@ -88,7 +93,24 @@ def _torch_fuses(query, key, value, enable_gqa) -> bool:
         return False
     if not (query.size(-1) == key.size(-1) == value.size(-1)):
         return False
-    return all(t.stride(-1) == 1 for t in (query, key, value))
+    if not all(t.stride(-1) == 1 for t in (query, key, value)):
+        return False
+    # check_attn_mask_shape: no gradient; [L|1, S|1] or [N|1, H|1, L|1, S|1]
+    m = attn_mask
+    if m.requires_grad or m.size(-2) not in (query.size(2), 1) or m.size(-1) not in (key.size(2), 1):
+        return False
+    return m.dim() == 2 or (m.dim() == 4 and m.size(0) in (query.size(0), 1)
+                            and m.size(1) in (query.size(1), 1))
+
+
+def _check_mask_broadcasts(mask_shape, scores_shape) -> None:
+    """torch's error (from adding the mask to the scores) for a mask that does not broadcast."""
+    rank = max(len(mask_shape), len(scores_shape))
+    for i in range(1, min(len(mask_shape), len(scores_shape)) + 1):
+        a, b = scores_shape[-i], mask_shape[-i]
+        if a != b and a != 1 and b != 1:
+            raise RuntimeError(f"The size of tensor a ({a}) must match the size of tensor b ({b}) "
+                               f"at non-singleton dimension {rank - i}")
 
 
 def _batch_shapes(query, key, value, enable_gqa):
@@ -144,6 +166,7 @@ def scaled_dot_product_attention(
     if attn_mask is not None:
         attn_mask.size(-2)  # torch's IndexError for a 1-D mask
         target = (*batch, L, S)
+        _check_mask_broadcasts(attn_mask.shape, target)
         shape = torch.broadcast_shapes(attn_mask.shape, target)
         if tuple(shape) != tuple(target):
             raise RuntimeError(f"output with shape {list(target)} doesn't match the broadcast "
