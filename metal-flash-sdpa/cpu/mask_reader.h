@@ -33,6 +33,38 @@ struct MaskReader {
     return present() ? row.tiles[int64_t(tile) * tile_stride] : int(kMaskTileOpen);
   }
 
+  // s[j] = mask_biased(s[j], bias of key k0 + j) for j in [0, n): a loop per kind, so that a
+  // mask contiguous along keys is read with vector loads.
+  template <typename Fn>
+  static void each(const char* at, int64_t stride, int n, Fn&& fn) {
+    for (int j = 0; j < n; ++j) fn(j, at + j * stride);
+  }
+  void add_biases(const MaskRow& row, int k0, int n, float* s) const {
+    const char* at = row.values + int64_t(k0) * key_stride;
+    switch (kind) {
+      case kMaskBool:
+        if (key_stride == 1) {
+          const uint8_t* m = reinterpret_cast<const uint8_t*>(at);
+          for (int j = 0; j < n; ++j) s[j] = m[j] ? s[j] : -INFINITY;
+          return;
+        }
+        return each(at, key_stride, n, [&](int j, const char* p) {
+          s[j] = mask_biased(s[j], boolean_mask_bias(*reinterpret_cast<const uint8_t*>(p) != 0));
+        });
+      case kMaskFloat32:
+        if (key_stride == 4) {
+          const float* m = reinterpret_cast<const float*>(at);
+          for (int j = 0; j < n; ++j) s[j] = mask_biased(s[j], m[j]);
+          return;
+        }
+        return each(at, key_stride, n, [&](int j, const char* p) {
+          s[j] = mask_biased(s[j], *reinterpret_cast<const float*>(p));
+        });
+      default:
+        for (int j = 0; j < n; ++j) s[j] = mask_biased(s[j], bias(row, k0 + j));
+    }
+  }
+
   // The bias of key `key` of the row (attention_semantics.h: boolean_mask_bias, or the value).
   float bias(const MaskRow& row, int key) const {
     const char* at = row.values + int64_t(key) * key_stride;

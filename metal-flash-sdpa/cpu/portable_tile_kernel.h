@@ -75,8 +75,7 @@ inline float softmax_row(const TileJob& job, int r, int n0, int lo, int hi, int 
     for (int j = a; j < e; ++j) s[j] += alibi_bias(slope, diag, n0 + j, 0, 0);
   }
   if (read_mask) {  // a mixed tile of attn_mask: its bias, -inf for removed keys
-    const MaskRow& row = job.row_mask[r];
-    for (int j = a; j < e; ++j) s[j] = mask_biased(s[j], job.mask.bias(row, n0 + j));
+    job.mask.add_biases(job.row_mask[r], n0 + a, e - a, s + a);
   }
   float block_max = -INFINITY;
   for (int j = a; j < e; ++j) block_max = std::max(block_max, s[j]);
