@@ -65,11 +65,9 @@ std::vector<WorkItem> plan_work(const AttentionParams& p, const std::vector<Sequ
   return items;
 }
 
-TileKernel pick_kernel(ElementType dtype, bool masked) {
+TileKernel pick_kernel(ElementType dtype) {
 #ifdef MFS_HAVE_X86_KERNELS
   const CpuIsa isa = detected_cpu_isa();
-  // attn_mask is read by the portable kernel and its AVX2 copy only.
-  if (masked) return isa == CpuIsa::kPortable ? portable_tile_kernel() : avx2_tile_kernel();
   if (isa == CpuIsa::kAvx512Bf16 && dtype == ElementType::kBFloat16) {
     return avx512_bf16_tile_kernel();
   }
@@ -77,7 +75,6 @@ TileKernel pick_kernel(ElementType dtype, bool masked) {
   if (isa == CpuIsa::kAvx2) return avx2_tile_kernel();
 #else
   (void)dtype;
-  (void)masked;
 #endif
   return portable_tile_kernel();
 }
@@ -232,7 +229,7 @@ void run_attention_forward(const AttentionParams& p, const AttentionTensors& t) 
                         p.flags & kHasAlibi ? t.alibi_slopes->data_ptr<float>() : nullptr,
                         p.flags & kHasSinks ? sinks.data_ptr<float>() : nullptr,
                         mask};
-  const TileKernel kernel = pick_kernel(dtype, mask.reader.present());
+  const TileKernel kernel = pick_kernel(dtype);
   int max_rows = 0;
   int64_t total_cost = 0;
   for (const WorkItem& w : items) {

@@ -55,9 +55,8 @@ struct TileJob {
   const int* row_diagonal;       // key position of the row (ALiBi distance origin)
   const float* row_alibi_slope;  // used when has_alibi
   const float* row_sink;         // used when has_sinks: the logit of the sink
-  // attn_mask (mask.present()): every row's mask; the tile's keys then start at 0, so key block
-  // n0 / kMaskTileKeys is a tile of the summary. Only the portable kernels (and their AVX2
-  // copy) read masks: the driver picks them for masked calls.
+  // attn_mask (mask.present()): every row's mask; the tile's keys then start at 0, so a kernel's
+  // key blocks (multiples of kMaskTileKeys) cover whole tiles of the summary.
   MaskReader mask;
   const MaskRow* row_mask;
 };
