@@ -430,20 +430,21 @@ inline int chunk_mask_state(const TileJob& job, int r0, int r1, int k0, int k1) 
 // (key_limit) and in padding rows (those keys and rows are masked or unused anyway).
 inline void fill_chunk_bias(const TileJob& job, int r0, int vecs, int key0, int count,
                             int key_limit, float* bias) {
+  float row_bias[kKeyBlock];
   for (int i = 0; i < vecs * kLanes; ++i) {
     const int r = r0 + i;
-    const bool real = r < job.rows;
-    for (int j = 0; j < count; ++j) {
-      const int key = key0 + j;
-      float b = 0.0f;
-      if (real && key < key_limit) {
-        const int st = job.mask.tile_state(job.row_mask[r], key / kMaskTileKeys);
-        b = st == kMaskTileOpen ? 0.0f
-            : st == kMaskTileClosed ? -INFINITY
-                                    : job.mask.bias(job.row_mask[r], key);
+    std::fill(row_bias, row_bias + count, 0.0f);
+    if (r < job.rows) {
+      // Tile by tile: open tiles stay 0, closed ones -inf, mixed ones are read (vector loops).
+      for (int k0 = key0; k0 < std::min(key0 + count, key_limit);) {
+        const int k1 = std::min({(k0 / kMaskTileKeys + 1) * kMaskTileKeys, key0 + count, key_limit});
+        const int st = job.mask.tile_state(job.row_mask[r], k0 / kMaskTileKeys);
+        if (st == kMaskTileClosed) std::fill(row_bias + (k0 - key0), row_bias + (k1 - key0), -INFINITY);
+        if (st == kMaskTileMixed) job.mask.add_biases(job.row_mask[r], k0, k1 - k0, row_bias + (k0 - key0));
+        k0 = k1;
       }
-      bias[j * kChunkRows + i] = b;
     }
+    for (int j = 0; j < count; ++j) bias[j * kChunkRows + i] = row_bias[j];
   }
 }
 

@@ -30,11 +30,16 @@ inline void finish_probabilities(const BackwardJob& job, const BackwardRow* rows
     for (int j = 0; j < lo; ++j) p[j] = ds[j] = 0.0f;
     for (int j = hi; j < width; ++j) p[j] = ds[j] = 0.0f;
     const bool read_mask = mask_state == kMaskTileMixed;
+    float bias[kMaskTileKeys];  // the mixed tile's attn_mask biases, read with vector loops
+    if (read_mask) {
+      std::fill(bias + lo, bias + hi, 0.0f);
+      job.mask.add_biases(row.mask, k0 + lo, hi - lo, bias + lo);
+    }
     if (job.softcap > 0.0f || job.has_alibi || read_mask || row.dmask) {
       for (int j = lo; j < hi; ++j) {
         const float capped = apply_softcap(job.scale * p[j], job.softcap);
         float logit = capped + (job.has_alibi ? alibi_bias(row.slope, row.diagonal, k0 + j, 0, 0) : 0.0f);
-        if (read_mask) logit = mask_biased(logit, job.mask.bias(row.mask, k0 + j));
+        if (read_mask) logit = mask_biased(logit, bias[j]);
         // A key the mask removed (-inf) has P = 0 (and exp_nonpositive(NaN) is not 0).
         const float prob = logit == -INFINITY ? 0.0f : exp_nonpositive(logit - row.lse);
         const float dlogit = score_gradient(prob, ds[j], row.d);
