@@ -124,6 +124,7 @@ def sim_sources() -> list[Path]:
         common / "attention_backward.cpp",
         common / "attention_forward.cpp",
         common / "attention_inputs.cpp",
+        common / "attention_sdpa.cpp",
         common / "metal_backward_plan.cpp",
         common / "metal_launch_plan.cpp",
         *sorted((REPO / "metal-flash-sdpa" / "sim").glob("*.cpp")),

@@ -27,6 +27,14 @@ TORCH_LIBRARY_EXPAND(TORCH_EXTENSION_NAME, ops) {
       "SymInt max_seqlen_q, SymInt max_seqlen_k, float softmax_scale, float softcap, "
       "int window_left, int window_right, Tensor? seqused_q=None, Tensor? seqused_k=None) "
       "-> (Tensor dq, Tensor dk, Tensor dv, Tensor ds_aux)");
+  // scaled_dot_product_attention's drop-in (torch's attn_mask; _sdpa.py maps torch's layout).
+  ops.def(
+      "sdpa_fwd(Tensor q, Tensor k, Tensor v, Tensor? attn_mask, float softmax_scale, "
+      "int window_right, bool return_lse) -> (Tensor out, Tensor lse)");
+  ops.def(
+      "sdpa_bwd(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
+      "Tensor? attn_mask, float softmax_scale, int window_right, bool mask_grad) -> "
+      "(Tensor dq, Tensor dk, Tensor dv, Tensor dmask)");
 }
 
 // Registered for every backend key (CompositeExplicitAutograd), not only this build's device:
@@ -40,6 +48,8 @@ TORCH_LIBRARY_IMPL_EXPAND(TORCH_EXTENSION_NAME, CompositeExplicitAutograd, ops) 
   ops.impl("fwd", &attention_forward);
   ops.impl("fwd_into", &attention_forward_into);
   ops.impl("bwd", &attention_backward);
+  ops.impl("sdpa_fwd", &sdpa_forward);
+  ops.impl("sdpa_bwd", &sdpa_backward);
 }
 
 REGISTER_EXTENSION(TORCH_EXTENSION_NAME)

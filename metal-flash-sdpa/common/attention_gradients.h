@@ -10,6 +10,10 @@
 struct AttentionGradients {
   at::Tensor dout;  // the incoming gradient of out, last dimension contiguous
   at::Tensor dq, dk, dv, ds_aux;
+  // The gradient of a floating attn_mask, when asked for: fp32 [batch, heads_q, seqlen_q,
+  // seqlen_k], zero-filled (the caller sums it over the mask's broadcast dimensions); undefined
+  // otherwise.
+  at::Tensor dmask;
 };
 
 // Checks the forward's arguments as the forward does (check_attention_inputs) and the saved

@@ -15,6 +15,9 @@ struct AttentionTensors {
   std::optional<at::Tensor> cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes,
       sinks;
   std::optional<at::Tensor> seqused_q;
+  // torch's attn_mask as [batch, heads_q, seqlen_q, seqlen_k] (a view; broadcast dimensions have
+  // stride 0), set by the scaled_dot_product_attention entry points (attention_sdpa.cpp).
+  std::optional<at::Tensor> attn_mask;
 };
 
 // Everything an entry point passes down, as the op schema receives it.

@@ -38,6 +38,16 @@ enum AttentionFlags : mfs_i32 {
   kSequsedQ = 1 << 8,
 };
 
+// AttentionParams::mask_kind: torch's attn_mask (scaled_dot_product_attention), read per
+// (sequence, q head, row, key) through the mask_* strides; the rule is attention_semantics.h's.
+enum AttentionMaskKind : mfs_i32 {
+  kNoMask = 0,
+  kMaskBool = 1,      // uint8/bool: true keeps the key
+  kMaskFloat32 = 2,   // added to the scaled score
+  kMaskFloat16 = 3,
+  kMaskBFloat16 = 4,
+};
+
 struct AttentionParams {
   // --- 64-bit strides (elements) ---
   mfs_i64 q_batch_stride, q_row_stride, q_head_stride;
@@ -70,6 +80,12 @@ struct AttentionParams {
   // --- floats ---
   float scale;    // multiplies q.k
   float softcap;  // 0 = off (flash-attn convention; the legacy entry point converts)
+
+  // --- attn_mask (fixed-length calls only): element strides over (sequence, q head, row, key),
+  // 0 along a dimension the mask broadcasts over ---
+  mfs_i64 mask_batch_stride, mask_head_stride, mask_row_stride, mask_key_stride;
+  mfs_i32 mask_kind;  // AttentionMaskKind
+  mfs_i32 mask_reserved;
 };
 
 // The layout both languages must agree on (the host copies the struct with setBytes, the kernels
@@ -113,6 +129,11 @@ MFS_PARAMS_AT(window_left, 180)
 MFS_PARAMS_AT(window_right, 184)
 MFS_PARAMS_AT(scale, 188)
 MFS_PARAMS_AT(softcap, 192)
+MFS_PARAMS_AT(mask_batch_stride, 200)
+MFS_PARAMS_AT(mask_head_stride, 208)
+MFS_PARAMS_AT(mask_row_stride, 216)
+MFS_PARAMS_AT(mask_key_stride, 224)
+MFS_PARAMS_AT(mask_kind, 232)
 #undef MFS_PARAMS_AT
-static_assert(sizeof(AttentionParams) == 200 && alignof(AttentionParams) == 8,
+static_assert(sizeof(AttentionParams) == 240 && alignof(AttentionParams) == 8,
               "AttentionParams changed size: C++ and MSL must agree on the layout");

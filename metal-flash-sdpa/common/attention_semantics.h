@@ -177,6 +177,37 @@ inline float sink_gradient(float sink, float lse, float row_d) {
   return -probability(sink, lse) * row_d;
 }
 
+// ---- attn_mask (torch's scaled_dot_product_attention) ----
+//
+// Every mask value is a bias on the score: a floating mask is added to the score after the scale
+// (and after softcap and ALiBi, which torch's SDPA never combines with it); a boolean mask keeps a
+// key where it is true and removes it (-inf) where it is false. A row left with no key outputs
+// zeros and lse -inf, as torch's math path returns zeros for a fully masked row.
+inline float boolean_mask_bias(bool keep) { return keep ? 0.0f : -INFINITY; }
+
+template <typename V, typename B>
+MFS_RULE V mask_biased(V score, B bias) {
+  return score + bias;
+}
+
+// A tile of mask values (rows x keys), summarised once per call so that kernels skip closed
+// tiles (no product, no read) and read no mask in open ones.
+enum MaskTileState {
+  kMaskTileOpen = 0,    // every bias is 0 (every key kept): the mask need not be read
+  kMaskTileClosed = 1,  // every bias is -inf (every key removed): the tile is invisible
+  kMaskTileMixed = 2,   // read the mask value by value
+};
+
+inline int mask_value_state(float bias) {
+  return bias == 0.0f ? kMaskTileOpen : (bias == -INFINITY ? kMaskTileClosed : kMaskTileMixed);
+}
+
+// The state of the union of two tiles' values.
+inline int merge_mask_tile_states(int a, int b) { return a == b ? a : kMaskTileMixed; }
+
+// d loss / d bias of a kept key is the score gradient dS = P (dP - D) itself (score_gradient):
+// the bias enters the logit with slope 1.
+
 #undef MFS_TANH
 #undef MFS_EXP
 #undef MFS_LOG

@@ -34,6 +34,7 @@ constexpr int kKeyGroup = 8;  // keys per register block of q.k (blocks are padd
 constexpr int kDvGroup = 8;   // value dims per register block of p.v (head_dim_v % 8 == 0)
 
 static_assert(kKeyBlock % kKeyGroup == 0, "key blocks must hold whole key groups");
+static_assert(kKeyBlock % kMaskTileKeys == 0, "key blocks must cover whole attn_mask tiles");
 
 inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
@@ -133,6 +134,7 @@ inline __m512 abs_distance(__m512i diagonal, __m512i key) {
 struct Scratch {
   float* qt;         // q^T: [head_dim][rows_padded] fp32, or [head_dim/2][rows_padded] bf16 pairs
   float* s;          // s^T of one chunk: [kKeyBlock][kChunkRows]; probabilities in place
+  float* bias;       // attn_mask biases of one chunk: [kKeyBlock][kChunkRows] (mixed tiles)
   uint32_t* p_pairs; // bf16 probabilities of one chunk: [kKeyBlock/2][kChunkRows]
   float* ot;         // o^T accumulator: [head_dim_v][rows_padded]
   float* k_conv;     // keys converted to fp32: [kKeyBlock][head_dim]
@@ -158,6 +160,7 @@ inline size_t layout_scratch(char* base, int rows_padded, int head_dim, int head
   const int max_dim = head_dim > head_dim_v ? head_dim : head_dim_v;
   s->qt = reinterpret_cast<float*>(take(4 * rp * head_dim));
   s->s = reinterpret_cast<float*>(take(4 * kKeyBlock * kChunkRows));
+  s->bias = reinterpret_cast<float*>(take(4 * kKeyBlock * kChunkRows));
   s->p_pairs = reinterpret_cast<uint32_t*>(take(4 * (kKeyBlock / 2) * kChunkRows));
   s->ot = reinterpret_cast<float*>(take(4 * rp * head_dim_v));
   s->k_conv = reinterpret_cast<float*>(take(4 * size_t(kKeyBlock) * head_dim));
@@ -342,10 +345,11 @@ struct ScoreRules {
 // softcap(scale * q.k) + alibi by attention_semantics.h's rule templates at V = __m512, masked
 // outside each row's visible range (visible_keys); then updates the rows' running max and sum
 // and leaves in `alpha` the factor their accumulators must be rescaled by.
-template <bool kSoftcap, bool kAlibi, bool kMask>
+template <bool kSoftcap, bool kAlibi, bool kMask, bool kBias>
 void softmax_chunk(float* s, int count, int key0, int vecs, const ScoreRules& rules,
                    const int* key_begin, const int* key_end, const int* diagonal,
-                   const float* slope, float* row_max, float* row_sum, float* alpha) {
+                   const float* slope, const float* bias, float* row_max, float* row_sum,
+                   float* alpha) {
   const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
   const __m512 scale = _mm512_set1_ps(rules.scale);
   for (int r = 0; r < vecs; ++r) {
@@ -361,6 +365,7 @@ void softmax_chunk(float* s, int count, int key0, int vecs, const ScoreRules& ru
       if constexpr (kSoftcap) x = softcapped<Avx512Math>(x, rules.softcap);
       const __m512i key = _mm512_set1_epi32(key0 + j);
       if constexpr (kAlibi) x = alibi_biased(x, sl, abs_distance(diag, key));
+      if constexpr (kBias) x = mask_biased(x, _mm512_load_ps(bias + j * kChunkRows + o));
       if constexpr (kMask) {
         const __mmask16 visible = _mm512_cmpge_epi32_mask(key, begin) & _mm512_cmplt_epi32_mask(key, end);
         x = _mm512_mask_mov_ps(neg_inf, visible, x);
@@ -388,15 +393,59 @@ void softmax_chunk(float* s, int count, int key0, int vecs, const ScoreRules& ru
 }
 
 using SoftmaxFn = void (*)(float*, int, int, int, const ScoreRules&, const int*, const int*,
-                           const int*, const float*, float*, float*, float*);
+                           const int*, const float*, const float*, float*, float*, float*);
 
-SoftmaxFn pick_softmax(bool softcap, bool alibi, bool mask) {
-  static const SoftmaxFn table[8] = {
-      softmax_chunk<false, false, false>, softmax_chunk<false, false, true>,
-      softmax_chunk<false, true, false>,  softmax_chunk<false, true, true>,
-      softmax_chunk<true, false, false>,  softmax_chunk<true, false, true>,
-      softmax_chunk<true, true, false>,   softmax_chunk<true, true, true>};
-  return table[(softcap ? 4 : 0) | (alibi ? 2 : 0) | (mask ? 1 : 0)];
+// `bias`: attn_mask (attention_semantics.h's mask_biased), from the chunk's bias buffer.
+SoftmaxFn pick_softmax(bool softcap, bool alibi, bool mask, bool bias) {
+  static const SoftmaxFn table[16] = {
+      softmax_chunk<false, false, false, false>, softmax_chunk<false, false, true, false>,
+      softmax_chunk<false, true, false, false>,  softmax_chunk<false, true, true, false>,
+      softmax_chunk<true, false, false, false>,  softmax_chunk<true, false, true, false>,
+      softmax_chunk<true, true, false, false>,   softmax_chunk<true, true, true, false>,
+      softmax_chunk<false, false, false, true>,  softmax_chunk<false, false, true, true>,
+      softmax_chunk<false, true, false, true>,   softmax_chunk<false, true, true, true>,
+      softmax_chunk<true, false, false, true>,   softmax_chunk<true, false, true, true>,
+      softmax_chunk<true, true, false, true>,    softmax_chunk<true, true, true, true>};
+  return table[(bias ? 8 : 0) | (softcap ? 4 : 0) | (alibi ? 2 : 0) | (mask ? 1 : 0)];
+}
+
+// ---------------------------------------------------------------- attn_mask of one chunk
+
+// The state (attention_semantics.h's MaskTileState) of the chunk's rows [r0, r1) over keys
+// [k0, k1): closed only if every row's every summary tile is, open only if every one is.
+inline int chunk_mask_state(const TileJob& job, int r0, int r1, int k0, int k1) {
+  int state = -1;
+  for (int r = r0; r < r1; ++r) {
+    for (int t = k0 / kMaskTileKeys; t * kMaskTileKeys < k1; ++t) {
+      const int st = job.mask.tile_state(job.row_mask[r], t);
+      state = state < 0 ? st : merge_mask_tile_states(state, st);
+      if (state == kMaskTileMixed) return state;
+    }
+  }
+  return state < 0 ? int(kMaskTileOpen) : state;
+}
+
+// bias[j][r - r0] for keys key0 + j, j < count, of rows [r0, r0 + kChunkRows): 0 in open
+// tiles, -inf in closed ones, the mask's value in mixed ones; 0 past the block's real keys
+// (key_limit) and in padding rows (those keys and rows are masked or unused anyway).
+inline void fill_chunk_bias(const TileJob& job, int r0, int vecs, int key0, int count,
+                            int key_limit, float* bias) {
+  float row_bias[kKeyBlock];
+  for (int i = 0; i < vecs * kLanes; ++i) {
+    const int r = r0 + i;
+    std::fill(row_bias, row_bias + count, 0.0f);
+    if (r < job.rows) {
+      // Tile by tile: open tiles stay 0, closed ones -inf, mixed ones are read (vector loops).
+      for (int k0 = key0; k0 < std::min(key0 + count, key_limit);) {
+        const int k1 = std::min({(k0 / kMaskTileKeys + 1) * kMaskTileKeys, key0 + count, key_limit});
+        const int st = job.mask.tile_state(job.row_mask[r], k0 / kMaskTileKeys);
+        if (st == kMaskTileClosed) std::fill(row_bias + (k0 - key0), row_bias + (k1 - key0), -INFINITY);
+        if (st == kMaskTileMixed) job.mask.add_biases(job.row_mask[r], k0, k1 - k0, row_bias + (k0 - key0));
+        k0 = k1;
+      }
+    }
+    for (int j = 0; j < count; ++j) bias[j * kChunkRows + i] = row_bias[j];
+  }
 }
 
 // ---------------------------------------------------------------- the output
@@ -543,6 +592,14 @@ void run_tile(const TileJob& job, void* scratch_base) {
       const bool needs_mask = ck.max_begin > n0 + j_lo || ck.min_end < n0 + j_hi;
       const int r0 = c * kChunkRows;
       const int vecs = std::min(kChunkVecs, (rows_padded - r0) / kLanes);
+      bool read_bias = false;
+      if (job.mask.present()) {  // attn_mask: skip closed chunks, read nothing in open ones
+        const int state = chunk_mask_state(job, r0, std::min(rows, r0 + kChunkRows), n0 + j_lo,
+                                           std::min(n0 + n, n0 + j_hi));
+        if (state == kMaskTileClosed) continue;
+        read_bias = state == kMaskTileMixed;
+        if (read_bias) fill_chunk_bias(job, r0, vecs, n0 + j_lo, count, n0 + n, sc.bias);
+      }
 
 #ifdef MFS_AVX512_BF16_DOT
       if constexpr (kBf16Dot) {
@@ -559,9 +616,10 @@ void run_tile(const TileJob& job, void* scratch_base) {
         else qk_f32<1>(sc.k_rows + j_lo, count, qt, rows_padded, head_dim, sc.s);
       }
 
-      pick_softmax(softcap, job.has_alibi, needs_mask)(
+      pick_softmax(softcap, job.has_alibi, needs_mask, read_bias)(
           sc.s, count, n0 + j_lo, vecs, rules, sc.key_begin + r0, sc.key_end + r0,
-          sc.diagonal + r0, sc.slope + r0, sc.row_max + r0, sc.row_sum + r0, sc.alpha + r0);
+          sc.diagonal + r0, sc.slope + r0, sc.bias, sc.row_max + r0, sc.row_sum + r0,
+          sc.alpha + r0);
 
       float* ot = sc.ot + r0;
 #ifdef MFS_AVX512_BF16_DOT
@@ -753,7 +811,8 @@ void run_few_rows_tile(const TileJob& job, void* scratch_base) {
 
 template <ElementType T, bool kBf16Dot>
 void run_any_tile(const TileJob& job, void* scratch) {
-  if (job.rows <= kFewRows) return run_few_rows_tile<T>(job, scratch);
+  // The few-rows path reads no attn_mask: masked tiles of any size take the row-vector one.
+  if (job.rows <= kFewRows && !job.mask.present()) return run_few_rows_tile<T>(job, scratch);
   run_tile<T, kBf16Dot>(job, scratch);
 }
 

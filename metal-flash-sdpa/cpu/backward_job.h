@@ -18,6 +18,8 @@ struct BackwardRow {
   int key_begin, key_end;  // the row's visible keys (visible_keys)
   int diagonal;            // the row's key position (ALiBi distance origin)
   float slope;             // ALiBi slope of the row's head (0 without ALiBi)
+  MaskRow mask;            // the row's attn_mask (BackwardJob::mask)
+  float* dmask;            // fp32 [seqlen_k]: d loss / d mask of the row's keys, or null
 };
 
 struct BackwardJob {
@@ -26,6 +28,7 @@ struct BackwardJob {
   float scale, softcap;  // softcap 0 = off
   bool has_alibi;
   KeyRowLocator k, v;    // the sequence's keys and values of one kv head
+  MaskReader mask;       // attn_mask (mask.present()); tiles start at multiples of kMaskTileKeys
   int key_begin, key_end;  // the tile (<= kBackwardKeyTile keys)
   const BackwardRow* rows;  // every row (of every head of the group) that sees the tile
   int row_count;
@@ -37,6 +40,7 @@ struct BackwardJob {
 // Keys per tile; query rows per block of a tile's rows.
 constexpr int kBackwardKeyTile = 64;
 constexpr int kBackwardRowTile = 64;
+static_assert(kBackwardKeyTile == kMaskTileKeys, "a key tile is one tile of the mask summary");
 
 // The backward kernel of one instruction set.
 struct BackwardKernel {

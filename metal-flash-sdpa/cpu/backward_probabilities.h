@@ -21,20 +21,31 @@ inline void finish_probabilities(const BackwardJob& job, const BackwardRow* rows
     float* p = p_block + size_t(i) * ld;
     float* ds = ds_block + size_t(i) * ld;
     const int lo = std::max(row.key_begin, k0) - k0, hi = std::min(row.key_end, k0 + n) - k0;
-    if (lo >= hi || row_saw_no_key(row.lse)) {
+    const int mask_state = job.mask.tile_state(row.mask, k0 / kMaskTileKeys);
+    if (lo >= hi || row_saw_no_key(row.lse) || mask_state == kMaskTileClosed) {
       std::fill(p, p + width, 0.0f);
       std::fill(ds, ds + width, 0.0f);
       continue;
     }
     for (int j = 0; j < lo; ++j) p[j] = ds[j] = 0.0f;
     for (int j = hi; j < width; ++j) p[j] = ds[j] = 0.0f;
-    if (job.softcap > 0.0f || job.has_alibi) {
+    const bool read_mask = mask_state == kMaskTileMixed;
+    float bias[kMaskTileKeys];  // the mixed tile's attn_mask biases, read with vector loops
+    if (read_mask) {
+      std::fill(bias + lo, bias + hi, 0.0f);
+      job.mask.add_biases(row.mask, k0 + lo, hi - lo, bias + lo);
+    }
+    if (job.softcap > 0.0f || job.has_alibi || read_mask || row.dmask) {
       for (int j = lo; j < hi; ++j) {
         const float capped = apply_softcap(job.scale * p[j], job.softcap);
-        const float logit = capped + (job.has_alibi ? alibi_bias(row.slope, row.diagonal, k0 + j, 0, 0) : 0.0f);
-        const float prob = exp_nonpositive(logit - row.lse);
+        float logit = capped + (job.has_alibi ? alibi_bias(row.slope, row.diagonal, k0 + j, 0, 0) : 0.0f);
+        if (read_mask) logit = mask_biased(logit, bias[j]);
+        // A key the mask removed (-inf) has P = 0 (and exp_nonpositive(NaN) is not 0).
+        const float prob = logit == -INFINITY ? 0.0f : exp_nonpositive(logit - row.lse);
+        const float dlogit = score_gradient(prob, ds[j], row.d);
         p[j] = prob;
-        ds[j] = score_gradient(prob, ds[j], row.d) * softcap_derivative(capped, job.softcap) * job.scale;
+        ds[j] = dlogit * softcap_derivative(capped, job.softcap) * job.scale;
+        if (row.dmask) row.dmask[k0 + j] = dlogit;  // the bias's slope is 1
       }
     } else {  // the same rules without softcap and ALiBi, in a loop that vectorises
       const float scale = job.scale, lse = row.lse, d = row.d;

@@ -12,6 +12,7 @@
 #include "../common/attention_semantics.h"
 #include "cpu_features.h"
 #include "cpu_sequences.h"
+#include "mask_tiles.h"
 #include "tile_job.h"
 
 c10::DeviceType backend_device_type() { return c10::DeviceType::CPU; }
@@ -97,6 +98,7 @@ struct CallContext {
   const int32_t* block_table;
   const float* alibi;
   const float* sinks;  // fp32 copy, or null
+  const MaskTiles& mask;
 };
 
 // The per-row arrays of one tile, owned by one thread.
@@ -106,9 +108,10 @@ struct TileRows {
   std::vector<float*> lse;
   std::vector<int> key_begin, key_end, diagonal;
   std::vector<float> slope, sink;
+  std::vector<MaskRow> mask;
 
   explicit TileRows(int n)
-      : q(n), out(n), lse(n), key_begin(n), key_end(n), diagonal(n), slope(n), sink(n) {}
+      : q(n), out(n), lse(n), key_begin(n), key_end(n), diagonal(n), slope(n), sink(n), mask(n) {}
 };
 
 // Kept per thread across calls: decode-style workloads make many small calls, and fresh
@@ -183,6 +186,7 @@ TileJob make_job(const CallContext& c, const WorkItem& w, TileRows& rows) {
       rows.diagonal[r] = row + s.seqlen_k - s.seqlen_q;
       rows.slope[r] = c.alibi ? c.alibi[int64_t(w.batch) * p.alibi_batch_stride + h] : 0.0f;
       rows.sink[r] = c.sinks ? c.sinks[h] : 0.0f;
+      rows.mask[r] = c.mask.row(w.batch, h, row);
     }
   }
   job.key_begin = hull_begin;
@@ -195,6 +199,8 @@ TileJob make_job(const CallContext& c, const WorkItem& w, TileRows& rows) {
   job.row_diagonal = rows.diagonal.data();
   job.row_alibi_slope = rows.slope.data();
   job.row_sink = rows.sink.data();
+  job.mask = c.mask.reader;
+  job.row_mask = rows.mask.data();
   return job;
 }
 
@@ -209,6 +215,7 @@ void run_attention_forward(const AttentionParams& p, const AttentionTensors& t) 
   at::Tensor sinks;
   if (p.flags & kHasSinks) sinks = t.sinks->to(at::kFloat).contiguous();
   const ElementType dtype = element_type(t.q.scalar_type());
+  const MaskTiles mask = summarize_mask(p, t);
   const CallContext ctx{p,
                         seqs,
                         dtype,
@@ -220,7 +227,8 @@ void run_attention_forward(const AttentionParams& p, const AttentionTensors& t) 
                         p.flags & kWriteLse ? t.lse.data_ptr<float>() : nullptr,
                         p.flags & kPagedKV ? t.block_table->data_ptr<int32_t>() : nullptr,
                         p.flags & kHasAlibi ? t.alibi_slopes->data_ptr<float>() : nullptr,
-                        p.flags & kHasSinks ? sinks.data_ptr<float>() : nullptr};
+                        p.flags & kHasSinks ? sinks.data_ptr<float>() : nullptr,
+                        mask};
   const TileKernel kernel = pick_kernel(dtype);
   int max_rows = 0;
   int64_t total_cost = 0;

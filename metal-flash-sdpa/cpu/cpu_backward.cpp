@@ -19,6 +19,7 @@
 #include "backward_job.h"
 #include "cpu_features.h"
 #include "cpu_sequences.h"
+#include "mask_tiles.h"
 
 namespace {
 
@@ -82,6 +83,8 @@ struct Call {
   const float* alibi;
   const float* d;  // D, indexed like lse rows: [row_base(b) + row] * heads_q + h
   int64_t rows_per_batch;  // fixed length: seqlen_q; varlen: 0 (rows are global tokens)
+  const MaskTiles& mask;
+  float* dmask;  // fp32 [batch, heads_q, seqlen_q, seqlen_k] (contiguous), or null
 
   int64_t d_index(int b, int h, int row) const {
     const int64_t token = int64_t(b) * rows_per_batch + seqs[b].q_begin + row;
@@ -107,6 +110,9 @@ BackwardRow make_row(const Call& c, int b, int h, int row) {
   r.key_end = range.end;
   r.diagonal = row + s.seqlen_k - s.seqlen_q;
   r.slope = c.alibi ? c.alibi[int64_t(b) * p.alibi_batch_stride + h] : 0.0f;
+  r.mask = c.mask.row(b, h, row);
+  r.dmask = c.dmask ? c.dmask + ((int64_t(b) * p.heads_q + h) * p.seqlen_q + row) * p.seqlen_k
+                    : nullptr;
   return r;
 }
 
@@ -120,6 +126,7 @@ BackwardJob make_job(const Call& c, int b, int kv_head) {
   job.scale = p.scale;
   job.softcap = p.softcap;
   job.has_alibi = c.alibi != nullptr;
+  job.mask = c.mask.reader;
   job.k.base = c.k + (b * p.k_batch_stride + int64_t(s.k_begin) * p.k_row_stride + kv_head * p.k_head_stride) * c.esize;
   job.k.row_stride = p.k_row_stride * c.esize;
   job.v.base = c.v + (b * p.v_batch_stride + int64_t(s.k_begin) * p.v_row_stride + kv_head * p.v_head_stride) * c.esize;
@@ -229,8 +236,14 @@ void run_item(const Call& c, const BackwardKernel& kernel, size_t scratch_bytes,
     ws.tile_rows.clear();
     for (int hh = 0; hh < group; ++hh) {
       const BackwardRow* first = ws.group_rows.data() + size_t(hh) * s.seqlen_q;
-      ws.tile_rows.insert(ws.tile_rows.end(), first + visible.begin, first + visible.end);
+      for (const BackwardRow* row = first + visible.begin; row < first + visible.end; ++row) {
+        // attn_mask: a row whose tile is closed takes no part (no products for it).
+        if (c.mask.reader.tile_state(row->mask, k0 / kMaskTileKeys) != kMaskTileClosed) {
+          ws.tile_rows.push_back(*row);
+        }
+      }
     }
+    if (ws.tile_rows.empty()) continue;
     for (int j = k0; j < k1; ++j) {
       const int64_t key = s.k_begin + j;
       ws.dk_rows[j - k0] = c.dk + (w.batch * c.dk_batch + key * c.dk_row + w.kv_head * c.dk_head) * c.esize;
@@ -292,6 +305,7 @@ void run_attention_backward(const AttentionParams& p, const AttentionTensors& t,
   std::vector<float> d(size_t(total_rows) * p.heads_q, 0.0f);
   const ElementType dtype = element_type(t.q.scalar_type());
   const bool k_batched = g.dk.dim() == 4;
+  const MaskTiles mask = summarize_mask(p, t);
   Call c{p,
          seqs,
          dtype,
@@ -310,7 +324,9 @@ void run_attention_backward(const AttentionParams& p, const AttentionTensors& t,
          t.lse.data_ptr<float>(),
          p.flags & kHasAlibi ? t.alibi_slopes->data_ptr<float>() : nullptr,
          d.data(),
-         rows_per_batch};
+         rows_per_batch,
+         mask,
+         g.dmask.defined() ? g.dmask.data_ptr<float>() : nullptr};
   row_terms(c, t, g, d);
   const BackwardKernel kernel = pick_backward_kernel(dtype);
   const size_t scratch_bytes = kernel.scratch_bytes(p.head_dim, p.head_dim_v);

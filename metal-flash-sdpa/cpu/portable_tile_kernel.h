@@ -13,6 +13,7 @@
 namespace {
 
 constexpr int kBlock = 64;  // keys per block (a multiple of 8: products run over whole 8-key groups)
+static_assert(kBlock == kMaskTileKeys, "a key block is one tile of the mask summary");
 // q.k is summed in pieces of this many dims, then the pieces are added: one long fp32 running
 // sum loses accuracy that large unscaled scores (e.g. scale = 1, head_dim 256) expose.
 constexpr int kDotPiece = 32;
@@ -60,8 +61,8 @@ size_t portable_scratch_bytes(int max_rows, int head_dim, int head_dim_v) {
 // the block's keys), turned into the row's probabilities in place; every other entry of the
 // row's [0, n_padded) becomes 0. Updates the row's running max and sum; returns the factor its
 // output accumulator must be rescaled by. The rules are attention_semantics.h's.
-inline float softmax_row(const TileJob& job, int r, int n0, int lo, int hi, int n_padded, float* s,
-                         float* row_max, float* row_sum) {
+inline float softmax_row(const TileJob& job, int r, int n0, int lo, int hi, int n_padded,
+                         bool read_mask, float* s, float* row_max, float* row_sum) {
   const int a = lo - n0, e = hi - n0;
   for (int j = a; j < e; ++j) s[j] = job.scale * s[j];
   if (job.softcap > 0.0f) {
@@ -73,9 +74,16 @@ inline float softmax_row(const TileJob& job, int r, int n0, int lo, int hi, int 
     const int diag = job.row_diagonal[r];
     for (int j = a; j < e; ++j) s[j] += alibi_bias(slope, diag, n0 + j, 0, 0);
   }
+  if (read_mask) {  // a mixed tile of attn_mask: its bias, -inf for removed keys
+    job.mask.add_biases(job.row_mask[r], n0 + a, e - a, s + a);
+  }
   float block_max = -INFINITY;
   for (int j = a; j < e; ++j) block_max = std::max(block_max, s[j]);
   const float new_max = std::max(row_max[r], block_max);
+  if (new_max == -INFINITY) {  // the mask removed every key the row has seen so far
+    std::fill(s, s + n_padded, 0.0f);
+    return 1.0f;
+  }
   const float alpha = exp_nonpositive(row_max[r] - new_max);  // 0 while nothing was seen
   float sum = 0.0f;
   for (int j = a; j < e; ++j) {
@@ -126,7 +134,10 @@ void run_tile(const TileJob& job, void* scratch) {
     }
     // Runs of consecutive rows that see a key of the block: one product each.
     for (int r0 = 0; r0 < rows;) {
-      auto sees_block = [&](int r) { return std::max(n0, job.row_key_begin[r]) < std::min(n0 + n, job.row_key_end[r]); };
+      auto sees_block = [&](int r) {
+        return std::max(n0, job.row_key_begin[r]) < std::min(n0 + n, job.row_key_end[r]) &&
+               job.mask.tile_state(job.row_mask[r], n0 / kBlock) != kMaskTileClosed;
+      };
       if (!sees_block(r0)) {
         ++r0;
         continue;
@@ -138,8 +149,9 @@ void run_tile(const TileJob& job, void* scratch) {
       scores(m, n_padded, hd, b.q + size_t(r0) * hd, b.kt, s, b.piece);  // S = Q K^T
       for (int r = r0; r < r1; ++r) {
         const int lo = std::max(n0, job.row_key_begin[r]), hi = std::min(n0 + n, job.row_key_end[r]);
-        const float alpha = softmax_row(job, r, n0, lo, hi, n_padded, b.s + size_t(r) * kBlock,
-                                        b.row_max, b.row_sum);
+        const bool read_mask = job.mask.tile_state(job.row_mask[r], n0 / kBlock) == kMaskTileMixed;
+        const float alpha = softmax_row(job, r, n0, lo, hi, n_padded, read_mask,
+                                        b.s + size_t(r) * kBlock, b.row_max, b.row_sum);
         float* o = b.o + size_t(r) * hdv;
         if (alpha != 1.0f) {
           for (int d = 0; d < hdv; ++d) o[d] *= alpha;

@@ -16,6 +16,7 @@
 // The rules (softcap, ALiBi, row finishing): included here, before any target pragma, so their
 // inline functions are compiled for the baseline ISA in every file (they inline into the kernels).
 #include "../common/attention_semantics.h"
+#include "mask_reader.h"
 
 enum class ElementType { kFloat32, kFloat16, kBFloat16 };
 
@@ -54,6 +55,10 @@ struct TileJob {
   const int* row_diagonal;       // key position of the row (ALiBi distance origin)
   const float* row_alibi_slope;  // used when has_alibi
   const float* row_sink;         // used when has_sinks: the logit of the sink
+  // attn_mask (mask.present()): every row's mask; the tile's keys then start at 0, so a kernel's
+  // key blocks (multiples of kMaskTileKeys) cover whole tiles of the summary.
+  MaskReader mask;
+  const MaskRow* row_mask;
 };
 
 // A tile kernel for one instruction set: the scratch it needs for tiles of up to `max_rows` rows,

@@ -9,6 +9,8 @@ from ._packed import (
     flash_attn_varlen_kvpacked_func,
     flash_attn_varlen_qkvpacked_func,
 )
+from ._routing import route_sdpa, routed_sdpa, sdpa_or_torch
+from ._sdpa import scaled_dot_product_attention
 
 __all__ = [
     "flash_attn_varlen_func",
@@ -19,4 +21,8 @@ __all__ = [
     "flash_attn_varlen_qkvpacked_func",
     "flash_attn_varlen_kvpacked_func",
     "flash_attention_varlen",
+    "scaled_dot_product_attention",
+    "route_sdpa",
+    "routed_sdpa",
+    "sdpa_or_torch",
 ]
