@@ -13,6 +13,7 @@ import functools
 import pytest
 import torch
 
+from attention_scores import MIN_SCORE_STD, scores_seen
 from conftest import REPO_ID, load_kernel
 from test_training import paired_models
 
@@ -117,7 +118,7 @@ def gradients(model, inputs):
 def test_training_step_matches_eager(variant, device, sliding_head_dim):
     """Every parameter's gradient through the kernel (float32) is as close to eager float64's as
     eager float32's is, up to ERROR_FACTOR."""
-    kernel_loaded_for(variant)
+    fa = kernel_loaded_for(variant)
     eager, kernel = paired_models(gemma4_config(sliding_head_dim))
     eager64 = copy.deepcopy(eager).double()
     kernel.to(device)
@@ -129,7 +130,9 @@ def test_training_step_matches_eager(variant, device, sliding_head_dim):
     for inputs in (dict(input_ids=ids), dict(input_ids=ids, attention_mask=mask)):
         want = gradients(eager64, inputs)
         theirs = gradients(eager, inputs)
-        ours = gradients(kernel, {k: v.to(device) for k, v in inputs.items()})
+        with scores_seen(fa) as stds:
+            ours = gradients(kernel, {k: v.to(device) for k, v in inputs.items()})
+        assert stds and min(stds) >= MIN_SCORE_STD, f"score stds {stds}"
         assert ours.keys() == want.keys() == theirs.keys()
         for name, w in want.items():
             ours_err = (ours[name].cpu().double() - w).abs().max().item()

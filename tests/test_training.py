@@ -10,6 +10,7 @@ import copy
 import pytest
 import torch
 
+from attention_scores import MIN_SCORE_STD, scores_seen, sharpen
 from conftest import REPO_ID, load_kernel
 
 # The models and inputs live on the variant's device (on a Mac the Metal build runs on mps).
@@ -47,6 +48,7 @@ def paired_models(config):
 
     torch.manual_seed(0)
     eager = AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation="eager")
+    sharpen(eager)  # scores of O(1-10), not near-uniform attention (attention_scores.py)
     kernel = AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation=REPO_ID)
     kernel.load_state_dict(eager.state_dict())
     if hasattr(eager.model.layers[0].self_attn, "sinks"):  # gpt-oss: non-trivial sinks
@@ -62,7 +64,7 @@ def test_training_step_matches_eager(config, variant, device):
     import transformers.modeling_flash_attention_utils as flash_utils
 
     flash_utils._loaded_implementation = None
-    load_kernel(variant)
+    fa = load_kernel(variant)
     eager, kernel = (m.to(device) for m in paired_models(config()))
     ids = torch.randint(0, 96, (2, 20), generator=torch.Generator().manual_seed(1)).to(device)
     mask = torch.ones_like(ids)
@@ -74,7 +76,10 @@ def test_training_step_matches_eager(config, variant, device):
         for model in (eager, kernel):
             model.zero_grad()
             labels = inputs["input_ids"].masked_fill(inputs.get("attention_mask", ids) == 0, -100)
-            model(**inputs, labels=labels).loss.backward()
+            with scores_seen(fa) as stds:
+                model(**inputs, labels=labels).loss.backward()
+            if model is kernel:  # every layer's scores spread: a wrong scale or softcap shows
+                assert stds and min(stds) >= MIN_SCORE_STD, f"score stds {stds}"
         named = dict(kernel.named_parameters())
         checked = 0
         for name, p in eager.named_parameters():

@@ -10,6 +10,7 @@ import functools
 import pytest
 import torch
 
+from attention_scores import MIN_SCORE_STD, scores_seen, sharpen
 from conftest import REPO_ID, load_kernel
 
 INPUTS_ON_VARIANT_DEVICE = True  # conftest.py: the kernel's model and inputs are on `device`
@@ -22,7 +23,7 @@ def tiny_llama(attn_implementation: str, seed: int, device):
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=256)
     torch.manual_seed(seed)
-    reference = LlamaForCausalLM(copy.deepcopy(config)).eval()
+    reference = sharpen(LlamaForCausalLM(copy.deepcopy(config)).eval())  # scores of O(1-10)
     reference.config._attn_implementation = "sdpa"
     model = LlamaForCausalLM._from_config(copy.deepcopy(config),
                                           attn_implementation=attn_implementation).eval()
@@ -53,7 +54,7 @@ def test_transformers_uses_the_kernel_and_matches_sdpa(fa, variant, device):
         mask = torch.ones_like(ids)
         mask[1, :13] = 0  # left padding: transformers unpads and calls the varlen entry point
         mask[2, :1] = 0
-        with torch.no_grad():
+        with torch.no_grad(), scores_seen(kernel) as stds:
             padded_ref = reference(input_ids=ids, attention_mask=mask).logits
             padded = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.cpu()
             full_ref = reference(input_ids=ids).logits
@@ -62,6 +63,7 @@ def test_transformers_uses_the_kernel_and_matches_sdpa(fa, variant, device):
         for name in ("flash_attn_varlen_func", "flash_attn_func"):
             setattr(kernel, name, getattr(kernel, name).__wrapped__)
     assert "flash_attn_varlen_func" in calls and "flash_attn_func" in calls
+    assert min(stds) >= MIN_SCORE_STD, f"scores must spread for a wrong scale to show: {stds}"
     valid = mask.bool()
     torch.testing.assert_close(padded[valid], padded_ref[valid], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(full, full_ref, atol=1e-4, rtol=1e-4)

@@ -75,11 +75,12 @@ inline float softmax_row(const TileJob& job, int r, int n0, int lo, int hi, int 
   }
   float block_max = -INFINITY;
   for (int j = a; j < e; ++j) block_max = std::max(block_max, s[j]);
-  const float new_max = std::max(row_max[r], block_max);
-  const float alpha = exp_nonpositive(row_max[r] - new_max);  // 0 while nothing was seen
+  const float new_max = std::max(row_max[r], block_max);  // std::max skips a NaN s[j]
+  const float ref = softmax_reference(new_max);
+  const float alpha = exp_nonpositive(row_max[r] - ref);  // 0 while nothing was seen
   float sum = 0.0f;
   for (int j = a; j < e; ++j) {
-    s[j] = exp_nonpositive(s[j] - new_max);
+    s[j] = exp_nonpositive(s[j] - ref);  // NaN for a NaN or +inf score
     sum += s[j];
   }
   for (int j = 0; j < a; ++j) s[j] = 0.0f;

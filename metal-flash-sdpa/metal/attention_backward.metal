@@ -47,9 +47,10 @@ inline long bwd_d_index(constant AttentionParams& p, constant MetalBackwardArgs&
 
 // The lse of a row as the kernels use it: a row that saw no key has lse -inf, which fast math
 // may not compare or subtract (see MFS_MASKED); it becomes a finite +1e30, so that every
-// probability() of the row is exp(logit - 1e30) = 0, as the rule wants.
+// probability() of the row is exp(logit - 1e30) = 0, as the rule wants. A NaN or +inf lse (a row
+// whose output is NaN, or a sink of +inf) is kept: NaN flows back as on the cpu.
 #define MFS_NO_KEY_LSE 1.0e30f
-inline float finite_lse(float lse) { return lse > MFS_MASKED_BELOW ? lse : MFS_NO_KEY_LSE; }
+inline float finite_lse(float lse) { return lse <= MFS_MASKED_BELOW ? MFS_NO_KEY_LSE : lse; }
 
 // ---- D = rowsum(dO * O) ------------------------------------------------------------------------
 template <typename T>
