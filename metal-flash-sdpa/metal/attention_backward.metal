@@ -101,7 +101,10 @@ template <typename T>
   for (int b = 0; b < p.batch; ++b) {
     const SequenceBounds s = bwd_sequence(p, cu_seqlens_q, cu_seqlens_k, b, lane);
     for (int row = (int)lane; row < s.seqlen_q; row += 32) {
-      const float l = finite_lse(lse[bwd_lse_index(p, s, b, h, row)]);
+      // A row that saw no key adds nothing (its finite_lse would not do: a huge sink's
+      // exp(sink - 1e30) is inf, and inf * 0 is NaN); a NaN lse adds NaN.
+      const float l = lse[bwd_lse_index(p, s, b, h, row)];
+      if (l <= MFS_MASKED_BELOW) continue;
       acc += sink_gradient(sink, l, row_d[bwd_d_index(p, a, s, b, h, row)]);
     }
   }
