@@ -48,18 +48,22 @@ def test_transformers_uses_the_kernel_and_matches_sdpa(fa, variant, device):
             return _original(*args, **kwargs)
 
         setattr(kernel, name, counted)
+    # transformers takes the kernel's functions when it builds the model: record from before.
+    scores = scores_seen(kernel)
+    stds = scores.__enter__()
     try:
         reference, model = tiny_llama(REPO_ID, seed=0, device=device)
         ids = torch.randint(0, 128, (3, 40), generator=torch.Generator().manual_seed(1))
         mask = torch.ones_like(ids)
         mask[1, :13] = 0  # left padding: transformers unpads and calls the varlen entry point
         mask[2, :1] = 0
-        with torch.no_grad(), scores_seen(kernel) as stds:
+        with torch.no_grad():
             padded_ref = reference(input_ids=ids, attention_mask=mask).logits
             padded = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.cpu()
             full_ref = reference(input_ids=ids).logits
             full = model(input_ids=ids.to(device)).logits.cpu()
     finally:
+        scores.__exit__(None, None, None)
         for name in ("flash_attn_varlen_func", "flash_attn_func"):
             setattr(kernel, name, getattr(kernel, name).__wrapped__)
     assert "flash_attn_varlen_func" in calls and "flash_attn_func" in calls
