@@ -46,6 +46,10 @@ def plant(batch, s_aux, case):
         k[..., 0] = k[..., 0].abs() + 0.25
         q[7, 3, :] = 0.0
         q[7, 3, 0] = INF
+    elif case in ("neginf_row", "neginf_row_sink"):  # every score of row 7, head 3 is -inf:
+        k[..., 0] = k[..., 0].abs() + 0.25  # zeros and lse -inf; with a sink, lse = the sink
+        q[7, 3, :] = 0.0
+        q[7, 3, 0] = -INF
     elif case == "nan_in_v":  # one value entry: that column of the rows that see key 10
         v[10, 0, 4] = NAN
     elif case == "inf_in_v":
@@ -61,7 +65,8 @@ def plant(batch, s_aux, case):
 
 
 CASES = ["nan_in_q", "nan_in_k", "nan_in_masked_k", "posinf_in_k", "neginf_in_k", "posinf_in_q",
-         "nan_in_v", "inf_in_v", "posinf_sink", "nan_sink", "neginf_sink"]
+         "neginf_row", "neginf_row_sink", "nan_in_v", "inf_in_v", "posinf_sink", "nan_sink",
+         "neginf_sink"]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -141,8 +141,10 @@ inline float softmax_reference(float running_max) {
 
 // A row that has seen keys with running max m and running sum l = sum exp(score - m) is finished
 // as out = accumulator * inv, lse = log-sum-exp of its logits. A sink joins the denominator only
-// (its value is not added to the output). A row that saw no key (l == 0) outputs zeros and
-// lse -inf, with or without a sink: inv = 0. A row with a NaN or +inf score (l NaN) outputs NaN;
+// (its value is not added to the output). A row that sees no key (`sees_keys` false: the mask)
+// outputs zeros and lse -inf, with or without a sink: inv = 0. A row whose every visible score
+// is -inf (l == 0) does too without a sink; with one, the sink takes the whole softmax: out 0,
+// lse = sink. A row with a NaN or +inf score (l NaN) outputs NaN;
 // its lse is +inf if a score or the sink is +inf, else NaN. A sink of +inf takes the whole
 // softmax: out 0, lse +inf; a NaN sink makes out and lse NaN.
 struct RowFinish {
@@ -150,11 +152,12 @@ struct RowFinish {
   float lse;  // natural log
 };
 
-inline RowFinish finish_row(float m, float l, bool has_sink, float sink) {
+inline RowFinish finish_row(float m, float l, bool sees_keys, bool has_sink, float sink) {
   RowFinish f;
-  if (l == 0.0f) {
-    f.inv = 0.0f;
-    f.lse = -INFINITY;
+  if (!sees_keys || l == 0.0f) {
+    const bool sink_alone = sees_keys && has_sink;
+    f.inv = sink_alone && sink != sink ? sink : 0.0f;  // a NaN sink: NaN
+    f.lse = sink_alone ? sink : -INFINITY;
     return f;
   }
   if (!(l > 0.0f)) {  // NaN: a NaN or +inf score

@@ -426,7 +426,8 @@ template <ElementType T>
 void write_row(const TileJob& job, int r, float m, float l, const float* o, int o_stride) {
   float* lse = job.lse_rows ? job.lse_rows[r] : nullptr;
   void* out = job.out_rows[r];
-  const RowFinish f = finish_row(m, l, job.has_sinks, job.has_sinks ? job.row_sink[r] : 0.0f);
+  const RowFinish f = finish_row(m, l, job.row_key_begin[r] < job.row_key_end[r], job.has_sinks,
+                                 job.has_sinks ? job.row_sink[r] : 0.0f);
   // A row that saw no key: f.inv = 0 (its accumulator is 0 too) gives zeros.
   for (int d = 0; d < job.head_dim_v; ++d) store_scalar<T>(out, d, o[size_t(d) * o_stride] * f.inv);
   if (lse) *lse = f.lse;

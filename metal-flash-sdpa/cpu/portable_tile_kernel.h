@@ -154,7 +154,8 @@ void run_tile(const TileJob& job, void* scratch) {
   for (int r = 0; r < rows; ++r) {
     T* out = static_cast<T*>(job.out_rows[r]);
     float* lse = job.lse_rows ? job.lse_rows[r] : nullptr;
-    const RowFinish f = finish_row(b.row_max[r], b.row_sum[r], job.has_sinks,
+    const RowFinish f = finish_row(b.row_max[r], b.row_sum[r],
+                                   job.row_key_begin[r] < job.row_key_end[r], job.has_sinks,
                                    job.has_sinks ? job.row_sink[r] : 0.0f);
     const float* o = b.o + size_t(r) * hdv;
     for (int d = 0; d < hdv; ++d) out[d] = T(o[d] * f.inv);  // a row that saw no key: zeros

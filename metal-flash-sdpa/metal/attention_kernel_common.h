@@ -189,6 +189,13 @@ inline RowState row_state_start(bool with_sink, float sink) {
 // (then every exp2(MFS_MASKED - base) underflows to 0 instead of being exp2(0) = 1).
 inline float softmax_base(float m) { return m <= MFS_MASKED_BELOW ? 0.0f : m; }
 
+// What a finished row's output accumulator is multiplied by, by finish_row()'s rule: 1 / l; 0
+// for a row that saw no key; NaN when l is NaN (a NaN or +inf score, or a NaN sink, which only
+// the denominator holds).
+inline float row_inv(float l, bool no_visible_key) {
+  return (no_visible_key || l == 0.0f) ? 0.0f : 1.0f / l;
+}
+
 // Natural-log LSE of a finished row, by finish_row()'s rule (attention_semantics.h): -inf for a
 // row that sees no key (also with a sink); +inf when a score or the sink was +inf (m reaches
 // MFS_SINK_TAKES_ALL); NaN when a score was NaN (l is NaN: the max skips NaN, exp2 does not).
