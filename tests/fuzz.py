@@ -10,8 +10,10 @@ legacy in-place call), dtype, head dims up to 512 (V's may differ; above 256 in 
 of eight), GQA, length mixes (empty sequences, sq != sk, decode-sized queries, rows after the last
 sequence), page sizes, causal, windows (up to 2**31 - 1), softcap, ALiBi, sinks, scale, strided
 views, integer tensors (offsets, cache_seqlens, block_table, cache_batch_idx) as strided or
-expanded views. Outputs are compared with per-dtype
-tolerances; lse is compared too; a case that raises is a failure. Case i of seed s is the same
+expanded views. In about one case of eight a NaN or an infinity is planted in q, k, v or s_aux, and in
+one of ten softcap is extreme (1e-3 .. 1e30) (draw_numerics). Outputs are compared with per-dtype
+tolerances, NaN and Inf where the reference has them (docs/API.md, "NaN and Inf"); lse is
+compared too; a case that raises is a failure. Case i of seed s is the same
 configuration on every machine (printed on failure, re-run with --case). The kernel's inputs
 are on the variant's device (`mps` on a Mac); the reference reads the same values on the CPU.
 """
@@ -35,14 +37,17 @@ from batches import (  # noqa: E402
     varlen_batch,
     widen_head_dims,
 )
+from nonfinite import assert_same_nonfinite_and_close, draw_plant, plant  # noqa: E402
 from reference import (  # noqa: E402
+    LSE_TOLERANCE,
+    TOLERANCE,
     Semantics,
-    assert_close,
-    assert_lse_close,
     attention_fixed,
     attention_one_sequence,
     attention_varlen,
 )
+from reference import assert_close as assert_finite_close  # noqa: E402
+from reference import assert_lse_close as assert_finite_lse_close  # noqa: E402
 
 KINDS = ["varlen", "varlen", "paged", "fixed", "kvcache", "kvcache_paged", "legacy"]
 
@@ -90,6 +95,7 @@ def draw(rng: random.Random) -> dict:
     # Integer tensors as views the kernels must not read as dense arrays: strided (junk between
     # the entries) or, for the kv-cache's lengths, one value expanded over the batch.
     c["offsets"] = rng.choice(["dense", "dense", "dense", "strided", "expanded"])
+    draw_numerics(rng, c)
     return c
 
 
@@ -103,6 +109,32 @@ def int_view(t, c):
     return wide[..., ::2]
 
 
+def draw_numerics(rng: random.Random, c: dict) -> None:
+    """Extreme softcaps (tanh of tiny arguments, saturation) and NaN/Inf inputs."""
+    if rng.random() < 0.1:
+        c["softcap"] = rng.choice([1e-3, 1e6, 1e8, 1e30])
+    masked = c["causal"] or c["window"] != (-1, -1) or c["kind"].startswith("kvcache")
+    c["plant"] = draw_plant(rng, masked)
+    if c["plant"] and c["softcap"] >= 1e6 and c["alibi"] and math.isinf(c["plant"]["value"]):
+        # An infinite score is capped to +-softcap, where float32 cannot hold an ALiBi bias
+        # (1e6 + 1.3 rounds to a multiple of 1/16): a limit of float32, not of the kernels.
+        c["plant"]["value"] = math.nan
+
+
+# A case without NaN/Inf planted must have none in its outputs; with, they must sit where the
+# reference's are.
+def assert_close(out, ref_out, dtype, c=None):
+    if c is None or c.get("plant") is None:
+        return assert_finite_close(out, ref_out, dtype)
+    assert_same_nonfinite_and_close(out, ref_out, TOLERANCE[dtype], "out")
+
+
+def assert_lse_close(lse, ref_lse, c=None):
+    if c is None or c.get("plant") is None:
+        return assert_finite_lse_close(lse, ref_lse)
+    assert_same_nonfinite_and_close(lse, ref_lse, LSE_TOLERANCE, "lse")
+
+
 def on(t, device):
     return None if t is None else t.to(device)
 
@@ -112,6 +144,7 @@ def features(c, n_seq: int, generator, device):
     alibi = {None: None, "per_head": torch.rand(c["heads"], generator=generator),
              "per_batch": torch.rand(n_seq, c["heads"], generator=generator)}[c["alibi"]]
     sinks = torch.randn(c["heads"], generator=generator) if c["sinks"] else None
+    plant(c.get("plant"), s_aux=sinks)
     scale = c["scale"] or c["head_dim"] ** -0.5
     sem = Semantics(scale=scale, causal=c["causal"], window=c["window"], softcap=c["softcap"],
                     alibi_slopes=alibi, sinks=sinks)
@@ -124,6 +157,7 @@ def run_varlen(fa, c, generator, device, paged: bool):
     batch = varlen_batch(c["lengths_q"], c["lengths_k"], c["heads"], c["heads_kv"], c["head_dim"],
                          c["dtype"], generator, head_dim_v=c["head_dim_v"], strided=c["strided"],
                          padding_rows=c["padding_rows"], device=device)
+    plant(c.get("plant"), q=batch.q, k=batch.k, v=batch.v)
     sem, kwargs = features(c, len(c["lengths_q"]), generator, device)
     k, v, table = batch.k, batch.v, None
     if paged:
@@ -134,8 +168,8 @@ def run_varlen(fa, c, generator, device, paged: bool):
         return_attn_probs=True, **kwargs)
     ref_out, ref_lse = attention_varlen(batch.q, batch.k, batch.v, batch.cu_seqlens_q,
                                         batch.cu_seqlens_k, sem)
-    assert_close(out, ref_out, c["dtype"])
-    assert_lse_close(lse, ref_lse)
+    assert_close(out, ref_out, c["dtype"], c)
+    assert_lse_close(lse, ref_lse, c)
 
 
 def run_legacy(fa, c, generator, device):
@@ -146,6 +180,7 @@ def run_legacy(fa, c, generator, device):
     batch = varlen_batch(c["lengths_q"], c["lengths_k"], c["heads"], c["heads_kv"], c["head_dim"],
                          c["dtype"], generator, strided=c["strided"], padding_rows=c["padding_rows"],
                          device=device)
+    plant(c.get("plant"), q=batch.q, k=batch.k, v=batch.v)
     sem, _ = features(c, len(c["lengths_q"]), generator, device)
     out = torch.full(batch.q.shape, math.nan, dtype=c["dtype"], device=device)
     fa.flash_attention_varlen(out, batch.q, batch.k, batch.v, int_view(batch.cu_seqlens_q, c),
@@ -156,7 +191,7 @@ def run_legacy(fa, c, generator, device):
     ref_out, _ = attention_varlen(batch.q, batch.k, batch.v, batch.cu_seqlens_q,
                                   batch.cu_seqlens_k, sem)
     rows = int(batch.cu_seqlens_q[-1])
-    assert_close(out[:rows], ref_out[:rows], c["dtype"])
+    assert_close(out[:rows], ref_out[:rows], c["dtype"], c)
     assert out[rows:].isnan().all(), "rows after the last sequence were written"
 
 
@@ -168,11 +203,12 @@ def run_fixed(fa, c, generator, device):
                       c["strided"], device)
     v = random_tensor((batch, sk, c["heads_kv"], c["head_dim_v"]), c["dtype"], generator,
                       c["strided"], device)
+    plant(c.get("plant"), q=q, k=k, v=v)
     sem, kwargs = features(c, batch, generator, device)
     out, lse, _ = fa.flash_attn_func(q, k, v, return_attn_probs=True, **kwargs)
     ref_out, ref_lse = attention_fixed(q, k, v, sem)
-    assert_close(out, ref_out, c["dtype"])
-    assert_lse_close(lse, ref_lse)
+    assert_close(out, ref_out, c["dtype"], c)
+    assert_lse_close(lse, ref_lse, c)
 
 
 def run_kvcache(fa, c, generator, device, paged: bool):
@@ -188,6 +224,7 @@ def run_kvcache(fa, c, generator, device, paged: bool):
     keys = [random_tensor((n, hkv, d), dtype, generator) for n in total]
     values = [random_tensor((n, hkv, dv), dtype, generator) for n in total]
     q = random_tensor((batch, sq, c["heads"], d), dtype, generator, c["strided"], device)
+    plant(c.get("plant"), q=q, k=keys, v=values)
     capacity = max(total) + 2
     kwargs_cache = {}
     if paged:
@@ -226,13 +263,14 @@ def run_kvcache(fa, c, generator, device, paged: bool):
     k_cache, v_cache = k_cache.cpu(), v_cache.cpu()
     for b in range(batch):
         ref_out, ref_lse = attention_one_sequence(q[b], keys[b], values[b], sem, b)
-        assert_close(out[b], ref_out, dtype)
-        assert_lse_close(lse[b], ref_lse)
+        assert_close(out[b], ref_out, dtype, c)
+        assert_lse_close(lse[b], ref_lse, c)
         stored_k = torch.stack([k_cache[p, s] for p, s in slots(b)]) if total[b] else None
         stored_v = torch.stack([v_cache[p, s] for p, s in slots(b)]) if total[b] else None
-        if total[b]:
-            assert torch.equal(stored_k, keys[b]) and torch.equal(stored_v, values[b]), \
-                "the cache does not hold the appended tokens"
+        if total[b]:  # bit for bit (a planted NaN equal to itself)
+            for stored, want in ((stored_k, keys[b]), (stored_v, values[b])):
+                torch.testing.assert_close(stored, want, rtol=0, atol=0, equal_nan=True,
+                                           msg="the cache does not hold the appended tokens")
 
 
 def run_case(fa, seed: int, index: int, device="cpu") -> dict:

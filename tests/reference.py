@@ -55,14 +55,23 @@ def attention_one_sequence(q, k, v, sem: Semantics, batch_index: int, dtype=torc
     else:
         logits = scores
     # Rows with no visible key: zeros, lse -inf (also with a sink). Their logits are replaced
-    # before the softmax so that nothing (no NaN) flows back through them.
-    empty = ~visible.any(dim=-1)
-    logits = logits.masked_fill(empty.view(1, sq, 1), 0.0)
+    # before the softmax so that nothing (no NaN) flows back through them. A score of -inf (an
+    # infinite input) drops its key as the mask does: without a sink, a row whose every visible
+    # score is -inf is such a row too (docs/API.md, "NaN and Inf"); with one, the sink is left.
+    empty = (~visible.any(dim=-1)).view(1, sq).expand(heads, sq)  # [H, sq]
+    if sem.sinks is None:
+        empty = empty | (~(scores > -math.inf).any(dim=-1) & ~scores.isnan().any(dim=-1))
+    logits = logits.masked_fill(empty.unsqueeze(-1), 0.0)
     lse = torch.logsumexp(logits, dim=-1)  # [H, sq]
-    probs = torch.exp(logits - lse.unsqueeze(-1))[..., :sk]
+    # softmax, not exp(logits - lse): at scores of ~1e16 and beyond (a softcap of 1e30 on an
+    # infinite score) lse cannot hold the log of the sum, and ties would not sum to 1. Where lse
+    # is +inf (a +inf score: NaN; a +inf sink: 0 for every key) exp(logits - lse) is the rule.
+    infinite = lse.isposinf().unsqueeze(-1)
+    probs = torch.where(infinite, torch.exp(logits - lse.unsqueeze(-1)), torch.softmax(logits, dim=-1))
+    probs = probs[..., :sk]
     out = torch.einsum("hqk,khd->qhd", probs, v64)
-    out = out.masked_fill(empty.view(sq, 1, 1), 0.0)
-    lse = lse.masked_fill(empty.view(1, sq), -math.inf)
+    out = out.masked_fill(empty.transpose(0, 1).unsqueeze(-1), 0.0)
+    lse = lse.masked_fill(empty, -math.inf)
     return out, lse
 
 

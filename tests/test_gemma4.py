@@ -13,6 +13,7 @@ import functools
 import pytest
 import torch
 
+from attention_scores import MIN_SCORE_STD, scores_seen
 from conftest import REPO_ID, load_kernel
 from test_training import paired_models
 
@@ -117,8 +118,15 @@ def gradients(model, inputs):
 def test_training_step_matches_eager(variant, device, sliding_head_dim):
     """Every parameter's gradient through the kernel (float32) is as close to eager float64's as
     eager float32's is, up to ERROR_FACTOR."""
-    kernel_loaded_for(variant)
-    eager, kernel = paired_models(gemma4_config(sliding_head_dim))
+    fa = kernel_loaded_for(variant)
+    # transformers takes the kernel's functions when it builds the model: record from before.
+    with scores_seen(fa) as stds:
+        eager, kernel = paired_models(gemma4_config(sliding_head_dim))
+        check_training_step(eager, kernel, device)
+    assert stds and min(stds) >= MIN_SCORE_STD, f"the scores must spread: stds {stds}"
+
+
+def check_training_step(eager, kernel, device):
     eager64 = copy.deepcopy(eager).double()
     kernel.to(device)
     ids = torch.randint(1, VOCAB, (2, 16), generator=torch.Generator().manual_seed(1))

@@ -10,6 +10,7 @@ import copy
 import pytest
 import torch
 
+from attention_scores import MIN_SCORE_STD, scores_seen, sharpen
 from conftest import REPO_ID, load_kernel
 
 # The models and inputs live on the variant's device (on a Mac the Metal build runs on mps).
@@ -47,6 +48,7 @@ def paired_models(config):
 
     torch.manual_seed(0)
     eager = AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation="eager")
+    sharpen(eager)  # scores of O(1-10), not near-uniform attention (attention_scores.py)
     kernel = AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation=REPO_ID)
     kernel.load_state_dict(eager.state_dict())
     if hasattr(eager.model.layers[0].self_attn, "sinks"):  # gpt-oss: non-trivial sinks
@@ -62,8 +64,16 @@ def test_training_step_matches_eager(config, variant, device):
     import transformers.modeling_flash_attention_utils as flash_utils
 
     flash_utils._loaded_implementation = None
-    load_kernel(variant)
-    eager, kernel = (m.to(device) for m in paired_models(config()))
+    fa = load_kernel(variant)
+    # transformers takes the kernel's functions when it builds the model: record from before.
+    with scores_seen(fa) as stds:
+        eager, kernel = (m.to(device) for m in paired_models(config()))
+        check_training_step(eager, kernel, device)
+    # every layer's scores spread (attention_scores.py): a wrong scale or softcap shows
+    assert stds and min(stds) >= MIN_SCORE_STD, f"score stds {stds}"
+
+
+def check_training_step(eager, kernel, device):
     ids = torch.randint(0, 96, (2, 20), generator=torch.Generator().manual_seed(1)).to(device)
     mask = torch.ones_like(ids)
     # Right padding (transformers takes the varlen entry point): padded positions then feed no

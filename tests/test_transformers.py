@@ -10,6 +10,7 @@ import functools
 import pytest
 import torch
 
+from attention_scores import MIN_SCORE_STD, scores_seen, sharpen
 from conftest import REPO_ID, load_kernel
 
 INPUTS_ON_VARIANT_DEVICE = True  # conftest.py: the kernel's model and inputs are on `device`
@@ -22,7 +23,7 @@ def tiny_llama(attn_implementation: str, seed: int, device):
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=256)
     torch.manual_seed(seed)
-    reference = LlamaForCausalLM(copy.deepcopy(config)).eval()
+    reference = sharpen(LlamaForCausalLM(copy.deepcopy(config)).eval())  # scores of O(1-10)
     reference.config._attn_implementation = "sdpa"
     model = LlamaForCausalLM._from_config(copy.deepcopy(config),
                                           attn_implementation=attn_implementation).eval()
@@ -47,6 +48,9 @@ def test_transformers_uses_the_kernel_and_matches_sdpa(fa, variant, device):
             return _original(*args, **kwargs)
 
         setattr(kernel, name, counted)
+    # transformers takes the kernel's functions when it builds the model: record from before.
+    scores = scores_seen(kernel)
+    stds = scores.__enter__()
     try:
         reference, model = tiny_llama(REPO_ID, seed=0, device=device)
         ids = torch.randint(0, 128, (3, 40), generator=torch.Generator().manual_seed(1))
@@ -59,9 +63,11 @@ def test_transformers_uses_the_kernel_and_matches_sdpa(fa, variant, device):
             full_ref = reference(input_ids=ids).logits
             full = model(input_ids=ids.to(device)).logits.cpu()
     finally:
+        scores.__exit__(None, None, None)
         for name in ("flash_attn_varlen_func", "flash_attn_func"):
             setattr(kernel, name, getattr(kernel, name).__wrapped__)
     assert "flash_attn_varlen_func" in calls and "flash_attn_func" in calls
+    assert min(stds) >= MIN_SCORE_STD, f"scores must spread for a wrong scale to show: {stds}"
     valid = mask.bool()
     torch.testing.assert_close(padded[valid], padded_ref[valid], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(full, full_ref, atol=1e-4, rtol=1e-4)

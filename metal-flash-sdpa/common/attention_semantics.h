@@ -126,29 +126,56 @@ inline float alibi_bias(float slope, int row, int key, int seqlen_q, int seqlen_
 }
 
 // ---- finishing a row of the forward (online softmax state -> output scale and lse) ----
+//
+// NaN and Inf (docs/API.md, "NaN and Inf"): a score is computed from q, k, scale, softcap and
+// ALiBi in IEEE arithmetic; a masked key's score is -inf whatever its inputs, so it never reaches
+// the row. The running max m skips NaN scores (maxps, std::max and Metal's max all can), so:
+//   every visible score -inf (or no visible key): l == 0, the row saw no key;
+//   a visible score NaN: its exp(NaN - m) makes l and the accumulator NaN;
+//   a visible score +inf: m = +inf and exp(inf - inf) makes l and the accumulator NaN.
+// The value subtracted from the scores before exp: the running max, or 0 while it is -inf (then
+// exp(-inf - 0) = 0 rather than exp(-inf - -inf) = NaN).
+inline float softmax_reference(float running_max) {
+  return running_max == -INFINITY ? 0.0f : running_max;
+}
 
 // A row that has seen keys with running max m and running sum l = sum exp(score - m) is finished
 // as out = accumulator * inv, lse = log-sum-exp of its logits. A sink joins the denominator only
-// (its value is not added to the output). A row that saw no key (l == 0) outputs zeros and
-// lse -inf, with or without a sink: inv = 0.
+// (its value is not added to the output). A row that sees no key (`sees_keys` false: the mask)
+// outputs zeros and lse -inf, with or without a sink: inv = 0. A row whose every visible score
+// is -inf (l == 0) does too without a sink; with one, the sink takes the whole softmax: out 0,
+// lse = sink. A row with a NaN or +inf score (l NaN) outputs NaN;
+// its lse is +inf if a score or the sink is +inf, else NaN. A sink of +inf takes the whole
+// softmax: out 0, lse +inf; a NaN sink makes out and lse NaN.
 struct RowFinish {
   float inv;  // multiplies the unnormalised output accumulator
   float lse;  // natural log
 };
 
-inline RowFinish finish_row(float m, float l, bool has_sink, float sink) {
+inline RowFinish finish_row(float m, float l, bool sees_keys, bool has_sink, float sink) {
   RowFinish f;
-  if (!(l > 0.0f)) {
-    f.inv = 0.0f;
-    f.lse = -INFINITY;
+  if (!sees_keys || l == 0.0f) {
+    const bool sink_alone = sees_keys && has_sink;
+    f.inv = sink_alone && sink != sink ? sink : 0.0f;  // a NaN sink: NaN
+    f.lse = sink_alone ? sink : -INFINITY;
+    return f;
+  }
+  if (!(l > 0.0f)) {  // NaN: a NaN or +inf score
+    f.inv = l;
+    f.lse = m == INFINITY || (has_sink && sink == INFINITY) ? INFINITY : l;
     return f;
   }
   f.inv = 1.0f / l;
   f.lse = m + MFS_LOG(l);
   if (has_sink) {
+    if (sink == INFINITY) {
+      f.inv = 0.0f;
+      f.lse = INFINITY;
+      return f;
+    }
     const float mf = MFS_MAX(m, sink);
     const float scale = MFS_EXP(m - mf);
-    const float denom = l * scale + MFS_EXP(sink - mf);
+    const float denom = l * scale + MFS_EXP(sink - mf);  // NaN for a NaN sink
     f.inv = scale / denom;
     f.lse = mf + MFS_LOG(denom);
   }
@@ -157,8 +184,9 @@ inline RowFinish finish_row(float m, float l, bool has_sink, float sink) {
 
 // ---- the backward pass (FlashAttention-2), per row and per (row, key) ----
 
-// A row whose lse is -inf saw no key: its output is zero and nothing flows back through it.
-inline bool row_saw_no_key(float lse) { return !(lse > -INFINITY); }
+// A row whose lse is -inf saw no key: its output is zero and nothing flows back through it. A
+// NaN or +inf lse is not that: its row's output is NaN, and NaN flows back (D = rowsum(dO * O)).
+inline bool row_saw_no_key(float lse) { return lse == -INFINITY; }
 
 // The probability of a visible key (or of the sink, given its logit) from the row's lse, which
 // includes the sink. 0 for a row that saw no key.
@@ -173,8 +201,10 @@ inline float score_gradient(float p, float dp, float row_d) { return p * (dp - r
 
 // The contribution of one row to d s_aux[h]: the sink's logit only enters the denominator, so
 // d out / d sink = -p_sink * out, and d loss / d sink = -p_sink * rowsum(dO * O).
+// A sink of +inf has lse +inf and probability 1 (exp(inf - inf) would be NaN).
 inline float sink_gradient(float sink, float lse, float row_d) {
-  return -probability(sink, lse) * row_d;
+  const float p_sink = sink == INFINITY && lse == INFINITY ? 1.0f : probability(sink, lse);
+  return -p_sink * row_d;
 }
 
 // ---- attn_mask (torch's scaled_dot_product_attention) ----

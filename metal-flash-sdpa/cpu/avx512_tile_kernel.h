@@ -94,9 +94,11 @@ inline void prefetch_row(const void* row, int bytes) {
 // ---------------------------------------------------------------- vector math
 
 // e^x with ~1 ulp error on [-87, 88]; exactly 0 for x <= -104 (so masked scores, -inf, give 0).
+// NaN stays NaN (so a NaN score reaches the row's sum): maxps/minps return their second operand
+// when either is NaN, hence x second.
 inline __m512 exp_ps(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
-  x = _mm512_min_ps(x, _mm512_set1_ps(88.7f));
+  x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
+  x = _mm512_min_ps(_mm512_set1_ps(88.7f), x);
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
@@ -111,11 +113,26 @@ inline __m512 exp_ps(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
-// tanh(x) = 1 - 2 / (e^{2x} + 1); saturates cleanly (e^{2x} = inf gives 1).
+// tanh(x) to a few ulp over all floats (softcap divides scores by up to 1e30, so tiny arguments
+// are common). 1 - 2 / (e^{2|x|} + 1) cancels as |x| -> 0 (it gives 0 below ~1e-8), so below
+// |x| = 0.4 the odd Taylor series x - x^3/3 + 2x^5/15 - ... (to x^13: truncation < 1e-8
+// relative there) is used instead, and the sign is copied back. tanh(+-inf) = +-1, NaN stays NaN.
 inline __m512 tanh_ps(__m512 x) {
-  const __m512 e = exp_ps(_mm512_add_ps(x, x));
+  const __m512 sign_bit = _mm512_set1_ps(-0.0f);
+  const __m512 ax = _mm512_andnot_ps(sign_bit, x);
   const __m512 one = _mm512_set1_ps(1.0f);
-  return _mm512_sub_ps(one, _mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(e, one)));
+  const __m512 e = exp_ps(_mm512_add_ps(ax, ax));
+  const __m512 large = _mm512_sub_ps(one, _mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(e, one)));
+  const __m512 x2 = _mm512_mul_ps(ax, ax);
+  __m512 c = _mm512_set1_ps(21844.0f / 6081075.0f);
+  c = _mm512_fmadd_ps(c, x2, _mm512_set1_ps(-1382.0f / 155925.0f));
+  c = _mm512_fmadd_ps(c, x2, _mm512_set1_ps(62.0f / 2835.0f));
+  c = _mm512_fmadd_ps(c, x2, _mm512_set1_ps(-17.0f / 315.0f));
+  c = _mm512_fmadd_ps(c, x2, _mm512_set1_ps(2.0f / 15.0f));
+  c = _mm512_fmadd_ps(c, x2, _mm512_set1_ps(-1.0f / 3.0f));
+  const __m512 small = _mm512_fmadd_ps(_mm512_mul_ps(ax, x2), c, ax);
+  const __m512 t = _mm512_mask_mov_ps(large, _mm512_cmp_ps_mask(ax, _mm512_set1_ps(0.4f), _CMP_LT_OQ), small);
+  return _mm512_or_ps(t, _mm512_and_ps(sign_bit, x));
 }
 
 // What attention_semantics.h's rule templates need beyond __m512's operators.
@@ -319,9 +336,10 @@ void pv_bf16(const uint32_t* v_pairs, int count, const uint32_t* p, const float*
 // Probabilities p^T[j][chunk] (fp32) -> bf16 pairs (p[j], p[j+1]) per row, rounded to nearest.
 inline void pack_probability_pairs(const float* p, int count, int vecs, uint32_t* pairs) {
   const __m512i half = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1);
-  auto round_bits = [&](__m512 x) {  // probabilities are finite: no NaN case
+  auto round_bits = [&](__m512 x) {  // a NaN probability (a NaN score) is kept as it is
     const __m512i b = _mm512_castps_si512(x);
-    return _mm512_add_epi32(b, _mm512_add_epi32(half, _mm512_and_si512(_mm512_srli_epi32(b, 16), one)));
+    const __mmask16 number = _mm512_cmp_ps_mask(x, x, _CMP_ORD_Q);
+    return _mm512_mask_add_epi32(b, number, b, _mm512_add_epi32(half, _mm512_and_si512(_mm512_srli_epi32(b, 16), one)));
   };
   for (int j = 0; j < count; j += 2) {
     for (int r = 0; r < vecs; ++r) {
@@ -371,11 +389,12 @@ void softmax_chunk(float* s, int count, int key0, int vecs, const ScoreRules& ru
         x = _mm512_mask_mov_ps(neg_inf, visible, x);
       }
       _mm512_store_ps(sj, x);
-      mx = _mm512_max_ps(mx, x);
+      mx = _mm512_max_ps(x, mx);  // skips a NaN x (maxps returns its second operand)
     }
     const __m512 old_max = _mm512_load_ps(row_max + o);
     const __m512 new_max = _mm512_max_ps(old_max, mx);
-    // A row that has seen no visible key yet keeps max -inf: subtract 0 instead (all p = 0).
+    // softmax_reference(): a row that has seen no visible key yet keeps max -inf: subtract 0
+    // instead (all p = 0).
     const __m512 ref = _mm512_mask_mov_ps(new_max, _mm512_cmp_ps_mask(new_max, neg_inf, _CMP_EQ_OQ),
                                           _mm512_setzero_ps());
     const __m512 a = exp_ps(_mm512_sub_ps(old_max, ref));
@@ -456,7 +475,8 @@ template <ElementType T>
 void write_row(const TileJob& job, int r, float m, float l, const float* o, int o_stride) {
   float* lse = job.lse_rows ? job.lse_rows[r] : nullptr;
   void* out = job.out_rows[r];
-  const RowFinish f = finish_row(m, l, job.has_sinks, job.has_sinks ? job.row_sink[r] : 0.0f);
+  const RowFinish f = finish_row(m, l, job.row_key_begin[r] < job.row_key_end[r], job.has_sinks,
+                                 job.has_sinks ? job.row_sink[r] : 0.0f);
   // A row that saw no key: f.inv = 0 (its accumulator is 0 too) gives zeros.
   for (int d = 0; d < job.head_dim_v; ++d) store_scalar<T>(out, d, o[size_t(d) * o_stride] * f.inv);
   if (lse) *lse = f.lse;
@@ -754,10 +774,10 @@ void run_few_rows_tile(const TileJob& job, void* scratch_base) {
             in_block & _mm512_cmpge_epi32_mask(key, begin) & _mm512_cmplt_epi32_mask(key, end);
         x = _mm512_mask_mov_ps(neg_inf, visible, x);
         _mm512_mask_storeu_ps(s + j, in_block, x);
-        mx = _mm512_max_ps(mx, x);
+        mx = _mm512_max_ps(x, mx);  // skips a NaN x (maxps returns its second operand)
       }
       const float new_max = std::max(row_max[r], _mm512_reduce_max_ps(mx));
-      const float ref = new_max == -INFINITY ? 0.0f : new_max;  // nothing seen yet: all p = 0
+      const float ref = softmax_reference(new_max);
       const float alpha = std::exp(row_max[r] - ref);
       __m512 sum = _mm512_setzero_ps();
       for (int j = 0; j < n; j += kLanes) {

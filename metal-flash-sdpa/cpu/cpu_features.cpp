@@ -1,5 +1,6 @@
 #include "cpu_features.h"
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -45,6 +46,11 @@ CpuIsa probe() {
     if (std::strcmp(cap, "avx512") == 0) limit = CpuIsa::kAvx512;
     if (std::strcmp(cap, "avx512_bf16") == 0) limit = CpuIsa::kAvx512Bf16;
     if (static_cast<int>(limit) < static_cast<int>(isa)) isa = limit;
+    // The override only lowers the choice: say what runs, so that a test asking for an
+    // instruction set this cpu lacks can tell it got a lower one.
+    static const char* const names[] = {"portable", "avx2", "avx512", "avx512_bf16"};
+    std::fprintf(stderr, "metal-flash-sdpa: MFS_CPU_ISA=%s: cpu kernels: %s\n", cap,
+                 names[static_cast<int>(isa)]);
   }
   return isa;
 }

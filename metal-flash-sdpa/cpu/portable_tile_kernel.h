@@ -79,15 +79,12 @@ inline float softmax_row(const TileJob& job, int r, int n0, int lo, int hi, int 
   }
   float block_max = -INFINITY;
   for (int j = a; j < e; ++j) block_max = std::max(block_max, s[j]);
-  const float new_max = std::max(row_max[r], block_max);
-  if (new_max == -INFINITY) {  // the mask removed every key the row has seen so far
-    std::fill(s, s + n_padded, 0.0f);
-    return 1.0f;
-  }
-  const float alpha = exp_nonpositive(row_max[r] - new_max);  // 0 while nothing was seen
+  const float new_max = std::max(row_max[r], block_max);  // std::max skips a NaN s[j]
+  const float ref = softmax_reference(new_max);
+  const float alpha = exp_nonpositive(row_max[r] - ref);  // 0 while nothing was seen
   float sum = 0.0f;
   for (int j = a; j < e; ++j) {
-    s[j] = exp_nonpositive(s[j] - new_max);
+    s[j] = exp_nonpositive(s[j] - ref);  // NaN for a NaN or +inf score
     sum += s[j];
   }
   for (int j = 0; j < a; ++j) s[j] = 0.0f;
@@ -165,7 +162,8 @@ void run_tile(const TileJob& job, void* scratch) {
   for (int r = 0; r < rows; ++r) {
     T* out = static_cast<T*>(job.out_rows[r]);
     float* lse = job.lse_rows ? job.lse_rows[r] : nullptr;
-    const RowFinish f = finish_row(b.row_max[r], b.row_sum[r], job.has_sinks,
+    const RowFinish f = finish_row(b.row_max[r], b.row_sum[r],
+                                   job.row_key_begin[r] < job.row_key_end[r], job.has_sinks,
                                    job.has_sinks ? job.row_sink[r] : 0.0f);
     const float* o = b.o + size_t(r) * hdv;
     for (int d = 0; d < hdv; ++d) out[d] = T(o[d] * f.inv);  // a row that saw no key: zeros

@@ -48,9 +48,10 @@ inline long bwd_d_index(constant AttentionParams& p, constant MetalBackwardArgs&
 
 // The lse of a row as the kernels use it: a row that saw no key has lse -inf, which fast math
 // may not compare or subtract (see MFS_MASKED); it becomes a finite +1e30, so that every
-// probability() of the row is exp(logit - 1e30) = 0, as the rule wants.
+// probability() of the row is exp(logit - 1e30) = 0, as the rule wants. A NaN or +inf lse (a row
+// whose output is NaN, or a sink of +inf) is kept: NaN flows back as on the cpu.
 #define MFS_NO_KEY_LSE 1.0e30f
-inline float finite_lse(float lse) { return lse > MFS_MASKED_BELOW ? lse : MFS_NO_KEY_LSE; }
+inline float finite_lse(float lse) { return lse <= MFS_MASKED_BELOW ? MFS_NO_KEY_LSE : lse; }
 
 // ---- D = rowsum(dO * O) ------------------------------------------------------------------------
 template <typename T>
@@ -105,7 +106,10 @@ template <typename T>
   for (int b = 0; b < p.batch; ++b) {
     const SequenceBounds s = bwd_sequence(p, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, b, lane);
     for (int row = (int)lane; row < s.seqlen_q; row += 32) {
-      const float l = finite_lse(lse[bwd_lse_index(p, s, b, h, row)]);
+      // A row that saw no key adds nothing (its finite_lse would not do: a huge sink's
+      // exp(sink - 1e30) is inf, and inf * 0 is NaN); a NaN lse adds NaN.
+      const float l = lse[bwd_lse_index(p, s, b, h, row)];
+      if (l <= MFS_MASKED_BELOW) continue;
       acc += sink_gradient(sink, l, row_d[bwd_d_index(p, a, s, b, h, row)]);
     }
   }

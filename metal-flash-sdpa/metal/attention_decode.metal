@@ -299,7 +299,7 @@ template <typename T, int D>
       const KeyRange seen = visible_keys(row, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
       const bool none = seen.end <= seen.begin;
       if (a.num_splits == 1) {
-        const float inv = (none || !(lt > 0.0f)) ? 0.0f : 1.0f / lt;
+        const float inv = row_inv(lt, none);
         device T* o_row = out + o_row_offset(p, s, b, row) + (long)h * p.o_head_stride;
         if (g == 0 && v_lane) {
 #pragma unroll
@@ -380,7 +380,7 @@ template <typename T>
     }
   }
   st.l = simd_sum(l_lane) + (mfs_sinks ? exp2(sink - base) : 0.0f);
-  const float inv = (none || !(st.l > 0.0f)) ? 0.0f : 1.0f / st.l;
+  const float inv = row_inv(st.l, none);
   device T* o_row = out + o_row_offset(p, s, b, row) + (long)h * p.o_head_stride;
   for (int e = 0; e < E; ++e) {
     const int d = (int)lane + 32 * e;

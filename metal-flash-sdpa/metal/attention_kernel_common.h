@@ -28,6 +28,9 @@ using namespace metal;
 // ever stored (the lse of a row with no visible key), never computed with.
 #define MFS_MASKED (-1.0e30f)
 #define MFS_MASKED_BELOW (-1.0e29f)
+// A sink of +inf, in log2 units: finite for the same reason, and so large that it takes the
+// whole softmax (every finite score's exp2(x - it) is 0, its own is 1); row_lse() gives +inf.
+#define MFS_SINK_TAKES_ALL 3.0e38f
 
 // The call's features, set per pipeline by the plan (metal_launch_plan.cpp): function constants
 // (MSL spec 5.8, "Function Constants"), so a feature that is off leaves no branch or predicate
@@ -162,7 +165,8 @@ inline float sink_log2(const device float* sinks, int h, uint lane, int sink_dty
       s = sinks[h];
     }
   }
-  return simd_broadcast(s, 0) * MFS_LOG2E;
+  const float s_log2 = simd_broadcast(s, 0) * MFS_LOG2E;
+  return s_log2 > MFS_SINK_TAKES_ALL ? MFS_SINK_TAKES_ALL : s_log2;  // +inf; NaN stays NaN
 }
 
 // Online-softmax state of one query row, in log2 units: running max m and denominator l.
@@ -183,9 +187,19 @@ inline RowState row_state_start(bool with_sink, float sink) {
 // (then every exp2(MFS_MASKED - base) underflows to 0 instead of being exp2(0) = 1).
 inline float softmax_base(float m) { return m <= MFS_MASKED_BELOW ? 0.0f : m; }
 
-// Natural-log LSE of a finished row; -inf for a row that sees no key (also with a sink).
+// What a finished row's output accumulator is multiplied by, by finish_row()'s rule: 1 / l; 0
+// for a row that saw no key; NaN when l is NaN (a NaN or +inf score, or a NaN sink, which only
+// the denominator holds).
+inline float row_inv(float l, bool no_visible_key) {
+  return (no_visible_key || l == 0.0f) ? 0.0f : 1.0f / l;
+}
+
+// Natural-log LSE of a finished row, by finish_row()'s rule (attention_semantics.h): -inf for a
+// row that sees no key (also with a sink); +inf when a score or the sink was +inf (m reaches
+// MFS_SINK_TAKES_ALL); NaN when a score was NaN (l is NaN: the max skips NaN, exp2 does not).
 inline float row_lse(const RowState st, bool no_visible_key) {
-  if (no_visible_key || !(st.l > 0.0f)) return MFS_NEG_INF;
+  if (no_visible_key || st.l == 0.0f) return MFS_NEG_INF;
+  if (st.m >= MFS_SINK_TAKES_ALL) return INFINITY;
   return (st.m + log2(st.l)) * MFS_LN2;
 }
 

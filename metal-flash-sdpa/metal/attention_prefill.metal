@@ -327,7 +327,7 @@ template <typename T, int D>
 
   if (!row_valid) return;
   const bool none = mine.end <= mine.begin;
-  const float inv = (none || !(st.l > 0.0f)) ? 0.0f : 1.0f / st.l;
+  const float inv = row_inv(st.l, none);
   device T* o_row = out + o_row_offset(p, s, b, row) + (long)h * p.o_head_stride;
 #pragma unroll
   for (int c = 0; c < DQ; ++c) {

@@ -8,9 +8,11 @@ For each mutant: copy metal-flash-sdpa/metal/ to a temp dir, apply the mutation,
 head-dim-64 instantiations (to build fast; a `wide` mutant, of a code path only tile 512 takes,
 keeps the tile-512 ones too and is checked with focused_check.py --wide), build a
 simulated-Metal variant there (object cache shared with build-sim/), and run
-tests/metal_design/focused_check.py against it in a fresh process. The unmutated sources (same
-reduced instantiations, with and without tile 512) must pass; every mutant must fail.
-Prints one line per mutant; exits 1 if a mutant survives or the baseline fails.
+tests/metal_design/focused_check.py against it in a fresh process, in float32 and bfloat16. The
+unmutated sources (same reduced instantiations, with and without tile 512) must pass; every mutant
+must fail with the check's own diagnostic (a mismatch against the reference, a NaN, a fault the
+simulator reports), not a crash. Prints one line per mutant; exits 1 if a mutant survives or
+crashes the check, or the baseline fails.
 """
 
 from __future__ import annotations
@@ -194,17 +196,35 @@ def build_variant(workdir: Path, mutant: Mutant | None, wide: bool = False) -> P
     return out_root
 
 
+# The dtypes the focused check runs, in order (it stops at the first failure): float32, then a
+# 16-bit one, whose kernels have their own tile layouts.
+CHECK_DTYPES = "f32,bf16"
+
+# A failure the focused check reports: "[<schedule> <dtype>] <case>: <what differs>" or
+# "[adversarial] ...", then FAIL. Anything else (a traceback, a crash) is not a caught mutant.
+DIAGNOSTIC = re.compile(r"^\[(\w+ \w+|adversarial)\] \S+.*: ")
+
+
 def check(root: Path, wide: bool = False) -> tuple[bool, str]:
+    """(passed, first line of the output). A failure counts only with the focused check's own
+    diagnostic and verdict: a check that crashed is reported as passed=None."""
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, str(CHECK), str(root), *(["--wide"] if wide else [])],
+    result = subprocess.run([sys.executable, str(CHECK), str(root), "--dtypes", CHECK_DTYPES,
+                             *(["--wide"] if wide else [])],
                             capture_output=True, text=True, env=env, timeout=1800)
     lines = (result.stdout + result.stderr).strip().splitlines()
-    return result.returncode == 0, (lines[0] if lines else "")[:200]
+    first = (lines[0] if lines else "")[:200]
+    if result.returncode == 0 and lines and lines[-1] == "PASS":
+        return True, first
+    if result.returncode == 1 and lines and lines[-1] == "FAIL" and DIAGNOSTIC.match(first):
+        return False, first
+    return None, f"no diagnostic (exit {result.returncode}): {(lines[-1] if lines else '')[:160]}"
 
 
-def run(names: list[str] | None = None) -> dict[str, tuple[bool, str]]:
+def run(names: list[str] | None = None) -> dict[str, tuple[bool | None, str]]:
     """{name: (check passed, first line of its output)}, the baselines ('baseline', and
-    'baseline_wide' when a wide mutant runs) first."""
+    'baseline_wide' when a wide mutant runs) first; passed is None where the check gave no
+    diagnostic (it crashed), which catches nothing."""
     results = {}
     chosen = [m for m in MUTANTS if not names or m.name in names]
     with tempfile.TemporaryDirectory(prefix="mfs_mutants_") as tmp:
@@ -228,8 +248,9 @@ def main() -> int:
             ok &= passed
             print(f"{name:32s} {'passes' if passed else 'FAILS'}  {first}")
             continue
-        ok &= not passed
-        print(f"{name:32s} {'SURVIVED' if passed else 'caught'}  {first}")
+        ok &= passed is False
+        verdict = "caught" if passed is False else "SURVIVED" if passed else "CRASHED"
+        print(f"{name:32s} {verdict}  {first}")
     return 0 if ok else 1
 
 
