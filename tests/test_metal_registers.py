@@ -44,6 +44,9 @@ def test_budget_is_the_kernels_budget():
 def test_no_spill_under_own_bound_and_within_budget(rows):
     bad = registers.failures(list(rows.values()))
     assert not bad, "\n".join(bad)
+    for k in registers.KNOWN_OVER_BUDGET:  # each known miss (registers.py) stays visible
+        assert rows[k]["bound_spill_max"] == 0, f"{k} spills under its own bound"
+        assert rows[k]["min_cap"] > registers.BUDGET, f"{k} is within the budget now: drop it from KNOWN_OVER_BUDGET"
 
 
 def test_readme_register_table_is_the_measurement(rows):
