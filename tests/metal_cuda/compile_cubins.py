@@ -55,14 +55,21 @@ def main(argv=None) -> int:
     ap.add_argument("cases")
     ap.add_argument("out")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--chunk", type=int, default=6, help="kernels per translation unit")
     ap.add_argument("--translate-only", action="store_true",
                     help="write the .cu files only (compile them where nvcc has cores to spare)")
     a = ap.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    work = needed(Path(a.cases))
+    # Chunks of a few kernels per translation unit: a compile per core (gpu_replay.py looks a
+    # kernel up in every cubin of its file and constants).
+    work = []
+    for (file, key), (constants, kernels) in needed(Path(a.cases)).items():
+        names = sorted(kernels)
+        for i in range(0, len(names), a.chunk):
+            work.append((file, f"{key}.{i // a.chunk}", constants, set(names[i:i + a.chunk])))
     with cf.ThreadPoolExecutor(max_workers=a.jobs) as ex:
-        for line in ex.map(lambda kv: compile_one(kv[0][0], kv[0][1], *kv[1], out, not a.translate_only), work.items()):
+        for line in ex.map(lambda w: compile_one(*w, out, not a.translate_only), work):
             print(line, flush=True)
     return 0
 

@@ -60,15 +60,17 @@ class Kernels:
     def get(self, kernel: str, constants: dict) -> ctypes.c_void_p:
         key = (kernel, constants_key(constants))
         if key not in self.functions:
-            path = self.dir / f"{file_of(kernel)}.{key[1]}.cubin"
-            if str(path) not in self.modules:
-                mod = ctypes.c_void_p()
-                check(_cuda.cuModuleLoad(ctypes.byref(mod), str(path).encode()), f"cuModuleLoad {path}")
-                self.modules[str(path)] = mod
-            fn = ctypes.c_void_p()
-            check(_cuda.cuModuleGetFunction(ctypes.byref(fn), self.modules[str(path)], kernel.encode()),
-                  f"cuModuleGetFunction {kernel}")
-            self.functions[key] = fn
+            for path in sorted(self.dir.glob(f"{file_of(kernel)}.{key[1]}.*cubin")):
+                if str(path) not in self.modules:
+                    mod = ctypes.c_void_p()
+                    check(_cuda.cuModuleLoad(ctypes.byref(mod), str(path).encode()), f"cuModuleLoad {path}")
+                    self.modules[str(path)] = mod
+                fn = ctypes.c_void_p()
+                if _cuda.cuModuleGetFunction(ctypes.byref(fn), self.modules[str(path)], kernel.encode()) == 0:
+                    self.functions[key] = fn
+                    break
+            else:
+                raise RuntimeError(f"no cubin in {self.dir} has {kernel} with constants {key[1]}")
         return self.functions[key]
 
 
