@@ -61,6 +61,9 @@ class Kernels:
         key = (kernel, constants_key(constants))
         if key not in self.functions:
             for path in sorted(self.dir.glob(f"{file_of(kernel)}.{key[1]}.*cubin")):
+                # the translation unit that has the kernel's wrapper (no failing driver lookups)
+                if f") {kernel}(const ::mslc::Buffers" not in path.with_suffix(".cu").read_text():
+                    continue
                 if str(path) not in self.modules:
                     mod = ctypes.c_void_p()
                     check(_cuda.cuModuleLoad(ctypes.byref(mod), str(path).encode()), f"cuModuleLoad {path}")
