@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: venv build build-sim test test-quick demo bench bench-backward bench-head-dims bench-metal \
-	check-metal check-tools clean abi-check fuzz bench-visual aarch64-setup build-aarch64 \
+	check-metal check-tools test-gpu clean abi-check fuzz bench-visual aarch64-setup build-aarch64 \
 	test-aarch64 lint-workflows
 
 venv: $(STAMP)
@@ -41,10 +41,29 @@ check-tools:
 	    --no-install-recommends $(CHECK_PACKAGES); fi
 
 # Every .metal translation unit through clang's front-end with MSL's rules (and Apple's
-# `metal -std=metal4.0 -O2` where it exists), the .mm host through clang as Objective-C++.
+# `metal -std=metal4.0 -O2` where it exists), the .mm host through clang as Objective-C++, and
+# every kernel instantiation's registers from nvcc/ptxas 13 (tests/metal_cuda/; cached in
+# build-check/metal_cuda/).
 check-metal: venv check-tools
 	$(PY) tests/msl_check/check_metal.py
 	$(PY) tests/msl_check/check_host.py
+	$(PY) tests/metal_cuda/registers.py
+
+# The Metal kernels on an NVIDIA GPU (tests/metal_cuda/README.md), not part of `make test` (CI has
+# no GPU; metal/README.md's Status records each run): API calls that use every kernel at every
+# head-dim tile and dtype, recorded through the simulator, replayed on the GPU through the CUDA
+# translation against the float64 reference, then under compute-sanitizer. GPU_PY: a Python with
+# CUDA torch (the .venv's is CPU-only).
+GPU_PY ?= python3
+GPU_CASES := build-check/gpu_cases
+GPU_CUBINS := build-check/gpu_cubins
+test-gpu: build-sim
+	$(PY) tests/metal_cuda/dump_cases.py $(GPU_CASES) --bench
+	$(PY) tests/metal_cuda/compile_cubins.py $(GPU_CASES) $(GPU_CUBINS)
+	$(GPU_PY) tests/metal_cuda/gpu_replay.py $(GPU_CASES) $(GPU_CUBINS) --bench
+	for tool in racecheck synccheck memcheck; do \
+	  compute-sanitizer --tool $$tool --kernel-name kns=mfs_ --error-exitcode 1 \
+	    $(GPU_PY) tests/metal_cuda/gpu_replay.py $(GPU_CASES) $(GPU_CUBINS) || exit 1; done
 
 # On Linux, aarch64-setup first: the simulator's fiber test cross-builds for arm64 and runs it
 # under qemu (tests/test_msl_sim.py).

@@ -22,7 +22,7 @@ from metal_design.plan import (CLEAR_ROWS, CLEAR_ROWS_KERNEL, DECODE, DECODE_RED
                                HAS_SINKS, PREFILL, SEQUSED_Q, VARLEN_K, VARLEN_Q, WRITE_LSE,
                                backward_plan,
                                gpu_cores, instantiated_names, kernel_names, plan, plans,
-                               prefill_layouts, register_estimates)
+                               prefill_layouts)
 from reference import Semantics, assert_close, assert_lse_close, attention_varlen
 
 REPO = Path(__file__).resolve().parent.parent
@@ -134,17 +134,18 @@ def test_decode_reads_kv_once_per_gqa_group():
     (d,) = p["launches"]
     assert d["heads_per_tg"] == 4 and d["rows_per_tg"] == 1 and d["grid"] == [1, 2, 32]
     assert d["threads"] == 32 * DECODE_SIMDGROUPS
-    # 8 heads x 8 rows are 64 pairs: threadgroups of 16 pairs (f16, tile 64: two cohorts of 8),
+    # 8 heads x 8 rows are 64 pairs: threadgroups of 16 pairs (f16, tile 64: four cohorts of 4),
     # two heads x 8 rows
     p = plan(**varlen_fields(batch=64, heads_q=8, heads_kv=1, max_q=8, max_k=64))
     (d,) = p["launches"]
     assert d["heads_per_tg"] == 2 and d["rows_per_head"] == 8 and d["rows_per_tg"] == 8
     assert d["grid"] == [1, 4, 64]
-    # GQA 4 x 4 rows (16 pairs) is one threadgroup per KV head at tile 64 (f16), two from tile 72
+    # GQA 4 x 4 rows (16 pairs) is one threadgroup per KV head at tile 64 (f16), four from tile
+    # 72 (5 pairs per threadgroup: the register budget, tests/test_metal_registers.py)
     p = plan(**varlen_fields(batch=16, heads_q=8, heads_kv=2, max_q=4, max_k=300))
     assert p["launches"][0]["heads_per_tg"] == 4 and p["launches"][0]["grid"][1] == 2
     p = plan(**varlen_fields(batch=16, heads_q=8, heads_kv=2, head_dim=72, max_q=4, max_k=300))
-    assert p["launches"][0]["heads_per_tg"] == 2 and p["launches"][0]["grid"][1] == 4
+    assert p["launches"][0]["heads_per_tg"] == 1 and p["launches"][0]["grid"][1] == 8
     # head-dim tile 256 holds 4 pairs: 8 rows are two row chunks per head
     p = plan(**varlen_fields(batch=2, heads_q=4, heads_kv=2, head_dim=256, max_q=8, max_k=64))
     (d,) = p["launches"]
@@ -196,21 +197,6 @@ def test_gpu_cores_from_the_architecture_name():
     assert gpu_cores("applegpu_g14c") == 32  # M2 Max
     assert gpu_cores("applegpu_g13d") == 64  # M1 Ultra
     assert gpu_cores("something else") == 8
-
-
-@pytest.mark.kernels_ci
-def test_register_estimates_are_within_budget_and_documented():
-    """Every instantiation's register estimate (metal_kernel_config.h; the kernels also
-    static_assert it) is <= 128, and the metal README's table shows the same numbers."""
-    estimates = register_estimates()
-    assert len(estimates) == 2 * 2 * len(TILES)
-    assert max(estimates.values()) <= 128, estimates
-    readme = (REPO / "metal-flash-sdpa" / "metal" / "README.md").read_text()
-    for family in ("prefill", "decode"):
-        for tile in TILES:
-            row = f"| {family} | {tile} | {estimates[f'{family}_f32_d{tile}']} | " \
-                  f"{estimates[f'{family}_16bit_d{tile}']} |"
-            assert row in readme, f"README register table lacks: {row}"
 
 
 @pytest.mark.kernels_ci

@@ -56,26 +56,6 @@ constexpr int mfs_bwd_tg_bytes(int d, int elem_bytes) {
   return mfs_bwd_stream_tile_elems(d, elem_bytes) * elem_bytes +
          (mfs_bwd_partial_floats(d) + mfs_bwd_finished_floats(d)) * 4 + 2 * MFS_BWD_OWN * 4;
 }
-// Registers of one thread (the forward's counting, metal README): per owned 8-row chunk and
-// head-dim chunk of its share, two operand fragments in the input dtype (K and V, or Q and dO:
-// 1 register each for half/bfloat, 2 for float) and the fp32 accumulators (dK and dV: 2 x 2;
-// dQ: 2); the partial S and dP fragments (fp32) of the owned x streamed tile; when not staged,
-// the streamed rows' two operand fragments of its share (input dtype); the overhead.
-constexpr int mfs_bwd_stream_registers(int d, int elem_bytes) {
-  return mfs_bwd_staged(d) ? 0
-                           : (mfs_bwd_stream(d) / 8) * mfs_bwd_chunks_per_sg(d) * 2 *
-                                 (elem_bytes == 4 ? 2 : 1);
-}
-constexpr int mfs_bwd_dkdv_registers(int d, int elem_bytes) {
-  return (MFS_BWD_OWN / 8) * mfs_bwd_chunks_per_sg(d) * (2 * (elem_bytes == 4 ? 2 : 1) + 4) +
-         (MFS_BWD_OWN / 8) * (mfs_bwd_stream(d) / 8) * 4 + mfs_bwd_stream_registers(d, elem_bytes) +
-         MFS_REGISTER_OVERHEAD;
-}
-constexpr int mfs_bwd_dq_registers(int d, int elem_bytes) {
-  return (MFS_BWD_OWN / 8) * mfs_bwd_chunks_per_sg(d) * (2 * (elem_bytes == 4 ? 2 : 1) + 2) +
-         (MFS_BWD_OWN / 8) * (mfs_bwd_stream(d) / 8) * 4 + mfs_bwd_stream_registers(d, elem_bytes) +
-         MFS_REGISTER_OVERHEAD;
-}
 // The D pass: rows per threadgroup, 4 SIMD-groups taking one row at a time.
 #define MFS_BWD_DOT_ROWS 16
 #define MFS_BWD_DOT_THREADS 128

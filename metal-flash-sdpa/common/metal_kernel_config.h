@@ -74,11 +74,11 @@ constexpr int mfs_score_group_chunks(int d) {
 
 // ---- registers ----
 // The per-thread 32-bit register budget every instantiation is held to (above it Apple GPUs
-// lose occupancy, and past the hardware's limit registers spill). The estimates below count
-// what the kernels keep live across their inner loops (fragment arrays and per-row state) plus
-// a fixed allowance for indices, pointers and temporaries; the kernels static_assert them.
+// lose occupancy, and past the hardware's limit registers spill). Measured, not estimated: the
+// kernels compiled by a production register allocator (nvcc/ptxas, tests/metal_cuda/), every
+// instantiation's demand at most this and no spill under its own threadgroup size
+// (tests/test_metal_registers.py).
 #define MFS_REGISTER_BUDGET 128
-#define MFS_REGISTER_OVERHEAD 32  // indices, pointers, loop state, temporaries of one step
 
 // ---- prefill (one threadgroup = BQ query rows of one (sequence, head)) ----
 // 4 row groups of 8 query rows each (MLX's steel attention uses the same WM=4 x 8 rows = BQ 32).
@@ -139,14 +139,6 @@ constexpr int mfs_prefill_tg_bytes(int d, int elem_bytes) {
 constexpr int mfs_prefill_barriers_per_tile(int d, int elem_bytes) {
   return mfs_prefill_kv_shared(d, elem_bytes) ? 4 : 2;
 }
-// Registers of one prefill thread: Q fragments (stored in the input dtype: 1 register per 8x8
-// fragment for half/bfloat, 2 for float), O fragments (fp32, 2 each) of its head-dim share, the
-// tile's S/P fragments (fp32, 2 each), row state (m, l, factor, row sum) and the overhead.
-constexpr int mfs_prefill_registers(int d, int elem_bytes) {
-  return (d / 8 / mfs_prefill_dsplit(d)) * (elem_bytes == 4 ? 2 : 1) +
-         (d / 8 / mfs_prefill_dsplit(d)) * 2 + (mfs_prefill_bk(d, elem_bytes) / 8) * 2 + 4 +
-         MFS_REGISTER_OVERHEAD;
-}
 
 // ---- decode (q_len <= MFS_DECODE_MAX_Q per sequence) ----
 // One threadgroup = the (query head, row) pairs of a GQA group (or part of one) for one sequence
@@ -163,12 +155,22 @@ constexpr int mfs_prefill_registers(int d, int elem_bytes) {
 #define MFS_DECODE_MAX_Q 8
 constexpr int mfs_decode_simdgroups(int d) { return d >= 512 ? 8 : 16; }
 constexpr int mfs_decode_threads(int d) { return 32 * mfs_decode_simdgroups(d); }
-constexpr int mfs_decode_elems_per_lane(int d) { return d <= 128 ? 4 : d <= 256 ? 8 : 16; }
-constexpr int mfs_decode_lanes_per_key(int d) { return d <= 32 ? 8 : d <= 64 ? 16 : 32; }
+// Tile 64 spreads a key over 8 lanes of 8 elements (4 lane groups, so 4 cohorts of 4 pairs
+// hold a GQA 4 x 4 rows group in one threadgroup within the register budget; 16 lanes of 4 with
+// 8 pairs each needed ~160 registers, tests/metal_cuda/).
+constexpr int mfs_decode_elems_per_lane(int d) {
+  return d <= 32 ? 4 : d <= 64 ? 8 : d <= 128 ? 4 : d <= 256 ? 8 : 16;
+}
+constexpr int mfs_decode_lanes_per_key(int d) { return d <= 64 ? 8 : 32; }
 constexpr bool mfs_decode_q_in_registers(int d) { return d < 512; }
-// Pairs one lane group holds in registers.
+// Pairs one lane group holds in registers: as many as the register budget admits with every
+// feature on (ptxas, tests/test_metal_registers.py).
 constexpr int mfs_decode_max_pairs(int d, int elem_bytes) {
-  return d <= 128 ? (elem_bytes == 4 ? 6 : 8) : d <= 256 ? 4 : (elem_bytes == 4 ? 3 : 4);
+  return d <= 32    ? 5
+         : d <= 64  ? (elem_bytes == 4 ? 3 : 4)
+         : d <= 128 ? 5
+         : d <= 256 ? 4
+                    : (elem_bytes == 4 ? 3 : 4);
 }
 // Lane groups of a SIMD-group sharing one key, each holding its own pairs: 1, 2 or 4 (at most
 // the lane groups a SIMD-group has, 32 / lanes per key).
@@ -188,15 +190,6 @@ constexpr int mfs_decode_combine_floats(int d) {
 }
 constexpr int mfs_decode_tg_bytes(int d, int elem_bytes) {
   return (mfs_decode_combine_floats(d) + 4) * 4 + mfs_decode_max_tg_pairs(d, elem_bytes) * d * elem_bytes;
-}
-// Registers of one decode thread: per pair q (E elements in the input dtype, when held in
-// registers), o (E fp32), m, l and the pair's visible key range; the K and V vectors of the
-// current key (input dtype); the overhead.
-constexpr int mfs_decode_registers(int d, int elem_bytes) {
-  return mfs_decode_max_pairs(d, elem_bytes) *
-             ((mfs_decode_q_in_registers(d) ? mfs_decode_elems_per_lane(d) * elem_bytes / 4 : 0) +
-              mfs_decode_elems_per_lane(d) + 4) +
-         2 * mfs_decode_elems_per_lane(d) * elem_bytes / 4 + MFS_REGISTER_OVERHEAD;
 }
 // Split-K: a split covers a multiple of this many keys (every SIMD-group gets whole steps).
 #define MFS_DECODE_SPLIT_GRAIN 32

@@ -352,7 +352,6 @@ template <typename T, int D>
   constexpr int SC = ST / 8;
   constexpr int SLOTS = (ST * (D / 8) + NT - 1) / NT;
   constexpr bool STAGED = mfs_bwd_staged(D);
-  static_assert(mfs_bwd_dkdv_registers(D, ES) <= MFS_REGISTER_BUDGET, "dk/dv registers");
   static_assert(mfs_bwd_tg_bytes(D, ES) <= 32768, "dk/dv threadgroup memory");
   // The streamed Q and dO tiles (staged), the partial S / dP, the finished P^T / dS^T (staged:
   // slot 0 of the partials), the streamed rows' lse, D.
@@ -515,7 +514,6 @@ template <typename T, int D>
   constexpr int SC = ST / 8;
   constexpr int SLOTS = (ST * (D / 8) + NT - 1) / NT;
   constexpr bool STAGED = mfs_bwd_staged(D);
-  static_assert(mfs_bwd_dq_registers(D, ES) <= MFS_REGISTER_BUDGET, "dq registers");
   static_assert(mfs_bwd_tg_bytes(D, ES) <= 32768, "dq threadgroup memory");
   // The streamed K and V tiles (staged), the partial S / dP, the finished dS (staged: slot 0 of
   // the partials), the owned rows' lse and D.

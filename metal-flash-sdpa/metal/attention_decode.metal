@@ -67,7 +67,6 @@ template <typename T, int D>
   constexpr bool QREG = mfs_decode_q_in_registers(D);  // else q is read from q_tile per key
   static_assert(L * E >= D, "a key's lanes cover the head-dim tile");
   static_assert(QREG || L * E == D, "q read from q_tile: every lane's share is inside the tile");
-  static_assert(mfs_decode_registers(D, (int)sizeof(T)) <= MFS_REGISTER_BUDGET, "decode registers");
   // [G][W][CW] combine area, the sequence's bounds, then the pairs' q rows [G * P][D] (read from
   // device memory once per threadgroup, not once per SIMD-group).
   threadgroup float combine[mfs_decode_tg_bytes(D, (int)sizeof(T)) / 4];

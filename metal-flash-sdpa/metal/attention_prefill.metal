@@ -52,7 +52,6 @@ template <typename T, int D>
   static_assert(DS == 1 || DQ % G == 0, "a head-dim share is whole S groups (the backward sums per share)");
   constexpr int SLOTS = (BK * (D / 8) + NT - 1) / NT;  // staging slots per thread
   constexpr bool KV_SHARED = mfs_prefill_kv_shared(D, ES);  // K and V tiles in one buffer
-  static_assert(mfs_prefill_registers(D, ES) <= MFS_REGISTER_BUDGET, "prefill registers");
   static_assert(mfs_prefill_tg_bytes(D, ES) <= 32768, "prefill threadgroup memory");
   static_assert(mfs_prefill_k_tile_bytes(D, ES) == D * LDK * ES, "K tile layout");
   static_assert(mfs_prefill_v_tile_bytes(D, ES) == BK * LD * ES, "V tile layout");

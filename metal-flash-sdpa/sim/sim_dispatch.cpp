@@ -8,6 +8,11 @@
 //   MFS_SIM_RACES=0                          skip threadgroup-memory race detection (faster)
 //   MFS_SIM_WORKERS=n                        OS threads running threadgroups (default 1)
 //   MFS_SIM_TRACE=path                       append one JSON line per launch (its report)
+//   MFS_SIM_RECORD=path                      append one JSON line per launch to path (kernel,
+//                                            grid, constants, bytes, buffers) and each buffer's
+//                                            contents before the launch to path.bin, so that
+//                                            the launches can be replayed elsewhere
+//                                            (tests/metal_cuda/: on an NVIDIA GPU)
 #include "sim_dispatch.h"
 
 #include <c10/util/Exception.h>
@@ -48,6 +53,59 @@ void trace(const msl_sim::LaunchReport& report) {
   }
 }
 
+std::string hex(const void* data, size_t n) {
+  static const char digits[] = "0123456789abcdef";
+  std::string s;
+  s.reserve(2 * n);
+  for (size_t i = 0; i < n; ++i) {
+    const uint8_t b = static_cast<const uint8_t*>(data)[i];
+    s += digits[b >> 4];
+    s += digits[b & 15];
+  }
+  return s;
+}
+
+void record(const SimLaunch& launch) {
+  const char* path = std::getenv("MFS_SIM_RECORD");
+  if (!path || !*path) return;
+  static std::mutex mutex;
+  std::lock_guard<std::mutex> lock(mutex);
+  FILE* bin = std::fopen((std::string(path) + ".bin").c_str(), "ab");
+  FILE* f = std::fopen(path, "a");
+  if (!bin || !f) {
+    if (bin) std::fclose(bin);
+    if (f) std::fclose(f);
+    TORCH_CHECK(false, "MFS_SIM_RECORD: cannot append to ", path);
+  }
+  std::fseek(bin, 0, SEEK_END);
+  std::fprintf(f, "{\"kernel\": \"%s\", \"grid\": [%u, %u, %u], \"threads\": [%u, %u, %u], \"constants\": {",
+               launch.kernel.c_str(), launch.threadgroups[0], launch.threadgroups[1],
+               launch.threadgroups[2], launch.threads_per_threadgroup[0],
+               launch.threads_per_threadgroup[1], launch.threads_per_threadgroup[2]);
+  for (size_t i = 0; i < launch.constants.size(); ++i) {
+    std::fprintf(f, "%s\"%d\": %d", i ? ", " : "", launch.constants[i].index,
+                 launch.constants[i].int_value);
+  }
+  std::fprintf(f, "}, \"bytes\": {");
+  for (size_t i = 0; i < launch.bytes.size(); ++i) {
+    const std::string h = hex(launch.bytes[i].bytes.data(), launch.bytes[i].bytes.size());
+    std::fprintf(f, "%s\"%d\": \"%s\"", i ? ", " : "", launch.bytes[i].index, h.c_str());
+  }
+  std::fprintf(f, "}, \"buffers\": [");
+  for (size_t i = 0; i < launch.buffers.size(); ++i) {
+    const SimBuffer& b = launch.buffers[i];
+    const long offset = std::ftell(bin);
+    std::fwrite(b.data, 1, b.bytes, bin);
+    std::fprintf(f, "%s{\"index\": %d, \"name\": \"%s\", \"address\": %llu, \"bytes\": %zu, \"at\": %ld}",
+                 i ? ", " : "", b.index, b.name,
+                 static_cast<unsigned long long>(reinterpret_cast<uintptr_t>(b.data)), b.bytes,
+                 offset);
+  }
+  std::fprintf(f, "]}\n");
+  std::fclose(f);
+  std::fclose(bin);
+}
+
 }  // namespace
 
 void sim_dispatch(const SimLaunch& launch) {
@@ -72,6 +130,7 @@ void sim_dispatch(const SimLaunch& launch) {
     value.float_value = fc.float_value;
     d.function_constants[fc.index] = value;
   }
+  record(launch);
   try {
     trace(msl_sim::run(d, options_from_environment()));
   } catch (const msl_sim::Error& e) {

@@ -72,23 +72,8 @@ def backward_kernel_names() -> list[str]:
     return json.loads(result.stdout)
 
 
-def backward_register_estimates() -> dict[str, int]:
-    """mfs_bwd_dkdv_registers / mfs_bwd_dq_registers (metal_backward_config.h) of every tile."""
-    result = subprocess.run([str(probe_binary())], input="bwd_registers\n",
-                            capture_output=True, text=True, check=True)
-    return json.loads(result.stdout)
-
-
 def kernel_names() -> list[str]:
     result = subprocess.run([str(probe_binary())], input="names\n", capture_output=True,
-                            text=True, check=True)
-    return json.loads(result.stdout)
-
-
-def register_estimates() -> dict[str, int]:
-    """mfs_prefill_registers / mfs_decode_registers (metal_kernel_config.h) of every head-dim
-    tile, for float32 and the 16-bit dtypes: {"prefill_f32_d128": n, ...}."""
-    result = subprocess.run([str(probe_binary())], input="registers\n", capture_output=True,
                             text=True, check=True)
     return json.loads(result.stdout)
 

@@ -4,8 +4,8 @@
 // Input: one call per line, `dtype sinks_dtype field=value ...` (dtype: f32, f16, bf16; fields
 // are AttentionParams members; `flags` is the bit set; `gpu_cores` and `kv_aligned` set the
 // PlanTarget). `names` alone prints every kernel name the plan can pick. `bwd` before a call
-// prints the backward plan of it (make_backward_plan, default strides); `bwd_names` and
-// `bwd_registers` the backward's kernel names and register estimates; `prefill_layout` the
+// prints the backward plan of it (make_backward_plan, default strides); `bwd_names` the
+// backward's kernel names; `prefill_layout` the
 // prefill threadgroup's tiles per head-dim tile.
 #include <cstdio>
 #include <cstring>
@@ -39,24 +39,6 @@ int main() {
     std::istringstream in(line);
     std::string dtype, sinks;
     in >> dtype;
-    if (dtype == "registers") {  // the register estimate of every instantiation
-      std::cout << "{";
-      bool first = true;
-      for (const char* family : {"prefill", "decode"}) {
-        for (int eb : {4, 2}) {
-          for (int i = 0; i < MFS_NUM_HEAD_DIM_TILES; ++i) {
-            const int d = mfs_head_dim_tile_at(i);
-            const int regs = std::string(family) == "prefill" ? mfs_prefill_registers(d, eb)
-                                                               : mfs_decode_registers(d, eb);
-            std::cout << (first ? "" : ",") << "\"" << family << (eb == 4 ? "_f32" : "_16bit")
-                      << "_d" << d << "\": " << regs;
-            first = false;
-          }
-        }
-      }
-      std::cout << "}" << std::endl;
-      continue;
-    }
     if (dtype == "prefill_layout") {  // the prefill threadgroup of every tile and element size
       std::cout << "{";
       bool first = true;
@@ -81,24 +63,6 @@ int main() {
       std::string name;
       in >> name;
       std::cout << gpu_cores_from_architecture(name) << std::endl;
-      continue;
-    }
-    if (dtype == "bwd_registers") {
-      std::cout << "{";
-      bool first = true;
-      for (const char* family : {"dkdv", "dq"}) {
-        for (int eb : {4, 2}) {
-          for (int i = 0; i < MFS_NUM_HEAD_DIM_TILES; ++i) {
-            const int d = mfs_head_dim_tile_at(i);
-            const int regs = std::string(family) == "dkdv" ? mfs_bwd_dkdv_registers(d, eb)
-                                                            : mfs_bwd_dq_registers(d, eb);
-            std::cout << (first ? "" : ",") << "\"" << family << (eb == 4 ? "_f32" : "_16bit")
-                      << "_d" << d << "\": " << regs;
-            first = false;
-          }
-        }
-      }
-      std::cout << "}" << std::endl;
       continue;
     }
     if (dtype == "bwd_names") {
