@@ -20,7 +20,6 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import attention_routes as R  # noqa: E402
-from training_routes import peak_extra_bytes  # noqa: E402
 
 
 def workload(batch, heads, seqlen, head_dim, dtype, mask_kind, seed=0):
@@ -67,7 +66,7 @@ def main() -> None:
                 for backward in (False, True):
                     r = routes(fa, q, k, v, mask, backward)
                     t = R.time_routes(r, repeats=args.repeats)
-                    mem = {name: peak_extra_bytes(fn) for name, fn in r.items()}
+                    mem = {name: R.peak_extra_bytes(fn) for name, fn in r.items()}
                     what = "fwd+bwd" if backward else "fwd"
                     line += (f" | {what} {t['torch SDPA'] / t['kernel']:5.2f}x "
                              f"({t['kernel'] * 1e3:7.1f} ms vs {t['torch SDPA'] * 1e3:7.1f} ms), "
