@@ -144,10 +144,8 @@ def translate_cuda(src: str, constants: dict[int, int], includes=(), defines=(),
     """The CUDA C++ of `src` with function constants `constants` ({index: value}), instantiating
     the kernels named in `only` (default: every [[host_name]])."""
     # <metal_stdlib> is this folder's empty stub (the simulator's defines its event counters).
-    sim_stubs, sim.STUB_DIR = sim.STUB_DIR, STUB_DIR
-    try:
-        text = sim.preprocess(src, list(includes), list(defines))
-    finally:
-        sim.STUB_DIR = sim_stubs
+    # Passed, not swapped into the simulator's module: registers.py translates on threads, and a
+    # swapped global leaked the CUDA stub into later simulator builds of the same process.
+    text = sim.preprocess(src, list(includes), list(defines), stub_dir=STUB_DIR)
     tr = CudaTranslator(sim.tokenize(text), src, constants, only)
     return tr.run(), tr.instantiations

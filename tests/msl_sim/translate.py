@@ -669,10 +669,12 @@ def concat_strings(args: str) -> str:
     return "".join(parts)
 
 
-def preprocess(src: str, includes: list[str], defines: list[str], cpp: str = "g++") -> str:
+def preprocess(src: str, includes: list[str], defines: list[str], cpp: str = "g++",
+               stub_dir: str = STUB_DIR) -> str:
+    """`stub_dir` holds the <metal_stdlib> the source sees (another target passes its own)."""
     cmd = [cpp, "-E", "-x", "c++", "-std=c++20", "-nostdinc", "-nostdinc++",
            f"-D__METAL_VERSION__={METAL_VERSION}", "-D__METAL__=1", "-D__HAVE_SIMDGROUP_MATRIX__=1",
-           "-I", STUB_DIR]
+           "-I", stub_dir]
     for d in includes:
         cmd += ["-I", d]
     for d in defines:
