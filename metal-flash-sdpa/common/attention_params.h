@@ -9,10 +9,12 @@
 #ifdef __METAL_VERSION__
 typedef int mfs_i32;
 typedef long mfs_i64;
+typedef uint mfs_u32;
 #else
 #include <cstdint>
 typedef int32_t mfs_i32;
 typedef int64_t mfs_i64;
+typedef uint32_t mfs_u32;
 #endif
 
 // Bits of AttentionParams::flags.
@@ -36,6 +38,8 @@ enum AttentionFlags : mfs_i32 {
   // only the first seqused_q[b] queries of sequence b's slot count (flash-attn 3); the rest of the
   // slot belongs to no sequence (kClearRowsOutsideSequences zeroes it in the functional form).
   kSequsedQ = 1 << 8,
+  // dropout on the probabilities (dropout_* fields; the stream is dropout_stream.h's).
+  kDropout = 1 << 9,
 };
 
 // AttentionParams::mask_kind: torch's attn_mask (scaled_dot_product_attention), read per
@@ -86,6 +90,12 @@ struct AttentionParams {
   mfs_i64 mask_batch_stride, mask_head_stride, mask_row_stride, mask_key_stride;
   mfs_i32 mask_kind;  // AttentionMaskKind
   mfs_i32 mask_reserved;
+
+  // --- dropout (kDropout; dropout_stream.h): the call's 64-bit seed and offset, the keep
+  // threshold on a 32-bit draw, and 1 / (1 - p), which multiplies the kept probabilities ---
+  mfs_u32 dropout_seed_lo, dropout_seed_hi, dropout_offset, dropout_threshold;
+  float dropout_scale;
+  mfs_i32 dropout_reserved;
 };
 
 // The layout both languages must agree on (the host copies the struct with setBytes, the kernels
@@ -134,6 +144,11 @@ MFS_PARAMS_AT(mask_head_stride, 208)
 MFS_PARAMS_AT(mask_row_stride, 216)
 MFS_PARAMS_AT(mask_key_stride, 224)
 MFS_PARAMS_AT(mask_kind, 232)
+MFS_PARAMS_AT(dropout_seed_lo, 240)
+MFS_PARAMS_AT(dropout_seed_hi, 244)
+MFS_PARAMS_AT(dropout_offset, 248)
+MFS_PARAMS_AT(dropout_threshold, 252)
+MFS_PARAMS_AT(dropout_scale, 256)
 #undef MFS_PARAMS_AT
-static_assert(sizeof(AttentionParams) == 240 && alignof(AttentionParams) == 8,
+static_assert(sizeof(AttentionParams) == 264 && alignof(AttentionParams) == 8,
               "AttentionParams changed size: C++ and MSL must agree on the layout");
