@@ -201,14 +201,14 @@ CASES = [(c, "contiguous") for c in sorted(REFUSED)] + \
         [(c, "paged") for c in sorted({**REFUSED, **REFUSED_PAGED})]
 
 
-@pytest.mark.kernels_ci
-@pytest.mark.parametrize("case,layout", CASES, ids=[f"{c}-{l}" for c, l in CASES])
-def test_refused_call_leaves_the_cache_untouched(fa, device, generator, case, layout):
+def check_refused_call_leaves_the_cache_untouched(fa, device, generator, refused, host_only,
+                                                  case, layout):
     """docs/API.md: a call refused for any argument raises naming it, and k_cache, v_cache and
-    cache_seqlens are bitwise as they were (every check runs before the new tokens are written)."""
-    if device.type != "cpu" and case in VALUES_CHECKED_ON_HOST_ONLY:
+    cache_seqlens are bitwise as they were (every check runs before the new tokens are written).
+    refused[case] = (make_bad(args) -> overrides, error type, words the message names)."""
+    if device.type != "cpu" and case in host_only:
         pytest.skip(f"{case}: values are checked only where the host reads them (cpu)")
-    make_bad, error, words = {**REFUSED, **REFUSED_PAGED}[case]
+    make_bad, error, words = refused[case]
     args = refused_call(device, generator, layout)
     args.update(make_bad(args))
     before = {name: args[name].clone() for name in ("k_cache", "v_cache", "cache_seqlens")}
@@ -218,3 +218,11 @@ def test_refused_call_leaves_the_cache_untouched(fa, device, generator, case, la
         assert word in str(info.value), f"{word!r} not in error message: {info.value}"
     for name, tensor in before.items():
         assert torch.equal(args[name], tensor), f"{name} was modified by a refused call"
+
+
+@pytest.mark.kernels_ci
+@pytest.mark.parametrize("case,layout", CASES, ids=[f"{c}-{l}" for c, l in CASES])
+def test_refused_call_leaves_the_cache_untouched(fa, device, generator, case, layout):
+    check_refused_call_leaves_the_cache_untouched(
+        fa, device, generator, {**REFUSED, **REFUSED_PAGED}, VALUES_CHECKED_ON_HOST_ONLY, case,
+        layout)

@@ -13,7 +13,7 @@ import torch
 
 from batches import random_tensor
 from reference import Semantics, assert_close, assert_lse_close, attention_one_sequence
-from test_kvcache import refused_call
+from test_kvcache import check_refused_call_leaves_the_cache_untouched, refused_call
 
 INPUTS_ON_VARIANT_DEVICE = True  # conftest.py: the kernel's inputs are on the `device` fixture's
 BATCH, HEADS, HEADS_KV, CAPACITY, PAGE = 3, 4, 2, 48, 8
@@ -215,18 +215,8 @@ CASES = [(c, layout) for c in sorted(REFUSED) for layout in ("contiguous", "page
 @pytest.mark.kernels_ci
 @pytest.mark.parametrize("case,layout", CASES, ids=[f"{c}-{l}" for c, l in CASES])
 def test_refused_call_leaves_the_cache_untouched(fa, device, generator, case, layout):
-    if device.type != "cpu" and case in VALUES_CHECKED_ON_HOST_ONLY:
-        pytest.skip(f"{case}: values are checked only where the host reads them (cpu)")
-    make_bad, error, words = REFUSED[case]
-    args = refused_call(device, generator, layout)
-    args.update(make_bad(args))
-    before = {name: args[name].clone() for name in ("k_cache", "v_cache", "cache_seqlens")}
-    with pytest.raises(error) as info:
-        fa.flash_attn_with_kvcache(**args)
-    for word in words:
-        assert word in str(info.value), f"{word!r} not in error message: {info.value}"
-    for name, tensor in before.items():
-        assert torch.equal(args[name], tensor), f"{name} was modified by a refused call"
+    check_refused_call_leaves_the_cache_untouched(
+        fa, device, generator, REFUSED, VALUES_CHECKED_ON_HOST_ONLY, case, layout)
 
 
 def test_rotary_needs_new_tokens(fa, device, generator):
