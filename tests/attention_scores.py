@@ -44,22 +44,30 @@ def _score_std(q, k, softmax_scale):
 
 
 @contextlib.contextmanager
-def scores_seen(kernel):
-    """Yields a list that receives, per call of the kernel's flash_attn_varlen_func or
-    flash_attn_func (what transformers calls), the std of the scaled scores it was given."""
-    stds = []
+def entry_point_calls(kernel, observe):
+    """Calls observe(q, k, kwargs) on every call of the kernel's flash_attn_varlen_func or
+    flash_attn_func (what transformers calls) while the context is open."""
     names = ("flash_attn_varlen_func", "flash_attn_func")
     for name in names:
         original = getattr(kernel, name)
 
         @functools.wraps(original)
         def recorded(q, k, *args, _original=original, **kwargs):
-            stds.append(_score_std(q, k, kwargs.get("softmax_scale")))
+            observe(q, k, kwargs)
             return _original(q, k, *args, **kwargs)
 
         setattr(kernel, name, recorded)
     try:
-        yield stds
+        yield
     finally:
         for name in names:
             setattr(kernel, name, getattr(kernel, name).__wrapped__)
+
+
+@contextlib.contextmanager
+def scores_seen(kernel):
+    """Yields a list that receives, per entry-point call, the std of the scaled scores given."""
+    stds = []
+    with entry_point_calls(kernel, lambda q, k, kw: stds.append(
+            _score_std(q, k, kw.get("softmax_scale")))):
+        yield stds

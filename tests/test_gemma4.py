@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 
 import pytest
 import torch
 
-from attention_scores import MIN_SCORE_STD, scores_seen
+from attention_scores import MIN_SCORE_STD, entry_point_calls, scores_seen
 from conftest import REPO_ID, load_kernel
 from test_training import paired_models
 
@@ -55,21 +54,8 @@ def kernel_loaded_for(variant):
 def head_dims_seen(kernel):
     """The set of q head dims the kernel's entry points (those transformers calls) are given."""
     seen = set()
-    names = ("flash_attn_varlen_func", "flash_attn_func")
-    for name in names:
-        original = getattr(kernel, name)
-
-        @functools.wraps(original)
-        def recorded(q, *args, _original=original, **kwargs):
-            seen.add(q.shape[-1])
-            return _original(q, *args, **kwargs)
-
-        setattr(kernel, name, recorded)
-    try:
+    with entry_point_calls(kernel, lambda q, k, kw: seen.add(q.shape[-1])):
         yield seen
-    finally:
-        for name in names:
-            setattr(kernel, name, getattr(kernel, name).__wrapped__)
 
 
 def test_the_config_has_sliding_and_512_wide_global_layers():
