@@ -102,3 +102,17 @@ def resolve_softcap(softcap: float, name: str = "softcap") -> float:
         # It would reach the kernels as 0, which means "off": the opposite of a tiny cap.
         raise ValueError(f"{name} is positive but below float32's smallest value, got {softcap!r}")
     return x
+
+
+def check_per_sequence_int32(value: torch.Tensor, name: str, batch: int, device,
+                             accepted: str = "an int32 tensor") -> None:
+    """A per-sequence int32 tensor [batch] on q's device (cache_seqlens, cache_leftpad), refused
+    by name otherwise; `accepted` names what the argument may be in the message."""
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"{name} must be {accepted} [batch={batch}], got {value!r}")
+    if value.device != device:
+        raise RuntimeError(f"{name} must be on the same device as q ({device}), got "
+                           f"{value.device}")
+    if value.dtype != torch.int32 or value.shape != (batch,):
+        raise ValueError(f"{name} must be {accepted} [batch={batch}], got {value.dtype} of "
+                         f"shape {tuple(value.shape)}")

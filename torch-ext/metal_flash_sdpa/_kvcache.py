@@ -24,15 +24,8 @@ def _cache_lengths(cache_seqlens, batch: int, capacity: int, device) -> torch.Te
         return torch.full((batch,), capacity, dtype=torch.int32, device=device)
     if isinstance(cache_seqlens, numbers.Integral) and not isinstance(cache_seqlens, bool):
         return torch.full((batch,), int(cache_seqlens), dtype=torch.int32, device=device)
-    if not isinstance(cache_seqlens, torch.Tensor):
-        raise ValueError(f"cache_seqlens must be an int or an int32 tensor [batch={batch}], got "
-                         f"{cache_seqlens!r}")
-    if cache_seqlens.device != device:
-        raise RuntimeError(f"cache_seqlens must be on the same device as q ({device}), got "
-                           f"{cache_seqlens.device}")
-    if cache_seqlens.dtype != torch.int32 or cache_seqlens.shape != (batch,):
-        raise ValueError(f"cache_seqlens must be an int or an int32 tensor [batch={batch}], got "
-                         f"{cache_seqlens.dtype} of shape {tuple(cache_seqlens.shape)}")
+    A.check_per_sequence_int32(cache_seqlens, "cache_seqlens", batch, device,
+                               "an int or an int32 tensor")
     return cache_seqlens
 
 

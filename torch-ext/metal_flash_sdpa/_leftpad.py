@@ -12,18 +12,12 @@ from __future__ import annotations
 
 import torch
 
+from ._arguments import check_per_sequence_int32
+
 
 def check_leftpad(cache_leftpad, lengths: torch.Tensor, batch: int, device) -> None:
     """int32 [batch] on q's device; where readable (cpu), 0 <= cache_leftpad <= cache_seqlens."""
-    if not isinstance(cache_leftpad, torch.Tensor):
-        raise ValueError(f"cache_leftpad must be an int32 tensor [batch={batch}], got "
-                         f"{type(cache_leftpad).__name__}")
-    if cache_leftpad.device != device:
-        raise RuntimeError(f"cache_leftpad must be on the same device as q ({device}), got "
-                           f"{cache_leftpad.device}")
-    if cache_leftpad.dtype != torch.int32 or cache_leftpad.shape != (batch,):
-        raise ValueError(f"cache_leftpad must be an int32 tensor [batch={batch}], got "
-                         f"{cache_leftpad.dtype} of shape {tuple(cache_leftpad.shape)}")
+    check_per_sequence_int32(cache_leftpad, "cache_leftpad", batch, device)
     if device.type != "cpu" or torch.compiler.is_compiling() or not batch:
         return
     bad = (cache_leftpad < 0) | (cache_leftpad > lengths)
