@@ -134,6 +134,7 @@ def check_file(source: Path, includes: list[Path], library: Library | None = Non
         problems += ast_rules.storage_and_constants(tree, own)
         problems += ast_rules.bfloat_conversions(tree, own)
         problems += ast_rules.member_calls(tree, own)
+        problems += ast_rules.atomic_orders(tree, own)
         # Recursion and threadgroup memory, on the IR.
         ir = run([CLANG, *CLCPP_FLAGS, "-S", "-emit-llvm", "-O0", "-o", "-", str(rewritten)])
         if ir.returncode != 0:
