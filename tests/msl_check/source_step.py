@@ -290,6 +290,15 @@ def rewrite(text: str, host_names: list | None = None) -> str:
             i += 1
             continue
 
+        # `operator()`: its first parentheses are the function's name.
+        if t.text == "(" and head and head[-1].text == "operator" and \
+                toks[next_sig(i + 1)].text == ")":
+            j = next_sig(i + 1)
+            out.append("".join(x.text for x in toks[i:j + 1]))
+            head.append(Tok("id", "()"))
+            i = j + 1
+            continue
+
         # A member function's address-space qualifier.
         if t.text == "(" and scopes and scopes[-1] == "class" and \
                 _member_function(head, class_names[-1]):

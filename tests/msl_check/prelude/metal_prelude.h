@@ -122,10 +122,12 @@ template <typename E, int N> struct is_mask<E __attribute__((ext_vector_type(N))
 };
 
 // §2.2 booln (bool2, bool3, bool4): MSL's comparison of two n-vectors of any element type yields
-// a booln (§2.2: "bool4 m = h4 < h4" of half vectors is valid). So booln is a class that takes
+// a booln (§3.1 Scalar and Vector Operators: relational operators on vectors yield a Boolean
+// vector, so "bool4 m = h4 < h4" of half vectors is valid). So booln is a class that takes
 // any comparison mask of n components (or a bool, every component), converts implicitly to no
-// other type (§2.12: no implicit conversion between vector types), and has the logical operators,
-// components x, y, z, w and m[i]. Laid out as MSL's (one byte per component, bool3 as bool4).
+// other type (§2.12: no implicit conversion between vector types), and has the logical and
+// equality operators (§3.1: bitwise ones take integers only), components x, y, z, w and m[i].
+// Laid out as MSL's (one byte per component, bool3 as bool4).
 template <int N> struct bool_components;
 template <> struct bool_components<2> { bool x, y; };
 template <> struct alignas(4) bool_components<3> { bool x, y, z; };
@@ -139,9 +141,6 @@ template <int N> struct bool_vector : bool_components<N> {
   friend bool_vector operator!(bool_vector a) { return a; }
   friend bool_vector operator&&(bool_vector a, bool_vector b) { return b; }
   friend bool_vector operator||(bool_vector a, bool_vector b) { return b; }
-  friend bool_vector operator&(bool_vector a, bool_vector b) { return b; }
-  friend bool_vector operator|(bool_vector a, bool_vector b) { return b; }
-  friend bool_vector operator^(bool_vector a, bool_vector b) { return b; }
   friend bool_vector operator==(bool_vector a, bool_vector b) { return b; }
   friend bool_vector operator!=(bool_vector a, bool_vector b) { return b; }
 };
