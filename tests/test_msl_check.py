@@ -533,6 +533,31 @@ constant PlantedAcc planted_acc = {2.0f};
 [[kernel]] void planted(constant PlantedRow& row [[buffer(0)]], device float* out [[buffer(1)]]) {
   out[0] = row(3);
 }""", r"member function operator\(\) called on an object in constant memory"),
+    # §5.2.1: the threadgroup table too holds each index once per kernel.
+    ("threadgroup_index_used_twice",
+     """[[kernel]] void planted(device float* out [[buffer(0)]], threadgroup float* a [[threadgroup(0)]],
+                        threadgroup float* b [[threadgroup(1)]], uint tid [[thread_index_in_threadgroup]]) {
+  a[tid] = 1.0f; b[tid] = 2.0f; out[tid] = a[0] + b[0];
+}""",
+     """[[kernel]] void planted(device float* out [[buffer(0)]], threadgroup float* a [[threadgroup(0)]],
+                        threadgroup float* b [[threadgroup(0)]], uint tid [[thread_index_in_threadgroup]]) {
+  a[tid] = 1.0f; b[tid] = 2.0f; out[tid] = a[0] + b[0];
+}""", r"\[\[threadgroup\(0\)\]\] is also argument a"),
+    # §2.12 Implicit Type Conversions: no implicit conversion from one vector type to another,
+    # even where the scalars would convert (SPIRV-Cross's MSL backend, commit "the MSL spec
+    # forbids implicit conversions between vector types", quoting Apple's "cannot convert between
+    # vector values of different size"). Scalars do convert implicitly (float -> half is valid).
+    ("implicit_conversion_between_vector_types",
+     """[[kernel]] void planted(device float4* out [[buffer(0)]], const device half4* in [[buffer(1)]]) {
+  half h = out[1].x;
+  float4 f = float4(in[0]);
+  out[0] = f * float(h);
+}""",
+     """[[kernel]] void planted(device float4* out [[buffer(0)]], const device half4* in [[buffer(1)]]) {
+  half h = out[1].x;
+  float4 f = in[0];
+  out[0] = f * float(h);
+}""", r"float4.*half"),
     # §6.15.1 Memory Order: through MSL 4.0 the atomic functions take memory_order_relaxed only
     # (MSL 2.1 §5.13.1 "For atomic operations, memory_order_relaxed is the only value supported",
     # quoted in gpuweb/WSL issue #252; ordered atomics arrive with Metal 4.1, JuliaGPU/Metal.jl
@@ -790,6 +815,19 @@ def test_planted_error_fails_the_check(name, good, bad, expect, tmp_path):
 def test_valid_msl_is_no_false_alarm(name, code, tmp_path):
     problems = check_metal.check_file(_copy_with(PLANT_HOST, tmp_path, code), [PLANT_HOST.parent])
     assert problems == [], "\n".join(problems)
+
+
+def test_every_rule_of_the_readme_has_its_plant():
+    """README.md's table of rules names, for each rule, the plants (or tests) that show it is
+    caught: every name there exists, and every plant is named there."""
+    readme = (REPO / "tests" / "msl_check" / "README.md").read_text()
+    rows = [ln for ln in readme.splitlines() if re.match(r"^\| \d+ \|", ln)]
+    assert len(rows) >= 30, "README.md's table of rules is missing"
+    named = {name for row in rows for name in re.findall(r"`(\w+)`", row.rsplit("|", 2)[-2])}
+    plants = {p[0] for p in PLANTS}
+    tests = {n for n in globals() if n.startswith("test_")}
+    assert named - plants - tests == set(), "README.md names plants that do not exist"
+    assert plants - named == set(), "plants that README.md's table does not name"
 
 
 def test_kernel_names_are_unique_across_the_library(tmp_path, capsys):

@@ -98,16 +98,20 @@ class _Locator:
 
     def __init__(self, toks: list[Tok]):
         self.toks = toks
+        self.places: list[tuple[str, int]] = [("?", 1)]  # places[i]: where toks[i] is
 
     def where(self, index: int) -> str:
-        file, line = "?", 1
-        for t in self.toks[:index]:
+        while len(self.places) <= index:  # read on from the last place known (no rescans)
+            file, line = self.places[-1]
+            t = self.toks[len(self.places) - 1]
             if t.kind == "marker":
                 m = re.match(r'\s*#\s*(?:line\s+)?(\d+)\s+"([^"]*)"', t.text)
                 if m:
                     line, file = int(m.group(1)) - 1, m.group(2)
             else:
                 line += t.text.count("\n")
+            self.places.append((file, line))
+        file, line = self.places[index]
         return f"{file}:{line}"
 
 
