@@ -677,6 +677,7 @@ FALSE_ALARMS += [
   bool4 m = out[0] < out[1];
   bool4 k = !m && (out[1] != out[2]);
   bool2 lo = out[0].xy >= out[1].xy;
+  lo[0] = lo.y || m.w;
   flags[0] = m == k;
   out[3] = select(out[1], out[2], k) + ((all(m) || any(k) || m.x || lo[1]) ? half4(1.0h) : half4(0.0h));
 }"""),

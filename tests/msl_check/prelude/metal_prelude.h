@@ -137,6 +137,7 @@ template <int N> struct bool_vector : bool_components<N> {
   bool_vector(bool b) : bool_components<N>{} { (void)b; }
   template <typename M, typename = typename when<is_mask<M>::value && vec_info<M>::n == N>::type>
   bool_vector(M mask) : bool_components<N>{} { (void)mask; }
+  bool& operator[](int i) { return this->x; }
   bool operator[](int i) const { return i == 0 && this->x; }
   friend bool_vector operator!(bool_vector a) { return a; }
   friend bool_vector operator&&(bool_vector a, bool_vector b) { return b; }
