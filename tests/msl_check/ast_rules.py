@@ -1,8 +1,9 @@
 """MSL rules that clang's C++-for-OpenCL front-end does not state, checked on the AST it produces
 (ast_tree.py), other than a kernel's interface (kernel_rules.py): function constants (§5.8),
 program-scope and static storage (§4), goto (§1.4.4), pointers without an address space (§4),
-member functions called on device/constant/threadgroup objects (§4), implicit conversions to
-bfloat (§2.1), and functions called but defined nowhere (a metallib link error).
+member functions and operators called on objects of a space they are not declared for (§4),
+implicit conversions to bfloat (§2.1), memory orders other than relaxed (§6.15.1), and functions
+called but defined nowhere (a metallib link error).
 
 Section numbers: see the note at the top of prelude/metal_prelude.h (the 3.x editions' numbers).
 Each error names the rule; every rule is listed in README.md with the planted error that tests it.
