@@ -24,6 +24,19 @@ pytestmark = pytest.mark.skipif(shutil.which(check_metal.CLANG) is None,
 KERNEL_SOURCES = check_metal.DEFAULT_SOURCES
 
 
+def _anchor(path: Path, pattern: str) -> re.Match:
+    """A plant's anchor in the real sources: fails loudly (at collection) when the sources no
+    longer have it, rather than letting a plant test something else."""
+    m = re.search(pattern, path.read_text())
+    assert m, f"the plants' anchor {pattern!r} is gone from {path}: update tests/test_msl_check.py"
+    return m
+
+
+# softcap's offset as the shared header states it (other work may add fields before it).
+SOFTCAP_OFFSET = int(_anchor(REPO / "metal-flash-sdpa" / "common" / "attention_params.h",
+                             r"MFS_PARAMS_AT\(softcap, (\d+)\)").group(1))
+
+
 def test_there_are_kernels_to_check():
     assert KERNEL_SOURCES, "no .metal sources under metal-flash-sdpa/metal"
 
@@ -171,8 +184,8 @@ inline int planted_odd(int n) { return n == 0 ? 0 : planted_even(n - 1); }
   out[0] = planted_has_bias ? bias[0] : 0.0f;
 }""", r"planted_has_bais"),
     ("layout_assertion_of_a_shared_struct",
-     """static_assert(__builtin_offsetof(AttentionParams, softcap) == 192, "as in C++");""",
-     """static_assert(__builtin_offsetof(AttentionParams, softcap) == 196, "as in C++");""",
+     f"""static_assert(__builtin_offsetof(AttentionParams, softcap) == {SOFTCAP_OFFSET}, "as in C++");""",
+     f"""static_assert(__builtin_offsetof(AttentionParams, softcap) == {SOFTCAP_OFFSET + 4}, "as in C++");""",
      r"static assertion failed|static_assert"),
     ("pointer_without_address_space",
      """[[kernel]] void planted(device float* out [[buffer(0)]]) {
@@ -468,6 +481,107 @@ template [[host_name("planted_tg")]] [[kernel]] decltype(planted<4097>) planted<
      r"planted_twice is called but never defined"),
 ]
 
+# Round 3 (issue 18): member functions and operators on device/constant objects, atomics.
+PLANTS += [
+    # §4 / §1.4.1 Overloading (the overloading rules include the address space of an argument;
+    # for a member function, of its object): a device member function takes device objects only.
+    ("device_member_function_on_a_constant_object",
+     """struct PlantedAcc { float v; float get() const constant { return v; } };
+[[kernel]] void planted(constant PlantedAcc& acc [[buffer(0)]], device float* out [[buffer(1)]]) {
+  out[0] = acc.get();
+}""",
+     """struct PlantedAcc { float v; float get() const device { return v; } };
+[[kernel]] void planted(constant PlantedAcc& acc [[buffer(0)]], device float* out [[buffer(1)]]) {
+  out[0] = acc.get();
+}""", r"member function get called on an object in constant memory is not declared constant "
+        r"\(it is device\)"),
+    ("constant_member_function_on_a_device_object",
+     """struct PlantedAcc { float v; float get() const device { return v; } };
+[[kernel]] void planted(const device PlantedAcc* acc [[buffer(0)]], device float* out [[buffer(1)]]) {
+  out[0] = acc->get();
+}""",
+     """struct PlantedAcc { float v; float get() const constant { return v; } };
+[[kernel]] void planted(const device PlantedAcc* acc [[buffer(0)]], device float* out [[buffer(1)]]) {
+  out[0] = acc->get();
+}""", r"member function get called on an object in device memory is not declared device "
+        r"\(it is constant\)"),
+    # As member_function_on_a_device_object, for constant memory.
+    ("member_function_on_a_constant_object",
+     """struct PlantedAcc { float v; float get() const constant { return v; } };
+constant PlantedAcc planted_acc = {2.0f};
+[[kernel]] void planted(device float* out [[buffer(0)]]) { out[0] = planted_acc.get(); }""",
+     """struct PlantedAcc { float v; float get() const { return v; } };
+constant PlantedAcc planted_acc = {2.0f};
+[[kernel]] void planted(device float* out [[buffer(0)]]) { out[0] = planted_acc.get(); }""",
+     r"member function get called on an object in constant memory is not declared constant"),
+    # Operators are member functions too (§4, AliceO2Group/AliceO2 PR #15772 as above).
+    ("operator_on_a_device_object",
+     """struct PlantedRow { float v[4]; float operator[](int i) const device { return v[i]; } };
+[[kernel]] void planted(const device PlantedRow* row [[buffer(0)]], device float* out [[buffer(1)]]) {
+  out[0] = (*row)[1] + row[0][2];
+}""",
+     """struct PlantedRow { float v[4]; float operator[](int i) const { return v[i]; } };
+[[kernel]] void planted(const device PlantedRow* row [[buffer(0)]], device float* out [[buffer(1)]]) {
+  out[0] = (*row)[1] + row[0][2];
+}""", r"member function operator\[\] called on an object in device memory is not declared device"),
+    ("device_operator_on_a_constant_object",
+     """struct PlantedRow { float v[4]; float operator()(int i) const constant { return v[i]; } };
+[[kernel]] void planted(constant PlantedRow& row [[buffer(0)]], device float* out [[buffer(1)]]) {
+  out[0] = row(3);
+}""",
+     """struct PlantedRow { float v[4]; float operator()(int i) const device { return v[i]; } };
+[[kernel]] void planted(constant PlantedRow& row [[buffer(0)]], device float* out [[buffer(1)]]) {
+  out[0] = row(3);
+}""", r"member function operator\(\) called on an object in constant memory"),
+    # §5.2.1: the threadgroup table too holds each index once per kernel.
+    ("threadgroup_index_used_twice",
+     """[[kernel]] void planted(device float* out [[buffer(0)]], threadgroup float* a [[threadgroup(0)]],
+                        threadgroup float* b [[threadgroup(1)]], uint tid [[thread_index_in_threadgroup]]) {
+  a[tid] = 1.0f; b[tid] = 2.0f; out[tid] = a[0] + b[0];
+}""",
+     """[[kernel]] void planted(device float* out [[buffer(0)]], threadgroup float* a [[threadgroup(0)]],
+                        threadgroup float* b [[threadgroup(0)]], uint tid [[thread_index_in_threadgroup]]) {
+  a[tid] = 1.0f; b[tid] = 2.0f; out[tid] = a[0] + b[0];
+}""", r"\[\[threadgroup\(0\)\]\] is also argument a"),
+    # §2.12 Implicit Type Conversions: no implicit conversion from one vector type to another,
+    # even where the scalars would convert (SPIRV-Cross's MSL backend, commit "the MSL spec
+    # forbids implicit conversions between vector types", quoting Apple's "cannot convert between
+    # vector values of different size"). Scalars do convert implicitly (float -> half is valid).
+    ("implicit_conversion_between_vector_types",
+     """[[kernel]] void planted(device float4* out [[buffer(0)]], const device half4* in [[buffer(1)]]) {
+  half h = out[1].x;
+  float4 f = float4(in[0]);
+  out[0] = f * float(h);
+}""",
+     """[[kernel]] void planted(device float4* out [[buffer(0)]], const device half4* in [[buffer(1)]]) {
+  half h = out[1].x;
+  float4 f = in[0];
+  out[0] = f * float(h);
+}""", r"float4.*half"),
+    # §6.15.1 Memory Order: through MSL 4.0 the atomic functions take memory_order_relaxed only
+    # (MSL 2.1 §5.13.1 "For atomic operations, memory_order_relaxed is the only value supported",
+    # quoted in gpuweb/WSL issue #252; ordered atomics arrive with Metal 4.1, JuliaGPU/Metal.jl
+    # PR #889). Kept in a variable first, the order is refused all the same.
+    ("memory_order_other_than_relaxed",
+     """[[kernel]] void planted(device atomic_uint* count [[buffer(0)]], device uint* out [[buffer(1)]]) {
+  constexpr memory_order order = memory_order_relaxed;
+  out[0] = atomic_fetch_add_explicit(count, 1u, order) + atomic_load_explicit(count, memory_order_relaxed);
+}""",
+     """[[kernel]] void planted(device atomic_uint* count [[buffer(0)]], device uint* out [[buffer(1)]]) {
+  constexpr memory_order order = memory_order_relaxed;
+  out[0] = atomic_fetch_add_explicit(count, 1u, order) + atomic_load_explicit(count, memory_order_acquire);
+}""", r"memory_order_acquire: through MSL 4.0 atomic functions take memory_order_relaxed only"),
+    # §6.15 Atomic Functions: a subset of C++14's atomics, whose atomic<bool> has no
+    # fetch-and-modify functions (store, load, exchange, compare-exchange only).
+    ("fetch_and_modify_on_atomic_bool",
+     """[[kernel]] void planted(device atomic_bool* seen [[buffer(0)]], device float* out [[buffer(1)]]) {
+  out[0] = atomic_exchange_explicit(seen, true, memory_order_relaxed) ? 1.0f : 0.0f;
+}""",
+     """[[kernel]] void planted(device atomic_bool* seen [[buffer(0)]], device float* out [[buffer(1)]]) {
+  out[0] = atomic_fetch_or_explicit(seen, true, memory_order_relaxed) ? 1.0f : 0.0f;
+}""", r"no matching function for call to 'atomic_fetch_or_explicit'"),
+]
+
 # Valid MSL the check once refused (issue 18): each must pass.
 FALSE_ALARMS = [
     ("all_any_of_half_comparisons",  # §6.4 Relational Functions
@@ -551,6 +665,48 @@ struct PlantedBox {
   PlantedAcc a = d[0];
   a.add(c.v);
   out[0] = a.get() + d->get() + PlantedAcc{1.0f}.twice();
+}"""),
+]
+
+# Round 3: valid MSL the check refused after round 2.
+FALSE_ALARMS += [
+    # §3.1 Scalar and Vector Operators: a relational operator on two vectors (half ones too)
+    # yields a Boolean vector; logical and equality operators take Boolean vectors.
+    ("bool_vector_of_a_half_comparison",
+     """[[kernel]] void planted(device half4* out [[buffer(0)]], device bool4* flags [[buffer(1)]]) {
+  bool4 m = out[0] < out[1];
+  bool4 k = !m && (out[1] != out[2]);
+  bool2 lo = out[0].xy >= out[1].xy;
+  lo[0] = lo.y || m.w;
+  flags[0] = m == k;
+  out[3] = select(out[1], out[2], k) + ((all(m) || any(k) || m.x || lo[1]) ? half4(1.0h) : half4(0.0h));
+}"""),
+    # §1.4.1 Overloading: the rules include the address space of an argument, and for a member
+    # function of its object, so a class may declare one function for device and for constant
+    # objects (as Apple's <metal_stdlib> declares its members for several spaces).
+    ("device_and_constant_overloads_of_one_member_function",
+     """struct PlantedTable {
+  float v[4];
+  float at(int i) const device { return v[i]; }
+  float at(int i) const constant { return v[i]; }
+  float operator[](int i) const device { return at(i); }
+  float operator[](int i) const constant { return at(i); }
+  float first() const constant { return v[0]; }
+};
+constant PlantedTable planted_table = {{1.0f, 2.0f, 3.0f, 4.0f}};
+[[kernel]] void planted(const device PlantedTable* d [[buffer(0)]], constant PlantedTable& c [[buffer(1)]],
+                        device float* out [[buffer(2)]]) {
+  out[0] = d->at(0) + c.at(1) + (*d)[2] + c[3] + planted_table.at(1) + planted_table[2] + c.first();
+}"""),
+    # §2.5 Atomic Data Types, §6.15: atomic_bool with store, load, exchange, compare-exchange.
+    ("atomic_bool",
+     """[[kernel]] void planted(device atomic_bool* flag [[buffer(0)]], device float* out [[buffer(1)]]) {
+  bool expected = false;
+  bool won = atomic_compare_exchange_weak_explicit(flag, &expected, true, memory_order_relaxed,
+                                                   memory_order_relaxed);
+  atomic_store_explicit(flag, won, memory_order_relaxed);
+  out[0] = (atomic_load_explicit(flag, memory_order_relaxed) ||
+            atomic_exchange_explicit(flag, false, memory_order_relaxed)) ? 1.0f : 0.0f;
 }"""),
 ]
 
@@ -660,6 +816,19 @@ def test_planted_error_fails_the_check(name, good, bad, expect, tmp_path):
 def test_valid_msl_is_no_false_alarm(name, code, tmp_path):
     problems = check_metal.check_file(_copy_with(PLANT_HOST, tmp_path, code), [PLANT_HOST.parent])
     assert problems == [], "\n".join(problems)
+
+
+def test_every_rule_of_the_readme_has_its_plant():
+    """README.md's table of rules names, for each rule, the plants (or tests) that show it is
+    caught: every name there exists, and every plant is named there."""
+    readme = (REPO / "tests" / "msl_check" / "README.md").read_text()
+    rows = [ln for ln in readme.splitlines() if re.match(r"^\| \d+ \|", ln)]
+    assert len(rows) >= 30, "README.md's table of rules is missing"
+    named = {name for row in rows for name in re.findall(r"`(\w+)`", row.rsplit("|", 2)[-2])}
+    plants = {p[0] for p in PLANTS}
+    tests = {n for n in globals() if n.startswith("test_")}
+    assert named - plants - tests == set(), "README.md names plants that do not exist"
+    assert plants - named == set(), "plants that README.md's table does not name"
 
 
 def test_kernel_names_are_unique_across_the_library(tmp_path, capsys):

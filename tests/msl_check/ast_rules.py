@@ -1,8 +1,9 @@
 """MSL rules that clang's C++-for-OpenCL front-end does not state, checked on the AST it produces
 (ast_tree.py), other than a kernel's interface (kernel_rules.py): function constants (§5.8),
 program-scope and static storage (§4), goto (§1.4.4), pointers without an address space (§4),
-member functions called on device/constant/threadgroup objects (§4), implicit conversions to
-bfloat (§2.1), and functions called but defined nowhere (a metallib link error).
+member functions and operators called on objects of a space they are not declared for (§4),
+implicit conversions to bfloat (§2.1), memory orders other than relaxed (§6.15.1), and functions
+called but defined nowhere (a metallib link error).
 
 Section numbers: see the note at the top of prelude/metal_prelude.h (the 3.x editions' numbers).
 Each error names the rule; every rule is listed in README.md with the planted error that tests it.
@@ -125,32 +126,132 @@ def bfloat_conversions(root: Node, own) -> list[str]:
     return problems
 
 
+_SPACE_WORDS = (("__global_device", "device"), ("__global_host", "constant"),
+                ("__local", "threadgroup"), ("__private", "thread"), ("__generic", "generic"),
+                ("__global", "global"))
+
+
+def _space_word(type_text: str) -> str | None:
+    """The address space named in a type's text, None where it names none."""
+    return next((s for w, s in _SPACE_WORDS if re.search(rf"\b{w}\b", type_text)), None)
+
+
+def _this_space(method: Node) -> str:
+    """The address space a member function is declared for: "device" / "constant" (the source
+    step's msl:this annotation), "threadgroup", "thread", or "generic" (unqualified: thread
+    through MSL 4.0)."""
+    annotated = dict(method.annotations()).get("this")
+    if annotated:
+        return annotated
+    quals = method.types()[0].rsplit(")", 1)[-1] if method.types() else ""
+    return {"threadgroup": "threadgroup", "thread": "thread"}.get(_space_word(quals), "generic")
+
+
+def _object_space(obj: Node, arrow: bool, decls: dict[str, Node]) -> str | None:
+    """The MSL address space of a member call's object (`obj`: the object expression, or the
+    pointer for `->`), seen through clang's conversion to the member function's space."""
+    if obj.kind == "ImplicitCastExpr" and "<AddressSpaceConversion>" in obj.rest and obj.children:
+        obj = obj.children[0]
+    t = obj.type().strip()
+    if arrow:
+        t = t[:t.rfind("*")] if "*" in t else t
+    space = _space_word(t)
+    if space is None:
+        return "thread"  # a temporary
+    if space != "global":
+        return space
+    # __global: `this` inside a device/constant member function, or a `constant` variable.
+    for d in obj.walk():
+        if d.kind == "CXXThisExpr":
+            method = next((a for a in d.ancestors() if a.kind == "CXXMethodDecl"), None)
+            return dict(method.annotations()).get("this") if method is not None else None
+        if d.kind == "DeclRefExpr":
+            m = re.search(r"\bVar (0x[0-9a-f]+)", d.rest)
+            var = decls.get(m.group(1)) if m else None
+            if var is not None and "constant" in dict(var.annotations()):
+                return "constant"
+            return None
+    return None
+
+
+def _overloads(method: Node) -> list[Node]:
+    """The member functions of the class declaring `method` (member templates' patterns too)."""
+    parent = method.parent
+    if parent is not None and parent.kind == "FunctionTemplateDecl":
+        parent = parent.parent
+    if parent is None:
+        return []
+    found = []
+    for c in parent.children:
+        if c.kind == "FunctionTemplateDecl":
+            found += [d for d in c.children if d.kind == "CXXMethodDecl"]
+        elif c.kind == "CXXMethodDecl":
+            found.append(c)
+    return found
+
+
 def member_calls(root: Node, own) -> list[str]:
-    """A member function without an address-space qualifier called on an object in device,
-    constant or threadgroup memory: up to MSL 4.0 such a function's implicit object is in thread
-    memory (MSL 4.1 makes it generic). clang's OpenCL default is generic, so the call shows in
-    the AST as an address-space conversion of the object to __generic."""
+    """A member function (operators included) called on an object in an address space it is not
+    declared for (MSL §4 Address Spaces). Up to MSL 4.0 an unqualified member function's implicit
+    object is in thread memory (MSL 4.1 makes it generic), so one called on a device, constant
+    or threadgroup object is an error; a `device` one takes device objects only, a `constant` one
+    constant objects only. clang sees device and constant methods alike (both __global, see
+    source_step), so the call is judged here from the source step's msl:this annotation; where a
+    class declares both, clang may bind a call to the twin, which is accepted. The MSL library's
+    own members (declared in the prelude) take any object."""
+    decls = {n.addr: n for n in root.walk() if n.addr and n.kind in (
+        "CXXMethodDecl", "CXXConversionDecl", "VarDecl")}
     problems = []
     for n in root.walk():
-        if n.kind != "CXXMemberCallExpr" or not own(n.file) or not n.children:
+        if not own(n.file) or not n.children:
             continue
-        callee = n.children[0]
-        if callee.kind != "MemberExpr" or not callee.children:
+        if n.kind == "CXXMemberCallExpr":
+            callee = n.children[0]
+            m = re.search(r"(\.|->)(\S+) (0x[0-9a-f]+)", callee.rest)
+            if callee.kind != "MemberExpr" or not callee.children or not m:
+                continue
+            arrow, addr, obj = m.group(1) == "->", m.group(3), callee.children[0]
+        elif n.kind == "CXXOperatorCallExpr" and len(n.children) >= 2:
+            ref = next((d for d in n.children[0].walk() if d.kind == "DeclRefExpr"), None)
+            m = re.search(r"\bCXXMethod (0x[0-9a-f]+)", ref.rest) if ref is not None else None
+            if not m:
+                continue  # an operator that is not a member function
+            arrow, addr, obj = False, m.group(1), n.children[1]
+        else:
             continue
-        obj = callee.children[0]
-        if obj.kind != "ImplicitCastExpr" or "<AddressSpaceConversion>" not in obj.rest or \
-                "__generic" not in obj.type() or not obj.children:
+        method = decls.get(addr)
+        if method is None or not own(method.file):
             continue
-        src = obj.children[0].type()
-        space = next((s for w, s in (("__global_device", "device"), ("__global_host", "constant"),
-                                      ("__local", "threadgroup"), ("__global", "device"))
-                      if re.search(rf"\b{w}\b", src)), None)
-        if space:
-            method = re.search(r"[.>](\w+) 0x", callee.rest)
-            problems.append(f"{n.where}: member function {method.group(1) if method else ''} "
-                            f"called on an object in {space} memory is not declared {space}: "
-                            "through MSL 4.0 an unqualified member function's object is in "
-                            "thread memory (MSL §4 Address Spaces)")
+        wanted, space = _this_space(method), _object_space(obj, arrow, decls)
+        if space is None or space == wanted or space == "generic" or \
+                (wanted == "generic" and space == "thread"):
+            continue
+        name = method.name()
+        if any(o.name() == name and o.types()[:1] == method.types()[:1] and
+               _this_space(o) == space for o in _overloads(method)):
+            continue  # the class declares the overload for this space; clang took its twin
+        declared = "unqualified (thread)" if wanted == "generic" else wanted
+        problems.append(f"{n.where}: member function {name} called on an object in {space} "
+                        f"memory is not declared {space} (it is {declared}): through MSL 4.0 an "
+                        "unqualified member function's object is in thread memory, a device or "
+                        "constant one's in that space only (MSL §4 Address Spaces)")
+    return problems
+
+
+def atomic_orders(root: Node, own) -> list[str]:
+    """Memory orders other than memory_order_relaxed: through MSL 4.0 the atomic functions take
+    memory_order_relaxed only (MSL §6.15.1 Memory Order; see the prelude). Any use is refused,
+    so an order kept in a variable first is caught too."""
+    problems = []
+    for n in root.walk():
+        if n.kind != "DeclRefExpr" or not own(n.file):
+            continue
+        m = re.search(r"\bEnumConstant 0x[0-9a-f]+ '(memory_order_\w+)'", n.rest)
+        if m and m.group(1) != "memory_order_relaxed":
+            problems.append(f"{n.where}: {m.group(1)}: through MSL 4.0 atomic functions take "
+                            "memory_order_relaxed only (MSL §6.15.1 Memory Order; MSL 2.1 "
+                            "§5.13.1: \"memory_order_relaxed is the only value supported\"; "
+                            "ordered atomics are Metal 4.1's)")
     return problems
 
 

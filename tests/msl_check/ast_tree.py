@@ -19,6 +19,7 @@ class Node:
     line: int
     parent: "Node | None" = None
     children: list["Node"] = field(default_factory=list)
+    _all: "list[Node] | None" = field(default=None, repr=False)
 
     @property
     def where(self) -> str:
@@ -44,6 +45,15 @@ class Node:
         return set(re.sub(r"'[^']*'|\"[^\"]*\"", " ", self.rest).split())
 
     def walk(self):
+        """This node and every node under it, depth first (the whole tree's list is kept: each
+        rule walks it)."""
+        if self.parent is None:
+            if self._all is None:
+                self._all = list(self._walk())
+            return iter(self._all)
+        return self._walk()
+
+    def _walk(self):
         stack = [self]
         while stack:
             n = stack.pop()

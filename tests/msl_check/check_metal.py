@@ -9,7 +9,8 @@ AST and IR show (kernel_rules.py, ast_rules.py, ir_rules.py; README.md lists eve
 section): a kernel's interface (return type, argument tables and indices, argument address spaces, built-in
 attributes and their types, max threads), function constants, program-scope and static
 variables, goto, pointers without an address space, implicit conversions to bfloat, member
-functions called on device/constant objects, functions called but never defined, recursion,
+functions and operators called on objects of a space they are not declared for, memory orders
+other than relaxed, functions called but never defined, recursion,
 static threadgroup memory over 32 KiB per kernel, and kernel names repeated across the library.
 Where Apple's toolchain exists (`xcrun -f metal` succeeds), each file is also compiled by
 Apple's compiler as kernel-builder does (`metal -std=metal4.0 -O2 -c`).
@@ -134,6 +135,7 @@ def check_file(source: Path, includes: list[Path], library: Library | None = Non
         problems += ast_rules.storage_and_constants(tree, own)
         problems += ast_rules.bfloat_conversions(tree, own)
         problems += ast_rules.member_calls(tree, own)
+        problems += ast_rules.atomic_orders(tree, own)
         # Recursion and threadgroup memory, on the IR.
         ir = run([CLANG, *CLCPP_FLAGS, "-S", "-emit-llvm", "-O0", "-o", "-", str(rewritten)])
         if ir.returncode != 0:

@@ -13,8 +13,10 @@ What is rewritten, and why (everything else is left to clang):
   reference) -> `__global const` marked `annotate("msl:constant")`: clang allows variables only
   in __global or __constant, and the AST rules tell a `constant` one from one without a space.
 - A member function qualified `device` or `constant` gets OpenCL's `__global` (clang takes only
-  OpenCL's keywords after a declarator). An unqualified one stays generic here; MSL 4.0 puts its
-  object in thread memory, which ast_rules.member_calls checks at each call.
+  OpenCL's keywords after a declarator) and `annotate("msl:this", space)`, so ast_rules.member_calls
+  tells the two apart at each call; a `constant` one also becomes a member template (defaulted
+  parameter), so that a class may declare both a device and a constant overload. An unqualified
+  one stays generic here; MSL 4.0 puts its object in thread memory, which member_calls checks.
 - `template [[host_name("n")]] ...;` names are collected (`host_names`) for the interface rules.
 - A function-scope `threadgroup T a[N], s;` -> references to threadgroup storage
   (`mslc::threadgroup_storage`): OpenCL allows local variables only in kernels, which may not
@@ -96,16 +98,20 @@ class _Locator:
 
     def __init__(self, toks: list[Tok]):
         self.toks = toks
+        self.places: list[tuple[str, int]] = [("?", 1)]  # places[i]: where toks[i] is
 
     def where(self, index: int) -> str:
-        file, line = "?", 1
-        for t in self.toks[:index]:
+        while len(self.places) <= index:  # read on from the last place known (no rescans)
+            file, line = self.places[-1]
+            t = self.toks[len(self.places) - 1]
             if t.kind == "marker":
                 m = re.match(r'\s*#\s*(?:line\s+)?(\d+)\s+"([^"]*)"', t.text)
                 if m:
                     line, file = int(m.group(1)) - 1, m.group(2)
             else:
                 line += t.text.count("\n")
+            self.places.append((file, line))
+        file, line = self.places[index]
         return f"{file}:{line}"
 
 
@@ -170,6 +176,7 @@ def rewrite(text: str, host_names: list | None = None) -> str:
     scopes: list[str] = []       # "func", "class", "ns", "other" per open brace
     class_names: list[str] = []  # the name of each open class scope
     head: list[Tok] = []         # significant tokens of the statement being read at this level
+    decl_start = 0
     i = 0
     n = len(toks)
 
@@ -212,6 +219,8 @@ def rewrite(text: str, host_names: list | None = None) -> str:
             out.append(t.text)
             i += 1
             continue
+        if not head:
+            decl_start = len(out)  # where the declaration or statement read now begins in out
 
         # [[ ... ]] attribute groups (two consecutive '[' only ever start one in C++).
         if t.text == "[" and next_sig(i + 1) < n and toks[next_sig(i + 1)].text == "[":
@@ -285,6 +294,15 @@ def rewrite(text: str, host_names: list | None = None) -> str:
             i += 1
             continue
 
+        # `operator()`: its first parentheses are the function's name.
+        if t.text == "(" and head and head[-1].text == "operator" and \
+                toks[next_sig(i + 1)].text == ")":
+            j = next_sig(i + 1)
+            out.append("".join(x.text for x in toks[i:j + 1]))
+            head.append(Tok("id", "()"))
+            i = j + 1
+            continue
+
         # A member function's address-space qualifier.
         if t.text == "(" and scopes and scopes[-1] == "class" and \
                 _member_function(head, class_names[-1]):
@@ -303,6 +321,16 @@ def rewrite(text: str, host_names: list | None = None) -> str:
                     # constant member function's object is in __global (either subspace).
                     out.append({"device": "__global", "constant": "__global" if "const" in quals
                                 else "__global const"}.get(x.text, x.text))
+                space = "device" if "device" in quals else "constant" if "constant" in quals \
+                    else None
+                if space and toks[k].text in ("{", ";", "="):
+                    # Which of the two the source said, for ast_rules.member_calls.
+                    out.append(f' __attribute__((annotate("msl:this", "{space}")))')
+                if space == "constant" and not any(h.text == "template" for h in head):
+                    # A device and a constant overload of one function are one declaration to
+                    # clang (both __global): the constant one becomes a member template, a
+                    # distinct overload that a call takes only where no device twin fits.
+                    out.insert(decl_start, "template <typename mslc_constant_this = void> ")
                 head.append(Tok("punct", ")"))
                 i = k
                 continue

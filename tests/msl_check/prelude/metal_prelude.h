@@ -49,8 +49,7 @@ typedef __SIZE_TYPE__ size_t;
 typedef __PTRDIFF_TYPE__ ptrdiff_t;
 
 // ---- MSL §2.2 Vector Data Types (booln, charn, ..., floatn for n = 2, 3, 4; vec<T, n>) --------
-// Comparisons of vectors yield integer masks here (clang's vector rule), not booln: booln is an
-// int vector so the common `booln m = a < b;` of 32-bit vectors compiles.
+// booln is declared with the check's helpers below (a class: see there).
 #define MSLC_VECTORS(T)                                       \
   typedef T T##2 __attribute__((ext_vector_type(2)));         \
   typedef T T##3 __attribute__((ext_vector_type(3)));         \
@@ -67,9 +66,6 @@ MSLC_VECTORS(half)
 MSLC_VECTORS(bfloat)
 MSLC_VECTORS(float)
 #undef MSLC_VECTORS
-typedef int bool2 __attribute__((ext_vector_type(2)));
-typedef int bool3 __attribute__((ext_vector_type(3)));
-typedef int bool4 __attribute__((ext_vector_type(4)));
 template <typename T, int N>
 using vec = T __attribute__((ext_vector_type(N)));  // §2.2: vec<T, n>
 
@@ -116,6 +112,43 @@ template <typename T> struct strip<__private const T> { typedef T type; };
 template <typename T> struct strip<__global const T> { typedef T type; };
 template <typename T> struct strip<__local const T> { typedef T type; };
 template <typename... A> constexpr int components() { return (0 + ... + vec_info<typename strip<A>::type>::n); }
+template <bool B, typename T = void> struct when {};
+template <typename T> struct when<true, T> { typedef T type; };
+// A comparison's mask: clang's comparison of two n-vectors yields an integer n-vector as wide as
+// their elements (short4 for half4, int4 for float4).
+template <typename T> struct is_mask { static constexpr bool value = false; };
+template <typename E, int N> struct is_mask<E __attribute__((ext_vector_type(N)))> {
+  static constexpr bool value = __is_integral(E);
+};
+
+// §2.2 booln (bool2, bool3, bool4): MSL's comparison of two n-vectors of any element type yields
+// a booln (§3.1 Scalar and Vector Operators: relational operators on vectors yield a Boolean
+// vector, so "bool4 m = h4 < h4" of half vectors is valid). So booln is a class that takes
+// any comparison mask of n components (or a bool, every component), converts implicitly to no
+// other type (§2.12: no implicit conversion between vector types), and has the logical and
+// equality operators (§3.1: bitwise ones take integers only), components x, y, z, w and m[i].
+// Laid out as MSL's (one byte per component, bool3 as bool4).
+template <int N> struct bool_components;
+template <> struct bool_components<2> { bool x, y; };
+template <> struct alignas(4) bool_components<3> { bool x, y, z; };
+template <> struct alignas(4) bool_components<4> { bool x, y, z, w; };
+template <int N> struct bool_vector : bool_components<N> {
+  bool_vector() = default;
+  bool_vector(bool b) : bool_components<N>{} { (void)b; }
+  template <typename M, typename = typename when<is_mask<M>::value && vec_info<M>::n == N>::type>
+  bool_vector(M mask) : bool_components<N>{} { (void)mask; }
+  bool& operator[](int i) { return this->x; }
+  bool operator[](int i) const { return i == 0 && this->x; }
+  friend bool_vector operator!(bool_vector a) { return a; }
+  friend bool_vector operator&&(bool_vector a, bool_vector b) { return b; }
+  friend bool_vector operator||(bool_vector a, bool_vector b) { return b; }
+  friend bool_vector operator==(bool_vector a, bool_vector b) { return b; }
+  friend bool_vector operator!=(bool_vector a, bool_vector b) { return b; }
+};
+template <int N> struct vec_info<bool_vector<N>> { typedef bool elem; static constexpr int n = N; };
+template <int N> struct is_mask<bool_vector<N>> { static constexpr bool value = true; };
+template <typename T> constexpr bool is_bool_vector = false;
+template <int N> constexpr bool is_bool_vector<bool_vector<N>> = true;
 
 // §2.2.2 Vector Constructors: `floatn(x)` (every component x), `floatn(othern)` (converts each
 // component), `floatn(a, b, ...)` (scalars and vectors whose components add up to n). The
@@ -129,6 +162,8 @@ V make(A a) {
                 "MSL §2.2.2: a one-argument vector constructor takes a scalar or a vector of the same length");
   if constexpr (vec_info<S>::n == 1) {
     return (V)(typename vec_info<V>::elem)a;
+  } else if constexpr (is_bool_vector<S> || is_bool_vector<V>) {
+    return V{};  // booln(vector), vector(booln): converts each component
   } else {
     return __builtin_convertvector(a, V);
   }
@@ -144,6 +179,9 @@ V make(A, B, R...) {
   return V{};
 }
 }  // namespace mslc
+typedef mslc::bool_vector<2> bool2;
+typedef mslc::bool_vector<3> bool3;
+typedef mslc::bool_vector<4> bool4;
 
 // ---- MSL §2.4 SIMD-group Matrix Data Types ---------------------------------------------------
 namespace metal {
@@ -196,16 +234,11 @@ MSLC_FLOAT_TYPES(MSLC_COMMON)
 MSLC_INT_TYPES(MSLC_INTEGER)
 #undef MSLC_INTEGER
 
-// §6.4 Relational Functions. A booln here is whatever integer vector clang's comparison made
-// (char, short, int or long elements, by the compared type's width): all/any/select take each.
+// §6.4 Relational Functions. all/any/select take a booln and, as MSL does through booln, the
+// integer mask clang's comparison made (char, short, int or long elements, by the compared
+// type's width).
 }  // namespace metal
 namespace mslc {
-template <typename T> struct is_mask { static constexpr bool value = false; };
-template <typename E, int N> struct is_mask<E __attribute__((ext_vector_type(N)))> {
-  static constexpr bool value = __is_integral(E);
-};
-template <bool B, typename T = void> struct when {};
-template <typename T> struct when<true, T> { typedef T type; };
 template <typename V, typename M> using same_length_mask =
     typename when<is_mask<M>::value && vec_info<V>::n == vec_info<M>::n, V>::type;
 }  // namespace mslc
@@ -410,23 +443,38 @@ template <typename T, int N> T determinant(matrix<T, N, N> a);
 // ---- MSL §6.15 Atomic Functions ---------------------------------------------------------------
 // MSL's atomic_int, atomic_uint, atomic_float (§2.5 Atomic Data Types) are the atomic types C++
 // for OpenCL already has under these names; metal:: re-exports the same types (no ambiguity
-// under `using namespace metal`), and atomic<T> names them. Objects are in device or
-// threadgroup memory. (atomic_bool and atomic_ulong are not declared: OpenCL has no such type.)
+// under `using namespace metal`), and atomic<T> names them. atomic_bool, which OpenCL lacks, is
+// an opaque type here. Objects are in device or threadgroup memory. (atomic_ulong is not
+// declared: OpenCL has no such type.)
 namespace mslc {
+struct atomic_bool_object { bool opaque; };
 template <typename A> struct atomic_value {};
 template <> struct atomic_value<::atomic_int> { typedef int type; };
 template <> struct atomic_value<::atomic_uint> { typedef unsigned int type; };
 template <> struct atomic_value<::atomic_float> { typedef float type; };
+template <> struct atomic_value<atomic_bool_object> { typedef bool type; };
+// The fetch-and-modify functions: not on atomic_bool. §6.15 (Atomic Functions): MSL implements a
+// subset of C++14's atomics, and C++14's atomic<bool> has no fetch_add, fetch_and, ... (only
+// store, load, exchange and compare-exchange).
+template <typename A> struct atomic_fetch_value : atomic_value<A> {};
+template <> struct atomic_fetch_value<atomic_bool_object> {};
 template <typename T> struct atomic_of {};
 template <> struct atomic_of<int> { typedef ::atomic_int type; };
 template <> struct atomic_of<unsigned int> { typedef ::atomic_uint type; };
 template <> struct atomic_of<float> { typedef ::atomic_float type; };
+template <> struct atomic_of<bool> { typedef atomic_bool_object type; };
 }  // namespace mslc
+typedef mslc::atomic_bool_object atomic_bool;
 namespace metal {
-using ::atomic_int; using ::atomic_uint; using ::atomic_float;
+using ::atomic_int; using ::atomic_uint; using ::atomic_float; using ::atomic_bool;
 template <typename T> using atomic = typename mslc::atomic_of<T>::type;
-// §6.15.1 Memory Order: only memory_order_relaxed is declared (the others are not verified here).
-enum memory_order { memory_order_relaxed = 0 };
+// §6.15.1 Memory Order. Through MSL 4.0 the atomic functions take memory_order_relaxed only
+// (MSL 2.1 §5.13.1: "For atomic operations, memory_order_relaxed is the only value supported",
+// as quoted in gpuweb/WSL issue #252; acquire, release, acq_rel and seq_cst atomics are Metal
+// 4.1's, JuliaGPU/Metal.jl PR #889). The other orders are declared so that
+// ast_rules.atomic_orders names the error.
+enum memory_order { memory_order_relaxed = 0, memory_order_acquire = 2, memory_order_release = 3,
+                    memory_order_acq_rel = 4, memory_order_seq_cst = 5 };
 #define MSLC_ATOMIC_FUNCTIONS(SPACE)                                                               \
   template <typename A> void atomic_store_explicit(volatile SPACE A* object,                    \
       typename mslc::atomic_value<A>::type desired, memory_order order);                         \
@@ -441,8 +489,9 @@ enum memory_order { memory_order_relaxed = 0 };
   MSLC_ATOMIC_FETCH(SPACE, or) MSLC_ATOMIC_FETCH(SPACE, xor) MSLC_ATOMIC_FETCH(SPACE, min)      \
   MSLC_ATOMIC_FETCH(SPACE, max)
 #define MSLC_ATOMIC_FETCH(SPACE, op)                                                               \
-  template <typename A> typename mslc::atomic_value<A>::type atomic_fetch_##op##_explicit(      \
-      volatile SPACE A* object, typename mslc::atomic_value<A>::type operand, memory_order order);
+  template <typename A> typename mslc::atomic_fetch_value<A>::type atomic_fetch_##op##_explicit( \
+      volatile SPACE A* object, typename mslc::atomic_fetch_value<A>::type operand,              \
+      memory_order order);
 MSLC_ATOMIC_FUNCTIONS(device)
 MSLC_ATOMIC_FUNCTIONS(threadgroup)
 #undef MSLC_ATOMIC_FETCH
