@@ -193,8 +193,11 @@ std::string describe_pc(void* pc) {
 std::string describe_pc_chain(void* pc) {
   const std::vector<Frame> frames = inline_frames(pc);
   std::string out;
-  for (const Frame& f : frames)
-    if (in_kernel_source(f)) out += (out.empty() ? "" : " <- ") + f.where + " (in " + f.function + ")";
+  for (const Frame& f : frames) {
+    if (!in_kernel_source(f)) continue;
+    const size_t slash = f.where.rfind('/');
+    out += (out.empty() ? "" : " <- ") + (slash == std::string::npos ? f.where : f.where.substr(slash + 1));
+  }
   return out.empty() && !frames.empty() ? frames[0].where : out;
 }
 

@@ -102,8 +102,8 @@ void set_thread_counters(ThreadCounters* counters);
 void set_binding_end(Binding& b, uintptr_t end);
 // "file.metal:12 (in function)" for a code address in a translated kernel, best effort.
 std::string describe_pc(void* pc);
-// The same with every inlined frame outside the compat header, innermost first:
-// "attention_tiles.h:25 (in frag_load) <- attention_prefill.metal:210 (in mfs_prefill)".
+// Every inlined frame outside the compat header, innermost first, as file name and line:
+// "attention_tiles.h:25 <- attention_prefill.metal:210".
 std::string describe_pc_chain(void* pc);
 
 }  // namespace msl_sim::mem

@@ -65,7 +65,7 @@ struct BufferTraffic {
 // Bank conflicts of one code site (a load or store of the compiled kernel; unrolled copies of
 // one source access are merged by their location).
 struct BankConflictSite {
-  std::string where;  // "attention_tiles.h:25 (in frag_load) <- attention_prefill.metal:210 (...)"
+  std::string where;  // "attention_tiles.h:25 <- attention_prefill.metal:210" (inlined frames)
   bool write = false;
   uint32_t width = 0;         // bytes per lane
   uint64_t instructions = 0;  // SIMD-group instructions
