@@ -291,7 +291,7 @@ def kernel_counters(reports: list[dict], dtype: str, inputs: tuple[str, ...]) ->
 
 def print_counters(measured: list[dict]) -> None:
     header = (f"{'config':24s} {'kernel':22s} {'TG instr':>9s} {'mean':>5s} {'worst':>5s}"
-              f" {'barriers/tile':>13s} {'/tg':>5s} {'dead MMA':>8s} {'dead coll':>9s}"
+              f" {'barriers/tile':>13s} {'/tg':>5s} {'dead MMA':>8s} {'dead collectives':>18s}"
               f" {'16-bit >=16B':>12s}  worst ways at")
     print(header)
     print("-" * len(header))
@@ -301,16 +301,19 @@ def print_counters(measured: list[dict]) -> None:
             bpt = "-" if k["barriers_per_tile"] is None else f"{k['barriers_per_tile']:.2f}"
             bpg = "-" if k["barriers_per_threadgroup"] is None else f"{k['barriers_per_threadgroup']:.1f}"
             wide = "-" if k["wide_share"] is None else f"{100 * k['wide_share']:.0f} %"
+            d = k["dead"]
+            dead = f"{d['collectives']:,.0f} ({100 * d['collective_share']:.0f} %)"
             print(f"{m['config']:24s} {k['kernel']:22s} {b['instructions']:9,d} {b['mean']:5.2f}"
                   f" {b['worst']:5d} {bpt:>13s} {bpg:>5s} {k['dead']['mma']:8.1f}"
-                  f" {k['dead']['collectives']:9.1f} {wide:>12s}  {b['worst_site']}")
+                  f" {dead:>18s} {wide:>12s}  {b['worst_site']}")
     print("\nTG instr: threadgroup-memory load/store instructions of all SIMD-groups (a lane's n-th"
           " execution of an access since its SIMD-group's\nlast rendezvous joins the other lanes'"
           " n-th); mean / worst: their bank-conflict ways under 32 banks x 4 bytes (distinct words"
           " in\none bank; 128 bytes per pass, so 8- and 16-byte accesses are split into passes of"
           " 16 and 8 lanes); barriers/tile: completed\nthreadgroup barriers over the key (prefill)"
-          " or streamed (backward) tiles the kernel counts, /tg: per threadgroup; dead MMA / coll:"
-          "\nMMAs and SIMD-group collectives done for lanes declared discarded (MSL_SIM_DEAD_WORK);"
+          " or streamed (backward) tiles the kernel counts, /tg: per threadgroup; dead MMA /"
+          " collectives:\nMMAs and SIMD-group collectives (share of all) done for lanes declared"
+          " discarded (MSL_SIM_DEAD_WORK);"
           " 16-bit >=16B: share of the bytes of\n16-bit inputs (q, k, v; backward also out, dout)"
           " read by loads of 16 bytes or more.")
 
