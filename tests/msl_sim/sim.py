@@ -6,6 +6,8 @@
                      threadgroup_memory={0: 1024}, constants={0: True, 1: 64, 2: 0.5})
 
 Arrays are numpy arrays (C-contiguous; written in place). Raises SimError (with .kind) on errors.
+`banks=True` counts threadgroup-memory bank conflicts (the report's "bank_conflicts"; README.md,
+*Design counters*).
 """
 from __future__ import annotations
 
