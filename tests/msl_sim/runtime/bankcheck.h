@@ -61,7 +61,7 @@ class Model {
     void* pc;
     bool write;
     uint32_t width;
-    uint16_t next[kSimdWidth];  // per lane: executions so far = the index of its next instance
+    uint32_t next[kSimdWidth];  // per lane: executions so far = the index of its next instance
     size_t used;
     std::vector<Instance> instances;
   };
