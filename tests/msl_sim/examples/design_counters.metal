@@ -19,6 +19,17 @@ kernel void bank_words(constant uint& stride [[buffer(0)]], device float* out [[
   out[tid] = tile[(lane * stride) % 1024];
 }
 
+// One write per lane of float word (lane * stride) % 1024 of its SIMD-group's own 4 KiB (no
+// two threads write one word: no race; the banks are those of bank_words).
+kernel void bank_word_stores(constant uint& stride [[buffer(0)]], device float* out [[buffer(1)]],
+                             uint tid [[thread_position_in_threadgroup]],
+                             uint sg [[simdgroup_index_in_threadgroup]],
+                             uint lane [[thread_index_in_simdgroup]]) {
+  threadgroup float tile[2048];
+  tile[sg * 1024 + (lane * stride) % 1024] = float(tid);
+  out[tid] = 0.0f;
+}
+
 // One read per lane of half element (lane * stride) % 2048: stride 1 puts two lanes on each
 // word (one access, conflict-free), 64 puts every lane on bank 0 (thirty-two-way).
 kernel void bank_halves(constant uint& stride [[buffer(0)]], device float* out [[buffer(1)]],
