@@ -114,7 +114,8 @@ bench-backward: build
 bench-head-dims: build
 	$(PY) benchmarks/head_dim_routes.py
 
-# The Metal kernels' device traffic and work, counted by the simulator, against the minimum.
+# The Metal kernels' device traffic and work, counted by the simulator, against the minimum, and
+# issue 20's counters per kernel (bank conflicts, barriers per key tile, dead work, wide loads).
 bench-metal: build-sim
 	$(PY) benchmarks/metal_traffic.py
 

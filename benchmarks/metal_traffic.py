@@ -26,6 +26,19 @@ It also prints the design counters the simulator keeps per launch:
 - SIMD-groups per GPU core that the plan launches for the issue's decode shape on a 38-core and
   a 10-core GPU (tests/metal_design/plan.py, the plan as plain C++).
 
+The issue-20 counters, per kernel (prefill, decode, and the backward's dk/dv and dq passes;
+tests/msl_sim/counters.py sums them, tests/test_metal_counters.py holds them):
+
+- threadgroup-memory bank conflicts under 32 banks x 4 bytes (the simulator's bank model,
+  MFS_SIM_BANKS=1, tests/msl_sim/runtime/bankcheck.h): mean and worst ways per SIMD-group
+  instruction, and the source lines of the worst (inlined helper <- kernel line);
+- barriers per key tile: completed threadgroup barriers over the tiles the kernel counts
+  (prefill: K/V tiles; backward: streamed tiles; decode's key loop has none);
+- dead work: MMAs and SIMD-group collectives done for lanes the kernel declares discarded with
+  MSL_SIM_DEAD_WORK (e.g. decode pair slots past the live count);
+- wide loads: the share of the bytes of 16-bit inputs (q, k, v; backward also out, dout) read by
+  loads of 16 bytes or more.
+
 The backward (dq, dk, dv) is counted the same way against its own design minimum (see
 backward_minimum). tests/test_metal_design.py and tests/test_metal_backward_design.py assert
 the same numbers (bytes within 10 %, work within a diagonal tile row, the counters' bounds). Timing is not modelled: this is about what the design reads and
@@ -46,6 +59,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.append(str(REPO / "tests" / "msl_sim"))  # after tests/: its build.py is not `build`
+
+import counters  # noqa: E402  (tests/msl_sim/counters.py)
 
 BQ = 32  # MFS_PREFILL_BQ (metal_kernel_config.h); checked against the plan by the design tests
 ELEM = {"float32": 4, "float16": 2, "bfloat16": 2}
@@ -217,6 +233,7 @@ def measure(fa, c: Config) -> dict:
     prefill_barriers = barriers.get("prefill", (0, 0))[0]
     return dict(config=c.name, kernels=kernels, bytes=by_name, total=total, minimum=minimum,
                 ratio=total / minimum["total"], mma=mma, reports=reports,
+                design_counters=kernel_counters(reports, c.dtype, FORWARD_INPUTS),
                 kv_load_width=kv_bytes / kv_loads if kv_loads else 0.0,
                 mask_evaluations=events.get("mask_evaluations", 0),
                 barriers_per_kv_tile=prefill_barriers / tiles if tiles else None,
@@ -238,6 +255,67 @@ def decode_simdgroups_per_core(cores: int, dtype: str = "f16", **fields) -> floa
     p = plan(dtype, "f32", **{**DECODE_SHAPE, **fields}, gpu_cores=cores)
     decode = [l for l in p["launches"] if re.match(r"mfs_decode_(f32|f16|bf16)_d", l["kernel"])]
     return decode[0]["simdgroups"] / cores
+
+
+# ---------------------------------------------------------------------------- issue 20's counters
+
+# The kernels the counters are shown for, with the MSL_SIM_COUNT event that counts their key
+# (or streamed) tiles, once per threadgroup and tile; None: no tiled loop (decode reads K/V
+# straight from device memory).
+TILED_KERNELS = [("prefill", r"mfs_prefill_", "kv_tiles"),
+                 ("decode", r"mfs_decode_(f32|f16|bf16)_d", None),
+                 ("bwd_dkdv", r"mfs_bwd_dkdv_", "bwd_stream_tiles"),
+                 ("bwd_dq", r"mfs_bwd_dq_", "bwd_stream_tiles")]
+FORWARD_INPUTS = ("q", "k", "v")
+BACKWARD_INPUTS = ("q", "k", "v", "out", "dout")
+
+
+def kernel_counters(reports: list[dict], dtype: str, inputs: tuple[str, ...]) -> list[dict]:
+    """Per kernel family of TILED_KERNELS present in the reports: bank conflicts, barriers per
+    tile (and per threadgroup), dead work, and the >= 16-byte share of 16-bit inputs' bytes."""
+    rows = []
+    for family, pattern, event in TILED_KERNELS:
+        rs = [r for r in reports if re.match(pattern, r["kernel"])]
+        if not rs:
+            continue
+        threadgroups = sum(r["threadgroups"] for r in rs)
+        rows.append(dict(
+            family=family, kernel=rs[0]["kernel"], banks=counters.bank_conflicts(rs),
+            barriers_per_tile=counters.barriers_per_tile(rs, event) if event else None,
+            barriers_per_threadgroup=(sum(r["threadgroup_barriers"] for r in rs) / threadgroups
+                                      if threadgroups else None),
+            dead=counters.dead_work(rs),
+            wide_share=counters.wide_load_share(rs, inputs) if ELEM[dtype] == 2 else None))
+    return rows
+
+
+def print_counters(measured: list[dict]) -> None:
+    header = (f"{'config':24s} {'kernel':22s} {'TG instr':>9s} {'mean':>5s} {'worst':>5s}"
+              f" {'barriers/tile':>13s} {'/tg':>5s} {'dead MMA':>8s} {'dead collectives':>18s}"
+              f" {'16-bit >=16B':>12s}  worst ways at")
+    print(header)
+    print("-" * len(header))
+    for m in measured:
+        for k in m["design_counters"]:
+            b = k["banks"] or dict(instructions=0, mean=0.0, worst=0, worst_site="(not counted)")
+            bpt = "-" if k["barriers_per_tile"] is None else f"{k['barriers_per_tile']:.2f}"
+            bpg = "-" if k["barriers_per_threadgroup"] is None else f"{k['barriers_per_threadgroup']:.1f}"
+            wide = "-" if k["wide_share"] is None else f"{100 * k['wide_share']:.0f} %"
+            d = k["dead"]
+            dead = f"{d['collectives']:,.0f} ({100 * d['collective_share']:.0f} %)"
+            print(f"{m['config']:24s} {k['kernel']:22s} {b['instructions']:9,d} {b['mean']:5.2f}"
+                  f" {b['worst']:5d} {bpt:>13s} {bpg:>5s} {k['dead']['mma']:8.1f}"
+                  f" {dead:>18s} {wide:>12s}  {b['worst_site']}")
+    print("\nTG instr: threadgroup-memory load/store instructions of all SIMD-groups (a lane's n-th"
+          " execution of an access since its SIMD-group's\nlast rendezvous joins the other lanes'"
+          " n-th); mean / worst: their bank-conflict ways under 32 banks x 4 bytes (distinct words"
+          " in\none bank; 128 bytes per pass, so 8- and 16-byte accesses are split into passes of"
+          " 16 and 8 lanes); barriers/tile: completed\nthreadgroup barriers over the key (prefill)"
+          " or streamed (backward) tiles the kernel counts, /tg: per threadgroup; dead MMA /"
+          " collectives:\nMMAs and SIMD-group collectives (share of all) done for lanes declared"
+          " discarded (MSL_SIM_DEAD_WORK);"
+          " 16-bit >=16B: share of the bytes of\n16-bit inputs (q, k, v; backward also out, dout)"
+          " read by loads of 16 bytes or more.")
 
 
 def load_sim_build():
@@ -375,6 +453,7 @@ def measure_backward(fa, c: Config) -> dict:
     tiled = {r["kernel"]: (r["threadgroups"], r["threadgroup_memory_bytes"]) for r in reports}
     return dict(config=c.name, kernels=[r["kernel"] for r in reports], bytes=by_name,
                 total=total, minimum=minimum, ratio=total / minimum["total"], mma=mma,
+                design_counters=kernel_counters(reports, c.dtype, BACKWARD_INPUTS),
                 mma_ratio=mma / minimum["ideal_mma"], reports=reports, tiles=tiled)
 
 
@@ -385,8 +464,10 @@ def print_backward() -> None:
               f" {'ratio':>6s} {'tiled':>9s}")
     print(header)
     print("-" * len(header))
+    measured = []
     for c in BACKWARD_CONFIGS:
         m = measure_backward(fa, c)
+        measured.append(m)
         mn = m["minimum"]
         other = sum(v for k, v in m["bytes"].items()
                     if k not in ("q", "k", "v", "out", "lse", "dout", "dq", "dk", "dv", "scratch0"))
@@ -402,21 +483,24 @@ def print_backward() -> None:
           " see each key tile once, dK, dV once; dq pass Q, dO, lse, D once, the K, V each query"
           "\ntile sees once, dQ once. MMAs: ideal = visible (row, key) pairs x (4 D + 3 Dv) / 512;"
           " tiled: the same on the 8x8\n(row, key) blocks that hold a visible pair (what the kernels multiply).")
+    print()
+    print_counters(measured)
 
 
 def main() -> None:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.pop("MFS_SIM_BOUNDS", None)  # counters need bounds checking
+    os.environ["MFS_SIM_BANKS"] = "1"       # and bank conflicts are counted only when asked
     fa = load_sim_build()
     header = (f"{'config':22s} {'kernels (dtype, head-dim tile)':44s} {'device bytes':>12s}"
               f" {'minimum':>11s} {'ratio':>6s} {'other bytes':>11s} {'MMAs':>8s} {'ideal':>8s}"
               f" {'+diag':>7s}")
     print(header)
     print("-" * len(header))
-    counters = []
+    counters_measured = []
     for c in CONFIGS:
         m = measure(fa, c)
-        counters.append(m)
+        counters_measured.append(m)
         other = sum(v for k, v in m["bytes"].items() if k not in ("q", "k", "v", "out", "lse"))
         mn = m["minimum"]
         tiled = [k for k in m["kernels"] if re.search(r"_d\d+$", k)]
@@ -439,7 +523,7 @@ def main() -> None:
               f" {'barriers/KV tile':>16s} {'decode barriers/tg':>18s}")
     print(header)
     print("-" * len(header))
-    for m in counters:
+    for m in counters_measured:
         bpt = m["barriers_per_kv_tile"]
         dec = m["decode_barriers_per_threadgroup"]
         print(f"{m['config']:22s} {m['kv_load_width']:10.2f} {m['mask_evaluations']:11,d}"
@@ -453,6 +537,8 @@ def main() -> None:
         per_core = decode_simdgroups_per_core(cores)
         print(f"decode shape (batch 1, 8 KV heads, GQA 4, 4096 keys, f16 d128): "
               f"{per_core:.1f} SIMD-groups per core on a {cores}-core GPU")
+    print()
+    print_counters(counters_measured)
     print()
     print_backward()
 

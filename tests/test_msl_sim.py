@@ -18,10 +18,11 @@ SIM_DIR = os.path.join(HERE, "msl_sim")
 sys.path.insert(0, SIM_DIR)
 
 import build  # noqa: E402
+import counters  # noqa: E402
 import sim  # noqa: E402
 
 EXAMPLES = ["reduce", "gemm", "function_constants", "vectors", "lane_layout", "collectives", "translation",
-            "threadgroup_locals", "shared_header_a", "shared_header_b", "counters", "simdgroup_exchange"]
+            "threadgroup_locals", "shared_header_a", "shared_header_b", "counters", "simdgroup_exchange", "design_counters"]
 BROKEN = ["missing_barrier", "divergent_barrier", "divergent_simd", "deadlock", "threadgroup_overflow",
           "out_of_bounds", "race_write_write", "race_read_write", "missing_simdgroup_barrier"]
 
@@ -56,6 +57,93 @@ def test_load_widths_and_events(lib):
     assert widths[1] == [0, 0, n, 0, n, 0]
     assert r["events"] == {"threads": n, "even_threads_twice": n}
     np.testing.assert_allclose(out[1], 4 + 5 + 6 + 7 + 4 + 5 + 6 + 7 + 1)
+
+
+# ---- design counters (issue 20): bank conflicts, barriers per tile, wide loads, dead work ----
+
+def _bank_run(lib, kernel, stride, simdgroups=2, **kw):
+    out = np.zeros(32 * simdgroups, np.float32)
+    return lib.run(kernel, grid=(1, 1, 1), threads=(32 * simdgroups, 1, 1),
+                   buffers={1: out}, bytes={0: np.uint32(stride)}, banks=True, **kw)["bank_conflicts"]
+
+
+@pytest.mark.kernels_ci
+@pytest.mark.parametrize("kernel, stride, ways", [
+    ("bank_words", 1, 1), ("bank_words", 0, 1), ("bank_words", 2, 2), ("bank_words", 32, 32),
+    ("bank_words", 33, 1), ("bank_words", 8, 8),
+    ("bank_word_stores", 1, 1), ("bank_word_stores", 32, 32), ("bank_word_stores", 4, 4),
+    ("bank_halves", 1, 1), ("bank_halves", 2, 1), ("bank_halves", 4, 2), ("bank_halves", 64, 32),
+    ("bank_vectors", 1, 1), ("bank_vectors", 2, 2), ("bank_vectors", 8, 8),
+])
+@pytest.mark.parametrize("schedule", ["in_order", "random"])
+def test_bank_conflict_ways(lib, kernel, stride, ways, schedule):
+    """One threadgroup-memory read per lane, 2 SIMD-groups: each SIMD-group's read is one
+    instruction of the known ways (distinct 4-byte words in one bank; same word = broadcast),
+    whatever order the lanes run in; the worst site is the kernel's read."""
+    c = _bank_run(lib, kernel, stride, schedule=schedule)
+    assert c["instructions"] == 2
+    assert c["ways_sum"] == 2 * ways
+    assert c["worst"] == ways
+    assert "design_counters.metal" in c["worst_site"]
+    if ways > 1:
+        assert [s["instructions"] for s in c["sites"]] == [2] and c["sites"][0]["worst"] == ways
+        assert c["sites"][0]["write"] == kernel.endswith("_stores")
+    else:
+        assert c["sites"] == []
+
+
+@pytest.mark.kernels_ci
+def test_bank_conflicts_group_a_loop_by_iteration(lib):
+    """A load in a loop with no rendezvous: lane l's i-th execution joins the other lanes' i-th
+    (stride 32: every iteration is 32-way on its own bank; grouped wrongly it would not be)."""
+    c = _bank_run(lib, "bank_loop", 32, simdgroups=3, schedule="reverse")
+    assert (c["instructions"], c["ways_sum"], c["worst"]) == (12, 12 * 32, 32)
+    c = _bank_run(lib, "bank_loop", 1, simdgroups=3)
+    assert (c["instructions"], c["ways_sum"], c["worst"]) == (12, 12, 1)
+
+
+@pytest.mark.kernels_ci
+def test_bank_conflicts_off_by_default(lib):
+    out = np.zeros(64, np.float32)
+    r = lib.run("bank_words", threads=(64, 1, 1), buffers={1: out}, bytes={0: np.uint32(32)})
+    assert "bank_conflicts" not in r
+
+
+@pytest.mark.kernels_ci
+@pytest.mark.parametrize("tiles", [1, 3, 8])
+def test_barriers_per_key_tile(lib, tiles):
+    out = np.zeros(128, np.float32)
+    r = lib.run("tiled_barriers", grid=(3, 1, 1), threads=(128, 1, 1), buffers={1: out},
+                bytes={0: np.uint32(tiles)})
+    assert r["threadgroup_barriers"] == 3 * (2 * tiles + 1)
+    assert r["events"]["kv_tiles"] == 3 * tiles
+    assert counters.barriers_per_tile(r, "kv_tiles") == pytest.approx((2 * tiles + 1) / tiles)
+    np.testing.assert_array_equal(out, [sum(t + (i + 1) % 128 for t in range(tiles)) for i in range(128)])
+
+
+@pytest.mark.kernels_ci
+def test_wide_load_share_of_16_bit_inputs(lib):
+    n = 64
+    bufs = [np.random.default_rng(i).standard_normal(8 * n).astype(np.float16) for i in range(3)]
+    out = np.zeros(n, np.float32)
+    r = lib.run("half_loads", threads=(n, 1, 1), buffers={0: bufs[0], 1: bufs[1], 2: bufs[2], 3: out},
+                names={0: "wide", 1: "pairs", 2: "single", 3: "out"})
+    by_name = {b["name"]: b for b in r["buffers"]}
+    assert [by_name[k]["bytes_read_wide"] for k in ("wide", "pairs", "single")] == [16 * n, 0, 0]
+    assert counters.wide_load_share([r], ["wide"]) == 1.0
+    assert counters.wide_load_share([r], ["pairs", "single"]) == 0.0
+    assert counters.wide_load_share([r], ["wide", "pairs", "single"]) == pytest.approx(1 / 3)
+    ref = sum(b.astype(np.float32).reshape(n, 8).sum(1) for b in bufs)
+    np.testing.assert_allclose(out, ref, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.kernels_ci
+@pytest.mark.parametrize("schedule", ["in_order", "reverse"])
+def test_dead_work(lib, schedule):
+    out = np.zeros(64, np.float32)
+    r = lib.run("dead_lanes", threads=(64, 1, 1), buffers={0: out}, schedule=schedule)
+    assert r["simdgroup_mma"] == 4
+    assert r["dead_work"] == {"mma": 2.0, "collectives": 3.0}  # per SIMD-group: 1; 0.5 + 1
 
 
 @pytest.mark.kernels_ci

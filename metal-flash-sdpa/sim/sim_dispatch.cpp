@@ -6,6 +6,8 @@
 //   MFS_SIM_BOUNDS=0                         skip bounds checking (faster, no traffic counters,
 //                                            no race detection)
 //   MFS_SIM_RACES=0                          skip threadgroup-memory race detection (faster)
+//   MFS_SIM_BANKS=1                          count threadgroup-memory bank conflicts (slower;
+//                                            benchmarks/metal_traffic.py turns it on)
 //   MFS_SIM_WORKERS=n                        OS threads running threadgroups (default 1)
 //   MFS_SIM_TRACE=path                       append one JSON line per launch (its report)
 //   MFS_SIM_RECORD=path                      append one JSON line per launch to path (kernel,
@@ -36,6 +38,7 @@ msl_sim::RunOptions options_from_environment() {
   if (const char* seed = std::getenv("MFS_SIM_SEED")) o.seed = std::strtoull(seed, nullptr, 10);
   if (const char* bounds = std::getenv("MFS_SIM_BOUNDS")) o.check_bounds = std::atoi(bounds) != 0;
   if (const char* races = std::getenv("MFS_SIM_RACES")) o.check_races = std::atoi(races) != 0;
+  if (const char* banks = std::getenv("MFS_SIM_BANKS")) o.count_bank_conflicts = std::atoi(banks) != 0;
   const char* workers = std::getenv("MFS_SIM_WORKERS");
   o.workers = workers ? std::max(1, std::atoi(workers)) : 1;
   return o;

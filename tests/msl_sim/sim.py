@@ -6,6 +6,8 @@
                      threadgroup_memory={0: 1024}, constants={0: True, 1: 64, 2: 0.5})
 
 Arrays are numpy arrays (C-contiguous; written in place). Raises SimError (with .kind) on errors.
+`banks=True` counts threadgroup-memory bank conflicts (the report's "bank_conflicts"; README.md,
+*Design counters*).
 """
 from __future__ import annotations
 
@@ -35,7 +37,8 @@ class Library:
         lib.msl_sim_dispatch_constant.argtypes = [vp, ctypes.c_int, ctypes.c_int, ctypes.c_int32, ctypes.c_float]
         lib.msl_sim_dispatch_run.restype = ctypes.c_int
         lib.msl_sim_dispatch_run.argtypes = [vp, ctypes.c_int, ctypes.c_int, ctypes.c_uint64, ctypes.c_int,
-                                             ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p)]
+                                             ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                                             ctypes.POINTER(ctypes.c_void_p)]
         lib.msl_sim_free_string.argtypes = [vp]
         lib.msl_sim_kernel_names.restype = vp
 
@@ -50,7 +53,7 @@ class Library:
     def run(self, kernel: str, grid=(1, 1, 1), threads=(1, 1, 1), buffers=None, bytes=None,
             threadgroup_memory=None, constants=None, workers: int = 2, schedule: str = "in_order",
             seed: int = 1, check_bounds: bool = True, poison: bool = True, races: bool = True,
-            names=None) -> dict:
+            banks: bool = False, names=None) -> dict:
         g = (ctypes.c_uint32 * 3)(*grid)
         t = (ctypes.c_uint32 * 3)(*threads)
         d = self.lib.msl_sim_dispatch_new(kernel.encode(), g, t)
@@ -74,7 +77,7 @@ class Library:
                     self.lib.msl_sim_dispatch_constant(d, i, 2, 0, float(v))
             out = ctypes.c_void_p()
             rc = self.lib.msl_sim_dispatch_run(d, workers, SCHEDULES[schedule], seed, int(check_bounds),
-                                               int(poison), int(races), ctypes.byref(out))
+                                               int(poison), int(races), int(banks), ctypes.byref(out))
             text = self._take_string(out)
         finally:
             self.lib.msl_sim_dispatch_free(d)

@@ -54,7 +54,7 @@ void msl_sim_dispatch_constant(void* d, int index, int type, int32_t int_value, 
 // Returns 0 and the report as JSON in *out, or 1 + the error kind and "Kind: message" in *out.
 // schedule: 0 in order, 1 reverse, 2 random.
 int msl_sim_dispatch_run(void* d, int workers, int schedule, uint64_t seed, int check_bounds, int poison,
-                         int check_races, char** out) {
+                         int check_races, int count_bank_conflicts, char** out) {
   msl_sim::RunOptions o;
   o.workers = workers;
   o.schedule = static_cast<msl_sim::Schedule>(schedule);
@@ -62,6 +62,7 @@ int msl_sim_dispatch_run(void* d, int workers, int schedule, uint64_t seed, int 
   o.check_bounds = check_bounds != 0;
   o.poison_threadgroup_memory = poison != 0;
   o.check_races = check_races != 0;
+  o.count_bank_conflicts = count_bank_conflicts != 0;
   try {
     *out = dup(msl_sim::run(*static_cast<msl_sim::Dispatch*>(d), o).to_json());
     return 0;

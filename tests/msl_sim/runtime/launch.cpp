@@ -1,6 +1,7 @@
 // msl_sim::run: validates a dispatch, binds (and stages) its memory, runs its threadgroups on
 // workers and gathers the report.
 #include <algorithm>
+#include <map>
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -46,6 +47,58 @@ void apply_constants(const KernelRegistration& k, const Dispatch& d) {
                                   return it == m.end() ? nullptr : &it->second;
                                 }};
   for (ConstantInit* c = k.constants->head; c; c = c->next) c->apply(*c, lookup);
+}
+
+// The launch's bank-conflict report from every worker's per-site statistics: totals, the worst
+// site, and the sites with the most excess ways (ways beyond 1, summed), symbolised to their
+// source lines and merged by line (unrolled copies of one access have their own addresses).
+BankConflicts bank_conflicts(const std::vector<std::unique_ptr<Worker>>& workers) {
+  constexpr size_t kListed = 12;
+  std::map<void*, bank::SiteStats> by_pc;
+  for (auto& w : workers)
+    for (const bank::SiteStats& s : w->banks->sites()) {
+      bank::SiteStats& m = by_pc.try_emplace(s.pc, bank::SiteStats{s.pc, s.write, s.width}).first->second;
+      m.width = std::max(m.width, s.width);
+      m.instructions += s.instructions;
+      m.ways_sum += s.ways_sum;
+      m.worst = std::max(m.worst, s.worst);
+    }
+  BankConflicts r;
+  r.counted = true;
+  std::vector<bank::SiteStats> sites;
+  const bank::SiteStats* worst = nullptr;
+  for (auto& [pc, s] : by_pc) {
+    r.instructions += s.instructions;
+    r.ways_sum += s.ways_sum;
+    if (!worst || s.worst > worst->worst || (s.worst == worst->worst && s.instructions > worst->instructions))
+      worst = &s;
+    if (s.worst > 1) sites.push_back(s);
+  }
+  if (worst) {
+    r.worst = worst->worst;
+    r.worst_site = mem::describe_pc_chain(worst->pc);
+  }
+  std::sort(sites.begin(), sites.end(), [](const bank::SiteStats& a, const bank::SiteStats& b) {
+    return a.ways_sum - a.instructions > b.ways_sum - b.instructions;
+  });
+  size_t symbolised = 0;  // addr2line per address is slow: the 32 worst addresses are listed
+  for (const bank::SiteStats& s : sites) {
+    if (++symbolised > 32) break;
+    const std::string where = mem::describe_pc_chain(s.pc);
+    auto same = std::find_if(r.sites.begin(), r.sites.end(), [&](const BankConflictSite& x) {
+      return x.where == where && x.write == s.write;
+    });
+    if (same == r.sites.end()) {
+      if (r.sites.size() >= kListed) continue;  // listed: the worst kListed lines
+      r.sites.push_back(BankConflictSite{where, s.write, s.width, 0, 0, 0});
+      same = r.sites.end() - 1;
+    }
+    same->width = std::max(same->width, s.width);
+    same->instructions += s.instructions;
+    same->ways_sum += s.ways_sum;
+    same->worst = std::max(same->worst, s.worst);
+  }
+  return r;
 }
 
 // Checks every parameter the kernel declares against what the dispatch binds.
@@ -197,6 +250,7 @@ LaunchReport run(const Dispatch& d, const RunOptions& options) {
       w->mem_counters.read.assign(nb, 0);
       w->mem_counters.written.assign(nb, 0);
       w->mem_counters.loads.assign(nb, {});
+      w->mem_counters.wide_read.assign(nb, 0);
     }
     for (auto& b : arena.bindings())
       if (b.threadgroup)
@@ -224,6 +278,7 @@ LaunchReport run(const Dispatch& d, const RunOptions& options) {
   r.bounds_checked = options.check_bounds;
   std::vector<uint64_t> read, written;
   std::vector<std::array<uint64_t, mem::kLoadWidths>> loads;
+  std::vector<uint64_t> wide;
   const std::vector<std::string> event_names_now = event_names();
   for (auto& w : workers) {
     for (size_t e = 0; e < event_names_now.size() && e < size_t(rt::kMaxEvents); ++e)
@@ -233,12 +288,16 @@ LaunchReport run(const Dispatch& d, const RunOptions& options) {
     r.simdgroup_mma += w->counters.mma;
     r.threadgroup_barriers += w->counters.barriers;
     r.simd_collectives += w->counters.collectives;
+    r.dead_work.mma += w->counters.dead_mma;
+    r.dead_work.collectives += w->counters.dead_collectives;
     r.threadgroup_memory_bytes = std::max(r.threadgroup_memory_bytes, w->tg_used_max);
     if (options.check_bounds) {
       read.resize(w->mem_counters.read.size());
       written.resize(read.size());
       loads.resize(read.size());
+      wide.resize(read.size());
       for (size_t i = 0; i < read.size(); ++i) {
+        wide[i] += w->mem_counters.wide_read[i];
         read[i] += w->mem_counters.read[i];
         written[i] += w->mem_counters.written[i];
         for (int k = 0; k < mem::kLoadWidths; ++k) loads[i][k] += w->mem_counters.loads[i][k];
@@ -264,11 +323,13 @@ LaunchReport run(const Dispatch& d, const RunOptions& options) {
       t.bytes_read = read[i];
       t.bytes_written = written[i];
       for (int k = 0; k < mem::kLoadWidths; ++k) t.loads_by_width[k] = loads[i][k];
+      t.bytes_read_wide = wide[i];
       r.buffers.push_back(t);
     }
     std::sort(r.buffers.begin(), r.buffers.end(), [](auto& a, auto& b) { return a.index < b.index; });
     r.buffers.push_back(tgt);
     arena.copy_back();
+    if (options.count_bank_conflicts) r.bank_conflicts = bank_conflicts(workers);
   } else {
     for (auto& [i, b] : d.buffers) r.buffers.push_back({i, b.name, false, b.bytes, 0, 0});
   }

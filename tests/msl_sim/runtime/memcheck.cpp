@@ -9,6 +9,7 @@
 #include <new>
 
 #include "msl_sim/abi.h"
+#include "bankcheck.h"
 #include "racecheck.h"
 
 namespace msl_sim::mem {
@@ -38,13 +39,16 @@ __attribute__((noinline)) void slow_path(uintptr_t a, size_t n, bool write, void
   for (size_t i = hi; i-- > 0;) {
     uintptr_t end = __atomic_load_n(&b[i].end, __ATOMIC_RELAXED);
     if (a >= b[i].begin && a + n <= end) {
-      if (b[i].threadgroup && c->races && rt::t_thread)
-        c->races->access(uint32_t(a - b[i].begin), n, write, pc, *rt::t_thread);
+      if (b[i].threadgroup && rt::t_thread) {
+        if (c->races) c->races->access(uint32_t(a - b[i].begin), n, write, pc, *rt::t_thread);
+        if (c->banks) c->banks->access(uint32_t(a - b[i].begin), n, write, pc, *rt::t_thread);
+      }
       if (write) {
         c->written[i] += n;
       } else {
         c->read[i] += n;
         c->loads[i][load_width_slot(n)]++;
+        if (n >= kWideLoadBytes) c->wide_read[i] += n;
       }
       return;
     }
@@ -133,15 +137,24 @@ void set_thread_counters(ThreadCounters* counters) { t_counters = counters; }
 
 void set_binding_end(Binding& b, uintptr_t end) { __atomic_store_n(&b.end, end, __ATOMIC_RELAXED); }
 
-std::string describe_pc(void* pc) {
+namespace {
+
+struct Frame {
+  std::string where;     // file:line
+  std::string function;  // as written (no unnamed namespace), shortened
+};
+
+// addr2line -i: (function, file:line) pairs from the innermost inlined frame outwards.
+std::vector<Frame> inline_frames(void* pc) {
+  std::vector<Frame> frames;
   Dl_info info{};
-  if (!pc || !dladdr(pc, &info) || !info.dli_fname) return "";
+  if (!pc || !dladdr(pc, &info) || !info.dli_fname) return frames;
   uintptr_t offset = reinterpret_cast<uintptr_t>(pc) - reinterpret_cast<uintptr_t>(info.dli_fbase) - 1;
   char cmd[4096];
   std::snprintf(cmd, sizeof cmd, "addr2line -C -f -i -e '%s' 0x%lx 2>/dev/null", info.dli_fname,
                 static_cast<unsigned long>(offset));
   FILE* f = popen(cmd, "r");
-  if (!f) return "";
+  if (!f) return frames;
   std::vector<std::string> lines;
   char buf[2048];
   while (std::fgets(buf, sizeof buf, f)) {
@@ -150,24 +163,42 @@ std::string describe_pc(void* pc) {
     lines.push_back(s);
   }
   pclose(f);
-  // addr2line -i prints (function, file:line) pairs from the innermost inlined frame outwards;
-  // report the first frame that is not in the compat header.
-  std::string fallback;
   for (size_t i = 0; i + 1 < lines.size(); i += 2) {
-    std::string where = lines[i + 1];
-    auto disc = where.find(" (discriminator");
-    if (disc != std::string::npos) where.resize(disc);
-    if (fallback.empty()) fallback = where;
-    if (where.find("/msl_sim/include/") == std::string::npos && where.find("??") == std::string::npos) {
-      std::string fn = lines[i];
-      // Translated code sits in an unnamed namespace (translate.py); report the name as written.
-      const std::string unnamed = "(anonymous namespace)::";
-      if (fn.compare(0, unnamed.size(), unnamed) == 0) fn.erase(0, unnamed.size());
-      if (fn.size() > 60) fn = fn.substr(0, 57) + "...";
-      return where + " (in " + fn + ")";
-    }
+    Frame fr{lines[i + 1], lines[i]};
+    auto disc = fr.where.find(" (discriminator");
+    if (disc != std::string::npos) fr.where.resize(disc);
+    // Translated code sits in an unnamed namespace (translate.py); report the name as written.
+    const std::string unnamed = "(anonymous namespace)::";
+    if (fr.function.compare(0, unnamed.size(), unnamed) == 0) fr.function.erase(0, unnamed.size());
+    if (fr.function.size() > 60) fr.function = fr.function.substr(0, 57) + "...";
+    frames.push_back(fr);
   }
-  return fallback;
+  return frames;
+}
+
+bool in_kernel_source(const Frame& f) {
+  return f.where.find("/msl_sim/include/") == std::string::npos && f.where.find("??") == std::string::npos;
+}
+
+}  // namespace
+
+std::string describe_pc(void* pc) {
+  // The first frame that is not in the compat header.
+  const std::vector<Frame> frames = inline_frames(pc);
+  for (const Frame& f : frames)
+    if (in_kernel_source(f)) return f.where + " (in " + f.function + ")";
+  return frames.empty() ? "" : frames[0].where;
+}
+
+std::string describe_pc_chain(void* pc) {
+  const std::vector<Frame> frames = inline_frames(pc);
+  std::string out;
+  for (const Frame& f : frames) {
+    if (!in_kernel_source(f)) continue;
+    const size_t slash = f.where.rfind('/');
+    out += (out.empty() ? "" : " <- ") + (slash == std::string::npos ? f.where : f.where.substr(slash + 1));
+  }
+  return out.empty() && !frames.empty() ? frames[0].where : out;
 }
 
 }  // namespace msl_sim::mem

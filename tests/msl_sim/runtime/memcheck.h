@@ -18,11 +18,17 @@
 namespace msl_sim::race {
 class Shadow;
 }
+namespace msl_sim::bank {
+class Model;
+}
 
 namespace msl_sim::mem {
 
 // Load widths counted separately: 1, 2, 4, 8, 16 bytes and anything else (memcpy ranges).
 constexpr int kLoadWidths = 6;
+// Loads of at least this many bytes are "wide" (their bytes are counted apart: the share of a
+// buffer's bytes that arrive by 16-byte vector loads).
+constexpr size_t kWideLoadBytes = 16;
 inline int load_width_slot(size_t n) {
   return n == 1 ? 0 : n == 2 ? 1 : n == 4 ? 2 : n == 8 ? 3 : n == 16 ? 4 : 5;
 }
@@ -51,10 +57,12 @@ struct ThreadCounters {
   std::vector<uint64_t> read, written;  // per binding
   // Load instructions per binding, by access width: 1, 2, 4, 8, 16 bytes, other (ranges).
   std::vector<std::array<uint64_t, kLoadWidths>> loads;
+  std::vector<uint64_t> wide_read;  // per binding: bytes read by loads of >= kWideLoadBytes
   std::vector<OobRecord> oob;
   uint64_t oob_total = 0;
   size_t max_reports = 16;
   race::Shadow* races = nullptr;  // threadgroup-memory race detection (racecheck.h), if on
+  bank::Model* banks = nullptr;   // threadgroup-memory bank conflicts (bankcheck.h), if on
 };
 
 // One staged region: external memory copied in before and (if written) out after the launch.
@@ -94,5 +102,8 @@ void set_thread_counters(ThreadCounters* counters);
 void set_binding_end(Binding& b, uintptr_t end);
 // "file.metal:12 (in function)" for a code address in a translated kernel, best effort.
 std::string describe_pc(void* pc);
+// Every inlined frame outside the compat header, innermost first, as file name and line:
+// "attention_tiles.h:25 <- attention_prefill.metal:210".
+std::string describe_pc_chain(void* pc);
 
 }  // namespace msl_sim::mem

@@ -34,6 +34,10 @@ std::string LaunchReport::to_string() const {
     for (const BufferTraffic& b : buffers)
       s << "\n  " << b.name << (b.index >= 0 ? " [" + std::to_string(b.index) + "]" : std::string()) << ": "
         << b.size << " B, read " << b.bytes_read << " B, written " << b.bytes_written << " B";
+  if (bank_conflicts.counted && bank_conflicts.instructions)
+    s << "\n  threadgroup-memory bank conflicts: " << bank_conflicts.instructions << " instructions, mean "
+      << double(bank_conflicts.ways_sum) / double(bank_conflicts.instructions) << "-way, worst "
+      << bank_conflicts.worst << "-way at " << bank_conflicts.worst_site;
   return s.str();
 }
 
@@ -51,9 +55,22 @@ std::string LaunchReport::to_json() const {
       << ",\"bytes_read\":" << b.bytes_read << ",\"bytes_written\":" << b.bytes_written
       << ",\"loads_by_width\":[";
     for (int k = 0; k < 6; ++k) s << (k ? "," : "") << b.loads_by_width[k];
+    s << "],\"bytes_read_wide\":" << b.bytes_read_wide << "}";
+  }
+  s << "],\"dead_work\":{\"mma\":" << dead_work.mma << ",\"collectives\":" << dead_work.collectives << "}";
+  if (bank_conflicts.counted) {
+    const BankConflicts& c = bank_conflicts;
+    s << ",\"bank_conflicts\":{\"instructions\":" << c.instructions << ",\"ways_sum\":" << c.ways_sum
+      << ",\"worst\":" << c.worst << ",\"worst_site\":" << json_string(c.worst_site) << ",\"sites\":[";
+    for (size_t i = 0; i < c.sites.size(); ++i) {
+      const BankConflictSite& x = c.sites[i];
+      s << (i ? "," : "") << "{\"where\":" << json_string(x.where) << ",\"write\":" << (x.write ? "true" : "false")
+        << ",\"width\":" << x.width << ",\"instructions\":" << x.instructions << ",\"ways_sum\":" << x.ways_sum
+        << ",\"worst\":" << x.worst << "}";
+    }
     s << "]}";
   }
-  s << "],\"events\":{";
+  s << ",\"events\":{";
   bool first = true;
   for (const auto& [name, n] : events) {
     s << (first ? "" : ",") << json_string(name) << ":" << n;

@@ -76,6 +76,10 @@ Worker::Worker(Launch& launch, char* tg_memory)
     races = std::make_unique<race::Shadow>(4 * mem_counters.max_reports);
     mem_counters.races = races.get();
   }
+  if (launch.options.check_bounds && launch.options.count_bank_conflicts) {
+    banks = std::make_unique<bank::Model>(uint32_t(sgs_.size()));
+    mem_counters.banks = banks.get();
+  }
 }
 
 Worker::~Worker() { fiber::release_stacks(stacks_); }
@@ -106,6 +110,7 @@ bool Worker::run_group(uint64_t linear) {
   for (auto& sg : sgs_) {
     sg.live = 0;
     sg.arrived = 0;
+    sg.dead = 0;
   }
   for (uint32_t i = 0; i < n; ++i) {
     Fiber& f = fibers_[i];
@@ -143,6 +148,7 @@ bool Worker::run_group(uint64_t linear) {
     msl_sim_fiber_switch(&sched_sp_, f->sp);
   }
   rt::t_thread = nullptr;
+  if (banks) banks->sync_all();  // accesses since the last rendezvous
   if (!failure && live_ > 0) failure = Failure{Error::Kind::Deadlock, deadlock_report()};
   if (failure) return false;
   counters.threadgroups++;
@@ -259,6 +265,12 @@ void Worker::complete_simd(rt::SimdGroup& g, Fiber* self) {
   if (g.compute) g.compute(g);
   if (g.op == rt::kOpMma) counters.mma++;
   else counters.collectives++;
+  if (g.dead & g.arrived) {  // lanes declared discarded took part (MSL_SIM_DEAD_WORK)
+    const double share = double(__builtin_popcount(g.dead & g.arrived)) / __builtin_popcount(g.arrived);
+    if (g.op == rt::kOpMma) counters.dead_mma += share;
+    else if (g.op != rt::kOpSimdBarrier) counters.dead_collectives += share;
+  }
+  if (banks) banks->sync(g.index);
   if (g.op == rt::kOpSimdBarrier && races) races->simdgroup_barrier(g.index, simd_flags_[g.index]);
   simd_flags_[g.index] = 0;
   scratch_.clear();
@@ -300,6 +312,7 @@ void Worker::threadgroup_barrier(Fiber* f, unsigned flags, const std::source_loc
 void Worker::complete_barrier(Fiber* self) {
   counters.barriers++;
   if (races) races->threadgroup_barrier(bar_flags_);
+  if (banks) banks->sync_all();
   bar_flags_ = 0;
   scratch_.clear();
   for (Fiber& o : fibers_)
@@ -428,6 +441,12 @@ int event_id(const char* name) {
 
 void count_event(const char* name, unsigned long long n) {
   current_fiber()->w->counters.events[event_id(name)] += n;
+}
+
+void mark_dead_work(bool dead) {
+  const Thread* t = t_thread;
+  if (dead) t->sg->dead |= 1u << t->lane;
+  else t->sg->dead &= ~(1u << t->lane);
 }
 
 void kernel_fail(const char* message, const std::source_location& site) {

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "bankcheck.h"
 #include "fiber.h"
 #include "memcheck.h"
 #include "racecheck.h"
@@ -38,6 +39,7 @@ struct Launch {
 struct Counters {
   uint64_t mma = 0, barriers = 0, collectives = 0, threadgroups = 0, threads = 0;
   uint64_t events[rt::kMaxEvents] = {};  // MSL_SIM_COUNT, by event_id
+  double dead_mma = 0, dead_collectives = 0;  // MSL_SIM_DEAD_WORK lanes' share (DeadWork)
 };
 // The name of an interned event id (event_names().size() ids exist).
 std::vector<std::string> event_names();
@@ -78,6 +80,7 @@ class Worker {
   mem::ThreadCounters mem_counters;
   mem::Binding* tg_binding = nullptr;  // set when bounds are checked
   std::unique_ptr<race::Shadow> races;  // set when races are checked
+  std::unique_ptr<bank::Model> banks;   // set when bank conflicts are counted
   // "`tile` (threadgroup variable at k.metal:9), byte 12" for a threadgroup-memory offset.
   std::string describe_threadgroup_offset(uint32_t offset) const;
 

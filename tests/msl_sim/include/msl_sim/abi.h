@@ -26,6 +26,7 @@ struct SimdGroup {
   uint32_t param[kSimdWidth];
   uint32_t live = 0;     // lanes that exist and have not returned
   uint32_t arrived = 0;  // lanes waiting at the pending collective
+  uint32_t dead = 0;     // lanes whose work is declared discarded (MSL_SIM_DEAD_WORK)
   int op = 0;
   ComputeFn compute = nullptr;
   std::source_location site;
@@ -87,6 +88,10 @@ void* threadgroup_static(const TgSite& site, size_t bytes, size_t align);
 // address (then by text) in the runtime: no function-local statics in instrumented code.
 constexpr int kMaxEvents = 32;
 void count_event(const char* name, unsigned long long n);
+
+// MSL_SIM_DEAD_WORK(dead): from here on, the calling lane's share of the SIMD-group operations it
+// takes part in (MMAs, shuffles, reductions) is discarded work (dead) or not, until the next call.
+void mark_dead_work(bool dead);
 
 // Report an unsupported construct reached at run time (stops the launch).
 [[noreturn]] void kernel_fail(const char* message, const std::source_location& site);

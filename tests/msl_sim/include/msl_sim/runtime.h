@@ -43,6 +43,10 @@ struct RunOptions {
   bool poison_threadgroup_memory = true;  // fill with 0xFF (NaN for float/half/bfloat) per group
   size_t stack_bytes = 256 * 1024;        // per GPU thread (virtual; touched pages only)
   int max_reports = 16;                   // out-of-bounds accesses listed in an error
+  // Threadgroup-memory bank conflicts (32 banks x 4 bytes, runtime/bankcheck.h; needs
+  // check_bounds). Off by default: it groups every threadgroup access into SIMD-group
+  // instructions, which costs time the test suite need not spend.
+  bool count_bank_conflicts = false;
 };
 
 struct BufferTraffic {
@@ -55,6 +59,35 @@ struct BufferTraffic {
   // Load instructions by width: 1, 2, 4, 8, 16 bytes, other (bytes_read / their sum = the
   // average load width, the thing wide vector loads improve).
   uint64_t loads_by_width[6] = {};
+  uint64_t bytes_read_wide = 0;  // bytes read by loads of 16 bytes or more
+};
+
+// Bank conflicts of one code site (a load or store of the compiled kernel; unrolled copies of
+// one source access are merged by their location).
+struct BankConflictSite {
+  std::string where;  // "attention_tiles.h:25 <- attention_prefill.metal:210" (inlined frames)
+  bool write = false;
+  uint32_t width = 0;         // bytes per lane
+  uint64_t instructions = 0;  // SIMD-group instructions
+  uint64_t ways_sum = 0;
+  uint32_t worst = 0;
+};
+
+struct BankConflicts {
+  bool counted = false;        // RunOptions::count_bank_conflicts was on
+  uint64_t instructions = 0;   // threadgroup-memory instructions of all SIMD-groups
+  uint64_t ways_sum = 0;       // mean ways = ways_sum / instructions
+  uint32_t worst = 0;
+  std::string worst_site;      // where the worst instruction is (the most executed if tied)
+  std::vector<BankConflictSite> sites;  // the sites with conflicts, most excess ways first (<= 12)
+};
+
+// Dead work: SIMD-group operations done for lanes that the kernel declared discarded with
+// MSL_SIM_DEAD_WORK(true) (include/stub/metal_stdlib), weighted by the share of the operation's
+// lanes that were: an MMA whose 32 lanes are all discarded counts 1, a shuffle with 16 of 32, 0.5.
+struct DeadWork {
+  double mma = 0;          // of simdgroup_mma
+  double collectives = 0;  // of simd_collectives other than simdgroup_barrier
 };
 
 struct LaunchReport {
@@ -69,6 +102,8 @@ struct LaunchReport {
   std::vector<BufferTraffic> buffers;     // device buffers, setBytes blocks, threadgroup memory
   // MSL_SIM_COUNT(name, n) totals of the launch (kernel-defined events, e.g. mask evaluations).
   std::map<std::string, uint64_t> events;
+  BankConflicts bank_conflicts;
+  DeadWork dead_work;
   double seconds = 0.0;
 
   const BufferTraffic* buffer(int index) const;
