@@ -2,7 +2,10 @@
 (cpu build): forward and forward + backward as ratios measured in one run (rounds interleaved),
 and the peak extra memory of each.
 
-    python benchmarks/sdpa_masks.py [--repeats 3] [--quick]
+    python benchmarks/sdpa_masks.py [--repeats 3] [--quick] [--baseline CHECKOUT]
+
+--baseline times another checkout's cpu build (its build/, e.g. main's before a change) in the
+same interleaved rounds, so that a before / after comparison shares the machine's load.
 
 Workloads: [batch 1, 16 heads, L = S = 2048] at head dim 64 and 128, fp32 and bf16, with a
 key-padding mask [N, 1, 1, S] (a quarter of the keys padded away) and a full random boolean mask
@@ -12,6 +15,7 @@ key-padding mask [N, 1, 1, S] (a quarter of the keys padded away) and a full ran
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -33,7 +37,17 @@ def workload(batch, heads, seqlen, head_dim, dtype, mask_kind, seed=0):
     return q, k, v, mask
 
 
-def routes(fa, q, k, v, mask, backward: bool):
+def load_baseline(checkout: Path):
+    """The cpu build of another checkout (its build/), loaded beside this one's under its own
+    repo id (the op namespaces differ by the build's hash)."""
+    import kernels
+
+    repo_id = "local/metal-flash-sdpa-baseline"
+    os.environ["LOCAL_KERNELS"] = f"{repo_id}={checkout.resolve()}"
+    return kernels.get_kernel(repo_id, version=2)
+
+
+def routes(fa, q, k, v, mask, backward: bool, baseline=None):
     dout = torch.randn(q.shape[:-1] + (v.shape[-1],)).to(q.dtype)
 
     def run(fn):
@@ -45,32 +59,41 @@ def routes(fa, q, k, v, mask, backward: bool):
             fn(*leaves, attn_mask=mask).backward(dout)
         return call
 
-    return {"kernel": run(fa.scaled_dot_product_attention),
-            "torch SDPA": run(F.scaled_dot_product_attention)}
+    timed = {"kernel": run(fa.scaled_dot_product_attention),
+             "torch SDPA": run(F.scaled_dot_product_attention)}
+    if baseline is not None:
+        timed["baseline"] = run(baseline.scaled_dot_product_attention)
+    return timed
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="L = S = 512 (a smoke run)")
+    parser.add_argument("--baseline", type=Path, help="a checkout whose cpu build to time too")
+    parser.add_argument("--masks", nargs="+", default=["key_padding", "full_random_bool"],
+                        choices=["key_padding", "full_random_bool"])
     args = parser.parse_args()
     fa = R.load_local_kernel()
+    baseline = load_baseline(args.baseline) if args.baseline else None
     seqlen = 512 if args.quick else 2048
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; ratio = torch / kernel "
           f"(> 1: the kernel is faster); memory = peak extra resident MiB, kernel / torch")
-    for mask_kind in ("key_padding", "full_random_bool"):
+    for mask_kind in args.masks:
         for head_dim in (64, 128):
             for dtype in (torch.float32, torch.bfloat16):
                 q, k, v, mask = workload(1, 16, seqlen, head_dim, dtype, mask_kind)
                 line = f"{mask_kind:17s} d={head_dim:3d} {str(dtype)[6:]:8s}"
                 for backward in (False, True):
-                    r = routes(fa, q, k, v, mask, backward)
+                    r = routes(fa, q, k, v, mask, backward, baseline)
                     t = R.time_routes(r, repeats=args.repeats)
-                    mem = {name: R.peak_extra_bytes(fn) for name, fn in r.items()}
+                    mem = {name: R.peak_extra_bytes(r[name]) for name in ("kernel", "torch SDPA")}
                     what = "fwd+bwd" if backward else "fwd"
                     line += (f" | {what} {t['torch SDPA'] / t['kernel']:5.2f}x "
-                             f"({t['kernel'] * 1e3:7.1f} ms vs {t['torch SDPA'] * 1e3:7.1f} ms), "
-                             f"mem {mem['kernel'] / 2**20:6.1f} / {mem['torch SDPA'] / 2**20:6.1f}")
+                             f"({t['kernel'] * 1e3:7.1f} ms vs {t['torch SDPA'] * 1e3:7.1f} ms), ")
+                    if baseline is not None:
+                        line += f"baseline {t['torch SDPA'] / t['baseline']:5.2f}x, "
+                    line += f"mem {mem['kernel'] / 2**20:6.1f} / {mem['torch SDPA'] / 2**20:6.1f}"
                 print(line, flush=True)
 
 

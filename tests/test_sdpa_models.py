@@ -1,7 +1,9 @@
 """Real programs through the routing of F.scaled_dot_product_attention: transformers encoder
 models on their `sdpa` attention path with padding masks (BERT; T5, an encoder-decoder whose
-relative-position bias reaches SDPA as a floating mask that requires grad), random-weight configs,
-no downloads. Outputs and a training step's gradients with routing equal those without."""
+relative-position bias reaches SDPA as a floating mask that requires grad), and a diffusers UNet
+whose attention processor (AttnProcessor2_0) calls SDPA, its cross-attention with a padding mask
+on the text tokens; random-weight configs, no downloads. Outputs and a training step's gradients
+with routing equal those without."""
 
 from __future__ import annotations
 
@@ -74,6 +76,60 @@ def test_encoder_models_with_padding_masks(fa, variant, device, kind, monkeypatc
         layers = 2 if kind == "bert" else 2 + 2 * 2
         assert len(calls) == layers and all(m is not None for m in calls)
     torch.testing.assert_close(got, out, atol=2e-5, rtol=2e-5)
+    for (name, p), a, b in zip(model.named_parameters(), got_grads, want_grads):
+        if b is None:
+            assert a is None, name
+            continue
+        torch.testing.assert_close(a, b, atol=5e-5, rtol=5e-4, msg=lambda m: f"{name}: {m}")
+
+
+def unet(seed):
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    # A two-level UNet with transformer blocks at 32 channels (down and up) and 64 (middle), 4
+    # heads (head dims 8, the kernels' smallest, and 16): self-attention over the latent's
+    # positions, cross-attention over 7 text tokens.
+    return UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=24,
+        attention_head_dim=4, norm_num_groups=8).float()
+
+
+def test_diffusers_unet_with_text_padding_mask(fa, variant, device, monkeypatch):
+    model = unet(0).to(device).train()
+    g = torch.Generator().manual_seed(1)
+    latents = torch.randn(2, 4, 8, 8, generator=g).to(device)
+    text = torch.randn(2, 7, 24, generator=g).to(device)
+    # The second prompt is 4 tokens long: diffusers turns this into a floating bias on SDPA's
+    # cross-attention scores, broadcast over heads and queries.
+    text_mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3]).to(device)
+    timesteps = torch.tensor([10, 500]).to(device)
+
+    def step():
+        out = model(latents, timesteps, encoder_hidden_states=text,
+                    encoder_attention_mask=text_mask).sample
+        grads = torch.autograd.grad(out.square().mean(), list(model.parameters()), allow_unused=True)
+        return out.detach(), grads
+
+    want, want_grads = step()  # torch's SDPA
+    calls = count_kernel_calls(fa, monkeypatch)
+    with fa.routed_sdpa():
+        got, got_grads = step()
+    # Every attention layer's call ran on the kernels (the Metal build hands the masked
+    # cross-attention calls to torch): self-attention without a mask, cross-attention with the
+    # text padding bias.
+    from diffusers.models.attention_processor import Attention
+
+    layers = [m for m in model.modules() if isinstance(m, Attention)]
+    cross = sum(m.is_cross_attention for m in layers)
+    masked = [m for m in calls if m is not None]
+    assert cross > 0 and len(layers) > cross
+    assert len(calls) == (len(layers) if variant == "cpu" else len(layers) - cross), len(calls)
+    assert len(masked) == (cross if variant == "cpu" else 0)
+    assert all(m.is_floating_point() for m in masked)
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=2e-5)
     for (name, p), a, b in zip(model.named_parameters(), got_grads, want_grads):
         if b is None:
             assert a is None, name
