@@ -192,11 +192,27 @@ def test_decode_gives_every_core_64_simdgroups(cores, dtype):
 
 @pytest.mark.kernels_ci
 def test_gpu_cores_from_the_architecture_name():
+    """The class's full die of the generation (metal_launch_plan.h states the split-K rule)."""
     assert gpu_cores("applegpu_g13g") == 8  # base M1
-    assert gpu_cores("applegpu_g14s") == 16  # M2 Pro
-    assert gpu_cores("applegpu_g14c") == 32  # M2 Max
+    assert gpu_cores("applegpu_g14s") == 19  # M2 Pro (16 or 19)
+    assert gpu_cores("applegpu_g14c") == 38  # M2 Max (30 or 38)
     assert gpu_cores("applegpu_g13d") == 64  # M1 Ultra
-    assert gpu_cores("something else") == 8
+    assert gpu_cores("something else") == 10
+
+
+@pytest.mark.kernels_ci
+def test_plan_split_sizing_and_live_pairs_in_cpp(tmp_path):
+    """tests/metal_design/plan_split_test.cpp, plain C++ over the plan: core counts per die,
+    split-K sizing (the target SIMD-groups per core on the full die, no split more than that
+    needs, partials within their bound) and decode's live pair count (function constant 15)."""
+    common = REPO / "metal-flash-sdpa" / "common"
+    exe = tmp_path / "plan_split_test"
+    subprocess.run(["g++", "-std=c++17", "-O1", f"-I{common}",
+                    str(REPO / "tests" / "metal_design" / "plan_split_test.cpp"),
+                    str(common / "metal_launch_plan.cpp"), str(common / "metal_backward_plan.cpp"),
+                    "-o", str(exe)], check=True)
+    r = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-4000:]
 
 
 @pytest.mark.kernels_ci

@@ -39,6 +39,7 @@
 #define MFS_FC_WINDOW 9      // bool: causal or a finite window (keys can be masked per row)
 #define MFS_FC_VECTOR_KV 10  // bool: k/v rows are 4-element aligned (vector loads allowed)
 #define MFS_FC_SEQUSED_Q 11  // bool: kSequsedQ
+#define MFS_FC_DECODE_PAIRS 15  // int: pairs per decode lane group (mfs_decode_live_pairs)
 
 // Element types, as the plan and the function constants name them.
 enum MfsDtype { kMfsFloat32 = 0, kMfsFloat16 = 1, kMfsBFloat16 = 2 };
@@ -177,6 +178,12 @@ constexpr int mfs_decode_max_pairs(int d, int elem_bytes) {
 constexpr int mfs_decode_cohorts(int pairs, int d, int elem_bytes) {
   return pairs <= mfs_decode_max_pairs(d, elem_bytes) ? 1
          : pairs <= 2 * mfs_decode_max_pairs(d, elem_bytes) ? 2 : 4;
+}
+// Pairs each cohort works on (the decode kernel's function constant MFS_FC_DECODE_PAIRS): the
+// threadgroup's pairs spread evenly over its cohorts, so that no lane group computes scores, shuffles
+// or o updates for a pair it would discard (GQA 1 at a 5-pair tile: 1, not 5).
+constexpr int mfs_decode_live_pairs(int pairs, int d, int elem_bytes) {
+  return (pairs + mfs_decode_cohorts(pairs, d, elem_bytes) - 1) / mfs_decode_cohorts(pairs, d, elem_bytes);
 }
 // Pairs one threadgroup holds: every cohort's.
 constexpr int mfs_decode_max_tg_pairs(int d, int elem_bytes) {

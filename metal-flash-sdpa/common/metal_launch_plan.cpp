@@ -135,15 +135,37 @@ int decode_heads_per_tg(int group, int rows, int max_pairs) {
 }  // namespace
 
 int gpu_cores_from_architecture(const std::string& name) {
-  // "applegpu_g<generation><class>", e.g. applegpu_g14s (M2 Pro); the class letter is last.
-  const char cls = name.empty() ? '?' : name.back();
-  switch (cls) {
-    case 'p': return 5;   // phone / tablet parts
-    case 'g': return 8;   // base M-series (7-10)
-    case 's': return 16;  // Pro (14-20)
-    case 'c': return 32;  // Max (24-40)
-    case 'd': return 64;  // Ultra (48-80)
-    default: return 8;
+  // "applegpu_g<generation><class>", e.g. applegpu_g14c (M2 Max). The name says the die, not how
+  // many of its cores the part enables: the count is the class's full die in that generation
+  // (the rule in metal_launch_plan.h, PlanTarget::gpu_cores). Rows: generation 13 (M1 / A14), 14
+  // (M2 / A15), 15 (M3 / A16), 16 (M4 / A17 Pro); a later one takes the last row.
+  struct Dies {
+    int generation, phone, base, pro, max, ultra;
+  };
+  static const Dies kDies[] = {
+      {13, 4, 8, 16, 32, 64},   // A14; M1 8; M1 Pro 14/16; M1 Max 24/32; M1 Ultra 48/64
+      {14, 5, 10, 19, 38, 76},  // A15; M2 8/10; M2 Pro 16/19; M2 Max 30/38; M2 Ultra 60/76
+      {15, 5, 10, 18, 40, 80},  // A16; M3 8/10; M3 Pro 14/18; M3 Max 30/40; M3 Ultra 60/80
+      {16, 6, 10, 20, 40, 80},  // A17 Pro; M4 8/10; M4 Pro 16/20; M4 Max 32/40
+  };
+  const std::string prefix = "applegpu_g";
+  const size_t digits_end = name.find_first_not_of("0123456789", prefix.size());
+  if (name.compare(0, prefix.size(), prefix) != 0 || digits_end == prefix.size() ||
+      digits_end == std::string::npos || digits_end + 1 != name.size()) {
+    return PlanTarget().gpu_cores;  // not an Apple GPU name we can read
+  }
+  const int generation = std::stoi(name.substr(prefix.size(), digits_end - prefix.size()));
+  const Dies* dies = &kDies[0];
+  for (const Dies& d : kDies) {
+    if (d.generation <= generation) dies = &d;
+  }
+  switch (name[digits_end]) {
+    case 'p': return dies->phone;
+    case 'g': return dies->base;
+    case 's': return dies->pro;
+    case 'c': return dies->max;
+    case 'd': return dies->ultra;
+    default: return PlanTarget().gpu_cores;
   }
 }
 
@@ -216,6 +238,12 @@ LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype 
       args.keys_per_split = static_cast<int>(keys_per_split);
 
       KernelLaunch d = launch("mfs_decode_" + sfx + dim, PlanKernel::Decode, p, sinks_dtype, target);
+      PlanFunctionConstant live_pairs;
+      live_pairs.index = MFS_FC_DECODE_PAIRS;
+      live_pairs.type = PlanFunctionConstant::Type::Int;
+      live_pairs.int_value = mfs_decode_live_pairs(args.heads_per_tg * args.rows_per_tg, tile, eb);
+      live_pairs.float_value = 0.0f;
+      d.function_constants.push_back(live_pairs);
       d.buffers = call_buffers(p, true);
       plan_set_grid(d, splits, tg_y, p.batch, mfs_decode_threads(tile));
       d.bytes.push_back(plan_bytes_of(MFS_BUF_ARGS, args));

@@ -101,9 +101,19 @@ struct PlanTarget {
   bool kv_vector_aligned = true;
 };
 
-// Cores of an Apple GPU from MTLDevice.architecture.name ("applegpu_g13s", ...): the last letter
-// is the die class (p/g base, s Pro, c Max, d Ultra). Conservative (smallest part of the class);
-// unknown names give the base count.
+// Cores of an Apple GPU from MTLDevice.architecture.name ("applegpu_g14c", ...): the digits are
+// the generation, the last letter the die class (p phone, g base, s Pro, c Max, d Ultra).
+//
+// The split-K rule (decode; make_forward_plan, tested by tests/metal_design/plan_split_test.cpp):
+// the name cannot say how many cores a part enables (an M2 Max has 30 or 38), so the count is
+// the class's full die of that generation (38 for applegpu_g14c). Decode splits the keys until
+// the launch has PlanTuning::target_simdgroups_per_core (64) SIMD-groups per counted core; every
+// binned part of a class has at least 3/4 of its full die's cores (M1 Max 24/32, M3 Max 30/40,
+// M3 Pro 14/18), so it gets between 64 and 64 * 4/3 = 86 per core. The other way round
+// (counting the smallest part, 32 for every Max as before) left a 38-core M2 Max at 54 per core
+// (a sixth short) and a 40-core M3 Max at 51, while the extra splits a binned part pays for
+// cost partials that are each at most 1/scratch_ratio of their split's K/V bytes. Unknown names
+// give PlanTarget's default (10); a generation past the table takes its last row.
 int gpu_cores_from_architecture(const std::string& name);
 
 // The tuning knobs the plan uses, with their defaults; tests may pass others.

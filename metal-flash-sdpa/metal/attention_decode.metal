@@ -36,6 +36,12 @@ inline void merge_state(thread float& m, thread float& l, thread float* o, float
   m = mm;
 }
 
+// The pairs each lane group works on (<= mfs_decode_max_pairs; the plan's
+// mfs_decode_live_pairs): a launch whose threadgroups hold fewer pairs than the registers admit
+// (GQA 1, GQA 4 at a 5-pair tile) computes no score, shuffle or o update for pairs it would
+// discard. Set on every decode launch.
+constant int mfs_decode_pairs [[function_constant(MFS_FC_DECODE_PAIRS)]];
+
 template <typename T, int D>
 [[kernel, max_total_threads_per_threadgroup(mfs_decode_threads(D))]] void mfs_decode(
     const device T* q [[buffer(MFS_BUF_Q)]],
@@ -61,7 +67,7 @@ template <typename T, int D>
   constexpr int E = mfs_decode_elems_per_lane(D);  // contiguous elements per lane
   constexpr int L = mfs_decode_lanes_per_key(D);   // lanes per key
   constexpr int G = 32 / L;                        // lane groups per SIMD-group
-  constexpr int P = mfs_decode_max_pairs(D, (int)sizeof(T));  // (head, row) pairs per lane group
+  constexpr int P = mfs_decode_max_pairs(D, (int)sizeof(T));  // (head, row) pairs a lane group holds
   constexpr int CW = D + 4;                        // combine row: o[D], m, l (16-byte aligned)
   constexpr int QP = mfs_decode_max_tg_pairs(D, (int)sizeof(T));  // q rows staged
   constexpr bool QREG = mfs_decode_q_in_registers(D);  // else q is read from q_tile per key
@@ -140,11 +146,14 @@ template <typename T, int D>
   const int ke = min(hull.end, split_begin + a.keys_per_split);
 
   // Lane group g of the SIMD-group: cohort g % C (which pairs), slot g / C (which key of a step).
+  // Each cohort works on NP pairs (the plan's live count: C * NP covers the threadgroup's pairs),
+  // registers for P. NP is a function constant: every pair loop below stops at it at compile time.
   const int C = mfs_decode_cohorts(a.heads_per_tg * a.rows_per_tg, D, (int)sizeof(T));
+  const int NP = min(P, mfs_decode_pairs);
   const int KS = G / C;                // keys per SIMD-group step
   const int g = (int)lane / L;
   const int cohort = g % C, slot = g / C;
-  const int first_pair = cohort * P;
+  const int first_pair = cohort * NP;
   const ushort key_lane = (ushort)(slot * C * L + (int)lane % L);  // the lane that loads my key
   const int d0 = ((int)lane % L) * E;  // this lane's first head-dim element
   const bool v_lane = d0 < hdv;
@@ -157,6 +166,7 @@ template <typename T, int D>
   ScoreRule rule[P];
 #pragma unroll
   for (int i = 0; i < P; ++i) {
+    if (i >= NP) break;
     const int pair = first_pair + i;
     const bool live = pair < npairs;
     const int h = h_first + (live ? pair / rows_in : 0);
@@ -209,11 +219,12 @@ template <typename T, int D>
     const int k_live = live && loads ? hd - d0 : 0, v_live = live && loads ? hdv - d0 : 0;
     const RowVec<float, E> kx =
         shared_row_vec<T, E>(load_row_vec<T, E>(kr, k_live), key_lane, C > 1);
-    // Scores of this key for every pair, then V (its load's latency behind the softmax).
+    // Scores of this key for every live pair, then V (its load's latency behind the softmax).
     float x[P];
     const bool unmasked = !mfs_window || (key >= all.begin && key < all.end);
 #pragma unroll
     for (int i = 0; i < P; ++i) {
+      if (i >= NP) break;
       float dot = 0.0f;
 #pragma unroll
       for (int e = 0; e < E; ++e) {
@@ -229,6 +240,7 @@ template <typename T, int D>
         shared_row_vec<T, E>(load_row_vec<T, E>(vr, v_live), key_lane, C > 1);
 #pragma unroll
     for (int i = 0; i < P; ++i) {
+      if (i >= NP) break;
       const float m_new = max(m[i], x[i]);
       const float base = softmax_base(m_new);
       const float factor = exp2(m[i] - base);
@@ -247,6 +259,7 @@ template <typename T, int D>
   // once), through threadgroup memory.
 #pragma unroll
   for (int i = 0; i < P; ++i) {
+    if (i >= NP) break;
     for (int mask = C * L; mask < 32; mask *= 2) {
       const float m2 = simd_shuffle_xor(m[i], (ushort)mask);
       const float l2 = simd_shuffle_xor(l[i], (ushort)mask);
@@ -260,7 +273,7 @@ template <typename T, int D>
   const bool writer = slot == 0 && d0 < D;  // one lane group per cohort writes its state
 #pragma unroll
   for (int i = 0; i < P; ++i) {
-    if (i >= npairs) break;  // uniform: npairs is the threadgroup's
+    if (i >= NP || i >= npairs) break;  // uniform: NP and npairs are the threadgroup's
     if (i > 0) threadgroup_barrier(mem_flags::mem_threadgroup);  // the last pairs' reads done
     threadgroup float* mine_area = combine + (cohort * W + (int)sg) * CW;
     if (writer) {
@@ -273,7 +286,7 @@ template <typename T, int D>
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);  // every SIMD-group's state of pairs i
     for (int c = 0; c < C; ++c) {
-      const int pair = c * P + i;
+      const int pair = c * NP + i;
       if (pair >= npairs || (int)sg != pair % W) continue;
       const threadgroup float* area = combine + c * W * CW;
       const int h = h_first + pair / rows_in;

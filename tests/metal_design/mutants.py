@@ -113,6 +113,15 @@ MUTANTS = [
            replace_once("key / p.page_size != page_index", "page_index < 0")),
     Mutant("decode_unmasked_key_too_wide", "attention_decode.metal",
            replace_once("key < all.end", "key <= all.end")),
+    # decode's live pair count (function constant 15): one pair short of the constant, or a
+    # cohort's pairs strided by the registers' capacity instead of the live count (pairs
+    # skipped). (The plan's count itself is host code, which these rebuilds do not mutate:
+    # plan_split_test.cpp holds it.)
+    Mutant("decode_live_pairs_one_short", "attention_decode.metal",
+           replace_once("const int NP = min(P, mfs_decode_pairs);",
+                        "const int NP = min(P, mfs_decode_pairs - 1);")),
+    Mutant("decode_cohort_pairs_strided_by_capacity", "attention_decode.metal",
+           replace_once("const int first_pair = cohort * NP;", "const int first_pair = cohort * P;")),
     Mutant("mask_end_off_by_one", "attention_kernel_common.h",
            replace_once("key >= visible.end", "key > visible.end")),
     Mutant("mask_begin_off_by_one", "attention_kernel_common.h",
