@@ -225,6 +225,7 @@ template <typename T, int D>
 #pragma unroll
     for (int i = 0; i < P; ++i) {
       if (i >= NP) break;
+      MSL_SIM_DEAD_WORK(first_pair + i >= npairs);
       float dot = 0.0f;
 #pragma unroll
       for (int e = 0; e < E; ++e) {
@@ -236,6 +237,7 @@ template <typename T, int D>
              : unmasked ? score_log2(rule[i], dot, row, key)
                         : logit_log2(rule[i], dot, row, key, mine[i]);
     }
+    MSL_SIM_DEAD_WORK(false);
     const RowVec<float, E> vx =
         shared_row_vec<T, E>(load_row_vec<T, E>(vr, v_live), key_lane, C > 1);
 #pragma unroll
@@ -260,6 +262,7 @@ template <typename T, int D>
 #pragma unroll
   for (int i = 0; i < P; ++i) {
     if (i >= NP) break;
+    MSL_SIM_DEAD_WORK(first_pair + i >= npairs);
     for (int mask = C * L; mask < 32; mask *= 2) {
       const float m2 = simd_shuffle_xor(m[i], (ushort)mask);
       const float l2 = simd_shuffle_xor(l[i], (ushort)mask);
@@ -269,6 +272,7 @@ template <typename T, int D>
       merge_state<E>(m[i], l[i], o[i], m2, l2, o2);
     }
   }
+  MSL_SIM_DEAD_WORK(false);
   const bool with_sink = mfs_sinks && a.num_splits == 1;  // else the reduction adds the sink
   const bool writer = slot == 0 && d0 < D;  // one lane group per cohort writes its state
 #pragma unroll

@@ -19,6 +19,11 @@ using namespace metal;
 #ifndef MSL_SIM_COUNT
 #define MSL_SIM_COUNT(name, n)
 #endif
+// Dead work (the simulator's counter): collectives and MMAs done for lanes whose results are
+// discarded (a pair slot past the live pairs). Nothing for Apple's compiler.
+#ifndef MSL_SIM_DEAD_WORK
+#define MSL_SIM_DEAD_WORK(dead)
+#endif
 
 #define MFS_LOG2E 1.4426950408889634f
 #define MFS_LN2 0.6931471805599453f
