@@ -40,7 +40,7 @@ def _check_same_device(q, *tensors, out=None):
 @torch.library.register_fake(add_op_namespace_prefix("fwd"))
 def _fwd_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes, s_aux,
               max_seqlen_q, max_seqlen_k, softmax_scale, softcap, window_left, window_right,
-              return_lse, seqused_q=None):
+              return_lse, seqused_q=None, dropout_p=0.0, dropout_seed=None):
     _check_same_device(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes,
                        s_aux, seqused_q)
     out = q.new_empty(_out_shape(q, v))
@@ -51,10 +51,25 @@ def _fwd_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi
 @torch.library.register_fake(add_op_namespace_prefix("fwd_into"))
 def _fwd_into_fake(out, q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table,
                    alibi_slopes, s_aux, max_seqlen_q, max_seqlen_k, softmax_scale, softcap,
-                   window_left, window_right, return_lse, seqused_q=None):
+                   window_left, window_right, return_lse, seqused_q=None, dropout_p=0.0,
+                   dropout_seed=None):
     _check_same_device(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes,
                        s_aux, seqused_q, out=out)
     return q.new_empty(_lse_shape(q, return_lse), dtype=torch.float32)
+
+
+@torch.library.register_fake(add_op_namespace_prefix("dropout_probs"))
+def _dropout_probs_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table,
+                        alibi_slopes, s_aux, max_seqlen_q, max_seqlen_k, softmax_scale, softcap,
+                        window_left, window_right, seqused_q, dropout_p, dropout_seed, lse):
+    _check_same_device(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes,
+                       s_aux, seqused_q)
+    varlen_q = cu_seqlens_q is not None
+    batch = cu_seqlens_q.shape[0] - 1 if varlen_q else q.shape[0]
+    rows = max_seqlen_q if varlen_q else q.shape[1]
+    keys = (max_seqlen_k if (cu_seqlens_k is not None or seqused_k is not None
+                             or block_table is not None) else k.shape[1])
+    return q.new_empty([batch, q.shape[-2], rows, keys])
 
 
 def forward(
@@ -76,13 +91,31 @@ def forward(
     softcap: float = 0.0,
     window_size: tuple[int, int] = (-1, -1),
     return_lse: bool = False,
+    dropout_p: float = 0.0,
+    dropout_seed: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Runs the forward op; returns (out, lse), lse being empty unless return_lse."""
+    """Runs the forward op; returns (out, lse), lse being empty unless return_lse. dropout_seed:
+    _dropout.draw_dropout_seed's state, with dropout_p > 0."""
     check_first_order_autograd(q, k, v, s_aux, alibi_slopes)
     args = (q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes, s_aux,
             max_seqlen_q, max_seqlen_k, softmax_scale, softcap, window_size[0], window_size[1],
-            return_lse, seqused_q)
+            return_lse, seqused_q, dropout_p, dropout_seed)
     if out is None:
         return ops.fwd(*args)
     lse = ops.fwd_into(out, *args)
     return out, lse
+
+
+def dropout_probs(q, k, v, lse, *, cu_seqlens_q=None, cu_seqlens_k=None, seqused_k=None,
+                  seqused_q=None, block_table=None, alibi_slopes=None, s_aux=None,
+                  max_seqlen_q=0, max_seqlen_k=0, softmax_scale, softcap=0.0,
+                  window_size=(-1, -1), dropout_p, dropout_seed):
+    """flash-attn's S_dmask of a forward call with dropout (forward's arguments and its lse):
+    [batch, heads, max_seqlen_q, max_seqlen_k] in q's dtype, the probabilities with the dropped
+    entries negated. Not differentiable (as flash-attn's)."""
+    detached = [None if t is None else t.detach() for t in (q, k, v, alibi_slopes, s_aux)]
+    q, k, v, alibi_slopes, s_aux = detached
+    return ops.dropout_probs(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table,
+                             alibi_slopes, s_aux, max_seqlen_q, max_seqlen_k, softmax_scale,
+                             softcap, window_size[0], window_size[1], seqused_q, dropout_p,
+                             dropout_seed, lse.detach())
