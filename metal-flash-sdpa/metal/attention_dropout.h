@@ -15,7 +15,7 @@ constant bool mfs_dropout [[function_constant(MFS_FC_DROPOUT)]];
 // cu_seqlens_q[b] + row; fixed length: b * seqlen_q + row).
 inline uint dropout_query_token(constant AttentionParams& p, const SequenceRows s, int b,
                                 int row) {
-  return (uint)(mfs_varlen_q ? s.q_begin + row : b * p.seqlen_q + row);
+  return mfs_varlen_q ? (uint)(s.q_begin + row) : (uint)b * (uint)p.seqlen_q + (uint)row;
 }
 
 // Word i (0..3) of a block, by selects: a dynamically indexed thread array would live in
