@@ -6,7 +6,8 @@
 // forward's gradient (contiguous K/V), attached to it by torch.library.register_autograd
 // (torch-ext/metal_flash_sdpa/_ops_backward.py). max_seqlen_* are SymInts so that torch.compile
 // keeps them symbolic (a padding-free training step changes them every step: no recompile); the
-// kernels receive them as plain ints.
+// kernels receive them as plain ints. dropout_seed is the call's dropout stream state, int64 cpu
+// [3] = (seed_lo, seed_hi, offset) (torch-ext/metal_flash_sdpa/_dropout.py draws it).
 #include <torch/library.h>
 
 #include "registration.h"
@@ -16,7 +17,8 @@
   "Tensor q, Tensor k, Tensor v, Tensor? cu_seqlens_q, Tensor? cu_seqlens_k, "            \
   "Tensor? seqused_k, Tensor? block_table, Tensor? alibi_slopes, Tensor? s_aux, "         \
   "SymInt max_seqlen_q, SymInt max_seqlen_k, float softmax_scale, float softcap, "        \
-  "int window_left, int window_right, bool return_lse, Tensor? seqused_q=None"
+  "int window_left, int window_right, bool return_lse, Tensor? seqused_q=None, "            \
+  "float dropout_p=0.0, Tensor? dropout_seed=None"
 
 TORCH_LIBRARY_EXPAND(TORCH_EXTENSION_NAME, ops) {
   ops.def("fwd(" FORWARD_ARGS ") -> (Tensor out, Tensor lse)");
@@ -25,15 +27,18 @@ TORCH_LIBRARY_EXPAND(TORCH_EXTENSION_NAME, ops) {
       "bwd(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
       "Tensor? cu_seqlens_q, Tensor? cu_seqlens_k, Tensor? alibi_slopes, Tensor? s_aux, "
       "SymInt max_seqlen_q, SymInt max_seqlen_k, float softmax_scale, float softcap, "
-      "int window_left, int window_right, Tensor? seqused_q=None, Tensor? seqused_k=None) "
+      "int window_left, int window_right, Tensor? seqused_q=None, Tensor? seqused_k=None, "
+      "float dropout_p=0.0, Tensor? dropout_seed=None) "
       "-> (Tensor dq, Tensor dk, Tensor dv, Tensor ds_aux)");
   // scaled_dot_product_attention's drop-in (torch's attn_mask; _sdpa.py maps torch's layout).
   ops.def(
       "sdpa_fwd(Tensor q, Tensor k, Tensor v, Tensor? attn_mask, float softmax_scale, "
-      "int window_right, bool return_lse) -> (Tensor out, Tensor lse)");
+      "int window_right, bool return_lse, float dropout_p=0.0, Tensor? dropout_seed=None) -> "
+      "(Tensor out, Tensor lse)");
   ops.def(
       "sdpa_bwd(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
-      "Tensor? attn_mask, float softmax_scale, int window_right, bool mask_grad) -> "
+      "Tensor? attn_mask, float softmax_scale, int window_right, bool mask_grad, "
+      "float dropout_p=0.0, Tensor? dropout_seed=None) -> "
       "(Tensor dq, Tensor dk, Tensor dv, Tensor dmask)");
 }
 

@@ -55,10 +55,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> attention_backward(
     const std::optional<at::Tensor>& cu_seqlens_k, const std::optional<at::Tensor>& alibi_slopes,
     const std::optional<at::Tensor>& s_aux, int64_t max_seqlen_q, int64_t max_seqlen_k,
     double softmax_scale, double softcap, int64_t window_left, int64_t window_right,
-    const std::optional<at::Tensor>& seqused_q, const std::optional<at::Tensor>& seqused_k) {
+    const std::optional<at::Tensor>& seqused_q, const std::optional<at::Tensor>& seqused_k,
+    double dropout_p, const std::optional<at::Tensor>& dropout_seed) {
   AttentionArgs args{q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, std::nullopt,
                      alibi_slopes, s_aux, max_seqlen_q, max_seqlen_k, softmax_scale, softcap,
-                     window_left, window_right, /*return_lse=*/false, seqused_q};
+                     window_left, window_right, /*return_lse=*/false, seqused_q, dropout_p,
+                     dropout_seed};
   AttentionParams params;
   AttentionTensors tensors;
   AttentionGradients g =

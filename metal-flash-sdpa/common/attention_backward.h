@@ -17,4 +17,5 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> attention_backward(
     const std::optional<at::Tensor>& cu_seqlens_k, const std::optional<at::Tensor>& alibi_slopes,
     const std::optional<at::Tensor>& s_aux, int64_t max_seqlen_q, int64_t max_seqlen_k,
     double softmax_scale, double softcap, int64_t window_left, int64_t window_right,
-    const std::optional<at::Tensor>& seqused_q, const std::optional<at::Tensor>& seqused_k);
+    const std::optional<at::Tensor>& seqused_q, const std::optional<at::Tensor>& seqused_k,
+    double dropout_p, const std::optional<at::Tensor>& dropout_seed);

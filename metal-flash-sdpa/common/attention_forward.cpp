@@ -80,10 +80,11 @@ std::tuple<at::Tensor, at::Tensor> attention_forward(
     const std::optional<at::Tensor>& alibi_slopes, const std::optional<at::Tensor>& sinks,
     int64_t max_seqlen_q, int64_t max_seqlen_k, double softmax_scale, double softcap,
     int64_t window_left, int64_t window_right, bool return_lse,
-    const std::optional<at::Tensor>& seqused_q) {
+    const std::optional<at::Tensor>& seqused_q, double dropout_p,
+    const std::optional<at::Tensor>& dropout_seed) {
   AttentionArgs args{q, k, v, std::nullopt, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table,
                      alibi_slopes, sinks, max_seqlen_q, max_seqlen_k, softmax_scale, softcap,
-                     window_left, window_right, return_lse, seqused_q};
+                     window_left, window_right, return_lse, seqused_q, dropout_p, dropout_seed};
   AttentionTensors t = checked_run(args, /*functional=*/true);
   return {t.out, t.lse};
 }
@@ -95,9 +96,10 @@ at::Tensor attention_forward_into(
     const std::optional<at::Tensor>& alibi_slopes, const std::optional<at::Tensor>& sinks,
     int64_t max_seqlen_q, int64_t max_seqlen_k, double softmax_scale, double softcap,
     int64_t window_left, int64_t window_right, bool return_lse,
-    const std::optional<at::Tensor>& seqused_q) {
+    const std::optional<at::Tensor>& seqused_q, double dropout_p,
+    const std::optional<at::Tensor>& dropout_seed) {
   AttentionArgs args{q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table,
                      alibi_slopes, sinks, max_seqlen_q, max_seqlen_k, softmax_scale, softcap,
-                     window_left, window_right, return_lse, seqused_q};
+                     window_left, window_right, return_lse, seqused_q, dropout_p, dropout_seed};
   return checked_run(args, /*functional=*/false).lse;
 }

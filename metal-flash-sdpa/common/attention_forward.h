@@ -14,7 +14,8 @@ std::tuple<at::Tensor, at::Tensor> attention_forward(
     const std::optional<at::Tensor>& alibi_slopes, const std::optional<at::Tensor>& sinks,
     int64_t max_seqlen_q, int64_t max_seqlen_k, double softmax_scale, double softcap,
     int64_t window_left, int64_t window_right, bool return_lse,
-    const std::optional<at::Tensor>& seqused_q);
+    const std::optional<at::Tensor>& seqused_q, double dropout_p,
+    const std::optional<at::Tensor>& dropout_seed);
 
 // In-place form: writes `out` (only the rows of its sequences) and returns lse.
 at::Tensor attention_forward_into(
@@ -24,4 +25,5 @@ at::Tensor attention_forward_into(
     const std::optional<at::Tensor>& alibi_slopes, const std::optional<at::Tensor>& sinks,
     int64_t max_seqlen_q, int64_t max_seqlen_k, double softmax_scale, double softcap,
     int64_t window_left, int64_t window_right, bool return_lse,
-    const std::optional<at::Tensor>& seqused_q);
+    const std::optional<at::Tensor>& seqused_q, double dropout_p,
+    const std::optional<at::Tensor>& dropout_seed);

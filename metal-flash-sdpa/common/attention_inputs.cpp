@@ -2,6 +2,8 @@
 
 #include <c10/util/Exception.h>
 
+#include "dropout_stream.h"
+
 #include <cmath>
 #include <limits>
 #include <string>
@@ -102,6 +104,34 @@ void check_window_entry(int64_t entry, int64_t left, int64_t right) {
 // A window at least as wide as `extent` (every position it could exclude) is unbounded: -1.
 int32_t unbounded_if_wider(int64_t window, int64_t extent) {
   return window >= extent ? -1 : static_cast<int32_t>(window);
+}
+
+// Whether this build's kernels apply dropout (kDropout): where they do not, dropout_p > 0 is
+// refused, never ignored. Not yet: the cpu kernels' dropout lands next (dropout-cpu), the Metal
+// kernels' with dropout-metal.
+constexpr bool kKernelsApplyDropout = false;
+
+// dropout_p in [0, 1); with p > 0 the stream state (seed_lo, seed_hi, offset): int64 cpu [3],
+// each a 32-bit word (the host reads it; dropout_stream.h consumes it).
+void check_dropout(double p, const std::optional<at::Tensor>& seed) {
+  CHECK_ARG(p >= 0.0 && p < 1.0, "dropout_p must be in [0, 1) (the probability that an attention ",
+            "probability is dropped), got ", p);  // false for NaN
+  if (p == 0.0) return;
+  TORCH_CHECK_NOT_IMPLEMENTED(kKernelsApplyDropout,
+                              "dropout_p > 0 is not supported yet by this build of "
+                              "metal-flash-sdpa's kernels; got dropout_p = ", p);
+  CHECK_ARG(seed.has_value(), "dropout_p > 0 needs dropout_seed, the call's stream state (the "
+            "Python entry points draw it from torch's default generator)");
+  const at::Tensor& s = *seed;
+  CHECK_ARG(s.device().type() == c10::DeviceType::CPU && s.scalar_type() == at::kLong &&
+                s.dim() == 1 && s.size(0) == 3,
+            "dropout_seed must be an int64 cpu tensor [3] (seed_lo, seed_hi, offset), got a ",
+            s.scalar_type(), " tensor of shape ", s.sizes(), " on ", s.device());
+  auto words = s.accessor<int64_t, 1>();
+  for (int i = 0; i < 3; ++i) {
+    CHECK_ARG(words[i] >= 0 && words[i] <= UINT32_MAX, "dropout_seed entries must be 32-bit ",
+              "words in [0, 2^32), got ", s);
+  }
 }
 
 int32_t to_i32(int64_t v, const char* name) {
@@ -273,6 +303,7 @@ AttentionTensors check_attention_inputs(const AttentionArgs& a, c10::DeviceType 
             a.softcap);
   check_window_entry(a.window_left, a.window_left, a.window_right);
   check_window_entry(a.window_right, a.window_left, a.window_right);
+  check_dropout(a.dropout_p, a.dropout_seed);
 
   const std::vector<int64_t> out_shape = attention_out_shape(q, v);
   if (a.out) {
@@ -354,5 +385,14 @@ AttentionTensors check_attention_inputs(const AttentionArgs& a, c10::DeviceType 
   p.window_right = unbounded_if_wider(a.window_right, q_rows);
   p.scale = static_cast<float>(a.softmax_scale);
   p.softcap = static_cast<float>(a.softcap);
+  if (a.dropout_p > 0.0) {
+    auto words = a.dropout_seed->accessor<int64_t, 1>();
+    p.flags |= kDropout;
+    p.dropout_seed_lo = static_cast<mfs_u32>(words[0]);
+    p.dropout_seed_hi = static_cast<mfs_u32>(words[1]);
+    p.dropout_offset = static_cast<mfs_u32>(words[2]);
+    p.dropout_threshold = dropout_threshold(a.dropout_p);
+    p.dropout_scale = static_cast<float>(1.0 / (1.0 - a.dropout_p));
+  }
   return t;
 }

@@ -34,6 +34,10 @@ struct AttentionArgs {
   // flash-attn 3: only the first seqused_q[b] queries of sequence b count (last, so that the
   // positional initialisers above need not name it).
   std::optional<at::Tensor> seqused_q = std::nullopt;
+  // Dropout on the probabilities: p in [0, 1) and, with p > 0, the call's stream state, int64
+  // cpu [3] = (seed_lo, seed_hi, offset) (dropout_stream.h; drawn by the Python entry points).
+  double dropout_p = 0.0;
+  std::optional<at::Tensor> dropout_seed = std::nullopt;
 };
 
 // Checks every argument (raising c10::Error / c10::ValueError naming the argument) before

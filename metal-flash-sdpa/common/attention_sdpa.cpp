@@ -10,10 +10,12 @@ namespace {
 
 AttentionArgs sdpa_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                         std::optional<at::Tensor> out, double softmax_scale, int64_t window_right,
-                        bool return_lse) {
+                        bool return_lse, double dropout_p,
+                        const std::optional<at::Tensor>& dropout_seed) {
   return AttentionArgs{q, k, v, std::move(out), std::nullopt, std::nullopt, std::nullopt,
                        std::nullopt, std::nullopt, std::nullopt, 0, 0, softmax_scale, 0.0,
-                       /*window_left=*/-1, window_right, return_lse};
+                       /*window_left=*/-1, window_right, return_lse, std::nullopt, dropout_p,
+                       dropout_seed};
 }
 
 AttentionMaskKind mask_kind(at::ScalarType t) {
@@ -62,7 +64,8 @@ std::tuple<at::Tensor, at::Tensor> sdpa_forward(const at::Tensor& q, const at::T
                                                 const at::Tensor& v,
                                                 const std::optional<at::Tensor>& attn_mask,
                                                 double softmax_scale, int64_t window_right,
-                                                bool return_lse) {
+                                                bool return_lse, double dropout_p,
+                                                const std::optional<at::Tensor>& dropout_seed) {
   // out is written through torch's layout [batch, heads, seqlen_q, head_dim_v] (contiguous, as
   // torch returns it), seen here as the fixed-length [batch, seqlen_q, heads, head_dim_v] view.
   std::optional<at::Tensor> out;
@@ -71,8 +74,8 @@ std::tuple<at::Tensor, at::Tensor> sdpa_forward(const at::Tensor& q, const at::T
   }
   AttentionParams params;
   AttentionTensors t = check_attention_inputs(
-      sdpa_args(q, k, v, out, softmax_scale, window_right, return_lse), backend_device_type(),
-      params);
+      sdpa_args(q, k, v, out, softmax_scale, window_right, return_lse, dropout_p, dropout_seed),
+      backend_device_type(), params);
   attach_mask(attn_mask, params, t);
   run_attention_forward(params, t);
   return {t.out, t.lse};
@@ -81,11 +84,13 @@ std::tuple<at::Tensor, at::Tensor> sdpa_forward(const at::Tensor& q, const at::T
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sdpa_backward(
     const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     const at::Tensor& out, const at::Tensor& lse, const std::optional<at::Tensor>& attn_mask,
-    double softmax_scale, int64_t window_right, bool mask_grad) {
+    double softmax_scale, int64_t window_right, bool mask_grad, double dropout_p,
+    const std::optional<at::Tensor>& dropout_seed) {
   AttentionParams params;
   AttentionTensors t;
   AttentionGradients g = check_attention_backward_inputs(
-      sdpa_args(q, k, v, out, softmax_scale, window_right, false), lse, dout,
+      sdpa_args(q, k, v, out, softmax_scale, window_right, false, dropout_p, dropout_seed), lse,
+      dout,
       backend_device_type(), params, t);
   attach_mask(attn_mask, params, t);
   TORCH_CHECK_VALUE(!mask_grad || (attn_mask && params.mask_kind != kMaskBool),

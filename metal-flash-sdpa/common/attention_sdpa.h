@@ -15,11 +15,13 @@ std::tuple<at::Tensor, at::Tensor> sdpa_forward(const at::Tensor& q, const at::T
                                                 const at::Tensor& v,
                                                 const std::optional<at::Tensor>& attn_mask,
                                                 double softmax_scale, int64_t window_right,
-                                                bool return_lse);
+                                                bool return_lse, double dropout_p,
+                                                const std::optional<at::Tensor>& dropout_seed);
 
 // Returns (dq, dk, dv, dmask); dmask is fp32 [batch, heads_q, seqlen_q, seqlen_k] when mask_grad
 // (a floating attn_mask that requires grad), an empty tensor otherwise.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sdpa_backward(
     const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     const at::Tensor& out, const at::Tensor& lse, const std::optional<at::Tensor>& attn_mask,
-    double softmax_scale, int64_t window_right, bool mask_grad);
+    double softmax_scale, int64_t window_right, bool mask_grad, double dropout_p,
+    const std::optional<at::Tensor>& dropout_seed);

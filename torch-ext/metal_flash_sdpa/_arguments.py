@@ -19,13 +19,6 @@ FLOAT32_ROUNDS_TO_ZERO = 2.0**-150
 INT32_MAX = 2**31 - 1
 
 
-def check_no_dropout(dropout_p: float) -> None:
-    if dropout_p != 0.0:
-        raise NotImplementedError(
-            f"dropout_p must be 0.0: metal-flash-sdpa has no attention dropout (got {dropout_p})"
-        )
-
-
 def _finite_float32(value, name: str) -> float:
     """`value` as a Python float that float32 represents without becoming inf. Comparisons only
     (false for NaN), so that torch.compile traces it on a symbolic float too."""

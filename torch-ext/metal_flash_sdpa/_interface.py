@@ -7,6 +7,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from . import _arguments as A
+from ._dropout import check_dropout_probs, draw_dropout_seed, resolve_dropout
 from ._ops_backward import needs_grad
 from ._ops_forward import forward
 
@@ -47,8 +48,13 @@ def flash_attn_varlen_func(
 
     Differentiable (q, k, v, s_aux) with contiguous K/V; with `block_table` a call that needs a
     gradient raises.
+
+    `dropout_p` > 0 drops each attention probability with that probability and scales the kept
+    ones by 1 / (1 - dropout_p) (docs/API.md, "Dropout"; the mask is drawn from torch's default
+    generator, so torch.manual_seed reproduces it).
     """
-    A.check_no_dropout(dropout_p)
+    dropout_p = resolve_dropout(dropout_p)
+    check_dropout_probs(dropout_p, return_attn_probs)
     out, lse = forward(
         q, k, v,
         cu_seqlens_q=cu_seqlens_q,
@@ -65,6 +71,8 @@ def flash_attn_varlen_func(
         window_size=A.resolve_window(window_size, causal),
         # The backward needs the lse: computed whenever autograd records the call.
         return_lse=return_attn_probs or needs_grad(q, k, v, s_aux, alibi_slopes),
+        dropout_p=dropout_p,
+        dropout_seed=draw_dropout_seed(dropout_p),
     )
     return (out, lse, None) if return_attn_probs else out
 
@@ -86,8 +94,9 @@ def flash_attn_func(
     """Attention over a fixed-length batch: q [batch, seqlen_q, heads, head_dim], k/v
     [batch, seqlen_k, heads_kv, head_dim(_v)]. Returns out [batch, seqlen_q, heads, head_dim_v];
     with `return_attn_probs` the tuple (out, lse [batch, heads, seqlen_q] fp32, None).
-    Differentiable (q, k, v, s_aux)."""
-    A.check_no_dropout(dropout_p)
+    Differentiable (q, k, v, s_aux). `dropout_p` as in flash_attn_varlen_func."""
+    dropout_p = resolve_dropout(dropout_p)
+    check_dropout_probs(dropout_p, return_attn_probs)
     out, lse = forward(
         q, k, v,
         alibi_slopes=alibi_slopes,
@@ -96,6 +105,8 @@ def flash_attn_func(
         softcap=A.resolve_softcap(softcap),
         window_size=A.resolve_window(window_size, causal),
         return_lse=return_attn_probs or needs_grad(q, k, v, s_aux, alibi_slopes),
+        dropout_p=dropout_p,
+        dropout_seed=draw_dropout_seed(dropout_p),
     )
     return (out, lse, None) if return_attn_probs else out
 

@@ -18,7 +18,7 @@ from ._ops import add_op_namespace_prefix, ops
 @torch.library.register_fake(add_op_namespace_prefix("bwd"))
 def _bwd_fake(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, alibi_slopes, s_aux,
               max_seqlen_q, max_seqlen_k, softmax_scale, softcap, window_left, window_right,
-              seqused_q=None, seqused_k=None):
+              seqused_q=None, seqused_k=None, dropout_p=0.0, dropout_seed=None):
     ds_aux = (s_aux.new_empty(s_aux.shape) if s_aux is not None
               else q.new_empty([0], dtype=torch.float32))
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), ds_aux
@@ -28,7 +28,8 @@ def _setup_context(ctx, inputs, output):
     (q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes, s_aux,
      max_seqlen_q, max_seqlen_k, softmax_scale, softcap, window_left, window_right,
      return_lse, *rest) = inputs
-    seqused_q = rest[0] if rest else None
+    # The trailing arguments with defaults (seqused_q, dropout_p, dropout_seed) may be absent.
+    seqused_q, dropout_p, dropout_seed = (*rest, *(None, 0.0, None)[len(rest):])
     # Runs only when a gradient is needed (grad mode on, an input requires grad). seqused_k with
     # cu_seqlens_k (flash-attn 3's varlen form) has a backward; without it, it is a kv-cache's.
     if block_table is not None or (seqused_k is not None and cu_seqlens_k is None):
@@ -41,21 +42,25 @@ def _setup_context(ctx, inputs, output):
                          "needs the lse); the Python entry points do this")
     out, lse = output
     ctx.mark_non_differentiable(lse)  # as flash-attn: the returned lse has no gradient
+    # The dropout state, not the mask: the backward regenerates the mask from it.
     ctx.save_for_backward(q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, alibi_slopes, s_aux,
-                          seqused_q, seqused_k)
+                          seqused_q, seqused_k, dropout_seed)
     ctx.scalars = (max_seqlen_q, max_seqlen_k, softmax_scale, softcap, window_left, window_right)
+    ctx.dropout_p = dropout_p
     ctx.num_inputs = len(inputs)
 
 
 def _backward(ctx, grad_out, grad_lse):
     (q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, alibi_slopes, s_aux, seqused_q,
-     seqused_k) = ctx.saved_tensors
+     seqused_k, dropout_seed) = ctx.saved_tensors
     dq, dk, dv, ds_aux = ops.bwd(grad_out, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k,
-                                 alibi_slopes, s_aux, *ctx.scalars, seqused_q, seqused_k)
+                                 alibi_slopes, s_aux, *ctx.scalars, seqused_q, seqused_k,
+                                 ctx.dropout_p, dropout_seed)
     # Gradients for q, k, v, then none for offsets, block_table, ALiBi slopes (as flash-attn)
-    # and the ints; s_aux's own; none for seqused_q.
+    # and the ints; s_aux's own; none for seqused_q and the dropout arguments.
     grads = (dq, dk, dv, None, None, None, None, None,
-             ds_aux if s_aux is not None else None, None, None, None, None, None, None, None, None)
+             ds_aux if s_aux is not None else None, None, None, None, None, None, None, None, None,
+             None, None)
     return grads[:ctx.num_inputs]
 
 

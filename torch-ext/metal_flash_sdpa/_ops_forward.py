@@ -40,7 +40,7 @@ def _check_same_device(q, *tensors, out=None):
 @torch.library.register_fake(add_op_namespace_prefix("fwd"))
 def _fwd_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes, s_aux,
               max_seqlen_q, max_seqlen_k, softmax_scale, softcap, window_left, window_right,
-              return_lse, seqused_q=None):
+              return_lse, seqused_q=None, dropout_p=0.0, dropout_seed=None):
     _check_same_device(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes,
                        s_aux, seqused_q)
     out = q.new_empty(_out_shape(q, v))
@@ -51,7 +51,8 @@ def _fwd_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi
 @torch.library.register_fake(add_op_namespace_prefix("fwd_into"))
 def _fwd_into_fake(out, q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table,
                    alibi_slopes, s_aux, max_seqlen_q, max_seqlen_k, softmax_scale, softcap,
-                   window_left, window_right, return_lse, seqused_q=None):
+                   window_left, window_right, return_lse, seqused_q=None, dropout_p=0.0,
+                   dropout_seed=None):
     _check_same_device(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes,
                        s_aux, seqused_q, out=out)
     return q.new_empty(_lse_shape(q, return_lse), dtype=torch.float32)
@@ -76,12 +77,15 @@ def forward(
     softcap: float = 0.0,
     window_size: tuple[int, int] = (-1, -1),
     return_lse: bool = False,
+    dropout_p: float = 0.0,
+    dropout_seed: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Runs the forward op; returns (out, lse), lse being empty unless return_lse."""
+    """Runs the forward op; returns (out, lse), lse being empty unless return_lse. dropout_seed:
+    _dropout.draw_dropout_seed's state, with dropout_p > 0."""
     check_first_order_autograd(q, k, v, s_aux, alibi_slopes)
     args = (q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes, s_aux,
             max_seqlen_q, max_seqlen_k, softmax_scale, softcap, window_size[0], window_size[1],
-            return_lse, seqused_q)
+            return_lse, seqused_q, dropout_p, dropout_seed)
     if out is None:
         return ops.fwd(*args)
     lse = ops.fwd_into(out, *args)

@@ -25,6 +25,16 @@ def _unpack(packed: torch.Tensor, name: str, parts: int, layout: str) -> tuple[t
     return packed.unbind(dim=-3)
 
 
+def _forward(entry, tensors: tuple, dropout_p, softmax_scale, causal, window_size, softcap,
+             alibi_slopes, deterministic, return_attn_probs):
+    """The one place the packed variants hand their shared tail (flash-attn's order, dropout_p
+    first) to `entry`: by name, so dropout and the rest reach flash_attn_func and
+    flash_attn_varlen_func whatever their positional order."""
+    return entry(*tensors, dropout_p=dropout_p, softmax_scale=softmax_scale, causal=causal,
+                 window_size=window_size, softcap=softcap, alibi_slopes=alibi_slopes,
+                 deterministic=deterministic, return_attn_probs=return_attn_probs)
+
+
 def flash_attn_qkvpacked_func(
     qkv: torch.Tensor,
     dropout_p: float = 0.0,
@@ -40,8 +50,8 @@ def flash_attn_qkvpacked_func(
     `return_attn_probs` (out, lse [batch, heads, seqlen], None). Differentiable: qkv.grad has
     qkv's shape."""
     q, k, v = _unpack(qkv, "qkv", 3, "[batch, seqlen, 3, heads, head_dim]")
-    return flash_attn_func(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap,
-                           alibi_slopes, deterministic, return_attn_probs)
+    return _forward(flash_attn_func, (q, k, v), dropout_p, softmax_scale, causal, window_size,
+                    softcap, alibi_slopes, deterministic, return_attn_probs)
 
 
 def flash_attn_kvpacked_func(
@@ -60,8 +70,8 @@ def flash_attn_kvpacked_func(
     heads % heads_kv == 0) -> out [batch, seqlen_q, heads, head_dim]. Differentiable: q.grad and
     kv.grad (kv's shape)."""
     k, v = _unpack(kv, "kv", 2, "[batch, seqlen_k, 2, heads_kv, head_dim]")
-    return flash_attn_func(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap,
-                           alibi_slopes, deterministic, return_attn_probs)
+    return _forward(flash_attn_func, (q, k, v), dropout_p, softmax_scale, causal, window_size,
+                    softcap, alibi_slopes, deterministic, return_attn_probs)
 
 
 def flash_attn_varlen_qkvpacked_func(
@@ -81,9 +91,10 @@ def flash_attn_varlen_qkvpacked_func(
     the offsets) -> out [total, heads, head_dim]; with `return_attn_probs`
     (out, lse [heads, total], None). Differentiable: qkv.grad has qkv's shape."""
     q, k, v = _unpack(qkv, "qkv", 3, "[total, 3, heads, head_dim]")
-    return flash_attn_varlen_func(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen,
-                                  dropout_p, softmax_scale, causal, window_size, softcap,
-                                  alibi_slopes, deterministic, return_attn_probs)
+    return _forward(flash_attn_varlen_func,
+                    (q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen), dropout_p,
+                    softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
+                    return_attn_probs)
 
 
 def flash_attn_varlen_kvpacked_func(
@@ -105,6 +116,7 @@ def flash_attn_varlen_kvpacked_func(
     """q [total_q, heads, head_dim], kv [total_k, 2, heads_kv, head_dim] -> out
     [total_q, heads, head_dim]. Differentiable: q.grad and kv.grad (kv's shape)."""
     k, v = _unpack(kv, "kv", 2, "[total_k, 2, heads_kv, head_dim]")
-    return flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
-                                  dropout_p, softmax_scale, causal, window_size, softcap,
-                                  alibi_slopes, deterministic, return_attn_probs)
+    return _forward(flash_attn_varlen_func,
+                    (q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k), dropout_p,
+                    softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
+                    return_attn_probs)

@@ -20,6 +20,9 @@ How torch's call maps onto the kernels' fixed-length form:
   math path, torch raises; so does this function, with torch's message.
 - A row that no key reaches returns zeros, as torch's math path does (for boolean and -inf masks).
 - enable_gqa: K/V heads dividing q's are read by the kernels' native GQA, never repeated.
+- dropout_p > 0 applies dropout whatever the module's training mode (torch's semantics: the
+  caller passes 0 in eval), drawn as flash_attn_func draws it (_dropout.py) over the flattened
+  [batch, L, heads] form: docs/API.md, "Dropout", says which entry each draw belongs to.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Optional
 
 import torch
 
+from ._dropout import draw_dropout_seed, resolve_dropout
 from ._ops import ops
 from ._ops_backward import needs_grad
 from . import _ops_sdpa  # noqa: F401  (registers the sdpa ops' fake implementations and autograd)
@@ -158,9 +162,7 @@ def scaled_dot_product_attention(
         raise TypeError("scaled_dot_product_attention(): argument 'is_causal' must be bool, not "
                         f"{type(is_causal).__name__}")
     _check_like_torch(query, key, value, attn_mask, is_causal, enable_gqa)
-    if dropout_p > 0.0:
-        raise NotImplementedError(
-            f"dropout_p must be 0.0: metal-flash-sdpa has no attention dropout yet (got {dropout_p})")
+    dropout_p = resolve_dropout(dropout_p)
     L, S, ev = query.size(-2), key.size(-2), value.size(-1)
     batch, k_batch, v_batch = _batch_shapes(query, key, value, enable_gqa)
     if attn_mask is not None:
@@ -194,5 +196,6 @@ def scaled_dot_product_attention(
     softmax_scale = query.size(-1) ** -0.5 if scale is None else float(scale)
     grad = needs_grad(query, key, value,
                       attn_mask if attn_mask is not None and attn_mask.is_floating_point() else None)
-    out, _ = ops.sdpa_fwd(q, k, v, mask, softmax_scale, window_right, grad)
+    out, _ = ops.sdpa_fwd(q, k, v, mask, softmax_scale, window_right, grad, dropout_p,
+                          draw_dropout_seed(dropout_p))
     return out.transpose(1, 2).reshape(*batch, L, ev)
