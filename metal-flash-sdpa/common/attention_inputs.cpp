@@ -107,9 +107,13 @@ int32_t unbounded_if_wider(int64_t window, int64_t extent) {
 }
 
 // Whether this build's kernels apply dropout (kDropout): where they do not, dropout_p > 0 is
-// refused, never ignored. Not yet: the cpu kernels' dropout lands next (dropout-cpu), the Metal
-// kernels' with dropout-metal.
+// refused, never ignored. The Metal kernels do (metal/attention_dropout.h; the simulated build
+// runs them); the cpu kernels' dropout lands with dropout-cpu.
+#ifdef CPU_KERNEL
 constexpr bool kKernelsApplyDropout = false;
+#else
+constexpr bool kKernelsApplyDropout = true;
+#endif
 
 // dropout_p in [0, 1); with p > 0 the stream state (seed_lo, seed_hi, offset): int64 cpu [3],
 // each a 32-bit word (the host reads it; dropout_stream.h consumes it).
