@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -18,6 +18,9 @@ class Semantics:
     softcap: float = 0.0  # flash-attn convention: 0 = off
     alibi_slopes: Optional[torch.Tensor] = None  # [H] or [B, H]
     sinks: Optional[torch.Tensor] = None  # [H]
+    # Dropout: (batch_index, sq, sk) -> [H, sq, sk] factors of the probabilities (1 / (1 - p) for
+    # a kept entry, 0 for a dropped one), applied after the softmax (lse is the undropped one's).
+    dropout_factors: Optional[Callable[[int, int, int], torch.Tensor]] = None
 
 
 def attention_one_sequence(q, k, v, sem: Semantics, batch_index: int, dtype=torch.float64):
@@ -69,6 +72,8 @@ def attention_one_sequence(q, k, v, sem: Semantics, batch_index: int, dtype=torc
     infinite = lse.isposinf().unsqueeze(-1)
     probs = torch.where(infinite, torch.exp(logits - lse.unsqueeze(-1)), torch.softmax(logits, dim=-1))
     probs = probs[..., :sk]
+    if sem.dropout_factors is not None:
+        probs = probs * sem.dropout_factors(batch_index, sq, sk).to(dtype)
     out = torch.einsum("hqk,khd->qhd", probs, v64)
     out = out.masked_fill(empty.transpose(0, 1).unsqueeze(-1), 0.0)
     lse = lse.masked_fill(empty, -math.inf)

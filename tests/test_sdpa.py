@@ -267,10 +267,11 @@ def test_same_errors_as_torch(fa, device, generator):
                       attn_mask=torch.ones(4, 6, 6, dtype=torch.bool, device=device))
 
 
-def test_dropout_is_refused_by_name(fa, device, generator):
+def test_bad_dropout_p_is_refused_by_name(fa, device, generator):
+    # dropout itself: test_dropout.py::test_sdpa_dropout (applied on cpu, refused on Metal)
     q = randn(generator, 1, 2, 4, 8, device=device)
-    with pytest.raises(NotImplementedError, match="dropout_p"):
-        fa.scaled_dot_product_attention(q, q, q, dropout_p=0.1)
+    with pytest.raises(ValueError, match="dropout_p"):
+        fa.scaled_dot_product_attention(q, q, q, dropout_p=-0.1)
 
 
 def test_routing(fa, variant, device, generator, monkeypatch):

@@ -30,6 +30,13 @@ TORCH_LIBRARY_EXPAND(TORCH_EXTENSION_NAME, ops) {
       "int window_left, int window_right, Tensor? seqused_q=None, Tensor? seqused_k=None, "
       "float dropout_p=0.0, Tensor? dropout_seed=None) "
       "-> (Tensor dq, Tensor dk, Tensor dv, Tensor ds_aux)");
+  // flash-attn's S_dmask (return_attn_probs with dropout): the probabilities, dropped ones negated.
+  ops.def(
+      "dropout_probs(Tensor q, Tensor k, Tensor v, Tensor? cu_seqlens_q, Tensor? cu_seqlens_k, "
+      "Tensor? seqused_k, Tensor? block_table, Tensor? alibi_slopes, Tensor? s_aux, "
+      "SymInt max_seqlen_q, SymInt max_seqlen_k, float softmax_scale, float softcap, "
+      "int window_left, int window_right, Tensor? seqused_q, float dropout_p, "
+      "Tensor? dropout_seed, Tensor lse) -> Tensor");
   // scaled_dot_product_attention's drop-in (torch's attn_mask; _sdpa.py maps torch's layout).
   ops.def(
       "sdpa_fwd(Tensor q, Tensor k, Tensor v, Tensor? attn_mask, float softmax_scale, "
@@ -53,6 +60,7 @@ TORCH_LIBRARY_IMPL_EXPAND(TORCH_EXTENSION_NAME, CompositeExplicitAutograd, ops) 
   ops.impl("fwd", &attention_forward);
   ops.impl("fwd_into", &attention_forward_into);
   ops.impl("bwd", &attention_backward);
+  ops.impl("dropout_probs", &attention_dropout_probs);
   ops.impl("sdpa_fwd", &sdpa_forward);
   ops.impl("sdpa_bwd", &sdpa_backward);
 }

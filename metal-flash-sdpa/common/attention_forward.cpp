@@ -4,6 +4,10 @@
 
 #include <c10/util/Exception.h>
 
+#ifdef CPU_KERNEL
+#include "../cpu/attention_probabilities.h"
+#endif
+
 namespace {
 
 // [first byte, one past the last byte] that `t` can reach through its strides.
@@ -102,4 +106,36 @@ at::Tensor attention_forward_into(
                      alibi_slopes, sinks, max_seqlen_q, max_seqlen_k, softmax_scale, softcap,
                      window_left, window_right, return_lse, seqused_q, dropout_p, dropout_seed};
   return checked_run(args, /*functional=*/false).lse;
+}
+
+at::Tensor attention_dropout_probs(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const std::optional<at::Tensor>& cu_seqlens_q, const std::optional<at::Tensor>& cu_seqlens_k,
+    const std::optional<at::Tensor>& seqused_k, const std::optional<at::Tensor>& block_table,
+    const std::optional<at::Tensor>& alibi_slopes, const std::optional<at::Tensor>& sinks,
+    int64_t max_seqlen_q, int64_t max_seqlen_k, double softmax_scale, double softcap,
+    int64_t window_left, int64_t window_right, const std::optional<at::Tensor>& seqused_q,
+    double dropout_p, const std::optional<at::Tensor>& dropout_seed, const at::Tensor& lse) {
+  TORCH_CHECK_VALUE(dropout_p > 0.0, "dropout_probs is flash-attn's S_dmask of a call with "
+                    "dropout_p > 0, got dropout_p = ", dropout_p);
+  TORCH_CHECK_NOT_IMPLEMENTED(!block_table, "return_attn_probs=True with dropout_p > 0 is not "
+                              "supported with paged K/V (block_table)");
+  AttentionArgs args{q, k, v, std::nullopt, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table,
+                     alibi_slopes, sinks, max_seqlen_q, max_seqlen_k, softmax_scale, softcap,
+                     window_left, window_right, /*return_lse=*/true, seqused_q, dropout_p,
+                     dropout_seed};
+  AttentionParams p;
+  AttentionTensors t = check_attention_inputs(args, backend_device_type(), p);
+  TORCH_CHECK_VALUE(lse.scalar_type() == at::kFloat && lse.sizes() == t.lse.sizes(),
+                    "lse must be the forward's: float32 of shape ", t.lse.sizes(), ", got ",
+                    lse.scalar_type(), " ", lse.sizes());
+  at::Tensor probs = at::zeros({p.batch, p.heads_q, p.max_seqlen_q, p.max_seqlen_k},
+                               q.options().dtype(at::kFloat));
+#ifdef CPU_KERNEL
+  if (q.numel() > 0) write_attention_probabilities(p, t, lse.to(q.device()), probs);
+#else
+  TORCH_CHECK_NOT_IMPLEMENTED(false, "return_attn_probs=True with dropout_p > 0 is not supported "
+                              "by the Metal build of metal-flash-sdpa");
+#endif
+  return probs.to(q.scalar_type());
 }

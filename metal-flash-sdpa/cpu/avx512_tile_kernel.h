@@ -24,6 +24,7 @@
 #ifdef MFS_AVX512_BF16_DOT
 #include "bf16_pair_products.h"  // dot_pairs (vdpbf16ps), shared with the bf16 backward
 #endif
+#include "dropout_tiles.h"
 
 namespace {
 
@@ -162,6 +163,7 @@ struct Scratch {
   const void** v_rows;
   int *key_begin, *key_end, *diagonal;
   float *slope, *row_max, *row_sum, *alpha;
+  DropoutRow* dropout;  // the rows' dropout counter words, padded to whole vectors
 };
 
 // Lays the scratch out from `base` (or only measures it when base is null); returns its size.
@@ -192,6 +194,7 @@ inline size_t layout_scratch(char* base, int rows_padded, int head_dim, int head
   s->row_max = reinterpret_cast<float*>(take(4 * rp));
   s->row_sum = reinterpret_cast<float*>(take(4 * rp));
   s->alpha = reinterpret_cast<float*>(take(4 * rp));
+  s->dropout = reinterpret_cast<DropoutRow*>(take(sizeof(DropoutRow) * rp));
   return offset;
 }
 
@@ -505,6 +508,7 @@ void run_tile(const TileJob& job, void* scratch_base) {
     sc.slope[r] = real && job.has_alibi ? job.row_alibi_slope[r] : 0.0f;
     sc.row_max[r] = -INFINITY;
     sc.row_sum[r] = 0.0f;
+    sc.dropout[r] = real && job.dropout.on ? job.row_dropout[r] : DropoutRow{0, 0};
   }
   std::memset(sc.ot, 0, sizeof(float) * size_t(rows_padded) * head_dim_v);
   std::memset(sc.zero_row, 0, sizeof(float) * (head_dim > head_dim_v ? head_dim : head_dim_v));
@@ -640,6 +644,13 @@ void run_tile(const TileJob& job, void* scratch_base) {
           sc.s, count, n0 + j_lo, vecs, rules, sc.key_begin + r0, sc.key_end + r0,
           sc.diagonal + r0, sc.slope + r0, sc.bias, sc.row_max + r0, sc.row_sum + r0,
           sc.alpha + r0);
+      // Dropout after the rows' sums: lse and the normaliser are the undropped softmax's.
+      if (job.dropout.on) {
+        for (int v = 0; v < vecs; ++v) {
+          apply_dropout_columns(job.dropout, sc.dropout + r0 + kLanes * v, n0 + j_lo, count,
+                                sc.s + kLanes * v, kChunkRows);
+        }
+      }
 
       float* ot = sc.ot + r0;
 #ifdef MFS_AVX512_BF16_DOT
@@ -788,6 +799,7 @@ void run_few_rows_tile(const TileJob& job, void* scratch_base) {
       }
       row_max[r] = new_max;
       row_sum[r] = row_sum[r] * alpha + _mm512_reduce_add_ps(sum);
+      if (job.dropout.on) apply_dropout_row(job.dropout, job.row_dropout[r], n0, n, s);
       if (alpha != 1.0f) {
         float* o = sc.ot + r * dvp;
         for (int d = 0; d < dvp; d += kLanes) _mm512_store_ps(o + d, _mm512_mul_ps(_mm512_load_ps(o + d), _mm512_set1_ps(alpha)));

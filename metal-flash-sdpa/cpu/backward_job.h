@@ -20,6 +20,7 @@ struct BackwardRow {
   float slope;             // ALiBi slope of the row's head (0 without ALiBi)
   MaskRow mask;            // the row's attn_mask (BackwardJob::mask)
   float* dmask;            // fp32 [seqlen_k]: d loss / d mask of the row's keys, or null
+  DropoutRow dropout;      // the row's counter words (BackwardJob::dropout)
 };
 
 struct BackwardJob {
@@ -29,6 +30,7 @@ struct BackwardJob {
   bool has_alibi;
   KeyRowLocator k, v;    // the sequence's keys and values of one kv head
   MaskReader mask;       // attn_mask (mask.present()); tiles start at multiples of kMaskTileKeys
+  DropoutRule dropout;   // the forward's dropout, regenerated (dropout_tiles.h)
   int key_begin, key_end;  // the tile (<= kBackwardKeyTile keys)
   const BackwardRow* rows;  // every row (of every head of the group) that sees the tile
   int row_count;

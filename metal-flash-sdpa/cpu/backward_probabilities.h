@@ -1,10 +1,11 @@
 // P and dS of one block of rows x keys of the backward pass, from the block's products
 // S = Q K^T and dP = dO V^T: the rules of attention_semantics.h (softcap, ALiBi, the lse that
-// includes the sink, rows that saw no key) applied element by element. Shared by every backward
-// tile kernel (backward_tile_kernel.h and the AVX512_BF16 one); included after the including
-// file's target pragma, with internal linkage, so each file's copy keeps its own instruction set.
+// includes the sink, rows that saw no key) and the dropout mask (dropout_tiles.h) applied element
+// by element. Shared by every backward tile kernel (backward_tile_kernel.h and the AVX512_BF16
+// one); included after the including file's target pragma, with internal linkage, so each file's copy keeps its own instruction set.
 #pragma once
 
+#include "dropout_tiles.h"
 #include "exp_nonpositive.h"
 
 namespace {
@@ -29,6 +30,13 @@ inline void finish_probabilities(const BackwardJob& job, const BackwardRow* rows
     }
     for (int j = 0; j < lo; ++j) p[j] = ds[j] = 0.0f;
     for (int j = hi; j < width; ++j) p[j] = ds[j] = 0.0f;
+    // Dropout, regenerated as the forward drew it: each entry's factor z (1 / (1 - p) or 0)
+    // multiplies dP before dS (the output saw z P) and P after (dV += (z P)^T dO).
+    float z[kMaskTileKeys];
+    if (job.dropout.on) {
+      dropout_row_factors(job.dropout, row.dropout, k0 + lo, hi - lo, z);
+      for (int j = lo; j < hi; ++j) ds[j] *= z[j - lo];
+    }
     const bool read_mask = mask_state == kMaskTileMixed;
     float bias[kMaskTileKeys];  // the mixed tile's attn_mask biases, read with vector loops
     if (read_mask) {
@@ -54,6 +62,9 @@ inline void finish_probabilities(const BackwardJob& job, const BackwardRow* rows
         p[j] = prob;
         ds[j] = score_gradient(prob, ds[j], d) * scale;
       }
+    }
+    if (job.dropout.on) {
+      for (int j = lo; j < hi; ++j) p[j] *= z[j - lo];
     }
   }
 }

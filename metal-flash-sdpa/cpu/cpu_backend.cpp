@@ -109,9 +109,11 @@ struct TileRows {
   std::vector<int> key_begin, key_end, diagonal;
   std::vector<float> slope, sink;
   std::vector<MaskRow> mask;
+  std::vector<DropoutRow> dropout;
 
   explicit TileRows(int n)
-      : q(n), out(n), lse(n), key_begin(n), key_end(n), diagonal(n), slope(n), sink(n), mask(n) {}
+      : q(n), out(n), lse(n), key_begin(n), key_end(n), diagonal(n), slope(n), sink(n), mask(n),
+        dropout(n) {}
 };
 
 // Kept per thread across calls: decode-style workloads make many small calls, and fresh
@@ -187,6 +189,7 @@ TileJob make_job(const CallContext& c, const WorkItem& w, TileRows& rows) {
       rows.slope[r] = c.alibi ? c.alibi[int64_t(w.batch) * p.alibi_batch_stride + h] : 0.0f;
       rows.sink[r] = c.sinks ? c.sinks[h] : 0.0f;
       rows.mask[r] = c.mask.row(w.batch, h, row);
+      rows.dropout[r] = dropout_row(p, w.batch, s, row, h);
     }
   }
   job.key_begin = hull_begin;
@@ -201,6 +204,8 @@ TileJob make_job(const CallContext& c, const WorkItem& w, TileRows& rows) {
   job.row_sink = rows.sink.data();
   job.mask = c.mask.reader;
   job.row_mask = rows.mask.data();
+  job.dropout = dropout_rule(p);
+  job.row_dropout = rows.dropout.data();
   return job;
 }
 

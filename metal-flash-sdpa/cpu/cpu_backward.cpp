@@ -113,6 +113,7 @@ BackwardRow make_row(const Call& c, int b, int h, int row) {
   r.mask = c.mask.row(b, h, row);
   r.dmask = c.dmask ? c.dmask + ((int64_t(b) * p.heads_q + h) * p.seqlen_q + row) * p.seqlen_k
                     : nullptr;
+  r.dropout = dropout_row(p, b, s, row, h);
   return r;
 }
 
@@ -127,6 +128,7 @@ BackwardJob make_job(const Call& c, int b, int kv_head) {
   job.softcap = p.softcap;
   job.has_alibi = c.alibi != nullptr;
   job.mask = c.mask.reader;
+  job.dropout = dropout_rule(p);
   job.k.base = c.k + (b * p.k_batch_stride + int64_t(s.k_begin) * p.k_row_stride + kv_head * p.k_head_stride) * c.esize;
   job.k.row_stride = p.k_row_stride * c.esize;
   job.v.base = c.v + (b * p.v_batch_stride + int64_t(s.k_begin) * p.v_row_stride + kv_head * p.v_head_stride) * c.esize;

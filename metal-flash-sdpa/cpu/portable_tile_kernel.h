@@ -7,6 +7,7 @@
 // converted to fp32 once; then, for the runs of consecutive rows that see the block,
 //   S = Q K^T (tile_products.h), the rows' online softmax over S, O = alpha O + P V (tile_products.h).
 
+#include "dropout_tiles.h"
 #include "exp_nonpositive.h"
 #include "tile_products.h"
 
@@ -149,6 +150,11 @@ void run_tile(const TileJob& job, void* scratch) {
         const bool read_mask = job.mask.tile_state(job.row_mask[r], n0 / kBlock) == kMaskTileMixed;
         const float alpha = softmax_row(job, r, n0, lo, hi, n_padded, read_mask,
                                         b.s + size_t(r) * kBlock, b.row_max, b.row_sum);
+        // Dropout after the row's sum: lse and the normaliser are the undropped softmax's.
+        if (job.dropout.on) {
+          apply_dropout_row(job.dropout, job.row_dropout[r], lo, hi - lo,
+                            b.s + size_t(r) * kBlock + (lo - n0));
+        }
         float* o = b.o + size_t(r) * hdv;
         if (alpha != 1.0f) {
           for (int d = 0; d < hdv; ++d) o[d] *= alpha;

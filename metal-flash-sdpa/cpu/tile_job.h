@@ -16,6 +16,7 @@
 // The rules (softcap, ALiBi, row finishing): included here, before any target pragma, so their
 // inline functions are compiled for the baseline ISA in every file (they inline into the kernels).
 #include "../common/attention_semantics.h"
+#include "dropout_rule.h"
 #include "mask_reader.h"
 
 enum class ElementType { kFloat32, kFloat16, kBFloat16 };
@@ -59,6 +60,9 @@ struct TileJob {
   // key blocks (multiples of kMaskTileKeys) cover whole tiles of the summary.
   MaskReader mask;
   const MaskRow* row_mask;
+  // Dropout (dropout.on): every row's counter words (dropout_tiles.h draws the mask).
+  DropoutRule dropout;
+  const DropoutRow* row_dropout;
 };
 
 // A tile kernel for one instruction set: the scratch it needs for tiles of up to `max_rows` rows,

@@ -8,6 +8,7 @@ mask; it is saved for the backward, which regenerates the same mask."""
 
 from __future__ import annotations
 
+import numbers
 from typing import Optional
 
 import torch
@@ -16,12 +17,9 @@ import torch
 def resolve_dropout(dropout_p, name: str = "dropout_p") -> float:
     """`dropout_p` as a float in [0, 1): anything else (negative, 1 or more, NaN, not a number)
     is refused, naming the argument."""
-    if isinstance(dropout_p, bool):
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, numbers.Real):
         raise ValueError(f"{name} must be a float in [0, 1), got {dropout_p!r}")
-    try:
-        p = float(dropout_p)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a float in [0, 1), got {dropout_p!r}") from None
+    p = float(dropout_p)
     if not (0.0 <= p < 1.0):  # false for NaN
         raise ValueError(f"{name} must be in [0, 1) (the probability that an attention "
                          f"probability is dropped), got {dropout_p!r}")
@@ -36,13 +34,4 @@ def draw_dropout_seed(dropout_p: float) -> Optional[torch.Tensor]:
     if dropout_p == 0.0:
         return None
     return torch.randint(0, 2**32, (3,), dtype=torch.int64, device="cpu")
-
-
-def check_dropout_probs(dropout_p: float, return_attn_probs: bool) -> None:
-    """flash-attn returns the dropped probabilities (S_dmask) with return_attn_probs and
-    dropout; that tensor is not produced here yet."""
-    if return_attn_probs and dropout_p > 0.0:
-        raise NotImplementedError(
-            "return_attn_probs=True with dropout_p > 0 (flash-attn's S_dmask) is not supported "
-            "yet by metal-flash-sdpa: call with return_attn_probs=False, or dropout_p=0")
 

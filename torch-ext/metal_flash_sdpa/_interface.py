@@ -7,9 +7,9 @@ from typing import Optional, Sequence, Union
 import torch
 
 from . import _arguments as A
-from ._dropout import check_dropout_probs, draw_dropout_seed, resolve_dropout
+from ._dropout import draw_dropout_seed, resolve_dropout
 from ._ops_backward import needs_grad
-from ._ops_forward import forward
+from ._ops_forward import dropout_probs, forward
 
 IntOrTensor = Union[int, torch.Tensor]
 
@@ -40,7 +40,8 @@ def flash_attn_varlen_func(
     q: [total_q, heads, head_dim]; k, v: [total_k, heads_kv, head_dim(_v)], or paged caches
     [num_pages, page_size, heads_kv, head_dim] with `block_table` [batch, max_pages] (then
     `cu_seqlens_k` gives each sequence's length). Returns out [total_q, heads, head_dim_v]; with
-    `return_attn_probs` the tuple (out, lse [heads, total_q] fp32, None).
+    `return_attn_probs` the tuple (out, lse [heads, total_q] fp32, S_dmask), S_dmask being None
+    without dropout (as flash-attn's).
 
     `seqused_q` / `seqused_k` (flash-attn 3, int32 [batch]): only the first seqused tokens of each
     sequence's slot in cu_seqlens_q / cu_seqlens_k count; the other rows of a slot belong to no
@@ -51,12 +52,11 @@ def flash_attn_varlen_func(
 
     `dropout_p` > 0 drops each attention probability with that probability and scales the kept
     ones by 1 / (1 - dropout_p) (docs/API.md, "Dropout"; the mask is drawn from torch's default
-    generator, so torch.manual_seed reproduces it).
+    generator, so torch.manual_seed reproduces it). With `return_attn_probs` its third item is
+    flash-attn's S_dmask: the probabilities [batch, heads, max_seqlen_q, max_seqlen_k], the
+    dropped ones negated.
     """
-    dropout_p = resolve_dropout(dropout_p)
-    check_dropout_probs(dropout_p, return_attn_probs)
-    out, lse = forward(
-        q, k, v,
+    call = dict(
         cu_seqlens_q=cu_seqlens_q,
         cu_seqlens_k=cu_seqlens_k,
         seqused_q=seqused_q,
@@ -69,12 +69,24 @@ def flash_attn_varlen_func(
         softmax_scale=A.resolve_scale(softmax_scale, q),
         softcap=A.resolve_softcap(softcap),
         window_size=A.resolve_window(window_size, causal),
-        # The backward needs the lse: computed whenever autograd records the call.
-        return_lse=return_attn_probs or needs_grad(q, k, v, s_aux, alibi_slopes),
-        dropout_p=dropout_p,
-        dropout_seed=draw_dropout_seed(dropout_p),
+        dropout_p=resolve_dropout(dropout_p),
     )
-    return (out, lse, None) if return_attn_probs else out
+    return _attend(q, k, v, call, return_attn_probs)
+
+
+def _attend(q, k, v, call: dict, return_attn_probs: bool):
+    """The forward of both functional entry points; with return_attn_probs, flash-attn's
+    (out, lse, S_dmask), S_dmask None without dropout."""
+    call["dropout_seed"] = draw_dropout_seed(call["dropout_p"])
+    out, lse = forward(
+        q, k, v, **call,
+        # The backward needs the lse: computed whenever autograd records the call.
+        return_lse=return_attn_probs or needs_grad(q, k, v, call.get("s_aux"),
+                                                    call.get("alibi_slopes")),
+    )
+    if not return_attn_probs:
+        return out
+    return out, lse, dropout_probs(q, k, v, lse, **call) if call["dropout_p"] > 0 else None
 
 
 def flash_attn_func(
@@ -93,22 +105,17 @@ def flash_attn_func(
 ):
     """Attention over a fixed-length batch: q [batch, seqlen_q, heads, head_dim], k/v
     [batch, seqlen_k, heads_kv, head_dim(_v)]. Returns out [batch, seqlen_q, heads, head_dim_v];
-    with `return_attn_probs` the tuple (out, lse [batch, heads, seqlen_q] fp32, None).
-    Differentiable (q, k, v, s_aux). `dropout_p` as in flash_attn_varlen_func."""
-    dropout_p = resolve_dropout(dropout_p)
-    check_dropout_probs(dropout_p, return_attn_probs)
-    out, lse = forward(
-        q, k, v,
+    with `return_attn_probs` the tuple (out, lse [batch, heads, seqlen_q] fp32, S_dmask).
+    Differentiable (q, k, v, s_aux). `dropout_p` and S_dmask as in flash_attn_varlen_func."""
+    call = dict(
         alibi_slopes=alibi_slopes,
         s_aux=s_aux,
         softmax_scale=A.resolve_scale(softmax_scale, q),
         softcap=A.resolve_softcap(softcap),
         window_size=A.resolve_window(window_size, causal),
-        return_lse=return_attn_probs or needs_grad(q, k, v, s_aux, alibi_slopes),
-        dropout_p=dropout_p,
-        dropout_seed=draw_dropout_seed(dropout_p),
+        dropout_p=resolve_dropout(dropout_p),
     )
-    return (out, lse, None) if return_attn_probs else out
+    return _attend(q, k, v, call, return_attn_probs)
 
 
 def flash_attention_varlen(

@@ -58,6 +58,20 @@ def _fwd_into_fake(out, q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_ta
     return q.new_empty(_lse_shape(q, return_lse), dtype=torch.float32)
 
 
+@torch.library.register_fake(add_op_namespace_prefix("dropout_probs"))
+def _dropout_probs_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table,
+                        alibi_slopes, s_aux, max_seqlen_q, max_seqlen_k, softmax_scale, softcap,
+                        window_left, window_right, seqused_q, dropout_p, dropout_seed, lse):
+    _check_same_device(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, alibi_slopes,
+                       s_aux, seqused_q)
+    varlen_q = cu_seqlens_q is not None
+    batch = cu_seqlens_q.shape[0] - 1 if varlen_q else q.shape[0]
+    rows = max_seqlen_q if varlen_q else q.shape[1]
+    keys = (max_seqlen_k if (cu_seqlens_k is not None or seqused_k is not None
+                             or block_table is not None) else k.shape[1])
+    return q.new_empty([batch, q.shape[-2], rows, keys])
+
+
 def forward(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -90,3 +104,18 @@ def forward(
         return ops.fwd(*args)
     lse = ops.fwd_into(out, *args)
     return out, lse
+
+
+def dropout_probs(q, k, v, lse, *, cu_seqlens_q=None, cu_seqlens_k=None, seqused_k=None,
+                  seqused_q=None, block_table=None, alibi_slopes=None, s_aux=None,
+                  max_seqlen_q=0, max_seqlen_k=0, softmax_scale, softcap=0.0,
+                  window_size=(-1, -1), dropout_p, dropout_seed):
+    """flash-attn's S_dmask of a forward call with dropout (forward's arguments and its lse):
+    [batch, heads, max_seqlen_q, max_seqlen_k] in q's dtype, the probabilities with the dropped
+    entries negated. Not differentiable (as flash-attn's)."""
+    detached = [None if t is None else t.detach() for t in (q, k, v, alibi_slopes, s_aux)]
+    q, k, v, alibi_slopes, s_aux = detached
+    return ops.dropout_probs(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table,
+                             alibi_slopes, s_aux, max_seqlen_q, max_seqlen_k, softmax_scale,
+                             softcap, window_size[0], window_size[1], seqused_q, dropout_p,
+                             dropout_seed, lse.detach())

@@ -1,0 +1,564 @@
+"""Dropout on the attention probabilities (`dropout_p`): the mask is common/dropout_stream.h's
+stream (Philox4x32-7 keyed by the call's seed; counter {key / 4, query token, query head,
+offset}), drawn from torch's default generator (docs/API.md, "Dropout").
+
+The mask is regenerated here from a NumPy Philox4x32 (checked against known answers), and the
+kernel's mask is read back exactly (uniform scores and identity values make out = mask / keys):
+the two agree entry for entry, which ties the C++ stream to this file's. Statistics (keep rate,
+independence across rows, heads and keys), the forward and the gradients against the float64
+reference applied with the same mask, repeatability (seed, thread count), dropout_p = 0, torch's
+SDPA, the packed variants and a transformers training step.
+
+Builds whose kernels lack dropout (build-sim until the Metal kernels' dropout lands) must refuse
+it by name: every test asserts that refusal there instead of its checks. The cpu build must
+apply it."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from batches import cumulative, random_tensor, varlen_batch
+from reference import Semantics, assert_close, assert_lse_close, attention_fixed, attention_varlen
+from test_backward import MARGIN, leaf, max_error
+
+INPUTS_ON_VARIANT_DEVICE = True
+
+# ---------------------------------------------------------------- the stream, in NumPy
+
+MASK32 = np.uint64(0xFFFFFFFF)
+
+
+def philox4x32(counter, key, rounds=7):
+    """Philox4x32-`rounds` (Salmon et al., SC'11) of counters (4 arrays of 32-bit words,
+    broadcast together) under key (2 words): the 4 output words."""
+    c0, c1, c2, c3 = (np.asarray(c, dtype=np.uint64) for c in counter)
+    c0, c1, c2, c3 = np.broadcast_arrays(c0, c1, c2, c3)
+    k0, k1 = np.uint64(key[0]), np.uint64(key[1])
+    for _ in range(rounds):
+        p0 = np.uint64(0xD2511F53) * c0
+        p1 = np.uint64(0xCD9E8D57) * c2
+        c0, c1, c2, c3 = (p1 >> np.uint64(32)) ^ c1 ^ k0, p1 & MASK32, \
+            (p0 >> np.uint64(32)) ^ c3 ^ k1, p0 & MASK32
+        k0 = (k0 + np.uint64(0x9E3779B9)) & MASK32
+        k1 = (k1 + np.uint64(0xBB67AE85)) & MASK32
+    return c0, c1, c2, c3
+
+
+def keep_threshold(p: float) -> int:
+    """dropout_stream.h's dropout_threshold: round(p * 2^32), at most 2^32 - 1."""
+    scaled = p * 4294967296.0
+    return 0xFFFFFFFF if scaled >= 4294967295.0 else int(scaled + 0.5)
+
+
+def keep_mask(words, p, tokens, heads, keys: int) -> np.ndarray:
+    """bool [len(heads), len(tokens), keys]: whether (head, token, key) is kept, for the stream
+    state words = (seed_lo, seed_hi, offset)."""
+    seed_lo, seed_hi, offset = (int(w) for w in words)
+    key = np.arange(keys, dtype=np.uint64)
+    counter = ((key // np.uint64(4))[None, None, :],
+               np.asarray(tokens, dtype=np.uint64)[None, :, None],
+               np.asarray(heads, dtype=np.uint64)[:, None, None],
+               np.uint64(offset))
+    out = philox4x32(counter, (seed_lo, seed_hi))
+    word = (key % np.uint64(4)).astype(np.int64)[None, None, :]
+    draws = np.choose(np.broadcast_to(word, out[0].shape), out)
+    return draws >= np.uint64(keep_threshold(p))
+
+
+def drawn_words(seed: int) -> torch.Tensor:
+    """The stream state a call with dropout draws right after torch.manual_seed(seed)
+    (docs/API.md, "Dropout": torch.randint(0, 2**32, (3,)) from the default generator)."""
+    torch.manual_seed(seed)
+    return torch.randint(0, 2**32, (3,), dtype=torch.int64)
+
+
+def fixed_factors(words, p, batch, heads, sq, sk):
+    """Semantics.dropout_factors of a fixed-length call: query token b * sq + row."""
+    def factors(b, rows, keys):
+        kept = keep_mask(words, p, b * sq + np.arange(rows), np.arange(heads), keys)
+        return torch.from_numpy(kept).double() / (1.0 - p)
+    return factors
+
+
+def varlen_factors(words, p, cu_q, heads):
+    """Semantics.dropout_factors of a varlen call: query token cu_seqlens_q[b] + row."""
+    def factors(b, rows, keys):
+        kept = keep_mask(words, p, int(cu_q[b]) + np.arange(rows), np.arange(heads), keys)
+        return torch.from_numpy(kept).double() / (1.0 - p)
+    return factors
+
+
+# ---------------------------------------------------------------- which builds apply it
+
+def applies_dropout(fa, variant, device) -> bool:
+    """Whether this build applies dropout. The cpu build must; another build either applies it
+    or refuses it by name (NotImplementedError naming dropout_p): never ignores it."""
+    q = torch.zeros(1, 4, 1, 8, device=device)
+    try:
+        out = fa.flash_attn_func(q, q, q, dropout_p=0.5)
+    except NotImplementedError as e:
+        assert "dropout_p" in str(e), f"refusal does not name dropout_p: {e}"
+        assert variant != "cpu", f"the cpu build must apply dropout, it refused: {e}"
+        return False
+    assert out.shape == q.shape
+    return True
+
+
+@pytest.fixture
+def dropout_build(fa, variant, device):
+    return applies_dropout(fa, variant, device)
+
+
+# ---------------------------------------------------------------- the stream itself
+
+@pytest.mark.parametrize("rounds, expected", [
+    # Random123's known answer (kat_vectors, philox4x32_10, counter 0, key 0)
+    (10, (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    # the 7-round variant dropout_stream.h uses (counter 0, key 0)
+    (7, (0x5F6FB709, 0x0D893F64, 0x4F121F81, 0x4F730A48)),
+])
+def test_philox_known_answers(rounds, expected):
+    got = philox4x32((0, 0, 0, 0), (0, 0), rounds)
+    assert tuple(int(w) for w in got) == expected
+
+
+@pytest.mark.parametrize("counter, key, expected", [
+    # Random123's kat_vectors, philox4x32_10: all ones; the digits of pi
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF, 0xFFFFFFFF), (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+])
+def test_philox_known_answers_nonzero(counter, key, expected):
+    assert tuple(int(w) for w in philox4x32(counter, key, 10)) == expected
+
+
+def kernel_mask_fixed(fa, device, dtype, batch, heads, sq, sk, p, seed, heads_kv=None):
+    """The kernel's keep mask [batch, heads, sq, sk] of a fixed-length call: q = 0 (uniform
+    probabilities 1/sk) and v = the identity (head_dim_v = sk) make out[b, i, h, j] = z / sk."""
+    heads_kv = heads_kv or heads
+    q = torch.zeros(batch, sq, heads, 8, dtype=dtype, device=device)
+    k = torch.zeros(batch, sk, heads_kv, 8, dtype=dtype, device=device)
+    v = torch.eye(sk, dtype=dtype).view(1, sk, 1, sk).expand(batch, sk, heads_kv, sk)
+    v = v.contiguous().to(device)
+    torch.manual_seed(seed)
+    out = fa.flash_attn_func(q, k, v, dropout_p=p).cpu().double()
+    scaled = out * sk * (1.0 - p)  # 1 where kept (to the dtype's rounding), 0 where dropped
+    assert torch.all((scaled == 0) | ((scaled - 1).abs() < 1e-2)), "entries neither 0 nor 1/(1-p)"
+    return (scaled > 0.5).permute(0, 2, 1, 3).numpy()
+
+
+@pytest.mark.kernels_ci
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("sq, heads, heads_kv", [(96, 4, 2), (1, 3, 1), (2, 2, 2)])
+def test_kernel_mask_is_the_stream(fa, variant, device, dropout_build, dtype, sq, heads, heads_kv):
+    # Many rows (the row-vector kernels) and few (decode: the few-rows kernels), GQA; key
+    # counts not a multiple of the blocks.
+    if not dropout_build:
+        return
+    batch, sk, p = 2, 136, 0.3
+    got = kernel_mask_fixed(fa, device, dtype, batch, heads, sq, sk, p, seed=11, heads_kv=heads_kv)
+    words = drawn_words(11)
+    want = np.stack([keep_mask(words, p, b * sq + np.arange(sq), np.arange(heads), sk)
+                     for b in range(batch)])
+    assert np.array_equal(got, want), f"{(got != want).sum()} of {got.size} entries differ"
+
+
+def test_varlen_mask_counts_packed_query_tokens(fa, variant, device, dropout_build):
+    # q token = cu_seqlens_q[b] + row; key = the position within the sequence.
+    if not dropout_build:
+        return
+    lengths_q, lengths_k, heads, p, dv = [5, 0, 19], [40, 8, 24], 2, 0.25, 40
+    cu_q, cu_k = cumulative(lengths_q), cumulative(lengths_k)
+    q = torch.zeros(sum(lengths_q), heads, 8, device=device)
+    k = torch.zeros(sum(lengths_k), heads, 8, device=device)
+    v = torch.zeros(sum(lengths_k), heads, dv)
+    for b in range(3):  # v[key of sequence b] = e_key (its position), so out = z / seqlen_k
+        for j in range(lengths_k[b]):
+            v[int(cu_k[b]) + j, :, j] = 1.0
+    torch.manual_seed(5)
+    out = fa.flash_attn_varlen_func(q, k, v.to(device), cu_q.to(device), cu_k.to(device),
+                                    max(lengths_q), max(lengths_k), dropout_p=p).cpu().double()
+    words = drawn_words(5)
+    for b in range(3):
+        q0, q1, sk = int(cu_q[b]), int(cu_q[b + 1]), lengths_k[b]
+        if q1 == q0:
+            continue
+        got = (out[q0:q1, :, :sk] > 0).permute(1, 0, 2).numpy()
+        want = keep_mask(words, p, np.arange(q0, q1), np.arange(heads), sk)
+        assert np.array_equal(got, want), f"sequence {b}"
+        assert (out[q0:q1, :, sk:] == 0).all()
+
+
+def test_mask_statistics(fa, variant, device, dropout_build):
+    """Keep rate within a binomial bound; no correlation between neighbouring rows, heads and
+    keys (the words of one Philox block) beyond what independence allows."""
+    if not dropout_build:
+        return
+    batch, heads, sq, sk, p = 2, 4, 128, 256, 0.2
+    kept = kernel_mask_fixed(fa, device, torch.float32, batch, heads, sq, sk, p, seed=3)
+    n = kept.size
+    rate = kept.mean()
+    sigma = math.sqrt(p * (1 - p) / n)
+    assert abs(rate - (1 - p)) < 5 * sigma, f"keep rate {rate:.5f}, expected {1 - p} +- {5 * sigma:.5f}"
+    x = kept.astype(np.float64) - rate
+
+    def corr(a, b):
+        return float((a * b).mean() / math.sqrt((a * a).mean() * (b * b).mean()))
+
+    for name, a, b in [("rows", x[:, :, 1:, :], x[:, :, :-1, :]),
+                       ("heads", x[:, 1:], x[:, :-1]),
+                       ("keys", x[..., 1:], x[..., :-1]),
+                       ("keys 4 apart (next block)", x[..., 4:], x[..., :-4]),
+                       ("batches", x[1], x[0])]:
+        c = corr(a, b)
+        assert abs(c) < 5 / math.sqrt(a.size), f"correlation across {name}: {c:.4f}"
+
+
+# ---------------------------------------------------------------- against the reference
+
+def grads_match(got, want, base, names, dtype):
+    """Like test_backward's check: within 2x the error of the same math in the inputs' dtype,
+    plus a margin."""
+    for name, g, w, b in zip(names, got, want, base):
+        assert torch.isfinite(g).all(), f"d{name} is not finite"
+        err, base_err = max_error(g, w), max_error(b, w)
+        bound = 2.0 * base_err + MARGIN[dtype] * max(1.0, w.abs().max().item())
+        assert err <= bound, f"d{name} ({dtype}): error {err:.3g}, dtype math {base_err:.3g}"
+
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+@pytest.mark.kernels_ci
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [False, True])
+def test_varlen_forward_and_gradients(fa, variant, device, dropout_build, generator, dtype, causal):
+    p = 0.17
+    batch = varlen_batch([7, 0, 70, 33], [9, 4, 70, 80], heads=4, heads_kv=2, head_dim=32,
+                         dtype=dtype, generator=generator, device=device)
+    cu_q, cu_k = batch.cu_seqlens_q, batch.cu_seqlens_k
+    call = dict(dropout_p=p, causal=causal, return_attn_probs=False)
+    q, k, v = leaf(batch.q), leaf(batch.k), leaf(batch.v)
+    if not dropout_build:
+        with pytest.raises(NotImplementedError, match="dropout_p"):
+            fa.flash_attn_varlen_func(q, k, v, cu_q, cu_k, 70, 80, **call)
+        return
+    torch.manual_seed(21)
+    out = fa.flash_attn_varlen_func(q, k, v, cu_q, cu_k, 70, 80, **call)
+    sem = Semantics(scale=32 ** -0.5, causal=causal,
+                    dropout_factors=varlen_factors(drawn_words(21), p, cu_q.cpu(), 4))
+    dout = torch.randn(out.shape, generator=generator).to(dtype).to(device)
+    got = torch.autograd.grad(out, [q, k, v], dout)
+    ref_in = [leaf(t.detach().cpu().double()) for t in (q, k, v)]
+    ref_out, _ = attention_varlen(*ref_in, cu_q.cpu(), cu_k.cpu(), sem)
+    assert_close(out, ref_out, dtype)
+    want = torch.autograd.grad(ref_out, ref_in, dout.cpu().double())
+    base_in = [leaf(t.detach().cpu()) for t in (q, k, v)]
+    base_out, _ = attention_varlen(*base_in, cu_q.cpu(), cu_k.cpu(), sem, dtype=dtype)
+    base = torch.autograd.grad(base_out, base_in, dout.cpu())
+    grads_match(got, want, base, "qkv", dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fixed_length_every_feature(fa, variant, device, dropout_build, generator, dtype):
+    # window, softcap, ALiBi, sinks, GQA, sq != sk, head_dim_v != head_dim, lse returned
+    p, B, sq, sk, H, Hkv = 0.3, 2, 37, 75, 6, 3
+    q = leaf(random_tensor((B, sq, H, 64), dtype, generator, device=device))
+    k = leaf(random_tensor((B, sk, Hkv, 64), dtype, generator, device=device))
+    v = leaf(random_tensor((B, sk, Hkv, 32), dtype, generator, device=device))
+    slopes = torch.rand(H, generator=generator)
+    sinks = leaf(torch.randn(H, generator=generator).to(device))
+    call = dict(dropout_p=p, window_size=(20, 3), softcap=8.0, alibi_slopes=slopes.to(device),
+                s_aux=sinks)
+    if not dropout_build:
+        with pytest.raises(NotImplementedError, match="dropout_p"):
+            fa.flash_attn_func(q, k, v, **call)
+        return
+    torch.manual_seed(4)
+    out = fa.flash_attn_func(q, k, v, **call)
+    dout = torch.randn(out.shape, generator=generator).to(dtype).to(device)
+    got = torch.autograd.grad(out, [q, k, v, sinks], dout)
+    sem = Semantics(scale=64 ** -0.5, window=(20, 3), softcap=8.0, alibi_slopes=slopes,
+                    dropout_factors=fixed_factors(drawn_words(4), p, B, H, sq, sk))
+    ref_in = [leaf(t.detach().cpu().double()) for t in (q, k, v, sinks)]
+    sem.sinks = ref_in[3]
+    ref_out, _ = attention_fixed(*ref_in[:3], sem)
+    assert_close(out, ref_out, dtype)
+    want = torch.autograd.grad(ref_out, ref_in, dout.cpu().double())
+    base_in = [leaf(t.detach().cpu()) for t in (q, k, v, sinks)]
+    sem.sinks = base_in[3]
+    base_out, _ = attention_fixed(*base_in[:3], sem, dtype=dtype)
+    base = torch.autograd.grad(base_out, base_in, dout.cpu())
+    grads_match(got, want, base, ["q", "k", "v", "s_aux"], dtype)
+
+
+# ---------------------------------------------------------------- repeatability
+
+def test_same_seed_same_output_other_seed_other_output(fa, variant, device, dropout_build,
+                                                      generator):
+    if not dropout_build:
+        return
+    q, k, v = (random_tensor((2, 64, 4, 32), torch.float32, generator, device=device)
+               for _ in range(3))
+
+    def run(seed, threads=None):
+        before = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            torch.manual_seed(seed)
+            qq, kk, vv = (leaf(t) for t in (q, k, v))
+            out = fa.flash_attn_func(qq, kk, vv, dropout_p=0.4, causal=True)
+            out.backward(torch.ones_like(out))
+            return [out.detach(), qq.grad, kk.grad, vv.grad]
+        finally:
+            torch.set_num_threads(before)
+
+    first = run(1)
+    for again in (run(1), run(1, threads=1), run(1, threads=2)):
+        for a, b in zip(first, again):
+            assert torch.equal(a, b)
+    other = run(2)
+    assert not torch.equal(first[0], other[0])
+    # two calls in a row draw two states: different masks
+    torch.manual_seed(1)
+    a = fa.flash_attn_func(q, k, v, dropout_p=0.4)
+    b = fa.flash_attn_func(q, k, v, dropout_p=0.4)
+    assert not torch.equal(a, b)
+
+
+def test_dropout_p_zero_changes_nothing(fa, variant, device, generator):
+    # On every build: no draw (the generator is untouched), the same bits as without dropout_p.
+    q, k, v = (random_tensor((2, 30, 4, 32), torch.float32, generator, device=device)
+               for _ in range(3))
+    plain = fa.flash_attn_func(q, k, v, causal=True)
+    state = torch.get_rng_state()
+    zero = fa.flash_attn_func(q, k, v, dropout_p=0.0, causal=True)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(plain, zero)
+    sdpa = fa.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
+                                           v.transpose(1, 2), dropout_p=0.0)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert sdpa.shape == (2, 4, 30, 32)
+
+
+BAD_P = [-0.1, 1.0, 1.5, math.nan, math.inf, "0.1", True]
+
+
+@pytest.mark.parametrize("bad", BAD_P, ids=str)
+def test_bad_dropout_p_is_refused_by_name(fa, device, generator, bad):
+    q = random_tensor((1, 8, 2, 16), torch.float32, generator, device=device)
+    qv = q[0]
+    cu = torch.tensor([0, 8], dtype=torch.int32, device=device)
+    calls = {
+        "flash_attn_func": lambda: fa.flash_attn_func(q, q, q, dropout_p=bad),
+        "flash_attn_varlen_func": lambda: fa.flash_attn_varlen_func(qv, qv, qv, cu, cu, 8, 8,
+                                                                    dropout_p=bad),
+        "flash_attn_qkvpacked_func": lambda: fa.flash_attn_qkvpacked_func(
+            torch.stack([q, q, q], dim=2), dropout_p=bad),
+        "flash_attn_varlen_kvpacked_func": lambda: fa.flash_attn_varlen_kvpacked_func(
+            qv, torch.stack([qv, qv], dim=1), cu, cu, 8, 8, dropout_p=bad),
+        "scaled_dot_product_attention": lambda: fa.scaled_dot_product_attention(
+            q, q, q, dropout_p=bad),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match="dropout_p"):
+            call()
+
+
+def test_op_refuses_dropout_without_its_state(fa, device):
+    q = torch.zeros(1, 4, 2, 8, device=device)
+    ops = fa._ops.ops
+    with pytest.raises((ValueError, NotImplementedError), match="dropout"):
+        ops.fwd(q, q, q, None, None, None, None, None, None, 0, 0, 0.5, 0.0, -1, -1, False,
+                None, 0.5, None)
+    bad_state = torch.tensor([0, 1, 2**32], dtype=torch.int64)
+    with pytest.raises((ValueError, NotImplementedError), match="dropout"):
+        ops.fwd(q, q, q, None, None, None, None, None, None, 0, 0, 0.5, 0.0, -1, -1, False,
+                None, 0.5, bad_state)
+
+
+def reference_probs(q, k, sem, cu_q=None, cu_k=None):
+    """The float64 reference's probabilities (undropped) [batch, heads, max_q, max_k], zero
+    outside the sequences, from its lse: P = softmax of the reference's own scores, read back
+    through v = the identity (out = P)."""
+    if cu_q is None:
+        B, sq, H, _ = q.shape
+        sk = k.shape[1]
+        eye = torch.eye(sk, dtype=torch.float64).view(1, sk, 1, sk).expand(B, sk, k.shape[2], sk)
+        out, lse = attention_fixed(q, k, eye, sem)
+        return out.permute(0, 2, 1, 3), lse
+    batch = len(cu_q) - 1
+    lq, lk = (cu_q[1:] - cu_q[:-1]).tolist(), (cu_k[1:] - cu_k[:-1]).tolist()
+    probs = torch.zeros(batch, q.shape[1], max(lq), max(lk), dtype=torch.float64)
+    lses = []
+    for b in range(batch):
+        q0, k0 = int(cu_q[b]), int(cu_k[b])
+        sk = lk[b]
+        eye = torch.eye(sk, dtype=torch.float64).view(sk, 1, sk).expand(sk, k.shape[1], sk)
+        out, lse = attention_varlen(q[q0:q0 + lq[b]], k[k0:k0 + sk], eye,
+                                    torch.tensor([0, lq[b]]), torch.tensor([0, sk]), sem)
+        probs[b, :, :lq[b], :sk] = out.permute(1, 0, 2)
+        lses.append(lse)
+    return probs, torch.cat(lses, dim=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_return_attn_probs_is_flash_attns_s_dmask(fa, variant, device, dropout_build, generator,
+                                                  dtype):
+    """flash-attn 2 returns (out, lse, S_dmask) with return_attn_probs and dropout: the
+    probabilities [batch, heads, seqlen_q, seqlen_k], the dropped ones negated (None without
+    dropout). lse is the undropped softmax's."""
+    p, B, sq, sk, H = 0.4, 2, 19, 45, 4
+    q = random_tensor((B, sq, H, 32), dtype, generator, device=device)
+    k = random_tensor((B, sk, 2, 32), dtype, generator, device=device)
+    v = random_tensor((B, sk, 2, 32), dtype, generator, device=device)
+    slopes = torch.rand(H, generator=generator)
+    call = dict(causal=True, softcap=5.0, alibi_slopes=slopes.to(device))
+    out, lse, probs = fa.flash_attn_func(q, k, v, return_attn_probs=True, **call)
+    assert probs is None
+    if not dropout_build:
+        with pytest.raises(NotImplementedError, match="dropout_p"):
+            fa.flash_attn_func(q, k, v, dropout_p=p, return_attn_probs=True, **call)
+        return
+    torch.manual_seed(6)
+    out, lse, probs = fa.flash_attn_func(q, k, v, dropout_p=p, return_attn_probs=True, **call)
+    torch.manual_seed(6)
+    assert torch.equal(out, fa.flash_attn_func(q, k, v, dropout_p=p, **call))
+    assert probs.shape == (B, H, sq, sk) and probs.dtype == dtype
+    sem = Semantics(scale=32 ** -0.5, causal=True, softcap=5.0, alibi_slopes=slopes)
+    want, want_lse = reference_probs(q.cpu().double(), k.cpu().double(), sem)
+    assert_lse_close(lse, want_lse)
+    kept = np.stack([keep_mask(drawn_words(6), p, b * sq + np.arange(sq), np.arange(H), sk)
+                     for b in range(B)])
+    probs = probs.cpu()
+    negative = torch.signbit(probs).numpy()
+    assert np.array_equal(negative, ~kept), "the sign of S_dmask is not the dropout mask"
+    assert_close(probs.abs(), want, dtype, what="|S_dmask|")
+
+
+def test_return_attn_probs_varlen(fa, variant, device, dropout_build, generator):
+    p, heads = 0.3, 2
+    batch = varlen_batch([3, 0, 17], [6, 5, 11], heads=heads, heads_kv=1, head_dim=16,
+                         dtype=torch.float32, generator=generator, device=device)
+    cu_q, cu_k = batch.cu_seqlens_q, batch.cu_seqlens_k
+    if not dropout_build:
+        return
+    torch.manual_seed(2)
+    out, lse, probs = fa.flash_attn_varlen_func(batch.q, batch.k, batch.v, cu_q, cu_k, 17, 11,
+                                                dropout_p=p, return_attn_probs=True,
+                                                window_size=(4, 2))
+    assert probs.shape == (3, heads, 17, 11)
+    sem = Semantics(scale=16 ** -0.5, window=(4, 2))
+    want, want_lse = reference_probs(batch.q.cpu().double(), batch.k.cpu().double(), sem,
+                                     cu_q.cpu(), cu_k.cpu())
+    assert_lse_close(lse, want_lse)
+    assert_close(probs.abs(), want, torch.float32, what="|S_dmask|")
+    words = drawn_words(2)
+    for b, (q0, n, sk) in enumerate([(0, 3, 6), (3, 0, 5), (3, 17, 11)]):
+        kept = keep_mask(words, p, q0 + np.arange(n), np.arange(heads), sk)
+        assert np.array_equal(torch.signbit(probs[b, :, :n, :sk]).cpu().numpy(), ~kept)
+        assert (probs[b, :, n:] == 0).all() and (probs[b, :, :, sk:] == 0).all()
+
+
+# ---------------------------------------------------------------- the other entry points
+
+def test_sdpa_dropout(fa, variant, device, dropout_build, generator):
+    """torch's SDPA applies dropout whenever dropout_p > 0; (N, H, L, E) maps to the fixed-length
+    form [N, L, H, E]: query token n * L + row, head h."""
+    N, H, L, S, E, p = 2, 3, 40, 56, 32, 0.25
+    q = leaf(random_tensor((N, H, L, E), torch.float32, generator, device=device))
+    k = leaf(random_tensor((N, H, S, E), torch.float32, generator, device=device))
+    v = leaf(random_tensor((N, H, S, E), torch.float32, generator, device=device))
+    if not dropout_build:
+        with pytest.raises(NotImplementedError, match="dropout_p"):
+            fa.scaled_dot_product_attention(q, k, v, dropout_p=p)
+        return
+    torch.manual_seed(8)
+    out = fa.scaled_dot_product_attention(q, k, v, dropout_p=p)
+    dout = torch.randn(out.shape, generator=generator).to(device)
+    got = torch.autograd.grad(out, [q, k, v], dout)
+    sem = Semantics(scale=E ** -0.5, dropout_factors=fixed_factors(drawn_words(8), p, N, H, L, S))
+    ref_in = [leaf(t.detach().cpu().double().transpose(1, 2)) for t in (q, k, v)]
+    ref_out, _ = attention_fixed(*ref_in, sem)
+    assert_close(out.transpose(1, 2), ref_out, torch.float32)
+    want = torch.autograd.grad(ref_out, ref_in, dout.cpu().double().transpose(1, 2))
+    for name, g, w in zip("qkv", got, want):
+        torch.testing.assert_close(g.transpose(1, 2).double().cpu(), w, atol=2e-5, rtol=2e-5,
+                                   msg=lambda m: f"d{name}: {m}")
+
+
+def test_packed_variants_use_the_same_mask(fa, variant, device, dropout_build, generator):
+    qkv = random_tensor((2, 24, 3, 4, 16), torch.float32, generator, device=device)
+    if not dropout_build:
+        with pytest.raises(NotImplementedError, match="dropout_p"):
+            fa.flash_attn_qkvpacked_func(qkv, dropout_p=0.3)
+        return
+    q, k, v = qkv.unbind(2)
+    torch.manual_seed(9)
+    unpacked = fa.flash_attn_func(q, k, v, dropout_p=0.3, causal=True)
+    torch.manual_seed(9)
+    assert torch.equal(fa.flash_attn_qkvpacked_func(qkv, 0.3, causal=True), unpacked)
+    torch.manual_seed(9)
+    assert torch.equal(fa.flash_attn_kvpacked_func(q, torch.stack([k, v], 2), dropout_p=0.3,
+                                                   causal=True), unpacked)
+    cu = torch.tensor([0, 24, 48], dtype=torch.int32, device=device)
+    flat = qkv.reshape(48, 3, 4, 16)
+    torch.manual_seed(9)
+    varlen = fa.flash_attn_varlen_func(*flat.unbind(1), cu, cu, 24, 24, dropout_p=0.3)
+    torch.manual_seed(9)
+    assert torch.equal(fa.flash_attn_varlen_qkvpacked_func(flat, cu, 24, dropout_p=0.3), varlen)
+    torch.manual_seed(9)
+    assert torch.equal(fa.flash_attn_varlen_kvpacked_func(
+        flat[:, 0], flat[:, 1:], cu, cu, 24, 24, dropout_p=0.3), varlen)
+    # packed varlen and fixed-length count query tokens alike (b * seqlen + row)
+    torch.manual_seed(9)
+    fixed = fa.flash_attn_func(q, k, v, dropout_p=0.3)
+    assert torch.equal(varlen.view(2, 24, 4, 16), fixed)
+
+
+# ---------------------------------------------------------------- transformers
+
+def test_transformers_training_with_attention_dropout(variant, device):
+    """A tiny Llama with attention_dropout = 0.1 in training mode through the kernel: the step
+    runs, its gradients are finite, the same seed repeats them bit for bit, and dropout changed
+    them (eval-mode calls pass dropout 0)."""
+    import copy
+
+    import transformers.modeling_flash_attention_utils as flash_utils
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from conftest import REPO_ID, load_kernel
+
+    flash_utils._loaded_implementation = None
+    fa = load_kernel(variant)
+    supported = applies_dropout(fa, variant, device)
+    config = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=128, attention_dropout=0.1)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation=REPO_ID)
+    model = model.to(device).train()
+    ids = torch.randint(0, 96, (2, 20), generator=torch.Generator().manual_seed(1)).to(device)
+
+    def step(seed, train=True):
+        model.train(train)
+        model.zero_grad()
+        torch.manual_seed(seed)
+        model(input_ids=ids, labels=ids).loss.backward()
+        return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    if not supported:
+        with pytest.raises(NotImplementedError, match="dropout_p"):
+            step(0)
+        return
+    first = step(0)
+    assert all(torch.isfinite(g).all() for g in first)
+    assert all(torch.equal(a, b) for a, b in zip(first, step(0)))
+    assert not all(torch.equal(a, b) for a, b in zip(first, step(1)))
+    no_dropout = step(0, train=False)
+    assert not all(torch.equal(a, b) for a, b in zip(first, no_dropout))
