@@ -576,6 +576,49 @@ def test_transformers_training_with_attention_dropout(variant, device):
     assert not all(torch.equal(a, b) for a, b in zip(first, no_dropout))
 
 
+# ---------------------------------------------------------------- torch.compile and the ops
+
+def test_training_step_compiles_fullgraph(fa, variant, device, dropout_build, generator):
+    """The draw is part of the graph: a compiled step runs, reproduces under torch.manual_seed
+    and draws a new mask per call (compiled masks are not eager's: docs/API.md)."""
+    if not dropout_build:
+        return
+    q, k, v = (leaf(random_tensor((2, 33, 4, 32), torch.float32, generator, device=device))
+               for _ in range(3))
+    torch._dynamo.reset()
+
+    @torch.compile(fullgraph=True)
+    def step(q, k, v):
+        out = fa.flash_attn_func(q, k, v, dropout_p=0.3, causal=True)
+        return (out * out).sum()
+
+    def grads(seed):
+        torch.manual_seed(seed)
+        return torch.autograd.grad(step(q, k, v), [q, k, v])
+
+    first = grads(3)
+    assert all(torch.isfinite(g).all() for g in first)
+    assert all(torch.equal(a, b) for a, b in zip(first, grads(3)))
+    assert not torch.equal(first[0], grads(4)[0])
+
+
+def test_opcheck_with_dropout(fa, variant, device, generator, dropout_build):
+    if not dropout_build:
+        return
+    ops_module = __import__(fa.__name__ + "._ops", fromlist=["ops"])
+    state = torch.tensor([12, 34, 56], dtype=torch.int64)
+    batch = varlen_batch([3, 6], [4, 6], heads=4, heads_kv=2, head_dim=32,
+                         dtype=torch.float32, generator=generator, device=device)
+    args = (batch.q, batch.k, batch.v, batch.cu_seqlens_q, batch.cu_seqlens_k, None, None, None,
+            None, 6, 6, 0.2, 0.0, -1, 0)
+    torch.library.opcheck(ops_module.ops.fwd.default, (*args, True, None, 0.25, state))
+    if variant != "cpu":  # S_dmask is the cpu build's (the Metal build refuses it by name)
+        return
+    _, lse = ops_module.ops.fwd(*args, True, None, 0.25, state)
+    torch.library.opcheck(ops_module.ops.dropout_probs.default,
+                          (*args, None, 0.25, state, lse))
+
+
 # ---------------------------------------------------------------- the two builds, one mask
 
 @pytest.mark.skipif(CPU_BUILD_ONLY, reason="needs both builds: MFS_CPU_BUILD runs one cpu build")

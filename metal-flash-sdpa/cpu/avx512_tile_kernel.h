@@ -24,7 +24,8 @@
 #ifdef MFS_AVX512_BF16_DOT
 #include "bf16_pair_products.h"  // dot_pairs (vdpbf16ps), shared with the bf16 backward
 #endif
-#include "dropout_tiles.h"
+#include "dropout_avx512.h"  // apply_dropout_columns: s^T's 16 rows per vector
+#include "dropout_tiles.h"   // apply_dropout_row: the few-rows tiles
 
 namespace {
 
@@ -163,7 +164,7 @@ struct Scratch {
   const void** v_rows;
   int *key_begin, *key_end, *diagonal;
   float *slope, *row_max, *row_sum, *alpha;
-  DropoutRow* dropout;  // the rows' dropout counter words, padded to whole vectors
+  uint32_t *dropout_token, *dropout_head;  // the rows' dropout counter words, padded
 };
 
 // Lays the scratch out from `base` (or only measures it when base is null); returns its size.
@@ -194,7 +195,8 @@ inline size_t layout_scratch(char* base, int rows_padded, int head_dim, int head
   s->row_max = reinterpret_cast<float*>(take(4 * rp));
   s->row_sum = reinterpret_cast<float*>(take(4 * rp));
   s->alpha = reinterpret_cast<float*>(take(4 * rp));
-  s->dropout = reinterpret_cast<DropoutRow*>(take(sizeof(DropoutRow) * rp));
+  s->dropout_token = reinterpret_cast<uint32_t*>(take(4 * rp));
+  s->dropout_head = reinterpret_cast<uint32_t*>(take(4 * rp));
   return offset;
 }
 
@@ -508,7 +510,8 @@ void run_tile(const TileJob& job, void* scratch_base) {
     sc.slope[r] = real && job.has_alibi ? job.row_alibi_slope[r] : 0.0f;
     sc.row_max[r] = -INFINITY;
     sc.row_sum[r] = 0.0f;
-    sc.dropout[r] = real && job.dropout.on ? job.row_dropout[r] : DropoutRow{0, 0};
+    sc.dropout_token[r] = real && job.dropout.on ? job.row_dropout[r].token : 0;
+    sc.dropout_head[r] = real && job.dropout.on ? job.row_dropout[r].head : 0;
   }
   std::memset(sc.ot, 0, sizeof(float) * size_t(rows_padded) * head_dim_v);
   std::memset(sc.zero_row, 0, sizeof(float) * (head_dim > head_dim_v ? head_dim : head_dim_v));
@@ -647,7 +650,8 @@ void run_tile(const TileJob& job, void* scratch_base) {
       // Dropout after the rows' sums: lse and the normaliser are the undropped softmax's.
       if (job.dropout.on) {
         for (int v = 0; v < vecs; ++v) {
-          apply_dropout_columns(job.dropout, sc.dropout + r0 + kLanes * v, n0 + j_lo, count,
+          apply_dropout_columns(job.dropout, sc.dropout_token + r0 + kLanes * v,
+                                sc.dropout_head + r0 + kLanes * v, n0 + j_lo, count,
                                 sc.s + kLanes * v, kChunkRows);
         }
       }

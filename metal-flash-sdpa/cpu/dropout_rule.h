@@ -1,12 +1,15 @@
 // The dropout of one call as the cpu kernels see it (kDropout; the stream is
 // common/dropout_stream.h's): the call's seed, offset, keep threshold and scale, and each query
-// row's counter words. Included by tile_job.h and backward_job.h before any target pragma (plain
-// data and baseline helpers); the ISA-compiled code that draws the mask is dropout_tiles.h.
+// row's counter words. Included by tile_job.h and backward_job.h before any target pragma:
+// plain data and baseline helpers, and dropout_stream.h, whose functions (like
+// attention_semantics.h's) are then compiled for the baseline and inline into each ISA's
+// kernels. The ISA-compiled code that draws the mask is dropout_tiles.h (dropout_avx512.h).
 #pragma once
 
 #include <cstdint>
 
 #include "../common/attention_params.h"
+#include "../common/dropout_stream.h"
 #include "../common/sequence_bounds.h"
 
 struct DropoutRule {
