@@ -16,6 +16,7 @@ apply it."""
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -26,6 +27,8 @@ from reference import Semantics, assert_close, assert_lse_close, attention_fixed
 from test_backward import MARGIN, leaf, max_error
 
 INPUTS_ON_VARIANT_DEVICE = True
+# MFS_CPU_BUILD (conftest.py): one cpu build alone, no Metal kernels to compare with.
+CPU_BUILD_ONLY = bool(os.environ.get("MFS_CPU_BUILD"))
 
 # ---------------------------------------------------------------- the stream, in NumPy
 
@@ -425,6 +428,10 @@ def test_return_attn_probs_is_flash_attns_s_dmask(fa, variant, device, dropout_b
         with pytest.raises(NotImplementedError, match="dropout_p"):
             fa.flash_attn_func(q, k, v, dropout_p=p, return_attn_probs=True, **call)
         return
+    if variant != "cpu":  # S_dmask is the cpu build's: the Metal build refuses it by name
+        with pytest.raises(NotImplementedError, match="return_attn_probs"):
+            fa.flash_attn_func(q, k, v, dropout_p=p, return_attn_probs=True, **call)
+        return
     torch.manual_seed(6)
     out, lse, probs = fa.flash_attn_func(q, k, v, dropout_p=p, return_attn_probs=True, **call)
     torch.manual_seed(6)
@@ -447,6 +454,11 @@ def test_return_attn_probs_varlen(fa, variant, device, dropout_build, generator)
                          dtype=torch.float32, generator=generator, device=device)
     cu_q, cu_k = batch.cu_seqlens_q, batch.cu_seqlens_k
     if not dropout_build:
+        return
+    if variant != "cpu":  # S_dmask is the cpu build's: the Metal build refuses it by name
+        with pytest.raises(NotImplementedError, match="return_attn_probs"):
+            fa.flash_attn_varlen_func(batch.q, batch.k, batch.v, cu_q, cu_k, 17, 11, dropout_p=p,
+                                      return_attn_probs=True)
         return
     torch.manual_seed(2)
     out, lse, probs = fa.flash_attn_varlen_func(batch.q, batch.k, batch.v, cu_q, cu_k, 17, 11,
@@ -590,7 +602,7 @@ def test_training_step_compiles_fullgraph(fa, variant, device, dropout_build, ge
     assert not torch.equal(first[0], grads(4)[0])
 
 
-def test_opcheck_with_dropout(fa, device, generator, dropout_build):
+def test_opcheck_with_dropout(fa, variant, device, generator, dropout_build):
     if not dropout_build:
         return
     ops_module = __import__(fa.__name__ + "._ops", fromlist=["ops"])
@@ -600,6 +612,37 @@ def test_opcheck_with_dropout(fa, device, generator, dropout_build):
     args = (batch.q, batch.k, batch.v, batch.cu_seqlens_q, batch.cu_seqlens_k, None, None, None,
             None, 6, 6, 0.2, 0.0, -1, 0)
     torch.library.opcheck(ops_module.ops.fwd.default, (*args, True, None, 0.25, state))
+    if variant != "cpu":  # S_dmask is the cpu build's (the Metal build refuses it by name)
+        return
     _, lse = ops_module.ops.fwd(*args, True, None, 0.25, state)
     torch.library.opcheck(ops_module.ops.dropout_probs.default,
                           (*args, None, 0.25, state, lse))
+
+
+# ---------------------------------------------------------------- the two builds, one mask
+
+@pytest.mark.skipif(CPU_BUILD_ONLY, reason="needs both builds: MFS_CPU_BUILD runs one cpu build")
+def test_cpu_build_and_metal_kernels_draw_the_same_mask(generator):
+    """One call, one seed, both builds (the Metal kernels in the simulator): the same output and
+    gradients up to float32 rounding; another seed changes them by far more. A decode-sized
+    sequence (the Metal plan sends dropout calls to the prefill) and a window whose tiles start
+    off multiples of 4 keys (a Metal lane's key pair then spans two Philox blocks)."""
+    from conftest import load_kernel
+
+    batch = varlen_batch([5, 40, 17], [30, 60, 30], heads=4, heads_kv=2, head_dim=32,
+                         dtype=torch.float32, generator=generator)
+    dout = torch.randn(batch.q.shape, generator=generator)
+
+    def run(build, seed):
+        q, k, v = leaf(batch.q), leaf(batch.k), leaf(batch.v)
+        torch.manual_seed(seed)
+        out = load_kernel(build).flash_attn_varlen_func(
+            q, k, v, batch.cu_seqlens_q, batch.cu_seqlens_k, 40, 60, dropout_p=0.3,
+            window_size=(21, 3))
+        return [out.detach(), *torch.autograd.grad(out, [q, k, v], dout)]
+
+    cpu, metal, other_seed = run("cpu", 5), run("sim", 5), run("sim", 6)
+    for name, a, b, c in zip(("out", "dq", "dk", "dv"), cpu, metal, other_seed):
+        scale = max(1.0, a.abs().max().item())
+        assert max_error(b, a) <= 1e-5 * scale, f"{name}: the builds differ by {max_error(b, a):.3g}"
+        assert max_error(c, a) > 1e-2 * scale, f"{name}: another seed gives the same {name}"

@@ -18,7 +18,7 @@ from batches import varlen_batch
 from metal_design.adversarial import CASES as ADVERSARIAL
 from metal_design.adversarial import PAGED_CASES as ADVERSARIAL_PAGED
 from metal_design.adversarial import adversarial_call
-from metal_design.plan import (CLEAR_ROWS, CLEAR_ROWS_KERNEL, DECODE, DECODE_REDUCE, DTYPES,
+from metal_design.plan import (CLEAR_ROWS, CLEAR_ROWS_KERNEL, DECODE, DECODE_REDUCE, DROPOUT, DTYPES,
                                HAS_SINKS, PREFILL, SEQUSED_Q, VARLEN_K, VARLEN_Q, WRITE_LSE,
                                backward_plan,
                                gpu_cores, instantiated_names, kernel_names, plan, plans,
@@ -87,6 +87,22 @@ def test_prefill_decode_switch_point():
     # from head-dim tile 192 on, two SIMD-groups per row group split the head dim, four at 512
     assert plan(**varlen_fields(max_q=9, head_dim=192))["launches"][0]["threads"] == 256
     assert plan(**varlen_fields(max_q=9, head_dim=512))["launches"][0]["threads"] == 512
+
+
+@pytest.mark.kernels_ci
+def test_dropout_runs_in_the_prefill_and_backward_only():
+    """Decode draws no dropout mask: a call with dropout runs in the prefill at any query count,
+    with function constant 14 (MFS_FC_DROPOUT) on in every launch, forward and backward; a call
+    without it has the constant off (its pipelines hold no draw)."""
+    fc_dropout = "14"
+    for max_q in (1, 8, 9, 100):
+        with_dropout = plan(**varlen_fields(max_q=max_q, flags=VARLEN_Q | VARLEN_K | DROPOUT))
+        assert [l["kind"] for l in with_dropout["launches"]] == [PREFILL]
+        assert with_dropout["launches"][0]["constants"][fc_dropout] == 1
+        without = plan(**varlen_fields(max_q=max_q))
+        assert all(l["constants"][fc_dropout] == 0 for l in without["launches"])
+    bwd = backward_plan(**varlen_fields(max_q=1, flags=VARLEN_Q | VARLEN_K | WRITE_LSE | DROPOUT))
+    assert bwd["launches"] and all(l["constants"][fc_dropout] == 1 for l in bwd["launches"])
 
 
 @pytest.mark.kernels_ci

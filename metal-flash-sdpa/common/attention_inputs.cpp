@@ -106,24 +106,14 @@ int32_t unbounded_if_wider(int64_t window, int64_t extent) {
   return window >= extent ? -1 : static_cast<int32_t>(window);
 }
 
-// Whether this build's kernels apply dropout (kDropout): where they do not, dropout_p > 0 is
-// refused, never ignored. The cpu kernels do (cpu/dropout_tiles.h); the Metal kernels (and the
-// simulated build, which runs them) not yet.
-#ifdef CPU_KERNEL
-constexpr bool kKernelsApplyDropout = true;
-#else
-constexpr bool kKernelsApplyDropout = false;
-#endif
-
 // dropout_p in [0, 1); with p > 0 the stream state (seed_lo, seed_hi, offset): int64 cpu [3],
-// each a 32-bit word (the host reads it; dropout_stream.h consumes it).
+// each a 32-bit word (the host reads it; dropout_stream.h consumes it). Every build's kernels
+// apply dropout: the cpu tile kernels (cpu/dropout_tiles.h) and the Metal kernels
+// (metal/attention_dropout.h; the simulated build runs them).
 void check_dropout(double p, const std::optional<at::Tensor>& seed) {
   CHECK_ARG(p >= 0.0 && p < 1.0, "dropout_p must be in [0, 1) (the probability that an attention ",
             "probability is dropped), got ", p);  // false for NaN
   if (p == 0.0) return;
-  TORCH_CHECK_NOT_IMPLEMENTED(kKernelsApplyDropout,
-                              "dropout_p > 0 is not supported yet by the Metal kernels of "
-                              "metal-flash-sdpa (the cpu build applies it); got dropout_p = ", p);
   CHECK_ARG(seed.has_value(), "dropout_p > 0 needs dropout_seed, the call's stream state (the "
             "Python entry points draw it from torch's default generator)");
   const at::Tensor& s = *seed;

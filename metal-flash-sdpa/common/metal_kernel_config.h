@@ -39,6 +39,7 @@
 #define MFS_FC_WINDOW 9      // bool: causal or a finite window (keys can be masked per row)
 #define MFS_FC_VECTOR_KV 10  // bool: k/v rows are 4-element aligned (vector loads allowed)
 #define MFS_FC_SEQUSED_Q 11  // bool: kSequsedQ
+#define MFS_FC_DROPOUT 14    // bool: kDropout (prefill and backward only: metal/attention_dropout.h)
 #define MFS_FC_DECODE_PAIRS 15  // int: pairs per decode lane group (mfs_decode_live_pairs)
 
 // Element types, as the plan and the function constants name them.

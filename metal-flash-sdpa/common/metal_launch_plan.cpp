@@ -74,6 +74,7 @@ std::vector<PlanFunctionConstant> feature_constants(const AttentionParams& p, Mf
   fcs.push_back(bool_constant(MFS_FC_WINDOW, p.window_left >= 0 || p.window_right >= 0));
   fcs.push_back(bool_constant(MFS_FC_VECTOR_KV, target.kv_vector_aligned));
   fcs.push_back(bool_constant(MFS_FC_SEQUSED_Q, p.flags & kSequsedQ));
+  fcs.push_back(bool_constant(MFS_FC_DROPOUT, p.flags & kDropout));
   return fcs;
 }
 
@@ -190,7 +191,8 @@ LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype 
   const std::string dim = "_d" + std::to_string(tile);
 
   if (p.batch > 0 && p.max_seqlen_q > 0 && p.heads_q > 0) {
-    if (p.max_seqlen_q <= MFS_DECODE_MAX_Q) {
+    // Dropout runs in the prefill whatever the query count: decode draws no dropout mask.
+    if (p.max_seqlen_q <= MFS_DECODE_MAX_Q && !(p.flags & kDropout)) {
       const int group = p.heads_q / p.heads_kv;
       const int rows = p.max_seqlen_q;
       const int max_pairs = mfs_decode_max_tg_pairs(tile, eb);

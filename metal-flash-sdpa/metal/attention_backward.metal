@@ -17,6 +17,7 @@
 //   read the share, partial S, dP | finish P, dS into their own area | accumulate.
 // Gradients are written once, by the threadgroup owning their rows, in the input dtype.
 #include "attention_tiles.h"
+#include "attention_dropout.h"
 
 #include "../common/metal_backward_config.h"
 
@@ -273,13 +274,17 @@ inline void bwd_store_owned(device T* base, long row_stride, const thread simdgr
 // consecutive SIMD-groups, each run summed from 0, the runs' sums added in order): each
 // SIMD-group's partial is one of the prefill's S groups (mfs_score_group_chunks), so these are
 // the additions the forward made, S has its bits and exp(S - lse) cancels their rounding.
+// `drop` is the entry's dropout multiplier (attention_dropout.h: 1 / (1 - p) or 0; 1 without
+// dropout): P x drop is what the forward multiplied V by, so it feeds dV, and dS = P (dP x drop -
+// D), D = rowsum(dO * O) being the dropped output's (FlashAttention-2's backward with dropout).
 struct FinishedElement {
   float p;
   float dqk;
 };
 template <int NSG, int SHARES, int TILE>
 inline FinishedElement bwd_finish(const threadgroup float* partial, int i, bool visible,
-                                  const ScoreRule rule, int row, int key, float lse, float row_d) {
+                                  const ScoreRule rule, int row, int key, float lse, float row_d,
+                                  float drop = 1.0f) {
   static_assert(NSG % SHARES == 0, "the forward's shares are runs of whole SIMD-groups");
   float s = 0.0f, dp = 0.0f, share_s = 0.0f, share_dp = 0.0f;
 #pragma unroll
@@ -298,8 +303,9 @@ inline FinishedElement bwd_finish(const threadgroup float* partial, int i, bool 
   e.dqk = 0.0f;
   if (visible) {
     const ScoreWithDerivative x = score_with_derivative(rule, s, row, key);
-    e.p = probability(x.logit, lse);
-    e.dqk = score_gradient(e.p, dp, row_d) * x.dlogit_dqk;
+    const float prob = probability(x.logit, lse);
+    e.p = prob * drop;
+    e.dqk = score_gradient(prob, dp * drop, row_d) * x.dlogit_dqk;
   }
   return e;
 }
@@ -458,8 +464,10 @@ template <typename T, int D>
         const int st = i % ST;
         const int row = q0 + st;
         const bool visible = key < k_end && row < rows.end && bwd_visible(p, s, row, key);
+        const float drop =
+            mfs_dropout && visible ? dropout_multiplier(p, dropout_query_token(p, s, b, row), h, key) : 1.0f;
         const FinishedElement e = bwd_finish<NSG, mfs_prefill_dsplit(D), OWN * ST>(partial, i, visible, rule, row, key,
-                                                            stream_lse[st], stream_d[st]);
+                                                            stream_lse[st], stream_d[st], drop);
         finished[i] = e.p;
         finished[OWN * ST + i] = e.dqk;
       }
@@ -613,8 +621,10 @@ template <typename T, int D>
       const int row = row0 + o;
       const int key = k0 + i % ST;
       const bool visible = row < rows_end && key < hull.end && bwd_visible(p, s, row, key);
+      const float drop =
+          mfs_dropout && visible ? dropout_multiplier(p, dropout_query_token(p, s, b, row), h, key) : 1.0f;
       const FinishedElement e =
-          bwd_finish<NSG, mfs_prefill_dsplit(D), OWN * ST>(partial, i, visible, rule, row, key, own_lse[o], own_d[o]);
+          bwd_finish<NSG, mfs_prefill_dsplit(D), OWN * ST>(partial, i, visible, rule, row, key, own_lse[o], own_d[o], drop);
       finished[i] = e.dqk;
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);  // dS is complete

@@ -19,6 +19,7 @@
 // Head dims: instantiated for the tiles of metal_kernel_config.h; a call with a smaller head dim
 // runs on the next tile up and skips the 8-wide chunks past its head_dim / head_dim_v.
 #include "attention_tiles.h"
+#include "attention_dropout.h"
 
 template <typename T, int D>
 [[kernel, max_total_threads_per_threadgroup(mfs_prefill_threads(D))]] void mfs_prefill(
@@ -308,6 +309,8 @@ template <typename T, int D>
     }
     st.l = st.l * factor + frag_row_sum(row_sum);
     st.m = m_new;
+    // Dropout acts on P.V only: l (hence lse) is the undropped softmax's.
+    if (mfs_dropout) dropout_fragments<KC>(sf, p, dropout_query_token(p, s, b, row), h, k0, fc, j_begin, j_end);
 
     // (5) O = O * factor + P.V on this SIMD-group's head-dim share.
 #pragma unroll

@@ -182,6 +182,8 @@ template <typename T>
 __device__ __forceinline__ T log(T x) { return logf(x); }
 template <typename T>
 __device__ __forceinline__ T tanh(T x) { return tanhf(x); }
+// MSL 6.3 (integer functions): the high 32 bits of a 32 x 32-bit product (dropout_stream.h).
+__device__ __forceinline__ unsigned mulhi(unsigned a, unsigned b) { return __umulhi(a, b); }
 namespace precise {
 __device__ __forceinline__ float tanh(float x) { return tanhf(x); }
 __device__ __forceinline__ float exp(float x) { return expf(x); }

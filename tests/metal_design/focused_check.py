@@ -104,6 +104,11 @@ BACKWARD_CASES = [
     ("backward_causal", [70, 33], [70, 90], 4, 2, 64,
      dict(causal=True, sinks=True, alibi=True, softcap=2.0)),
     ("backward_window", [45, 5], [60, 0], 4, 1, 64, dict(window_size=(20, 3), sinks=True)),
+    # Dropout (metal/attention_dropout.h), forward and gradients against the reference with the
+    # stream's mask: a window's hull starts key tiles off multiples of 4 (a lane's key pair then
+    # straddles two Philox blocks); decode-sized queries, which the plan sends to the prefill.
+    ("dropout_window", [40, 17], [60, 30], 4, 2, 64, dict(window_size=(21, 3), dropout_p=0.3)),
+    ("dropout_decode_sized", [5, 3], [30, 21], 4, 2, 64, dict(causal=True, dropout_p=0.2)),
 ]
 # --wide: tile 512 (streamed rows in registers, two barriers per tile), on the backward op alone;
 # several owned and streamed tiles per sequence, GQA, V on its own tile.
@@ -133,6 +138,7 @@ def run_backward_case(fa, case, dtype) -> str | None:
     alibi = torch.rand(heads, generator=g) * 0.3 if feature.get("alibi") else None
     kwargs = {k: v for k, v in feature.items()
               if k not in ("sinks", "alibi", "head_dim_v", "alone")}
+    dropout_p = feature.get("dropout_p", 0.0)
     inputs = [t.detach().requires_grad_() for t in (batch.q, batch.k, batch.v)]
     if sinks is not None:
         inputs.append(sinks.detach().requires_grad_())
@@ -140,6 +146,12 @@ def run_backward_case(fa, case, dtype) -> str | None:
     sem = Semantics(scale=dim ** -0.5, causal=kwargs.get("causal", False),
                     window=kwargs.get("window_size", (-1, -1)), softcap=kwargs.get("softcap", 0.0),
                     alibi_slopes=alibi, sinks=sinks)
+    if dropout_p:  # the call draws its stream state from torch's generator: the same words
+        from test_dropout import drawn_words, varlen_factors
+
+        words = drawn_words(len(name))
+        torch.manual_seed(len(name))
+        sem.dropout_factors = varlen_factors(words, dropout_p, batch.cu_seqlens_q, heads)
     try:
         if feature.get("alone"):
             got = backward_alone(fa, batch.q, batch.k, batch.v, batch.cu_seqlens_q,
@@ -157,6 +169,10 @@ def run_backward_case(fa, case, dtype) -> str | None:
     sem.sinks = ref_inputs[3] if sinks is not None else None
     ref_out, _ = attention_varlen(*ref_inputs[:3], batch.cu_seqlens_q, batch.cu_seqlens_k, sem)
     want = torch.autograd.grad(ref_out, ref_inputs, dout.double())
+    if dropout_p:
+        err = (out.detach().double() - ref_out.detach()).abs().max().item()
+        if err > 2 * TOLERANCE[dtype]["atol"] + 2 * TOLERANCE[dtype]["rtol"] * ref_out.abs().max().item():
+            return f"{name}: out differs by {err:.3g}"
     for label, a, w in zip(("dq", "dk", "dv", "ds_aux"), got, want):
         if not torch.isfinite(a).all():
             return f"{name}: {label} is not finite"

@@ -179,6 +179,20 @@ MUTANTS += [
            wide=True, race=True),
 ]
 
+# Dropout (attention_dropout.h, and its two calls in the backward): the prefill keeps a lane's
+# second entry by its first entry's draw; a key pair straddling two Philox blocks takes its second
+# draw from the first block; the backward draws the mask of the KV head instead of the query head.
+MUTANTS += [
+    Mutant("dropout_pair_takes_one_draw", "attention_dropout.h",
+           replace_once("dropout_keeps(draw1, p.dropout_threshold) ? e1",
+                        "dropout_keeps(draw0, p.dropout_threshold) ? e1")),
+    Mutant("dropout_straddling_pair_one_block", "attention_dropout.h",
+           replace_once("(key + 1u) >> 2, token", "key >> 2, token")),
+    Mutant("dropout_backward_kv_head", "attention_backward.metal",
+           replace_each("dropout_query_token(p, s, b, row), h, key)",
+                        "dropout_query_token(p, s, b, row), h / (p.heads_q / p.heads_kv), key)", 2)),
+]
+
 
 def build_variant(workdir: Path, mutant: Mutant | None, wide: bool = False) -> Path:
     """Builds the (mutated) sources into workdir; returns the variant root."""

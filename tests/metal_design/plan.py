@@ -20,6 +20,7 @@ PROBE_SRC = Path(__file__).with_name("plan_probe.cpp")
 # AttentionFlags (attention_params.h)
 VARLEN_Q, VARLEN_K, SEQUSED_K, PAGED_KV, HAS_ALIBI, HAS_SINKS, WRITE_LSE, CLEAR_ROWS, SEQUSED_Q = (
     1 << i for i in range(9))
+DROPOUT = 1 << 9  # kDropout
 
 # PlanKernel
 (PREFILL, DECODE, DECODE_REDUCE, CLEAR_ROWS_KERNEL, BWD_ROW_DOT, BWD_DKDV, BWD_DQ,
