@@ -74,6 +74,13 @@ std::vector<PlanFunctionConstant> feature_constants(const AttentionParams& p, Mf
   fcs.push_back(bool_constant(MFS_FC_WINDOW, p.window_left >= 0 || p.window_right >= 0));
   fcs.push_back(bool_constant(MFS_FC_VECTOR_KV, target.kv_vector_aligned));
   fcs.push_back(bool_constant(MFS_FC_SEQUSED_Q, p.flags & kSequsedQ));
+  PlanFunctionConstant mask;
+  mask.index = MFS_FC_MASK_KIND;
+  mask.type = PlanFunctionConstant::Type::Int;
+  mask.int_value = p.mask_kind;
+  mask.float_value = 0.0f;
+  fcs.push_back(mask);
+  fcs.push_back(bool_constant(MFS_FC_MASK_GRAD, p.mask_kind != kNoMask && (p.flags & kMaskGrad)));
   return fcs;
 }
 
@@ -96,7 +103,7 @@ std::vector<int> declared_buffers(PlanKernel kind) {
     case PlanKernel::Prefill:
       return {MFS_BUF_Q, MFS_BUF_K, MFS_BUF_V, MFS_BUF_OUT, MFS_BUF_LSE, MFS_BUF_CU_Q,
               MFS_BUF_CU_K, MFS_BUF_SEQUSED_K, MFS_BUF_SEQUSED_Q, MFS_BUF_BLOCK_TABLE,
-              MFS_BUF_ALIBI, MFS_BUF_SINKS};
+              MFS_BUF_ALIBI, MFS_BUF_SINKS, MFS_BUF_MASK, MFS_BUF_MASK_TILES};
     case PlanKernel::Decode:
       return {MFS_BUF_Q, MFS_BUF_K, MFS_BUF_V, MFS_BUF_OUT, MFS_BUF_LSE, MFS_BUF_CU_Q,
               MFS_BUF_CU_K, MFS_BUF_SEQUSED_K, MFS_BUF_SEQUSED_Q, MFS_BUF_BLOCK_TABLE,
@@ -106,6 +113,10 @@ std::vector<int> declared_buffers(PlanKernel kind) {
               MFS_BUF_SEQUSED_Q, MFS_BUF_SINKS, MFS_BUF_SCRATCH0, MFS_BUF_SCRATCH1};
     case PlanKernel::ClearRows:
       return {MFS_BUF_OUT, MFS_BUF_LSE, MFS_BUF_CU_Q, MFS_BUF_SEQUSED_Q};
+    case PlanKernel::MaskSummary:
+      return {MFS_BUF_MASK, MFS_BUF_MASK_TILES};
+    default:
+      break;
   }
   return {};
 }
@@ -167,8 +178,12 @@ LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype 
   }
   const std::string dim = "_d" + std::to_string(tile);
 
+  const bool mask_read =
+      p.mask_kind != kNoMask && plan_mask_summary(p, feature_constants(p, sinks_dtype, target), plan);
   if (p.batch > 0 && p.max_seqlen_q > 0 && p.heads_q > 0) {
-    if (p.max_seqlen_q <= MFS_DECODE_MAX_Q) {
+    // A masked call runs on the prefill whatever its query length: the decode kernel does not
+    // read attn_mask (its query rows are few; the prefill's 8-row groups skip closed tiles).
+    if (p.max_seqlen_q <= MFS_DECODE_MAX_Q && p.mask_kind == kNoMask) {
       const int group = p.heads_q / p.heads_kv;
       const int rows = p.max_seqlen_q;
       const int max_pairs = mfs_decode_max_tg_pairs(tile, eb);
@@ -242,6 +257,10 @@ LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype 
       KernelLaunch l = launch("mfs_prefill_" + sfx + dim, PlanKernel::Prefill, p, sinks_dtype,
                               target);
       l.buffers = call_buffers(p, true);
+      if (mask_read) {
+        l.buffers.push_back({MFS_BUF_MASK, PlanTensor::Mask});
+        l.buffers.push_back({MFS_BUF_MASK_TILES, PlanTensor::MaskTiles});
+      }
       plan_set_grid(l, plan_ceil_div(p.max_seqlen_q, MFS_PREFILL_BQ), p.heads_q, p.batch,
                mfs_prefill_threads(tile));
       l.static_threadgroup_bytes = mfs_prefill_tg_bytes(tile, eb);
@@ -277,6 +296,7 @@ std::vector<std::string> all_plan_kernel_names() {
     names.push_back("mfs_decode_reduce_" + sfx);
     names.push_back("mfs_clear_rows_" + sfx);
   }
+  names.push_back("mfs_mask_tiles");
   return names;
 }
 
@@ -304,6 +324,36 @@ std::string describe_plan(const LaunchPlan& plan) {
 }
 
 const char* plan_dtype_suffix(MfsDtype dtype) { return dtype_suffix(dtype); }
+
+bool plan_mask_summary(const AttentionParams& p, const std::vector<PlanFunctionConstant>& fcs,
+                       LaunchPlan& plan) {
+  if (p.mask_kind < kMaskBool || p.mask_kind > kMaskBFloat16) {
+    throw std::invalid_argument("metal_launch_plan: unknown attn_mask kind");
+  }
+  if ((p.flags & (kVarlenQ | kVarlenK | kSequsedK | kSequsedQ | kPagedKV)) || p.window_left >= 0) {
+    throw std::invalid_argument(
+        "metal_launch_plan: attn_mask is read on fixed-length calls without a left window only");
+  }
+  const int batches = mfs_mask_extent(p.mask_batch_stride, p.batch);
+  const int heads = mfs_mask_extent(p.mask_head_stride, p.heads_q);
+  const int row_tiles = mfs_mask_tiles_along(p.mask_row_stride, p.seqlen_q);
+  const int key_tiles = mfs_mask_tiles_along(p.mask_key_stride, p.seqlen_k);
+  const uint64_t entries = uint64_t(batches) * heads * row_tiles * key_tiles;
+  if (entries == 0 || p.seqlen_q <= 0 || p.seqlen_k <= 0) return false;  // nothing to read
+  plan.scratch.push_back({PlanTensor::MaskTiles, entries});
+  KernelLaunch l;
+  l.kernel_name = "mfs_mask_tiles";
+  l.kind = PlanKernel::MaskSummary;
+  l.function_constants = fcs;
+  l.bytes.push_back(plan_bytes_of(MFS_BUF_PARAMS, p));
+  l.buffers.push_back({MFS_BUF_MASK, PlanTensor::Mask});
+  l.buffers.push_back({MFS_BUF_MASK_TILES, PlanTensor::MaskTiles});
+  plan_set_grid(l, plan_ceil_div(key_tiles, MFS_MASK_SUMMARY_THREADS), row_tiles,
+                uint32_t(batches) * heads, MFS_MASK_SUMMARY_THREADS);
+  l.static_threadgroup_bytes = 0;
+  plan.launches.push_back(l);
+  return true;
+}
 
 std::vector<PlanFunctionConstant> plan_feature_constants(const AttentionParams& params,
                                                          MfsDtype sinks_dtype,

@@ -50,7 +50,8 @@ CACHE_DIR = os.path.join(ROOT, "build-check", "metal_cuda")
 sys.path.insert(0, HERE)
 from translate_cuda import translate_cuda  # noqa: E402
 
-FILES = ["attention_prefill.metal", "attention_decode.metal", "attention_backward.metal"]
+FILES = ["attention_prefill.metal", "attention_decode.metal", "attention_backward.metal",
+         "attention_mask_summary.metal"]
 ARCH = "sm_90"
 # The register budget of metal_kernel_config.h (MFS_REGISTER_BUDGET).
 BUDGET = 128
@@ -59,15 +60,22 @@ BUDGET = 128
 # call, so the combinations are all products; the heaviest is every feature on (each adds code and
 # live state, none removes any), compiled with vector and with element K/V loads; `plain` is the
 # common dense call. The kernels' register demand is the maximum over the corners.
-# Index 10 is MFS_FC_VECTOR_KV (aligned vector loads), 11 MFS_FC_SEQUSED_Q.
+# Index 10 is MFS_FC_VECTOR_KV (aligned vector loads), 11 MFS_FC_SEQUSED_Q, 12 MFS_FC_MASK_KIND
+# (attn_mask's AttentionMaskKind: 2 is float32), 13 MFS_FC_MASK_GRAD (metal_mask_tiles.h).
 ON = {i: 1 for i in range(1, 10)}
+NO_MASK = {12: 0, 13: 0}
 CORNERS = {
-    "all": {0: 2, **ON, 10: 1, 11: 1},
-    "all_unaligned": {0: 2, **ON, 10: 0, 11: 1},
-    "plain": {0: 0, **{i: 0 for i in range(1, 10)}, 10: 1, 11: 0},
+    "all": {0: 2, **ON, 10: 1, 11: 1, **NO_MASK},
+    # every feature and attn_mask with its gradient: the mask's reads and the summary's lookups
+    # add code and live state to the prefill and the backward (the plans never combine a mask
+    # with varlen or paged K/V, so this corner is above any real masked call)
+    "all_mask": {0: 2, **ON, 10: 1, 11: 1, 12: 2, 13: 1},
+    "all_unaligned": {0: 2, **ON, 10: 0, 11: 1, **NO_MASK},
+    "plain": {0: 0, **{i: 0 for i in range(1, 10)}, 10: 1, 11: 0, **NO_MASK},
 }
-# `make check-metal` and the test: the heaviest corner (about 5 minutes of one core, cached).
-DEFAULT_CORNERS = ("all",)
+# `make check-metal` and the test: the heaviest corners, without and with attn_mask (about 5
+# minutes of one core each, cached).
+DEFAULT_CORNERS = ("all", "all_mask")
 SEARCH_LO = 16
 # Bump when measure_module() changes what it measures (the cache key: source, header, method, tools).
 METHOD = "ptxas free/limit/launch_bounds/bisected-cap v4"
