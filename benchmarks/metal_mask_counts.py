@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -61,7 +62,7 @@ def main() -> int:
     print(f"{'kernel':22} {'mask bytes':>10} {'MMAs':>7} {'unmasked':>8} {'ratio':>6} "
           f"{'all closed':>10}")
     for r in masked:
-        family = r["kernel"].rsplit("_d", 1)[0] if "_d" in r["kernel"] else r["kernel"]
+        family = re.sub(r"_d\d+$", "", r["kernel"])
         p = next((x for x in plain if x["kernel"] == r["kernel"]), None)
         s = next((x for x in shut if x["kernel"] == r["kernel"]), None)
         base = p["simdgroup_mma"] if p else 0
