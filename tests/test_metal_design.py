@@ -557,8 +557,10 @@ def test_mask_is_read_once_per_visible_tile_and_closed_tiles_cost_no_mma(fa_sim,
 
 def test_planted_bugs_are_caught():
     """Removing any threadgroup_barrier, shifting a mask bound, dropping the online-softmax
-    rescale or an offset clamp, summing too few partial S at tile 512, loading a row's tail or
-    sharing the backward's finished area with the partials at tile 512 makes the focused check
+    rescale or an offset clamp, summing too few partial S at tile 512, loading a row's tail,
+    sharing the backward's finished area with the partials at tile 512, or getting attn_mask
+    wrong (a mixed tile not read or skipped, the summary of a tile's first value only, the bias
+    left out of the backward) makes the focused check
     fail (tests/metal_design/mutants.py; each mutant is a rebuild of
     the head-dim-64 kernels, and of the tile-512 ones for the mutants of their own paths)."""
     from metal_design import mutants
