@@ -262,7 +262,8 @@ def test_masked_calls_run_on_the_prefill_after_the_mask_summary():
     assert {23, 24, 25} <= set(by_name["mfs_bwd_dq_f32_d64"]["buffers"])
     assert by_name["mfs_bwd_dq_f32_d64"]["constants"]["13"] == 1
     # what SDPA never makes is refused by the plan, not read wrongly
-    for bad in (dict(flags=WRITE_LSE | VARLEN_Q), dict(window_left=3)):
+    for bad in (dict(flags=WRITE_LSE | VARLEN_Q), dict(window_left=3),
+                dict(flags=WRITE_LSE | HAS_SINKS)):
         assert "attn_mask" in plan("f32", "f32", **{**masked_fields(), **bad})["error"]
 
 

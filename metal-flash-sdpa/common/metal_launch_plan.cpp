@@ -330,9 +330,15 @@ bool plan_mask_summary(const AttentionParams& p, const std::vector<PlanFunctionC
   if (p.mask_kind < kMaskBool || p.mask_kind > kMaskBFloat16) {
     throw std::invalid_argument("metal_launch_plan: unknown attn_mask kind");
   }
-  if ((p.flags & (kVarlenQ | kVarlenK | kSequsedK | kSequsedQ | kPagedKV)) || p.window_left >= 0) {
+  // What scaled_dot_product_attention makes: fixed length, causal at most (no left window), no
+  // ALiBi, softcap or sinks. The kernels' register budget is measured for that corner
+  // (tests/metal_cuda/registers.py, `mask`).
+  if ((p.flags & (kVarlenQ | kVarlenK | kSequsedK | kSequsedQ | kPagedKV | kHasAlibi |
+                  kHasSinks)) ||
+      p.window_left >= 0 || p.softcap > 0.0f) {
     throw std::invalid_argument(
-        "metal_launch_plan: attn_mask is read on fixed-length calls without a left window only");
+        "metal_launch_plan: attn_mask is read on fixed-length calls without a left window, "
+        "ALiBi, softcap or sinks only");
   }
   const int batches = mfs_mask_extent(p.mask_batch_stride, p.batch);
   const int heads = mfs_mask_extent(p.mask_head_stride, p.heads_q);

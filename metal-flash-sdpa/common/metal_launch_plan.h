@@ -156,7 +156,8 @@ const char* plan_dtype_suffix(MfsDtype dtype);
 
 // attn_mask (params.mask_kind): the summary's scratch and its launch, which every masked plan
 // (forward and backward) puts first. Throws std::invalid_argument for a mask on a call the
-// kernels do not read masks for (varlen, paged, a left window: SDPA never makes those). Returns
+// kernels do not read masks for (varlen, paged, a left window, ALiBi, softcap, sinks: SDPA never
+// makes those). Returns
 // whether it planned them (not when the call has no query or no key: nothing reads the mask).
 bool plan_mask_summary(const AttentionParams& params, const std::vector<PlanFunctionConstant>& fcs,
                        LaunchPlan& plan);
