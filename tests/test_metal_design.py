@@ -48,7 +48,7 @@ def varlen_fields(batch=2, heads_q=8, heads_kv=2, head_dim=64, head_dim_v=None, 
 def test_every_name_the_plan_can_pick_is_instantiated():
     names = set(kernel_names())
     assert names == instantiated_names()
-    assert len(names) == 3 * (2 * len(TILES) + 2)
+    assert len(names) == 3 * (2 * len(TILES) + 2) + 1  # + attn_mask's summary
 
 
 @pytest.mark.kernels_ci
@@ -238,7 +238,7 @@ def test_features_are_function_constants():
     p = plan(**varlen_fields(flags=flags), window_left=-1, window_right=0, kv_aligned=0)
     fcs = p["launches"][0]["constants"]
     assert fcs == {"0": 0, "1": 1, "2": 1, "3": 0, "4": 0, "5": 0, "6": 0, "7": 1, "8": 1,
-                   "9": 1, "10": 0, "11": 0}
+                   "9": 1, "10": 0, "11": 0, "12": 0, "13": 0}
     p = plan(**varlen_fields(flags=VARLEN_Q | VARLEN_K))
     fcs = p["launches"][0]["constants"]
     assert fcs["7"] == 0 and fcs["8"] == 0 and fcs["9"] == 0 and fcs["10"] == 1
@@ -257,6 +257,46 @@ def test_rows_outside_sequences_are_cleared_only_in_the_functional_form():
     assert [l["kind"] for l in functional["launches"]] == [PREFILL, CLEAR_ROWS_KERNEL]
     assert functional["launches"][1]["grid"] == [25, 8, 1]
     assert [l["kind"] for l in into["launches"]] == [PREFILL]
+
+
+# A fixed-length call (2 sequences of 5 queries and 300 keys) with a key-padding attn_mask
+# [batch, 1, 1, keys] seen as [batch, heads_q, rows, keys] (strides 0 where it broadcasts).
+def masked_fields(mask_kind=1, **extra):
+    return {**dict(batch=2, heads_q=4, heads_kv=2, head_dim=64, head_dim_v=64, max_seqlen_q=5,
+                   max_seqlen_k=300, q_rows=5, k_rows=300, seqlen_q=5, seqlen_k=300,
+                   flags=WRITE_LSE, mask_kind=mask_kind, mask_batch_stride=300,
+                   mask_head_stride=0, mask_row_stride=0, mask_key_stride=1), **extra}
+
+
+@pytest.mark.kernels_ci
+def test_masked_calls_run_on_the_prefill_after_the_mask_summary():
+    """The decode kernel does not read attn_mask: a masked call of decode length runs on the
+    prefill, after the summary kernel (one thread per 8 x 8 tile of the mask's own extents:
+    here 2 batches x 1 head x 1 row tile x 38 key tiles); the mask and the summary are bound at
+    23 and 24 and the mask kind is function constant 12, in both plans (the backward binds the
+    mask's gradient at 25 when it is asked for, function constant 13)."""
+    unmasked = plan("f32", "f32", **masked_fields(mask_kind=0))
+    assert unmasked["launches"][0]["kind"] == DECODE  # (split-K: its reduction after it)
+    for kind in (1, 2, 3, 4):
+        p = plan("f32", "f32", **masked_fields(mask_kind=kind))
+        assert [l["kernel"] for l in p["launches"]] == ["mfs_mask_tiles", "mfs_prefill_f32_d64"]
+        assert p["scratch"] == [2 * 1 * 1 * 38]
+        summary, prefill = p["launches"]
+        assert summary["grid"] == [1, 1, 2] and summary["threads"] == 64
+        assert {23, 24} <= set(prefill["buffers"]) and {23, 24} == set(summary["buffers"])
+        assert prefill["constants"]["12"] == kind and prefill["constants"]["13"] == 0
+    mask_grad = 1 << 10  # kMaskGrad
+    b = backward_plan("f32", "f32", **masked_fields(mask_kind=2, flags=WRITE_LSE | mask_grad))
+    names = [l["kernel"] for l in b["launches"]]
+    assert names[0] == "mfs_mask_tiles" and len(names) == 4
+    by_name = {l["kernel"]: l for l in b["launches"]}
+    assert {23, 24} <= set(by_name["mfs_bwd_dkdv_f32_d64"]["buffers"])
+    assert {23, 24, 25} <= set(by_name["mfs_bwd_dq_f32_d64"]["buffers"])
+    assert by_name["mfs_bwd_dq_f32_d64"]["constants"]["13"] == 1
+    # what SDPA never makes is refused by the plan, not read wrongly
+    for bad in (dict(flags=WRITE_LSE | VARLEN_Q), dict(window_left=3),
+                dict(flags=WRITE_LSE | HAS_SINKS)):
+        assert "attn_mask" in plan("f32", "f32", **{**masked_fields(), **bad})["error"]
 
 
 @pytest.mark.kernels_ci
@@ -479,12 +519,81 @@ def test_sinks_of_every_dtype(fa_sim, sink_dtype, max_q):
     assert_lse_close(lse, ref_lse)
 
 
+# ------------------------------------------------------------------------------ attn_mask
+
+def block_mask(rows, keys, seed=0):
+    """A boolean [rows, keys] mask whose 8 x 8 tiles are closed, open or mixed in turn (tile
+    (r, c) by (r + c) % 3), with some values of each mixed tile removed."""
+    g = torch.Generator().manual_seed(seed)
+    state = (torch.arange(rows // 8)[:, None] + torch.arange(keys // 8)[None, :]) % 3
+    state = state.repeat_interleave(8, 0).repeat_interleave(8, 1)
+    mixed = torch.rand(rows, keys, generator=g) > 0.4
+    return torch.where(state == 0, False, torch.where(state == 1, True, mixed)), state
+
+
+def by_kernel(reports, prefix):
+    return [r for r in reports if r["kernel"].startswith(prefix)]
+
+
+def mask_bytes(report):
+    return sum(b["bytes_read"] for b in report["buffers"] if b["name"] == "attn_mask")
+
+
+def test_mask_is_read_once_per_visible_tile_and_closed_tiles_cost_no_mma(fa_sim, trace):
+    """The simulator's counts for a shared boolean [L, S] mask whose 8 x 8 tiles are a third
+    closed, a third open, a third mixed (2 batches x 2 heads, L = 64, S = 128, d 64): the summary
+    reads each mask byte once; the prefill, dK/dV and dQ kernels each read exactly the bytes of
+    the mixed tiles once per (sequence, head) that sees them, none of the open or closed ones;
+    and their MMAs are the unmasked call's times the share of tiles that are not closed (closed
+    tiles: no product at all; a mask closing every tile: no MMA). Values against float64."""
+    n, h, L, S, e = 2, 2, 64, 128, 64
+    g = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(n, h, length, e, generator=g).requires_grad_()
+               for length in (L, S, S))
+    mask, state = block_mask(L, S)
+    tiles = (L // 8) * (S // 8)
+    mixed_tiles = int((state == 2).sum()) // 64
+    live_tiles = tiles - int((state == 0).sum()) // 64
+
+    def run(attn_mask):
+        before = len(trace())
+        out = fa_sim.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        grads = torch.autograd.grad(out, (q, k, v), torch.ones_like(out))
+        return out, grads, trace()[before:]
+
+    out, grads, masked = run(mask)
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        *(t.detach().double().requires_grad_() for t in (q, k, v)), attn_mask=mask)
+    assert_close(out, ref, torch.float32)
+    _, _, plain = run(None)
+
+    summary = by_kernel(masked, "mfs_mask_tiles")
+    assert len(summary) == 2  # forward and backward, each its own summary
+    assert all(mask_bytes(r) == L * S for r in summary)  # every value once
+    for family, readers in (("mfs_prefill_", 1), ("mfs_bwd_dkdv_", 1), ("mfs_bwd_dq_", 1)):
+        [m] = by_kernel(masked, family)
+        [p] = by_kernel(plain, family)
+        assert mask_bytes(m) == readers * mixed_tiles * 64 * n * h, family
+        assert m["simdgroup_mma"] * tiles == p["simdgroup_mma"] * live_tiles, family
+    closed = torch.zeros(L, S, dtype=torch.bool)
+    out, grads, shut = run(closed)
+    assert torch.equal(out, torch.zeros_like(out))
+    assert all(torch.equal(gr, torch.zeros_like(gr)) for gr in grads)
+    for family in ("mfs_prefill_", "mfs_bwd_dkdv_", "mfs_bwd_dq_"):
+        [m] = by_kernel(shut, family)
+        assert m["simdgroup_mma"] == 0 and mask_bytes(m) == 0, family
+    # the prefill stages no K/V tile that the mask closes for all of its rows
+    assert by_kernel(shut, "mfs_prefill_")[0]["events"].get("kv_tiles", 0) == 0
+
+
 # ------------------------------------------------------------------------------ planted bugs
 
 def test_planted_bugs_are_caught():
     """Removing any threadgroup_barrier, shifting a mask bound, dropping the online-softmax
-    rescale or an offset clamp, summing too few partial S at tile 512, loading a row's tail or
-    sharing the backward's finished area with the partials at tile 512 makes the focused check
+    rescale or an offset clamp, summing too few partial S at tile 512, loading a row's tail,
+    sharing the backward's finished area with the partials at tile 512, or getting attn_mask
+    wrong (a mixed tile not read or skipped, the summary of a tile's first value only, the bias
+    left out of the backward) makes the focused check
     fail (tests/metal_design/mutants.py; each mutant is a rebuild of
     the head-dim-64 kernels, and of the tile-512 ones for the mutants of their own paths)."""
     from metal_design import mutants

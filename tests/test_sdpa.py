@@ -77,14 +77,10 @@ MASKS = ["key_padding", "full_bool", "shared_bool", "head_rows_bool", "tiles_boo
          "position_bias", "padding_float"]
 
 
-def masks_refused(variant) -> bool:
-    return variant != "cpu"  # the Metal kernels (mps, sim) do not read masks yet
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", MASKS)
 @pytest.mark.parametrize("is_causal", [False, True])
-def test_masks(fa, variant, device, generator, dtype, kind, is_causal):
+def test_masks(fa, device, generator, dtype, kind, is_causal):
     n, h, L, S, e = 2, 3, 150, 200, 64
     q = randn(generator, n, h, L, e, dtype=dtype, device=device)
     k = randn(generator, n, h, S, e, dtype=dtype, device=device)
@@ -92,10 +88,6 @@ def test_masks(fa, variant, device, generator, dtype, kind, is_causal):
     mask = mask_of(kind, generator, n, h, L, S, dtype, device)
     if is_causal and mask.dim() == 3:  # torch 2.13 combines the pair for 2-D and 4-D masks only
         expect_same_error(fa, q, k, v, attn_mask=mask, is_causal=True)
-        return
-    if masks_refused(variant):
-        with pytest.raises(NotImplementedError, match="attn_mask"):
-            fa.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
         return
     out = fa.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
     assert out.shape == (n, h, L, e) and out.dtype == dtype and out.is_contiguous()
@@ -107,9 +99,7 @@ def test_masks(fa, variant, device, generator, dtype, kind, is_causal):
         assert_close(out, want, dtype)
 
 
-def test_fully_masked_rows_are_zeros_as_in_torch(fa, variant, device, generator):
-    if masks_refused(variant):
-        pytest.skip("the Metal kernels refuse attn_mask (test_masks checks the refusal)")
+def test_fully_masked_rows_are_zeros_as_in_torch(fa, device, generator):
     q, k, v = (randn(generator, 1, 2, 5, 8, device=device) for _ in range(3))
     for mask in (torch.zeros(5, 5, dtype=torch.bool), torch.full((5, 5), float("-inf"))):
         out = fa.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(device))
@@ -199,7 +189,7 @@ def check_gradients(ours, inputs, dtype):
 @pytest.mark.parametrize("kind", [None, "key_padding", "tiles_bool", "position_bias",
                                   "padding_float", "full_float", "shared_float"])
 @pytest.mark.parametrize("is_causal", [False, True])
-def test_backward(fa, variant, device, generator, dtype, kind, is_causal):
+def test_backward(fa, device, generator, dtype, kind, is_causal):
     n, h, hk, L, S = 2, 4, 2, 140, 190
     q = randn(generator, n, h, L, 64, dtype=dtype, device=device).requires_grad_(True)
     k = randn(generator, n, hk, S, 64, dtype=dtype, device=device).requires_grad_(True)
@@ -213,10 +203,6 @@ def test_backward(fa, variant, device, generator, dtype, kind, is_causal):
         mask = mask_of(kind, generator, n, h, L, S, dtype, device)
     if mask is not None and mask.is_floating_point():
         mask.requires_grad_(True)
-    if mask is not None and masks_refused(variant):
-        with pytest.raises(NotImplementedError, match="attn_mask"):
-            fa.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
-        return
     if is_causal and mask is not None and mask.requires_grad:  # torch 2.13 refuses the pair
         expect_same_error(fa, q, k, v, attn_mask=mask, is_causal=True, enable_gqa=True)
         return
@@ -224,9 +210,7 @@ def test_backward(fa, variant, device, generator, dtype, kind, is_causal):
                     (q, k, v, mask, dict(is_causal=is_causal, enable_gqa=True)), dtype)
 
 
-def test_mask_gradient_is_bitwise_repeatable(fa, variant, device, generator):
-    if masks_refused(variant):
-        pytest.skip("the Metal kernels refuse attn_mask (test_backward checks the refusal)")
+def test_mask_gradient_is_bitwise_repeatable(fa, device, generator):
     q, k, v = (randn(generator, 3, 4, 130, 32, device=device).requires_grad_(True) for _ in range(3))
     bias = randn(generator, 1, 4, 130, 130, device=device).requires_grad_(True)
     runs = []
@@ -294,17 +278,17 @@ def test_routing(fa, variant, device, generator, monkeypatch):
     try:
         assert F.scaled_dot_product_attention is fa.sdpa_or_torch
         mask = torch.ones(33, 33, dtype=torch.bool, device=device).tril()
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # torch's on Metal builds
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         assert_close(out, reference(q, k, v, mask), torch.float32)
     finally:
         fa.route_sdpa(False)
     assert F.scaled_dot_product_attention is torch._C._nn.scaled_dot_product_attention
 
 
-def test_compile_fullgraph_routed(fa, variant, device, generator):
+def test_compile_fullgraph_routed(fa, device, generator):
     torch._dynamo.reset()
     q, k, v = (randn(generator, 2, 4, 40, 32, device=device).requires_grad_(True) for _ in range(3))
-    bias = None if masks_refused(variant) else randn(generator, 1, 4, 40, 40, device=device).requires_grad_(True)
+    bias = randn(generator, 1, 4, 40, 40, device=device).requires_grad_(True)
 
     def step(q, k, v, bias):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias).square().sum()

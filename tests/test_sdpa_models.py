@@ -72,9 +72,9 @@ def test_encoder_models_with_padding_masks(fa, variant, device, kind, monkeypatc
         got = run(model, kind, ids, mask)
         got_grads = torch.autograd.grad(got.square().mean(), list(model.parameters()),
                                         allow_unused=True)
-    if variant == "cpu":  # every attention call, masks included, ran on the kernels
-        layers = 2 if kind == "bert" else 2 + 2 * 2
-        assert len(calls) == layers and all(m is not None for m in calls)
+    # every attention call, masks included, ran on the kernels (cpu and Metal builds)
+    layers = 2 if kind == "bert" else 2 + 2 * 2
+    assert len(calls) == layers and all(m is not None for m in calls)
     torch.testing.assert_close(got, out, atol=2e-5, rtol=2e-5)
     for (name, p), a, b in zip(model.named_parameters(), got_grads, want_grads):
         if b is None:

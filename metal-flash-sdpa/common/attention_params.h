@@ -40,6 +40,8 @@ enum AttentionFlags : mfs_i32 {
   kSequsedQ = 1 << 8,
   // dropout on the probabilities (dropout_* fields; the stream is dropout_stream.h's).
   kDropout = 1 << 9,
+  // the backward writes d attn_mask (a floating mask that requires grad; sdpa_backward).
+  kMaskGrad = 1 << 10,
 };
 
 // AttentionParams::mask_kind: torch's attn_mask (scaled_dot_product_attention), read per

@@ -35,13 +35,6 @@ AttentionMaskKind mask_kind(at::ScalarType t) {
 void attach_mask(const std::optional<at::Tensor>& attn_mask, AttentionParams& p,
                  AttentionTensors& t) {
   if (!attn_mask) return;
-#ifndef CPU_KERNEL
-  // The Metal kernels do not read masks yet: refuse rather than ignore the mask.
-  TORCH_CHECK_NOT_IMPLEMENTED(false,
-                              "attn_mask is not supported yet by the Metal kernels of "
-                              "metal-flash-sdpa (the cpu build reads it); call "
-                              "torch.nn.functional.scaled_dot_product_attention for masked calls");
-#endif
   const at::Tensor& m = *attn_mask;
   TORCH_CHECK(m.device() == t.q.device(), "attn_mask must be on q's device (", t.q.device(),
               "), got ", m.device());
@@ -96,6 +89,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sdpa_backward(
   TORCH_CHECK_VALUE(!mask_grad || (attn_mask && params.mask_kind != kMaskBool),
                     "mask_grad needs a floating attn_mask");
   if (mask_grad) {
+    params.flags |= kMaskGrad;  // the Metal plan's function constant; the cpu reads g.dmask
     g.dmask = at::zeros({q.size(0), q.size(2), q.size(1), k.size(1)},
                         q.options().dtype(at::kFloat));
   }

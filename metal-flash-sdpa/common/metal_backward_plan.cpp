@@ -25,7 +25,8 @@ std::vector<PlanBuffer> declared_buffers(PlanKernel kind) {
               {MFS_BUF_SEQUSED_Q, PlanTensor::SequsedQ}, {MFS_BUF_SEQUSED_K, PlanTensor::SequsedK},
               {MFS_BUF_ALIBI, PlanTensor::AlibiSlopes},
               {MFS_BUF_DOUT, PlanTensor::Dout}, {MFS_BUF_DK, PlanTensor::Dk},
-              {MFS_BUF_DV, PlanTensor::Dv}, {MFS_BUF_ROW_D, PlanTensor::Scratch0}};
+              {MFS_BUF_DV, PlanTensor::Dv}, {MFS_BUF_ROW_D, PlanTensor::Scratch0},
+              {MFS_BUF_MASK, PlanTensor::Mask}, {MFS_BUF_MASK_TILES, PlanTensor::MaskTiles}};
     case PlanKernel::BackwardDq:
       return {{MFS_BUF_Q, PlanTensor::Q}, {MFS_BUF_K, PlanTensor::K}, {MFS_BUF_V, PlanTensor::V},
               {MFS_BUF_LSE, PlanTensor::Lse}, {MFS_BUF_CU_Q, PlanTensor::CuSeqlensQ},
@@ -33,7 +34,9 @@ std::vector<PlanBuffer> declared_buffers(PlanKernel kind) {
               {MFS_BUF_SEQUSED_Q, PlanTensor::SequsedQ}, {MFS_BUF_SEQUSED_K, PlanTensor::SequsedK},
               {MFS_BUF_ALIBI, PlanTensor::AlibiSlopes},
               {MFS_BUF_DOUT, PlanTensor::Dout}, {MFS_BUF_DQ, PlanTensor::Dq},
-              {MFS_BUF_ROW_D, PlanTensor::Scratch0}};
+              {MFS_BUF_ROW_D, PlanTensor::Scratch0},
+              {MFS_BUF_MASK, PlanTensor::Mask}, {MFS_BUF_MASK_TILES, PlanTensor::MaskTiles},
+              {MFS_BUF_DMASK, PlanTensor::DMask}};
     case PlanKernel::BackwardSinks:
       return {{MFS_BUF_LSE, PlanTensor::Lse}, {MFS_BUF_CU_Q, PlanTensor::CuSeqlensQ},
               {MFS_BUF_CU_K, PlanTensor::CuSeqlensK},
@@ -45,8 +48,12 @@ std::vector<PlanBuffer> declared_buffers(PlanKernel kind) {
   }
 }
 
-bool call_has(const AttentionParams& p, PlanTensor t) {
+// mask_read: the plan summarised attn_mask (plan_mask_summary), so the tiled passes read it.
+bool call_has(const AttentionParams& p, PlanTensor t, bool mask_read) {
   switch (t) {
+    case PlanTensor::Mask:
+    case PlanTensor::MaskTiles: return mask_read;
+    case PlanTensor::DMask: return mask_read && (p.flags & kMaskGrad);
     case PlanTensor::CuSeqlensQ: return p.flags & kVarlenQ;
     case PlanTensor::CuSeqlensK: return p.flags & kVarlenK;
     case PlanTensor::SequsedQ: return p.flags & kSequsedQ;
@@ -59,14 +66,14 @@ bool call_has(const AttentionParams& p, PlanTensor t) {
 
 KernelLaunch backward_launch(const std::string& name, PlanKernel kind, const AttentionParams& p,
                              const MetalBackwardArgs& args, MfsDtype sinks_dtype,
-                             const PlanTarget& target, uint32_t x, uint32_t y, uint32_t z,
-                             uint32_t threads, uint32_t tg_bytes) {
+                             const PlanTarget& target, bool mask_read, uint32_t x, uint32_t y,
+                             uint32_t z, uint32_t threads, uint32_t tg_bytes) {
   KernelLaunch l;
   l.kernel_name = name;
   l.kind = kind;
   l.function_constants = plan_feature_constants(p, sinks_dtype, target);
   for (const PlanBuffer& b : declared_buffers(kind)) {
-    if (call_has(p, b.tensor)) {
+    if (call_has(p, b.tensor, mask_read)) {
       l.buffers.push_back(b);
     } else {
       l.bytes.push_back({b.index, std::vector<uint8_t>(16, 0)});
@@ -108,18 +115,20 @@ LaunchPlan make_backward_plan(const AttentionParams& p, const MetalBackwardArgs&
   const std::string dim = "_d" + std::to_string(tile);
   const int eb = dtype == kMfsFloat32 ? 4 : 2;
   const uint32_t tg_bytes = static_cast<uint32_t>(mfs_bwd_tg_bytes(tile, eb));
+  const bool mask_read = p.mask_kind != kNoMask &&
+                         plan_mask_summary(p, plan_feature_constants(p, sinks_dtype, target), plan);
   plan.launches.push_back(backward_launch(
-      "mfs_bwd_row_dot_" + sfx, PlanKernel::BackwardRowDot, p, args, sinks_dtype, target,
+      "mfs_bwd_row_dot_" + sfx, PlanKernel::BackwardRowDot, p, args, sinks_dtype, target, mask_read,
       plan_ceil_div(p.max_seqlen_q, MFS_BWD_DOT_ROWS), p.heads_q, p.batch, MFS_BWD_DOT_THREADS, 0));
   plan.launches.push_back(backward_launch(
-      "mfs_bwd_dkdv_" + sfx + dim, PlanKernel::BackwardDkDv, p, args, sinks_dtype, target,
+      "mfs_bwd_dkdv_" + sfx + dim, PlanKernel::BackwardDkDv, p, args, sinks_dtype, target, mask_read,
       plan_ceil_div(p.max_seqlen_k, MFS_BWD_OWN), p.heads_kv, p.batch, mfs_bwd_threads(tile), tg_bytes));
   plan.launches.push_back(backward_launch(
-      "mfs_bwd_dq_" + sfx + dim, PlanKernel::BackwardDq, p, args, sinks_dtype, target,
+      "mfs_bwd_dq_" + sfx + dim, PlanKernel::BackwardDq, p, args, sinks_dtype, target, mask_read,
       plan_ceil_div(p.max_seqlen_q, MFS_BWD_OWN), p.heads_q, p.batch, mfs_bwd_threads(tile), tg_bytes));
   if (p.flags & kHasSinks) {
     plan.launches.push_back(backward_launch("mfs_bwd_sinks", PlanKernel::BackwardSinks, p, args,
-                                            sinks_dtype, target, 1, p.heads_q, 1,
+                                            sinks_dtype, target, mask_read, 1, p.heads_q, 1,
                                             MFS_BWD_SINK_THREADS, 0));
   }
   std::vector<KernelLaunch> kept;
@@ -142,5 +151,6 @@ std::vector<std::string> all_backward_plan_kernel_names() {
     }
   }
   names.push_back("mfs_bwd_sinks");
+  names.push_back("mfs_mask_tiles");
   return names;
 }

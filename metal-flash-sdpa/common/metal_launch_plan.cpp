@@ -75,6 +75,13 @@ std::vector<PlanFunctionConstant> feature_constants(const AttentionParams& p, Mf
   fcs.push_back(bool_constant(MFS_FC_VECTOR_KV, target.kv_vector_aligned));
   fcs.push_back(bool_constant(MFS_FC_SEQUSED_Q, p.flags & kSequsedQ));
   fcs.push_back(bool_constant(MFS_FC_DROPOUT, p.flags & kDropout));
+  PlanFunctionConstant mask;
+  mask.index = MFS_FC_MASK_KIND;
+  mask.type = PlanFunctionConstant::Type::Int;
+  mask.int_value = p.mask_kind;
+  mask.float_value = 0.0f;
+  fcs.push_back(mask);
+  fcs.push_back(bool_constant(MFS_FC_MASK_GRAD, p.mask_kind != kNoMask && (p.flags & kMaskGrad)));
   return fcs;
 }
 
@@ -97,7 +104,7 @@ std::vector<int> declared_buffers(PlanKernel kind) {
     case PlanKernel::Prefill:
       return {MFS_BUF_Q, MFS_BUF_K, MFS_BUF_V, MFS_BUF_OUT, MFS_BUF_LSE, MFS_BUF_CU_Q,
               MFS_BUF_CU_K, MFS_BUF_SEQUSED_K, MFS_BUF_SEQUSED_Q, MFS_BUF_BLOCK_TABLE,
-              MFS_BUF_ALIBI, MFS_BUF_SINKS};
+              MFS_BUF_ALIBI, MFS_BUF_SINKS, MFS_BUF_MASK, MFS_BUF_MASK_TILES};
     case PlanKernel::Decode:
       return {MFS_BUF_Q, MFS_BUF_K, MFS_BUF_V, MFS_BUF_OUT, MFS_BUF_LSE, MFS_BUF_CU_Q,
               MFS_BUF_CU_K, MFS_BUF_SEQUSED_K, MFS_BUF_SEQUSED_Q, MFS_BUF_BLOCK_TABLE,
@@ -107,6 +114,10 @@ std::vector<int> declared_buffers(PlanKernel kind) {
               MFS_BUF_SEQUSED_Q, MFS_BUF_SINKS, MFS_BUF_SCRATCH0, MFS_BUF_SCRATCH1};
     case PlanKernel::ClearRows:
       return {MFS_BUF_OUT, MFS_BUF_LSE, MFS_BUF_CU_Q, MFS_BUF_SEQUSED_Q};
+    case PlanKernel::MaskSummary:
+      return {MFS_BUF_MASK, MFS_BUF_MASK_TILES};
+    default:
+      break;
   }
   return {};
 }
@@ -190,9 +201,13 @@ LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype 
   }
   const std::string dim = "_d" + std::to_string(tile);
 
+  const bool mask_read =
+      p.mask_kind != kNoMask && plan_mask_summary(p, feature_constants(p, sinks_dtype, target), plan);
   if (p.batch > 0 && p.max_seqlen_q > 0 && p.heads_q > 0) {
-    // Dropout runs in the prefill whatever the query count: decode draws no dropout mask.
-    if (p.max_seqlen_q <= MFS_DECODE_MAX_Q && !(p.flags & kDropout)) {
+    // Dropout and attn_mask run in the prefill whatever the query count: the decode kernel
+    // draws no dropout mask and reads no attn_mask (its query rows are few; the prefill's
+    // 8-row groups skip closed mask tiles).
+    if (p.max_seqlen_q <= MFS_DECODE_MAX_Q && !(p.flags & kDropout) && p.mask_kind == kNoMask) {
       const int group = p.heads_q / p.heads_kv;
       const int rows = p.max_seqlen_q;
       const int max_pairs = mfs_decode_max_tg_pairs(tile, eb);
@@ -272,6 +287,10 @@ LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype 
       KernelLaunch l = launch("mfs_prefill_" + sfx + dim, PlanKernel::Prefill, p, sinks_dtype,
                               target);
       l.buffers = call_buffers(p, true);
+      if (mask_read) {
+        l.buffers.push_back({MFS_BUF_MASK, PlanTensor::Mask});
+        l.buffers.push_back({MFS_BUF_MASK_TILES, PlanTensor::MaskTiles});
+      }
       plan_set_grid(l, plan_ceil_div(p.max_seqlen_q, MFS_PREFILL_BQ), p.heads_q, p.batch,
                mfs_prefill_threads(tile));
       l.static_threadgroup_bytes = mfs_prefill_tg_bytes(tile, eb);
@@ -307,6 +326,7 @@ std::vector<std::string> all_plan_kernel_names() {
     names.push_back("mfs_decode_reduce_" + sfx);
     names.push_back("mfs_clear_rows_" + sfx);
   }
+  names.push_back("mfs_mask_tiles");
   return names;
 }
 
@@ -334,6 +354,42 @@ std::string describe_plan(const LaunchPlan& plan) {
 }
 
 const char* plan_dtype_suffix(MfsDtype dtype) { return dtype_suffix(dtype); }
+
+bool plan_mask_summary(const AttentionParams& p, const std::vector<PlanFunctionConstant>& fcs,
+                       LaunchPlan& plan) {
+  if (p.mask_kind < kMaskBool || p.mask_kind > kMaskBFloat16) {
+    throw std::invalid_argument("metal_launch_plan: unknown attn_mask kind");
+  }
+  // What scaled_dot_product_attention makes: fixed length, causal at most (no left window), no
+  // ALiBi, softcap or sinks. The kernels' register budget is measured for that corner
+  // (tests/metal_cuda/registers.py, `mask`).
+  if ((p.flags & (kVarlenQ | kVarlenK | kSequsedK | kSequsedQ | kPagedKV | kHasAlibi |
+                  kHasSinks)) ||
+      p.window_left >= 0 || p.softcap > 0.0f) {
+    throw std::invalid_argument(
+        "metal_launch_plan: attn_mask is read on fixed-length calls without a left window, "
+        "ALiBi, softcap or sinks only");
+  }
+  const int batches = mfs_mask_extent(p.mask_batch_stride, p.batch);
+  const int heads = mfs_mask_extent(p.mask_head_stride, p.heads_q);
+  const int row_tiles = mfs_mask_tiles_along(p.mask_row_stride, p.seqlen_q);
+  const int key_tiles = mfs_mask_tiles_along(p.mask_key_stride, p.seqlen_k);
+  const uint64_t entries = uint64_t(batches) * heads * row_tiles * key_tiles;
+  if (entries == 0 || p.seqlen_q <= 0 || p.seqlen_k <= 0) return false;  // nothing to read
+  plan.scratch.push_back({PlanTensor::MaskTiles, entries});
+  KernelLaunch l;
+  l.kernel_name = "mfs_mask_tiles";
+  l.kind = PlanKernel::MaskSummary;
+  l.function_constants = fcs;
+  l.bytes.push_back(plan_bytes_of(MFS_BUF_PARAMS, p));
+  l.buffers.push_back({MFS_BUF_MASK, PlanTensor::Mask});
+  l.buffers.push_back({MFS_BUF_MASK_TILES, PlanTensor::MaskTiles});
+  plan_set_grid(l, plan_ceil_div(key_tiles, MFS_MASK_SUMMARY_THREADS), row_tiles,
+                uint32_t(batches) * heads, MFS_MASK_SUMMARY_THREADS);
+  l.static_threadgroup_bytes = 0;
+  plan.launches.push_back(l);
+  return true;
+}
 
 std::vector<PlanFunctionConstant> plan_feature_constants(const AttentionParams& params,
                                                          MfsDtype sinks_dtype,

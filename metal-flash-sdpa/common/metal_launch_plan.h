@@ -14,6 +14,7 @@
 
 #include "attention_params.h"
 #include "metal_kernel_config.h"
+#include "metal_mask_tiles.h"
 
 // Which tensor of the call a buffer binding refers to.
 enum class PlanTensor : int {
@@ -22,6 +23,9 @@ enum class PlanTensor : int {
   // The backward's own tensors (metal_backward_plan.h): the incoming gradient and the outputs.
   Dout, Dq, Dk, Dv, DSinks,
   SequsedQ,  // flash-attn 3's seqused_q (forward and backward)
+  // torch's attn_mask, its per-call tile summary (a scratch the plan asks for, uint8) and the
+  // backward's d attn_mask (metal_mask_tiles.h)
+  Mask, MaskTiles, DMask,
 };
 
 struct PlanBuffer {
@@ -59,14 +63,15 @@ struct PlanThreadgroupMemory {
 };
 
 struct PlanScratch {
-  PlanTensor tensor;  // Scratch0 / Scratch1
-  uint64_t bytes;     // float32 elements; 0 is never asked for
+  PlanTensor tensor;  // Scratch0 / Scratch1 (float32 elements) / MaskTiles (bytes)
+  uint64_t bytes;     // 0 is never asked for
 };
 
 // Which kernel family a launch runs (for tests and benchmarks; executors ignore it).
 enum class PlanKernel : int {
   Prefill, Decode, DecodeReduce, ClearRows,
   BackwardRowDot, BackwardDkDv, BackwardDq, BackwardSinks,  // metal_backward_plan.h
+  MaskSummary,  // attn_mask's tile summary (first launch of a masked call)
 };
 
 struct KernelLaunch {
@@ -158,6 +163,14 @@ inline void plan_set_grid(KernelLaunch& l, uint32_t x, uint32_t y, uint32_t z, u
 }
 
 const char* plan_dtype_suffix(MfsDtype dtype);
+
+// attn_mask (params.mask_kind): the summary's scratch and its launch, which every masked plan
+// (forward and backward) puts first. Throws std::invalid_argument for a mask on a call the
+// kernels do not read masks for (varlen, paged, a left window, ALiBi, softcap, sinks: SDPA never
+// makes those). Returns
+// whether it planned them (not when the call has no query or no key: nothing reads the mask).
+bool plan_mask_summary(const AttentionParams& params, const std::vector<PlanFunctionConstant>& fcs,
+                       LaunchPlan& plan);
 std::vector<PlanFunctionConstant> plan_feature_constants(const AttentionParams& params,
                                                          MfsDtype sinks_dtype,
                                                          const PlanTarget& target);

@@ -21,11 +21,25 @@ inline MfsDtype mfs_dtype(at::ScalarType t) {
   }
 }
 
-// A call's plan plus the scratch tensors it asked for (float32, on q's device).
+// A call's plan plus the scratch tensors it asked for (on q's device: float32, and the uint8
+// summary of attn_mask's tiles).
 struct PlannedCall {
   LaunchPlan plan;
-  at::Tensor scratch0, scratch1;
+  at::Tensor scratch0, scratch1, mask_tiles;
 };
+
+// Allocates the scratch tensors a plan asks for.
+inline void allocate_scratch(PlannedCall& call, const at::Tensor& q) {
+  for (const PlanScratch& s : call.plan.scratch) {
+    if (s.tensor == PlanTensor::MaskTiles) {
+      call.mask_tiles = at::empty({static_cast<int64_t>(s.bytes)}, q.options().dtype(at::kByte));
+      continue;
+    }
+    at::Tensor buffer =
+        at::empty({static_cast<int64_t>((s.bytes + 3) / 4)}, q.options().dtype(at::kFloat));
+    (s.tensor == PlanTensor::Scratch0 ? call.scratch0 : call.scratch1) = buffer;
+  }
+}
 
 // Whether every row of t starts on a 4-element boundary of its buffer (the binding starts at the
 // storage offset; buffers themselves are page aligned): then 4-element vector loads are aligned.
@@ -46,11 +60,7 @@ inline PlannedCall plan_forward_call(const AttentionParams& params, const Attent
   target.gpu_cores = gpu_cores;
   target.kv_vector_aligned = rows_vector_aligned(t.k) && rows_vector_aligned(t.v);
   call.plan = make_forward_plan(params, mfs_dtype(t.q.scalar_type()), sinks, target);
-  for (const PlanScratch& s : call.plan.scratch) {
-    at::Tensor buffer =
-        at::empty({static_cast<int64_t>((s.bytes + 3) / 4)}, t.q.options().dtype(at::kFloat));
-    (s.tensor == PlanTensor::Scratch0 ? call.scratch0 : call.scratch1) = buffer;
-  }
+  allocate_scratch(call, t.q);
   return call;
 }
 
@@ -72,6 +82,8 @@ inline const at::Tensor& plan_tensor(const AttentionTensors& t, const PlannedCal
     case PlanTensor::Sinks: *name = "s_aux"; return t.sinks.value();
     case PlanTensor::Scratch0: *name = "scratch0"; return call.scratch0;
     case PlanTensor::Scratch1: *name = "scratch1"; return call.scratch1;
+    case PlanTensor::Mask: *name = "attn_mask"; return t.attn_mask.value();
+    case PlanTensor::MaskTiles: *name = "attn_mask_tiles"; return call.mask_tiles;
     default: break;  // the backward's tensors: plan_backward_tensor
   }
   TORCH_CHECK(false, "metal-flash-sdpa: unknown plan tensor");
@@ -112,11 +124,7 @@ inline PlannedCall plan_backward_call(const AttentionParams& params, const Atten
   const MfsDtype sinks = t.sinks ? mfs_dtype(t.sinks->scalar_type()) : kMfsFloat32;
   PlannedCall call;
   call.plan = make_backward_plan(params, args, mfs_dtype(t.q.scalar_type()), sinks, target);
-  for (const PlanScratch& s : call.plan.scratch) {
-    at::Tensor buffer =
-        at::empty({static_cast<int64_t>((s.bytes + 3) / 4)}, t.q.options().dtype(at::kFloat));
-    (s.tensor == PlanTensor::Scratch0 ? call.scratch0 : call.scratch1) = buffer;
-  }
+  allocate_scratch(call, t.q);
   return call;
 }
 
@@ -131,6 +139,7 @@ inline const at::Tensor& plan_backward_tensor(const AttentionTensors& t,
     case PlanTensor::Dk: *name = "dk"; return g.dk;
     case PlanTensor::Dv: *name = "dv"; return g.dv;
     case PlanTensor::DSinks: *name = "ds_aux"; return g.ds_aux;
+    case PlanTensor::DMask: *name = "dmask"; return g.dmask;
     default: return plan_tensor(t, call, which, name);
   }
 }

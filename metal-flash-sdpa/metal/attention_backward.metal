@@ -16,6 +16,7 @@
 // two when each SIMD-group reads its share of the streamed rows into registers (tile 512):
 //   read the share, partial S, dP | finish P, dS into their own area | accumulate.
 // Gradients are written once, by the threadgroup owning their rows, in the input dtype.
+#include "attention_mask_tiles.h"
 #include "attention_tiles.h"
 #include "attention_dropout.h"
 
@@ -280,11 +281,12 @@ inline void bwd_store_owned(device T* base, long row_stride, const thread simdgr
 struct FinishedElement {
   float p;
   float dqk;
+  float dlogit;  // dS itself: d loss / d attn_mask's bias (slope 1)
 };
 template <int NSG, int SHARES, int TILE>
 inline FinishedElement bwd_finish(const threadgroup float* partial, int i, bool visible,
                                   const ScoreRule rule, int row, int key, float lse, float row_d,
-                                  float drop = 1.0f) {
+                                  const MaskValue mask, float drop = 1.0f) {
   static_assert(NSG % SHARES == 0, "the forward's shares are runs of whole SIMD-groups");
   float s = 0.0f, dp = 0.0f, share_s = 0.0f, share_dp = 0.0f;
 #pragma unroll
@@ -301,11 +303,14 @@ inline FinishedElement bwd_finish(const threadgroup float* partial, int i, bool 
   FinishedElement e;
   e.p = 0.0f;
   e.dqk = 0.0f;
-  if (visible) {
+  e.dlogit = 0.0f;
+  if (visible && !mask.closes) {
     const ScoreWithDerivative x = score_with_derivative(rule, s, row, key);
-    const float prob = probability(x.logit, lse);
-    e.p = prob * drop;
-    e.dqk = score_gradient(prob, dp * drop, row_d) * x.dlogit_dqk;
+    const float logit = mfs_mask_kind != kNoMask ? mask_biased(x.logit, mask.bias) : x.logit;
+    const float prob = probability(logit, lse);
+    e.p = prob * drop;  // dropout: the output saw drop * P
+    e.dlogit = score_gradient(prob, dp * drop, row_d);
+    e.dqk = e.dlogit * x.dlogit_dqk;
   }
   return e;
 }
@@ -341,6 +346,8 @@ template <typename T, int D>
     device T* dk [[buffer(MFS_BUF_DK)]],
     device T* dv [[buffer(MFS_BUF_DV)]],
     const device float* row_d [[buffer(MFS_BUF_ROW_D)]],
+    const device uchar* mask [[buffer(MFS_BUF_MASK)]],
+    const device uchar* mask_tiles [[buffer(MFS_BUF_MASK_TILES)]],
     constant AttentionParams& p [[buffer(MFS_BUF_PARAMS)]],
     constant MetalBackwardArgs& a [[buffer(MFS_BUF_BWD_ARGS)]],
     uint3 tg [[threadgroup_position_in_grid]],
@@ -411,6 +418,7 @@ template <typename T, int D>
   // The query rows that see some owned key: the inverse of the visible-keys rule.
   const KeyRange rows =
       visible_queries_for_keys(k0, k_end, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
+  const MaskSummary mask_s = mask_summary(p);
 
   for (int h = hk * group; h < (hk + 1) * group; ++h) {
     const ScoreRule rule = score_rule(p, alibi_slopes, s, b, h, lane);
@@ -441,12 +449,20 @@ template <typename T, int D>
       // (2) Partial S^T = K.Q^T and dP^T = V.dO^T over this SIMD-group's head-dim share, on the
       // 8x8 (keys, rows) blocks with a visible pair.
       bool live[OC][SC];
+      uint mask_states = 0u;  // attn_mask: each block's state (not live: never read)
 #pragma unroll
       for (int o = 0; o < OC; ++o) {
 #pragma unroll
         for (int sc = 0; sc < SC; ++sc) {
           live[o][sc] = bwd_block_live(p, s, q0 + sc * 8, min(q0 + sc * 8 + 8, rows.end),
                                        k0 + o * 8, min(k0 + o * 8 + 8, k_end));
+          if (mfs_mask_kind != kNoMask && live[o][sc]) {  // attn_mask: closed blocks are not live
+            const int state = mask_range_state(mask_tiles, mask_s, b, h, q0 + sc * 8,
+                                               min(q0 + sc * 8 + 8, rows.end), k0 + o * 8,
+                                               min(k0 + o * 8 + 8, k_end));
+            live[o][sc] = state != kMaskTileClosed;
+            mask_states |= (uint)state << (2 * (o * SC + sc));
+          }
         }
       }
       bwd_partial_product<T, STAGED, OC, DC, SC, ST>(partial + (2 * (int)sg) * OWN * ST, kf,
@@ -466,8 +482,11 @@ template <typename T, int D>
         const bool visible = key < k_end && row < rows.end && bwd_visible(p, s, row, key);
         const float drop =
             mfs_dropout && visible ? dropout_multiplier(p, dropout_query_token(p, s, b, row), h, key) : 1.0f;
+        const MaskValue mv = mask_value_in_block(
+            visible ? mask_block_state(mask_states, ((key - k0) / 8) * SC + st / 8) : 0u, mask,
+            p, b, h, row, key);
         const FinishedElement e = bwd_finish<NSG, mfs_prefill_dsplit(D), OWN * ST>(partial, i, visible, rule, row, key,
-                                                            stream_lse[st], stream_d[st], drop);
+                                                            stream_lse[st], stream_d[st], mv, drop);
         finished[i] = e.p;
         finished[OWN * ST + i] = e.dqk;
       }
@@ -505,6 +524,9 @@ template <typename T, int D>
     const device T* dout [[buffer(MFS_BUF_DOUT)]],
     device T* dq [[buffer(MFS_BUF_DQ)]],
     const device float* row_d [[buffer(MFS_BUF_ROW_D)]],
+    const device uchar* mask [[buffer(MFS_BUF_MASK)]],
+    const device uchar* mask_tiles [[buffer(MFS_BUF_MASK_TILES)]],
+    device float* dmask [[buffer(MFS_BUF_DMASK)]],
     constant AttentionParams& p [[buffer(MFS_BUF_PARAMS)]],
     constant MetalBackwardArgs& a [[buffer(MFS_BUF_BWD_ARGS)]],
     uint3 tg [[threadgroup_position_in_grid]],
@@ -582,6 +604,7 @@ template <typename T, int D>
                            (long)hk * p.v_head_stride;
   const KeyRange hull =
       visible_keys_for_rows(row0, rows_end, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
+  const MaskSummary mask_s = mask_summary(p);
 
   for (int k0 = hull.begin; k0 < hull.end; k0 += ST) {
     if (tid == 0) MSL_SIM_COUNT("bwd_stream_tiles", 1);
@@ -599,12 +622,20 @@ template <typename T, int D>
     // (2) Partial S = Q.K^T and dP = dO.V^T over this SIMD-group's head-dim share, on the 8x8
     // (rows, keys) blocks with a visible pair.
     bool live[OC][SC];
+    uint mask_states = 0u;  // attn_mask: each block's state (not live: never read)
 #pragma unroll
     for (int o = 0; o < OC; ++o) {
 #pragma unroll
       for (int sc = 0; sc < SC; ++sc) {
         live[o][sc] = bwd_block_live(p, s, row0 + o * 8, min(row0 + o * 8 + 8, rows_end),
                                      k0 + sc * 8, min(k0 + sc * 8 + 8, hull.end));
+        if (mfs_mask_kind != kNoMask && live[o][sc]) {  // attn_mask: closed blocks are not live
+          const int state = mask_range_state(mask_tiles, mask_s, b, h, row0 + o * 8,
+                                             min(row0 + o * 8 + 8, rows_end), k0 + sc * 8,
+                                             min(k0 + sc * 8 + 8, hull.end));
+          live[o][sc] = state != kMaskTileClosed;
+          mask_states |= (uint)state << (2 * (o * SC + sc));
+        }
       }
     }
     bwd_partial_product<T, STAGED, OC, DC, SC, ST>(partial + (2 * (int)sg) * OWN * ST, qf,
@@ -623,9 +654,17 @@ template <typename T, int D>
       const bool visible = row < rows_end && key < hull.end && bwd_visible(p, s, row, key);
       const float drop =
           mfs_dropout && visible ? dropout_multiplier(p, dropout_query_token(p, s, b, row), h, key) : 1.0f;
+      const MaskValue mv = mask_value_in_block(
+          visible ? mask_block_state(mask_states, (o / 8) * SC + (i % ST) / 8) : 0u, mask, p, b,
+          h, row, key);
       const FinishedElement e =
-          bwd_finish<NSG, mfs_prefill_dsplit(D), OWN * ST>(partial, i, visible, rule, row, key, own_lse[o], own_d[o], drop);
+          bwd_finish<NSG, mfs_prefill_dsplit(D), OWN * ST>(partial, i, visible, rule, row, key, own_lse[o], own_d[o], mv, drop);
       finished[i] = e.dqk;
+      // d attn_mask = dS, written once per visible kept (row, key) by the threadgroup owning the
+      // row (the rest of the zero-filled gradient stays 0: P = 0 there).
+      if (mfs_mask_grad && visible && !mv.closes) {
+        dmask[(((long)b * p.heads_q + h) * p.seqlen_q + row) * p.seqlen_k + key] = e.dlogit;
+      }
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);  // dS is complete
 

@@ -18,6 +18,7 @@
 //
 // Head dims: instantiated for the tiles of metal_kernel_config.h; a call with a smaller head dim
 // runs on the next tile up and skips the 8-wide chunks past its head_dim / head_dim_v.
+#include "attention_mask_tiles.h"
 #include "attention_tiles.h"
 #include "attention_dropout.h"
 
@@ -35,6 +36,8 @@ template <typename T, int D>
     const device int* block_table [[buffer(MFS_BUF_BLOCK_TABLE)]],
     const device float* alibi_slopes [[buffer(MFS_BUF_ALIBI)]],
     const device float* sinks [[buffer(MFS_BUF_SINKS)]],
+    const device uchar* mask [[buffer(MFS_BUF_MASK)]],
+    const device uchar* mask_tiles [[buffer(MFS_BUF_MASK_TILES)]],
     constant AttentionParams& p [[buffer(MFS_BUF_PARAMS)]],
     uint3 tg [[threadgroup_position_in_grid]],
     uint tid [[thread_index_in_threadgroup]],
@@ -104,6 +107,9 @@ template <typename T, int D>
                               p.window_right).end;
   }
   const ScoreRule rule = score_rule(p, alibi_slopes, s, b, h, lane);
+  // attn_mask (fixed-length calls): its summary, and this lane's row of it.
+  const MaskSummary mask_s = mask_summary(p);
+  const long mask_row_at = mask_offset(p, b, h, row, 0);
 
   // This SIMD-group's share of Q, as fragments in the input dtype (rows past the sequence: 0).
   FragStore<T> qf[DQ];
@@ -163,6 +169,17 @@ template <typename T, int D>
   for (int k0 = hull.begin; k0 < hull.end; k0 += BK, ++tile) {
     const int kn = min(BK, hull.end - k0);  // keys of this tile
     threadgroup const int* pages = page_rows + (tile % 2) * 2 * BK;
+    // attn_mask closes the whole tile for every row of the threadgroup: nothing is staged or
+    // multiplied (the decision is the threadgroup's, so every thread skips the same barriers).
+    if (mfs_mask_kind != kNoMask &&
+        mask_range_state(mask_tiles, mask_s, b, h, row0, rows_end, k0, k0 + kn) == kMaskTileClosed) {
+#pragma unroll
+      for (int n = 0; n < SLOTS; ++n) {
+        ksrc[n] += k_tile_step;
+        vsrc[n] += v_tile_step;
+      }
+      continue;
+    }
     if (tid == 0) MSL_SIM_COUNT("kv_tiles", 1);
     if (KV_SHARED && tile > 0) threadgroup_barrier(mem_flags::mem_threadgroup);  // P.V read V
 
@@ -185,6 +202,11 @@ template <typename T, int D>
     // zeroed partial, then added to S): the backward's groups (mfs_score_group_chunks).
     const int j_begin = max(0, (sg_keys.begin - k0) / 8);
     const int j_end = sg_has_rows ? min((kn + 7) / 8, (sg_keys.end - k0 + 7) / 8) : 0;
+    // attn_mask: the states of this row group's 8-key chunks (closed chunks: no MMA).
+    MaskChunks mc = {0u, 0u};
+    if (mfs_mask_kind != kNoMask && sg_has_rows) {
+      mc = mask_chunks<KC>(mask_tiles, mask_s, b, h, sg_row0, min(sg_row0 + 8, s.seqlen_q), k0, kn);
+    }
     simdgroup_float8x8 sf[KC];
 #pragma unroll
     for (int j = 0; j < KC; ++j) sf[j] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
@@ -193,7 +215,7 @@ template <typename T, int D>
       if (c_lo + c0 >= qc) continue;
 #pragma unroll
       for (int j = 0; j < KC; ++j) {
-        if (j < j_begin || j >= j_end) continue;
+        if (j < j_begin || j >= j_end || mask_chunk_closed(mc, j)) continue;
         simdgroup_float8x8 part = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
 #pragma unroll
         for (int c = c0; c < c0 + G && c < DQ; ++c) {
@@ -246,7 +268,11 @@ template <typename T, int D>
       }
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);  // V, partial S and next pages complete
-    if (j_begin >= j_end) continue;  // nothing of this tile for these rows (whole SIMD-group)
+    // nothing of this tile for these rows (whole SIMD-group), or attn_mask closes all of it
+    if (j_begin >= j_end ||
+        (mfs_mask_kind != kNoMask && ((~mc.closed) & ((1u << j_end) - (1u << j_begin))) == 0u)) {
+      continue;
+    }
     if (DS > 1) {  // S = the shares' partials summed in share order: the same S in every share
 #pragma unroll
       for (int j = 0; j < KC; ++j) {
@@ -293,6 +319,10 @@ template <typename T, int D>
         }
       }
     }
+    if (mfs_mask_kind != kNoMask) {  // attn_mask's bias, after the scale (as torch)
+      tile_max = mask_scores<KC>(sf, mc, mask, p, mask_row_at, row_valid, s.seqlen_k, k0, fc,
+                                 j_begin, j_end);
+    }
     tile_max = frag_row_max(tile_max);
     const float m_new = max(st.m, tile_max);
     const float base = softmax_base(m_new);
@@ -320,7 +350,7 @@ template <typename T, int D>
       of[c].thread_elements()[1] *= factor;
 #pragma unroll
       for (int j = 0; j < KC; ++j) {
-        if (j < j_begin || j >= j_end) continue;
+        if (j < j_begin || j >= j_end || mask_chunk_closed(mc, j)) continue;
         simdgroup_float8x8 vf = frag_load(v_tile, LD, j * 8, (c_lo + c) * 8, fr, fc);
         simdgroup_multiply_accumulate(of[c], sf[j], vf, of[c]);
       }

@@ -167,6 +167,15 @@ using mslc::simdgroup_matrix;
 using mslc::vec;
 typedef simdgroup_matrix<float, 8, 8> simdgroup_float8x8;
 
+// MSL's as_type: the same bits seen as another type of the same size (attn_mask's values).
+template <typename To, typename From>
+__device__ __forceinline__ To as_type(const From& from) {
+  static_assert(sizeof(To) == sizeof(From), "as_type needs types of the same size");
+  To to;
+  memcpy(&to, &from, sizeof(To));
+  return to;
+}
+
 // Templates, so CUDA's own ::min(int, int) & co. win overload resolution where both exist.
 template <typename T>
 __device__ __forceinline__ T min(T a, T b) { return a < b ? a : b; }
@@ -246,7 +255,8 @@ __device__ __forceinline__ void simdgroup_multiply_accumulate(
   typedef ::mslc::vec<unsigned, 2> uint2;                                                     \
   typedef ::mslc::vec<unsigned, 3> uint3;                                                     \
   typedef ::mslc::vec<unsigned short, 2> ushort2;                                             \
-  typedef ::mslc::vec<unsigned short, 3> ushort3;
+  typedef ::mslc::vec<unsigned short, 3> ushort3;                                             \
+  typedef unsigned char uchar;
 
 // ---- kernel arguments: one __global__ wrapper per instantiation (the source step writes them) ---
 namespace mslc {

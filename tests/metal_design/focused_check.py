@@ -5,7 +5,9 @@
 
 Runs a few calls that reach every kernel family (multi-tile causal and windowed prefill with GQA,
 sinks, ALiBi and softcap; decode, with and without split-K; rows outside every sequence; the
-backward's gradients, with GQA, sinks, softcap, ALiBi and windows) under
+backward's gradients, with GQA, sinks, softcap, ALiBi and windows; torch's attn_mask through
+scaled_dot_product_attention, its closed, open and mixed tiles, forward and backward with the
+mask's gradient) under
 the simulator's in-order, reverse and random fiber schedules with threadgroup memory poisoned,
 and compares with the float64 reference. Exits 0 when everything matches, 1 otherwise (printing
 what failed). The mutation test (test_metal_design.py) expects 1 from every planted bug.
@@ -182,6 +184,55 @@ def run_backward_case(fa, case, dtype) -> str | None:
     return None
 
 
+def mask_case_inputs(dtype):
+    """An SDPA call with a learned bias whose 8 x 8 tiles are closed (-inf), open (0) and mixed,
+    a fully masked row, GQA; and its boolean twin."""
+    g = torch.Generator().manual_seed(21)
+    n, h, hk, L, S, e = 2, 4, 2, 70, 90, 64
+    q = torch.randn(n, h, L, e, generator=g).to(dtype)
+    k = torch.randn(n, hk, S, e, generator=g).to(dtype)
+    v = torch.randn(n, hk, S, e, generator=g).to(dtype)
+    bias = torch.randn(1, h, L, S, generator=g)
+    bias[..., 16:40] = float("-inf")
+    bias[..., 40:64] = 0.0
+    bias[..., ::5, 64:] = float("-inf")
+    bias[..., 3, :] = float("-inf")
+    return q, k, v, bias
+
+
+def run_mask_case(fa, dtype) -> str | None:
+    """attn_mask on the prefill and the backward (mask gradient included) against float64."""
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q, k, v, bias = mask_case_inputs(dtype)
+    inputs = [t.detach().requires_grad_() for t in (q, k, v, bias)]
+    ref_inputs = [t.detach().double().requires_grad_() for t in (q, k, v, bias)]
+    try:
+        out = fa.scaled_dot_product_attention(*inputs[:3], attn_mask=inputs[3], enable_gqa=True)
+        dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
+        got = torch.autograd.grad(out, inputs, dout)
+        keep = bias > float("-inf")
+        out_bool = fa.scaled_dot_product_attention(q, k, v, attn_mask=keep, enable_gqa=True)
+    except RuntimeError as e:
+        return f"mask: raised {str(e).splitlines()[0][:300]}"
+    with sdpa_kernel(SDPBackend.MATH):
+        ref = F.scaled_dot_product_attention(*ref_inputs[:3], attn_mask=ref_inputs[3], enable_gqa=True)
+        ref_bool = F.scaled_dot_product_attention(*ref_inputs[:3], attn_mask=keep, enable_gqa=True)
+    want = torch.autograd.grad(ref, ref_inputs, dout.double())
+    tol = TOLERANCE[dtype]
+    for label, a, w in (("out", out, ref), ("bool out", out_bool, ref_bool)):
+        if not torch.allclose(a.double(), w, atol=tol["atol"] * 2, rtol=tol["rtol"] * 2):
+            return f"mask: {label} differs by {(a.double() - w).abs().max().item():.3g}"
+    for label, a, w in zip(("dq", "dk", "dv", "dmask"), got, want):
+        if not torch.isfinite(a).all():
+            return f"mask: {label} is not finite"
+        err = (a.double() - w).abs().max().item()
+        if err > BACKWARD_TOLERANCE[dtype] * max(1.0, w.abs().max().item()):
+            return f"mask: {label} differs by {err:.3g}"
+    return None
+
+
 def run_adversarial(fa) -> list[str]:
     """Garbage offsets (within reach of the simulator's red zones) must not fault."""
     from metal_design.adversarial import MILD_CASES, adversarial_call
@@ -211,7 +262,8 @@ def main() -> int:
     for schedule in args.schedules.split(","):
         os.environ["MFS_SIM_SCHEDULE"] = schedule
         for dtype in args.dtypes.split(","):
-            runs = [(run_backward_case, case) for case in BACKWARD_CASES]
+            runs = [(lambda fa, _case, dtype: run_mask_case(fa, dtype), None)]
+            runs += [(run_backward_case, case) for case in BACKWARD_CASES]
             runs += [(run_case, case) for case in CASES + (WIDE_CASES if args.wide else [])]
             for run, case in runs:
                 problem = run(fa, case, DTYPES[dtype])

@@ -132,6 +132,19 @@ MUTANTS = [
            replace_once("page_index], 0,", "page_index], -(1 << 30),")),
     Mutant("cu_seqlens_q_end_not_clamped", "../common/sequence_bounds.h",
            replace_once("clamp_to(o.cu_q_end, s.q_begin, p.q_rows)", "o.cu_q_end")),
+    # attn_mask (attention_mask_tiles.h, attention_mask_summary.metal): a mixed tile's values
+    # not read (taken as open), a mixed tile skipped as if closed, the summary from each tile's
+    # first value only, the bias left out of the backward's probabilities.
+    Mutant("mask_mixed_tile_not_read", "attention_mask_tiles.h",
+           replace_once("} else if (mixed && row_valid", "} else if (false && row_valid")),
+    Mutant("mask_mixed_tile_skipped", "attention_prefill.metal",
+           replace_once("k0 + kn) == kMaskTileClosed", "k0 + kn) != kMaskTileOpen")),
+    Mutant("mask_summary_first_value_only", "attention_mask_summary.metal",
+           replace_once("state = first ? v : merge_mask_tile_states(state, v);",
+                        "state = first ? v : state;")),
+    Mutant("mask_bias_not_in_backward", "attention_backward.metal",
+           replace_once("mfs_mask_kind != kNoMask ? mask_biased(x.logit, mask.bias) : x.logit",
+                        "x.logit")),
 ]
 
 

@@ -35,7 +35,7 @@ def probe_binary() -> Path:
     sources = [PROBE_SRC, COMMON / "metal_launch_plan.cpp", COMMON / "metal_launch_plan.h",
                COMMON / "metal_kernel_config.h", COMMON / "attention_params.h",
                COMMON / "metal_backward_plan.cpp", COMMON / "metal_backward_plan.h",
-               COMMON / "metal_backward_config.h"]
+               COMMON / "metal_backward_config.h", COMMON / "metal_mask_tiles.h"]
     key = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12]
     out = Path(tempfile.gettempdir()) / f"mfs_plan_probe_{key}"
     if not out.exists():
@@ -105,7 +105,13 @@ def instantiated_names() -> set[str]:
                 names.add(f"mfs_{family.lower()}_{dtype}_d{dim}")
     for fn, suffix in re.findall(r"^MFS_INSTANTIATE_BY_DTYPE\((\w+), \w+, (\w+)\)", decode, re.M):
         names.add(fn + suffix)
-    return names
+    return names | mask_summary_names()
+
+
+def mask_summary_names() -> set[str]:
+    """attn_mask's summary kernel (attention_mask_summary.metal), in both plans."""
+    summary = (METAL / "attention_mask_summary.metal").read_text()
+    return set(re.findall(r"\]\] void (mfs_mask_tiles)\(", summary))
 
 
 def instantiated_backward_names() -> set[str]:
@@ -118,4 +124,4 @@ def instantiated_backward_names() -> set[str]:
     for suffix in re.findall(r"^MFS_INSTANTIATE_BWD_ROW_DOT\(\w+, (\w+)\)", backward, re.M):
         names.add(f"mfs_bwd_row_dot_{suffix}")
     names.update(re.findall(r"\]\] void (mfs_bwd_sinks)\(", backward))
-    return names
+    return names | mask_summary_names()

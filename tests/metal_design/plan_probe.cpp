@@ -29,6 +29,7 @@ static bool set_field(AttentionParams& p, const std::string& key, long long v) {
   F(batch) F(heads_q) F(heads_kv) F(head_dim) F(head_dim_v) F(max_seqlen_q) F(max_seqlen_k)
   F(q_rows) F(k_rows) F(seqlen_q) F(seqlen_k) F(flags) F(page_size) F(num_pages)
   F(max_pages_per_seq) F(window_left) F(window_right)
+  F(mask_kind) F(mask_batch_stride) F(mask_head_stride) F(mask_row_stride) F(mask_key_stride)
 #undef F
   return false;
 }

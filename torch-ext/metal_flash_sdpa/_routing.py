@@ -6,7 +6,7 @@
 Either replaces torch.nn.functional.scaled_dot_product_attention by `sdpa_or_torch`, which runs
 a call on the kernels when they take it (kernel_takes) and hands every other call to the function
 it replaced (torch's), unchanged: dropout, other dtypes or devices, head dims the kernels lack,
-masks on a build that does not read them yet, and the calls torch itself refuses (so the error is
+and the calls torch itself refuses (so the error is
 torch's). Code that looks the function up at call time (transformers' `sdpa` attention, diffusers'
 processors, timm) is routed; a reference taken before routing (`from torch.nn.functional import
 scaled_dot_product_attention` at import time) is not. torch.compile traces the routed function.
@@ -23,12 +23,11 @@ import torch.nn.functional as F
 from ._ops import add_op_namespace_prefix
 from ._sdpa import _torch_fuses, scaled_dot_product_attention
 
-# The build this package is (its op namespace says): the device its kernels take, and whether
-# they read attn_mask yet (the cpu build does; the Metal kernels refuse it by name).
+# The build this package is (its op namespace says): the device its kernels take. Every build
+# reads attn_mask (the cpu kernels and the Metal ones).
 # The namespace is _metal_flash_sdpa_<backend>_<hash>: backend cpu, metal or metalsim.
 _BACKEND = add_op_namespace_prefix("").split("::")[0].split("_")[-2]
 _DEVICE_TYPE = "mps" if _BACKEND == "metal" else "cpu"
-_READS_MASKS = _BACKEND == "cpu"
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # torch's own function (F.scaled_dot_product_attention is this builtin): what calls the kernels do
@@ -72,7 +71,7 @@ def kernel_takes(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=Fal
     if not _broadcastable(qb, kb, vb):
         return False
     if attn_mask is not None:
-        if not _READS_MASKS or attn_mask.dtype not in (torch.bool, torch.float32, query.dtype):
+        if attn_mask.dtype not in (torch.bool, torch.float32, query.dtype):
             return False
         if attn_mask.dim() < 2 or (is_causal and not _torch_fuses(query, key, value, attn_mask,
                                                                          enable_gqa)):

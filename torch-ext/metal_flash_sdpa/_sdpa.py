@@ -157,7 +157,7 @@ def scaled_dot_product_attention(
     j <= i); with attn_mask, combined as torch 2.13 does. enable_gqa: key/value heads dividing
     query's, not repeated. Differentiable in query, key, value and a floating attn_mask.
     dropout_p > 0 raises NotImplementedError. The kernels' limits apply: float32/float16/bfloat16,
-    E and Ev multiples of 8 up to 512; attn_mask on the cpu build only so far."""
+    E and Ev multiples of 8 up to 512."""
     if not isinstance(is_causal, bool):
         raise TypeError("scaled_dot_product_attention(): argument 'is_causal' must be bool, not "
                         f"{type(is_causal).__name__}")

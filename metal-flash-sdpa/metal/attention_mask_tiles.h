@@ -1,0 +1,172 @@
+// torch's attn_mask as the Metal kernels read it (MSL only): the function constants that select
+// it, one mask value, the per-call tile summary (common/metal_mask_tiles.h) and its lookups. The
+// rules are attention_semantics.h's (boolean_mask_bias, mask_biased, the MaskTileState of a
+// value and the merge of two states); this header only reads values and applies them. Used by
+// the summary kernel (attention_mask_summary.metal), the prefill and the backward; never by the
+// decode kernel (the plan sends masked calls to the prefill).
+#pragma once
+
+#include "attention_kernel_common.h"
+
+#include "../common/metal_mask_tiles.h"
+
+constant int mfs_mask_kind [[function_constant(MFS_FC_MASK_KIND)]];  // AttentionMaskKind
+constant bool mfs_mask_grad [[function_constant(MFS_FC_MASK_GRAD)]];  // write d attn_mask
+
+// One mask value. Metal compiles with fast math, which may assume no infinities (see
+// MFS_MASKED), so -inf is never computed with: a value that removes its key (a false boolean,
+// boolean_mask_bias's -inf; a floating -inf, recognised by its bits) sets `closes`, and `bias` is
+// the finite bias of a kept key (0 for a true boolean).
+struct MaskValue {
+  bool closes;
+  float bias;
+};
+
+inline MaskValue mask_value(const device uchar* mask, long at) {
+  MaskValue m;
+  m.closes = false;
+  m.bias = 0.0f;
+  if (mfs_mask_kind == kMaskBool) {
+    m.closes = mask[at] == 0;
+  } else if (mfs_mask_kind == kMaskFloat32) {
+    const uint bits = ((const device uint*)mask)[at];
+    m.closes = bits == 0xff800000u;
+    m.bias = m.closes ? 0.0f : as_type<float>(bits);
+  } else if (mfs_mask_kind == kMaskFloat16) {
+    const ushort bits = ((const device ushort*)mask)[at];
+    m.closes = bits == (ushort)0xfc00u;
+    m.bias = m.closes ? 0.0f : float(as_type<half>(bits));
+  } else if (mfs_mask_kind == kMaskBFloat16) {
+    const ushort bits = ((const device ushort*)mask)[at];
+    m.closes = bits == (ushort)0xff80u;
+    m.bias = m.closes ? 0.0f : as_type<float>((uint)bits << 16);
+  }
+  return m;
+}
+
+// The MaskTileState of one value (attention_semantics.h's mask_value_state, -inf by `closes`).
+inline int mask_value_tile_state(const MaskValue m) {
+  return m.closes ? (int)kMaskTileClosed : mask_value_state(m.bias);
+}
+
+// Element offset of (sequence b, q head h, row, key) in attn_mask (strides 0 where it broadcasts).
+inline long mask_offset(constant AttentionParams& p, int b, int h, int row, int key) {
+  return (long)b * p.mask_batch_stride + (long)h * p.mask_head_stride +
+         (long)row * p.mask_row_stride + (long)key * p.mask_key_stride;
+}
+
+// The summary of one call, as every kernel indexes it (metal_mask_tiles.h: the mask's own
+// extents, 8 x 8 tiles).
+struct MaskSummary {
+  int batches, heads, row_tiles, key_tiles;
+};
+inline MaskSummary mask_summary(constant AttentionParams& p) {
+  MaskSummary s;
+  s.batches = mfs_mask_extent(p.mask_batch_stride, p.batch);
+  s.heads = mfs_mask_extent(p.mask_head_stride, p.heads_q);
+  s.row_tiles = mfs_mask_tiles_along(p.mask_row_stride, p.seqlen_q);
+  s.key_tiles = mfs_mask_tiles_along(p.mask_key_stride, p.seqlen_k);
+  return s;
+}
+// Entry of summary tile (row tile, key tile) of sequence b, q head h (broadcast dimensions: 0).
+inline long mask_tile_index(const MaskSummary s, int b, int h, int row_tile, int key_tile) {
+  const int bb = s.batches > 1 ? b : 0;
+  const int hh = s.heads > 1 ? h : 0;
+  return (((long)bb * s.heads + hh) * s.row_tiles + min(row_tile, s.row_tiles - 1)) * s.key_tiles +
+         min(key_tile, s.key_tiles - 1);
+}
+
+// The state of the mask over rows [row_lo, row_hi) x keys [key_lo, key_hi) (non-empty, within
+// the sequence): the merge of the summary tiles that cover it (one when the range is one aligned
+// 8 x 8 tile; ranges that straddle tiles merge up to four per 8 x 8).
+inline int mask_range_state(const device uchar* tiles, const MaskSummary s, int b, int h,
+                            int row_lo, int row_hi, int key_lo, int key_hi) {
+  const int rt_end = min((row_hi - 1) / MFS_MASK_TILE, s.row_tiles - 1);
+  const int kt_end = min((key_hi - 1) / MFS_MASK_TILE, s.key_tiles - 1);
+  const int rt_lo = min(row_lo / MFS_MASK_TILE, rt_end);
+  const int kt_lo = min(key_lo / MFS_MASK_TILE, kt_end);
+  int state = tiles[mask_tile_index(s, b, h, rt_lo, kt_lo)];
+  for (int rt = rt_lo; rt <= rt_end; ++rt) {
+    for (int kt = kt_lo; kt <= kt_end; ++kt) {
+      state = merge_mask_tile_states(state, tiles[mask_tile_index(s, b, h, rt, kt)]);
+    }
+  }
+  return state;
+}
+
+// ---- the prefill: one SIMD-group's 8 rows against a key tile's 8-key chunks ----------------------
+
+// Bit j: chunk j of the tile is closed (no product, no read) / mixed (read value by value).
+struct MaskChunks {
+  uint closed;
+  uint mixed;
+};
+template <int KC>
+inline MaskChunks mask_chunks(const device uchar* tiles, const MaskSummary s, int b, int h,
+                              int row_lo, int row_hi, int k0, int kn) {
+  MaskChunks c;
+  c.closed = 0;
+  c.mixed = 0;
+#pragma unroll
+  for (int j = 0; j < KC; ++j) {
+    if (j * 8 >= kn) break;
+    const int state = mask_range_state(tiles, s, b, h, row_lo, row_hi, k0 + j * 8,
+                                       min(k0 + j * 8 + 8, k0 + kn));
+    c.closed |= (state == kMaskTileClosed ? 1u : 0u) << j;
+    c.mixed |= (state == kMaskTileMixed ? 1u : 0u) << j;
+  }
+  return c;
+}
+inline bool mask_chunk_closed(const MaskChunks c, int j) {
+  return mfs_mask_kind != kNoMask && ((c.closed >> j) & 1u) != 0;
+}
+
+// The mask applied to a SIMD-group's log2-domain logits of a key tile (sf[j] holds keys
+// k0 + 8j + fc, + 1 of this lane's row; `row_at` is mask_offset of the row at key 0): closed
+// chunks and chunks outside [j_begin, j_end) become MFS_MASKED, mixed ones read the lane's two
+// values and take their bias (mask_biased, after the scale as torch; in log2 units), open ones
+// are left as they are. Returns the lane's new maximum.
+template <int KC>
+inline float mask_scores(thread simdgroup_float8x8 (&sf)[KC], const MaskChunks c,
+                         const device uchar* mask, constant AttentionParams& p, long row_at,
+                         bool row_valid, int seqlen_k, int k0, int fc, int j_begin, int j_end) {
+  float tile_max = MFS_MASKED;
+#pragma unroll
+  for (int j = 0; j < KC; ++j) {
+    const bool closed = j < j_begin || j >= j_end || ((c.closed >> j) & 1u) != 0;
+    const bool mixed = ((c.mixed >> j) & 1u) != 0;
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      float x = sf[j].thread_elements()[e];
+      const int key = k0 + j * 8 + fc + e;
+      if (closed) {
+        x = MFS_MASKED;
+      } else if (mixed && row_valid && key < seqlen_k && x > MFS_MASKED_BELOW) {
+        MSL_SIM_COUNT("mask_values_read", 1);
+        const MaskValue m = mask_value(mask, row_at + (long)key * p.mask_key_stride);
+        x = m.closes ? MFS_MASKED : mask_biased(x, m.bias * MFS_LOG2E);
+      }
+      sf[j].thread_elements()[e] = x;
+      tile_max = max(tile_max, x);
+    }
+  }
+  return tile_max;
+}
+
+// ---- the backward: 8 x 8 blocks of owned x streamed rows ------------------------------------------
+
+// The states of a grid of 8 x 8 blocks, 2 bits each (block n at bits 2n, 2n + 1).
+inline uint mask_block_state(uint states, int n) { return (states >> (2 * n)) & 3u; }
+
+// The value of (row, key) in a block of state `state`: closed and open blocks read nothing.
+inline MaskValue mask_value_in_block(uint state, const device uchar* mask,
+                                     constant AttentionParams& p, int b, int h, int row, int key) {
+  MaskValue m;
+  m.closes = state == kMaskTileClosed;
+  m.bias = 0.0f;
+  if (state == kMaskTileMixed) {
+    MSL_SIM_COUNT("mask_values_read", 1);
+    m = mask_value(mask, mask_offset(p, b, h, row, key));
+  }
+  return m;
+}
