@@ -91,10 +91,10 @@ class Batch:
         self.data = (path / "blobs.bin").read_bytes()
 
     def blob(self, name: str) -> np.ndarray:
-        offset, packed, raw = self.blobs[name]
-        out = np.frombuffer(bytearray(zlib.decompress(self.data[offset:offset + packed])), dtype=np.uint8)
+        offset, packed, raw, element = self.blobs[name]
+        out = np.frombuffer(zlib.decompress(self.data[offset:offset + packed]), dtype=np.uint8)
         assert out.size == raw, name
-        return out
+        return out.reshape(element, -1).T.copy().reshape(-1)  # pack_launches.py groups the bytes
 
 
 class Launch:
@@ -246,8 +246,9 @@ def main(argv=None) -> int:
                     continue
                 seen.add(entry["kernel"])
             tests.update(entry["tests"])
-            launch = Launch(batch, entry, kernels)
+            launch = None
             try:
+                launch = Launch(batch, entry, kernels)
                 launch.run()
                 torch.cuda.synchronize()
                 bad, errors = launch.compare()
@@ -263,7 +264,7 @@ def main(argv=None) -> int:
                 print(f"FAIL {entry['kernel']} {entry['grid']} ({entry['tests'][0]}): {'; '.join(bad)}", flush=True)
             else:
                 passed[entry["kernel"]] += 1
-            if a.bench and "bench" in entry["tests"]:
+            if a.bench and launch is not None and "bench" in entry["tests"]:
                 bench_launches.append(launch)
     for kernel in sorted(set(passed) | set(failed)):
         print(f"  {kernel}: {passed[kernel]} passed" + (f", {failed[kernel]} FAILED" if failed[kernel] else ""))

@@ -16,7 +16,8 @@ uninitialised output's garbage, never travel. An element the kernel rewrote with
 cannot be told from one it left alone: it is compared, not poisoned.
 
 PACK_DIR/index.json lists the batches; PACK_DIR/batch_NNN/manifest.json holds its launches
-(each with the tests that ran it) and the blob table; blobs.bin the zlib-compressed blobs.
+(each with the tests that ran it) and the blob table; blobs.bin the blobs, bytes grouped by their
+place in the element, zlib-compressed.
 """
 from __future__ import annotations
 
@@ -91,10 +92,16 @@ class Batch:
         self.launches: list[dict] = []
         self.size = 0
 
-    def add_blob(self, name: str, raw: bytes) -> None:
+    def add_blob(self, name: str, raw: bytes, element: int) -> None:
+        """Stored with its bytes grouped by place in the element (exponent bytes together), which
+        zlib compresses about a tenth better for floats."""
         if name not in self.blobs:
+            if element > 1 and len(raw) % element == 0:
+                raw = np.frombuffer(raw, dtype=np.uint8).reshape(-1, element).T.tobytes()
+            else:
+                element = 1
             packed = zlib.compress(raw, 6)
-            self.blobs[name] = [self.size, len(packed), len(raw)]
+            self.blobs[name] = [self.size, len(packed), len(raw), element]
             self.data.write(packed)
             self.size += len(packed)
 
@@ -153,7 +160,7 @@ def main(argv=None) -> int:
             written = None
             if r["after"] != r["before"]:
                 written = written_ranges((blobs / r["before"]).read_bytes(), after, region_spans(launch, i))
-            batch.add_blob(r["after"], after)
+            batch.add_blob(r["after"], after, max((e for _, _, e in region_spans(launch, i)), default=1))
             regions.append({"bytes": r["bytes"], "blob": r["after"], "written": written})
         launch["regions"] = regions
         batch.launches.append(launch)
