@@ -4,12 +4,13 @@ cubin per (.metal file, function-constant combination, chunk of kernels), with t
 (MSL_CUDA_MMA_EXACT) and only the kernels launched with those constants instantiated.
 
     compile_cubins.py CUBIN_DIR PACK_DIR... [--jobs N] [--translate-only]
-    compile_cubins.py CUBIN_DIR --compile-only [--jobs N]
+    compile_cubins.py CUBIN_DIR --compile-only [PACK_OR_BATCH...] [--jobs N]
 
 CUBIN_DIR/index.json maps "<kernel> <constants>" to its cubin. Translating needs the simulator's
 source step (g++ -E); compiling needs nvcc: --translate-only writes the .cu files and the index
 where the recording was made, --compile-only compiles every .cu without an up-to-date cubin
-where nvcc has cores to spare (the GPU machine).
+where nvcc has cores to spare (the GPU machine); given packs or batches, only the cubins their
+launches use.
 """
 from __future__ import annotations
 
@@ -45,6 +46,10 @@ def kernel_key(kernel: str, constants: dict) -> str:
 
 
 def packed_launches(pack: Path):
+    """The launches of a pack, or of one of its batches."""
+    if not (pack / "index.json").exists():
+        yield from json.loads((pack / "manifest.json").read_text())["launches"]
+        return
     for batch in json.loads((pack / "index.json").read_text())["batches"]:
         yield from json.loads((pack / batch["name"] / "manifest.json").read_text())["launches"]
 
@@ -106,7 +111,11 @@ def main(argv=None) -> int:
         print(f"compile_cubins: {len(index)} kernels in {len(work)} translation units", flush=True)
     if not a.translate_only:
         index = json.loads((out / "index.json").read_text())
-        units = sorted({out / Path(c).with_suffix(".cu") for c in index.values()})
+        cubins = set(index.values())
+        if a.compile_only and a.packs:
+            cubins = {index[kernel_key(launch["kernel"], launch["constants"])]
+                      for pack in a.packs for launch in packed_launches(Path(pack))}
+        units = sorted({out / Path(c).with_suffix(".cu") for c in cubins})
         with cf.ThreadPoolExecutor(max_workers=a.jobs) as ex:
             for line in ex.map(compile_one, units):
                 print(line, flush=True)
