@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: venv build build-sim test test-quick demo bench bench-backward bench-head-dims bench-metal \
-	check-metal check-tools test-gpu clean abi-check fuzz bench-visual aarch64-setup build-aarch64 \
+	check-metal check-tools gpu-record test-gpu clean abi-check fuzz bench-visual aarch64-setup build-aarch64 \
 	test-aarch64 lint-workflows
 
 venv: $(STAMP)
@@ -50,20 +50,34 @@ check-metal: venv check-tools
 	$(PY) tests/metal_cuda/registers.py
 
 # The Metal kernels on an NVIDIA GPU (tests/metal_cuda/README.md), not part of `make test` (CI has
-# no GPU; metal/README.md's Status records each run): API calls that use every kernel at every
-# head-dim tile and dtype, recorded through the simulator, replayed on the GPU through the CUDA
-# translation against the float64 reference, then under compute-sanitizer. GPU_PY: a Python with
-# CUDA torch (the .venv's is CPU-only).
+# no GPU; the README's Status records each run). gpu-record, where build-sim/ is: every launch of
+# the API suite's Metal variant and of API calls that use every kernel at every head-dim tile and
+# dtype, recorded through the simulator with its results, packed in batches, translated to CUDA.
+# test-gpu, on a machine with an NVIDIA GPU and nvcc (GPU_PY: a Python with CUDA torch and numpy;
+# the .venv's torch is CPU-only): the kernels compiled, every packed launch replayed against the
+# simulator's result, the decode kernel's bandwidth, then compute-sanitizer over one launch of
+# every kernel. GPU_PACKS: the packs or batches to replay (one batch at a time where the machine
+# receives a limited upload).
 GPU_PY ?= python3
-GPU_CASES := build-check/gpu_cases
-GPU_CUBINS := build-check/gpu_cubins
-test-gpu: build-sim
-	$(PY) tests/metal_cuda/dump_cases.py $(GPU_CASES) --bench
-	$(PY) tests/metal_cuda/compile_cubins.py $(GPU_CASES) $(GPU_CUBINS)
-	$(GPU_PY) tests/metal_cuda/gpu_replay.py $(GPU_CASES) $(GPU_CUBINS) --bench
+GPU_JOBS ?= $(shell nproc)
+GPU_DIR := build-check/gpu
+GPU_PACKS ?= $(GPU_DIR)/packs/suite $(GPU_DIR)/packs/cases
+gpu-record: build-sim
+	rm -rf $(GPU_DIR)/record $(GPU_DIR)/packs $(GPU_DIR)/cubins
+	OPENBLAS_NUM_THREADS=1 $(PY) tests/metal_cuda/record_suite.py $(GPU_DIR)/record/suite
+	$(PY) tests/metal_cuda/dump_cases.py $(GPU_DIR)/record/cases --bench $(GPU_DIR)/record/bench
+	for p in suite cases bench; do \
+	  $(PY) tests/metal_cuda/pack_launches.py $(GPU_DIR)/packs/$$p $(GPU_DIR)/record/$$p || exit 1; done
+	$(PY) tests/metal_cuda/compile_cubins.py $(GPU_DIR)/cubins $(GPU_DIR)/packs/* --translate-only
+
+test-gpu:
+	$(GPU_PY) tests/metal_cuda/compile_cubins.py $(GPU_DIR)/cubins --compile-only --jobs $(GPU_JOBS)
+	$(GPU_PY) tests/metal_cuda/gpu_replay.py $(GPU_DIR)/cubins $(GPU_PACKS)
+	$(GPU_PY) tests/metal_cuda/gpu_replay.py $(GPU_DIR)/cubins $(GPU_DIR)/packs/bench --bench
 	for tool in racecheck synccheck memcheck; do \
 	  compute-sanitizer --tool $$tool --kernel-name kns=mfs_ --error-exitcode 1 \
-	    $(GPU_PY) tests/metal_cuda/gpu_replay.py $(GPU_CASES) $(GPU_CUBINS) || exit 1; done
+	    $(GPU_PY) tests/metal_cuda/gpu_replay.py $(GPU_DIR)/cubins $(GPU_DIR)/packs/cases \
+	    --one-per-kernel || exit 1; done
 
 # On Linux, aarch64-setup first: the simulator's fiber test cross-builds for arm64 and runs it
 # under qemu (tests/test_msl_sim.py).

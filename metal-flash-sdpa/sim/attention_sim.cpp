@@ -36,6 +36,7 @@ void execute(const PlannedCall& call, TensorOf&& tensor_of) {
       SimBuffer buffer;
       buffer.index = b.index;
       buffer.name = name;
+      buffer.dtype = c10::toString(t.scalar_type());
       buffer.data = static_cast<char*>(t.storage().mutable_data()) + offset;
       buffer.bytes = storage > offset ? storage - offset : 0;
       launch.buffers.push_back(buffer);

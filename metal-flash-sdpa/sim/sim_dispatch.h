@@ -13,6 +13,7 @@
 struct SimBuffer {
   int index;         // [[buffer(index)]]
   const char* name;  // for the simulator's reports (bounds, ...)
+  const char* dtype; // the tensor's element type ("Float", "Half", ...; for MFS_SIM_RECORD)
   void* data;        // the tensor's storage from its own offset on
   size_t bytes;      // what Metal would see of that buffer from this offset
 };

@@ -1,17 +1,25 @@
 #!/usr/bin/env python3
-"""Runs recorded launch plans (dump_cases.py) on an NVIDIA GPU: the .metal kernels through the CUDA
-translation (translate_cuda.py, exact MMA: msl_cuda.h with MSL_CUDA_MMA_EXACT), launched with the
-CUDA driver API on CUDA tensors, every launch of a call in order on one stream, with the call's
-buffers as the simulator saw them before its first launch. Then each output (out, lse, dq, dk,
-dv, ds_aux) is compared with the float64 reference recorded with it.
+"""Runs packed launches (pack_launches.py) on an NVIDIA GPU, each against the simulator's result
+of the same launch: the .metal kernels through the CUDA translation (translate_cuda.py, exact
+MMA: msl_cuda.h with MSL_CUDA_MMA_EXACT, compiled by compile_cubins.py), launched with the CUDA
+driver API.
 
-    gpu_replay.py CASES_DIR CUBIN_DIR [--bench]
+    gpu_replay.py CUBIN_DIR BATCH_DIR... [--one-per-kernel] [--bench] [--failures FILE]
 
-A case passes when no output holds NaN and each output's largest error against the float64
-reference is within twice the simulator's own error plus the dtype's tolerance
-(tests/reference.py) times max(1, |reference|). --bench times the bench_* cases' launches
-(achieved device bandwidth of the decode kernel: K and V bytes over the time of decode + reduce).
-Needs torch with CUDA and libcuda; compute-sanitizer can wrap it (make test-gpu).
+For each launch: its memory is copied to the GPU as the simulator left it after the launch, with
+every element the launch wrote poisoned (all bits set: NaN in float32, float16, bfloat16); the
+kernel runs; every element of its memory is then compared with the simulator's: NaN where the
+simulator has NaN, the same infinities, no poison left where the simulator wrote, integers
+equal, and floats within half the suite's tolerance of their dtype (tests/reference.py:
+|gpu - sim| <= (atol + rtol |sim|) / 2; one rounding flip of a 16-bit output fits). The suite
+holds the simulator's outputs to its float64 reference, so a launch that matches here passes
+its tests' checks on the GPU within the other half.
+
+--one-per-kernel runs the first launch of each kernel only (compute-sanitizer's runs);
+--bench times the launches of the `bench` case (dump_cases.py --bench): the decode kernel's
+achieved device bandwidth, K and V bytes over the time of decode + reduce. No prefill or backward
+time is printed: their MMAs are emulated with warp shuffles here, which says nothing of an Apple
+GPU. Needs torch with CUDA, numpy and libcuda; compute-sanitizer can wrap it (make test-gpu).
 """
 from __future__ import annotations
 
@@ -19,13 +27,24 @@ import argparse
 import ctypes
 import json
 import sys
+import zlib
+from collections import Counter, defaultdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
-TOL = {"f32": 2e-5, "f16": 2e-3, "bf16": 1.6e-2}
-LSE_TOL = 1e-4
-TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+from compile_cubins import kernel_key  # noqa: E402
+from reference import TOLERANCE  # noqa: E402
+
+# Half the suite's tolerance per recorded dtype (c10's names); integers compare exactly.
+FLOATS = {"Float": (np.float32, TOLERANCE[torch.float32]), "Half": (np.float16, TOLERANCE[torch.float16]),
+          "BFloat16": (None, TOLERANCE[torch.bfloat16])}
+INTS = {"Int": np.int32, "Long": np.int64, "Short": np.int16, "Char": np.int8, "Byte": np.uint8, "Bool": np.uint8}
+POISON = 0xFF
 
 _cuda = None  # the CUDA driver (libcuda), loaded by main()
 
@@ -37,167 +56,227 @@ def check(result: int, what: str) -> None:
         raise RuntimeError(f"{what}: {name.value.decode() if name.value else result}")
 
 
-def file_of(kernel: str) -> str:
-    if kernel.startswith("mfs_prefill"):
-        return "attention_prefill"
-    if kernel.startswith(("mfs_decode", "mfs_clear_rows")):
-        return "attention_decode"
-    return "attention_backward"
-
-
-def constants_key(constants: dict) -> str:
-    return "_".join(f"{k}-{v}" for k, v in sorted(constants.items(), key=lambda kv: int(kv[0])))
-
-
 class Kernels:
-    """CUfunction per (kernel, function constants), from CUBIN_DIR/<file>.<constants>.cubin."""
+    """CUfunction per (kernel, function constants), from CUBIN_DIR/index.json (compile_cubins.py)."""
 
     def __init__(self, cubin_dir: Path):
         self.dir = cubin_dir
+        self.index = json.loads((cubin_dir / "index.json").read_text())
         self.modules: dict[str, ctypes.c_void_p] = {}
-        self.functions: dict[tuple[str, str], ctypes.c_void_p] = {}
+        self.functions: dict[str, ctypes.c_void_p] = {}
 
     def get(self, kernel: str, constants: dict) -> ctypes.c_void_p:
-        key = (kernel, constants_key(constants))
+        key = kernel_key(kernel, constants)
         if key not in self.functions:
-            for path in sorted(self.dir.glob(f"{file_of(kernel)}.{key[1]}.*cubin")):
-                # the translation unit that has the kernel's wrapper (no failing driver lookups)
-                if f") {kernel}(const ::mslc::Buffers" not in path.with_suffix(".cu").read_text():
-                    continue
-                if str(path) not in self.modules:
-                    mod = ctypes.c_void_p()
-                    check(_cuda.cuModuleLoad(ctypes.byref(mod), str(path).encode()), f"cuModuleLoad {path}")
-                    self.modules[str(path)] = mod
-                fn = ctypes.c_void_p()
-                if _cuda.cuModuleGetFunction(ctypes.byref(fn), self.modules[str(path)], kernel.encode()) == 0:
-                    self.functions[key] = fn
-                    break
-            else:
-                raise RuntimeError(f"no cubin in {self.dir} has {kernel} with constants {key[1]}")
+            if key not in self.index:
+                raise RuntimeError(f"no cubin in {self.dir} has {key}")
+            path = str(self.dir / self.index[key])
+            if path not in self.modules:
+                mod = ctypes.c_void_p()
+                check(_cuda.cuModuleLoad(ctypes.byref(mod), path.encode()), f"cuModuleLoad {path}")
+                self.modules[path] = mod
+            fn = ctypes.c_void_p()
+            check(_cuda.cuModuleGetFunction(ctypes.byref(fn), self.modules[path], kernel.encode()),
+                  f"cuModuleGetFunction {kernel}")
+            self.functions[key] = fn
         return self.functions[key]
 
 
-class Call:
-    """One recorded call: its launches and its buffers on the GPU."""
+class Batch:
+    def __init__(self, path: Path):
+        self.path = path
+        manifest = json.loads((path / "manifest.json").read_text())
+        self.launches = manifest["launches"]
+        self.blobs = manifest["blobs"]
+        self.data = (path / "blobs.bin").read_bytes()
 
-    def __init__(self, case_dir: Path, kernels: Kernels):
-        self.launches = [json.loads(ln) for ln in (case_dir / "launches.jsonl").read_text().splitlines()]
-        blob = (case_dir / "launches.jsonl.bin").read_bytes()
-        self.buffers: dict[int, torch.Tensor] = {}
-        for launch in self.launches:
-            for b in launch["buffers"]:
-                if b["address"] not in self.buffers:
-                    if b["at"] < 0:  # written by the call before it is read: NaN-poisoned
-                        self.buffers[b["address"]] = torch.full((max(b["bytes"], 1),), 0xFF, dtype=torch.uint8,
-                                                                device="cuda")
-                        continue
-                    data = bytearray(blob[b["at"]:b["at"] + b["bytes"]]) or bytearray(1)
-                    self.buffers[b["address"]] = torch.frombuffer(data, dtype=torch.uint8).cuda()
-        spans = sorted((a, a + t.numel()) for a, t in self.buffers.items())
-        for (a0, a1), (b0, _) in zip(spans, spans[1:]):
-            if b0 < a1:
-                raise RuntimeError(f"{case_dir.name}: overlapping buffers are not replayed")
-        self.args = []
-        for launch in self.launches:
-            table = (ctypes.c_uint64 * 32)()
-            for b in launch["buffers"]:
-                table[b["index"]] = self.buffers[b["address"]].data_ptr()
-            keep = []
-            for index, hexbytes in launch["bytes"].items():
-                t = torch.frombuffer(bytearray(bytes.fromhex(hexbytes)), dtype=torch.uint8).cuda()
-                keep.append(t)
-                table[int(index)] = t.data_ptr()
-            fn = kernels.get(launch["kernel"], launch["constants"])
-            self.args.append((fn, launch, table, keep))
+    def blob(self, name: str) -> np.ndarray:
+        offset, packed, raw, element = self.blobs[name]
+        out = np.frombuffer(zlib.decompress(self.data[offset:offset + packed]), dtype=np.uint8)
+        assert out.size == raw, name
+        return out.reshape(element, -1).T.copy().reshape(-1)  # pack_launches.py groups the bytes
+
+
+class Launch:
+    """One launch on the GPU: its regions (poisoned where it writes), argument table, function."""
+
+    def __init__(self, batch: Batch, launch: dict, kernels: Kernels):
+        self.launch = launch
+        self.expected, self.memory = [], []
+        for r in launch["regions"]:
+            after = batch.blob(r["blob"])
+            start = after.copy()
+            for lo, hi in r["written"] or ():
+                start[lo:hi] = POISON
+            self.expected.append(after)
+            self.memory.append(torch.from_numpy(start if start.size else np.zeros(1, np.uint8)).cuda())
+        self.table = (ctypes.c_uint64 * 32)()
+        for b in launch["buffers"]:
+            self.table[b["index"]] = self.memory[b["region"]].data_ptr() + b["offset"]
+        self.constants = []
+        for index, hexbytes in launch["bytes"].items():
+            t = torch.frombuffer(bytearray(bytes.fromhex(hexbytes)), dtype=torch.uint8).cuda()
+            self.constants.append(t)
+            self.table[int(index)] = t.data_ptr()
+        self.function = kernels.get(launch["kernel"], launch["constants"])
 
     def run(self) -> None:
+        params = (ctypes.c_void_p * 1)(ctypes.cast(ctypes.pointer(self.table), ctypes.c_void_p))
+        g, t = self.launch["grid"], self.launch["threads"]
         stream = torch.cuda.current_stream().cuda_stream
-        for fn, launch, table, _ in self.args:
-            params = (ctypes.c_void_p * 1)(ctypes.cast(ctypes.pointer(table), ctypes.c_void_p))
-            g, t = launch["grid"], launch["threads"]
-            check(_cuda.cuLaunchKernel(fn, g[0], g[1], g[2], t[0], t[1], t[2], 0, ctypes.c_void_p(stream),
-                                       params, None), f"launch {launch['kernel']}")
+        check(_cuda.cuLaunchKernel(self.function, g[0], g[1], g[2], t[0], t[1], t[2], 0,
+                                   ctypes.c_void_p(stream), params, None), f"launch {self.launch['kernel']}")
 
-    def output(self, entry: dict) -> torch.Tensor:
-        for address, buf in self.buffers.items():
-            if address <= entry["address"] < address + buf.numel():
-                dtype = TORCH_DTYPES[entry["dtype"]]
-                offset = (entry["address"] - address) // dtype.itemsize
-                return torch.as_strided(buf.view(dtype), entry["shape"], entry["stride"], offset)
-        raise RuntimeError(f"{entry['name']}: no recorded buffer holds it")
-
-
-def compare(call: Call, expect: dict) -> list[str]:
-    """Failures of one case ([] when it passes); prints each output's errors."""
-    bad, notes = [], []
-    for e in expect["outputs"]:
-        got = call.output(e).double().cpu()
-        want = e["expected"].double()
-        if got.isnan().any():
-            bad.append(f"{e['name']} holds NaN")
-            continue
-        tol = LSE_TOL if e["name"] == "lse" else TOL[expect["dtype"]]
-        finite = ~torch.isneginf(want)
-        if not torch.equal(torch.isneginf(got), ~finite):
-            bad.append(f"{e['name']}: -inf where the reference has none (or not where it has)")
-            continue
-        error = (got[finite] - want[finite]).abs().max().item() if finite.any() else 0.0
-        bound = 2 * e["sim_error"] + tol * max(1.0, want[finite].abs().max().item() if finite.any() else 1.0)
-        notes.append(f"{e['name']} {error:.2g} (sim {e['sim_error']:.2g})")
-        if error > bound:
-            bad.append(f"{e['name']}: error {error:.3g} > bound {bound:.3g}")
-    print(f"  {'; '.join(notes)}")
-    return bad
+    def compare(self) -> tuple[list[str], dict[str, float]]:
+        """Failures (empty when the launch matches) and the worst error over bound per dtype."""
+        bad, worst = [], {}
+        for i, (r, want) in enumerate(zip(self.launch["regions"], self.expected)):
+            got = self.memory[i].cpu().numpy()[:want.size]
+            if np.array_equal(got, want):
+                continue
+            written = np.zeros(want.size, dtype=bool)
+            for lo, hi in r["written"] or ():
+                written[lo:hi] = True
+            for start, end, dtype, name in spans(self.launch, i, want.size):
+                problem, ratio = compare_span(got[start:end], want[start:end], written[start:end], dtype)
+                if ratio is not None:
+                    worst[dtype] = max(worst.get(dtype, 0.0), ratio)
+                if problem:
+                    bad.append(f"{name} ({dtype}): {problem}")
+        return bad, worst
 
 
-def bench(call: Call, repeats: int = 50) -> str:
-    decode = [b for _, launch, _, _ in call.args if launch["kernel"].startswith("mfs_decode_")
-              and "reduce" not in launch["kernel"] for b in launch["buffers"] if b["name"] in ("k", "v")]
-    kv_bytes = sum(b["bytes"] for b in decode)
+def spans(launch: dict, region: int, size: int):
+    """(start, end, dtype, buffer names) of each buffer's stretch of a region."""
+    starts = defaultdict(list)
+    for b in launch["buffers"]:
+        if b["region"] == region:
+            starts[(b["offset"], b["dtype"])].append(b["name"])
+    keys = sorted(starts)
+    for i, (offset, dtype) in enumerate(keys):
+        end = keys[i + 1][0] if i + 1 < len(keys) else size
+        if end > offset:
+            yield offset, end, dtype, "/".join(starts[(offset, dtype)])
+
+
+def as_float(raw: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "BFloat16":
+        return (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    return raw.view(FLOATS[dtype][0])
+
+
+def compare_span(got: np.ndarray, want: np.ndarray, written: np.ndarray, dtype: str):
+    if dtype in INTS:
+        size = np.dtype(INTS[dtype]).itemsize
+        n = got.size // size * size
+        return (None if np.array_equal(got, want) else f"{np.count_nonzero(got[:n].view(INTS[dtype]) != want[:n].view(INTS[dtype]))} elements differ"), None
+    size = 4 if dtype == "Float" else 2
+    n = got.size // size * size
+    if not np.array_equal(got[n:], want[n:]):
+        return "bytes past the last element differ", None
+    g, w = as_float(got[:n], dtype).astype(np.float64), as_float(want[:n], dtype).astype(np.float64)
+    element_written = written[:n].reshape(-1, size).any(axis=1)
+    poison = (got[:n].reshape(-1, size) == POISON).all(axis=1) & ~(want[:n].reshape(-1, size) == POISON).all(axis=1)
+    if (poison & element_written).any():
+        return f"{np.count_nonzero(poison & element_written)} elements the simulator wrote were not written", None
+    if not np.array_equal(np.isnan(g), np.isnan(w)):
+        return f"NaN at {np.count_nonzero(np.isnan(g) != np.isnan(w))} elements where the simulator has none (or the reverse)", None
+    inf = np.isinf(g) | np.isinf(w)
+    if not np.array_equal(g[inf], w[inf]):
+        return "infinities differ", None
+    finite = np.isfinite(w)
+    if not finite.any():
+        return None, 0.0
+    tol = FLOATS[dtype][1]
+    bound = 0.5 * (tol["atol"] + tol["rtol"] * np.abs(w[finite]))
+    ratio = float((np.abs(g[finite] - w[finite]) / bound).max())
+    return (f"error {ratio:.3g} x the bound (half the suite's tolerance)" if ratio > 1 else None), ratio
+
+
+def load_batches(paths: list[str]) -> list[Path]:
+    """Batch directories: each path is a batch or a pack (its index.json lists the batches)."""
+    out = []
+    for p in map(Path, paths):
+        if (p / "index.json").exists():
+            out += [p / b["name"] for b in json.loads((p / "index.json").read_text())["batches"]]
+        else:
+            out.append(p)
+    return out
+
+
+def bench(launches: list[Launch], repeats: int = 50) -> str:
+    decode = [ln for ln in launches if ln.launch["kernel"].startswith("mfs_decode_")
+              and "reduce" not in ln.launch["kernel"]]
+    kv_bytes = sum(b["bytes"] for ln in decode for b in ln.launch["buffers"] if b["name"] in ("k", "v"))
     for _ in range(5):
-        call.run()
+        for ln in launches:
+            ln.run()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
     for _ in range(repeats):
-        call.run()
+        for ln in launches:
+            ln.run()
     end.record()
     end.synchronize()
     seconds = start.elapsed_time(end) / 1e3 / repeats
-    return f"{kv_bytes / 1e6:.1f} MB of K/V in {seconds * 1e6:.1f} us: {kv_bytes / seconds / 1e9:.0f} GB/s"
+    names = "+".join(ln.launch["kernel"] for ln in launches)
+    return f"{names}: {kv_bytes / 1e6:.1f} MB of K/V in {seconds * 1e6:.1f} us: {kv_bytes / seconds / 1e9:.0f} GB/s"
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("cases")
     ap.add_argument("cubins")
+    ap.add_argument("batches", nargs="+")
+    ap.add_argument("--one-per-kernel", action="store_true")
     ap.add_argument("--bench", action="store_true")
-    ap.add_argument("--only", default="", help="comma-separated case-name prefixes")
+    ap.add_argument("--failures", help="write the failing launches (kernel, tests, problems) here as JSON")
     a = ap.parse_args(argv)
     global _cuda
     _cuda = ctypes.CDLL("libcuda.so.1")
     torch.zeros(1, device="cuda")  # the primary context, current on this thread
     kernels = Kernels(Path(a.cubins))
-    names = json.loads((Path(a.cases) / "cases.json").read_text())
-    if a.only:
-        names = [n for n in names if n.startswith(tuple(a.only.split(",")))]
-    failed, launched = [], set()
-    for name in names:
-        case = Path(a.cases) / name
-        expect = torch.load(case / "expect.pt", weights_only=False)
-        call = Call(case, kernels)
-        call.run()
-        torch.cuda.synchronize()
-        launched.update(launch["kernel"] for _, launch, _, _ in call.args)
-        print(f"{name}: {', '.join(launch['kernel'] for _, launch, _, _ in call.args)}")
-        bad = compare(call, expect)
-        if bad:
-            failed.append(name)
-            print(f"  FAIL: {'; '.join(bad)}")
-        if a.bench and expect.get("bench"):
-            print(f"  bench: {bench(call)} ({torch.cuda.get_device_name()})")
-    print(f"gpu_replay: {len(names) - len(failed)}/{len(names)} cases pass, {len(launched)} kernels launched"
-          + (f"; failed: {', '.join(failed)}" if failed else ""))
-    return 1 if failed else 0
+    passed, failed = Counter(), Counter()
+    failures, worst, seen, bench_launches = [], {}, set(), []
+    tests_failed, tests = set(), set()
+    for path in load_batches(a.batches):
+        batch = Batch(path)
+        for entry in batch.launches:
+            if a.one_per_kernel:
+                if entry["kernel"] in seen:
+                    continue
+                seen.add(entry["kernel"])
+            tests.update(entry["tests"])
+            launch = None
+            try:
+                launch = Launch(batch, entry, kernels)
+                launch.run()
+                torch.cuda.synchronize()
+                bad, errors = launch.compare()
+            except RuntimeError as e:  # a launch or CUDA error: reported, and the context is gone
+                bad, errors = [str(e)], {}
+            for dtype, ratio in errors.items():
+                worst[dtype] = max(worst.get(dtype, 0.0), ratio)
+            if bad:
+                failed[entry["kernel"]] += 1
+                tests_failed.update(entry["tests"])
+                failures.append({"kernel": entry["kernel"], "constants": entry["constants"], "grid": entry["grid"],
+                                 "tests": entry["tests"], "problems": bad})
+                print(f"FAIL {entry['kernel']} {entry['grid']} ({entry['tests'][0]}): {'; '.join(bad)}", flush=True)
+            else:
+                passed[entry["kernel"]] += 1
+            if a.bench and launch is not None and "bench" in entry["tests"]:
+                bench_launches.append(launch)
+    for kernel in sorted(set(passed) | set(failed)):
+        print(f"  {kernel}: {passed[kernel]} passed" + (f", {failed[kernel]} FAILED" if failed[kernel] else ""))
+    print("worst error over bound: " + ", ".join(f"{k} {v:.3g}" for k, v in sorted(worst.items())))
+    if bench_launches:
+        print(f"bench ({torch.cuda.get_device_name()}): {bench(bench_launches)}")
+    if a.failures:
+        Path(a.failures).write_text(json.dumps(failures, indent=1))
+    total_passed, total_failed = sum(passed.values()), sum(failed.values())
+    print(f"gpu_replay: {total_passed}/{total_passed + total_failed} launches pass on {torch.cuda.get_device_name()} "
+          f"({len(set(passed) | set(failed))} kernels; tests with a failing launch: {len(tests_failed)} of {len(tests)})")
+    return 1 if total_failed else 0
 
 
 if __name__ == "__main__":
