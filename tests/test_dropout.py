@@ -619,6 +619,40 @@ def test_opcheck_with_dropout(fa, variant, device, generator, dropout_build):
                           (*args, None, 0.25, state, lse))
 
 
+def test_sdpa_mask_and_dropout_together(fa, variant, device, dropout_build, generator):
+    """A float attn_mask that requires grad (with -inf entries) and dropout in one SDPA call:
+    the mask biases the scaled scores, dropout multiplies the softmax's probabilities (torch's
+    order; the lse is the undropped one). out, dq, dk, dv and the mask's gradient against
+    float64 with the same dropout mask."""
+    N, H, L, S, E, p = 2, 2, 24, 40, 32, 0.2
+    q, k, v = (leaf(random_tensor((N, H, n, E), torch.float32, generator, device=device))
+               for n in (L, S, S))
+    bias = torch.randn(N, 1, L, S, generator=generator)
+    bias[torch.rand(N, 1, L, S, generator=generator) < 0.3] = -math.inf
+    bias[:, :, :, :2] = 0.0  # every row keeps a key
+    mask = leaf(bias.to(device))
+    if not dropout_build:
+        with pytest.raises(NotImplementedError, match="dropout_p"):
+            fa.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        return
+    torch.manual_seed(11)
+    out = fa.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+    dout = torch.randn(out.shape, generator=generator).to(device)
+    got = torch.autograd.grad(out, [q, k, v, mask], dout)
+
+    factors = fixed_factors(drawn_words(11), p, N, H, L, S)
+    drop = torch.stack([factors(b, L, S) for b in range(N)])  # [N, H, L, S]
+    ref_in = [leaf(t.detach().cpu().double()) for t in (q, k, v, mask)]
+    rq, rk, rv, rm = ref_in
+    probs = torch.softmax(rq @ rk.transpose(-1, -2) * E ** -0.5 + rm, dim=-1)
+    ref_out = (probs * drop) @ rv
+    assert_close(out, ref_out, torch.float32)
+    want = torch.autograd.grad(ref_out, ref_in, dout.cpu().double())
+    for name, g, w in zip(("dq", "dk", "dv", "dmask"), got, want):
+        torch.testing.assert_close(g.double().cpu(), w, atol=2e-5, rtol=2e-5,
+                                   msg=lambda m: f"{name}: {m}")
+
+
 # ---------------------------------------------------------------- the two builds, one mask
 
 @pytest.mark.skipif(CPU_BUILD_ONLY, reason="needs both builds: MFS_CPU_BUILD runs one cpu build")
