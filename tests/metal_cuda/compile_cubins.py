@@ -34,7 +34,22 @@ def file_of(kernel: str) -> str:
         return "attention_prefill"
     if kernel.startswith(("mfs_decode", "mfs_clear_rows")):
         return "attention_decode"
+    if kernel.startswith("mfs_mask_tiles"):
+        return "attention_mask_summary"
     return "attention_backward"
+
+
+# Function constants a file declares that some of its kernels never read: Apple leaves them
+# undefined in those kernels' pipelines (the plans set them only on the kernels that read them),
+# but the translation gives the whole file one set of values. mfs_clear_rows (in
+# attention_decode.metal) and mfs_decode_reduce do not read decode's pair count (15); any value
+# compiles them.
+UNREAD = {"mfs_clear_rows": {15: 16}, "mfs_decode_reduce": {15: 16}}
+
+
+def translation_constants(kernel: str, constants: dict) -> dict:
+    unread = next((v for prefix, v in UNREAD.items() if kernel.startswith(prefix)), {})
+    return {**unread, **{int(k): v for k, v in constants.items()}}
 
 
 def constants_key(constants: dict) -> str:
@@ -59,7 +74,7 @@ def needed(packs: list[Path]) -> dict[tuple[str, str], tuple[dict, set]]:
     for pack in packs:
         for launch in packed_launches(pack):
             key = (file_of(launch["kernel"]), constants_key(launch["constants"]))
-            constants = {int(k): v for k, v in launch["constants"].items()}
+            constants = translation_constants(launch["kernel"], launch["constants"])
             out.setdefault(key, (constants, set()))[1].add(launch["kernel"])
     return out
 
