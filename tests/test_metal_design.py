@@ -238,7 +238,7 @@ def test_features_are_function_constants():
     p = plan(**varlen_fields(flags=flags), window_left=-1, window_right=0, kv_aligned=0)
     fcs = p["launches"][0]["constants"]
     assert fcs == {"0": 0, "1": 1, "2": 1, "3": 0, "4": 0, "5": 0, "6": 0, "7": 1, "8": 1,
-                   "9": 1, "10": 0, "11": 0, "12": 0, "13": 0}
+                   "9": 1, "10": 0, "11": 0, "12": 0, "13": 0, "14": 0}
     p = plan(**varlen_fields(flags=VARLEN_Q | VARLEN_K))
     fcs = p["launches"][0]["constants"]
     assert fcs["7"] == 0 and fcs["8"] == 0 and fcs["9"] == 0 and fcs["10"] == 1

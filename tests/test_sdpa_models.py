@@ -117,17 +117,16 @@ def test_diffusers_unet_with_text_padding_mask(fa, variant, device, monkeypatch)
     calls = count_kernel_calls(fa, monkeypatch)
     with fa.routed_sdpa():
         got, got_grads = step()
-    # Every attention layer's call ran on the kernels (the Metal build hands the masked
-    # cross-attention calls to torch): self-attention without a mask, cross-attention with the
-    # text padding bias.
+    # Every attention layer's call ran on the kernels, on both builds: self-attention without a
+    # mask, cross-attention with the text padding bias.
     from diffusers.models.attention_processor import Attention
 
     layers = [m for m in model.modules() if isinstance(m, Attention)]
     cross = sum(m.is_cross_attention for m in layers)
     masked = [m for m in calls if m is not None]
     assert cross > 0 and len(layers) > cross
-    assert len(calls) == (len(layers) if variant == "cpu" else len(layers) - cross), len(calls)
-    assert len(masked) == (cross if variant == "cpu" else 0)
+    assert len(calls) == len(layers), len(calls)
+    assert len(masked) == cross
     assert all(m.is_floating_point() for m in masked)
     torch.testing.assert_close(got, want, atol=2e-5, rtol=2e-5)
     for (name, p), a, b in zip(model.named_parameters(), got_grads, want_grads):
