@@ -17,7 +17,7 @@ if ! cmp -s cu.tgz $C/cu.tgz; then
   python3 -c "import torch,numpy;print('torch', torch.__version__, 'numpy', numpy.__version__)"
 fi
 start=$(date +%s)
-python3 tests/metal_cuda/compile_cubins.py $C --compile-only packs/* --jobs $(nproc) > $OUT/compile.txt 2>&1 || { tail -30 $OUT/compile.txt; exit 1; }
+python3 tests/metal_cuda/compile_cubins.py $C packs/* --compile-only --jobs $(nproc) > $OUT/compile.txt 2>&1 || { tail -30 $OUT/compile.txt; exit 1; }
 echo "$(grep -c ': compiled' $OUT/compile.txt) cubins compiled in $(( $(date +%s) - start )) s ($(ls $C/*.cubin | wc -l) here)"
 rc=0
 for p in packs/*; do
