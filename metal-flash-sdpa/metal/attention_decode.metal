@@ -48,7 +48,7 @@ template <typename T, int D>
     const device T* k [[buffer(MFS_BUF_K)]],
     const device T* v [[buffer(MFS_BUF_V)]],
     device T* out [[buffer(MFS_BUF_OUT)]],
-    device float* lse [[buffer(MFS_BUF_LSE)]],
+    device float* lse [[buffer(MFS_BUF_LSE), function_constant(mfs_write_lse)]],
     const device int* cu_seqlens_q [[buffer(MFS_BUF_CU_Q)]],
     const device int* cu_seqlens_k [[buffer(MFS_BUF_CU_K)]],
     const device int* seqused_k [[buffer(MFS_BUF_SEQUSED_K)]],
@@ -352,7 +352,7 @@ template <typename T, int D>
 template <typename T>
 [[kernel, max_total_threads_per_threadgroup(32)]] void mfs_decode_reduce(
     device T* out [[buffer(MFS_BUF_OUT)]],
-    device float* lse [[buffer(MFS_BUF_LSE)]],
+    device float* lse [[buffer(MFS_BUF_LSE), function_constant(mfs_write_lse)]],
     const device int* cu_seqlens_q [[buffer(MFS_BUF_CU_Q)]],
     const device int* cu_seqlens_k [[buffer(MFS_BUF_CU_K)]],
     const device int* seqused_k [[buffer(MFS_BUF_SEQUSED_K)]],
@@ -436,7 +436,7 @@ inline bool row_is_used(constant AttentionParams& p, const device int* cu_seqlen
 template <typename T>
 [[kernel, max_total_threads_per_threadgroup(32)]] void mfs_clear_rows(
     device T* out [[buffer(MFS_BUF_OUT)]],
-    device float* lse [[buffer(MFS_BUF_LSE)]],
+    device float* lse [[buffer(MFS_BUF_LSE), function_constant(mfs_write_lse)]],
     const device int* cu_seqlens_q [[buffer(MFS_BUF_CU_Q)]],
     const device int* seqused_q [[buffer(MFS_BUF_SEQUSED_Q)]],
     constant AttentionParams& p [[buffer(MFS_BUF_PARAMS)]],

@@ -28,7 +28,7 @@ template <typename T, int D>
     const device T* k [[buffer(MFS_BUF_K)]],
     const device T* v [[buffer(MFS_BUF_V)]],
     device T* out [[buffer(MFS_BUF_OUT)]],
-    device float* lse [[buffer(MFS_BUF_LSE)]],
+    device float* lse [[buffer(MFS_BUF_LSE), function_constant(mfs_write_lse)]],
     const device int* cu_seqlens_q [[buffer(MFS_BUF_CU_Q)]],
     const device int* cu_seqlens_k [[buffer(MFS_BUF_CU_K)]],
     const device int* seqused_k [[buffer(MFS_BUF_SEQUSED_K)]],
