@@ -232,6 +232,21 @@ def test_plan_split_sizing_and_live_pairs_in_cpp(tmp_path):
 
 
 @pytest.mark.kernels_ci
+def test_plan_binds_nothing_at_guarded_parameters_in_cpp(tmp_path):
+    """tests/metal_design/plan_guarded_buffers_test.cpp, plain C++ over both plans: nothing is
+    bound at a [[buffer(i), function_constant(c)]] parameter while c is off (lse without
+    write_lse, d attn_mask without mask_grad), the tensor while it is on."""
+    common = REPO / "metal-flash-sdpa" / "common"
+    exe = tmp_path / "plan_guarded_buffers_test"
+    subprocess.run(["g++", "-std=c++17", "-O1", f"-I{common}",
+                    str(REPO / "tests" / "metal_design" / "plan_guarded_buffers_test.cpp"),
+                    str(common / "metal_launch_plan.cpp"), str(common / "metal_backward_plan.cpp"),
+                    "-o", str(exe)], check=True)
+    r = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-4000:]
+
+
+@pytest.mark.kernels_ci
 def test_features_are_function_constants():
     """Every per-call feature reaches the kernels as a function constant (pipeline key)."""
     flags = VARLEN_Q | VARLEN_K | HAS_SINKS | WRITE_LSE

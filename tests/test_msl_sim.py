@@ -24,7 +24,7 @@ import sim  # noqa: E402
 EXAMPLES = ["reduce", "gemm", "function_constants", "vectors", "lane_layout", "collectives", "translation",
             "threadgroup_locals", "shared_header_a", "shared_header_b", "counters", "simdgroup_exchange", "design_counters"]
 BROKEN = ["missing_barrier", "divergent_barrier", "divergent_simd", "deadlock", "threadgroup_overflow",
-          "out_of_bounds", "race_write_write", "race_read_write", "missing_simdgroup_barrier"]
+          "out_of_bounds", "race_write_write", "race_read_write", "missing_simdgroup_barrier", "guarded_parameter"]
 
 
 def _bf16_to_f32(bits):
@@ -435,6 +435,23 @@ def test_threadgroup_memory_limit(lib):
     with pytest.raises(sim.SimError) as e:  # dynamic memory alone over the limit: refused at dispatch
         lib.run("threadgroup_dynamic", threads=(64, 1, 1), buffers={0: out}, threadgroup_memory={0: 40000})
     assert e.value.kind == "ThreadgroupMemoryLimit"
+
+
+@pytest.mark.kernels_ci
+def test_guarded_parameter_touched_when_its_constant_is_off(lib):
+    # Nothing is bound at a [[buffer(i), function_constant(c)]] parameter whose constant is off;
+    # a kernel that touches it anyway is reported, naming the parameter (broken/guarded_parameter).
+    out = np.zeros(32, np.float32)
+    extra = np.zeros(32, np.float32)
+    lib.run("guarded_write_when_off", threads=(32, 1, 1), buffers={0: out, 1: extra},
+            constants={0: True})
+    np.testing.assert_array_equal(extra, 2.0)
+    with pytest.raises(sim.SimError) as e:
+        lib.run("guarded_write_when_off", threads=(32, 1, 1), buffers={0: out}, constants={0: False})
+    msg = str(e.value)
+    assert e.value.kind == "OutOfBounds"
+    assert "absent parameter 'extra' (its function constant is off) [[buffer(1)]]" in msg
+    assert "guarded_parameter.metal:12" in msg
 
 
 @pytest.mark.kernels_ci

@@ -24,6 +24,33 @@
 #define MFS_RULE __attribute__((always_inline)) inline
 #endif
 
+// ---- the score of a removed key ----
+//
+// kMaskedScore is the score of a removed key (outside the window, a false boolean mask, a -inf
+// bias) and the running max of a row that has seen no key; is_masked_score() tells it from a real
+// score (and a no-key lse from a real one). The cpu keeps IEEE -inf. Metal does not: kernel-builder
+// compiles with `metal -O2`, and fast math is Apple's default (-ffast-math; MTLMathMode.fast,
+// unlike .relaxed, does not honour Inf and NaN), so the compiler may assume that no operand is
+// infinite and fold any arithmetic or comparison with an infinity. There it is a finite value far
+// below any score a kernel computes from finite inputs; the kernels turn it into -inf only as the
+// bits they store in lse (attention_kernel_common.h's store_lse), as docs/API.md promises.
+#ifdef __METAL_VERSION__
+static constant constexpr const float kMaskedScore = -1.0e30f;
+// Anything at or below this is kMaskedScore (or what exp rescaling left of it).
+static constant constexpr const float kMaskedScoreAtMost = -1.0e29f;
+// A score of +inf (a sink of +inf) in the kernels: finite for the same reason, and so large that
+// it takes the whole softmax; anything at or above kScoreTakesAllAtLeast is it.
+static constant constexpr const float kScoreTakesAll = 2.0e38f;
+static constant constexpr const float kScoreTakesAllAtLeast = 1.0e38f;
+#else
+constexpr float kMaskedScore = -INFINITY;
+constexpr float kMaskedScoreAtMost = -INFINITY;
+constexpr float kScoreTakesAll = INFINITY;
+constexpr float kScoreTakesAllAtLeast = INFINITY;
+#endif
+inline bool is_masked_score(float x) { return x <= kMaskedScoreAtMost; }
+inline bool score_takes_all(float x) { return x >= kScoreTakesAllAtLeast; }
+
 // Half-open range [begin, end) of key positions visible to one query row.
 struct KeyRange {
   int begin;
@@ -133,10 +160,11 @@ inline float alibi_bias(float slope, int row, int key, int seqlen_q, int seqlen_
 //   every visible score -inf (or no visible key): l == 0, the row saw no key;
 //   a visible score NaN: its exp(NaN - m) makes l and the accumulator NaN;
 //   a visible score +inf: m = +inf and exp(inf - inf) makes l and the accumulator NaN.
-// The value subtracted from the scores before exp: the running max, or 0 while it is -inf (then
-// exp(-inf - 0) = 0 rather than exp(-inf - -inf) = NaN).
+// The value subtracted from the scores before exp: the running max, or 0 while it is
+// kMaskedScore (then exp(-inf - 0) = 0 rather than exp(-inf - -inf) = NaN; in Metal, exp of the
+// finite sentinel minus 0 underflows to 0 rather than being exp(0) = 1).
 inline float softmax_reference(float running_max) {
-  return running_max == -INFINITY ? 0.0f : running_max;
+  return is_masked_score(running_max) ? 0.0f : running_max;
 }
 
 // A row that has seen keys with running max m and running sum l = sum exp(score - m) is finished
@@ -157,7 +185,7 @@ inline RowFinish finish_row(float m, float l, bool sees_keys, bool has_sink, flo
   if (!sees_keys || l == 0.0f) {
     const bool sink_alone = sees_keys && has_sink;
     f.inv = sink_alone && sink != sink ? sink : 0.0f;  // a NaN sink: NaN
-    f.lse = sink_alone ? sink : -INFINITY;
+    f.lse = sink_alone ? sink : kMaskedScore;
     return f;
   }
   if (!(l > 0.0f)) {  // NaN: a NaN or +inf score
@@ -184,9 +212,10 @@ inline RowFinish finish_row(float m, float l, bool sees_keys, bool has_sink, flo
 
 // ---- the backward pass (FlashAttention-2), per row and per (row, key) ----
 
-// A row whose lse is -inf saw no key: its output is zero and nothing flows back through it. A
-// NaN or +inf lse is not that: its row's output is NaN, and NaN flows back (D = rowsum(dO * O)).
-inline bool row_saw_no_key(float lse) { return lse == -INFINITY; }
+// A row whose lse is -inf (kMaskedScore) saw no key: its output is zero and nothing flows back
+// through it. A NaN or +inf lse is not that: its row's output is NaN, and NaN flows back
+// (D = rowsum(dO * O)).
+inline bool row_saw_no_key(float lse) { return is_masked_score(lse); }
 
 // The probability of a visible key (or of the sink, given its logit) from the row's lse, which
 // includes the sink. 0 for a row that saw no key.
@@ -203,7 +232,8 @@ inline float score_gradient(float p, float dp, float row_d) { return p * (dp - r
 // d out / d sink = -p_sink * out, and d loss / d sink = -p_sink * rowsum(dO * O).
 // A sink of +inf has lse +inf and probability 1 (exp(inf - inf) would be NaN).
 inline float sink_gradient(float sink, float lse, float row_d) {
-  const float p_sink = sink == INFINITY && lse == INFINITY ? 1.0f : probability(sink, lse);
+  const bool sink_takes_all = score_takes_all(sink) && score_takes_all(lse);
+  const float p_sink = sink_takes_all ? 1.0f : probability(sink, lse);
   return -p_sink * row_d;
 }
 
@@ -213,7 +243,7 @@ inline float sink_gradient(float sink, float lse, float row_d) {
 // (and after softcap and ALiBi, which torch's SDPA never combines with it); a boolean mask keeps a
 // key where it is true and removes it (-inf) where it is false. A row left with no key outputs
 // zeros and lse -inf, as torch's math path returns zeros for a fully masked row.
-inline float boolean_mask_bias(bool keep) { return keep ? 0.0f : -INFINITY; }
+inline float boolean_mask_bias(bool keep) { return keep ? 0.0f : kMaskedScore; }
 
 template <typename V, typename B>
 MFS_RULE V mask_biased(V score, B bias) {
@@ -229,7 +259,7 @@ enum MaskTileState {
 };
 
 inline int mask_value_state(float bias) {
-  return bias == 0.0f ? kMaskTileOpen : (bias == -INFINITY ? kMaskTileClosed : kMaskTileMixed);
+  return bias == 0.0f ? kMaskTileOpen : (is_masked_score(bias) ? kMaskTileClosed : kMaskTileMixed);
 }
 
 // The state of the union of two tiles' values.

@@ -9,7 +9,8 @@ namespace {
 // The [[buffer]] indices each backward kernel declares (its signature in
 // attention_backward.metal), each with the tensor bound there; an index whose tensor the call
 // does not have (no cu_seqlens, no slopes) is bound to 16 zero bytes, never read (its function
-// constant is off).
+// constant is off); a function-constant-guarded one whose constant is off (plan_buffer_absent)
+// gets nothing.
 std::vector<PlanBuffer> declared_buffers(PlanKernel kind) {
   switch (kind) {
     case PlanKernel::BackwardRowDot:
@@ -73,6 +74,7 @@ KernelLaunch backward_launch(const std::string& name, PlanKernel kind, const Att
   l.kind = kind;
   l.function_constants = plan_feature_constants(p, sinks_dtype, target);
   for (const PlanBuffer& b : declared_buffers(kind)) {
+    if (plan_buffer_absent(l, b.index)) continue;
     if (call_has(p, b.tensor, mask_read)) {
       l.buffers.push_back(b);
     } else {

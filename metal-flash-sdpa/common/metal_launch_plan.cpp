@@ -122,10 +122,12 @@ std::vector<int> declared_buffers(PlanKernel kind) {
   return {};
 }
 
-// A buffer the call does not have (no seqused_k, no lse, ...) is never read by the kernel (its
-// flag is off), but stays bound: to 16 zero bytes with setBytes, so that nothing aliases a tensor.
+// A read-only buffer the call does not have (no seqused_k, no slopes, ...) is never read by the
+// kernel (its flag is off), but stays bound: to 16 zero bytes with setBytes, so that nothing
+// aliases a tensor. A function-constant-guarded parameter whose constant is off gets nothing.
 void bind_placeholders(KernelLaunch& l) {
   for (int index : declared_buffers(l.kind)) {
+    if (plan_buffer_absent(l, index)) continue;
     bool bound = false;
     for (const PlanBuffer& b : l.buffers) bound |= b.index == index;
     if (!bound) l.bytes.push_back({index, std::vector<uint8_t>(16, 0)});
@@ -145,6 +147,21 @@ int decode_heads_per_tg(int group, int rows, int max_pairs) {
 }
 
 }  // namespace
+
+bool plan_buffer_absent(const KernelLaunch& l, int index) {
+  struct Guard {
+    int buffer, constant;
+  };
+  static const Guard kGuards[] = {{MFS_BUF_LSE, MFS_FC_WRITE_LSE},
+                                  {MFS_BUF_DMASK, MFS_FC_MASK_GRAD}};
+  for (const Guard& g : kGuards) {
+    if (g.buffer != index) continue;
+    for (const PlanFunctionConstant& fc : l.function_constants) {
+      if (fc.index == g.constant) return fc.int_value == 0;
+    }
+  }
+  return false;
+}
 
 int gpu_cores_from_architecture(const std::string& name) {
   // "applegpu_g<generation><class>", e.g. applegpu_g14c (M2 Max). The name says the die, not how

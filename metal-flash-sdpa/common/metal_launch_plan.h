@@ -174,3 +174,10 @@ bool plan_mask_summary(const AttentionParams& params, const std::vector<PlanFunc
 std::vector<PlanFunctionConstant> plan_feature_constants(const AttentionParams& params,
                                                          MfsDtype sinks_dtype,
                                                          const PlanTarget& target);
+
+// Whether kernel parameter [[buffer(index)]] is absent from launch `l`: a writable parameter
+// declared `[[buffer(index), function_constant(c)]]` (MSL spec 5.8.1.2) whose bool constant c is
+// off in l.function_constants. Nothing is bound there, not even a placeholder: the kernel may
+// not touch it. The guarded parameters, as the .metal signatures declare them: lse (write_lse)
+// and d attn_mask (mask_grad).
+bool plan_buffer_absent(const KernelLaunch& l, int index);

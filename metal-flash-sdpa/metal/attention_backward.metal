@@ -526,7 +526,7 @@ template <typename T, int D>
     const device float* row_d [[buffer(MFS_BUF_ROW_D)]],
     const device uchar* mask [[buffer(MFS_BUF_MASK)]],
     const device uchar* mask_tiles [[buffer(MFS_BUF_MASK_TILES)]],
-    device float* dmask [[buffer(MFS_BUF_DMASK)]],
+    device float* dmask [[buffer(MFS_BUF_DMASK), function_constant(mfs_mask_grad)]],
     constant AttentionParams& p [[buffer(MFS_BUF_PARAMS)]],
     constant MetalBackwardArgs& a [[buffer(MFS_BUF_BWD_ARGS)]],
     uint3 tg [[threadgroup_position_in_grid]],

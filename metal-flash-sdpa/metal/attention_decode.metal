@@ -48,7 +48,7 @@ template <typename T, int D>
     const device T* k [[buffer(MFS_BUF_K)]],
     const device T* v [[buffer(MFS_BUF_V)]],
     device T* out [[buffer(MFS_BUF_OUT)]],
-    device float* lse [[buffer(MFS_BUF_LSE)]],
+    device float* lse [[buffer(MFS_BUF_LSE), function_constant(mfs_write_lse)]],
     const device int* cu_seqlens_q [[buffer(MFS_BUF_CU_Q)]],
     const device int* cu_seqlens_k [[buffer(MFS_BUF_CU_K)]],
     const device int* seqused_k [[buffer(MFS_BUF_SEQUSED_K)]],
@@ -180,7 +180,7 @@ template <typename T, int D>
       if (QREG) qv[i][e] = d0 < D ? q_mine[i * D + e] : T(0.0f);  // lanes past the tile: 0
       o[i][e] = 0.0f;
     }
-    m[i] = MFS_MASKED;
+    m[i] = kMaskedScore;
     l[i] = 0.0f;
   }
 
@@ -233,7 +233,7 @@ template <typename T, int D>
       }
       dot = group_sum(dot, L);
       const int row = row_first + (first_pair + i) % rows_in;  // used by ALiBi only
-      x[i] = !live ? MFS_MASKED
+      x[i] = !live ? kMaskedScore
              : unmasked ? score_log2(rule[i], dot, row, key)
                         : logit_log2(rule[i], dot, row, key, mine[i]);
     }
@@ -295,9 +295,9 @@ template <typename T, int D>
       const threadgroup float* area = combine + c * W * CW;
       const int h = h_first + pair / rows_in;
       const int row = row_first + pair % rows_in;
-      float mt = MFS_MASKED;
+      float mt = kMaskedScore;
       for (int w = 0; w < W; ++w) mt = max(mt, area[w * CW + D]);
-      const float sink = with_sink ? sink_log2(sinks, h, lane, mfs_sink_dtype) : MFS_MASKED;
+      const float sink = with_sink ? sink_log2(sinks, h, lane, mfs_sink_dtype) : kMaskedScore;
       if (with_sink) mt = max(mt, sink);
       const float base = softmax_base(mt);
       float lt = with_sink ? exp2(sink - base) : 0.0f;
@@ -327,7 +327,7 @@ template <typename T, int D>
           RowState st;
           st.m = mt;
           st.l = lt;
-          lse[lse_offset(p, s, b, h, row)] = row_lse(st, none);
+          store_lse(lse, lse_offset(p, s, b, h, row), row_lse(st, none));
         }
       } else {
         const long slot_index =
@@ -352,7 +352,7 @@ template <typename T, int D>
 template <typename T>
 [[kernel, max_total_threads_per_threadgroup(32)]] void mfs_decode_reduce(
     device T* out [[buffer(MFS_BUF_OUT)]],
-    device float* lse [[buffer(MFS_BUF_LSE)]],
+    device float* lse [[buffer(MFS_BUF_LSE), function_constant(mfs_write_lse)]],
     const device int* cu_seqlens_q [[buffer(MFS_BUF_CU_Q)]],
     const device int* cu_seqlens_k [[buffer(MFS_BUF_CU_K)]],
     const device int* seqused_k [[buffer(MFS_BUF_SEQUSED_K)]],
@@ -370,11 +370,11 @@ template <typename T>
   if (row >= min(s.seqlen_q, a.rows_per_head)) return;  // the whole SIMD-group
   const KeyRange mine = visible_keys(row, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
   const bool none = mine.end <= mine.begin;
-  const float sink = mfs_sinks ? sink_log2(sinks, h, lane, mfs_sink_dtype) : MFS_MASKED;
+  const float sink = mfs_sinks ? sink_log2(sinks, h, lane, mfs_sink_dtype) : kMaskedScore;
   const int splits = a.num_splits;
   const long slot0 = (((long)b * p.heads_q + h) * a.rows_per_head + row) * a.num_splits;
 
-  float m_lane = MFS_MASKED;
+  float m_lane = kMaskedScore;
   for (int i = (int)lane; i < splits; i += 32) m_lane = max(m_lane, partial_ml[(slot0 + i) * 2]);
   RowState st;
   st.m = max(sink, simd_max(m_lane));
@@ -402,7 +402,7 @@ template <typename T>
     const int d = (int)lane + 32 * e;
     if (d < p.head_dim_v) o_row[d] = T(acc[e] * inv);
   }
-  if (mfs_write_lse && lane == 0) lse[lse_offset(p, s, b, h, row)] = row_lse(st, none);
+  if (mfs_write_lse && lane == 0) store_lse(lse, lse_offset(p, s, b, h, row), row_lse(st, none));
 }
 
 // With seqused_q: whether `row` (< cu_seqlens_q[batch]) is one of the used rows of the sequence
@@ -436,7 +436,7 @@ inline bool row_is_used(constant AttentionParams& p, const device int* cu_seqlen
 template <typename T>
 [[kernel, max_total_threads_per_threadgroup(32)]] void mfs_clear_rows(
     device T* out [[buffer(MFS_BUF_OUT)]],
-    device float* lse [[buffer(MFS_BUF_LSE)]],
+    device float* lse [[buffer(MFS_BUF_LSE), function_constant(mfs_write_lse)]],
     const device int* cu_seqlens_q [[buffer(MFS_BUF_CU_Q)]],
     const device int* seqused_q [[buffer(MFS_BUF_SEQUSED_Q)]],
     constant AttentionParams& p [[buffer(MFS_BUF_PARAMS)]],
@@ -452,7 +452,7 @@ template <typename T>
     device T* o_row = out + (long)row * p.o_row_stride + (long)h * p.o_head_stride;
     for (int d = (int)lane; d < p.head_dim_v; d += 32) o_row[d] = T(0.0f);
     if (mfs_write_lse && lane == 0) {
-      lse[(long)h * p.lse_head_stride + row] = MFS_NEG_INF;
+      store_lse(lse, (long)h * p.lse_head_stride + row, kMaskedScore);
     }
   }
 }

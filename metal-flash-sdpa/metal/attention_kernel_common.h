@@ -27,15 +27,15 @@ using namespace metal;
 
 #define MFS_LOG2E 1.4426950408889634f
 #define MFS_LN2 0.6931471805599453f
-#define MFS_NEG_INF (-INFINITY)
-// Masked logits and the running max of a row that has seen no key yet. Finite on purpose: Metal
-// compiles with fast math by default, which may assume no infinities in arithmetic; -inf is only
-// ever stored (the lse of a row with no visible key), never computed with.
-#define MFS_MASKED (-1.0e30f)
-#define MFS_MASKED_BELOW (-1.0e29f)
-// A sink of +inf, in log2 units: finite for the same reason, and so large that it takes the
-// whole softmax (every finite score's exp2(x - it) is 0, its own is 1); row_lse() gives +inf.
-#define MFS_SINK_TAKES_ALL 3.0e38f
+// Masked logits, the running max of a row that has seen no key yet, a sink of +inf: the finite
+// sentinels of attention_semantics.h (kMaskedScore, kScoreTakesAll; fast math may assume that no
+// value is infinite), in log2 units as in natural ones. Infinities exist only as the bits of an
+// lse in memory: store_lse() writes them, load_lse() reads them back as the sentinels.
+// The backward's remaining name for kMaskedScoreAtMost (attention_backward.metal), until it
+// reads lse through load_lse().
+#define MFS_MASKED_BELOW kMaskedScoreAtMost
+#define MFS_NEG_INF_BITS 0xff800000u
+#define MFS_POS_INF_BITS 0x7f800000u
 
 // The call's features, set per pipeline by the plan (metal_launch_plan.cpp): function constants
 // (MSL spec 5.8, "Function Constants"), so a feature that is off leaves no branch or predicate
@@ -149,16 +149,19 @@ inline float score_log2(const ScoreRule r, float qk, int row, int key) {
   return x * MFS_LOG2E;
 }
 
-// The same with the mask: MFS_MASKED when the key is outside `visible`. Kernels call it only on
+// The same with the mask: kMaskedScore when the key is outside `visible`. Kernels call it only on
 // tiles that a mask or a bound can cut (diagonal, window and sequence-end tiles); the simulator
 // counts each evaluation.
 inline float logit_log2(const ScoreRule r, float qk, int row, int key, const KeyRange visible) {
   MSL_SIM_COUNT("mask_evaluations", 1);
-  if (key < visible.begin || key >= visible.end) return MFS_MASKED;
+  if (key < visible.begin || key >= visible.end) return kMaskedScore;
   return score_log2(r, qk, row, key);
 }
 
-// The sink logit of head h in log2 units (s_aux may be float32, float16 or bfloat16).
+// The sink logit of head h in log2 units (s_aux may be float32, float16 or bfloat16). A sink of
+// +inf (recognised by its bits: fast math may not compare with it) or one too large for log2 units
+// becomes kScoreTakesAll, which takes the whole softmax (every finite score's exp2(x - it) is 0,
+// its own is 1); NaN stays NaN.
 inline float sink_log2(const device float* sinks, int h, uint lane, int sink_dtype) {
   float s = 0.0f;
   if (lane == 0) {
@@ -170,8 +173,9 @@ inline float sink_log2(const device float* sinks, int h, uint lane, int sink_dty
       s = sinks[h];
     }
   }
-  const float s_log2 = simd_broadcast(s, 0) * MFS_LOG2E;
-  return s_log2 > MFS_SINK_TAKES_ALL ? MFS_SINK_TAKES_ALL : s_log2;  // +inf; NaN stays NaN
+  s = simd_broadcast(s, 0);
+  if (as_type<uint>(s) == MFS_POS_INF_BITS) return kScoreTakesAll;
+  return s > kScoreTakesAll * MFS_LN2 ? kScoreTakesAll : s * MFS_LOG2E;
 }
 
 // Online-softmax state of one query row, in log2 units: running max m and denominator l.
@@ -183,14 +187,14 @@ struct RowState {
 
 inline RowState row_state_start(bool with_sink, float sink) {
   RowState st;
-  st.m = with_sink ? sink : MFS_MASKED;
+  st.m = with_sink ? sink : kMaskedScore;
   st.l = with_sink ? 1.0f : 0.0f;
   return st;
 }
 
-// The base the row's exponentials are taken against: m, or 0 while the row has seen no key
-// (then every exp2(MFS_MASKED - base) underflows to 0 instead of being exp2(0) = 1).
-inline float softmax_base(float m) { return m <= MFS_MASKED_BELOW ? 0.0f : m; }
+// The base the row's exponentials are taken against: attention_semantics.h's softmax_reference
+// (m, or 0 while the row has seen no key: every exp2(kMaskedScore - 0) underflows to 0).
+inline float softmax_base(float m) { return softmax_reference(m); }
 
 // What a finished row's output accumulator is multiplied by, by finish_row()'s rule: 1 / l; 0
 // for a row that saw no key; NaN when l is NaN (a NaN or +inf score, or a NaN sink, which only
@@ -199,13 +203,28 @@ inline float row_inv(float l, bool no_visible_key) {
   return (no_visible_key || l == 0.0f) ? 0.0f : 1.0f / l;
 }
 
-// Natural-log LSE of a finished row, by finish_row()'s rule (attention_semantics.h): -inf for a
-// row that sees no key (also with a sink); +inf when a score or the sink was +inf (m reaches
-// MFS_SINK_TAKES_ALL); NaN when a score was NaN (l is NaN: the max skips NaN, exp2 does not).
+// Natural-log LSE of a finished row, by finish_row()'s rule (attention_semantics.h), in the
+// sentinels: kMaskedScore (-inf) for a row that sees no key (also with a sink); kScoreTakesAll
+// (+inf) when the sink was +inf (m reaches kScoreTakesAll); NaN when a score was NaN (l is NaN:
+// the max skips NaN, exp2 does not). store_lse() writes it.
 inline float row_lse(const RowState st, bool no_visible_key) {
-  if (no_visible_key || st.l == 0.0f) return MFS_NEG_INF;
-  if (st.m >= MFS_SINK_TAKES_ALL) return INFINITY;
+  if (no_visible_key || st.l == 0.0f) return kMaskedScore;
+  if (score_takes_all(st.m)) return kScoreTakesAll;
   return (st.m + log2(st.l)) * MFS_LN2;
+}
+
+// Where the sentinels become docs/API.md's infinities: lse element `at` is written as bits, by
+// an integer select, so no floating-point operation ever sees an infinity. load_lse() is the
+// inverse, for the kernels that read an lse back (the backward).
+inline void store_lse(device float* lse, long at, float v) {
+  const uint bits = is_masked_score(v) ? MFS_NEG_INF_BITS
+                                       : (score_takes_all(v) ? MFS_POS_INF_BITS : as_type<uint>(v));
+  ((device uint*)lse)[at] = bits;
+}
+inline float load_lse(const device float* lse, long at) {
+  const uint bits = ((const device uint*)lse)[at];
+  if (bits == MFS_NEG_INF_BITS) return kMaskedScore;
+  return bits == MFS_POS_INF_BITS ? kScoreTakesAll : as_type<float>(bits);
 }
 
 // ---- the backward's view of the score rule ----

@@ -14,9 +14,11 @@ constant int mfs_mask_kind [[function_constant(MFS_FC_MASK_KIND)]];  // Attentio
 constant bool mfs_mask_grad [[function_constant(MFS_FC_MASK_GRAD)]];  // write d attn_mask
 
 // One mask value. Metal compiles with fast math, which may assume no infinities (see
-// MFS_MASKED), so -inf is never computed with: a value that removes its key (a false boolean,
-// boolean_mask_bias's -inf; a floating -inf, recognised by its bits) sets `closes`, and `bias` is
-// the finite bias of a kept key (0 for a true boolean).
+// attention_semantics.h's kMaskedScore), so -inf is never computed with: a value that removes its
+// key (a false boolean, boolean_mask_bias's kMaskedScore; a floating -inf, recognised by its
+// bits; a finite bias at or below kMaskedScoreAtMost, which in log2 units would overflow to -inf
+// and removes its key in float32 arithmetic anyway) sets `closes`, and `bias` is the finite bias
+// of a kept key (0 for a true boolean).
 struct MaskValue {
   bool closes;
   float bias;
@@ -30,7 +32,7 @@ inline MaskValue mask_value(const device uchar* mask, long at) {
     m.closes = mask[at] == 0;
   } else if (mfs_mask_kind == kMaskFloat32) {
     const uint bits = ((const device uint*)mask)[at];
-    m.closes = bits == 0xff800000u;
+    m.closes = bits == MFS_NEG_INF_BITS;
     m.bias = m.closes ? 0.0f : as_type<float>(bits);
   } else if (mfs_mask_kind == kMaskFloat16) {
     const ushort bits = ((const device ushort*)mask)[at];
@@ -40,6 +42,10 @@ inline MaskValue mask_value(const device uchar* mask, long at) {
     const ushort bits = ((const device ushort*)mask)[at];
     m.closes = bits == (ushort)0xff80u;
     m.bias = m.closes ? 0.0f : as_type<float>((uint)bits << 16);
+  }
+  if (is_masked_score(m.bias)) {
+    m.closes = true;
+    m.bias = 0.0f;
   }
   return m;
 }
@@ -123,14 +129,14 @@ inline bool mask_chunk_closed(const MaskChunks c, int j) {
 
 // The mask applied to a SIMD-group's log2-domain logits of a key tile (sf[j] holds keys
 // k0 + 8j + fc, + 1 of this lane's row; `row_at` is mask_offset of the row at key 0): closed
-// chunks and chunks outside [j_begin, j_end) become MFS_MASKED, mixed ones read the lane's two
+// chunks and chunks outside [j_begin, j_end) become kMaskedScore, mixed ones read the lane's two
 // values and take their bias (mask_biased, after the scale as torch; in log2 units), open ones
 // are left as they are. Returns the lane's new maximum.
 template <int KC>
 inline float mask_scores(thread simdgroup_float8x8 (&sf)[KC], const MaskChunks c,
                          const device uchar* mask, constant AttentionParams& p, long row_at,
                          bool row_valid, int seqlen_k, int k0, int fc, int j_begin, int j_end) {
-  float tile_max = MFS_MASKED;
+  float tile_max = kMaskedScore;
 #pragma unroll
   for (int j = 0; j < KC; ++j) {
     const bool closed = j < j_begin || j >= j_end || ((c.closed >> j) & 1u) != 0;
@@ -140,11 +146,11 @@ inline float mask_scores(thread simdgroup_float8x8 (&sf)[KC], const MaskChunks c
       float x = sf[j].thread_elements()[e];
       const int key = k0 + j * 8 + fc + e;
       if (closed) {
-        x = MFS_MASKED;
-      } else if (mixed && row_valid && key < seqlen_k && x > MFS_MASKED_BELOW) {
+        x = kMaskedScore;
+      } else if (mixed && row_valid && key < seqlen_k && !is_masked_score(x)) {
         MSL_SIM_COUNT("mask_values_read", 1);
         const MaskValue m = mask_value(mask, row_at + (long)key * p.mask_key_stride);
-        x = m.closes ? MFS_MASKED : mask_biased(x, m.bias * MFS_LOG2E);
+        x = m.closes ? kMaskedScore : mask_biased(x, m.bias * MFS_LOG2E);
       }
       sf[j].thread_elements()[e] = x;
       tile_max = max(tile_max, x);

@@ -28,7 +28,7 @@ template <typename T, int D>
     const device T* k [[buffer(MFS_BUF_K)]],
     const device T* v [[buffer(MFS_BUF_V)]],
     device T* out [[buffer(MFS_BUF_OUT)]],
-    device float* lse [[buffer(MFS_BUF_LSE)]],
+    device float* lse [[buffer(MFS_BUF_LSE), function_constant(mfs_write_lse)]],
     const device int* cu_seqlens_q [[buffer(MFS_BUF_CU_Q)]],
     const device int* cu_seqlens_k [[buffer(MFS_BUF_CU_K)]],
     const device int* seqused_k [[buffer(MFS_BUF_SEQUSED_K)]],
@@ -291,7 +291,7 @@ template <typename T, int D>
     // (4) Logits and online softmax. Interior tiles (every key of the tile visible to every row
     // of this SIMD-group) take no per-element mask.
     const bool interior = sg_full && k0 >= sg_all.begin && k0 + BK <= sg_all.end;
-    float tile_max = MFS_MASKED;
+    float tile_max = kMaskedScore;
     if (interior) {
 #pragma unroll
       for (int j = 0; j < KC; ++j) {
@@ -306,8 +306,8 @@ template <typename T, int D>
 #pragma unroll
       for (int j = 0; j < KC; ++j) {
         if (j < j_begin || j >= j_end) {
-          sf[j].thread_elements()[0] = MFS_MASKED;
-          sf[j].thread_elements()[1] = MFS_MASKED;
+          sf[j].thread_elements()[0] = kMaskedScore;
+          sf[j].thread_elements()[1] = kMaskedScore;
           continue;
         }
 #pragma unroll
@@ -367,7 +367,9 @@ template <typename T, int D>
     o_row[(c_lo + c) * 8 + fc] = T(of[c].thread_elements()[0] * inv);
     o_row[(c_lo + c) * 8 + fc + 1] = T(of[c].thread_elements()[1] * inv);
   }
-  if (mfs_write_lse && fc == 0 && c_lo == 0) lse[lse_offset(p, s, b, h, row)] = row_lse(st, none);
+  if (mfs_write_lse && fc == 0 && c_lo == 0) {
+    store_lse(lse, lse_offset(p, s, b, h, row), row_lse(st, none));
+  }
 }
 
 #define MFS_STR_(x) #x

@@ -269,7 +269,8 @@ enum class Bind {
   Buffer, ThreadPositionInGrid, ThreadgroupPositionInGrid, ThreadPositionInThreadgroup,
   ThreadIndexInThreadgroup, ThreadsPerThreadgroup, ThreadgroupsPerGrid, ThreadsPerGrid,
   SimdgroupIndexInThreadgroup, ThreadIndexInSimdgroup, SimdgroupsPerThreadgroup,
-  ThreadsPerSimdgroup
+  ThreadsPerSimdgroup,
+  Absent  // [[buffer(i), function_constant(c)]] with c off: nothing is bound, the kernel gets null
 };
 template <Bind K, int I>
 struct Param {};
@@ -284,7 +285,9 @@ __device__ __forceinline__ A position(unsigned x, unsigned y, unsigned z) {
 }
 template <typename A, Bind K, int I>
 __device__ __forceinline__ A bind(const Buffers& b, Param<K, I>) {
-  if constexpr (K == Bind::Buffer) {
+  if constexpr (K == Bind::Absent) {
+    return A(nullptr);
+  } else if constexpr (K == Bind::Buffer) {
     if constexpr (std::is_reference_v<A>) {
       return *reinterpret_cast<std::remove_reference_t<A>*>(b.at[I]);
     } else {

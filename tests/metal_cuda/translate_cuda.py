@@ -93,11 +93,17 @@ class CudaTranslator(sim.Translator):
         binds, buffers = [], []
         for prm in k.params:
             kinds = [(sim.PARAM_KINDS[n], a) for n, a in prm.attrs if n in sim.PARAM_KINDS]
-            if any(n == "function_constant" for n, _ in prm.attrs):
-                raise sim.TranslateError(f"{k.name}: [[function_constant]] on parameter '{prm.name}' is not supported")
             if len(kinds) != 1 or kinds[0][0] not in BINDS:
                 raise sim.TranslateError(f"{k.name}: parameter '{prm.name}' has no binding this target supports")
             bind, index = kinds[0]
+            guard = next((a for n, a in prm.attrs if n == "function_constant"), None)
+            if guard is not None:  # [[buffer(i), function_constant(c)]]: absent while c is off
+                if bind != "Buffer" or guard not in self.function_constants:
+                    raise sim.TranslateError(f"{k.name}: parameter '{prm.name}': [[function_constant({guard})]] "
+                                             "names no function constant of a buffer")
+                if not self.constants.get(int(self.function_constants[guard]), 0):
+                    binds.append("::mslc::Param<::mslc::Bind::Absent, 0>{}")
+                    continue
             binds.append(f"::mslc::Param<::mslc::Bind::{bind}, {index or 0}>{{}}")
             if bind == "Buffer":
                 buffers.append(int(index))

@@ -192,7 +192,28 @@ LaunchReport run(const Dispatch& d, const RunOptions& options) {
     std::vector<int> byte_regions;
     for (auto& [i, v] : d.bytes) byte_regions.push_back(arena.add_region(const_cast<uint8_t*>(v.data()), v.size()));
     for (int w = 0; w < nworkers; ++w) tg_regions.push_back(arena.add_region(nullptr, kMaxThreadgroupMemory));
+    // A [[buffer(i), function_constant(c)]] parameter whose constant is off: Metal binds nothing
+    // there and the kernel may not touch it. It points at an empty region between red zones, so
+    // any access is reported out of bounds, naming the parameter.
+    std::vector<std::pair<const ParamDesc*, int>> absent;
+    for (int i = 0; i < k->param_count; ++i) {
+      const ParamDesc& p = k->params[i];
+      if (p.kind == ParamKind::Buffer && p.enabled && !p.enabled() && !d.buffers.count(p.index) &&
+          !d.bytes.count(p.index))
+        absent.push_back({&p, arena.add_region(nullptr, 0)});
+    }
     arena.map();
+    for (auto& [p, region] : absent) {
+      char* at = arena.staged(region);
+      launch->buffers[p->index] = at;
+      mem::Binding bind;
+      bind.begin = reinterpret_cast<uintptr_t>(at);
+      bind.end = bind.begin;
+      bind.name = std::string("absent parameter '") + p->name + "' (its function constant is off)";
+      bind.index = p->index;
+      bind.size = 0;
+      arena.add_binding(bind);
+    }
     for (size_t j = 0; j < ext.size(); ++j) {
       const DeviceBuffer& b = d.buffers.at(ext[j].index);
       char* p = arena.staged(placed[j].first) + (ext[j].lo - placed[j].second);
