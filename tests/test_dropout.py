@@ -553,6 +553,80 @@ def test_sdpa_dropout(fa, variant, device, dropout_build, generator):
                                    msg=lambda m: f"d{name}: {m}")
 
 
+def test_routed_training_step_with_dropout(fa, variant, device, dropout_build, generator,
+                                           monkeypatch):
+    """F.scaled_dot_product_attention routed (fa.routed_sdpa) with dropout_p > 0 runs on the
+    kernels, as torch applies it (whatever the module's training mode: SDPA has no training
+    flag), with the kernels' stream. The keep rate of the mask it used (read back exactly:
+    uniform scores and identity values make out = Z / S) is within a binomial bound; a training
+    step's output and gradients equal the float64 reference applied with that call's mask
+    (query token n * L + row); dropout_p = 0 draws nothing and gives what the unrouted-dropout
+    call gave before."""
+    import torch.nn.functional as F
+
+    calls = []
+    kernel = fa._routing.scaled_dot_product_attention
+    monkeypatch.setattr(fa._routing, "scaled_dot_product_attention",
+                        lambda *a, **kw: calls.append(1) or kernel(*a, **kw))
+    N, H, L, S, E, p = 2, 2, 24, 40, 32, 0.3
+    if not dropout_build:  # the kernels refuse dropout: routing must not send it there
+        assert not fa._routing.kernel_takes(*(torch.zeros(1, 1, 4, 8, device=device),) * 3,
+                                            dropout_p=p)
+        return
+    # The mask's statistics, through the routed call.
+    uniform_q, uniform_k = torch.zeros(N, H, L, E, device=device), torch.zeros(N, H, S, E, device=device)
+    eye = torch.eye(S, device=device).expand(N, H, S, S)
+    torch.manual_seed(3)
+    with fa.routed_sdpa():
+        z = F.scaled_dot_product_attention(uniform_q, uniform_k, eye, dropout_p=p) * S
+    kept = (z.cpu() > 0).numpy()
+    n = kept.size
+    assert abs(kept.sum() - n * (1 - p)) <= 5 * math.sqrt(n * p * (1 - p)), "keep rate off"
+    torch.testing.assert_close(z.cpu()[z.cpu() > 0], torch.full([int(kept.sum())], 1 / (1 - p)))
+    assert np.array_equal(kept.transpose(0, 2, 1, 3).reshape(N * L, H, S).transpose(1, 0, 2),
+                          keep_mask(drawn_words(3), p, np.arange(N * L), np.arange(H), S))
+
+    # A training step (a projection, then attention with dropout), against float64 with the mask.
+    proj = torch.nn.Linear(E, 3 * E).to(device)
+    x = random_tensor((N, L, E), torch.float32, generator, device=device)
+    kv = random_tensor((N, S, E), torch.float32, generator, device=device)
+
+    def step(use_dropout: float):
+        wq, wk, wv = proj.weight.split(E)
+        q = (x @ wq.T).view(N, L, H, E // H).transpose(1, 2)
+        k = (kv @ wk.T).view(N, S, H, E // H).transpose(1, 2)
+        v = (kv @ wv.T).view(N, S, H, E // H).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=use_dropout, is_causal=False)
+        return out, (q, k, v)
+
+    calls.clear()
+    torch.manual_seed(4)
+    with fa.routed_sdpa():
+        out, (q, k, v) = step(p)
+        dout = torch.randn(out.shape, generator=generator).to(device)
+        got = torch.autograd.grad(out, [q, k, v, proj.weight], dout)
+    assert len(calls) == 1, "the routed dropout call did not run on the kernels"
+    factors = fixed_factors(drawn_words(4), p, N, H, L, S)
+    drop = torch.stack([factors(b, L, S) for b in range(N)])  # [N, H, L, S]
+    rq, rk, rv = (leaf(t.detach().cpu().double()) for t in (q, k, v))
+    ref = (torch.softmax(rq @ rk.transpose(-1, -2) * (E // H) ** -0.5, -1) * drop) @ rv
+    assert_close(out, ref, torch.float32)
+    want = torch.autograd.grad(ref, [rq, rk, rv], dout.cpu().double())
+    for name, g, w in zip("qkv", got, want):
+        torch.testing.assert_close(g.double().cpu(), w, atol=2e-5, rtol=2e-5,
+                                   msg=lambda m: f"d{name}: {m}")
+    assert torch.isfinite(got[3]).all()
+
+    # dropout_p = 0: routed as before, draws nothing, equals the call without dropout_p.
+    calls.clear()
+    state = torch.get_rng_state()
+    with fa.routed_sdpa():
+        plain = F.scaled_dot_product_attention(q, k, v)
+        zero = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0)
+    assert len(calls) == 2 and torch.equal(plain, zero)
+    assert torch.equal(torch.get_rng_state(), state), "dropout_p = 0 drew from the generator"
+
+
 def test_packed_variants_use_the_same_mask(fa, variant, device, dropout_build, generator):
     qkv = random_tensor((2, 24, 3, 4, 16), torch.float32, generator, device=device)
     if not dropout_build:
