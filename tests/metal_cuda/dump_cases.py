@@ -11,7 +11,8 @@ Each case's outputs (out, lse, dq, dk, dv, ds_aux) are held to the float64 refer
 the suite holds them. The calls go through the public API with
 every feature the launch can carry: varlen q and k with rows outside every sequence (clear_rows),
 GQA, causal, softcap, ALiBi, sinks, lse, and their backward; decode through a paged KV cache with
-cache_seqlens (seqused_k) and split-K (decode_reduce).
+cache_seqlens (seqused_k) and split-K (decode_reduce); flash-attn's S_dmask (return_attn_probs with
+dropout: attention_probs), its |values| against the reference's probabilities.
 """
 from __future__ import annotations
 
