@@ -2,10 +2,12 @@
 (benchmark_attention.py), `make bench-backward` (training_routes.py) and `make bench-head-dims`
 (head_dim_routes.py): this kernel, and the torch routes it replaces (SDPA on a padded batch with
 a mask, SDPA per sequence in a loop, SDPA on a dense batch), with one way to time them and one
-way to measure their memory."""
+way to measure their memory; and the timing benchmarks' shared command line and header words
+(benchmark_arguments, torch_and_threads)."""
 
 from __future__ import annotations
 
+import argparse
 import gc
 import os
 import random
@@ -20,6 +22,23 @@ import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parent.parent
 REPO_ID = "kernels-community/metal-flash-sdpa"
+
+
+def benchmark_arguments(description: str | None, repeats: int, quick_help: str,
+                        more: Callable[[argparse.ArgumentParser], None] | None = None):
+    """The timing benchmarks' command line: --repeats (interleaved rounds, default `repeats`),
+    --quick (`quick_help` says what it shrinks), and what `more` adds; parsed."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    if more is not None:
+        more(parser)
+    return parser.parse_args()
+
+
+def torch_and_threads() -> str:
+    """The first words of a benchmark's header: torch's version and its thread count."""
+    return f"torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def load_local_kernel():

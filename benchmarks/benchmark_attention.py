@@ -12,7 +12,6 @@ every workload is verified against the float64 reference (tests/reference.py).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -95,12 +94,9 @@ for _name in DENSE:  # setup_X / benchmark_X / verify_X per dense workload
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="smaller shapes, fewer repeats")
-    args = parser.parse_args()
+    args = R.benchmark_arguments(__doc__.split("\n")[0], 5, "smaller shapes, fewer repeats")
     fa = R.load_local_kernel()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of "
+    print(f"{R.torch_and_threads()}; median of "
           f"{args.repeats} interleaved rounds; ratio = baseline time / kernel time (>1: faster)")
     print(f"{'workload':22s} {'baseline':34s} {'kernel ms':>10s} {'baseline ms':>12s} "
           f"{'ratio':>7s} {'kernel GFLOP/s':>15s}")

@@ -10,7 +10,6 @@ fp32 and bf16 (flash_attn_func), and the mixed varlen batch of `make bench` (GQA
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -41,12 +40,9 @@ def report(workload: str, call, inputs, repeats: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="1024 tokens, fewer workloads")
-    args = parser.parse_args()
+    args = R.benchmark_arguments(__doc__.split("\n")[0], 5, "1024 tokens, fewer workloads")
     fa = R.load_local_kernel()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; forward + backward, "
+    print(f"{R.torch_and_threads()}; forward + backward, "
           f"median of {args.repeats} interleaved rounds; ratio = time with dropout_p=0.1 / "
           f"time with dropout_p=0")
     print(f"{'workload':34s} {'p=0 ms':>12s} {'p=0.1 ms':>14s} {'ratio':>8s}")

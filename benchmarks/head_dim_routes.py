@@ -12,7 +12,6 @@ the shared machine hits both alike: the ratios are what to read, not the times.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -64,10 +63,7 @@ def route(fa, lengths_q, lengths_k, head_dim, dtype, causal, backward: bool):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="smaller workloads")
-    args = parser.parse_args()
+    args = R.benchmark_arguments(__doc__.splitlines()[0], 5, "smaller workloads")
     fa = R.load_local_kernel()
     print(f"torch threads: {torch.get_num_threads()}; seconds per FLOP at 512 / at 256 "
           f"(1.00 = equally efficient); median of {args.repeats} interleaved rounds")

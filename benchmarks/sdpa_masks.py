@@ -14,7 +14,6 @@ key-padding mask [N, 1, 1, S] (a quarter of the keys padded away) and a full ran
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -67,17 +66,16 @@ def routes(fa, q, k, v, mask, backward: bool, baseline=None):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="L = S = 512 (a smoke run)")
-    parser.add_argument("--baseline", type=Path, help="a checkout whose cpu build to time too")
-    parser.add_argument("--masks", nargs="+", default=["key_padding", "full_random_bool"],
-                        choices=["key_padding", "full_random_bool"])
-    args = parser.parse_args()
+    def more(parser):
+        parser.add_argument("--baseline", type=Path, help="a checkout whose cpu build to time too")
+        parser.add_argument("--masks", nargs="+", default=["key_padding", "full_random_bool"],
+                            choices=["key_padding", "full_random_bool"])
+
+    args = R.benchmark_arguments(None, 3, "L = S = 512 (a smoke run)", more)
     fa = R.load_local_kernel()
     baseline = load_baseline(args.baseline) if args.baseline else None
     seqlen = 512 if args.quick else 2048
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; ratio = torch / kernel "
+    print(f"{R.torch_and_threads()}; ratio = torch / kernel "
           f"(> 1: the kernel is faster); memory = peak extra resident MiB, kernel / torch")
     for mask_kind in args.masks:
         for head_dim in (64, 128):

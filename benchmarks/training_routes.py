@@ -10,7 +10,6 @@ backward), and dense equal-length batches against torch SDPA forward + backward.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -42,12 +41,9 @@ def main() -> None:
         # unmapped when freed: resident memory then follows what the routes hold.
         os.execve(sys.executable, [sys.executable, *sys.argv],
                   {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)})
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="smaller shapes")
-    args = parser.parse_args()
+    args = R.benchmark_arguments(__doc__.split("\n")[0], 3, "smaller shapes")
     fa = R.load_local_kernel()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; forward + backward, "
+    print(f"{R.torch_and_threads()}; forward + backward, "
           f"median of {args.repeats} interleaved rounds; ratio = baseline time / kernel time "
           f"(>1: faster); peak MiB = peak resident memory above the inputs during the call")
     print(f"{'workload':22s} {'baseline':34s} {'kernel ms':>10s} {'baseline ms':>12s} "

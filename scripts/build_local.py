@@ -127,6 +127,7 @@ def sim_sources() -> list[Path]:
         common / "attention_sdpa.cpp",
         common / "metal_backward_plan.cpp",
         common / "metal_launch_plan.cpp",
+        common / "metal_probabilities_plan.cpp",
         *sorted((REPO / "metal-flash-sdpa" / "sim").glob("*.cpp")),
     ]
 

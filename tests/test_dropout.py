@@ -428,10 +428,6 @@ def test_return_attn_probs_is_flash_attns_s_dmask(fa, variant, device, dropout_b
         with pytest.raises(NotImplementedError, match="dropout_p"):
             fa.flash_attn_func(q, k, v, dropout_p=p, return_attn_probs=True, **call)
         return
-    if variant != "cpu":  # S_dmask is the cpu build's: the Metal build refuses it by name
-        with pytest.raises(NotImplementedError, match="return_attn_probs"):
-            fa.flash_attn_func(q, k, v, dropout_p=p, return_attn_probs=True, **call)
-        return
     torch.manual_seed(6)
     out, lse, probs = fa.flash_attn_func(q, k, v, dropout_p=p, return_attn_probs=True, **call)
     torch.manual_seed(6)
@@ -455,11 +451,6 @@ def test_return_attn_probs_varlen(fa, variant, device, dropout_build, generator)
     cu_q, cu_k = batch.cu_seqlens_q, batch.cu_seqlens_k
     if not dropout_build:
         return
-    if variant != "cpu":  # S_dmask is the cpu build's: the Metal build refuses it by name
-        with pytest.raises(NotImplementedError, match="return_attn_probs"):
-            fa.flash_attn_varlen_func(batch.q, batch.k, batch.v, cu_q, cu_k, 17, 11, dropout_p=p,
-                                      return_attn_probs=True)
-        return
     torch.manual_seed(2)
     out, lse, probs = fa.flash_attn_varlen_func(batch.q, batch.k, batch.v, cu_q, cu_k, 17, 11,
                                                 dropout_p=p, return_attn_probs=True,
@@ -475,6 +466,64 @@ def test_return_attn_probs_varlen(fa, variant, device, dropout_build, generator)
         kept = keep_mask(words, p, q0 + np.arange(n), np.arange(heads), sk)
         assert np.array_equal(torch.signbit(probs[b, :, :n, :sk]).cpu().numpy(), ~kept)
         assert (probs[b, :, n:] == 0).all() and (probs[b, :, :, sk:] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_return_attn_probs_seqused_sinks_and_every_score_rule(fa, variant, device, dropout_build,
+                                                              generator, dtype):
+    """S_dmask of a varlen call whose slots are cut by seqused_q / seqused_k, with sinks (their
+    share is in lse, never in S_dmask), causal, softcap, per-sequence ALiBi and GQA: |S_dmask| is
+    the float64 reference's P over each sequence's used rows and keys, 0 past them (the rest of
+    the slot and of max_seqlen), and its sign the stream's mask at query token cu_seqlens_q[b] +
+    row (the slot's, not the used rows' packing)."""
+    if not dropout_build:
+        return
+    p, heads, heads_kv, d = 0.25, 4, 2, 32
+    slots_q, slots_k, used_q, used_k = [7, 0, 12], [9, 3, 20], [5, 0, 12], [9, 2, 13]
+    cu_q, cu_k = cumulative(slots_q), cumulative(slots_k)
+    q = random_tensor((sum(slots_q), heads, d), dtype, generator)
+    k = random_tensor((sum(slots_k), heads_kv, d), dtype, generator)
+    v = random_tensor((sum(slots_k), heads_kv, d), dtype, generator)
+    sinks = torch.randn(heads, generator=generator)
+    slopes = torch.rand(len(slots_q), heads, generator=generator)
+    uq, uk = torch.tensor(used_q, dtype=torch.int32), torch.tensor(used_k, dtype=torch.int32)
+    on = lambda t: t.to(device)  # noqa: E731
+    torch.manual_seed(9)
+    _, lse, probs = fa.flash_attn_varlen_func(
+        on(q), on(k), on(v), on(cu_q), on(cu_k), max(slots_q), max(slots_k), dropout_p=p,
+        causal=True, softcap=3.0, alibi_slopes=on(slopes), s_aux=on(sinks),
+        seqused_q=on(uq), seqused_k=on(uk), return_attn_probs=True)
+    assert probs.shape == (3, heads, max(slots_q), max(slots_k)) and probs.dtype == dtype
+    probs = probs.cpu()
+    words = drawn_words(9)
+    for b in range(3):
+        nq, nk, q0, k0 = used_q[b], used_k[b], int(cu_q[b]), int(cu_k[b])
+        assert (probs[b, :, nq:] == 0).all() and (probs[b, :, :, nk:] == 0).all()
+        if nq == 0:
+            continue
+        sem = Semantics(scale=d ** -0.5, causal=True, softcap=3.0, alibi_slopes=slopes[b],
+                        sinks=sinks)
+        want, _ = reference_probs(q[q0:q0 + nq].double(), k[k0:k0 + nk].double(), sem,
+                                  torch.tensor([0, nq]), torch.tensor([0, nk]))
+        assert_close(probs[b:b + 1, :, :nq, :nk].abs(), want, dtype, what=f"|S_dmask| of {b}")
+        kept = keep_mask(words, p, q0 + np.arange(nq), np.arange(heads), nk)
+        assert np.array_equal(torch.signbit(probs[b, :, :nq, :nk]).numpy(), ~kept), \
+            f"the sign of S_dmask of sequence {b} is not the dropout mask"
+
+
+def test_return_attn_probs_paged_is_refused_by_name(fa, variant, device, dropout_build, generator):
+    """S_dmask of a paged call (block_table) is not computed by either build: refused, naming
+    block_table, never a wrong tensor."""
+    if not dropout_build:
+        return
+    q = random_tensor((6, 2, 16), torch.float32, generator, device=device)
+    k_pages = random_tensor((3, 16, 2, 16), torch.float32, generator, device=device)
+    table = torch.tensor([[0, 2]], dtype=torch.int32, device=device)
+    cu_q = torch.tensor([0, 6], dtype=torch.int32, device=device)
+    cu_k = torch.tensor([0, 20], dtype=torch.int32, device=device)
+    with pytest.raises(NotImplementedError, match="block_table"):
+        fa.flash_attn_varlen_func(q, k_pages, k_pages, cu_q, cu_k, 6, 20, dropout_p=0.2,
+                                  block_table=table, return_attn_probs=True)
 
 
 # ---------------------------------------------------------------- the other entry points
@@ -502,6 +551,80 @@ def test_sdpa_dropout(fa, variant, device, dropout_build, generator):
     for name, g, w in zip("qkv", got, want):
         torch.testing.assert_close(g.transpose(1, 2).double().cpu(), w, atol=2e-5, rtol=2e-5,
                                    msg=lambda m: f"d{name}: {m}")
+
+
+def test_routed_training_step_with_dropout(fa, variant, device, dropout_build, generator,
+                                           monkeypatch):
+    """F.scaled_dot_product_attention routed (fa.routed_sdpa) with dropout_p > 0 runs on the
+    kernels, as torch applies it (whatever the module's training mode: SDPA has no training
+    flag), with the kernels' stream. The keep rate of the mask it used (read back exactly:
+    uniform scores and identity values make out = Z / S) is within a binomial bound; a training
+    step's output and gradients equal the float64 reference applied with that call's mask
+    (query token n * L + row); dropout_p = 0 draws nothing and gives what the unrouted-dropout
+    call gave before."""
+    import torch.nn.functional as F
+
+    calls = []
+    kernel = fa._routing.scaled_dot_product_attention
+    monkeypatch.setattr(fa._routing, "scaled_dot_product_attention",
+                        lambda *a, **kw: calls.append(1) or kernel(*a, **kw))
+    N, H, L, S, E, p = 2, 2, 24, 40, 32, 0.3
+    if not dropout_build:  # the kernels refuse dropout: routing must not send it there
+        assert not fa._routing.kernel_takes(*(torch.zeros(1, 1, 4, 8, device=device),) * 3,
+                                            dropout_p=p)
+        return
+    # The mask's statistics, through the routed call.
+    uniform_q, uniform_k = torch.zeros(N, H, L, E, device=device), torch.zeros(N, H, S, E, device=device)
+    eye = torch.eye(S, device=device).expand(N, H, S, S)
+    torch.manual_seed(3)
+    with fa.routed_sdpa():
+        z = F.scaled_dot_product_attention(uniform_q, uniform_k, eye, dropout_p=p) * S
+    kept = (z.cpu() > 0).numpy()
+    n = kept.size
+    assert abs(kept.sum() - n * (1 - p)) <= 5 * math.sqrt(n * p * (1 - p)), "keep rate off"
+    torch.testing.assert_close(z.cpu()[z.cpu() > 0], torch.full([int(kept.sum())], 1 / (1 - p)))
+    assert np.array_equal(kept.transpose(0, 2, 1, 3).reshape(N * L, H, S).transpose(1, 0, 2),
+                          keep_mask(drawn_words(3), p, np.arange(N * L), np.arange(H), S))
+
+    # A training step (a projection, then attention with dropout), against float64 with the mask.
+    proj = torch.nn.Linear(E, 3 * E).to(device)
+    x = random_tensor((N, L, E), torch.float32, generator, device=device)
+    kv = random_tensor((N, S, E), torch.float32, generator, device=device)
+
+    def step(use_dropout: float):
+        wq, wk, wv = proj.weight.split(E)
+        q = (x @ wq.T).view(N, L, H, E // H).transpose(1, 2)
+        k = (kv @ wk.T).view(N, S, H, E // H).transpose(1, 2)
+        v = (kv @ wv.T).view(N, S, H, E // H).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=use_dropout, is_causal=False)
+        return out, (q, k, v)
+
+    calls.clear()
+    torch.manual_seed(4)
+    with fa.routed_sdpa():
+        out, (q, k, v) = step(p)
+        dout = torch.randn(out.shape, generator=generator).to(device)
+        got = torch.autograd.grad(out, [q, k, v, proj.weight], dout)
+    assert len(calls) == 1, "the routed dropout call did not run on the kernels"
+    factors = fixed_factors(drawn_words(4), p, N, H, L, S)
+    drop = torch.stack([factors(b, L, S) for b in range(N)])  # [N, H, L, S]
+    rq, rk, rv = (leaf(t.detach().cpu().double()) for t in (q, k, v))
+    ref = (torch.softmax(rq @ rk.transpose(-1, -2) * (E // H) ** -0.5, -1) * drop) @ rv
+    assert_close(out, ref, torch.float32)
+    want = torch.autograd.grad(ref, [rq, rk, rv], dout.cpu().double())
+    for name, g, w in zip("qkv", got, want):
+        torch.testing.assert_close(g.double().cpu(), w, atol=2e-5, rtol=2e-5,
+                                   msg=lambda m: f"d{name}: {m}")
+    assert torch.isfinite(got[3]).all()
+
+    # dropout_p = 0: routed as before, draws nothing, equals the call without dropout_p.
+    calls.clear()
+    state = torch.get_rng_state()
+    with fa.routed_sdpa():
+        plain = F.scaled_dot_product_attention(q, k, v)
+        zero = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0)
+    assert len(calls) == 2 and torch.equal(plain, zero)
+    assert torch.equal(torch.get_rng_state(), state), "dropout_p = 0 drew from the generator"
 
 
 def test_packed_variants_use_the_same_mask(fa, variant, device, dropout_build, generator):
@@ -612,8 +735,6 @@ def test_opcheck_with_dropout(fa, variant, device, generator, dropout_build):
     args = (batch.q, batch.k, batch.v, batch.cu_seqlens_q, batch.cu_seqlens_k, None, None, None,
             None, 6, 6, 0.2, 0.0, -1, 0)
     torch.library.opcheck(ops_module.ops.fwd.default, (*args, True, None, 0.25, state))
-    if variant != "cpu":  # S_dmask is the cpu build's (the Metal build refuses it by name)
-        return
     _, lse = ops_module.ops.fwd(*args, True, None, 0.25, state)
     torch.library.opcheck(ops_module.ops.dropout_probs.default,
                           (*args, None, 0.25, state, lse))
@@ -680,3 +801,32 @@ def test_cpu_build_and_metal_kernels_draw_the_same_mask(generator):
         scale = max(1.0, a.abs().max().item())
         assert max_error(b, a) <= 1e-5 * scale, f"{name}: the builds differ by {max_error(b, a):.3g}"
         assert max_error(c, a) > 1e-2 * scale, f"{name}: another seed gives the same {name}"
+
+
+@pytest.mark.skipif(CPU_BUILD_ONLY, reason="needs both builds: MFS_CPU_BUILD runs one cpu build")
+def test_cpu_build_and_metal_kernels_write_the_same_s_dmask(generator):
+    """S_dmask of one call, one seed, on both builds (metal/attention_probabilities.metal in the
+    simulator): equal up to float32 rounding, entry for entry with its sign (dropped entries,
+    zeros outside the sequences), over every score rule at once (window, softcap, ALiBi, sinks,
+    GQA, seqused_q/seqused_k, a slot with no used query)."""
+    from conftest import load_kernel
+
+    batch = varlen_batch([5, 40, 3, 17], [30, 60, 4, 30], heads=4, heads_kv=2, head_dim=40,
+                         dtype=torch.float32, generator=generator)
+    slopes = torch.rand(4, generator=generator)
+    sinks = torch.randn(4, generator=generator)
+    used_q = torch.tensor([5, 33, 0, 17], dtype=torch.int32)
+    used_k = torch.tensor([30, 51, 4, 12], dtype=torch.int32)
+
+    def run(build, seed):
+        torch.manual_seed(seed)
+        return load_kernel(build).flash_attn_varlen_func(
+            batch.q, batch.k, batch.v, batch.cu_seqlens_q, batch.cu_seqlens_k, 40, 60,
+            dropout_p=0.3, window_size=(21, 3), softcap=4.0, alibi_slopes=slopes, s_aux=sinks,
+            seqused_q=used_q, seqused_k=used_k, return_attn_probs=True)[2]
+
+    cpu, metal, other_seed = run("cpu", 5), run("sim", 5), run("sim", 6)
+    assert torch.equal(torch.signbit(cpu), torch.signbit(metal)), "the builds drop other entries"
+    assert max_error(metal, cpu) <= 1e-5, f"the builds differ by {max_error(metal, cpu):.3g}"
+    assert not torch.equal(torch.signbit(other_seed), torch.signbit(cpu)), \
+        "another seed gives the same mask"

@@ -21,7 +21,8 @@ from metal_design.adversarial import adversarial_call
 from metal_design.plan import (CLEAR_ROWS, CLEAR_ROWS_KERNEL, DECODE, DECODE_REDUCE, DROPOUT, DTYPES,
                                HAS_SINKS, PREFILL, SEQUSED_Q, VARLEN_K, VARLEN_Q, WRITE_LSE,
                                backward_plan,
-                               gpu_cores, instantiated_names, kernel_names, plan, plans,
+                               gpu_cores, instantiated_names, instantiated_probabilities_names,
+                               kernel_names, plan, plans, probabilities_kernel_names,
                                prefill_layouts)
 from reference import Semantics, assert_close, assert_lse_close, attention_varlen
 
@@ -49,6 +50,12 @@ def test_every_name_the_plan_can_pick_is_instantiated():
     names = set(kernel_names())
     assert names == instantiated_names()
     assert len(names) == 3 * (2 * len(TILES) + 2) + 1  # + attn_mask's summary
+
+
+@pytest.mark.kernels_ci
+def test_every_s_dmask_name_the_plan_can_pick_is_instantiated():
+    names = set(probabilities_kernel_names())
+    assert names == instantiated_probabilities_names() and len(names) == len(DTYPES)
 
 
 @pytest.mark.kernels_ci

@@ -252,7 +252,7 @@ def test_same_errors_as_torch(fa, device, generator):
 
 
 def test_bad_dropout_p_is_refused_by_name(fa, device, generator):
-    # dropout itself: test_dropout.py::test_sdpa_dropout (applied on cpu, refused on Metal)
+    # dropout itself: test_dropout.py::test_sdpa_dropout, routed: ::test_routed_training_step_with_dropout
     q = randn(generator, 1, 2, 4, 8, device=device)
     with pytest.raises(ValueError, match="dropout_p"):
         fa.scaled_dot_product_attention(q, q, q, dropout_p=-0.1)
@@ -268,9 +268,20 @@ def test_routing(fa, variant, device, generator, monkeypatch):
     with fa.routed_sdpa():
         routed = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         torch_only = F.scaled_dot_product_attention(q[..., :3], k[..., :3], v[..., :3])  # head dim 3
-        dropout = F.scaled_dot_product_attention(q, k, v, dropout_p=0.5)
+        dropout = F.scaled_dot_product_attention(q, k, v, dropout_p=0.5)  # the kernels' dropout
+        try:  # a dropout_p outside [0, 1) is torch's to judge: what torch does, here too
+            negative = F.scaled_dot_product_attention(q, k, v, dropout_p=-0.5)
+        except RuntimeError as e:
+            negative = str(e)
     assert F.scaled_dot_product_attention is original
-    assert len(calls) == 1  # only the call the kernels take
+    assert len(calls) == 2  # only the calls the kernels take (dropout: test_dropout.py)
+    try:
+        torch_negative = F.scaled_dot_product_attention(q, k, v, dropout_p=-0.5)
+    except RuntimeError as e:
+        torch_negative = str(e)
+    assert type(negative) is type(torch_negative)
+    assert negative == torch_negative if isinstance(negative, str) else \
+        torch.equal(negative, torch_negative)
     assert_close(routed, reference(q, k, v, is_causal=True), torch.float32)
     assert_close(torch_only, reference(q[..., :3], k[..., :3], v[..., :3]), torch.float32)
     assert dropout.shape == routed.shape

@@ -63,7 +63,7 @@ def count_kernel_calls(fa, monkeypatch):
 def test_encoder_models_with_padding_masks(fa, variant, device, kind, monkeypatch):
     model = (bert if kind == "bert" else t5)(0).to(device).train()
     ids, mask = padded_batch(device, [37, 20, 5])
-    # Training mode without dropout (SDPA dropout goes to torch). Without routing (torch's SDPA): output and a training step's gradients.
+    # Training mode without dropout (routed dropout: test_dropout.py). Without routing (torch's SDPA): output and a training step's gradients.
     out = run(model, kind, ids, mask)
     loss = out.square().mean()
     want_grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)

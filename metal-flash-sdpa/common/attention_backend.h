@@ -17,6 +17,14 @@ void run_attention_forward(const AttentionParams& params, const AttentionTensors
 // kClearRowsOutsideSequences for a backend whose offsets the host can read (cpu tensors).
 void clear_rows_outside_sequences_on_host(const AttentionTensors& tensors);
 
+// flash-attn's S_dmask of a checked forward call with dropout (kDropout; contiguous K/V), from
+// its lse (tensors.lse, the forward's): fills `probs`, fp32 [batch, heads_q, max_seqlen_q,
+// max_seqlen_k], zero-filled, with P of every (sequence, head, row, key), negated where dropout
+// dropped the entry; entries outside a sequence stay 0. The cpu build's is
+// cpu/attention_probabilities.cpp, the Metal build's metal/attention_probabilities.metal.
+void run_attention_probabilities(const AttentionParams& params, const AttentionTensors& tensors,
+                                 const at::Tensor& probs);
+
 // Runs the backward pass of the functional forward described by `params` (contiguous K/V, lse
 // present): fills the zero-initialised gradients in `grads`. A backend without backward kernels
 // raises, naming the op.

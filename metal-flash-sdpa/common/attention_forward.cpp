@@ -4,10 +4,6 @@
 
 #include <c10/util/Exception.h>
 
-#ifdef CPU_KERNEL
-#include "../cpu/attention_probabilities.h"
-#endif
-
 namespace {
 
 // [first byte, one past the last byte] that `t` can reach through its strides.
@@ -131,11 +127,7 @@ at::Tensor attention_dropout_probs(
                     lse.scalar_type(), " ", lse.sizes());
   at::Tensor probs = at::zeros({p.batch, p.heads_q, p.max_seqlen_q, p.max_seqlen_k},
                                q.options().dtype(at::kFloat));
-#ifdef CPU_KERNEL
-  if (q.numel() > 0) write_attention_probabilities(p, t, lse.to(q.device()), probs);
-#else
-  TORCH_CHECK_NOT_IMPLEMENTED(false, "return_attn_probs=True with dropout_p > 0 is not supported "
-                              "by the Metal build of metal-flash-sdpa");
-#endif
+  t.lse = lse.to(q.device()).contiguous();  // the forward's, in place of the one the checks allocated
+  if (q.numel() > 0) run_attention_probabilities(p, t, probs);
   return probs.to(q.scalar_type());
 }

@@ -10,7 +10,7 @@
 //
 // Counter of the block holding key position `key`: {key / 4, query_token, head, offset}; word
 // key % 4 of the block is the entry's draw. query_token is the packed row index of the query
-// (cu_seqlens_q[b] + row), key is the position within its sequence (0 .. seqlen_k - 1), head the
+// (dropout_query_token), key is the position within its sequence (0 .. seqlen_k - 1), head the
 // query head. An entry is kept when its draw is >= threshold (dropout_threshold(p)); kept
 // probabilities are scaled by 1 / (1 - p).
 #pragma once
@@ -57,6 +57,17 @@ MFS_DROPOUT_RULE DropoutBlock dropout_block(mfs_u32 seed_lo, mfs_u32 seed_hi, mf
 
 // Whether a draw keeps its entry. threshold = round(p * 2^32) (dropout_threshold on the host).
 MFS_DROPOUT_RULE bool dropout_keeps(mfs_u32 draw, mfs_u32 threshold) { return draw >= threshold; }
+
+// The query token of row `row` of sequence b (the counter's second word): its packed row index
+// in a call with cu_seqlens_q (q_begin = cu_seqlens_q[b], the slot's first row, also with
+// seqused_q), and b * seqlen_q + row in a fixed-length call (the row it would have packed), so a
+// fixed-length batch and the same batch packed draw the same mask. Scalars only: the cpu passes
+// its flags, the Metal kernels their function constant. Wraps modulo 2^32 (the counter word).
+MFS_DROPOUT_RULE mfs_u32 dropout_query_token(bool varlen_q, int q_begin, int b, int seqlen_q,
+                                             int row) {
+  return varlen_q ? (mfs_u32)q_begin + (mfs_u32)row
+                  : (mfs_u32)b * (mfs_u32)seqlen_q + (mfs_u32)row;
+}
 
 // One entry's draw, for code that visits entries one by one (references, tests, the Metal
 // backward's scalar paths). Tiled code calls dropout_block once per 4 keys instead.

@@ -26,6 +26,7 @@ enum class PlanTensor : int {
   // torch's attn_mask, its per-call tile summary (a scratch the plan asks for, uint8) and the
   // backward's d attn_mask (metal_mask_tiles.h)
   Mask, MaskTiles, DMask,
+  Probs,  // flash-attn's S_dmask (metal_probabilities_plan.h)
 };
 
 struct PlanBuffer {
@@ -72,6 +73,7 @@ enum class PlanKernel : int {
   Prefill, Decode, DecodeReduce, ClearRows,
   BackwardRowDot, BackwardDkDv, BackwardDq, BackwardSinks,  // metal_backward_plan.h
   MaskSummary,  // attn_mask's tile summary (first launch of a masked call)
+  Probabilities,  // flash-attn's S_dmask (metal_probabilities_plan.h)
 };
 
 struct KernelLaunch {

@@ -11,6 +11,7 @@
 #include "attention_inputs.h"
 #include "metal_backward_plan.h"
 #include "metal_launch_plan.h"
+#include "metal_probabilities_plan.h"
 
 inline MfsDtype mfs_dtype(at::ScalarType t) {
   switch (t) {
@@ -142,4 +143,28 @@ inline const at::Tensor& plan_backward_tensor(const AttentionTensors& t,
     case PlanTensor::DMask: *name = "dmask"; return g.dmask;
     default: return plan_tensor(t, call, which, name);
   }
+}
+
+// ---- flash-attn's S_dmask -------------------------------------------------------------------
+
+// The S_dmask plan of a checked forward call with dropout (metal_probabilities_plan.h).
+inline PlannedCall plan_probabilities_call(const AttentionParams& params, const AttentionTensors& t) {
+  const MfsDtype sinks = t.sinks ? mfs_dtype(t.sinks->scalar_type()) : kMfsFloat32;
+  PlanTarget target;
+  target.kv_vector_aligned = rows_vector_aligned(t.k);
+  PlannedCall call;
+  call.plan = make_probabilities_plan(params, mfs_dtype(t.q.scalar_type()), sinks, target);
+  return call;
+}
+
+// The tensor an S_dmask binding names: `probs`, else the forward's (plan_tensor).
+inline const at::Tensor& plan_probabilities_tensor(const AttentionTensors& t,
+                                                   const at::Tensor& probs,
+                                                   const PlannedCall& call, PlanTensor which,
+                                                   const char** name) {
+  if (which == PlanTensor::Probs) {
+    *name = "S_dmask";
+    return probs;
+  }
+  return plan_tensor(t, call, which, name);
 }

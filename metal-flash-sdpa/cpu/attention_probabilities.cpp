@@ -1,4 +1,5 @@
-// flash-attn's S_dmask (return_attn_probs=True with dropout_p > 0), on the cpu: every
+// flash-attn's S_dmask (return_attn_probs=True with dropout_p > 0), on the cpu
+// (run_attention_probabilities, attention_backend.h): every
 // probability P of the forward, with the dropped entries' sign set. "For testing only" in
 // flash-attn: written plainly, one (sequence, head) per work item, [batch, heads, max_q, max_k]
 // materialised. P comes from the forward's lse by the backward's own step (finish_probabilities in
@@ -14,19 +15,19 @@
 #include <cstring>
 #include <vector>
 
-#include "attention_probabilities.h"
+#include "../common/attention_backend.h"
 #include "backward_job.h"
 #include "cpu_sequences.h"
 // After backward_job.h, compiled for the baseline instruction set (internal linkage).
 #include "backward_probabilities.h"
 
-void write_attention_probabilities(const AttentionParams& p, const AttentionTensors& t,
-                                   const at::Tensor& lse, at::Tensor& probs) {
+void run_attention_probabilities(const AttentionParams& p, const AttentionTensors& t,
+                                 const at::Tensor& probs) {
   const std::vector<Sequence> seqs = resolve_sequences(p, t);
   const bool varlen_q = p.flags & kVarlenQ, varlen_k = p.flags & kVarlenK;
   // fp32 copies, each sequence's rows addressed through their own shapes.
   const at::Tensor q = t.q.to(at::kFloat).contiguous(), k = t.k.to(at::kFloat).contiguous();
-  const at::Tensor lse32 = lse.contiguous();
+  const at::Tensor lse32 = t.lse.contiguous();
   const int group = p.heads_q / p.heads_kv, hd = p.head_dim;
   const float* qd = q.data_ptr<float>();
   const float* kd = k.data_ptr<float>();

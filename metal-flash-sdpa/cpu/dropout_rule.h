@@ -36,12 +36,9 @@ struct DropoutRow {
   uint32_t token, head;
 };
 
-// The query token of row `row` of sequence `b`: its packed row index with cu_seqlens_q
-// (cu_seqlens_q[b] + row); in a fixed-length call, b * seqlen_q + row (the row it would have in
-// the packed form). docs/API.md ("Dropout") states the same rule for users.
+// Row `row` of sequence `b`: its query token is dropout_stream.h's dropout_query_token.
 inline DropoutRow dropout_row(const AttentionParams& p, int b, const SequenceBounds& s, int row,
                               int head) {
-  const int64_t token = (p.flags & kVarlenQ) ? int64_t(s.q_begin) + row
-                                             : int64_t(b) * p.seqlen_q + row;
-  return DropoutRow{static_cast<uint32_t>(token), static_cast<uint32_t>(head)};
+  return DropoutRow{dropout_query_token((p.flags & kVarlenQ) != 0, s.q_begin, b, p.seqlen_q, row),
+                    static_cast<uint32_t>(head)};
 }

@@ -11,11 +11,11 @@
 
 constant bool mfs_dropout [[function_constant(MFS_FC_DROPOUT)]];
 
-// The stream's query token of row `row` of sequence b: its packed row index (varlen:
-// cu_seqlens_q[b] + row; fixed length: b * seqlen_q + row).
+// The stream's query token of row `row` of sequence b (dropout_stream.h's rule, with the
+// call's function constant).
 inline uint dropout_query_token(constant AttentionParams& p, const SequenceRows s, int b,
                                 int row) {
-  return mfs_varlen_q ? (uint)(s.q_begin + row) : (uint)b * (uint)p.seqlen_q + (uint)row;
+  return dropout_query_token(mfs_varlen_q, s.q_begin, b, p.seqlen_q, row);
 }
 
 // Word i (0..3) of a block, by selects: a dynamically indexed thread array would live in

@@ -174,3 +174,12 @@ void run_attention_backward(const AttentionParams& params, const AttentionTensor
     return plan_backward_tensor(tensors, grads, call, which, name);
   });
 }
+
+void run_attention_probabilities(const AttentionParams& params, const AttentionTensors& tensors,
+                                 const at::Tensor& probs) {
+  at::mps::MPSStream* stream = at::mps::getCurrentMPSStream();
+  const PlannedCall call = plan_probabilities_call(params, tensors);
+  execute(stream, call, [&](PlanTensor which, const char** name) -> const at::Tensor& {
+    return plan_probabilities_tensor(tensors, probs, call, which, name);
+  });
+}

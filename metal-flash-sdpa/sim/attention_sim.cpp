@@ -66,6 +66,14 @@ void run_attention_backward(const AttentionParams& params, const AttentionTensor
   });
 }
 
+void run_attention_probabilities(const AttentionParams& params, const AttentionTensors& tensors,
+                                 const at::Tensor& probs) {
+  const PlannedCall call = plan_probabilities_call(params, tensors);
+  execute(call, [&](PlanTensor which, const char** name) -> const at::Tensor& {
+    return plan_probabilities_tensor(tensors, probs, call, which, name);
+  });
+}
+
 // ---- test hook (simulated build only) --------------------------------------------------------
 // Runs a call whose AttentionParams come from valid offsets, with other (adversarial) offset
 // tensors bound in their place: what a GPU kernel faces when cu_seqlens / seqused_k /

@@ -36,6 +36,8 @@ def file_of(kernel: str) -> str:
         return "attention_decode"
     if kernel.startswith("mfs_mask_tiles"):
         return "attention_mask_summary"
+    if kernel.startswith("mfs_attention_probs"):
+        return "attention_probabilities"
     return "attention_backward"
 
 

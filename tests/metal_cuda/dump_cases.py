@@ -11,7 +11,8 @@ Each case's outputs (out, lse, dq, dk, dv, ds_aux) are held to the float64 refer
 the suite holds them. The calls go through the public API with
 every feature the launch can carry: varlen q and k with rows outside every sequence (clear_rows),
 GQA, causal, softcap, ALiBi, sinks, lse, and their backward; decode through a paged KV cache with
-cache_seqlens (seqused_k) and split-K (decode_reduce).
+cache_seqlens (seqused_k) and split-K (decode_reduce); flash-attn's S_dmask (return_attn_probs with
+dropout: attention_probs), its |values| against the reference's probabilities.
 """
 from __future__ import annotations
 
@@ -90,6 +91,32 @@ def train_case(fa, dtype, d, g, record):
     return errors
 
 
+def probs_case(fa, dtype, d, g, record):
+    """flash-attn's S_dmask (return_attn_probs with dropout): attention_probabilities; its |values|
+    held to the float64 reference's P (the prefill and clear_rows of the forward run too)."""
+    heads, heads_kv, p = 4, 2, 0.25
+    cu_q = torch.tensor([0, 13, 33], dtype=torch.int32)
+    cu_k = torch.tensor([0, 30, 71], dtype=torch.int32)
+    q = torch.randn(33, heads, d, generator=g).to(dtype)
+    k = torch.randn(71, heads_kv, d, generator=g).to(dtype)
+    v = torch.randn(71, heads_kv, d, generator=g).to(dtype)
+    slopes = torch.rand(heads, generator=g) * 0.3
+    sinks = torch.randn(heads, generator=g)
+    sem = Semantics(scale=d ** -0.5, causal=True, softcap=15.0, alibi_slopes=slopes, sinks=sinks)
+    torch.manual_seed(zlib.crc32(str(d).encode()))
+    with record:
+        _, _, probs = fa.flash_attn_varlen_func(
+            q, k, v, cu_q, cu_k, 20, 41, dropout_p=p, softmax_scale=sem.scale, causal=True,
+            softcap=sem.softcap, alibi_slopes=slopes, s_aux=sinks, return_attn_probs=True)
+    want = torch.zeros(probs.shape, dtype=torch.float64)
+    for b in range(2):
+        q0, q1, k0, k1 = int(cu_q[b]), int(cu_q[b + 1]), int(cu_k[b]), int(cu_k[b + 1])
+        eye = torch.eye(k1 - k0, dtype=torch.float64).view(k1 - k0, 1, k1 - k0)
+        out, _ = attention_one_sequence(q[q0:q1], k[k0:k1], eye.expand(-1, heads_kv, -1), sem, b)
+        want[b, :, :q1 - q0, :k1 - k0] = out.permute(1, 0, 2)
+    return [held("S_dmask", probs.abs(), want, dtype)]
+
+
 def decode_case(fa, dtype, d, g, record, batch=2, heads=4, heads_kv=2, sq=2, lengths=(150, 97),
                 page=16):
     """Decode through a paged cache: decode (split-K), decode_reduce."""
@@ -132,7 +159,7 @@ def main(argv=None) -> int:
     record = Path(a.record)
     for dt in a.dtypes.split(","):
         for d in map(int, a.tiles.split(",")):
-            for kind, fn in (("train", train_case), ("decode", decode_case)):
+            for kind, fn in (("train", train_case), ("decode", decode_case), ("probs", probs_case)):
                 name = f"{kind}_{dt}_d{d}"
                 g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
                 errors = fn(fa, DTYPES[dt], d, g, recording(record, name))

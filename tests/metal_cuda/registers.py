@@ -51,7 +51,7 @@ sys.path.insert(0, HERE)
 from translate_cuda import translate_cuda  # noqa: E402
 
 FILES = ["attention_prefill.metal", "attention_decode.metal", "attention_backward.metal",
-         "attention_mask_summary.metal"]
+         "attention_mask_summary.metal", "attention_probabilities.metal"]
 ARCH = "sm_90"
 # The register budget of metal_kernel_config.h (MFS_REGISTER_BUDGET).
 BUDGET = 128

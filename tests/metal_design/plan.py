@@ -35,14 +35,17 @@ def probe_binary() -> Path:
     sources = [PROBE_SRC, COMMON / "metal_launch_plan.cpp", COMMON / "metal_launch_plan.h",
                COMMON / "metal_kernel_config.h", COMMON / "attention_params.h",
                COMMON / "metal_backward_plan.cpp", COMMON / "metal_backward_plan.h",
-               COMMON / "metal_backward_config.h", COMMON / "metal_mask_tiles.h"]
+               COMMON / "metal_backward_config.h", COMMON / "metal_mask_tiles.h",
+               COMMON / "metal_probabilities_plan.cpp", COMMON / "metal_probabilities_plan.h",
+               COMMON / "metal_probabilities_config.h"]
     key = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12]
     out = Path(tempfile.gettempdir()) / f"mfs_plan_probe_{key}"
     if not out.exists():
         tmp = out.with_suffix(".tmp")
         subprocess.run(["g++", "-std=c++17", "-O1", f"-I{COMMON}", str(PROBE_SRC),
                         str(COMMON / "metal_launch_plan.cpp"),
-                        str(COMMON / "metal_backward_plan.cpp"), "-o", str(tmp)], check=True)
+                        str(COMMON / "metal_backward_plan.cpp"),
+                        str(COMMON / "metal_probabilities_plan.cpp"), "-o", str(tmp)], check=True)
         os.replace(tmp, out)
     return out
 
@@ -71,6 +74,20 @@ def backward_kernel_names() -> list[str]:
     result = subprocess.run([str(probe_binary())], input="bwd_names\n", capture_output=True,
                             text=True, check=True)
     return json.loads(result.stdout)
+
+
+def probabilities_kernel_names() -> list[str]:
+    """Every name the S_dmask plan (metal_probabilities_plan.cpp) can pick."""
+    result = subprocess.run([str(probe_binary())], input="probs_names\n", capture_output=True,
+                            text=True, check=True)
+    return json.loads(result.stdout)
+
+
+def instantiated_probabilities_names() -> set[str]:
+    """Every [[host_name]] attention_probabilities.metal instantiates, read from its macro."""
+    text = (METAL / "attention_probabilities.metal").read_text()
+    return {f"mfs_attention_probs_{t}"
+            for t in re.findall(r"^MFS_INSTANTIATE_PROBS\(\w+, (\w+)\)", text, re.M)}
 
 
 def kernel_names() -> list[str]:

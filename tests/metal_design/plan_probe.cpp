@@ -15,6 +15,7 @@
 
 #include "metal_backward_plan.h"
 #include "metal_launch_plan.h"
+#include "metal_probabilities_plan.h"
 
 static MfsDtype parse_dtype(const std::string& s) {
   return s == "f16" ? kMfsFloat16 : s == "bf16" ? kMfsBFloat16 : kMfsFloat32;
@@ -64,6 +65,16 @@ int main() {
       std::string name;
       in >> name;
       std::cout << gpu_cores_from_architecture(name) << std::endl;
+      continue;
+    }
+    if (dtype == "probs_names") {
+      std::cout << "[";
+      bool first = true;
+      for (const std::string& n : all_probabilities_plan_kernel_names()) {
+        std::cout << (first ? "" : ",") << "\"" << n << "\"";
+        first = false;
+      }
+      std::cout << "]" << std::endl;
       continue;
     }
     if (dtype == "bwd_names") {

@@ -47,8 +47,8 @@ def flash_attn_qkvpacked_func(
     return_attn_probs: bool = False,
 ):
     """qkv [batch, seqlen, 3, heads, head_dim] -> out [batch, seqlen, heads, head_dim]; with
-    `return_attn_probs` (out, lse [batch, heads, seqlen], None). Differentiable: qkv.grad has
-    qkv's shape."""
+    `return_attn_probs` (out, lse [batch, heads, seqlen], S_dmask) as flash_attn_func.
+    Differentiable: qkv.grad has qkv's shape."""
     q, k, v = _unpack(qkv, "qkv", 3, "[batch, seqlen, 3, heads, head_dim]")
     return _forward(flash_attn_func, (q, k, v), dropout_p, softmax_scale, causal, window_size,
                     softcap, alibi_slopes, deterministic, return_attn_probs)
@@ -89,7 +89,8 @@ def flash_attn_varlen_qkvpacked_func(
 ):
     """qkv [total, 3, heads, head_dim] with cu_seqlens int32 [batch + 1] (queries and keys share
     the offsets) -> out [total, heads, head_dim]; with `return_attn_probs`
-    (out, lse [heads, total], None). Differentiable: qkv.grad has qkv's shape."""
+    (out, lse [heads, total], S_dmask) as flash_attn_varlen_func. Differentiable: qkv.grad has
+    qkv's shape."""
     q, k, v = _unpack(qkv, "qkv", 3, "[total, 3, heads, head_dim]")
     return _forward(flash_attn_varlen_func,
                     (q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen), dropout_p,

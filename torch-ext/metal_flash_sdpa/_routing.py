@@ -5,9 +5,16 @@
 
 Either replaces torch.nn.functional.scaled_dot_product_attention by `sdpa_or_torch`, which runs
 a call on the kernels when they take it (kernel_takes) and hands every other call to the function
-it replaced (torch's), unchanged: dropout, other dtypes or devices, head dims the kernels lack,
-and the calls torch itself refuses (so the error is
-torch's). Code that looks the function up at call time (transformers' `sdpa` attention, diffusers'
+it replaced (torch's), unchanged: other dtypes or devices, head dims the kernels lack, a
+`dropout_p` that is neither 0 nor in (0, 1), and the calls torch itself refuses (so the error
+is torch's).
+
+Dropout (0 < dropout_p < 1) runs on the kernels, with torch's semantics: applied whenever
+dropout_p > 0 (F.scaled_dot_product_attention has no training flag; a module passes 0 in eval),
+kept entries scaled by 1 / (1 - dropout_p), the same gradients. Only the random stream differs:
+the mask is the kernels' (docs/API.md, "Dropout": drawn from torch's default generator, so
+torch.manual_seed reproduces it), not the one torch would draw for the same seed; both are
+uniform random masks of the same law. Code that looks the function up at call time (transformers' `sdpa` attention, diffusers'
 processors, timm) is routed; a reference taken before routing (`from torch.nn.functional import
 scaled_dot_product_attention` at import time) is not. torch.compile traces the routed function.
 """
@@ -39,6 +46,14 @@ def _head_dim_ok(d: int) -> bool:
     return 8 <= d <= 512 and d % 8 == 0
 
 
+def _dropout_p_taken(p) -> bool:
+    """0 (no dropout) or a probability in (0, 1) as a Python number: what the kernels apply as
+    torch does. Anything else (negative, >= 1, NaN, a tensor, a bool) is torch's to handle."""
+    if isinstance(p, bool) or not isinstance(p, (int, float)):
+        return False
+    return p == 0 or 0 < p < 1
+
+
 def kernel_takes(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                  enable_gqa=False) -> bool:
     """Whether the kernels run this call exactly as torch would (else it goes to torch)."""
@@ -49,7 +64,7 @@ def kernel_takes(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=Fal
         return False
     if query.dtype not in _DTYPES or key.dtype != query.dtype or value.dtype != query.dtype:
         return False
-    if dropout_p != 0.0 or not isinstance(is_causal, bool):
+    if not _dropout_p_taken(dropout_p) or not isinstance(is_causal, bool):
         return False
     if min(query.dim(), key.dim(), value.dim()) < 2:
         return False
