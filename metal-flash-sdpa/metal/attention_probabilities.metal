@@ -37,11 +37,11 @@ template <typename T>
   if (row < s.seqlen_q && key < s.seqlen_k) {
     const KeyRange visible = visible_keys(row, s.seqlen_q, s.seqlen_k, p.window_left,
                                           p.window_right);
-    const float row_lse = lse[lse_offset(p, s, b, h, row)];
+    // The lse as a sentinel (load_lse: fast math sees no infinity); probability() gives 0 in a
+    // row that saw no key, NaN for a NaN lse, as on the cpu.
+    const float row_lse = load_lse(lse, lse_offset(p, s, b, h, row));
     float prob = 0.0f;
-    // A row that saw no key has lse -inf, which fast math may not subtract (MFS_MASKED): P = 0.
-    // A NaN lse passes the test and gives NaN, as on the cpu.
-    if (key >= visible.begin && key < visible.end && !(row_lse <= MFS_MASKED_BELOW)) {
+    if (key >= visible.begin && key < visible.end) {
       const int kv_head = h / (p.heads_q / p.heads_kv);
       const device T* q_row = q + q_row_offset(p, s, b, row) + (long)h * p.q_head_stride;
       const device T* k_row = k + key_row_offset(p, s, b, key, 0, p.k_batch_stride, p.k_row_stride) +
