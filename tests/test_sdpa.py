@@ -108,6 +108,35 @@ def test_fully_masked_rows_are_zeros_as_in_torch(fa, device, generator):
         assert torch.equal(out.cpu(), torch.zeros_like(out.cpu()))
 
 
+@pytest.mark.parametrize("where", ["q", "k"])
+def test_nan_score_at_a_removed_key_as_in_torch(fa, device, generator, where):
+    """torch's math path adds a boolean mask's -inf to the scores: a NaN score at a key the mask
+    removes is NaN + -inf = NaN, and its row is NaN. The forward (every instruction set: the
+    mask's fast path) and the backward agree with it. Every key tile here is mixed (closed tiles
+    are skipped unread)."""
+    L, S, e = 70, 130, 32
+    q, k, v = (randn(generator, 1, 2, n, e, device=device) for n in (L, S, S))
+    mask = torch.rand(1, 2, L, S, generator=generator) > 0.5
+    for key in (0, 64, 128):  # a kept and a removed key in each 64-key tile of every row
+        mask[..., key], mask[..., key + 1] = True, False
+    if where == "q":  # every score of row 5 of head 1 is NaN (removed keys included)
+        q[0, 1, 5, 3] = float("nan")
+    else:  # key 1, removed for every row: only the removed keys' scores are NaN
+        k[0, 0, 1, 7] = float("nan")
+    q, k, v = (t.requires_grad_(True) for t in (q, k, v))
+    out = fa.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(device))
+    want = reference(q.detach(), k.detach(), v.detach(), mask)
+    assert torch.equal(out.detach().cpu().isnan(), want.isnan()), "NaN rows differ from torch's"
+    assert want.isnan().any() and not want.isnan().all()
+    finite = ~want.isnan()
+    assert_close(out.detach().cpu()[finite], want[finite], torch.float32)
+    dq, = torch.autograd.grad(out, q, torch.randn(out.shape, generator=generator))
+    rows_nan = want.isnan().any(-1)
+    # The backward reads the same scores: dq is NaN in the NaN rows, finite in the others.
+    assert torch.equal(dq.cpu().isnan().any(-1), rows_nan)
+    assert torch.isfinite(dq.cpu()[~rows_nan]).all()
+
+
 @pytest.mark.parametrize("L,S", [(50, 130), (130, 130), (130, 50), (1, 70), (70, 1)])
 @pytest.mark.parametrize("enable_gqa", [False, True])
 def test_causal_is_top_left(fa, device, generator, L, S, enable_gqa):

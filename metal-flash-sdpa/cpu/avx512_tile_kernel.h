@@ -467,6 +467,10 @@ inline void fill_chunk_bias(const TileJob& job, int r0, int vecs, int key0, int 
         if (st == kMaskTileMixed) job.mask.add_biases(job.row_mask[r], k0, k1 - k0, row_bias + (k0 - key0));
         k0 = k1;
       }
+      // The next block's values of the row (memory-bound otherwise: a full mask is read once).
+      if (key0 + count < job.key_end) {
+        job.mask.prefetch(job.row_mask[r], key0 + count, std::min(kKeyBlock, job.key_end - key0 - count));
+      }
     }
     for (int j = 0; j < count; ++j) bias[j * kChunkRows + i] = row_bias[j];
   }

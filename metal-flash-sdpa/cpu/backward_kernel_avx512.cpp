@@ -16,10 +16,11 @@
 #define MFS_ISA_TARGET "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c,prefer-vector-width=512"
 #include "isa_target_push.h"
 
-// Register block of the products: 4 rows x 32 columns: 8 of the 32 zmm registers.
+// Register block of the products: 6 rows x 64 columns: 24 of the 32 zmm registers (8 were
+// too few accumulators to keep both FMA pipes busy over the short sums of a 64-key tile).
 #define MFS_VEC_LANES 16
-#define MFS_GEMM_ROWS 4
-#define MFS_GEMM_VECS 2
+#define MFS_GEMM_ROWS 6
+#define MFS_GEMM_VECS 4
 #include "backward_tile_kernel.h"
 
 #include "isa_target_pop.h"

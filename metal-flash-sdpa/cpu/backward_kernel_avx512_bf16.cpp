@@ -26,10 +26,10 @@
 #define MFS_ISA_TARGET "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,f16c"
 #include "isa_target_push.h"
 
-// Register block of the fp32 products: 4 rows x 32 columns (as backward_kernel_avx512.cpp).
+// Register block of the fp32 products: 6 rows x 64 columns (as backward_kernel_avx512.cpp).
 #define MFS_VEC_LANES 16
-#define MFS_GEMM_ROWS 4
-#define MFS_GEMM_VECS 2
+#define MFS_GEMM_ROWS 6
+#define MFS_GEMM_VECS 4
 #include "backward_probabilities.h"
 #include "bf16_pair_products.h"
 #include "tile_products.h"

@@ -10,6 +10,12 @@
 
 namespace {
 
+// exp(logit - lse); a key the mask removed (logit -inf) has P = 0 whatever lse is (-inf - -inf
+// is NaN). Branch-free (an integer select) so that the loops calling it vectorise.
+inline float logit_probability(float logit, float lse) {
+  return bits_float(float_bits(exp_nonpositive(logit - lse)) & ~negative_infinity_lanes(logit));
+}
+
 // On entry p holds S and ds holds dP of rows [0, m) (job rows rows[0..m)) and keys
 // [k0, k0 + n) in columns [0, n), rows `ld` floats apart; columns up to `width` are written.
 // On return p holds P and ds the gradient with respect to the raw product q.k (dS times the
@@ -17,6 +23,9 @@ namespace {
 // P = dS = 0.
 inline void finish_probabilities(const BackwardJob& job, const BackwardRow* rows, int m, int k0,
                                  int n, int width, float* p_block, float* ds_block, int ld) {
+  // The rows' mask values of the tile, one cache line each and far apart: asked for all at once,
+  // so that their misses overlap instead of stalling one row after the other.
+  for (int i = 0; i < m; ++i) job.mask.prefetch(rows[i].mask, k0, n);
   for (int i = 0; i < m; ++i) {
     const BackwardRow& row = rows[i];
     float* p = p_block + size_t(i) * ld;
@@ -48,23 +57,21 @@ inline void finish_probabilities(const BackwardJob& job, const BackwardRow* rows
         const float capped = apply_softcap(job.scale * p[j], job.softcap);
         float logit = capped + (job.has_alibi ? alibi_bias(row.slope, row.diagonal, k0 + j, 0, 0) : 0.0f);
         if (read_mask) logit = mask_biased(logit, bias[j]);
-        // A key the mask removed (-inf) has P = 0 (and exp_nonpositive(NaN) is not 0).
-        const float prob = logit == -INFINITY ? 0.0f : exp_nonpositive(logit - row.lse);
+        const float prob = logit_probability(logit, row.lse);
         const float dlogit = score_gradient(prob, ds[j], row.d);
         p[j] = prob;
         ds[j] = dlogit * softcap_derivative(capped, job.softcap) * job.scale;
         if (row.dmask) row.dmask[k0 + j] = dlogit;  // the bias's slope is 1
       }
     } else if (read_mask || row.dmask) {
-      // The same rules without softcap and ALiBi, in loops without calls: a mixed tile's biases
-      // (bias[] is 0 in an open one) are one more operand. GCC vectorises them for AVX-512 (with
-      // masks); for AVX2 and SSE it keeps exp_nonpositive's clamp as a branch and them scalar,
-      // as it does the unmasked loop below (measured: perf annotate, -fopt-info-vec).
+      // The same rules without softcap and ALiBi, in loops without calls or float compares, which
+      // GCC vectorises for every instruction set (exp_nonpositive.h): a mixed tile's biases
+      // (bias[] is 0 in an open one) are one more operand.
       if (!read_mask) std::fill(bias + lo, bias + hi, 0.0f);
       const float scale = job.scale, lse = row.lse, d = row.d;
       for (int j = lo; j < hi; ++j) {
         const float logit = mask_biased(scale * p[j], bias[j]);
-        const float prob = logit == -INFINITY ? 0.0f : exp_nonpositive(logit - lse);
+        const float prob = logit_probability(logit, lse);
         p[j] = prob;
         ds[j] = score_gradient(prob, ds[j], d);  // d loss / d logit
       }

@@ -45,7 +45,8 @@ struct MaskReader {
       case kMaskBool:
         if (key_stride == 1) {
           const uint8_t* m = reinterpret_cast<const uint8_t*>(at);
-          for (int j = 0; j < n; ++j) s[j] = m[j] ? s[j] : -INFINITY;
+          // Added, not assigned: a NaN score stays NaN at a removed key, as in torch's math path.
+          for (int j = 0; j < n; ++j) s[j] = mask_biased(s[j], m[j] ? 0.0f : -INFINITY);
           return;
         }
         return each(at, key_stride, n, [&](int j, const char* p) {
@@ -63,6 +64,14 @@ struct MaskReader {
       default:
         for (int j = 0; j < n; ++j) s[j] = mask_biased(s[j], bias(row, k0 + j));
     }
+  }
+
+  // Asks the cache for the row's values of keys [k0, k0 + n) (the next block's, read later):
+  // a kernel reads many rows' masks at once, too many streams for the hardware prefetcher.
+  void prefetch(const MaskRow& row, int k0, int n) const {
+    if (!present() || key_stride == 0) return;
+    const char* at = row.values + int64_t(k0) * key_stride;
+    for (int64_t o = 0; o < int64_t(n) * key_stride; o += 64) __builtin_prefetch(at + o);
   }
 
   // The bias of key `key` of the row (attention_semantics.h: boolean_mask_bias, or the value).

@@ -66,14 +66,17 @@ inline void gemm_block(int k_len, const float* a, int64_t a_row, int64_t a_col, 
     }
 }
 
-// Columns [0, N) of MR rows (N a multiple of 8): whole register blocks, then one register, then
-// (AVX-512) 8 columns at a time.
+// Columns [0, N) of MR rows (N a multiple of 8): whole register blocks, then two registers (when
+// the block is wider), then one, then (AVX-512) 8 columns at a time.
 template <int MR, bool kApart>
 inline void gemm_rows(int N, int K, const float* a, int64_t a_row, int64_t a_col, const float* b,
                       int ldb, float* c, int ldc) {
   constexpr int NV = MFS_GEMM_VECS;
   int n = 0;
   for (; n + kVecLanes * NV <= N; n += kVecLanes * NV) gemm_block<vreg, MR, NV, kApart>(K, a, a_row, a_col, b + n, ldb, c + n, ldc);
+  if constexpr (NV > 2) {
+    for (; n + 2 * kVecLanes <= N; n += 2 * kVecLanes) gemm_block<vreg, MR, 2, kApart>(K, a, a_row, a_col, b + n, ldb, c + n, ldc);
+  }
   for (; n + kVecLanes <= N; n += kVecLanes) gemm_block<vreg, MR, 1, kApart>(K, a, a_row, a_col, b + n, ldb, c + n, ldc);
   for (; n < N; n += 8) gemm_block<vec8, MR, 1, kApart>(K, a, a_row, a_col, b + n, ldb, c + n, ldc);
 }
@@ -88,6 +91,12 @@ inline void gemm_acc(int M, int N, int K, const float* a, int64_t a_row, int64_t
   constexpr int MR = MFS_GEMM_ROWS;
   int m = 0;
   for (; m + MR <= M; m += MR) gemm_rows<MR, kApart>(N, K, a + m * a_row, a_row, a_col, b, ldb, c + m * ldc, ldc);
+  if constexpr (MR > 4) {
+    if (m + 4 <= M) {
+      gemm_rows<4, kApart>(N, K, a + m * a_row, a_row, a_col, b, ldb, c + m * ldc, ldc);
+      m += 4;
+    }
+  }
   if (MR > 2 && m + 2 <= M) {
     gemm_rows<2, kApart>(N, K, a + m * a_row, a_row, a_col, b, ldb, c + m * ldc, ldc);
     m += 2;
