@@ -479,8 +479,11 @@ def test_design_counters_are_within_their_bounds(fa_sim, config):
         layout = prefill_layouts()[("f32" if dtype == "f32" else "16bit") + "_" + tile]
         assert m["prefill_barriers"] <= (layout["barriers_per_tile"] * m["kv_tiles"] +
                                          sum(r["threadgroups"] for r in prefill))
-    if m["decode_barriers_per_threadgroup"] is not None:  # only the final combine: 2 per pair
-        assert m["decode_barriers_per_threadgroup"] <= 2 * 8
+    if m["decode_barriers_per_threadgroup"] is not None:  # the final combine: 2 per pair
+        # At tile 512 a key is split over two SIMD-groups, whose partial scores meet through
+        # threadgroup memory: one barrier per key step of a key run (4 runs per threadgroup).
+        per_key_step = -(-max(config.lengths_k) // 4) if config.head_dim == 512 else 0
+        assert m["decode_barriers_per_threadgroup"] <= 2 * 8 + per_key_step
 
 
 def test_traffic_model_uses_the_plans_query_tile():
