@@ -151,9 +151,11 @@ constexpr int mfs_prefill_barriers_per_tile(int d, int elem_bytes) {
 // in registers; when the threadgroup has more, the SIMD-group's lane groups split into cohorts
 // that hold different pairs of the same key (one cohort loads it, the others get it by shuffle).
 // The SIMD-groups' partial softmax states are combined once, at the end, in threadgroup memory.
-// At tile 512 a SIMD-group's o (16 fp32 per lane and pair) leaves no room for q in registers:
-// the pairs' q rows are read from the threadgroup copy they are staged in, and 8 SIMD-groups
-// (not 16) keep the combine area within 32 KiB.
+// At tile 512 a key's row is spread over two SIMD-groups (mfs_decode_simdgroups_per_key), each
+// holding half of the head dim (8 elements per lane, so o for 4 pairs fits the register budget:
+// 16 per lane needed 139-158 registers); their partial scores are summed through threadgroup
+// memory, one barrier per key step. The pairs' q rows are read from the threadgroup copy they are
+// staged in, and 8 SIMD-groups (4 key runs) keep the threadgroup small.
 #define MFS_DECODE_MAX_Q 8
 constexpr int mfs_decode_simdgroups(int d) { return d >= 512 ? 8 : 16; }
 constexpr int mfs_decode_threads(int d) { return 32 * mfs_decode_simdgroups(d); }
@@ -161,7 +163,12 @@ constexpr int mfs_decode_threads(int d) { return 32 * mfs_decode_simdgroups(d); 
 // hold a GQA 4 x 4 rows group in one threadgroup within the register budget; 16 lanes of 4 with
 // 8 pairs each needed ~160 registers, tests/metal_cuda/).
 constexpr int mfs_decode_elems_per_lane(int d) {
-  return d <= 32 ? 4 : d <= 64 ? 8 : d <= 128 ? 4 : d <= 256 ? 8 : 16;
+  return d <= 32 ? 4 : d <= 64 ? 8 : d <= 128 ? 4 : 8;
+}
+// SIMD-groups sharing one key (each a slice of the head dim), and the key runs of a threadgroup.
+constexpr int mfs_decode_simdgroups_per_key(int d) { return d >= 512 ? 2 : 1; }
+constexpr int mfs_decode_key_runs(int d) {
+  return mfs_decode_simdgroups(d) / mfs_decode_simdgroups_per_key(d);
 }
 constexpr int mfs_decode_lanes_per_key(int d) { return d <= 64 ? 8 : 32; }
 constexpr bool mfs_decode_q_in_registers(int d) { return d < 512; }
@@ -171,8 +178,7 @@ constexpr int mfs_decode_max_pairs(int d, int elem_bytes) {
   return d <= 32    ? 5
          : d <= 64  ? (elem_bytes == 4 ? 3 : 4)
          : d <= 128 ? 5
-         : d <= 256 ? 4
-                    : (elem_bytes == 4 ? 3 : 4);
+                    : 4;
 }
 // Lane groups of a SIMD-group sharing one key, each holding its own pairs: 1, 2 or 4 (at most
 // the lane groups a SIMD-group has, 32 / lanes per key).
@@ -191,13 +197,20 @@ constexpr int mfs_decode_max_tg_pairs(int d, int elem_bytes) {
   return mfs_decode_max_pairs(d, elem_bytes) * (32 / mfs_decode_lanes_per_key(d));
 }
 
-// The combine area (per cohort, each SIMD-group's o (tile width) and (m, l) of one pair), the
-// sequence's bounds (4 ints, read once per threadgroup), then the pairs' q rows (input dtype).
+// The combine area (per cohort, each key run's o (tile width) and (m, l) of one pair), the
+// partial scores exchanged between the SIMD-groups of a key (two steps' worth, per SIMD-group
+// and pair; none with one SIMD-group per key), the sequence's bounds (4 ints, read once per
+// threadgroup), then the pairs' q rows (input dtype).
 constexpr int mfs_decode_combine_floats(int d) {
-  return (32 / mfs_decode_lanes_per_key(d)) * mfs_decode_simdgroups(d) * (d + 4);
+  return (32 / mfs_decode_lanes_per_key(d)) * mfs_decode_key_runs(d) * (d + 4);
+}
+constexpr int mfs_decode_exchange_floats(int d, int elem_bytes) {
+  return mfs_decode_simdgroups_per_key(d) > 1
+             ? 2 * mfs_decode_simdgroups(d) * mfs_decode_max_pairs(d, elem_bytes) : 0;
 }
 constexpr int mfs_decode_tg_bytes(int d, int elem_bytes) {
-  return (mfs_decode_combine_floats(d) + 4) * 4 + mfs_decode_max_tg_pairs(d, elem_bytes) * d * elem_bytes;
+  return (mfs_decode_combine_floats(d) + mfs_decode_exchange_floats(d, elem_bytes) + 4) * 4 +
+         mfs_decode_max_tg_pairs(d, elem_bytes) * d * elem_bytes;
 }
 // Split-K: a split covers a multiple of this many keys (every SIMD-group gets whole steps).
 #define MFS_DECODE_SPLIT_GRAIN 32

@@ -36,6 +36,15 @@ inline void merge_state(thread float& m, thread float& l, thread float* o, float
   m = mm;
 }
 
+// One key's score of one pair, log2 units: masked past the run's keys, the mask evaluated only
+// where some row of the threadgroup may not see the key.
+inline float key_score(ScoreRule rule, float dot, bool live, bool unmasked, int row, int key,
+                       KeyRange mine) {
+  return !live ? kMaskedScore
+         : unmasked ? score_log2(rule, dot, row, key)
+                    : logit_log2(rule, dot, row, key, mine);
+}
+
 // The pairs each lane group works on (<= mfs_decode_max_pairs; the plan's
 // mfs_decode_live_pairs): a launch whose threadgroups hold fewer pairs than the registers admit
 // (GQA 1, GQA 4 at a 5-pair tile) computes no score, shuffle or o update for pairs it would
@@ -64,19 +73,25 @@ template <typename T, int D>
     uint sg [[simdgroup_index_in_threadgroup]],
     uint lane [[thread_index_in_simdgroup]]) {
   constexpr int W = mfs_decode_simdgroups(D);
+  constexpr int H = mfs_decode_simdgroups_per_key(D);  // SIMD-groups sharing a key's row
+  constexpr int R = W / H;                             // key runs (SIMD-groups of one slice)
   constexpr int E = mfs_decode_elems_per_lane(D);  // contiguous elements per lane
-  constexpr int L = mfs_decode_lanes_per_key(D);   // lanes per key
+  constexpr int L = mfs_decode_lanes_per_key(D);   // lanes per key (of one SIMD-group)
   constexpr int G = 32 / L;                        // lane groups per SIMD-group
   constexpr int P = mfs_decode_max_pairs(D, (int)sizeof(T));  // (head, row) pairs a lane group holds
   constexpr int CW = D + 4;                        // combine row: o[D], m, l (16-byte aligned)
   constexpr int QP = mfs_decode_max_tg_pairs(D, (int)sizeof(T));  // q rows staged
   constexpr bool QREG = mfs_decode_q_in_registers(D);  // else q is read from q_tile per key
-  static_assert(L * E >= D, "a key's lanes cover the head-dim tile");
-  static_assert(QREG || L * E == D, "q read from q_tile: every lane's share is inside the tile");
-  // [G][W][CW] combine area, the sequence's bounds, then the pairs' q rows [G * P][D] (read from
-  // device memory once per threadgroup, not once per SIMD-group).
+  static_assert(H * L * E >= D, "a key's lanes cover the head-dim tile");
+  static_assert(QREG || H * L * E == D, "q read from q_tile: every lane's share is inside the tile");
+  static_assert(H == 1 || L == 32, "a key over SIMD-groups: one lane group (one cohort) each");
+  // [G][R][CW] combine area, with H > 1 the partial scores [2][W][P], the sequence's bounds, then
+  // the pairs' q rows [G * P][D] (read from device memory once per threadgroup, not once per
+  // SIMD-group).
   threadgroup float combine[mfs_decode_tg_bytes(D, (int)sizeof(T)) / 4];
-  threadgroup int* bounds_tg = (threadgroup int*)(combine + mfs_decode_combine_floats(D));
+  threadgroup float* partial_dots = combine + mfs_decode_combine_floats(D);
+  threadgroup int* bounds_tg =
+      (threadgroup int*)(partial_dots + mfs_decode_exchange_floats(D, (int)sizeof(T)));
   threadgroup T* q_tile = (threadgroup T*)(bounds_tg + 4);
 
   const int split = (int)tg.x;
@@ -155,7 +170,8 @@ template <typename T, int D>
   const int cohort = g % C, slot = g / C;
   const int first_pair = cohort * NP;
   const ushort key_lane = (ushort)(slot * C * L + (int)lane % L);  // the lane that loads my key
-  const int d0 = ((int)lane % L) * E;  // this lane's first head-dim element
+  const int slice = (int)sg % H, key_run = (int)sg / H;  // my head-dim slice, my run of keys
+  const int d0 = slice * (D / H) + ((int)lane % L) * E;  // this lane's first head-dim element
   const bool v_lane = d0 < hdv;
 
   T qv[P][E];  // input dtype: half the registers for half/bfloat (unused without QREG)
@@ -187,9 +203,11 @@ template <typename T, int D>
   // This SIMD-group's contiguous run of keys (whole steps), and this lane's K/V row pointers at
   // its first key, advanced by one step (KS rows) per iteration. Paged K/V looks a page up only
   // when the lane group's key crosses into the next one.
-  const int run = (((ke - kb + W - 1) / W + KS - 1) / KS) * KS;
-  const int run_begin = kb + (int)sg * run;
+  // With H > 1 every SIMD-group steps through `run` keys (a barrier per step), live or not.
+  const int run = (((ke - kb + R - 1) / R + KS - 1) / KS) * KS;
+  const int run_begin = kb + key_run * run;
   const int run_end = min(ke, run_begin + run);
+  const int loop_end = H > 1 ? run_begin + run : run_end;
   const long k_head = (long)hk * p.k_head_stride + d0;
   const long v_head = (long)hk * p.v_head_stride + d0;
   const int first = run_begin + slot;
@@ -199,8 +217,9 @@ template <typename T, int D>
   const long v_step = (long)KS * p.v_row_stride;
   const bool loads = cohort == 0;  // the first cohort loads each key for the others
   int page = 0, page_index = -1;   // the loading lanes' current page
+  int parity = 0;                  // which half of partial_dots this step writes (H > 1)
 
-  for (int step = run_begin; step < run_end; step += KS) {  // uniform per SIMD-group
+  for (int step = run_begin; step < loop_end; step += KS) {  // uniform per SIMD-group (H > 1: threadgroup)
     const int key = step + slot;
     const bool live = key < run_end;
     const device T* kr = k_ptr;
@@ -233,11 +252,33 @@ template <typename T, int D>
       }
       dot = group_sum(dot, L);
       const int row = row_first + (first_pair + i) % rows_in;  // used by ALiBi only
-      x[i] = !live ? kMaskedScore
-             : unmasked ? score_log2(rule[i], dot, row, key)
-                        : logit_log2(rule[i], dot, row, key, mine[i]);
+      x[i] = H > 1 ? dot : key_score(rule[i], dot, live, unmasked, row, key, mine[i]);
     }
     MSL_SIM_DEAD_WORK(false);
+    if (H > 1) {
+      // The key's dot products: this SIMD-group's slice plus the others' (summed in slice order,
+      // so every slice gets the same bits). Two buffers alternate: a step's writes cannot meet
+      // the last step's reads, which all come before this step's barrier.
+      threadgroup float* dots = partial_dots + parity * W * P;
+      if (lane == 0) {
+#pragma unroll
+        for (int i = 0; i < P; ++i) {
+          if (i >= NP) break;
+          dots[(int)sg * P + i] = x[i];
+        }
+      }
+      threadgroup_barrier(mem_flags::mem_threadgroup);  // every slice's partial dots of the step
+#pragma unroll
+      for (int i = 0; i < P; ++i) {
+        if (i >= NP) break;
+        float sum = 0.0f;
+#pragma unroll
+        for (int h = 0; h < H; ++h) sum += dots[(key_run * H + h) * P + i];
+        const int row = row_first + (first_pair + i) % rows_in;  // used by ALiBi only
+        x[i] = key_score(rule[i], sum, live, unmasked, row, key, mine[i]);
+      }
+      parity ^= 1;
+    }
     const RowVec<float, E> vx =
         shared_row_vec<T, E>(load_row_vec<T, E>(vr, v_live), key_lane, C > 1);
 #pragma unroll
@@ -257,8 +298,8 @@ template <typename T, int D>
   }
 
   // Combine the lane groups of one cohort (other slots; lanes d0-aligned across groups hold the
-  // same elements), then the SIMD-groups, P pair indices at a time (every cohort's i-th pair at
-  // once), through threadgroup memory.
+  // same elements), then the key runs, P pair indices at a time (every cohort's i-th pair at
+  // once), through threadgroup memory (each slice of a run writes its part of the o row).
 #pragma unroll
   for (int i = 0; i < P; ++i) {
     if (i >= NP) break;
@@ -279,24 +320,24 @@ template <typename T, int D>
   for (int i = 0; i < P; ++i) {
     if (i >= NP || i >= npairs) break;  // uniform: NP and npairs are the threadgroup's
     if (i > 0) threadgroup_barrier(mem_flags::mem_threadgroup);  // the last pairs' reads done
-    threadgroup float* mine_area = combine + (cohort * W + (int)sg) * CW;
+    threadgroup float* mine_area = combine + (cohort * R + key_run) * CW;
     if (writer) {
 #pragma unroll
       for (int e = 0; e < E; ++e) mine_area[d0 + e] = o[i][e];
     }
-    if (writer && (int)lane % L == 0) {
+    if (writer && (int)lane % L == 0 && slice == 0) {  // (m, l) are the same in every slice
       mine_area[D] = m[i];
       mine_area[D + 1] = l[i];
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup);  // every SIMD-group's state of pairs i
+    threadgroup_barrier(mem_flags::mem_threadgroup);  // every key run's state of pairs i
     for (int c = 0; c < C; ++c) {
       const int pair = c * NP + i;
-      if (pair >= npairs || (int)sg != pair % W) continue;
-      const threadgroup float* area = combine + c * W * CW;
+      if (pair >= npairs || key_run != pair % R) continue;  // (each slice writes its part)
+      const threadgroup float* area = combine + c * R * CW;
       const int h = h_first + pair / rows_in;
       const int row = row_first + pair % rows_in;
       float mt = kMaskedScore;
-      for (int w = 0; w < W; ++w) mt = max(mt, area[w * CW + D]);
+      for (int w = 0; w < R; ++w) mt = max(mt, area[w * CW + D]);
       const float sink = with_sink ? sink_log2(sinks, h, lane, mfs_sink_dtype) : kMaskedScore;
       if (with_sink) mt = max(mt, sink);
       const float base = softmax_base(mt);
@@ -304,7 +345,7 @@ template <typename T, int D>
       float ot[E];
 #pragma unroll
       for (int e = 0; e < E; ++e) ot[e] = 0.0f;
-      for (int w = 0; w < W; ++w) {
+      for (int w = 0; w < R; ++w) {
         const float wt = exp2(area[w * CW + D] - base);
         lt += area[w * CW + D + 1] * wt;
         if (g == 0 && d0 < D) {
@@ -323,7 +364,7 @@ template <typename T, int D>
             if (d0 + e < hdv) o_row[d0 + e] = T(ot[e] * inv);  // a share can pass head_dim_v
           }
         }
-        if (mfs_write_lse && lane == 0) {
+        if (mfs_write_lse && lane == 0 && slice == 0) {
           RowState st;
           st.m = mt;
           st.l = lt;
@@ -338,7 +379,7 @@ template <typename T, int D>
             if (d0 + e < hdv) partial_o[slot_index * hdv + d0 + e] = ot[e];
           }
         }
-        if (lane == 0) {
+        if (lane == 0 && slice == 0) {
           partial_ml[slot_index * 2] = mt;
           partial_ml[slot_index * 2 + 1] = lt;
         }

@@ -24,8 +24,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 METAL = HERE.parents[1] / "metal-flash-sdpa" / "metal"
 
+# 114 ("referenced but not defined") is an error: a function constant the launch does not set is
+# left undefined by the translation, and a kernel that reads one must not build.
 NVCC = ["nvcc", "-arch=sm_90", "-std=c++17", "-O3", "-cubin", "-DMSL_CUDA_MMA_EXACT",
-        "-diag-suppress=177,550,186", "-I", str(HERE)]
+        "-diag-suppress=177,550,186", "-diag-error=114", "-I", str(HERE)]
 
 
 def file_of(kernel: str) -> str:
@@ -41,17 +43,11 @@ def file_of(kernel: str) -> str:
     return "attention_backward"
 
 
-# Function constants a file declares that some of its kernels never read: Apple leaves them
-# undefined in those kernels' pipelines (the plans set them only on the kernels that read them),
-# but the translation gives the whole file one set of values. mfs_clear_rows (in
-# attention_decode.metal) and mfs_decode_reduce do not read decode's pair count (15); any value
-# compiles them.
-UNREAD = {"mfs_clear_rows": {15: 16}, "mfs_decode_reduce": {15: 16}}
-
-
-def translation_constants(kernel: str, constants: dict) -> dict:
-    unread = next((v for prefix, v in UNREAD.items() if kernel.startswith(prefix)), {})
-    return {**unread, **{int(k): v for k, v in constants.items()}}
+def translation_constants(constants: dict) -> dict:
+    """A launch's function constants as the translation takes them. A constant the file declares
+    and the launch leaves unset (decode's pair count on mfs_clear_rows and mfs_decode_reduce) is
+    left undefined by translate_cuda: a kernel that read it would not build."""
+    return {int(k): v for k, v in constants.items()}
 
 
 def constants_key(constants: dict) -> str:
@@ -76,7 +72,7 @@ def needed(packs: list[Path]) -> dict[tuple[str, str], tuple[dict, set]]:
     for pack in packs:
         for launch in packed_launches(pack):
             key = (file_of(launch["kernel"]), constants_key(launch["constants"]))
-            constants = translation_constants(launch["kernel"], launch["constants"])
+            constants = translation_constants(launch["constants"])
             out.setdefault(key, (constants, set()))[1].add(launch["kernel"])
     return out
 

@@ -126,7 +126,12 @@ class CudaTranslator(sim.Translator):
         def function_constant(m):
             type_, name, index = m.group(1), m.group(2), int(m.group(3))
             if index not in self.constants:
-                raise sim.TranslateError(f"function constant {name} (index {index}) has no value")
+                # Left undefined, as Apple leaves a constant the pipeline was not given: declared,
+                # never defined, so a kernel that reads it fails to build (an unresolved
+                # variable), and one that does not (the plans set a constant only on the kernels
+                # that read it) builds with no value invented for it.
+                return (f"extern __device__ {type_} {name}; "
+                        f"static constexpr bool msl_sim_fcdef_{name} = false;")
             return (f"static constexpr {type_} {name} = {type_}({int(self.constants[index])}); "
                     f"static constexpr bool msl_sim_fcdef_{name} = true;")
         text = re.sub(r"static ([\w: ]+?) (\w+); static bool msl_sim_fcdef_\2; static ::msl_sim::ConstantInit "

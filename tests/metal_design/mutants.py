@@ -97,12 +97,22 @@ MUTANTS = [
            replace_once("share < DS;", "share < 2;"), wide=True),
     Mutant("decode_row_tail_loaded", "attention_tiles.h",
            replace_once("if (4 * i >= live) {", "if (live <= 0) {"), wide=True),
+    # decode's threadgroup_barrier sites, in source order: after q, between the slices' partial
+    # scores (tile 512 only), between pairs of the combine, after the combine's writes
     Mutant("decode_barrier_after_q", "attention_decode.metal",
            remove_nth("threadgroup_barrier(", 0), race=True),
+    Mutant("decode_barrier_between_slices", "attention_decode.metal",
+           remove_nth("threadgroup_barrier(", 1), wide=True, race=True),
     Mutant("decode_barrier_between_pairs", "attention_decode.metal",
-           remove_nth("threadgroup_barrier(", 1), race=True),
-    Mutant("decode_barrier_after_combine_write", "attention_decode.metal",
            remove_nth("threadgroup_barrier(", 2), race=True),
+    Mutant("decode_barrier_after_combine_write", "attention_decode.metal",
+           remove_nth("threadgroup_barrier(", 3), race=True),
+    # tile 512's key over two SIMD-groups: one buffer for every step's partial scores (a step's
+    # writes meet the last step's reads), a slice's own partial taken for the other's
+    Mutant("decode_partial_dots_one_buffer", "attention_decode.metal",
+           replace_once("parity ^= 1;", ""), wide=True, race=True),
+    Mutant("decode_slice_score_own_half_only", "attention_decode.metal",
+           replace_once("dots[(key_run * H + h) * P + i]", "dots[(int)sg * P + i]"), wide=True),
     Mutant("prefill_interior_tile_too_wide", "attention_prefill.metal",
            replace_once("k0 + BK <= sg_all.end", "k0 + BK <= sg_all.end + 8")),
     Mutant("decode_cohort_reads_its_own_lane", "attention_decode.metal",
