@@ -269,25 +269,57 @@ inline void bwd_store_owned(device T* base, long row_stride, const thread simdgr
   }
 }
 
+// What attn_mask and dropout make of one (row, key) entry of the finishing step, decided once
+// per entry (both passes call it the same way): whether it takes part (`visible`, and a value
+// of its mask block that does not close it), its mask bias (finite; 0 without a mask or in an
+// open block) and its dropout multiplier (attention_dropout.h: 1 / (1 - p) or 0; 1 without
+// dropout). Nothing is read for an entry that does not take part: no mask value outside mixed
+// blocks, no draw for a hidden or closed entry.
+struct EntryTerms {
+  bool live;
+  float bias;
+  float drop;
+};
+inline EntryTerms bwd_entry_terms(constant AttentionParams& p, const SequenceBounds s,
+                                  const device uchar* mask, uint mask_states, int block,
+                                  bool visible, int b, int h, int row, int key) {
+  EntryTerms t;
+  t.live = visible;
+  t.bias = 0.0f;
+  t.drop = 1.0f;
+  if (mfs_mask_kind != kNoMask && visible) {
+    const MaskValue m =
+        mask_value_in_block(mask_block_state(mask_states, block), mask, p, b, h, row, key);
+    t.live = !m.closes;
+    t.bias = m.bias;
+  }
+  if (mfs_dropout && t.live) {
+    t.drop = dropout_multiplier(p, dropout_query_token(p, s, b, row), h, key);
+  }
+  return t;
+}
+
 // One element of the owned x streamed tile, finished: the sum of the SIMD-groups' partial S and
-// dP in a fixed order, then P and dS x d logit / d q.k for a visible (row, key), 0 otherwise.
-// The partials are summed share by share of the prefill's head-dim split (SHARES runs of
-// consecutive SIMD-groups, each run summed from 0, the runs' sums added in order): each
+// dP in a fixed order, then P and dS x d logit / d q.k for an entry that takes part (`t.live`),
+// 0 otherwise. The partials are summed share by share of the prefill's head-dim split (SHARES
+// runs of consecutive SIMD-groups, each run summed from 0, the runs' sums added in order): each
 // SIMD-group's partial is one of the prefill's S groups (mfs_score_group_chunks), so these are
 // the additions the forward made, S has its bits and exp(S - lse) cancels their rounding.
-// `drop` is the entry's dropout multiplier (attention_dropout.h: 1 / (1 - p) or 0; 1 without
-// dropout): P x drop is what the forward multiplied V by, so it feeds dV, and dS = P (dP x drop -
-// D), D = rowsum(dO * O) being the dropped output's (FlashAttention-2's backward with dropout).
+// P x drop is what the forward multiplied V by, so it feeds dV, and dS = P (dP x drop - D),
+// D = rowsum(dO * O) being the dropped output's (FlashAttention-2's backward with dropout).
 struct FinishedElement {
   float p;
   float dqk;
   float dlogit;  // dS itself: d loss / d attn_mask's bias (slope 1)
 };
 template <int NSG, int SHARES, int TILE>
-inline FinishedElement bwd_finish(const threadgroup float* partial, int i, bool visible,
-                                  const ScoreRule rule, int row, int key, float lse, float row_d,
-                                  const MaskValue mask, float drop = 1.0f) {
+inline FinishedElement bwd_finish(const threadgroup float* partial, int i, const ScoreRule rule,
+                                  int row, int key, float lse, float row_d, const EntryTerms t) {
   static_assert(NSG % SHARES == 0, "the forward's shares are runs of whole SIMD-groups");
+  FinishedElement e;
+  e.p = 0.0f;
+  e.dqk = 0.0f;
+  e.dlogit = 0.0f;
   float s = 0.0f, dp = 0.0f, share_s = 0.0f, share_dp = 0.0f;
 #pragma unroll
   for (int g = 0; g < NSG; ++g) {
@@ -300,18 +332,16 @@ inline FinishedElement bwd_finish(const threadgroup float* partial, int i, bool 
       share_dp = 0.0f;
     }
   }
-  FinishedElement e;
-  e.p = 0.0f;
-  e.dqk = 0.0f;
-  e.dlogit = 0.0f;
-  if (visible && !mask.closes) {
-    const ScoreWithDerivative x = score_with_derivative(rule, s, row, key);
-    const float logit = mfs_mask_kind != kNoMask ? mask_biased(x.logit, mask.bias) : x.logit;
-    const float prob = probability(logit, lse);
-    e.p = prob * drop;  // dropout: the output saw drop * P
-    e.dlogit = score_gradient(prob, dp * drop, row_d);
-    e.dqk = e.dlogit * x.dlogit_dqk;
-  }
+  // The partials are summed for every entry, also those that take no part (their blocks may not
+  // have been computed): branching around the sums made ptxas spill dQ at tile 512 under its
+  // 512-thread bound (registers.py, `mask` corner).
+  if (!t.live) return e;
+  const ScoreWithDerivative x = score_with_derivative(rule, s, row, key);
+  const float logit = mfs_mask_kind != kNoMask ? mask_biased(x.logit, t.bias) : x.logit;
+  const float prob = probability(logit, lse);
+  e.p = prob * t.drop;  // dropout: the output saw drop * P
+  e.dlogit = score_gradient(prob, dp * t.drop, row_d);
+  e.dqk = e.dlogit * x.dlogit_dqk;
   return e;
 }
 
@@ -480,13 +510,10 @@ template <typename T, int D>
         const int st = i % ST;
         const int row = q0 + st;
         const bool visible = key < k_end && row < rows.end && bwd_visible(p, s, row, key);
-        const float drop =
-            mfs_dropout && visible ? dropout_multiplier(p, dropout_query_token(p, s, b, row), h, key) : 1.0f;
-        const MaskValue mv = mask_value_in_block(
-            visible ? mask_block_state(mask_states, ((key - k0) / 8) * SC + st / 8) : 0u, mask,
-            p, b, h, row, key);
-        const FinishedElement e = bwd_finish<NSG, mfs_prefill_dsplit(D), OWN * ST>(partial, i, visible, rule, row, key,
-                                                            stream_lse[st], stream_d[st], mv, drop);
+        const EntryTerms t = bwd_entry_terms(p, s, mask, mask_states, ((key - k0) / 8) * SC + st / 8,
+                                             visible, b, h, row, key);
+        const FinishedElement e = bwd_finish<NSG, mfs_prefill_dsplit(D), OWN * ST>(
+            partial, i, rule, row, key, stream_lse[st], stream_d[st], t);
         finished[i] = e.p;
         finished[OWN * ST + i] = e.dqk;
       }
@@ -652,17 +679,14 @@ template <typename T, int D>
       const int row = row0 + o;
       const int key = k0 + i % ST;
       const bool visible = row < rows_end && key < hull.end && bwd_visible(p, s, row, key);
-      const float drop =
-          mfs_dropout && visible ? dropout_multiplier(p, dropout_query_token(p, s, b, row), h, key) : 1.0f;
-      const MaskValue mv = mask_value_in_block(
-          visible ? mask_block_state(mask_states, (o / 8) * SC + (i % ST) / 8) : 0u, mask, p, b,
-          h, row, key);
-      const FinishedElement e =
-          bwd_finish<NSG, mfs_prefill_dsplit(D), OWN * ST>(partial, i, visible, rule, row, key, own_lse[o], own_d[o], mv, drop);
+      const EntryTerms t = bwd_entry_terms(p, s, mask, mask_states, (o / 8) * SC + (i % ST) / 8,
+                                           visible, b, h, row, key);
+      const FinishedElement e = bwd_finish<NSG, mfs_prefill_dsplit(D), OWN * ST>(
+          partial, i, rule, row, key, own_lse[o], own_d[o], t);
       finished[i] = e.dqk;
       // d attn_mask = dS, written once per visible kept (row, key) by the threadgroup owning the
       // row (the rest of the zero-filled gradient stays 0: P = 0 there).
-      if (mfs_mask_grad && visible && !mv.closes) {
+      if (mfs_mask_grad && t.live) {
         dmask[(((long)b * p.heads_q + h) * p.seqlen_q + row) * p.seqlen_k + key] = e.dlogit;
       }
     }
