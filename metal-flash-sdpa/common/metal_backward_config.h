@@ -38,19 +38,26 @@ constexpr bool mfs_bwd_staged(int d) { return d <= 256; }
 // 8-wide head-dim chunks each SIMD-group owns (SIMD-group g: chunks [g * n, (g + 1) * n)).
 constexpr int mfs_bwd_chunks_per_sg(int d) { return mfs_score_group_chunks(d); }
 constexpr int mfs_bwd_ld(int d, int elem_bytes) { return d + mfs_tile_pad(elem_bytes); }
+// Row stride (floats) of the partial and finished [MFS_BWD_OWN][stream] areas: 4 floats of
+// padding. The partial products are stored transposed, so a SIMD-group's 32 lanes write 8 rows
+// (fr) of 4 columns (fc = 0, 2, 4, 6) at once; unpadded, the 4 columns' rows are a multiple of
+// 32 words apart and share 8 banks (4-way under 32 banks x 4 bytes); with 4 more floats each
+// column lands on its own 8 banks (conflict-free), and the fragment reads of the finished area
+// are at most 2-way.
+constexpr int mfs_bwd_partial_ld(int d) { return mfs_bwd_stream(d) + 4; }
 // Threadgroup memory of a dk/dv or dq threadgroup (one layout, in this order): when staged, two
 // streamed tiles (Q and dO, or K and V) of mfs_bwd_stream(d) rows in the input dtype; every
-// SIMD-group's partial S and dP ([simdgroups][2][MFS_BWD_OWN][stream] floats); when not staged,
-// the finished P and dS ([2][MFS_BWD_OWN][stream] floats; staged, slot 0 of the partials holds
-// them); the lse and D of the streamed or owned rows (2 x MFS_BWD_OWN floats).
+// SIMD-group's partial S and dP ([simdgroups][2][MFS_BWD_OWN][partial_ld] floats); when not
+// staged, the finished P and dS ([2][MFS_BWD_OWN][partial_ld] floats; staged, slot 0 of the
+// partials holds them); the lse and D of the streamed or owned rows (2 x MFS_BWD_OWN floats).
 constexpr int mfs_bwd_stream_tile_elems(int d, int elem_bytes) {
   return mfs_bwd_staged(d) ? 2 * mfs_bwd_stream(d) * mfs_bwd_ld(d, elem_bytes) : 0;
 }
 constexpr int mfs_bwd_partial_floats(int d) {
-  return mfs_bwd_simdgroups(d) * 2 * MFS_BWD_OWN * mfs_bwd_stream(d);
+  return mfs_bwd_simdgroups(d) * 2 * MFS_BWD_OWN * mfs_bwd_partial_ld(d);
 }
 constexpr int mfs_bwd_finished_floats(int d) {
-  return mfs_bwd_staged(d) ? 0 : 2 * MFS_BWD_OWN * mfs_bwd_stream(d);
+  return mfs_bwd_staged(d) ? 0 : 2 * MFS_BWD_OWN * mfs_bwd_partial_ld(d);
 }
 constexpr int mfs_bwd_tg_bytes(int d, int elem_bytes) {
   return mfs_bwd_stream_tile_elems(d, elem_bytes) * elem_bytes +

@@ -123,7 +123,9 @@ template <typename T>
 
 // Stages `ST` rows [first, first + ST) of one head of q/dout (dk/dv pass) or k/v (dq pass) into a
 // row-major tile; rows at or past `end` are zeroed (their elements are masked, and 0 x NaN
-// would not be 0).
+// would not be 0). Each 8-element chunk is stored as two 4-element vectors (the tile's rows are
+// 16-byte multiples, mfs_bwd_ld, and the tile 16-byte aligned): one element per store put a
+// SIMD-group's 32 lanes on 8 banks (4-way); vectors of consecutive chunks fill the banks.
 template <typename T, int SLOTS>
 inline void bwd_stage(threadgroup T* tile, int ld, const thread StageSlot (&slots)[SLOTS],
                       const device T* base, long row_stride, int first, int end) {
@@ -131,12 +133,15 @@ inline void bwd_stage(threadgroup T* tile, int ld, const thread StageSlot (&slot
   for (int n = 0; n < SLOTS; ++n) {
     const int r = slots[n].row;
     if (r < 0) continue;
-    threadgroup T* dst = tile + r * ld + slots[n].chunk * 8;
+    threadgroup vec<T, 4>* dst = (threadgroup vec<T, 4>*)(tile + r * ld + slots[n].chunk * 8);
+    Chunk8<T> c;
     if (first + r >= end) {
-      zero_chunk8(dst, 1);
-      continue;
+      c.lo = c.hi = vec<T, 4>(T(0.0f));
+    } else {
+      c = load_chunk8(base + (long)(first + r) * row_stride + slots[n].chunk * 8);
     }
-    store_chunk8(dst, 1, load_chunk8(base + (long)(first + r) * row_stride + slots[n].chunk * 8));
+    dst[0] = c.lo;
+    dst[1] = c.hi;
   }
 }
 
@@ -198,9 +203,9 @@ inline simdgroup_float8x8 bwd_streamed(const threadgroup T* tile, int ld,
 
 // Partial X = A.B^T over this SIMD-group's head-dim share, A the owned rows (a_t: their
 // transposed fragments, registers), B the streamed rows, computed as (B.A^T)^T and written
-// transposed to partial[[OWN][ST]]. 8x8 blocks that no visible (row, key) pair touches (`live`) are neither
+// transposed to partial[OWN][LDP] (rows of ST + padding, mfs_bwd_partial_ld). 8x8 blocks that no visible (row, key) pair touches (`live`) are neither
 // computed nor written: the finishing step does not read them (every element is masked).
-template <typename T, bool STAGED, int OC, int DC, int SC, int ST>
+template <typename T, bool STAGED, int OC, int DC, int SC, int LDP>
 inline void bwd_partial_product(threadgroup float* partial, const thread FragStore<T> (&a_t)[OC][DC],
                                 const threadgroup T* b_tile, int ld,
                                 const thread FragStore<T> (&b_regs)[SC][DC], int c_lo, int chunks,
@@ -220,16 +225,16 @@ inline void bwd_partial_product(threadgroup float* partial, const thread FragSto
         simdgroup_multiply_accumulate(x, bf, af, x);
       }
       // x holds (streamed sc * 8 + fr, owned o * 8 + fc and + 1): stored transposed.
-      threadgroup float* dst = partial + (o * 8 + fc) * ST + sc * 8 + fr;
+      threadgroup float* dst = partial + (o * 8 + fc) * LDP + sc * 8 + fr;
       dst[0] = x.thread_elements()[0];
-      dst[ST] = x.thread_elements()[1];
+      dst[LDP] = x.thread_elements()[1];
     }
   }
 }
 
 // acc[o][c] += X[o rows][all streamed] . streamed rows[all][c], X from threadgroup floats
-// [OWN][ST] (blocks that are not `live` are 0 in X: skipped).
-template <typename T, bool STAGED, int OC, int DC, int SC, int ST>
+// [OWN][LDP] (blocks that are not `live` are 0 in X: skipped).
+template <typename T, bool STAGED, int OC, int DC, int SC, int LDP>
 inline void bwd_accumulate(thread simdgroup_float8x8 (&acc)[OC][DC], const threadgroup float* x,
                            const threadgroup T* tile, int ld,
                            const thread FragStore<T> (&regs)[SC][DC], int c_lo, int chunks,
@@ -239,7 +244,7 @@ inline void bwd_accumulate(thread simdgroup_float8x8 (&acc)[OC][DC], const threa
 #pragma unroll
     for (int sc = 0; sc < SC; ++sc) {
       if (!live[o][sc]) continue;
-      const simdgroup_float8x8 xf = frag_load(x, ST, o * 8, sc * 8, fr, fc);
+      const simdgroup_float8x8 xf = frag_load(x, LDP, o * 8, sc * 8, fr, fc);
 #pragma unroll
       for (int c = 0; c < DC; ++c) {
         if (c_lo + c >= chunks) continue;
@@ -269,30 +274,62 @@ inline void bwd_store_owned(device T* base, long row_stride, const thread simdgr
   }
 }
 
+// What attn_mask and dropout make of one (row, key) entry of the finishing step, decided once
+// per entry (both passes call it the same way): whether it takes part (`visible`, and a value
+// of its mask block that does not close it), its mask bias (finite; 0 without a mask or in an
+// open block) and its dropout multiplier (attention_dropout.h: 1 / (1 - p) or 0; 1 without
+// dropout). Nothing is read for an entry that does not take part: no mask value outside mixed
+// blocks, no draw for a hidden or closed entry.
+struct EntryTerms {
+  bool live;
+  float bias;
+  float drop;
+};
+inline EntryTerms bwd_entry_terms(constant AttentionParams& p, const SequenceBounds s,
+                                  const device uchar* mask, uint mask_states, int block,
+                                  bool visible, int b, int h, int row, int key) {
+  EntryTerms t;
+  t.live = visible;
+  t.bias = 0.0f;
+  t.drop = 1.0f;
+  if (mfs_mask_kind != kNoMask && visible) {
+    const MaskValue m =
+        mask_value_in_block(mask_block_state(mask_states, block), mask, p, b, h, row, key);
+    t.live = !m.closes;
+    t.bias = m.bias;
+  }
+  if (mfs_dropout && t.live) {
+    t.drop = dropout_multiplier(p, dropout_query_token(p, s, b, row), h, key);
+  }
+  return t;
+}
+
 // One element of the owned x streamed tile, finished: the sum of the SIMD-groups' partial S and
-// dP in a fixed order, then P and dS x d logit / d q.k for a visible (row, key), 0 otherwise.
-// The partials are summed share by share of the prefill's head-dim split (SHARES runs of
-// consecutive SIMD-groups, each run summed from 0, the runs' sums added in order): each
+// dP in a fixed order, then P and dS x d logit / d q.k for an entry that takes part (`t.live`),
+// 0 otherwise. The partials are summed share by share of the prefill's head-dim split (SHARES
+// runs of consecutive SIMD-groups, each run summed from 0, the runs' sums added in order): each
 // SIMD-group's partial is one of the prefill's S groups (mfs_score_group_chunks), so these are
 // the additions the forward made, S has its bits and exp(S - lse) cancels their rounding.
-// `drop` is the entry's dropout multiplier (attention_dropout.h: 1 / (1 - p) or 0; 1 without
-// dropout): P x drop is what the forward multiplied V by, so it feeds dV, and dS = P (dP x drop -
-// D), D = rowsum(dO * O) being the dropped output's (FlashAttention-2's backward with dropout).
+// P x drop is what the forward multiplied V by, so it feeds dV, and dS = P (dP x drop - D),
+// D = rowsum(dO * O) being the dropped output's (FlashAttention-2's backward with dropout).
 struct FinishedElement {
   float p;
   float dqk;
   float dlogit;  // dS itself: d loss / d attn_mask's bias (slope 1)
 };
 template <int NSG, int SHARES, int TILE>
-inline FinishedElement bwd_finish(const threadgroup float* partial, int i, bool visible,
-                                  const ScoreRule rule, int row, int key, float lse, float row_d,
-                                  const MaskValue mask, float drop = 1.0f) {
+inline FinishedElement bwd_finish(const threadgroup float* partial, int j, const ScoreRule rule,
+                                  int row, int key, float lse, float row_d, const EntryTerms t) {
   static_assert(NSG % SHARES == 0, "the forward's shares are runs of whole SIMD-groups");
+  FinishedElement e;
+  e.p = 0.0f;
+  e.dqk = 0.0f;
+  e.dlogit = 0.0f;
   float s = 0.0f, dp = 0.0f, share_s = 0.0f, share_dp = 0.0f;
 #pragma unroll
   for (int g = 0; g < NSG; ++g) {
-    share_s += partial[(2 * g) * TILE + i];
-    share_dp += partial[(2 * g + 1) * TILE + i];
+    share_s += partial[(2 * g) * TILE + j];
+    share_dp += partial[(2 * g + 1) * TILE + j];
     if ((g + 1) % (NSG / SHARES) == 0) {
       s += share_s;
       dp += share_dp;
@@ -300,18 +337,16 @@ inline FinishedElement bwd_finish(const threadgroup float* partial, int i, bool 
       share_dp = 0.0f;
     }
   }
-  FinishedElement e;
-  e.p = 0.0f;
-  e.dqk = 0.0f;
-  e.dlogit = 0.0f;
-  if (visible && !mask.closes) {
-    const ScoreWithDerivative x = score_with_derivative(rule, s, row, key);
-    const float logit = mfs_mask_kind != kNoMask ? mask_biased(x.logit, mask.bias) : x.logit;
-    const float prob = probability(logit, lse);
-    e.p = prob * drop;  // dropout: the output saw drop * P
-    e.dlogit = score_gradient(prob, dp * drop, row_d);
-    e.dqk = e.dlogit * x.dlogit_dqk;
-  }
+  // The partials are summed for every entry, also those that take no part (their blocks may not
+  // have been computed): branching around the sums made ptxas spill dQ at tile 512 under its
+  // 512-thread bound (registers.py, `mask` corner).
+  if (!t.live) return e;
+  const ScoreWithDerivative x = score_with_derivative(rule, s, row, key);
+  const float logit = mfs_mask_kind != kNoMask ? mask_biased(x.logit, t.bias) : x.logit;
+  const float prob = probability(logit, lse);
+  e.p = prob * t.drop;  // dropout: the output saw drop * P
+  e.dlogit = score_gradient(prob, dp * t.drop, row_d);
+  e.dqk = e.dlogit * x.dlogit_dqk;
   return e;
 }
 
@@ -363,12 +398,14 @@ template <typename T, int D>
   constexpr int DC = mfs_bwd_chunks_per_sg(D);
   constexpr int OC = OWN / 8;
   constexpr int SC = ST / 8;
+  constexpr int LDP = mfs_bwd_partial_ld(D);  // row stride of the partial / finished areas
   constexpr int SLOTS = (ST * (D / 8) + NT - 1) / NT;
   constexpr bool STAGED = mfs_bwd_staged(D);
   static_assert(mfs_bwd_tg_bytes(D, ES) <= 32768, "dk/dv threadgroup memory");
   // The streamed Q and dO tiles (staged), the partial S / dP, the finished P^T / dS^T (staged:
   // slot 0 of the partials), the streamed rows' lse, D.
-  threadgroup T tiles[mfs_bwd_tg_bytes(D, ES) / ES];
+  threadgroup float4 storage[mfs_bwd_tg_bytes(D, ES) / 16];  // 16-byte aligned
+  threadgroup T* tiles = (threadgroup T*)storage;
   threadgroup T* q_tile = tiles;
   threadgroup T* do_tile = tiles + ST * LD;
   threadgroup float* partial = (threadgroup float*)(tiles + mfs_bwd_stream_tile_elems(D, ES));
@@ -465,9 +502,9 @@ template <typename T, int D>
           }
         }
       }
-      bwd_partial_product<T, STAGED, OC, DC, SC, ST>(partial + (2 * (int)sg) * OWN * ST, kf,
+      bwd_partial_product<T, STAGED, OC, DC, SC, LDP>(partial + (2 * (int)sg) * OWN * LDP, kf,
                                                      q_tile, LD, qs, c_lo, qc, live, fr, fc);
-      bwd_partial_product<T, STAGED, OC, DC, SC, ST>(partial + (2 * (int)sg + 1) * OWN * ST, vf,
+      bwd_partial_product<T, STAGED, OC, DC, SC, LDP>(partial + (2 * (int)sg + 1) * OWN * LDP, vf,
                                                      do_tile, LD, dos, c_lo, vc, live, fr, fc);
       // Every partial is written (and, not staged, the streamed rows' lse and D; every
       // SIMD-group is past the last tile's accumulation, which read the finished area).
@@ -478,24 +515,22 @@ template <typename T, int D>
       for (int i = (int)tid; i < OWN * ST; i += NT) {
         const int key = k0 + i / ST;
         const int st = i % ST;
+        const int j = (i / ST) * LDP + st;  // the element in the padded areas
         const int row = q0 + st;
         const bool visible = key < k_end && row < rows.end && bwd_visible(p, s, row, key);
-        const float drop =
-            mfs_dropout && visible ? dropout_multiplier(p, dropout_query_token(p, s, b, row), h, key) : 1.0f;
-        const MaskValue mv = mask_value_in_block(
-            visible ? mask_block_state(mask_states, ((key - k0) / 8) * SC + st / 8) : 0u, mask,
-            p, b, h, row, key);
-        const FinishedElement e = bwd_finish<NSG, mfs_prefill_dsplit(D), OWN * ST>(partial, i, visible, rule, row, key,
-                                                            stream_lse[st], stream_d[st], mv, drop);
-        finished[i] = e.p;
-        finished[OWN * ST + i] = e.dqk;
+        const EntryTerms t = bwd_entry_terms(p, s, mask, mask_states, ((key - k0) / 8) * SC + st / 8,
+                                             visible, b, h, row, key);
+        const FinishedElement e = bwd_finish<NSG, mfs_prefill_dsplit(D), OWN * LDP>(
+            partial, j, rule, row, key, stream_lse[st], stream_d[st], t);
+        finished[j] = e.p;
+        finished[OWN * LDP + j] = e.dqk;
       }
       threadgroup_barrier(mem_flags::mem_threadgroup);  // P^T and dS^T are complete
 
       // (4) dV += P^T.dO and dK += dS^T.Q on this SIMD-group's share.
-      bwd_accumulate<T, STAGED, OC, DC, SC, ST>(dvf, finished, do_tile, LD, dos, c_lo, vc, live,
+      bwd_accumulate<T, STAGED, OC, DC, SC, LDP>(dvf, finished, do_tile, LD, dos, c_lo, vc, live,
                                                 fr, fc);
-      bwd_accumulate<T, STAGED, OC, DC, SC, ST>(dkf, finished + OWN * ST, q_tile, LD, qs, c_lo,
+      bwd_accumulate<T, STAGED, OC, DC, SC, LDP>(dkf, finished + OWN * LDP, q_tile, LD, qs, c_lo,
                                                 qc, live, fr, fc);
       if (STAGED) threadgroup_barrier(mem_flags::mem_threadgroup);  // the tiles may be restaged
     }
@@ -542,12 +577,14 @@ template <typename T, int D>
   constexpr int DC = mfs_bwd_chunks_per_sg(D);
   constexpr int OC = OWN / 8;
   constexpr int SC = ST / 8;
+  constexpr int LDP = mfs_bwd_partial_ld(D);  // row stride of the partial / finished areas
   constexpr int SLOTS = (ST * (D / 8) + NT - 1) / NT;
   constexpr bool STAGED = mfs_bwd_staged(D);
   static_assert(mfs_bwd_tg_bytes(D, ES) <= 32768, "dq threadgroup memory");
   // The streamed K and V tiles (staged), the partial S / dP, the finished dS (staged: slot 0 of
   // the partials), the owned rows' lse and D.
-  threadgroup T tiles[mfs_bwd_tg_bytes(D, ES) / ES];
+  threadgroup float4 storage[mfs_bwd_tg_bytes(D, ES) / 16];  // 16-byte aligned
+  threadgroup T* tiles = (threadgroup T*)storage;
   threadgroup T* k_tile = tiles;
   threadgroup T* v_tile = tiles + ST * LD;
   threadgroup float* partial = (threadgroup float*)(tiles + mfs_bwd_stream_tile_elems(D, ES));
@@ -638,9 +675,9 @@ template <typename T, int D>
         }
       }
     }
-    bwd_partial_product<T, STAGED, OC, DC, SC, ST>(partial + (2 * (int)sg) * OWN * ST, qf,
+    bwd_partial_product<T, STAGED, OC, DC, SC, LDP>(partial + (2 * (int)sg) * OWN * LDP, qf,
                                                    k_tile, LD, ks, c_lo, qc, live, fr, fc);
-    bwd_partial_product<T, STAGED, OC, DC, SC, ST>(partial + (2 * (int)sg + 1) * OWN * ST, df,
+    bwd_partial_product<T, STAGED, OC, DC, SC, LDP>(partial + (2 * (int)sg + 1) * OWN * LDP, df,
                                                    v_tile, LD, vs, c_lo, vc, live, fr, fc);
     // Every partial is written (not staged: every SIMD-group is past the last tile's
     // accumulation, which read the finished area).
@@ -649,27 +686,25 @@ template <typename T, int D>
     // (3) Finish each (row, key) element once: dS into the finished area (staged: slot 0).
     for (int i = (int)tid; i < OWN * ST; i += NT) {
       const int o = i / ST;
+      const int j = o * LDP + i % ST;  // the element in the padded areas
       const int row = row0 + o;
       const int key = k0 + i % ST;
       const bool visible = row < rows_end && key < hull.end && bwd_visible(p, s, row, key);
-      const float drop =
-          mfs_dropout && visible ? dropout_multiplier(p, dropout_query_token(p, s, b, row), h, key) : 1.0f;
-      const MaskValue mv = mask_value_in_block(
-          visible ? mask_block_state(mask_states, (o / 8) * SC + (i % ST) / 8) : 0u, mask, p, b,
-          h, row, key);
-      const FinishedElement e =
-          bwd_finish<NSG, mfs_prefill_dsplit(D), OWN * ST>(partial, i, visible, rule, row, key, own_lse[o], own_d[o], mv, drop);
-      finished[i] = e.dqk;
+      const EntryTerms t = bwd_entry_terms(p, s, mask, mask_states, (o / 8) * SC + (i % ST) / 8,
+                                           visible, b, h, row, key);
+      const FinishedElement e = bwd_finish<NSG, mfs_prefill_dsplit(D), OWN * LDP>(
+          partial, j, rule, row, key, own_lse[o], own_d[o], t);
+      finished[j] = e.dqk;
       // d attn_mask = dS, written once per visible kept (row, key) by the threadgroup owning the
       // row (the rest of the zero-filled gradient stays 0: P = 0 there).
-      if (mfs_mask_grad && visible && !mv.closes) {
+      if (mfs_mask_grad && t.live) {
         dmask[(((long)b * p.heads_q + h) * p.seqlen_q + row) * p.seqlen_k + key] = e.dlogit;
       }
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);  // dS is complete
 
     // (4) dQ += dS.K on this SIMD-group's share.
-    bwd_accumulate<T, STAGED, OC, DC, SC, ST>(dqf, finished, k_tile, LD, ks, c_lo, qc, live, fr,
+    bwd_accumulate<T, STAGED, OC, DC, SC, LDP>(dqf, finished, k_tile, LD, ks, c_lo, qc, live, fr,
                                               fc);
     if (STAGED) threadgroup_barrier(mem_flags::mem_threadgroup);  // the tiles may be restaged
   }

@@ -153,7 +153,7 @@ MUTANTS = [
            replace_once("state = first ? v : merge_mask_tile_states(state, v);",
                         "state = first ? v : state;")),
     Mutant("mask_bias_not_in_backward", "attention_backward.metal",
-           replace_once("mfs_mask_kind != kNoMask ? mask_biased(x.logit, mask.bias) : x.logit",
+           replace_once("mfs_mask_kind != kNoMask ? mask_biased(x.logit, t.bias) : x.logit",
                         "x.logit")),
 ]
 
@@ -204,7 +204,8 @@ MUTANTS += [
 
 # Dropout (attention_dropout.h, and its two calls in the backward): the prefill keeps a lane's
 # second entry by its first entry's draw; a key pair straddling two Philox blocks takes its second
-# draw from the first block; the backward draws the mask of the KV head instead of the query head.
+# draw from the first block; the backward (its one draw, bwd_entry_terms, serves both passes)
+# draws the mask of the KV head instead of the query head.
 MUTANTS += [
     Mutant("dropout_pair_takes_one_draw", "attention_dropout.h",
            replace_once("dropout_keeps(draw1, p.dropout_threshold) ? e1",
@@ -212,8 +213,8 @@ MUTANTS += [
     Mutant("dropout_straddling_pair_one_block", "attention_dropout.h",
            replace_once("(key + 1u) >> 2, token", "key >> 2, token")),
     Mutant("dropout_backward_kv_head", "attention_backward.metal",
-           replace_each("dropout_query_token(p, s, b, row), h, key)",
-                        "dropout_query_token(p, s, b, row), h / (p.heads_q / p.heads_kv), key)", 2)),
+           replace_once("dropout_query_token(p, s, b, row), h, key)",
+                        "dropout_query_token(p, s, b, row), h / (p.heads_q / p.heads_kv), key)")),
 ]
 
 
