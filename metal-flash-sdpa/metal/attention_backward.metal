@@ -48,12 +48,9 @@ inline long bwd_d_index(constant AttentionParams& p, constant MetalBackwardArgs&
   return ((long)b * a.d_rows_per_batch + s.q_begin + row) * p.heads_q + h;
 }
 
-// The lse of a row as the kernels use it: a row that saw no key has lse -inf, which fast math
-// may not compare or subtract (see MFS_MASKED); it becomes a finite +1e30, so that every
-// probability() of the row is exp(logit - 1e30) = 0, as the rule wants. A NaN or +inf lse (a row
-// whose output is NaN, or a sink of +inf) is kept: NaN flows back as on the cpu.
-#define MFS_NO_KEY_LSE 1.0e30f
-inline float finite_lse(float lse) { return lse <= MFS_MASKED_BELOW ? MFS_NO_KEY_LSE : lse; }
+// The lse of a row as the kernels use it: load_lse() reads the API's -inf / +inf as the finite
+// sentinels (fast math may not compare or subtract an infinity), and probability() gives 0 in a
+// row that saw no key; a NaN lse is kept, so NaN flows back as on the cpu.
 
 // ---- D = rowsum(dO * O) ------------------------------------------------------------------------
 template <typename T>
@@ -108,10 +105,10 @@ template <typename T>
   for (int b = 0; b < p.batch; ++b) {
     const SequenceBounds s = bwd_sequence(p, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, b, lane);
     for (int row = (int)lane; row < s.seqlen_q; row += 32) {
-      // A row that saw no key adds nothing (its finite_lse would not do: a huge sink's
-      // exp(sink - 1e30) is inf, and inf * 0 is NaN); a NaN lse adds NaN.
-      const float l = lse[bwd_lse_index(p, s, b, h, row)];
-      if (l <= MFS_MASKED_BELOW) continue;
+      // A row that saw no key adds nothing (a huge sink's exp(sink - lse) would be inf there, and
+      // inf * 0 is NaN); a NaN lse adds NaN.
+      const float l = load_lse(lse, bwd_lse_index(p, s, b, h, row));
+      if (row_saw_no_key(l)) continue;
       acc += sink_gradient(sink, l, row_d[bwd_d_index(p, a, s, b, h, row)]);
     }
   }
@@ -478,7 +475,7 @@ template <typename T, int D>
       if ((int)tid < ST) {
         const int row = q0 + (int)tid;
         const bool live = row < rows.end;
-        stream_lse[tid] = live ? finite_lse(lse[bwd_lse_index(p, s, b, h, row)]) : MFS_NO_KEY_LSE;
+        stream_lse[tid] = live ? load_lse(lse, bwd_lse_index(p, s, b, h, row)) : kMaskedScore;
         stream_d[tid] = live ? row_d[bwd_d_index(p, a, s, b, h, row)] : 0.0f;
       }
       if (STAGED) threadgroup_barrier(mem_flags::mem_threadgroup);  // the query tile is staged
@@ -624,7 +621,7 @@ template <typename T, int D>
   if ((int)tid < OWN) {
     const int row = row0 + (int)tid;
     const bool live = row < rows_end;
-    own_lse[tid] = live ? finite_lse(lse[bwd_lse_index(p, s, b, h, row)]) : MFS_NO_KEY_LSE;
+    own_lse[tid] = live ? load_lse(lse, bwd_lse_index(p, s, b, h, row)) : kMaskedScore;
     own_d[tid] = live ? row_d[bwd_d_index(p, a, s, b, h, row)] : 0.0f;
   }
   const ScoreRule rule = score_rule(p, alibi_slopes, s, b, h, lane);

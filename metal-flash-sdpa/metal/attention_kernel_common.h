@@ -31,9 +31,6 @@ using namespace metal;
 // sentinels of attention_semantics.h (kMaskedScore, kScoreTakesAll; fast math may assume that no
 // value is infinite), in log2 units as in natural ones. Infinities exist only as the bits of an
 // lse in memory: store_lse() writes them, load_lse() reads them back as the sentinels.
-// The backward's remaining name for kMaskedScoreAtMost (attention_backward.metal), until it
-// reads lse through load_lse().
-#define MFS_MASKED_BELOW kMaskedScoreAtMost
 #define MFS_NEG_INF_BITS 0xff800000u
 #define MFS_POS_INF_BITS 0x7f800000u
 
