@@ -22,6 +22,35 @@
 #include "attention_tiles.h"
 #include "attention_dropout.h"
 
+// Stages rows [0, kn) of a key tile, chunks [0, chunks) of each: thread tid's slots are
+// stage_slot(tid, n < SLOTS) (divisions the compiler keeps out of the key loop; nothing else of
+// the staging is held across it). Element e of chunk c of row r goes to
+// tile[r * row_step + (8 c + e) * col_step] (K stored transposed: row_step 1). Rows past kn are
+// zeroed when zero_tail (V: P is 0 there, and 0 x NaN would not be). Source rows: `tile_src` (the
+// tile's first row, head included) by row_stride (contiguous K/V), or `head_src` + the (page,
+// row in page) of `pages` (paged).
+template <typename T, int BK, int NT, int SLOTS>
+inline void stage_rows(threadgroup T* tile, int row_step, int col_step, const device T* tile_src,
+                       const device T* head_src, long batch_stride, long row_stride,
+                       threadgroup const int* pages, int kn, int chunks, int tid, bool zero_tail) {
+#pragma unroll
+  for (int n = 0; n < SLOTS; ++n) {
+    const StageSlot slot = stage_slot(tid, n, NT, BK, chunks);
+    const int r = slot.row;
+    const int c = slot.chunk;
+    if (r < 0) continue;
+    threadgroup T* dst = tile + r * row_step + c * 8 * col_step;
+    if (r >= kn) {
+      if (zero_tail) zero_chunk8(dst, col_step);
+      continue;
+    }
+    const device T* src = mfs_paged_kv
+        ? head_src + (long)pages[2 * r] * batch_stride + (long)pages[2 * r + 1] * row_stride
+        : tile_src + (long)r * row_stride;
+    store_chunk8(dst, col_step, load_chunk8(src + c * 8));
+  }
+}
+
 template <typename T, int D>
 [[kernel, max_total_threads_per_threadgroup(mfs_prefill_threads(D))]] void mfs_prefill(
     const device T* q [[buffer(MFS_BUF_Q)]],
@@ -107,9 +136,6 @@ template <typename T, int D>
                               p.window_right).end;
   }
   const ScoreRule rule = score_rule(p, alibi_slopes, s, b, h, lane);
-  // attn_mask (fixed-length calls): its summary, and this lane's row of it.
-  const MaskSummary mask_s = mask_summary(p);
-  const long mask_row_at = mask_offset(p, b, h, row, 0);
 
   // This SIMD-group's share of Q, as fragments in the input dtype (rows past the sequence: 0).
   FragStore<T> qf[DQ];
@@ -129,26 +155,17 @@ template <typename T, int D>
 #pragma unroll
   for (int c = 0; c < DQ; ++c) of[c] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
 
-  // Staging: this thread's (row, chunk) slots of a K tile and of a V tile, and its source
-  // pointers at the hull's first key, advanced by one tile of rows per step (contiguous K/V) or
-  // rebased on the tile rows' offsets (paged K/V). In-tile offsets are 32-bit.
+  // Staging: a tile is BK rows x D / 8 chunks of 8 elements, slot n of thread tid is chunk
+  // tid + n * NT (stage_rows): nothing of it is held across the key loop.
   const long k_head = (long)hk * p.k_head_stride;
   const long v_head = (long)hk * p.v_head_stride;
-  StageSlot kslot[SLOTS], vslot[SLOTS];
-  const device T* ksrc[SLOTS];
-  const device T* vsrc[SLOTS];
-#pragma unroll
-  for (int n = 0; n < SLOTS; ++n) {
-    kslot[n] = stage_slot((int)tid, n, NT, BK, qc);
-    vslot[n] = stage_slot((int)tid, n, NT, BK, vc);
-    const int kr = max(kslot[n].row, 0), vr = max(vslot[n].row, 0);
-    ksrc[n] = k + key_row_offset(p, s, b, hull.begin + kr, 0, p.k_batch_stride, p.k_row_stride) +
-              k_head + kslot[n].chunk * 8;
-    vsrc[n] = v + key_row_offset(p, s, b, hull.begin + vr, 0, p.v_batch_stride, p.v_row_stride) +
-              v_head + vslot[n].chunk * 8;
+  // The tile's first K and V rows (contiguous K/V; paged K/V rebase on pages[]).
+  const device T* k_rows = k + k_head;
+  const device T* v_rows = v + v_head;
+  if (!mfs_paged_kv) {
+    k_rows += key_row_offset(p, s, b, hull.begin, 0, p.k_batch_stride, p.k_row_stride);
+    v_rows += key_row_offset(p, s, b, hull.begin, 0, p.v_batch_stride, p.v_row_stride);
   }
-  const long k_tile_step = (long)BK * p.k_row_stride;
-  const long v_tile_step = (long)BK * p.v_row_stride;
   // Paged K/V: each tile row's (page, row in page), looked up once per row: the first tile's
   // here, each next one's (into the other buffer) while the current tile is staged.
   if (mfs_paged_kv) {
@@ -172,29 +189,18 @@ template <typename T, int D>
     // attn_mask closes the whole tile for every row of the threadgroup: nothing is staged or
     // multiplied (the decision is the threadgroup's, so every thread skips the same barriers).
     if (mfs_mask_kind != kNoMask &&
-        mask_range_state(mask_tiles, mask_s, b, h, row0, rows_end, k0, k0 + kn) == kMaskTileClosed) {
-#pragma unroll
-      for (int n = 0; n < SLOTS; ++n) {
-        ksrc[n] += k_tile_step;
-        vsrc[n] += v_tile_step;
-      }
+        mask_range_state(mask_tiles, mask_summary(p), b, h, row0, rows_end, k0,
+                         k0 + kn) == kMaskTileClosed) {
+      k_rows += (long)BK * p.k_row_stride;
+      v_rows += (long)BK * p.v_row_stride;
       continue;
     }
     if (tid == 0) MSL_SIM_COUNT("kv_tiles", 1);
     if (KV_SHARED && tile > 0) threadgroup_barrier(mem_flags::mem_threadgroup);  // P.V read V
 
     // (1) Stage K, transposed. K rows past kn are never used: their scores are masked.
-#pragma unroll
-    for (int n = 0; n < SLOTS; ++n) {
-      const int r = kslot[n].row;
-      if (r < 0 || r >= kn) continue;
-      const device T* src = ksrc[n];
-      if (mfs_paged_kv) {
-        src = k + (long)pages[2 * r] * p.k_batch_stride + (long)pages[2 * r + 1] * p.k_row_stride +
-              k_head + kslot[n].chunk * 8;
-      }
-      store_chunk8(kt_tile + kslot[n].chunk * 8 * LDK + r, LDK, load_chunk8(src));
-    }
+    stage_rows<T, BK, NT, SLOTS>(kt_tile, 1, LDK, k_rows, k + k_head, p.k_batch_stride,
+                                    p.k_row_stride, pages, kn, qc, (int)tid, false);
     threadgroup_barrier(mem_flags::mem_threadgroup);  // the K tile is complete
 
     // (2) S = Q.K^T for this SIMD-group's rows, its head-dim share and the 8-key chunks its rows
@@ -203,9 +209,9 @@ template <typename T, int D>
     const int j_begin = max(0, (sg_keys.begin - k0) / 8);
     const int j_end = sg_has_rows ? min((kn + 7) / 8, (sg_keys.end - k0 + 7) / 8) : 0;
     // attn_mask: the states of this row group's 8-key chunks (closed chunks: no MMA).
-    MaskChunks mc = {0u, 0u};
+    MaskChunks mc = 0u;
     if (mfs_mask_kind != kNoMask && sg_has_rows) {
-      mc = mask_chunks<KC>(mask_tiles, mask_s, b, h, sg_row0, min(sg_row0 + 8, s.seqlen_q), k0, kn);
+      mc = mask_chunks<KC>(mask_row_tiles(mask_tiles, p, b, h, sg_row0), p, k0, kn);
     }
     simdgroup_float8x8 sf[KC];
 #pragma unroll
@@ -238,27 +244,10 @@ template <typename T, int D>
 
     // (3) Stage V (rows past kn zeroed: P is 0 there, and 0 x NaN would not be).
     if (KV_SHARED) threadgroup_barrier(mem_flags::mem_threadgroup);  // every S read K
-#pragma unroll
-    for (int n = 0; n < SLOTS; ++n) {
-      const int r = vslot[n].row;
-      if (r < 0) continue;
-      threadgroup T* dst = v_tile + r * LD + vslot[n].chunk * 8;
-      if (r >= kn) {
-        zero_chunk8(dst, 1);
-        continue;
-      }
-      const device T* src = vsrc[n];
-      if (mfs_paged_kv) {
-        src = v + (long)pages[2 * r] * p.v_batch_stride + (long)pages[2 * r + 1] * p.v_row_stride +
-              v_head + vslot[n].chunk * 8;
-      }
-      store_chunk8(dst, 1, load_chunk8(src));
-    }
-#pragma unroll
-    for (int n = 0; n < SLOTS; ++n) {
-      ksrc[n] += k_tile_step;
-      vsrc[n] += v_tile_step;
-    }
+    stage_rows<T, BK, NT, SLOTS>(v_tile, LD, 1, v_rows, v + v_head, p.v_batch_stride,
+                                    p.v_row_stride, pages, kn, vc, (int)tid, true);
+    k_rows += (long)BK * p.k_row_stride;
+    v_rows += (long)BK * p.v_row_stride;
     if (mfs_paged_kv) {  // the next tile's rows, into the buffer tile t - 1 used
       threadgroup int* next = page_rows + ((tile + 1) % 2) * 2 * BK;
       for (int r = (int)tid; r < min(BK, hull.end - k0 - BK); r += NT) {
@@ -270,7 +259,7 @@ template <typename T, int D>
     threadgroup_barrier(mem_flags::mem_threadgroup);  // V, partial S and next pages complete
     // nothing of this tile for these rows (whole SIMD-group), or attn_mask closes all of it
     if (j_begin >= j_end ||
-        (mfs_mask_kind != kNoMask && ((~mc.closed) & ((1u << j_end) - (1u << j_begin))) == 0u)) {
+        (mfs_mask_kind != kNoMask && mask_chunks_all_closed(mc, j_begin, j_end))) {
       continue;
     }
     if (DS > 1) {  // S = the shares' partials summed in share order: the same S in every share
@@ -320,7 +309,7 @@ template <typename T, int D>
       }
     }
     if (mfs_mask_kind != kNoMask) {  // attn_mask's bias, after the scale (as torch)
-      tile_max = mask_scores<KC>(sf, mc, mask, p, mask_row_at, row_valid, s.seqlen_k, k0, fc,
+      tile_max = mask_scores<KC>(sf, mc, mask, p, b, h, row, row_valid, s.seqlen_k, k0, fc,
                                  j_begin, j_end);
     }
     tile_max = frag_row_max(tile_max);
