@@ -2,7 +2,7 @@
 // of 8 rows. K and V stream through threadgroup memory in tiles of BK keys; S = Q.K^T and
 // O += P.V are 8x8 simdgroup_matrix MMAs accumulating in fp32; the softmax is online, in log2
 // units. Per K/V tile (two barriers):
-//   stage K (stored transposed: the layout S = Q.K^T reads, one 2-element read per fragment)
+//   stage K (row-major like V; S = Q.K^T reads K^T as transposed fragments, frag_load_transposed)
 //   | S = Q.K^T, then stage V (its loads' latency hides behind the softmax)
 //   | softmax, O += P.V (and stage the next K).
 // Where the K and V tiles share one buffer (float32 at tile 512, metal_kernel_config.h), V waits
@@ -25,12 +25,13 @@
 // Stages rows [0, kn) of a key tile, chunks [0, chunks) of each: thread tid's slots are
 // stage_slot(tid, n < SLOTS) (divisions the compiler keeps out of the key loop; nothing else of
 // the staging is held across it). Element e of chunk c of row r goes to
-// tile[r * row_step + (8 c + e) * col_step] (K stored transposed: row_step 1). Rows past kn are
+// tile[r * LD + 8 c + e], copied as 16-byte words (load_words8 / store_words8: one 16-byte load and
+// store per chunk for half/bfloat with mfs_vector_kv, two for float). Rows past kn are
 // zeroed when zero_tail (V: P is 0 there, and 0 x NaN would not be). Source rows: `tile_src` (the
 // tile's first row, head included) by row_stride (contiguous K/V), or `head_src` + the (page,
 // row in page) of `pages` (paged).
-template <typename T, int BK, int NT, int SLOTS>
-inline void stage_rows(threadgroup T* tile, int row_step, int col_step, const device T* tile_src,
+template <typename T, int BK, int NT, int SLOTS, int LD>
+inline void stage_rows(threadgroup T* tile, const device T* tile_src,
                        const device T* head_src, long batch_stride, long row_stride,
                        threadgroup const int* pages, int kn, int chunks, int tid, bool zero_tail) {
 #pragma unroll
@@ -39,15 +40,15 @@ inline void stage_rows(threadgroup T* tile, int row_step, int col_step, const de
     const int r = slot.row;
     const int c = slot.chunk;
     if (r < 0) continue;
-    threadgroup T* dst = tile + r * row_step + c * 8 * col_step;
+    threadgroup T* dst = tile + r * LD + c * 8;
     if (r >= kn) {
-      if (zero_tail) zero_chunk8(dst, col_step);
+      if (zero_tail) zero_words8(dst);
       continue;
     }
     const device T* src = mfs_paged_kv
         ? head_src + (long)pages[2 * r] * batch_stride + (long)pages[2 * r + 1] * row_stride
         : tile_src + (long)r * row_stride;
-    store_chunk8(dst, col_step, load_chunk8(src + c * 8));
+    store_words8(dst, load_words8(src + c * 8));
   }
 }
 
@@ -76,7 +77,6 @@ template <typename T, int D>
   constexpr int BQ = MFS_PREFILL_BQ;
   constexpr int BK = mfs_prefill_bk(D, ES);
   constexpr int LD = mfs_prefill_ld(D, ES);  // V tile: [BK][LD]
-  constexpr int LDK = BK + mfs_tile_pad(ES);  // K tile, transposed: [D][LDK]
   constexpr int DS = mfs_prefill_dsplit(D);   // SIMD-groups per row group (head-dim split)
   constexpr int NT = mfs_prefill_threads(D);
   constexpr int DQ = D / 8 / DS;  // 8-wide head-dim chunks of this SIMD-group (Q and O)
@@ -86,13 +86,15 @@ template <typename T, int D>
   constexpr int SLOTS = (BK * (D / 8) + NT - 1) / NT;  // staging slots per thread
   constexpr bool KV_SHARED = mfs_prefill_kv_shared(D, ES);  // K and V tiles in one buffer
   static_assert(mfs_prefill_tg_bytes(D, ES) <= 32768, "prefill threadgroup memory");
-  static_assert(mfs_prefill_k_tile_bytes(D, ES) == D * LDK * ES, "K tile layout");
+  static_assert(mfs_prefill_k_tile_bytes(D, ES) == BK * LD * ES, "K tile layout");
+  static_assert((LD * ES) % 16 == 0, "16-byte aligned tile rows (staging stores 16 bytes)");
   static_assert(mfs_prefill_v_tile_bytes(D, ES) == BK * LD * ES, "V tile layout");
-  // One declaration: the transposed K tile, the V tile (after it, or over it when shared), each
+  // One declaration (16-byte words: the staging stores 16 bytes): the K tile, the V tile (after it, or over it when shared), each
   // tile row's element offset (paged K/V) and the SIMD-groups' partial S (head-dim split).
-  threadgroup T kv_tiles[mfs_prefill_tg_bytes(D, ES) / ES];
-  threadgroup T* kt_tile = kv_tiles;
-  threadgroup T* v_tile = KV_SHARED ? kv_tiles : kv_tiles + D * LDK;
+  threadgroup vec<uint, 4> kv_words[mfs_prefill_tg_bytes(D, ES) / 16];  // 16-byte aligned
+  threadgroup T* kv_tiles = (threadgroup T*)kv_words;
+  threadgroup T* k_tile = kv_tiles;
+  threadgroup T* v_tile = KV_SHARED ? kv_tiles : kv_tiles + BK * LD;
   // (page, row in page) of each tile row, two buffers: the tile staged now, the next one.
   threadgroup int* page_rows = (threadgroup int*)(kv_tiles + mfs_prefill_kv_bytes(D, ES) / ES);
   threadgroup float* partial_s = (threadgroup float*)(page_rows + 4 * BK);
@@ -198,8 +200,8 @@ template <typename T, int D>
     if (tid == 0) MSL_SIM_COUNT("kv_tiles", 1);
     if (KV_SHARED && tile > 0) threadgroup_barrier(mem_flags::mem_threadgroup);  // P.V read V
 
-    // (1) Stage K, transposed. K rows past kn are never used: their scores are masked.
-    stage_rows<T, BK, NT, SLOTS>(kt_tile, 1, LDK, k_rows, k + k_head, p.k_batch_stride,
+    // (1) Stage K. K rows past kn are never used: their scores are masked.
+    stage_rows<T, BK, NT, SLOTS, LD>(k_tile, k_rows, k + k_head, p.k_batch_stride,
                                     p.k_row_stride, pages, kn, qc, (int)tid, false);
     threadgroup_barrier(mem_flags::mem_threadgroup);  // the K tile is complete
 
@@ -227,7 +229,7 @@ template <typename T, int D>
         for (int c = c0; c < c0 + G && c < DQ; ++c) {
           if (c_lo + c >= qc) continue;
           simdgroup_float8x8 qa = frag_widen(qf[c]);
-          simdgroup_float8x8 kt = frag_load(kt_tile, LDK, (c_lo + c) * 8, j * 8, fr, fc);
+          simdgroup_float8x8 kt = frag_load_transposed(k_tile, LD, (c_lo + c) * 8, j * 8, fr, fc);
           simdgroup_multiply_accumulate(part, qa, kt, part);
         }
         sf[j].thread_elements()[0] += part.thread_elements()[0];
@@ -244,7 +246,7 @@ template <typename T, int D>
 
     // (3) Stage V (rows past kn zeroed: P is 0 there, and 0 x NaN would not be).
     if (KV_SHARED) threadgroup_barrier(mem_flags::mem_threadgroup);  // every S read K
-    stage_rows<T, BK, NT, SLOTS>(v_tile, LD, 1, v_rows, v + v_head, p.v_batch_stride,
+    stage_rows<T, BK, NT, SLOTS, LD>(v_tile, v_rows, v + v_head, p.v_batch_stride,
                                     p.v_row_stride, pages, kn, vc, (int)tid, true);
     k_rows += (long)BK * p.k_row_stride;
     v_rows += (long)BK * p.v_row_stride;
