@@ -38,7 +38,8 @@ def check_sane(rows: list[dict], config: Config) -> None:
         b = k["banks"]
         assert b is not None and b["instructions"] > 0, k  # every one of them uses threadgroup memory
         assert 1.0 <= b["mean"] <= b["worst"] <= 32, k
-        assert ".metal:" in b["worst_site"], k  # names the kernel line (after inlined helpers)
+        # names the kernel line of the worst conflict (after inlined helpers); none without one
+        assert b["worst"] == 1 or ".metal:" in b["worst_site"], k
         if k["family"] in ("prefill", "bwd_dkdv", "bwd_dq"):
             assert 0 < k["barriers_per_tile"] <= 8, k
         else:

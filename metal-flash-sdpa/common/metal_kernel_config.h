@@ -101,14 +101,14 @@ constexpr int mfs_prefill_bk(int d, int elem_bytes) {
        : (2 * 16 * (d + mfs_tile_pad(elem_bytes)) * elem_bytes <= 32768 ? 16 : 8);
 }
 constexpr int mfs_prefill_ld(int d, int elem_bytes) { return d + mfs_tile_pad(elem_bytes); }
-// Threadgroup memory of one prefill threadgroup: a K tile (stored transposed, [d][bk + pad]), a
-// V tile ([bk][d + pad]), the tile rows' (page, row in page) for two tiles (paged K/V) and, with a
+// Threadgroup memory of one prefill threadgroup: a K tile and a V tile (both [bk][d + pad]: the
+// 16-byte pad keeps the S reads of K^T and the P.V reads of V conflict-free), the tile rows' (page, row in page) for two tiles (paged K/V) and, with a
 // head-dim split, each SIMD-group's partial S (8 x BK floats). When the K and V tiles together do
 // not fit with the rest (float32 at tile 512), they share one buffer: V is staged only after
 // every S of the tile has read K, and the next K only after every P.V has read V (two barriers
 // more per tile).
 constexpr int mfs_prefill_k_tile_bytes(int d, int elem_bytes) {
-  return d * (mfs_prefill_bk(d, elem_bytes) + mfs_tile_pad(elem_bytes)) * elem_bytes;
+  return mfs_prefill_bk(d, elem_bytes) * mfs_prefill_ld(d, elem_bytes) * elem_bytes;
 }
 constexpr int mfs_prefill_v_tile_bytes(int d, int elem_bytes) {
   return mfs_prefill_bk(d, elem_bytes) * mfs_prefill_ld(d, elem_bytes) * elem_bytes;

@@ -103,8 +103,8 @@ struct PlanTarget {
   // GPU cores (Apple: 8-10 on base M-series parts, 16-20 Pro, 30-40 Max, 60-80 Ultra). The host
   // derives it from the device (gpu_cores_from_architecture); decode sizes its splits by it.
   int gpu_cores = 10;
-  // k and v rows start on 4-element boundaries (storage offsets and every k/v stride are
-  // multiples of 4 elements): the kernels may load them as 4-element vectors.
+  // k and v rows start on 16-byte boundaries (storage offsets and every k/v stride are
+  // multiples of 16 bytes): the kernels may load them as 16-byte and 4-element vectors.
   bool kv_vector_aligned = true;
 };
 

@@ -42,12 +42,14 @@ inline void allocate_scratch(PlannedCall& call, const at::Tensor& q) {
   }
 }
 
-// Whether every row of t starts on a 4-element boundary of its buffer (the binding starts at the
-// storage offset; buffers themselves are page aligned): then 4-element vector loads are aligned.
+// Whether every row of t starts on a 16-byte boundary of its buffer (the binding starts at the
+// storage offset; buffers themselves are page aligned): then 16-byte loads (the prefill's 8
+// half/bfloat elements, 4 float) and 4-element vector loads are aligned.
 inline bool rows_vector_aligned(const at::Tensor& t) {
-  if (t.storage_offset() % 4 != 0) return false;
+  const int64_t elems = 16 / static_cast<int64_t>(t.element_size());
+  if (t.storage_offset() % elems != 0) return false;
   for (int64_t d = 0; d + 1 < t.dim(); ++d) {
-    if (t.size(d) > 1 && t.stride(d) % 4 != 0) return false;
+    if (t.size(d) > 1 && t.stride(d) % elems != 0) return false;
   }
   return true;
 }

@@ -101,46 +101,65 @@ inline int mask_range_state(const device uchar* tiles, const MaskSummary s, int 
 }
 
 // ---- the prefill: one SIMD-group's 8 rows against a key tile's 8-key chunks ----------------------
+// Kept narrow on purpose (registers, issue 17's mask corner): a SIMD-group's 8 rows are one
+// aligned summary row tile, so its chunk states need one pointer into the summary, found per key
+// tile (nothing of the mask is held across the key loop), and the states of a tile's chunks are
+// two bits each in one word.
 
-// Bit j: chunk j of the tile is closed (no product, no read) / mixed (read value by value).
-struct MaskChunks {
-  uint closed;
-  uint mixed;
-};
+// Bits 2j, 2j + 1: the MaskTileState of chunk j of the tile (kMaskTileClosed: no product, no
+// read; kMaskTileMixed: read value by value; kMaskTileOpen: no read).
+using MaskChunks = uint;
+
+// The summary entries of the row tile holding rows [row_lo, row_lo + 8) (row_lo a multiple of
+// MFS_MASK_TILE) of sequence b, q head h: entry kt is that row tile's key tile kt.
+inline const device uchar* mask_row_tiles(const device uchar* tiles, constant AttentionParams& p,
+                                          int b, int h, int row_lo) {
+  return tiles + mask_tile_index(mask_summary(p), b, h, row_lo / MFS_MASK_TILE, 0);
+}
+
+// The states of the 8-key chunks of keys [k0, k0 + kn) for one summary row tile (row_tiles
+// from mask_row_tiles): a chunk merges the (at most two) key tiles it straddles.
 template <int KC>
-inline MaskChunks mask_chunks(const device uchar* tiles, const MaskSummary s, int b, int h,
-                              int row_lo, int row_hi, int k0, int kn) {
-  MaskChunks c;
-  c.closed = 0;
-  c.mixed = 0;
+inline MaskChunks mask_chunks(const device uchar* row_tiles, constant AttentionParams& p, int k0,
+                              int kn) {
+  const int last = mfs_mask_tiles_along(p.mask_key_stride, p.seqlen_k) - 1;
+  MaskChunks c = 0u;
 #pragma unroll
   for (int j = 0; j < KC; ++j) {
     if (j * 8 >= kn) break;
-    const int state = mask_range_state(tiles, s, b, h, row_lo, row_hi, k0 + j * 8,
-                                       min(k0 + j * 8 + 8, k0 + kn));
-    c.closed |= (state == kMaskTileClosed ? 1u : 0u) << j;
-    c.mixed |= (state == kMaskTileMixed ? 1u : 0u) << j;
+    const int lo = min((k0 + j * 8) / MFS_MASK_TILE, last);
+    const int hi = min((min(k0 + j * 8 + 8, k0 + kn) - 1) / MFS_MASK_TILE, last);
+    const int state = merge_mask_tile_states(row_tiles[lo], row_tiles[hi]);
+    c |= (uint)state << (2 * j);
   }
   return c;
 }
+inline uint mask_chunk_state(const MaskChunks c, int j) { return (c >> (2 * j)) & 3u; }
 inline bool mask_chunk_closed(const MaskChunks c, int j) {
-  return mfs_mask_kind != kNoMask && ((c.closed >> j) & 1u) != 0;
+  return mfs_mask_kind != kNoMask && mask_chunk_state(c, j) == (uint)kMaskTileClosed;
+}
+// Every chunk of [j_begin, j_end) closed (j_begin < j_end).
+inline bool mask_chunks_all_closed(const MaskChunks c, int j_begin, int j_end) {
+  const uint closed = c & ~(c >> 1) & 0x55555555u;  // bit 2j: state 1 (kMaskTileClosed)
+  const uint want = ((1u << (2 * j_end)) - (1u << (2 * j_begin))) & 0x55555555u;
+  return (closed & want) == want;
 }
 
 // The mask applied to a SIMD-group's log2-domain logits of a key tile (sf[j] holds keys
-// k0 + 8j + fc, + 1 of this lane's row; `row_at` is mask_offset of the row at key 0): closed
-// chunks and chunks outside [j_begin, j_end) become kMaskedScore, mixed ones read the lane's two
-// values and take their bias (mask_biased, after the scale as torch; in log2 units), open ones
-// are left as they are. Returns the lane's new maximum.
+// k0 + 8j + fc, + 1 of this lane's row, sequence b, q head h): closed chunks and chunks outside
+// [j_begin, j_end) become kMaskedScore, mixed ones read the lane's two values and take their bias
+// (mask_biased, after the scale as torch; in log2 units), open ones are left as they are.
+// Returns the lane's new maximum.
 template <int KC>
 inline float mask_scores(thread simdgroup_float8x8 (&sf)[KC], const MaskChunks c,
-                         const device uchar* mask, constant AttentionParams& p, long row_at,
-                         bool row_valid, int seqlen_k, int k0, int fc, int j_begin, int j_end) {
+                         const device uchar* mask, constant AttentionParams& p, int b, int h,
+                         int row, bool row_valid, int seqlen_k, int k0, int fc, int j_begin,
+                         int j_end) {
   float tile_max = kMaskedScore;
 #pragma unroll
   for (int j = 0; j < KC; ++j) {
-    const bool closed = j < j_begin || j >= j_end || ((c.closed >> j) & 1u) != 0;
-    const bool mixed = ((c.mixed >> j) & 1u) != 0;
+    const bool closed = j < j_begin || j >= j_end || mask_chunk_closed(c, j);
+    const bool mixed = mask_chunk_state(c, j) == (uint)kMaskTileMixed;
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
       float x = sf[j].thread_elements()[e];
@@ -149,7 +168,7 @@ inline float mask_scores(thread simdgroup_float8x8 (&sf)[KC], const MaskChunks c
         x = kMaskedScore;
       } else if (mixed && row_valid && key < seqlen_k && !is_masked_score(x)) {
         MSL_SIM_COUNT("mask_values_read", 1);
-        const MaskValue m = mask_value(mask, row_at + (long)key * p.mask_key_stride);
+        const MaskValue m = mask_value(mask, mask_offset(p, b, h, row, key));
         x = m.closes ? kMaskedScore : mask_biased(x, m.bias * MFS_LOG2E);
       }
       sf[j].thread_elements()[e] = x;

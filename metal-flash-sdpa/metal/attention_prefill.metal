@@ -2,7 +2,7 @@
 // of 8 rows. K and V stream through threadgroup memory in tiles of BK keys; S = Q.K^T and
 // O += P.V are 8x8 simdgroup_matrix MMAs accumulating in fp32; the softmax is online, in log2
 // units. Per K/V tile (two barriers):
-//   stage K (stored transposed: the layout S = Q.K^T reads, one 2-element read per fragment)
+//   stage K (row-major like V; S = Q.K^T reads K^T as transposed fragments, frag_load_transposed)
 //   | S = Q.K^T, then stage V (its loads' latency hides behind the softmax)
 //   | softmax, O += P.V (and stage the next K).
 // Where the K and V tiles share one buffer (float32 at tile 512, metal_kernel_config.h), V waits
@@ -21,6 +21,36 @@
 #include "attention_mask_tiles.h"
 #include "attention_tiles.h"
 #include "attention_dropout.h"
+
+// Stages rows [0, kn) of a key tile, chunks [0, chunks) of each: thread tid's slots are
+// stage_slot(tid, n < SLOTS) (divisions the compiler keeps out of the key loop; nothing else of
+// the staging is held across it). Element e of chunk c of row r goes to
+// tile[r * LD + 8 c + e], copied as 16-byte words (load_words8 / store_words8: one 16-byte load and
+// store per chunk for half/bfloat with mfs_vector_kv, two for float). Rows past kn are
+// zeroed when zero_tail (V: P is 0 there, and 0 x NaN would not be). Source rows: `tile_src` (the
+// tile's first row, head included) by row_stride (contiguous K/V), or `head_src` + the (page,
+// row in page) of `pages` (paged).
+template <typename T, int BK, int NT, int SLOTS, int LD>
+inline void stage_rows(threadgroup T* tile, const device T* tile_src,
+                       const device T* head_src, long batch_stride, long row_stride,
+                       threadgroup const int* pages, int kn, int chunks, int tid, bool zero_tail) {
+#pragma unroll
+  for (int n = 0; n < SLOTS; ++n) {
+    const StageSlot slot = stage_slot(tid, n, NT, BK, chunks);
+    const int r = slot.row;
+    const int c = slot.chunk;
+    if (r < 0) continue;
+    threadgroup T* dst = tile + r * LD + c * 8;
+    if (r >= kn) {
+      if (zero_tail) zero_words8(dst);
+      continue;
+    }
+    const device T* src = mfs_paged_kv
+        ? head_src + (long)pages[2 * r] * batch_stride + (long)pages[2 * r + 1] * row_stride
+        : tile_src + (long)r * row_stride;
+    store_words8(dst, load_words8(src + c * 8));
+  }
+}
 
 template <typename T, int D>
 [[kernel, max_total_threads_per_threadgroup(mfs_prefill_threads(D))]] void mfs_prefill(
@@ -47,7 +77,6 @@ template <typename T, int D>
   constexpr int BQ = MFS_PREFILL_BQ;
   constexpr int BK = mfs_prefill_bk(D, ES);
   constexpr int LD = mfs_prefill_ld(D, ES);  // V tile: [BK][LD]
-  constexpr int LDK = BK + mfs_tile_pad(ES);  // K tile, transposed: [D][LDK]
   constexpr int DS = mfs_prefill_dsplit(D);   // SIMD-groups per row group (head-dim split)
   constexpr int NT = mfs_prefill_threads(D);
   constexpr int DQ = D / 8 / DS;  // 8-wide head-dim chunks of this SIMD-group (Q and O)
@@ -57,13 +86,15 @@ template <typename T, int D>
   constexpr int SLOTS = (BK * (D / 8) + NT - 1) / NT;  // staging slots per thread
   constexpr bool KV_SHARED = mfs_prefill_kv_shared(D, ES);  // K and V tiles in one buffer
   static_assert(mfs_prefill_tg_bytes(D, ES) <= 32768, "prefill threadgroup memory");
-  static_assert(mfs_prefill_k_tile_bytes(D, ES) == D * LDK * ES, "K tile layout");
+  static_assert(mfs_prefill_k_tile_bytes(D, ES) == BK * LD * ES, "K tile layout");
+  static_assert((LD * ES) % 16 == 0, "16-byte aligned tile rows (staging stores 16 bytes)");
   static_assert(mfs_prefill_v_tile_bytes(D, ES) == BK * LD * ES, "V tile layout");
-  // One declaration: the transposed K tile, the V tile (after it, or over it when shared), each
+  // One declaration (16-byte words: the staging stores 16 bytes): the K tile, the V tile (after it, or over it when shared), each
   // tile row's element offset (paged K/V) and the SIMD-groups' partial S (head-dim split).
-  threadgroup T kv_tiles[mfs_prefill_tg_bytes(D, ES) / ES];
-  threadgroup T* kt_tile = kv_tiles;
-  threadgroup T* v_tile = KV_SHARED ? kv_tiles : kv_tiles + D * LDK;
+  threadgroup vec<uint, 4> kv_words[mfs_prefill_tg_bytes(D, ES) / 16];  // 16-byte aligned
+  threadgroup T* kv_tiles = (threadgroup T*)kv_words;
+  threadgroup T* k_tile = kv_tiles;
+  threadgroup T* v_tile = KV_SHARED ? kv_tiles : kv_tiles + BK * LD;
   // (page, row in page) of each tile row, two buffers: the tile staged now, the next one.
   threadgroup int* page_rows = (threadgroup int*)(kv_tiles + mfs_prefill_kv_bytes(D, ES) / ES);
   threadgroup float* partial_s = (threadgroup float*)(page_rows + 4 * BK);
@@ -107,9 +138,6 @@ template <typename T, int D>
                               p.window_right).end;
   }
   const ScoreRule rule = score_rule(p, alibi_slopes, s, b, h, lane);
-  // attn_mask (fixed-length calls): its summary, and this lane's row of it.
-  const MaskSummary mask_s = mask_summary(p);
-  const long mask_row_at = mask_offset(p, b, h, row, 0);
 
   // This SIMD-group's share of Q, as fragments in the input dtype (rows past the sequence: 0).
   FragStore<T> qf[DQ];
@@ -129,26 +157,17 @@ template <typename T, int D>
 #pragma unroll
   for (int c = 0; c < DQ; ++c) of[c] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
 
-  // Staging: this thread's (row, chunk) slots of a K tile and of a V tile, and its source
-  // pointers at the hull's first key, advanced by one tile of rows per step (contiguous K/V) or
-  // rebased on the tile rows' offsets (paged K/V). In-tile offsets are 32-bit.
+  // Staging: a tile is BK rows x D / 8 chunks of 8 elements, slot n of thread tid is chunk
+  // tid + n * NT (stage_rows): nothing of it is held across the key loop.
   const long k_head = (long)hk * p.k_head_stride;
   const long v_head = (long)hk * p.v_head_stride;
-  StageSlot kslot[SLOTS], vslot[SLOTS];
-  const device T* ksrc[SLOTS];
-  const device T* vsrc[SLOTS];
-#pragma unroll
-  for (int n = 0; n < SLOTS; ++n) {
-    kslot[n] = stage_slot((int)tid, n, NT, BK, qc);
-    vslot[n] = stage_slot((int)tid, n, NT, BK, vc);
-    const int kr = max(kslot[n].row, 0), vr = max(vslot[n].row, 0);
-    ksrc[n] = k + key_row_offset(p, s, b, hull.begin + kr, 0, p.k_batch_stride, p.k_row_stride) +
-              k_head + kslot[n].chunk * 8;
-    vsrc[n] = v + key_row_offset(p, s, b, hull.begin + vr, 0, p.v_batch_stride, p.v_row_stride) +
-              v_head + vslot[n].chunk * 8;
+  // The tile's first K and V rows (contiguous K/V; paged K/V rebase on pages[]).
+  const device T* k_rows = k + k_head;
+  const device T* v_rows = v + v_head;
+  if (!mfs_paged_kv) {
+    k_rows += key_row_offset(p, s, b, hull.begin, 0, p.k_batch_stride, p.k_row_stride);
+    v_rows += key_row_offset(p, s, b, hull.begin, 0, p.v_batch_stride, p.v_row_stride);
   }
-  const long k_tile_step = (long)BK * p.k_row_stride;
-  const long v_tile_step = (long)BK * p.v_row_stride;
   // Paged K/V: each tile row's (page, row in page), looked up once per row: the first tile's
   // here, each next one's (into the other buffer) while the current tile is staged.
   if (mfs_paged_kv) {
@@ -172,29 +191,18 @@ template <typename T, int D>
     // attn_mask closes the whole tile for every row of the threadgroup: nothing is staged or
     // multiplied (the decision is the threadgroup's, so every thread skips the same barriers).
     if (mfs_mask_kind != kNoMask &&
-        mask_range_state(mask_tiles, mask_s, b, h, row0, rows_end, k0, k0 + kn) == kMaskTileClosed) {
-#pragma unroll
-      for (int n = 0; n < SLOTS; ++n) {
-        ksrc[n] += k_tile_step;
-        vsrc[n] += v_tile_step;
-      }
+        mask_range_state(mask_tiles, mask_summary(p), b, h, row0, rows_end, k0,
+                         k0 + kn) == kMaskTileClosed) {
+      k_rows += (long)BK * p.k_row_stride;
+      v_rows += (long)BK * p.v_row_stride;
       continue;
     }
     if (tid == 0) MSL_SIM_COUNT("kv_tiles", 1);
     if (KV_SHARED && tile > 0) threadgroup_barrier(mem_flags::mem_threadgroup);  // P.V read V
 
-    // (1) Stage K, transposed. K rows past kn are never used: their scores are masked.
-#pragma unroll
-    for (int n = 0; n < SLOTS; ++n) {
-      const int r = kslot[n].row;
-      if (r < 0 || r >= kn) continue;
-      const device T* src = ksrc[n];
-      if (mfs_paged_kv) {
-        src = k + (long)pages[2 * r] * p.k_batch_stride + (long)pages[2 * r + 1] * p.k_row_stride +
-              k_head + kslot[n].chunk * 8;
-      }
-      store_chunk8(kt_tile + kslot[n].chunk * 8 * LDK + r, LDK, load_chunk8(src));
-    }
+    // (1) Stage K. K rows past kn are never used: their scores are masked.
+    stage_rows<T, BK, NT, SLOTS, LD>(k_tile, k_rows, k + k_head, p.k_batch_stride,
+                                    p.k_row_stride, pages, kn, qc, (int)tid, false);
     threadgroup_barrier(mem_flags::mem_threadgroup);  // the K tile is complete
 
     // (2) S = Q.K^T for this SIMD-group's rows, its head-dim share and the 8-key chunks its rows
@@ -203,9 +211,9 @@ template <typename T, int D>
     const int j_begin = max(0, (sg_keys.begin - k0) / 8);
     const int j_end = sg_has_rows ? min((kn + 7) / 8, (sg_keys.end - k0 + 7) / 8) : 0;
     // attn_mask: the states of this row group's 8-key chunks (closed chunks: no MMA).
-    MaskChunks mc = {0u, 0u};
+    MaskChunks mc = 0u;
     if (mfs_mask_kind != kNoMask && sg_has_rows) {
-      mc = mask_chunks<KC>(mask_tiles, mask_s, b, h, sg_row0, min(sg_row0 + 8, s.seqlen_q), k0, kn);
+      mc = mask_chunks<KC>(mask_row_tiles(mask_tiles, p, b, h, sg_row0), p, k0, kn);
     }
     simdgroup_float8x8 sf[KC];
 #pragma unroll
@@ -221,7 +229,7 @@ template <typename T, int D>
         for (int c = c0; c < c0 + G && c < DQ; ++c) {
           if (c_lo + c >= qc) continue;
           simdgroup_float8x8 qa = frag_widen(qf[c]);
-          simdgroup_float8x8 kt = frag_load(kt_tile, LDK, (c_lo + c) * 8, j * 8, fr, fc);
+          simdgroup_float8x8 kt = frag_load_transposed(k_tile, LD, (c_lo + c) * 8, j * 8, fr, fc);
           simdgroup_multiply_accumulate(part, qa, kt, part);
         }
         sf[j].thread_elements()[0] += part.thread_elements()[0];
@@ -238,27 +246,10 @@ template <typename T, int D>
 
     // (3) Stage V (rows past kn zeroed: P is 0 there, and 0 x NaN would not be).
     if (KV_SHARED) threadgroup_barrier(mem_flags::mem_threadgroup);  // every S read K
-#pragma unroll
-    for (int n = 0; n < SLOTS; ++n) {
-      const int r = vslot[n].row;
-      if (r < 0) continue;
-      threadgroup T* dst = v_tile + r * LD + vslot[n].chunk * 8;
-      if (r >= kn) {
-        zero_chunk8(dst, 1);
-        continue;
-      }
-      const device T* src = vsrc[n];
-      if (mfs_paged_kv) {
-        src = v + (long)pages[2 * r] * p.v_batch_stride + (long)pages[2 * r + 1] * p.v_row_stride +
-              v_head + vslot[n].chunk * 8;
-      }
-      store_chunk8(dst, 1, load_chunk8(src));
-    }
-#pragma unroll
-    for (int n = 0; n < SLOTS; ++n) {
-      ksrc[n] += k_tile_step;
-      vsrc[n] += v_tile_step;
-    }
+    stage_rows<T, BK, NT, SLOTS, LD>(v_tile, v_rows, v + v_head, p.v_batch_stride,
+                                    p.v_row_stride, pages, kn, vc, (int)tid, true);
+    k_rows += (long)BK * p.k_row_stride;
+    v_rows += (long)BK * p.v_row_stride;
     if (mfs_paged_kv) {  // the next tile's rows, into the buffer tile t - 1 used
       threadgroup int* next = page_rows + ((tile + 1) % 2) * 2 * BK;
       for (int r = (int)tid; r < min(BK, hull.end - k0 - BK); r += NT) {
@@ -270,7 +261,7 @@ template <typename T, int D>
     threadgroup_barrier(mem_flags::mem_threadgroup);  // V, partial S and next pages complete
     // nothing of this tile for these rows (whole SIMD-group), or attn_mask closes all of it
     if (j_begin >= j_end ||
-        (mfs_mask_kind != kNoMask && ((~mc.closed) & ((1u << j_end) - (1u << j_begin))) == 0u)) {
+        (mfs_mask_kind != kNoMask && mask_chunks_all_closed(mc, j_begin, j_end))) {
       continue;
     }
     if (DS > 1) {  // S = the shares' partials summed in share order: the same S in every share
@@ -320,7 +311,7 @@ template <typename T, int D>
       }
     }
     if (mfs_mask_kind != kNoMask) {  // attn_mask's bias, after the scale (as torch)
-      tile_max = mask_scores<KC>(sf, mc, mask, p, mask_row_at, row_valid, s.seqlen_k, k0, fc,
+      tile_max = mask_scores<KC>(sf, mc, mask, p, b, h, row, row_valid, s.seqlen_k, k0, fc,
                                  j_begin, j_end);
     }
     tile_max = frag_row_max(tile_max);

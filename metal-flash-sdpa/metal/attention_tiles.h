@@ -26,6 +26,20 @@ inline simdgroup_float8x8 frag_load(const threadgroup T* tile, int ld, int row0,
   return f;
 }
 
+// The transposed fragment: (r, c) is tile[(col0 + c) * ld + row0 + r] (S = Q.K^T reads K^T from
+// a row-major K tile). A lane's two elements are in two tile rows: two 1-element reads, each
+// conflict-free when ld's 4-byte words are 4 mod 32 (the 16-byte row pad; 2-way at most for
+// the other padded widths).
+template <typename T>
+inline simdgroup_float8x8 frag_load_transposed(const threadgroup T* tile, int ld, int row0,
+                                               int col0, int fr, int fc) {
+  simdgroup_float8x8 f;
+  const threadgroup T* src = tile + (col0 + fc) * ld + row0 + fr;
+  f.thread_elements()[0] = float(src[0]);
+  f.thread_elements()[1] = float(src[ld]);
+  return f;
+}
+
 // A fragment kept in registers in its input dtype (half/bfloat: one 32-bit register per lane
 // instead of two), widened to fp32 for the MMA, which accumulates in fp32.
 template <typename T>
@@ -92,6 +106,51 @@ template <typename T>
 inline void zero_chunk8(threadgroup T* dst, int step) {
 #pragma unroll
   for (int e = 0; e < 8; ++e) dst[e * step] = T(0.0f);
+}
+
+// The prefill's staging copies bytes, not values: 8 contiguous elements of a row as 32-bit
+// words, one 16-byte vector for half/bfloat, two for float. With mfs_vector_kv (the plan found
+// every k/v row 16-byte aligned) each is one 16-byte device load, else the elements are loaded one
+// by one; either way they go into a row-major tile (16-byte aligned rows) as 16-byte stores.
+template <typename T>
+struct Words8 {
+  vec<uint, 4> w[sizeof(T) / 2];
+};
+inline Words8<half> words8(const Chunk8<half> c) {
+  Words8<half> r;
+  const vec<uint, 2> lo = as_type<vec<uint, 2>>(c.lo), hi = as_type<vec<uint, 2>>(c.hi);
+  r.w[0] = vec<uint, 4>(lo.x, lo.y, hi.x, hi.y);
+  return r;
+}
+inline Words8<bfloat> words8(const Chunk8<bfloat> c) {
+  Words8<bfloat> r;
+  const vec<uint, 2> lo = as_type<vec<uint, 2>>(c.lo), hi = as_type<vec<uint, 2>>(c.hi);
+  r.w[0] = vec<uint, 4>(lo.x, lo.y, hi.x, hi.y);
+  return r;
+}
+inline Words8<float> words8(const Chunk8<float> c) {
+  Words8<float> r;
+  r.w[0] = as_type<vec<uint, 4>>(c.lo);
+  r.w[1] = as_type<vec<uint, 4>>(c.hi);
+  return r;
+}
+template <typename T>
+inline Words8<T> load_words8(const device T* src) {
+  if (!mfs_vector_kv) return words8(load_chunk8(src));
+  Words8<T> r;
+#pragma unroll
+  for (int i = 0; i < (int)sizeof(T) / 2; ++i) r.w[i] = ((const device vec<uint, 4>*)src)[i];
+  return r;
+}
+template <typename T>
+inline void store_words8(threadgroup T* dst, const Words8<T> c) {
+#pragma unroll
+  for (int i = 0; i < (int)sizeof(T) / 2; ++i) ((threadgroup vec<uint, 4>*)dst)[i] = c.w[i];
+}
+template <typename T>
+inline void zero_words8(threadgroup T* dst) {
+#pragma unroll
+  for (int i = 0; i < (int)sizeof(T) / 2; ++i) ((threadgroup vec<uint, 4>*)dst)[i] = vec<uint, 4>(0u, 0u, 0u, 0u);
 }
 
 // One thread's share of staging a tile of `rows` rows x `chunks` 8-element chunks: slot n is
