@@ -169,7 +169,8 @@ inline float mask_scores(thread simdgroup_float8x8 (&sf)[KC], const MaskChunks c
       } else if (mixed && row_valid && key < seqlen_k && !is_masked_score(x)) {
         MSL_SIM_COUNT("mask_values_read", 1);
         const MaskValue m = mask_value(mask, mask_offset(p, b, h, row, key));
-        x = m.closes ? kMaskedScore : mask_biased(x, m.bias * MFS_LOG2E);
+        // A removed key's sentinel is added, as torch's math path adds -inf: a NaN score stays NaN.
+        x = mask_biased(x, m.closes ? kMaskedScore : m.bias * MFS_LOG2E);
       }
       sf[j].thread_elements()[e] = x;
       tile_max = max(tile_max, x);

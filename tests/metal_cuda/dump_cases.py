@@ -152,7 +152,9 @@ def main(argv=None) -> int:
     ap.add_argument("--tiles", default=",".join(map(str, TILES)))
     ap.add_argument("--dtypes", default=",".join(DTYPES))
     ap.add_argument("--bench", metavar="BENCH_DIR",
-                    help="also record the timed decode shape there (batch 1, 8 KV heads, GQA 4, 4096 keys, f16, d128)")
+                    help="also record the timed decode shape there (batch 1, 8 KV heads, GQA 4, f16, d128, 4096 keys)")
+    ap.add_argument("--bench-head-dim", type=int, default=128,
+                    help="the timed shape's head dim; keys scale as 4096 * 128 / head dim (the same K/V bytes)")
     a = ap.parse_args(argv)
     os.environ.setdefault("MFS_SIM_BOUNDS", "0")
     fa = load_kernel("sim")
@@ -165,8 +167,10 @@ def main(argv=None) -> int:
                 errors = fn(fa, DTYPES[dt], d, g, recording(record, name))
                 print(name, " ".join(errors), flush=True)
     if a.bench:
-        errors = decode_case(fa, torch.float16, 128, torch.Generator().manual_seed(1), recording(Path(a.bench), "bench"),
-                             batch=1, heads=32, heads_kv=8, sq=1, lengths=(4096,), page=4096)
+        d = a.bench_head_dim
+        keys = 4096 * 128 // d
+        errors = decode_case(fa, torch.float16, d, torch.Generator().manual_seed(1), recording(Path(a.bench), "bench"),
+                             batch=1, heads=32, heads_kv=8, sq=1, lengths=(keys,), page=keys)
         print("bench", " ".join(errors), flush=True)
     return 0
 
