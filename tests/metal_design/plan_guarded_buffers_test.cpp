@@ -8,16 +8,7 @@
 #include "metal_backward_plan.h"
 #include "metal_launch_plan.h"
 
-static int failures = 0;
-#define CHECK(cond, ...)                                           \
-  do {                                                             \
-    if (!(cond)) {                                                 \
-      std::printf("FAIL %s:%d %s: ", __FILE__, __LINE__, #cond);   \
-      std::printf(__VA_ARGS__);                                    \
-      std::printf("\n");                                           \
-      ++failures;                                                  \
-    }                                                              \
-  } while (0)
+#include "check.h"
 
 // How launch `l` binds [[buffer(index)]]: 0 nothing, 1 a tensor, 2 setBytes.
 static int binding(const KernelLaunch& l, int index) {

@@ -8,16 +8,7 @@
 
 #include "metal_launch_plan.h"
 
-static int failures = 0;
-#define CHECK(cond, ...)                              \
-  do {                                                \
-    if (!(cond)) {                                    \
-      std::printf("FAIL %s:%d %s: ", __FILE__, __LINE__, #cond); \
-      std::printf(__VA_ARGS__);                       \
-      std::printf("\n");                              \
-      ++failures;                                     \
-    }                                                 \
-  } while (0)
+#include "check.h"
 
 static MetalLaunchArgs decode_args(const KernelLaunch& l) {
   MetalLaunchArgs a{};
