@@ -10,11 +10,14 @@
 // streamed tile (8x8 simdgroup_matrix MMAs, fp32), the partials are summed through threadgroup
 // memory in a fixed order, each element is finished once (P, dS times d logit / d q.k, from the
 // rules of common/attention_semantics.h applied by attention_kernel_common.h), and each
-// SIMD-group accumulates its share of the gradients. Four barriers per streamed tile when it is
-// staged in threadgroup memory (head-dim tiles up to 256):
-//   stage the streamed tile | partial S, dP | finish P, dS | accumulate (then the next tile);
-// two when each SIMD-group reads its share of the streamed rows into registers (tile 512):
-//   read the share, partial S, dP | finish P, dS into their own area | accumulate.
+// SIMD-group accumulates its share of the gradients. Barriers per streamed tile:
+//   two copies staged (16-bit dtypes, tiles up to 256: mfs_bwd_stream_buffers), two:
+//     partial S, dP | finish P, dS into their own area and stage the next tile into the other
+//     copy | accumulate (plus one per threadgroup, for its first tile);
+//   one copy staged (float32, tiles up to 256), four:
+//     stage the streamed tile | partial S, dP | finish P, dS | accumulate (then the next tile);
+//   the streamed rows read into registers, each SIMD-group its share (tile 512), two:
+//     read the share, partial S, dP | finish P, dS into their own area | accumulate.
 // Gradients are written once, by the threadgroup owning their rows, in the input dtype.
 #include "attention_mask_tiles.h"
 #include "attention_tiles.h"
@@ -442,7 +445,8 @@ template <typename T, int D>
   threadgroup float* partial = (threadgroup float*)(tiles + mfs_bwd_stream_tile_elems(D, ES));
   threadgroup float* finished =
       mfs_bwd_finished_floats(D, ES) == 0 ? partial : partial + mfs_bwd_partial_floats(D);
-  threadgroup float* row_terms = partial + mfs_bwd_partial_floats(D) + mfs_bwd_finished_floats(D, ES);
+  threadgroup float* row_terms =
+      partial + mfs_bwd_partial_floats(D) + mfs_bwd_finished_floats(D, ES);
 
   const int b = (int)tg.z;
   const int hk = (int)tg.y;
@@ -493,11 +497,11 @@ template <typename T, int D>
   int q0 = rows.begin;
   ScoreRule rule = score_rule(p, alibi_slopes, s, b, h, lane);
   if (DOUBLE && rows.begin < rows.end) {
-    bwd_stage_queries<T, SLOTS, ST>(tiles, LD, row_terms, q_slots, do_slots, q, dout, lse, row_d, p,
-                                a, s, b, h, q0, rows.end, (int)tid);
+    bwd_stage_queries<T, SLOTS, ST>(tiles, LD, row_terms, q_slots, do_slots, q, dout, lse, row_d,
+                                    p, a, s, b, h, q0, rows.end, (int)tid);
     threadgroup_barrier(mem_flags::mem_threadgroup);  // the first query tile is staged
   }
-  for (int t = 0; rows.begin < rows.end; ++t) {
+  for (int t = 0; rows.begin < rows.end; ++t) {  // no query row sees the keys: no tile
     if (tid == 0) MSL_SIM_COUNT("bwd_stream_tiles", 1);
     const int buf = DOUBLE ? t % 2 : 0;
     threadgroup T* q_tile = tiles + buf * 2 * ST * LD;
@@ -515,14 +519,15 @@ template <typename T, int D>
     FragStore<T> qs[SC][DC], dos[SC][DC];
     if (!DOUBLE) {
       if (STAGED) {
-        bwd_stage_queries<T, SLOTS, ST>(tiles, LD, row_terms, q_slots, do_slots, q, dout, lse, row_d,
-                                    p, a, s, b, h, q0, rows.end, (int)tid);
+        bwd_stage_queries<T, SLOTS, ST>(tiles, LD, row_terms, q_slots, do_slots, q, dout, lse,
+                                        row_d, p, a, s, b, h, q0, rows.end, (int)tid);
         threadgroup_barrier(mem_flags::mem_threadgroup);  // the query tile is staged
       } else {
         const device T* q_base = q + bwd_q_row(p.q_batch_stride, p.q_row_stride, s, b, 0) +
                                  (long)h * p.q_head_stride;
-        const device T* do_base = dout + bwd_q_row(a.dout_batch_stride, a.dout_row_stride, s, b, 0) +
-                                  (long)h * a.dout_head_stride;
+        const device T* do_base =
+            dout + bwd_q_row(a.dout_batch_stride, a.dout_row_stride, s, b, 0) +
+            (long)h * a.dout_head_stride;
         bwd_load_rows<T, SC, DC>(qs, q_base, p.q_row_stride, q0, rows.end, c_lo, qc, fr, fc);
         bwd_load_rows<T, SC, DC>(dos, do_base, a.dout_row_stride, q0, rows.end, c_lo, vc, fr, fc);
         bwd_stage_row_terms(stream_lse, stream_d, lse, row_d, p, a, s, b, h, q0, rows.end, ST,
@@ -575,11 +580,12 @@ template <typename T, int D>
       finished[OWN * LDP + j] = e.dqk;
     }
     if (DOUBLE && more) {
-      bwd_stage_queries<T, SLOTS, ST>(tiles + (1 - buf) * 2 * ST * LD, LD, row_terms + (1 - buf) * 2 * OWN,
-                                  q_slots, do_slots, q, dout, lse, row_d, p, a, s, b, next_h,
-                                  next_q0, rows.end, (int)tid);
+      threadgroup T* next_pair = tiles + (1 - buf) * 2 * ST * LD;
+      threadgroup float* next_terms = row_terms + (1 - buf) * 2 * OWN;
+      bwd_stage_queries<T, SLOTS, ST>(next_pair, LD, next_terms, q_slots, do_slots, q, dout, lse,
+                                      row_d, p, a, s, b, next_h, next_q0, rows.end, (int)tid);
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup);  // P^T and dS^T are complete (and the next tile)
+    threadgroup_barrier(mem_flags::mem_threadgroup);  // P^T, dS^T complete (and the next tile)
 
     // (4) dV += P^T.dO and dK += dS^T.Q on this SIMD-group's share.
     bwd_accumulate<T, STAGED, OC, DC, SC, LDP>(dvf, finished, do_tile, LD, dos, c_lo, vc, live,
