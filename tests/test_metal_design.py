@@ -224,19 +224,24 @@ def test_gpu_cores_from_the_architecture_name():
     assert gpu_cores("something else") == 10
 
 
+def run_plan_test(tmp_path, name):
+    """Builds tests/metal_design/<name>.cpp with both launch plans (plain C++) and runs it."""
+    common = REPO / "metal-flash-sdpa" / "common"
+    exe = tmp_path / name
+    subprocess.run(["g++", "-std=c++17", "-O1", f"-I{common}",
+                    str(REPO / "tests" / "metal_design" / f"{name}.cpp"),
+                    str(common / "metal_launch_plan.cpp"), str(common / "metal_backward_plan.cpp"),
+                    "-o", str(exe)], check=True)
+    r = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-4000:]
+
+
 @pytest.mark.kernels_ci
 def test_plan_split_sizing_and_live_pairs_in_cpp(tmp_path):
     """tests/metal_design/plan_split_test.cpp, plain C++ over the plan: core counts per die,
     split-K sizing (the target SIMD-groups per core on the full die, no split more than that
     needs, partials within their bound) and decode's live pair count (function constant 15)."""
-    common = REPO / "metal-flash-sdpa" / "common"
-    exe = tmp_path / "plan_split_test"
-    subprocess.run(["g++", "-std=c++17", "-O1", f"-I{common}",
-                    str(REPO / "tests" / "metal_design" / "plan_split_test.cpp"),
-                    str(common / "metal_launch_plan.cpp"), str(common / "metal_backward_plan.cpp"),
-                    "-o", str(exe)], check=True)
-    r = subprocess.run([str(exe)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout[-4000:]
+    run_plan_test(tmp_path, "plan_split_test")
 
 
 @pytest.mark.kernels_ci
@@ -244,14 +249,7 @@ def test_plan_binds_nothing_at_guarded_parameters_in_cpp(tmp_path):
     """tests/metal_design/plan_guarded_buffers_test.cpp, plain C++ over both plans: nothing is
     bound at a [[buffer(i), function_constant(c)]] parameter while c is off (lse without
     write_lse, d attn_mask without mask_grad), the tensor while it is on."""
-    common = REPO / "metal-flash-sdpa" / "common"
-    exe = tmp_path / "plan_guarded_buffers_test"
-    subprocess.run(["g++", "-std=c++17", "-O1", f"-I{common}",
-                    str(REPO / "tests" / "metal_design" / "plan_guarded_buffers_test.cpp"),
-                    str(common / "metal_launch_plan.cpp"), str(common / "metal_backward_plan.cpp"),
-                    "-o", str(exe)], check=True)
-    r = subprocess.run([str(exe)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout[-4000:]
+    run_plan_test(tmp_path, "plan_guarded_buffers_test")
 
 
 @pytest.mark.kernels_ci
