@@ -248,7 +248,8 @@ def test_plan_split_sizing_and_live_pairs_in_cpp(tmp_path):
 def test_plan_binds_nothing_at_guarded_parameters_in_cpp(tmp_path):
     """tests/metal_design/plan_guarded_buffers_test.cpp, plain C++ over both plans: nothing is
     bound at a [[buffer(i), function_constant(c)]] parameter while c is off (lse without
-    write_lse, d attn_mask without mask_grad), the tensor while it is on."""
+    write_lse, d attn_mask without mask_grad, the decode's split-K scratch without a split), the
+    tensor while it is on."""
     run_plan_test(tmp_path, "plan_guarded_buffers_test")
 
 

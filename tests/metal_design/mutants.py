@@ -133,6 +133,12 @@ MUTANTS = [
                         "const int NP = min(P, mfs_decode_pairs - 1);")),
     Mutant("decode_cohort_pairs_strided_by_capacity", "attention_decode.metal",
            replace_once("const int first_pair = cohort * NP;", "const int first_pair = cohort * P;")),
+    # decode's split-K scratch is a function-constant-guarded parameter (17, mfs_decode_split):
+    # a store to it from a launch that does not split (out and lse still right) must be reported
+    # by the simulator, which points the absent parameter at an empty region between red zones.
+    Mutant("decode_scratch_written_without_split", "attention_decode.metal",
+           replace_once("if (!mfs_decode_split) {",
+                        "if (!mfs_decode_split) {\n        if (lane == 0) partial_ml[0] = mt;")),
     Mutant("mask_end_off_by_one", "attention_kernel_common.h",
            replace_once("key >= visible.end", "key > visible.end")),
     Mutant("mask_begin_off_by_one", "attention_kernel_common.h",
