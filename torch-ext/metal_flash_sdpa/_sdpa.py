@@ -33,7 +33,7 @@ from typing import Optional
 
 import torch
 
-from ._dropout import draw_dropout_seed, resolve_dropout
+from ._dropout import draw_dropout_seed
 from ._ops import ops
 from ._ops_backward import needs_grad
 from . import _ops_sdpa  # noqa: F401  (registers the sdpa ops' fake implementations and autograd)
@@ -158,7 +158,7 @@ def _sdpa_dropout_p(dropout_p) -> float:
     if p == 1.0:
         raise NotImplementedError("scaled_dot_product_attention: dropout_p = 1 (every probability "
                                   "dropped) is not supported by the kernels")
-    return resolve_dropout(p)
+    return p
 
 
 def scaled_dot_product_attention(
