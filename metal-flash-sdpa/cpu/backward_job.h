@@ -29,7 +29,7 @@ struct BackwardJob {
   float scale, softcap;  // softcap 0 = off
   bool has_alibi;
   KeyRowLocator k, v;    // the sequence's keys and values of one kv head
-  MaskReader mask;       // attn_mask (mask.present()); tiles start at multiples of kMaskTileKeys
+  MaskReader mask;       // attn_mask (mask.present()); tiles start at multiples of kBackwardKeyTile
   DropoutRule dropout;   // the forward's dropout, regenerated (dropout_tiles.h)
   int key_begin, key_end;  // the tile (<= kBackwardKeyTile keys)
   const BackwardRow* rows;  // every row (of every head of the group) that sees the tile
@@ -39,10 +39,13 @@ struct BackwardJob {
   void* const* dv_rows;
 };
 
-// Keys per tile; query rows per block of a tile's rows.
-constexpr int kBackwardKeyTile = 64;
+// Keys per tile; query rows per block of a tile's rows. A key tile is two tiles of the mask
+// summary: every key tile streams all of its rows' q, dO and dq accumulators through the cache,
+// so wider tiles stream them half as often (64 keys: fp32 head dim 128 with a full mask, 9 % of
+// the backward copying rows in from L3).
+constexpr int kBackwardKeyTile = 128;
 constexpr int kBackwardRowTile = 64;
-static_assert(kBackwardKeyTile == kMaskTileKeys, "a key tile is one tile of the mask summary");
+static_assert(kBackwardKeyTile % kMaskTileKeys == 0, "a key tile covers whole tiles of the mask summary");
 
 // The backward kernel of one instruction set.
 struct BackwardKernel {

@@ -16,22 +16,16 @@ inline float logit_probability(float logit, float lse) {
   return bits_float(float_bits(exp_nonpositive(logit - lse)) & ~negative_infinity_lanes(logit));
 }
 
-// On entry p holds S and ds holds dP of rows [0, m) (job rows rows[0..m)) and keys
-// [k0, k0 + n) in columns [0, n), rows `ld` floats apart; columns up to `width` are written.
-// On return p holds P and ds the gradient with respect to the raw product q.k (dS times the
-// softcap derivative and the scale). Invisible keys, padding keys and rows that saw no key get
-// P = dS = 0.
-inline void finish_probabilities(const BackwardJob& job, const BackwardRow* rows, int m, int k0,
-                                 int n, int width, float* p_block, float* ds_block, int ld) {
-  // The rows' mask values of the tile, one cache line each and far apart: asked for all at once,
-  // so that their misses overlap instead of stalling one row after the other.
-  for (int i = 0; i < m; ++i) job.mask.prefetch(rows[i].mask, k0, n);
+// finish_probabilities on keys [k0, k0 + n) of one tile of the mask summary (k0 a multiple of
+// kMaskTileKeys, n <= kMaskTileKeys); columns up to `width` are written.
+inline void finish_mask_tile(const BackwardJob& job, const BackwardRow* rows, int m, int k0,
+                             int n, int width, float* p_block, float* ds_block, int ld) {
   for (int i = 0; i < m; ++i) {
     const BackwardRow& row = rows[i];
     float* p = p_block + size_t(i) * ld;
     float* ds = ds_block + size_t(i) * ld;
     const int lo = std::max(row.key_begin, k0) - k0, hi = std::min(row.key_end, k0 + n) - k0;
-    const int mask_state = job.mask.tile_state(row.mask, k0 / kMaskTileKeys);
+    const int mask_state = lo < hi ? job.mask.tile_state(row.mask, k0 / kMaskTileKeys) : kMaskTileClosed;
     if (lo >= hi || row_saw_no_key(row.lse) || mask_state == kMaskTileClosed) {
       std::fill(p, p + width, 0.0f);
       std::fill(ds, ds + width, 0.0f);
@@ -88,6 +82,24 @@ inline void finish_probabilities(const BackwardJob& job, const BackwardRow* rows
     if (job.dropout.on) {
       for (int j = lo; j < hi; ++j) p[j] *= z[j - lo];
     }
+  }
+}
+
+// On entry p holds S and ds holds dP of rows [0, m) (job rows rows[0..m)) and keys
+// [k0, k0 + n) in columns [0, n), rows `ld` floats apart; columns up to `width` are written.
+// On return p holds P and ds the gradient with respect to the raw product q.k (dS times the
+// softcap derivative and the scale). Invisible keys, padding keys and rows that saw no key get
+// P = dS = 0. k0 is a multiple of kMaskTileKeys; the block may span several tiles of the mask
+// summary (a backward key tile is two), each finished with its own state.
+inline void finish_probabilities(const BackwardJob& job, const BackwardRow* rows, int m, int k0,
+                                 int n, int width, float* p_block, float* ds_block, int ld) {
+  // The rows' mask values of the block, one cache line each and far apart: asked for all at
+  // once, so that their misses overlap instead of stalling one row after the other.
+  for (int i = 0; i < m; ++i) job.mask.prefetch(rows[i].mask, k0, n);
+  for (int t = 0; t < width; t += kMaskTileKeys) {
+    const int tile_keys = std::max(0, std::min(n - t, kMaskTileKeys));
+    finish_mask_tile(job, rows, m, k0 + t, tile_keys, std::min(width - t, kMaskTileKeys),
+                     p_block + t, ds_block + t, ld);
   }
 }
 

@@ -239,10 +239,12 @@ void run_item(const Call& c, const BackwardKernel& kernel, size_t scratch_bytes,
     for (int hh = 0; hh < group; ++hh) {
       const BackwardRow* first = ws.group_rows.data() + size_t(hh) * s.seqlen_q;
       for (const BackwardRow* row = first + visible.begin; row < first + visible.end; ++row) {
-        // attn_mask: a row whose tile is closed takes no part (no products for it).
-        if (c.mask.reader.tile_state(row->mask, k0 / kMaskTileKeys) != kMaskTileClosed) {
-          ws.tile_rows.push_back(*row);
+        // attn_mask: a row whose tiles are all closed takes no part (no products for it).
+        bool any_open = false;
+        for (int t = k0 / kMaskTileKeys; t * kMaskTileKeys < k1 && !any_open; ++t) {
+          any_open = c.mask.reader.tile_state(row->mask, t) != kMaskTileClosed;
         }
+        if (any_open) ws.tile_rows.push_back(*row);
       }
     }
     if (ws.tile_rows.empty()) continue;
