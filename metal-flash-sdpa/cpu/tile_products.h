@@ -43,23 +43,32 @@ inline void store_vec(float* p, V v) {
 }
 
 // kApart: the block's sum over k starts from zero and is added to C at the end (C + sum, not
-// C + a0 b0 + a1 b1 + ...).
+// C + a0 b0 + a1 b1 + ...). The unroll pragmas let GCC keep acc in registers: without them it
+// kept the array on the stack around the k loop (~100 spills and reloads per block; fp32
+// backward 7 % slower at head dim 128).
 template <typename V, int MR, int NV, bool kApart>
 inline void gemm_block(int k_len, const float* a, int64_t a_row, int64_t a_col, const float* b,
                        int ldb, float* c, int ldc) {
   constexpr int W = sizeof(V) / sizeof(float);
   V acc[MR][NV];
+#pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) acc[r][v] = kApart ? V{} : load_vec<V>(c + r * ldc + W * v);
   for (int k = 0; k < k_len; ++k) {
     V bk[NV];
+#pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) bk[v] = load_vec<V>(b + int64_t(k) * ldb + W * v);
+#pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
       const float ar = a[r * a_row + k * a_col];
+#pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[r][v] += ar * bk[v];
     }
   }
+#pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) {
       float* dst = c + r * ldc + W * v;
       store_vec<V>(dst, kApart ? load_vec<V>(dst) + acc[r][v] : acc[r][v]);
