@@ -53,18 +53,26 @@ struct Ymm {
 template <typename R, int MR, int NV>
 inline void pair_block(int pairs, const uint32_t* a, int64_t a_row, int64_t a_col,
                        const uint32_t* b, int ldb, float* c, int ldc) {
+  // The unroll pragmas keep acc in registers (as tile_products.h's gemm_block).
   typename R::V acc[MR][NV];
+#pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) acc[r][v] = R::load(c + r * ldc + R::kLanes * v);
   for (int k = 0; k < pairs; ++k) {
     typename R::V bk[NV];
+#pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) bk[v] = R::load(b + int64_t(k) * ldb + R::kLanes * v);
+#pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
       const typename R::V ar = R::broadcast(a[r * a_row + k * a_col]);
+#pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[r][v] = dot_pairs(acc[r][v], ar, bk[v]);
     }
   }
+#pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) R::store(c + r * ldc + R::kLanes * v, acc[r][v]);
 }
 
