@@ -122,9 +122,18 @@ def test_head_dim_tile_512():
     layouts = prefill_layouts()
     shared = [name for name, layout in layouts.items() if layout["kv_shared"]]
     assert shared == ["f32_d512"]  # the only tile that needs it
+    # Double-buffered K/V (two K and two V tiles, one barrier per tile) wherever the head dim is
+    # not split and four tiles fit 32 KiB: 16-bit up to tile 128, float32 at tile 32 only.
+    assert sorted(n for n, l in layouts.items() if l["double_buffered"]) == sorted(
+        ["f32_d32"] + [f"16bit_d{d}" for d in (32, 64, 72, 80, 96, 128)])
     for name, layout in layouts.items():  # K and V tiles, pages of two tiles, partial S
-        assert layout["barriers_per_tile"] == (4 if layout["kv_shared"] else 2), name
+        assert layout["barriers_per_tile"] == (
+            1 if layout["double_buffered"] else 4 if layout["kv_shared"] else 2), name
         kv = (max if layout["kv_shared"] else sum)((layout["k_tile_bytes"], layout["v_tile_bytes"]))
+        kv *= 2 if layout["double_buffered"] else 1
+        if not layout["double_buffered"] and layout["dsplit"] == 1:  # four tiles do not fit
+            assert 2 * (layout["k_tile_bytes"] + layout["v_tile_bytes"]) + layout["bk"] * 16 \
+                > MAX_TG_BYTES, name
         partial_s = 4 * layout["dsplit"] * 8 * layout["bk"] * 4 if layout["dsplit"] > 1 else 0
         assert layout["tg_bytes"] == kv + layout["bk"] * 16 + partial_s <= MAX_TG_BYTES, name
     assert layouts["f32_d512"]["k_tile_bytes"] + layouts["f32_d512"]["v_tile_bytes"] > MAX_TG_BYTES

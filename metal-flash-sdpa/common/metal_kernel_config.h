@@ -124,9 +124,22 @@ constexpr bool mfs_prefill_kv_shared(int d, int elem_bytes) {
              mfs_prefill_pages_bytes(d, elem_bytes) + mfs_prefill_partial_s_bytes(d, elem_bytes) >
          32768;
 }
-// The K and V tiles' bytes: both, or the larger when they share one buffer.
+// Double-buffered K/V (issue 20): two K and two V tiles, the next tile's staged into the other
+// pair while this one is multiplied, so one barrier per key tile. Only where the head dim is not
+// split (a split's partial S needs a barrier between S and the softmax of every tile anyway) and
+// the four tiles and the pages fit 32 KiB: float16/bfloat16 up to tile 128, float32 at tile 32.
+constexpr bool mfs_prefill_double_buffered(int d, int elem_bytes) {
+  return mfs_prefill_dsplit(d) == 1 &&
+         2 * (mfs_prefill_k_tile_bytes(d, elem_bytes) + mfs_prefill_v_tile_bytes(d, elem_bytes)) +
+                 mfs_prefill_pages_bytes(d, elem_bytes) <=
+             32768;
+}
+// The K and V tiles' bytes: two of each (double-buffered), one of each, or the larger when they
+// share one buffer.
 constexpr int mfs_prefill_kv_bytes(int d, int elem_bytes) {
-  return !mfs_prefill_kv_shared(d, elem_bytes)
+  return mfs_prefill_double_buffered(d, elem_bytes)
+             ? 2 * (mfs_prefill_k_tile_bytes(d, elem_bytes) + mfs_prefill_v_tile_bytes(d, elem_bytes))
+         : !mfs_prefill_kv_shared(d, elem_bytes)
              ? mfs_prefill_k_tile_bytes(d, elem_bytes) + mfs_prefill_v_tile_bytes(d, elem_bytes)
          : mfs_prefill_k_tile_bytes(d, elem_bytes) > mfs_prefill_v_tile_bytes(d, elem_bytes)
              ? mfs_prefill_k_tile_bytes(d, elem_bytes)
@@ -136,10 +149,10 @@ constexpr int mfs_prefill_tg_bytes(int d, int elem_bytes) {
   return mfs_prefill_kv_bytes(d, elem_bytes) + mfs_prefill_pages_bytes(d, elem_bytes) +
          mfs_prefill_partial_s_bytes(d, elem_bytes);
 }
-// Barriers per K/V tile: after staging K and after staging V, and with a shared K/V buffer one
-// before each of those stagings.
+// Barriers per K/V tile: one (double-buffered: after staging the next tile); else after staging
+// K and after staging V, and with a shared K/V buffer one before each of those stagings.
 constexpr int mfs_prefill_barriers_per_tile(int d, int elem_bytes) {
-  return mfs_prefill_kv_shared(d, elem_bytes) ? 4 : 2;
+  return mfs_prefill_double_buffered(d, elem_bytes) ? 1 : mfs_prefill_kv_shared(d, elem_bytes) ? 4 : 2;
 }
 
 // ---- decode (q_len <= MFS_DECODE_MAX_Q per sequence) ----

@@ -22,33 +22,70 @@
 #include "attention_tiles.h"
 #include "attention_dropout.h"
 
-// Stages rows [0, kn) of a key tile, chunks [0, chunks) of each: thread tid's slots are
-// stage_slot(tid, n < SLOTS) (divisions the compiler keeps out of the key loop; nothing else of
-// the staging is held across it). Element e of chunk c of row r goes to
-// tile[r * LD + 8 c + e], copied as 16-byte words (load_words8 / store_words8: one 16-byte load and
-// store per chunk for half/bfloat with mfs_vector_kv, two for float). Rows past kn are
-// zeroed when zero_tail (V: P is 0 there, and 0 x NaN would not be). Source rows: `tile_src` (the
-// tile's first row, head included) by row_stride (contiguous K/V), or `head_src` + the (page,
-// row in page) of `pages` (paged).
-template <typename T, int BK, int NT, int SLOTS, int LD>
-inline void stage_rows(threadgroup T* tile, const device T* tile_src,
-                       const device T* head_src, long batch_stride, long row_stride,
-                       threadgroup const int* pages, int kn, int chunks, int tid, bool zero_tail) {
+// A key tile's rows [0, kn), chunks [0, chunks) of each, in transit from device to threadgroup
+// memory: thread tid's slots are stage_slot(tid, n < SLOTS) (divisions the compiler keeps out of
+// the key loop). Element e of chunk c of row r goes to tile[r * LD + 8 c + e], as 16-byte words
+// (load_words8 / store_words8: one 16-byte load and store per chunk for half/bfloat with
+// mfs_vector_kv, two for float). Rows past kn are zeros (V: P is 0 there, and 0 x NaN would not
+// be; K: never read unmasked). Source rows: `tile_src` (the tile's first row, head included) by
+// row_stride (contiguous K/V), or `head_src` + the (page, row in page) of `pages` (paged).
+// Loading and storing are apart so that the double-buffered prefill can hold the next tile in
+// registers across this tile's MMAs.
+template <typename T, int SLOTS>
+struct StagedRows {
+  Words8<T> w[SLOTS];
+};
+template <typename T, int BK, int NT, int SLOTS>
+inline StagedRows<T, SLOTS> load_rows(const device T* tile_src, const device T* head_src,
+                                      long batch_stride, long row_stride,
+                                      threadgroup const int* pages, int kn, int chunks, int tid) {
+  StagedRows<T, SLOTS> rows;
 #pragma unroll
   for (int n = 0; n < SLOTS; ++n) {
     const StageSlot slot = stage_slot(tid, n, NT, BK, chunks);
     const int r = slot.row;
-    const int c = slot.chunk;
-    if (r < 0) continue;
-    threadgroup T* dst = tile + r * LD + c * 8;
-    if (r >= kn) {
-      if (zero_tail) zero_words8(dst);
+    if (r < 0 || r >= kn) {
+#pragma unroll
+      for (int i = 0; i < (int)sizeof(T) / 2; ++i) rows.w[n].w[i] = vec<uint, 4>(0u, 0u, 0u, 0u);
       continue;
     }
     const device T* src = mfs_paged_kv
         ? head_src + (long)pages[2 * r] * batch_stride + (long)pages[2 * r + 1] * row_stride
         : tile_src + (long)r * row_stride;
-    store_words8(dst, load_words8(src + c * 8));
+    rows.w[n] = load_words8(src + slot.chunk * 8);
+  }
+  return rows;
+}
+template <typename T, int BK, int NT, int SLOTS, int LD>
+inline void store_rows(threadgroup T* tile, const StagedRows<T, SLOTS> rows, int chunks, int tid) {
+#pragma unroll
+  for (int n = 0; n < SLOTS; ++n) {
+    const StageSlot slot = stage_slot(tid, n, NT, BK, chunks);
+    if (slot.row >= 0) store_words8(tile + slot.row * LD + slot.chunk * 8, rows.w[n]);
+  }
+}
+
+// The first key tile from k0 on (tiles of bk keys, up to `end`) that attn_mask does not close for
+// every row of the threadgroup (>= end: none). The decision is the threadgroup's, so every thread
+// stages the same tiles and reaches the same barriers; without attn_mask it is k0.
+inline int open_key_tile(int k0, int end, int bk, const device uchar* mask_tiles,
+                         constant AttentionParams& p, int b, int h, int row0, int rows_end) {
+  if (mfs_mask_kind == kNoMask) return k0;
+  for (; k0 < end; k0 += bk) {
+    if (mask_range_state(mask_tiles, mask_summary(p), b, h, row0, rows_end, k0,
+                         min(k0 + bk, end)) != kMaskTileClosed) {
+      break;
+    }
+  }
+  return k0;
+}
+
+// Each tile row's (page, row in page) of the key tile at k0 (paged K/V), looked up once per row.
+inline void look_up_pages(threadgroup int* pages, constant AttentionParams& p,
+                          const device int* block_table, int b, int k0, int kn, int tid, int nt) {
+  for (int r = tid; r < kn; r += nt) {
+    pages[2 * r] = key_page(p, block_table, b, k0 + r);
+    pages[2 * r + 1] = (k0 + r) % p.page_size;
   }
 }
 
@@ -85,17 +122,17 @@ template <typename T, int D>
   static_assert(DS == 1 || DQ % G == 0, "a head-dim share is whole S groups (the backward sums per share)");
   constexpr int SLOTS = (BK * (D / 8) + NT - 1) / NT;  // staging slots per thread
   constexpr bool KV_SHARED = mfs_prefill_kv_shared(D, ES);  // K and V tiles in one buffer
+  constexpr bool DB = mfs_prefill_double_buffered(D, ES);   // two K and two V tiles
+  static_assert(!DB || DS == 1, "double-buffered tiles only where the head dim is not split");
   static_assert(mfs_prefill_tg_bytes(D, ES) <= 32768, "prefill threadgroup memory");
   static_assert(mfs_prefill_k_tile_bytes(D, ES) == BK * LD * ES, "K tile layout");
   static_assert((LD * ES) % 16 == 0, "16-byte aligned tile rows (staging stores 16 bytes)");
   static_assert(mfs_prefill_v_tile_bytes(D, ES) == BK * LD * ES, "V tile layout");
-  // One declaration (16-byte words: the staging stores 16 bytes): the K tile, the V tile (after it, or over it when shared), each
-  // tile row's element offset (paged K/V) and the SIMD-groups' partial S (head-dim split).
+  // One declaration (16-byte words: the staging stores 16 bytes): the K and V tiles (K0 V0 K1 V1
+  // double-buffered; K V; or one buffer for both when shared), each tile row's (page, row in
+  // page) for two tiles (paged K/V) and the SIMD-groups' partial S (head-dim split).
   threadgroup vec<uint, 4> kv_words[mfs_prefill_tg_bytes(D, ES) / 16];  // 16-byte aligned
   threadgroup T* kv_tiles = (threadgroup T*)kv_words;
-  threadgroup T* k_tile = kv_tiles;
-  threadgroup T* v_tile = KV_SHARED ? kv_tiles : kv_tiles + BK * LD;
-  // (page, row in page) of each tile row, two buffers: the tile staged now, the next one.
   threadgroup int* page_rows = (threadgroup int*)(kv_tiles + mfs_prefill_kv_bytes(D, ES) / ES);
   threadgroup float* partial_s = (threadgroup float*)(page_rows + 4 * BK);
 
@@ -158,52 +195,84 @@ template <typename T, int D>
   for (int c = 0; c < DQ; ++c) of[c] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
 
   // Staging: a tile is BK rows x D / 8 chunks of 8 elements, slot n of thread tid is chunk
-  // tid + n * NT (stage_rows): nothing of it is held across the key loop.
+  // tid + n * NT (load_rows / store_rows).
   const long k_head = (long)hk * p.k_head_stride;
   const long v_head = (long)hk * p.v_head_stride;
-  // The tile's first K and V rows (contiguous K/V; paged K/V rebase on pages[]).
+  // The hull's first K and V rows (contiguous K/V; paged K/V rebase on pages[]); a tile's rows
+  // are found from its first key's distance to the hull's.
   const device T* k_rows = k + k_head;
   const device T* v_rows = v + v_head;
   if (!mfs_paged_kv) {
     k_rows += key_row_offset(p, s, b, hull.begin, 0, p.k_batch_stride, p.k_row_stride);
     v_rows += key_row_offset(p, s, b, hull.begin, 0, p.v_batch_stride, p.v_row_stride);
   }
-  // Paged K/V: each tile row's (page, row in page), looked up once per row: the first tile's
-  // here, each next one's (into the other buffer) while the current tile is staged.
+
+  // Key tiles: k0 now, k_next after it (both open: attn_mask does not close them).
+  int k0 = open_key_tile(hull.begin, hull.end, BK, mask_tiles, p, b, h, row0, rows_end);
+  int k_next = k0 < hull.end
+      ? open_key_tile(k0 + BK, hull.end, BK, mask_tiles, p, b, h, row0, rows_end) : hull.end;
+  // Paged K/V: the first tile's pages (buffer 0), then a barrier only where paging is on.
   if (mfs_paged_kv) {
-    for (int r = (int)tid; r < min(BK, hull.end - hull.begin); r += NT) {
-      const int key = hull.begin + r;
-      page_rows[2 * r] = key_page(p, block_table, b, key);
-      page_rows[2 * r + 1] = key % p.page_size;
-    }
+    look_up_pages(page_rows, p, block_table, b, k0, min(BK, hull.end - k0), (int)tid, NT);
+    threadgroup_barrier(mem_flags::mem_threadgroup);  // the first tile's pages are visible
   }
-  threadgroup_barrier(mem_flags::mem_threadgroup);  // the first tile's pages are visible
-
-  // Two barriers per tile. Staging K of tile t + 1 needs no barrier of its own: every S of tile
-  // t was computed before the barrier that completed V of tile t, and V of tile t + 1 is staged
-  // after the barrier that completes K of tile t + 1, which no thread reaches before its P.V of
-  // tile t is done. With a shared K/V buffer, K of tile t + 1 and V of tile t are in the same
-  // place, and so are V and K of one tile: each staging waits for the last reader of the other.
-  int tile = 0;
-  for (int k0 = hull.begin; k0 < hull.end; k0 += BK, ++tile) {
-    const int kn = min(BK, hull.end - k0);  // keys of this tile
-    threadgroup const int* pages = page_rows + (tile % 2) * 2 * BK;
-    // attn_mask closes the whole tile for every row of the threadgroup: nothing is staged or
-    // multiplied (the decision is the threadgroup's, so every thread skips the same barriers).
-    if (mfs_mask_kind != kNoMask &&
-        mask_range_state(mask_tiles, mask_summary(p), b, h, row0, rows_end, k0,
-                         k0 + kn) == kMaskTileClosed) {
-      k_rows += (long)BK * p.k_row_stride;
-      v_rows += (long)BK * p.v_row_stride;
-      continue;
+  if (DB && k0 < hull.end) {  // the first tile into buffer 0, the next tile's pages into 1
+    const int kn = min(BK, hull.end - k0);
+    store_rows<T, BK, NT, SLOTS, LD>(
+        kv_tiles, load_rows<T, BK, NT, SLOTS>(k_rows + (long)(k0 - hull.begin) * p.k_row_stride,
+                                              k + k_head, p.k_batch_stride, p.k_row_stride,
+                                              page_rows, kn, qc, (int)tid), qc, (int)tid);
+    store_rows<T, BK, NT, SLOTS, LD>(
+        kv_tiles + BK * LD,
+        load_rows<T, BK, NT, SLOTS>(v_rows + (long)(k0 - hull.begin) * p.v_row_stride,
+                                    v + v_head, p.v_batch_stride, p.v_row_stride, page_rows, kn,
+                                    vc, (int)tid), vc, (int)tid);
+    if (mfs_paged_kv && k_next < hull.end) {
+      look_up_pages(page_rows + 2 * BK, p, block_table, b, k_next, min(BK, hull.end - k_next),
+                    (int)tid, NT);
     }
-    if (tid == 0) MSL_SIM_COUNT("kv_tiles", 1);
-    if (KV_SHARED && tile > 0) threadgroup_barrier(mem_flags::mem_threadgroup);  // P.V read V
+    threadgroup_barrier(mem_flags::mem_threadgroup);  // tile 0 and the next pages are complete
+  }
 
-    // (1) Stage K. K rows past kn are never used: their scores are masked.
-    stage_rows<T, BK, NT, SLOTS, LD>(k_tile, k_rows, k + k_head, p.k_batch_stride,
-                                    p.k_row_stride, pages, kn, qc, (int)tid, false);
-    threadgroup_barrier(mem_flags::mem_threadgroup);  // the K tile is complete
+  // Double-buffered (DB): one barrier per tile. Tile t is in buffer t % 2 (K, V) when it starts;
+  // the next tile's K is loaded into registers before this tile's S MMAs and stored into buffer
+  // (t + 1) % 2 after them, its V loaded then and stored after this tile's P.V, and the pages of
+  // the tile after it go into pages buffer t % 2; then the one barrier. Buffer (t + 1) % 2 and
+  // pages buffer t % 2 were last read in tile t - 1, before the barrier that ended it.
+  // Single (!DB): two barriers per tile. Staging K of tile t + 1 needs no barrier of its own:
+  // every S of tile t was computed before the barrier that completed V of tile t, and V of tile
+  // t + 1 is staged after the barrier that completes K of tile t + 1, which no thread reaches
+  // before its P.V of tile t is done. With a shared K/V buffer, K of tile t + 1 and V of tile t
+  // are in the same place, and so are V and K of one tile: each staging waits for the last
+  // reader of the other.
+  for (int tile = 0; k0 < hull.end; ++tile) {
+    const int kn = min(BK, hull.end - k0);  // keys of this tile
+    if (tid == 0) MSL_SIM_COUNT("kv_tiles", 1);
+    const int buf = DB ? tile % 2 : 0;
+    threadgroup T* k_tile = kv_tiles + buf * 2 * BK * LD;
+    threadgroup T* v_tile = KV_SHARED ? k_tile : k_tile + BK * LD;
+    threadgroup int* pages_now = page_rows + (tile % 2) * 2 * BK;    // this tile's (single)
+    threadgroup int* pages_next = page_rows + ((tile + 1) % 2) * 2 * BK;
+    const int kn_next = min(BK, hull.end - k_next);  // <= 0: no next tile
+    // The tile after the next one (DB: its pages are looked up during this tile).
+    const int k_after = k_next < hull.end
+        ? open_key_tile(k_next + BK, hull.end, BK, mask_tiles, p, b, h, row0, rows_end) : hull.end;
+
+    StagedRows<T, SLOTS> next_k;  // DB: the next tile's K, held across this tile's S
+    if (DB && kn_next > 0) {
+      next_k = load_rows<T, BK, NT, SLOTS>(k_rows + (long)(k_next - hull.begin) * p.k_row_stride,
+                                           k + k_head, p.k_batch_stride, p.k_row_stride,
+                                           pages_next, kn_next, qc, (int)tid);
+    }
+    if (!DB) {
+      if (KV_SHARED && tile > 0) threadgroup_barrier(mem_flags::mem_threadgroup);  // P.V read V
+      // (1) Stage K. K rows past kn are never used: their scores are masked.
+      store_rows<T, BK, NT, SLOTS, LD>(
+          k_tile, load_rows<T, BK, NT, SLOTS>(k_rows + (long)(k0 - hull.begin) * p.k_row_stride,
+                                              k + k_head, p.k_batch_stride, p.k_row_stride,
+                                              pages_now, kn, qc, (int)tid), qc, (int)tid);
+      threadgroup_barrier(mem_flags::mem_threadgroup);  // the K tile is complete
+    }
 
     // (2) S = Q.K^T for this SIMD-group's rows, its head-dim share and the 8-key chunks its rows
     // can see: [j_begin, j_end). The head dim is summed in groups of G chunks (G MMAs into a
@@ -244,108 +313,123 @@ template <typename T, int D>
       }
     }
 
-    // (3) Stage V (rows past kn zeroed: P is 0 there, and 0 x NaN would not be).
-    if (KV_SHARED) threadgroup_barrier(mem_flags::mem_threadgroup);  // every S read K
-    stage_rows<T, BK, NT, SLOTS, LD>(v_tile, v_rows, v + v_head, p.v_batch_stride,
-                                    p.v_row_stride, pages, kn, vc, (int)tid, true);
-    k_rows += (long)BK * p.k_row_stride;
-    v_rows += (long)BK * p.v_row_stride;
-    if (mfs_paged_kv) {  // the next tile's rows, into the buffer tile t - 1 used
-      threadgroup int* next = page_rows + ((tile + 1) % 2) * 2 * BK;
-      for (int r = (int)tid; r < min(BK, hull.end - k0 - BK); r += NT) {
-        const int key = k0 + BK + r;
-        next[2 * r] = key_page(p, block_table, b, key);
-        next[2 * r + 1] = key % p.page_size;
+    StagedRows<T, SLOTS> next_v;  // DB: the next tile's V, held across this tile's softmax, P.V
+    if (DB && kn_next > 0) {
+      store_rows<T, BK, NT, SLOTS, LD>(kv_tiles + (1 - buf) * 2 * BK * LD, next_k, qc, (int)tid);
+      next_v = load_rows<T, BK, NT, SLOTS>(v_rows + (long)(k_next - hull.begin) * p.v_row_stride,
+                                           v + v_head, p.v_batch_stride, p.v_row_stride,
+                                           pages_next, kn_next, vc, (int)tid);
+    }
+    if (!DB) {
+      // (3) Stage V (rows past kn zeroed: P is 0 there, and 0 x NaN would not be).
+      if (KV_SHARED) threadgroup_barrier(mem_flags::mem_threadgroup);  // every S read K
+      store_rows<T, BK, NT, SLOTS, LD>(
+          v_tile, load_rows<T, BK, NT, SLOTS>(v_rows + (long)(k0 - hull.begin) * p.v_row_stride,
+                                              v + v_head, p.v_batch_stride, p.v_row_stride,
+                                              pages_now, kn, vc, (int)tid), vc, (int)tid);
+      if (mfs_paged_kv && kn_next > 0) {  // the next tile's rows, into the buffer tile t - 1 used
+        look_up_pages(pages_next, p, block_table, b, k_next, kn_next, (int)tid, NT);
       }
+      threadgroup_barrier(mem_flags::mem_threadgroup);  // V, partial S and next pages complete
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup);  // V, partial S and next pages complete
-    // nothing of this tile for these rows (whole SIMD-group), or attn_mask closes all of it
-    if (j_begin >= j_end ||
-        (mfs_mask_kind != kNoMask && mask_chunks_all_closed(mc, j_begin, j_end))) {
-      continue;
-    }
-    if (DS > 1) {  // S = the shares' partials summed in share order: the same S in every share
+    // Nothing of this tile for these rows (whole SIMD-group), or attn_mask closes all of it.
+    const bool skip = j_begin >= j_end ||
+        (mfs_mask_kind != kNoMask && mask_chunks_all_closed(mc, j_begin, j_end));
+    if (!skip) {
+      if (DS > 1) {  // S = the shares' partials summed in share order: the same S in every share
 #pragma unroll
-      for (int j = 0; j < KC; ++j) {
-        float e0 = 0.0f, e1 = 0.0f;
+        for (int j = 0; j < KC; ++j) {
+          float e0 = 0.0f, e1 = 0.0f;
 #pragma unroll
-        for (int share = 0; share < DS; ++share) {
-          const int from = share * MFS_PREFILL_ROW_GROUPS + rg;
-          e0 += partial_s[(from * 8 + fr) * BK + j * 8 + fc];
-          e1 += partial_s[(from * 8 + fr) * BK + j * 8 + fc + 1];
+          for (int share = 0; share < DS; ++share) {
+            const int from = share * MFS_PREFILL_ROW_GROUPS + rg;
+            e0 += partial_s[(from * 8 + fr) * BK + j * 8 + fc];
+            e1 += partial_s[(from * 8 + fr) * BK + j * 8 + fc + 1];
+          }
+          sf[j].thread_elements()[0] = e0;
+          sf[j].thread_elements()[1] = e1;
         }
-        sf[j].thread_elements()[0] = e0;
-        sf[j].thread_elements()[1] = e1;
       }
-    }
 
-    // (4) Logits and online softmax. Interior tiles (every key of the tile visible to every row
-    // of this SIMD-group) take no per-element mask.
-    const bool interior = sg_full && k0 >= sg_all.begin && k0 + BK <= sg_all.end;
-    float tile_max = kMaskedScore;
-    if (interior) {
+      // (4) Logits and online softmax. Interior tiles (every key of the tile visible to every
+      // row of this SIMD-group) take no per-element mask.
+      const bool interior = sg_full && k0 >= sg_all.begin && k0 + BK <= sg_all.end;
+      float tile_max = kMaskedScore;
+      if (interior) {
+#pragma unroll
+        for (int j = 0; j < KC; ++j) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const float x = score_log2(rule, sf[j].thread_elements()[e], row, k0 + j * 8 + fc + e);
+            sf[j].thread_elements()[e] = x;
+            tile_max = max(tile_max, x);
+          }
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < KC; ++j) {
+          if (j < j_begin || j >= j_end) {
+            sf[j].thread_elements()[0] = kMaskedScore;
+            sf[j].thread_elements()[1] = kMaskedScore;
+            continue;
+          }
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const float x =
+                logit_log2(rule, sf[j].thread_elements()[e], row, k0 + j * 8 + fc + e, mine);
+            sf[j].thread_elements()[e] = x;
+            tile_max = max(tile_max, x);
+          }
+        }
+      }
+      if (mfs_mask_kind != kNoMask) {  // attn_mask's bias, after the scale (as torch)
+        tile_max = mask_scores<KC>(sf, mc, mask, p, b, h, row, row_valid, s.seqlen_k, k0, fc,
+                                   j_begin, j_end);
+      }
+      tile_max = frag_row_max(tile_max);
+      const float m_new = max(st.m, tile_max);
+      const float base = softmax_base(m_new);
+      const float factor = exp2(st.m - base);
+      float row_sum = 0.0f;
 #pragma unroll
       for (int j = 0; j < KC; ++j) {
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          const float x = score_log2(rule, sf[j].thread_elements()[e], row, k0 + j * 8 + fc + e);
-          sf[j].thread_elements()[e] = x;
-          tile_max = max(tile_max, x);
+          const float pe = exp2(sf[j].thread_elements()[e] - base);
+          sf[j].thread_elements()[e] = pe;
+          row_sum += pe;
         }
       }
-    } else {
-#pragma unroll
-      for (int j = 0; j < KC; ++j) {
-        if (j < j_begin || j >= j_end) {
-          sf[j].thread_elements()[0] = kMaskedScore;
-          sf[j].thread_elements()[1] = kMaskedScore;
-          continue;
-        }
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const float x =
-              logit_log2(rule, sf[j].thread_elements()[e], row, k0 + j * 8 + fc + e, mine);
-          sf[j].thread_elements()[e] = x;
-          tile_max = max(tile_max, x);
-        }
-      }
-    }
-    if (mfs_mask_kind != kNoMask) {  // attn_mask's bias, after the scale (as torch)
-      tile_max = mask_scores<KC>(sf, mc, mask, p, b, h, row, row_valid, s.seqlen_k, k0, fc,
-                                 j_begin, j_end);
-    }
-    tile_max = frag_row_max(tile_max);
-    const float m_new = max(st.m, tile_max);
-    const float base = softmax_base(m_new);
-    const float factor = exp2(st.m - base);
-    float row_sum = 0.0f;
-#pragma unroll
-    for (int j = 0; j < KC; ++j) {
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const float pe = exp2(sf[j].thread_elements()[e] - base);
-        sf[j].thread_elements()[e] = pe;
-        row_sum += pe;
-      }
-    }
-    st.l = st.l * factor + frag_row_sum(row_sum);
-    st.m = m_new;
-    // Dropout acts on P.V only: l (hence lse) is the undropped softmax's.
-    if (mfs_dropout) dropout_fragments<KC>(sf, p, dropout_query_token(p, s, b, row), h, k0, fc, j_begin, j_end);
+      st.l = st.l * factor + frag_row_sum(row_sum);
+      st.m = m_new;
+      // Dropout acts on P.V only: l (hence lse) is the undropped softmax's.
+      if (mfs_dropout) dropout_fragments<KC>(sf, p, dropout_query_token(p, s, b, row), h, k0, fc, j_begin, j_end);
 
-    // (5) O = O * factor + P.V on this SIMD-group's head-dim share.
+      // (5) O = O * factor + P.V on this SIMD-group's head-dim share.
 #pragma unroll
-    for (int c = 0; c < DQ; ++c) {
-      if (c_lo + c >= vc) continue;
-      of[c].thread_elements()[0] *= factor;
-      of[c].thread_elements()[1] *= factor;
+      for (int c = 0; c < DQ; ++c) {
+        if (c_lo + c >= vc) continue;
+        of[c].thread_elements()[0] *= factor;
+        of[c].thread_elements()[1] *= factor;
 #pragma unroll
-      for (int j = 0; j < KC; ++j) {
-        if (j < j_begin || j >= j_end || mask_chunk_closed(mc, j)) continue;
-        simdgroup_float8x8 vf = frag_load(v_tile, LD, j * 8, (c_lo + c) * 8, fr, fc);
-        simdgroup_multiply_accumulate(of[c], sf[j], vf, of[c]);
+        for (int j = 0; j < KC; ++j) {
+          if (j < j_begin || j >= j_end || mask_chunk_closed(mc, j)) continue;
+          simdgroup_float8x8 vf = frag_load(v_tile, LD, j * 8, (c_lo + c) * 8, fr, fc);
+          simdgroup_multiply_accumulate(of[c], sf[j], vf, of[c]);
+        }
       }
     }
+    if (DB && kn_next > 0) {  // the next tile's V, the pages of the one after, then the barrier
+      store_rows<T, BK, NT, SLOTS, LD>(kv_tiles + (1 - buf) * 2 * BK * LD + BK * LD, next_v, vc,
+                                       (int)tid);
+      if (mfs_paged_kv && k_after < hull.end) {
+        look_up_pages(pages_now, p, block_table, b, k_after, min(BK, hull.end - k_after),
+                      (int)tid, NT);
+      }
+      threadgroup_barrier(mem_flags::mem_threadgroup);  // the next tile and pages are complete
+    }
+    k0 = k_next;
+    k_next = k_after;
   }
 
   if (!row_valid) return;
