@@ -41,6 +41,7 @@
 #define MFS_FC_SEQUSED_Q 11  // bool: kSequsedQ
 #define MFS_FC_DROPOUT 14    // bool: kDropout (prefill and backward only: metal/attention_dropout.h)
 #define MFS_FC_DECODE_PAIRS 15  // int: pairs per decode lane group (mfs_decode_live_pairs)
+#define MFS_FC_HEAD_DIM_FULL 16  // bool: prefill, head_dim == head_dim_v == the kernel's tile
 
 // Element types, as the plan and the function constants name them.
 enum MfsDtype { kMfsFloat32 = 0, kMfsFloat16 = 1, kMfsBFloat16 = 2 };
@@ -101,6 +102,15 @@ constexpr int mfs_prefill_bk(int d, int elem_bytes) {
        : (2 * 16 * (d + mfs_tile_pad(elem_bytes)) * elem_bytes <= 32768 ? 16 : 8);
 }
 constexpr int mfs_prefill_ld(int d, int elem_bytes) { return d + mfs_tile_pad(elem_bytes); }
+// The query tile (of a sequence's `tiles`) that the prefill threadgroup at grid x owns. Causal:
+// later tiles stream more keys, so x counts from the sequence's last tile and each (sequence,
+// head) starts its heaviest tiles first (threadgroups start in grid order, x fastest), the light
+// ones filling the tail (tests/metal_design/plan_prefill_test.cpp). The kernel takes this order
+// wherever window_right is bounded (a sliding window's tiles stream about the same keys, so the
+// order costs nothing there); otherwise x itself.
+constexpr int mfs_prefill_query_tile(int x, int tiles, bool heaviest_first) {
+  return heaviest_first ? tiles - 1 - x : x;
+}
 // Threadgroup memory of one prefill threadgroup: a K tile and a V tile (both [bk][d + pad]: the
 // 16-byte pad keeps the S reads of K^T and the P.V reads of V conflict-free), the tile rows' (page, row in page) for two tiles (paged K/V) and, with a
 // head-dim split, each SIMD-group's partial S (8 x BK floats). When the K and V tiles together do

@@ -1,20 +1,28 @@
 // Prefill: one threadgroup owns BQ = 32 query rows of one (sequence, query head), in 4 row groups
-// of 8 rows. K and V stream through threadgroup memory in tiles of BK keys; S = Q.K^T and
-// O += P.V are 8x8 simdgroup_matrix MMAs accumulating in fp32; the softmax is online, in log2
-// units. Per K/V tile (two barriers):
-//   stage K (row-major like V; S = Q.K^T reads K^T as transposed fragments, frag_load_transposed)
-//   | S = Q.K^T, then stage V (its loads' latency hides behind the softmax)
-//   | softmax, O += P.V (and stage the next K).
-// Where the K and V tiles share one buffer (float32 at tile 512, metal_kernel_config.h), V waits
-// for every S and the next K for every P.V: four barriers per tile.
+// of 8 rows (causal: a sequence's heaviest query tiles first, mfs_prefill_query_tile). K and V
+// stream through threadgroup memory in tiles of BK keys, K row-major like V (S = Q.K^T reads K^T
+// as transposed fragments, frag_load_transposed); S = Q.K^T and O += P.V are 8x8
+// simdgroup_matrix MMAs accumulating in fp32; the softmax is online, in log2 units.
+// Double-buffered (mfs_prefill_double_buffered: 16-bit up to tile 128, float32 at tile 32), one
+// barrier per K/V tile:
+//   stage the next tile's K and V into the other buffers | S = Q.K^T | softmax | O += P.V
+//   | barrier.
+// Otherwise (four tiles do not fit 32 KiB, or the head dim is split), two barriers per tile:
+//   stage K | barrier | S = Q.K^T, stage V | barrier | softmax, O += P.V.
+// V's loads there complete before the second barrier: they overlap other SIMD-groups' S, not
+// this tile's softmax. Where the K and V tiles share one buffer (float32 at tile 512,
+// metal_kernel_config.h), V waits for every S and the next K for every P.V: four barriers.
 // Key tiles outside the union of the tile's rows' visible ranges (causal, window) are never
-// loaded; a tile every row of a SIMD-group sees whole (interior) takes a path with no
-// per-element mask or bound, only the diagonal, window-edge and sequence-end tiles are masked.
+// loaded; a tile every row of a SIMD-group sees whole (interior, decided before S) takes a path
+// with no per-element mask or bound and, unless attn_mask closes a chunk of it, MMAs with no
+// key-range guard; only the diagonal, window-edge and sequence-end tiles are masked. With
+// function constant 16 (head dims equal to the tile) no MMA has a head-dim guard either.
 //
-// Registers (metal_kernel_config.h, mfs_prefill_registers): Q is kept in its input dtype (half/
-// bfloat: one register per fragment), O in fp32; from head-dim tile 192 on, each row group is two
-// (four at tile 512) SIMD-groups that split the head dim (Q, O and the Q.K^T contraction),
-// summing their partial S through threadgroup memory, every one in the same order.
+// Registers (measured: tests/metal_cuda/registers.py): Q is kept in its input dtype (half/
+// bfloat: one register per fragment), O in fp32, nothing of a staged tile across the MMAs; from
+// head-dim tile 192 on, each row group is two (four at tile 512) SIMD-groups that split the head
+// dim (Q, O and the Q.K^T contraction), summing their partial S through threadgroup memory,
+// every one in the same order.
 //
 // Head dims: instantiated for the tiles of metal_kernel_config.h; a call with a smaller head dim
 // runs on the next tile up and skips the 8-wide chunks past its head_dim / head_dim_v.
@@ -22,46 +30,33 @@
 #include "attention_tiles.h"
 #include "attention_dropout.h"
 
-// A key tile's rows [0, kn), chunks [0, chunks) of each, in transit from device to threadgroup
-// memory: thread tid's slots are stage_slot(tid, n < SLOTS) (divisions the compiler keeps out of
-// the key loop). Element e of chunk c of row r goes to tile[r * LD + 8 c + e], as 16-byte words
-// (load_words8 / store_words8: one 16-byte load and store per chunk for half/bfloat with
-// mfs_vector_kv, two for float). Rows past kn are zeros (V: P is 0 there, and 0 x NaN would not
-// be; K: never read unmasked). Source rows: `tile_src` (the tile's first row, head included) by
-// row_stride (contiguous K/V), or `head_src` + the (page, row in page) of `pages` (paged).
-// Loading and storing are apart so that the double-buffered prefill can hold the next tile in
-// registers across this tile's MMAs.
-template <typename T, int SLOTS>
-struct StagedRows {
-  Words8<T> w[SLOTS];
-};
-template <typename T, int BK, int NT, int SLOTS>
-inline StagedRows<T, SLOTS> load_rows(const device T* tile_src, const device T* head_src,
-                                      long batch_stride, long row_stride,
-                                      threadgroup const int* pages, int kn, int chunks, int tid) {
-  StagedRows<T, SLOTS> rows;
+// Stages rows [0, kn) of a key tile, chunks [0, chunks) of each: thread tid's slots are
+// stage_slot(tid, n < SLOTS) (divisions the compiler keeps out of the key loop). Element e of
+// chunk c of row r goes to tile[r * LD + 8 c + e], copied as 16-byte words (load_words8 /
+// store_words8: one 16-byte load and store per chunk for half/bfloat with mfs_vector_kv, two for
+// float), each slot stored as soon as it is loaded: nothing of a tile is held in registers (a
+// whole tile held across the MMAs cost 8 to 40 registers, over the budget from tile 72 on).
+// Rows past kn are zeroed (V: P is 0 there, and 0 x NaN would not be; K: their scores are
+// masked). Source rows: `tile_src` (the tile's first row, head included) by row_stride
+// (contiguous K/V), or `head_src` + the (page, row in page) of `pages` (paged).
+template <typename T, int BK, int NT, int SLOTS, int LD>
+inline void stage_rows(threadgroup T* tile, const device T* tile_src,
+                       const device T* head_src, long batch_stride, long row_stride,
+                       threadgroup const int* pages, int kn, int chunks, int tid) {
 #pragma unroll
   for (int n = 0; n < SLOTS; ++n) {
     const StageSlot slot = stage_slot(tid, n, NT, BK, chunks);
     const int r = slot.row;
-    if (r < 0 || r >= kn) {
-#pragma unroll
-      for (int i = 0; i < (int)sizeof(T) / 2; ++i) rows.w[n].w[i] = vec<uint, 4>(0u, 0u, 0u, 0u);
+    if (r < 0) continue;
+    threadgroup T* dst = tile + r * LD + slot.chunk * 8;
+    if (r >= kn) {
+      zero_words8(dst);
       continue;
     }
     const device T* src = mfs_paged_kv
         ? head_src + (long)pages[2 * r] * batch_stride + (long)pages[2 * r + 1] * row_stride
         : tile_src + (long)r * row_stride;
-    rows.w[n] = load_words8(src + slot.chunk * 8);
-  }
-  return rows;
-}
-template <typename T, int BK, int NT, int SLOTS, int LD>
-inline void store_rows(threadgroup T* tile, const StagedRows<T, SLOTS> rows, int chunks, int tid) {
-#pragma unroll
-  for (int n = 0; n < SLOTS; ++n) {
-    const StageSlot slot = stage_slot(tid, n, NT, BK, chunks);
-    if (slot.row >= 0) store_words8(tile + slot.row * LD + slot.chunk * 8, rows.w[n]);
+    store_words8(dst, load_words8(src + slot.chunk * 8));
   }
 }
 
@@ -86,6 +81,58 @@ inline void look_up_pages(threadgroup int* pages, constant AttentionParams& p,
   for (int r = tid; r < kn; r += nt) {
     pages[2 * r] = key_page(p, block_table, b, k0 + r);
     pages[2 * r + 1] = (k0 + r) % p.page_size;
+  }
+}
+
+// The call's head_dim and head_dim_v both equal the kernel's tile (function constant 16, set by
+// the plan): no 8-wide head-dim chunk is past them, so no MMA or store needs a head-dim guard.
+constant bool mfs_head_dim_full [[function_constant(MFS_FC_HEAD_DIM_FULL)]];
+
+// S += Q.K^T over one SIMD-group's head-dim share, in groups of G chunks from zero (the
+// backward's groups, mfs_score_group_chunks), only over the head-dim chunks the call has (no
+// test at all with mfs_head_dim_full). GUARDED: only the 8-key chunks [j_begin, j_end) that
+// attn_mask does not close; an interior tile (every key visible to every row, none closed) has
+// none to skip and runs unguarded.
+template <bool GUARDED, typename T, int DQ, int KC, int G, int LD>
+inline void score_mmas(thread simdgroup_float8x8 (&sf)[KC], thread const FragStore<T> (&qf)[DQ],
+                       const threadgroup T* k_tile, int c_lo, int qc, int j_begin, int j_end,
+                       MaskChunks mc, int fr, int fc) {
+#pragma unroll
+  for (int c0 = 0; c0 < DQ; c0 += G) {
+    if (!mfs_head_dim_full && c_lo + c0 >= qc) continue;
+#pragma unroll
+    for (int j = 0; j < KC; ++j) {
+      if (GUARDED && (j < j_begin || j >= j_end || mask_chunk_closed(mc, j))) continue;
+      simdgroup_float8x8 part = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+#pragma unroll
+      for (int c = c0; c < c0 + G && c < DQ; ++c) {
+        if (!mfs_head_dim_full && c_lo + c >= qc) continue;
+        simdgroup_float8x8 qa = frag_widen(qf[c]);
+        simdgroup_float8x8 kt = frag_load_transposed(k_tile, LD, (c_lo + c) * 8, j * 8, fr, fc);
+        simdgroup_multiply_accumulate(part, qa, kt, part);
+      }
+      sf[j].thread_elements()[0] += part.thread_elements()[0];
+      sf[j].thread_elements()[1] += part.thread_elements()[1];
+    }
+  }
+}
+
+// O = O * factor + P.V on one SIMD-group's head-dim share, guarded as score_mmas.
+template <bool GUARDED, typename T, int DQ, int KC, int LD>
+inline void output_mmas(thread simdgroup_float8x8 (&of)[DQ], thread const simdgroup_float8x8 (&sf)[KC],
+                        const threadgroup T* v_tile, float factor, int c_lo, int vc, int j_begin,
+                        int j_end, MaskChunks mc, int fr, int fc) {
+#pragma unroll
+  for (int c = 0; c < DQ; ++c) {
+    if (!mfs_head_dim_full && c_lo + c >= vc) continue;
+    of[c].thread_elements()[0] *= factor;
+    of[c].thread_elements()[1] *= factor;
+#pragma unroll
+    for (int j = 0; j < KC; ++j) {
+      if (GUARDED && (j < j_begin || j >= j_end || mask_chunk_closed(mc, j))) continue;
+      simdgroup_float8x8 vf = frag_load(v_tile, LD, j * 8, (c_lo + c) * 8, fr, fc);
+      simdgroup_multiply_accumulate(of[c], sf[j], vf, of[c]);
+    }
   }
 }
 
@@ -139,12 +186,15 @@ template <typename T, int D>
   const int b = (int)tg.z;
   const int h = (int)tg.y;
   const SequenceRows s = sequence_rows(p, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, b, lane);
-  const int row0 = (int)tg.x * BQ;
-  if (row0 >= s.seqlen_q) return;  // the whole threadgroup: past this sequence's queries
+  const int q_tiles = (s.seqlen_q + BQ - 1) / BQ;
+  if ((int)tg.x >= q_tiles) return;  // the whole threadgroup: past this sequence's queries
+  // Causal / right-bounded windows: the heaviest query tiles first (mfs_prefill_query_tile).
+  const int row0 =
+      mfs_prefill_query_tile((int)tg.x, q_tiles, mfs_window && p.window_right >= 0) * BQ;
   const int rows_end = min(row0 + BQ, s.seqlen_q);
   const int hk = h / (p.heads_q / p.heads_kv);
-  const int qc = p.head_dim / 8;    // chunks of q/k in use
-  const int vc = p.head_dim_v / 8;  // chunks of v/out in use
+  const int qc = mfs_head_dim_full ? D / 8 : p.head_dim / 8;    // chunks of q/k in use
+  const int vc = mfs_head_dim_full ? D / 8 : p.head_dim_v / 8;  // chunks of v/out in use
 
   const int rg = (int)sg % MFS_PREFILL_ROW_GROUPS;  // row group
   const int c_lo = ((int)sg / MFS_PREFILL_ROW_GROUPS) * DQ;  // this SIMD-group's first chunk
@@ -182,7 +232,7 @@ template <typename T, int D>
 #pragma unroll
   for (int c = 0; c < DQ; ++c) {
     float e0 = 0.0f, e1 = 0.0f;
-    if (c_lo + c < qc && row_valid) {
+    if ((mfs_head_dim_full || c_lo + c < qc) && row_valid) {
       e0 = float(q_row[(c_lo + c) * 8 + fc]);
       e1 = float(q_row[(c_lo + c) * 8 + fc + 1]);
     }
@@ -195,7 +245,7 @@ template <typename T, int D>
   for (int c = 0; c < DQ; ++c) of[c] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
 
   // Staging: a tile is BK rows x D / 8 chunks of 8 elements, slot n of thread tid is chunk
-  // tid + n * NT (load_rows / store_rows).
+  // tid + n * NT (stage_rows).
   const long k_head = (long)hk * p.k_head_stride;
   const long v_head = (long)hk * p.v_head_stride;
   // The hull's first K and V rows (contiguous K/V; paged K/V rebase on pages[]); a tile's rows
@@ -218,15 +268,12 @@ template <typename T, int D>
   }
   if (DB && k0 < hull.end) {  // the first tile into buffer 0, the next tile's pages into 1
     const int kn = min(BK, hull.end - k0);
-    store_rows<T, BK, NT, SLOTS, LD>(
-        kv_tiles, load_rows<T, BK, NT, SLOTS>(k_rows + (long)(k0 - hull.begin) * p.k_row_stride,
-                                              k + k_head, p.k_batch_stride, p.k_row_stride,
-                                              page_rows, kn, qc, (int)tid), qc, (int)tid);
-    store_rows<T, BK, NT, SLOTS, LD>(
-        kv_tiles + BK * LD,
-        load_rows<T, BK, NT, SLOTS>(v_rows + (long)(k0 - hull.begin) * p.v_row_stride,
-                                    v + v_head, p.v_batch_stride, p.v_row_stride, page_rows, kn,
-                                    vc, (int)tid), vc, (int)tid);
+    stage_rows<T, BK, NT, SLOTS, LD>(kv_tiles, k_rows + (long)(k0 - hull.begin) * p.k_row_stride,
+                                     k + k_head, p.k_batch_stride, p.k_row_stride, page_rows, kn,
+                                     qc, (int)tid);
+    stage_rows<T, BK, NT, SLOTS, LD>(kv_tiles + BK * LD,
+                                     v_rows + (long)(k0 - hull.begin) * p.v_row_stride, v + v_head,
+                                     p.v_batch_stride, p.v_row_stride, page_rows, kn, vc, (int)tid);
     if (mfs_paged_kv && k_next < hull.end) {
       look_up_pages(page_rows + 2 * BK, p, block_table, b, k_next, min(BK, hull.end - k_next),
                     (int)tid, NT);
@@ -235,10 +282,10 @@ template <typename T, int D>
   }
 
   // Double-buffered (DB): one barrier per tile. Tile t is in buffer t % 2 (K, V) when it starts;
-  // the next tile's K is loaded into registers before this tile's S MMAs and stored into buffer
-  // (t + 1) % 2 after them, its V loaded then and stored after this tile's P.V, and the pages of
-  // the tile after it go into pages buffer t % 2; then the one barrier. Buffer (t + 1) % 2 and
-  // pages buffer t % 2 were last read in tile t - 1, before the barrier that ended it.
+  // the next tile is staged into buffer (t + 1) % 2 before this tile's S (its loads in flight
+  // while other SIMD-groups multiply) and the pages of the tile after it go into pages buffer
+  // t % 2; then, after P.V, the one barrier. Buffer (t + 1) % 2 and pages buffer t % 2 were last
+  // read in tile t - 1, before the barrier that ended it.
   // Single (!DB): two barriers per tile. Staging K of tile t + 1 needs no barrier of its own:
   // every S of tile t was computed before the barrier that completed V of tile t, and V of tile
   // t + 1 is staged after the barrier that completes K of tile t + 1, which no thread reaches
@@ -258,19 +305,26 @@ template <typename T, int D>
     const int k_after = k_next < hull.end
         ? open_key_tile(k_next + BK, hull.end, BK, mask_tiles, p, b, h, row0, rows_end) : hull.end;
 
-    StagedRows<T, SLOTS> next_k;  // DB: the next tile's K, held across this tile's S
-    if (DB && kn_next > 0) {
-      next_k = load_rows<T, BK, NT, SLOTS>(k_rows + (long)(k_next - hull.begin) * p.k_row_stride,
-                                           k + k_head, p.k_batch_stride, p.k_row_stride,
-                                           pages_next, kn_next, qc, (int)tid);
+    if (DB && kn_next > 0) {  // the next tile into the other buffers, the pages after it
+      threadgroup T* next = kv_tiles + (1 - buf) * 2 * BK * LD;
+      stage_rows<T, BK, NT, SLOTS, LD>(next, k_rows + (long)(k_next - hull.begin) * p.k_row_stride,
+                                       k + k_head, p.k_batch_stride, p.k_row_stride, pages_next,
+                                       kn_next, qc, (int)tid);
+      stage_rows<T, BK, NT, SLOTS, LD>(next + BK * LD,
+                                       v_rows + (long)(k_next - hull.begin) * p.v_row_stride,
+                                       v + v_head, p.v_batch_stride, p.v_row_stride, pages_next,
+                                       kn_next, vc, (int)tid);
+      if (mfs_paged_kv && k_after < hull.end) {
+        look_up_pages(pages_now, p, block_table, b, k_after, min(BK, hull.end - k_after),
+                      (int)tid, NT);
+      }
     }
     if (!DB) {
       if (KV_SHARED && tile > 0) threadgroup_barrier(mem_flags::mem_threadgroup);  // P.V read V
       // (1) Stage K. K rows past kn are never used: their scores are masked.
-      store_rows<T, BK, NT, SLOTS, LD>(
-          k_tile, load_rows<T, BK, NT, SLOTS>(k_rows + (long)(k0 - hull.begin) * p.k_row_stride,
-                                              k + k_head, p.k_batch_stride, p.k_row_stride,
-                                              pages_now, kn, qc, (int)tid), qc, (int)tid);
+      stage_rows<T, BK, NT, SLOTS, LD>(k_tile, k_rows + (long)(k0 - hull.begin) * p.k_row_stride,
+                                       k + k_head, p.k_batch_stride, p.k_row_stride, pages_now,
+                                       kn, qc, (int)tid);
       threadgroup_barrier(mem_flags::mem_threadgroup);  // the K tile is complete
     }
 
@@ -284,26 +338,18 @@ template <typename T, int D>
     if (mfs_mask_kind != kNoMask && sg_has_rows) {
       mc = mask_chunks<KC>(mask_row_tiles(mask_tiles, p, b, h, sg_row0), p, k0, kn);
     }
+    // Interior (decided before S): every key of the tile visible to every row of this
+    // SIMD-group (its logits take no per-element mask); unguarded: interior and no chunk closed
+    // by attn_mask (its MMAs skip nothing).
+    const bool interior = sg_full && k0 >= sg_all.begin && k0 + BK <= sg_all.end;
+    const bool unguarded = interior && !mask_chunks_any_closed(mc);
     simdgroup_float8x8 sf[KC];
 #pragma unroll
     for (int j = 0; j < KC; ++j) sf[j] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
-#pragma unroll
-    for (int c0 = 0; c0 < DQ; c0 += G) {
-      if (c_lo + c0 >= qc) continue;
-#pragma unroll
-      for (int j = 0; j < KC; ++j) {
-        if (j < j_begin || j >= j_end || mask_chunk_closed(mc, j)) continue;
-        simdgroup_float8x8 part = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
-#pragma unroll
-        for (int c = c0; c < c0 + G && c < DQ; ++c) {
-          if (c_lo + c >= qc) continue;
-          simdgroup_float8x8 qa = frag_widen(qf[c]);
-          simdgroup_float8x8 kt = frag_load_transposed(k_tile, LD, (c_lo + c) * 8, j * 8, fr, fc);
-          simdgroup_multiply_accumulate(part, qa, kt, part);
-        }
-        sf[j].thread_elements()[0] += part.thread_elements()[0];
-        sf[j].thread_elements()[1] += part.thread_elements()[1];
-      }
+    if (unguarded) {
+      score_mmas<false, T, DQ, KC, G, LD>(sf, qf, k_tile, c_lo, qc, j_begin, j_end, mc, fr, fc);
+    } else {
+      score_mmas<true, T, DQ, KC, G, LD>(sf, qf, k_tile, c_lo, qc, j_begin, j_end, mc, fr, fc);
     }
     if (DS > 1) {  // publish this share's partial S for the row group's other SIMD-groups
 #pragma unroll
@@ -313,20 +359,12 @@ template <typename T, int D>
       }
     }
 
-    StagedRows<T, SLOTS> next_v;  // DB: the next tile's V, held across this tile's softmax, P.V
-    if (DB && kn_next > 0) {
-      store_rows<T, BK, NT, SLOTS, LD>(kv_tiles + (1 - buf) * 2 * BK * LD, next_k, qc, (int)tid);
-      next_v = load_rows<T, BK, NT, SLOTS>(v_rows + (long)(k_next - hull.begin) * p.v_row_stride,
-                                           v + v_head, p.v_batch_stride, p.v_row_stride,
-                                           pages_next, kn_next, vc, (int)tid);
-    }
     if (!DB) {
       // (3) Stage V (rows past kn zeroed: P is 0 there, and 0 x NaN would not be).
       if (KV_SHARED) threadgroup_barrier(mem_flags::mem_threadgroup);  // every S read K
-      store_rows<T, BK, NT, SLOTS, LD>(
-          v_tile, load_rows<T, BK, NT, SLOTS>(v_rows + (long)(k0 - hull.begin) * p.v_row_stride,
-                                              v + v_head, p.v_batch_stride, p.v_row_stride,
-                                              pages_now, kn, vc, (int)tid), vc, (int)tid);
+      stage_rows<T, BK, NT, SLOTS, LD>(v_tile, v_rows + (long)(k0 - hull.begin) * p.v_row_stride,
+                                       v + v_head, p.v_batch_stride, p.v_row_stride, pages_now,
+                                       kn, vc, (int)tid);
       if (mfs_paged_kv && kn_next > 0) {  // the next tile's rows, into the buffer tile t - 1 used
         look_up_pages(pages_next, p, block_table, b, k_next, kn_next, (int)tid, NT);
       }
@@ -351,9 +389,7 @@ template <typename T, int D>
         }
       }
 
-      // (4) Logits and online softmax. Interior tiles (every key of the tile visible to every
-      // row of this SIMD-group) take no per-element mask.
-      const bool interior = sg_full && k0 >= sg_all.begin && k0 + BK <= sg_all.end;
+      // (4) Logits and online softmax. Interior tiles take no per-element mask.
       float tile_max = kMaskedScore;
       if (interior) {
 #pragma unroll
@@ -406,26 +442,13 @@ template <typename T, int D>
       if (mfs_dropout) dropout_fragments<KC>(sf, p, dropout_query_token(p, s, b, row), h, k0, fc, j_begin, j_end);
 
       // (5) O = O * factor + P.V on this SIMD-group's head-dim share.
-#pragma unroll
-      for (int c = 0; c < DQ; ++c) {
-        if (c_lo + c >= vc) continue;
-        of[c].thread_elements()[0] *= factor;
-        of[c].thread_elements()[1] *= factor;
-#pragma unroll
-        for (int j = 0; j < KC; ++j) {
-          if (j < j_begin || j >= j_end || mask_chunk_closed(mc, j)) continue;
-          simdgroup_float8x8 vf = frag_load(v_tile, LD, j * 8, (c_lo + c) * 8, fr, fc);
-          simdgroup_multiply_accumulate(of[c], sf[j], vf, of[c]);
-        }
+      if (unguarded) {
+        output_mmas<false, T, DQ, KC, LD>(of, sf, v_tile, factor, c_lo, vc, j_begin, j_end, mc, fr, fc);
+      } else {
+        output_mmas<true, T, DQ, KC, LD>(of, sf, v_tile, factor, c_lo, vc, j_begin, j_end, mc, fr, fc);
       }
     }
-    if (DB && kn_next > 0) {  // the next tile's V, the pages of the one after, then the barrier
-      store_rows<T, BK, NT, SLOTS, LD>(kv_tiles + (1 - buf) * 2 * BK * LD + BK * LD, next_v, vc,
-                                       (int)tid);
-      if (mfs_paged_kv && k_after < hull.end) {
-        look_up_pages(pages_now, p, block_table, b, k_after, min(BK, hull.end - k_after),
-                      (int)tid, NT);
-      }
+    if (DB && kn_next > 0) {
       threadgroup_barrier(mem_flags::mem_threadgroup);  // the next tile and pages are complete
     }
     k0 = k_next;
@@ -438,7 +461,7 @@ template <typename T, int D>
   device T* o_row = out + o_row_offset(p, s, b, row) + (long)h * p.o_head_stride;
 #pragma unroll
   for (int c = 0; c < DQ; ++c) {
-    if (c_lo + c >= vc) continue;
+    if (!mfs_head_dim_full && c_lo + c >= vc) continue;
     o_row[(c_lo + c) * 8 + fc] = T(of[c].thread_elements()[0] * inv);
     o_row[(c_lo + c) * 8 + fc + 1] = T(of[c].thread_elements()[1] * inv);
   }
