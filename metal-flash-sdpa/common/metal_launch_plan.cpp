@@ -153,7 +153,9 @@ bool plan_buffer_absent(const KernelLaunch& l, int index) {
     int buffer, constant;
   };
   static const Guard kGuards[] = {{MFS_BUF_LSE, MFS_FC_WRITE_LSE},
-                                  {MFS_BUF_DMASK, MFS_FC_MASK_GRAD}};
+                                  {MFS_BUF_DMASK, MFS_FC_MASK_GRAD},
+                                  {MFS_BUF_SCRATCH0, MFS_FC_DECODE_SPLIT},
+                                  {MFS_BUF_SCRATCH1, MFS_FC_DECODE_SPLIT}};
   for (const Guard& g : kGuards) {
     if (g.buffer != index) continue;
     for (const PlanFunctionConstant& fc : l.function_constants) {
@@ -278,6 +280,7 @@ LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype 
       live_pairs.int_value = mfs_decode_live_pairs(args.heads_per_tg * args.rows_per_tg, tile, eb);
       live_pairs.float_value = 0.0f;
       d.function_constants.push_back(live_pairs);
+      d.function_constants.push_back(bool_constant(MFS_FC_DECODE_SPLIT, splits > 1));
       d.buffers = call_buffers(p, true);
       plan_set_grid(d, splits, tg_y, p.batch, mfs_decode_threads(tile));
       d.bytes.push_back(plan_bytes_of(MFS_BUF_ARGS, args));

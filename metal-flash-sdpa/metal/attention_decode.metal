@@ -50,6 +50,10 @@ inline float key_score(ScoreRule rule, float dot, bool live, bool unmasked, int 
 // (GQA 1, GQA 4 at a 5-pair tile) computes no score, shuffle or o update for pairs it would
 // discard. Set on every decode launch.
 constant int mfs_decode_pairs [[function_constant(MFS_FC_DECODE_PAIRS)]];
+// Whether the launch splits its keys (num_splits > 1): each split writes unnormalised partials
+// to scratch and mfs_decode_reduce writes out and lse; without a split the scratch parameters do
+// not exist (nothing is bound there) and the kernel writes out and lse itself.
+constant bool mfs_decode_split [[function_constant(MFS_FC_DECODE_SPLIT)]];
 
 template <typename T, int D>
 [[kernel, max_total_threads_per_threadgroup(mfs_decode_threads(D))]] void mfs_decode(
@@ -65,8 +69,8 @@ template <typename T, int D>
     const device int* block_table [[buffer(MFS_BUF_BLOCK_TABLE)]],
     const device float* alibi_slopes [[buffer(MFS_BUF_ALIBI)]],
     const device float* sinks [[buffer(MFS_BUF_SINKS)]],
-    device float* partial_o [[buffer(MFS_BUF_SCRATCH0)]],
-    device float* partial_ml [[buffer(MFS_BUF_SCRATCH1)]],
+    device float* partial_o [[buffer(MFS_BUF_SCRATCH0), function_constant(mfs_decode_split)]],
+    device float* partial_ml [[buffer(MFS_BUF_SCRATCH1), function_constant(mfs_decode_split)]],
     constant AttentionParams& p [[buffer(MFS_BUF_PARAMS)]],
     constant MetalLaunchArgs& a [[buffer(MFS_BUF_ARGS)]],
     uint3 tg [[threadgroup_position_in_grid]],
@@ -314,7 +318,7 @@ template <typename T, int D>
     }
   }
   MSL_SIM_DEAD_WORK(false);
-  const bool with_sink = mfs_sinks && a.num_splits == 1;  // else the reduction adds the sink
+  const bool with_sink = mfs_sinks && !mfs_decode_split;  // else the reduction adds the sink
   const bool writer = slot == 0 && d0 < D;  // one lane group per cohort writes its state
 #pragma unroll
   for (int i = 0; i < P; ++i) {
@@ -355,7 +359,7 @@ template <typename T, int D>
       }
       const KeyRange seen = visible_keys(row, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
       const bool none = seen.end <= seen.begin;
-      if (a.num_splits == 1) {
+      if (!mfs_decode_split) {
         const float inv = row_inv(lt, none);
         device T* o_row = out + o_row_offset(p, s, b, row) + (long)h * p.o_head_stride;
         if (g == 0 && v_lane) {

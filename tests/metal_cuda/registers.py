@@ -64,18 +64,20 @@ BUDGET = 128
 # (attn_mask's AttentionMaskKind: 2 is float32), 13 MFS_FC_MASK_GRAD (metal_mask_tiles.h), 14
 # MFS_FC_DROPOUT (the prefill's and the backward's dropout draws: every feature on includes
 # them), 15 MFS_FC_DECODE_PAIRS (decode's pairs per lane group: the kernel takes min(its register
-# capacity, this), so 16 is every pair it can hold, the heaviest).
+# capacity, this), so 16 is every pair it can hold, the heaviest), 17 MFS_FC_DECODE_SPLIT (the
+# decode writes split-K partials instead of out and lse: on in `all`, off in `mask`, so the two
+# default corners hold both of the decode's endings).
 ON = {i: 1 for i in range(1, 10)}
 NO_MASK = {12: 0, 13: 0}
 CORNERS = {
-    "all": {0: 2, **ON, 10: 1, 11: 1, **NO_MASK, 14: 1, 15: 16},
+    "all": {0: 2, **ON, 10: 1, 11: 1, **NO_MASK, 14: 1, 15: 16, 17: 1},
     # attn_mask with its gradient and every feature the plans let a masked call have
     # (metal_launch_plan.cpp, plan_mask_summary: fixed length, causal, lse; no ALiBi, softcap,
     # sinks, varlen, paged or seqused): the mask's reads and the summary's lookups add code and
     # live state to the prefill and the backward
-    "mask": {0: 0, **{i: 0 for i in range(1, 8)}, 8: 1, 9: 1, 10: 1, 11: 0, 12: 2, 13: 1, 14: 1, 15: 16},
-    "all_unaligned": {0: 2, **ON, 10: 0, 11: 1, **NO_MASK, 14: 1, 15: 16},
-    "plain": {0: 0, **{i: 0 for i in range(1, 10)}, 10: 1, 11: 0, **NO_MASK, 14: 0, 15: 16},
+    "mask": {0: 0, **{i: 0 for i in range(1, 8)}, 8: 1, 9: 1, 10: 1, 11: 0, 12: 2, 13: 1, 14: 1, 15: 16, 17: 0},
+    "all_unaligned": {0: 2, **ON, 10: 0, 11: 1, **NO_MASK, 14: 1, 15: 16, 17: 1},
+    "plain": {0: 0, **{i: 0 for i in range(1, 10)}, 10: 1, 11: 0, **NO_MASK, 14: 0, 15: 16, 17: 0},
 }
 # `make check-metal` and the test: the heaviest corner and attn_mask's (about 5 minutes of one
 # core each, cached). The mask corner has been within the budget since session 9 (the prefill's
@@ -208,7 +210,10 @@ def measure_module(ptx: str, workdir: str) -> dict[str, dict]:
 def measure(file: str, corner: str, tools: str) -> dict[str, dict]:
     src = os.path.join(METAL_DIR, file)
     cu_text, _ = translate_cuda(src, CORNERS[corner])
-    key = hashlib.sha256((cu_text + open(os.path.join(HERE, "msl_cuda.h")).read() + METHOD +
+    # Keyed by content only: the translation's line markers name the checkout, which would make
+    # every worktree (and every copy of the cache) measure again.
+    content = cu_text.replace(ROOT, "<checkout>")
+    key = hashlib.sha256((content + open(os.path.join(HERE, "msl_cuda.h")).read() + METHOD +
                           tools).encode()).hexdigest()[:20]
     cache = os.path.join(CACHE_DIR, f"{file}.{corner}.{key}.json")
     if os.path.exists(cache):

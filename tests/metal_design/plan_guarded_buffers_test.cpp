@@ -1,5 +1,6 @@
 // Plain C++ test of what the plans bind at function-constant-guarded kernel parameters
-// ([[buffer(i), function_constant(c)]]: lse under write_lse, d attn_mask under mask_grad): nothing
+// ([[buffer(i), function_constant(c)]]: lse under write_lse, d attn_mask under mask_grad, the
+// decode's split-K scratch under decode_split): nothing
 // while the constant is off (no tensor, no setBytes placeholder), the tensor while it is on; the
 // read-only parameters a call lacks keep their placeholder. Built and run by
 // tests/test_metal_design.py (exit status 0: every check held).
@@ -60,6 +61,35 @@ static void test_forward() {
   }
 }
 
+// Decode's split-K scratch (partial_o, partial_ml): bound while the decode splits its keys (4096
+// keys on one sequence and 2 heads: too few threadgroups for the cores), absent while it does not
+// (64 keys); the reduction, launched only with a split, always reads it.
+static void test_decode_split_scratch() {
+  for (int keys : {4096, 64}) {
+    const LaunchPlan plan = make_forward_plan(call(1, keys, kWriteLse), kMfsFloat16, kMfsFloat32);
+    const bool split = keys == 4096;
+    int decodes = 0, reduces = 0;
+    for (const KernelLaunch& l : plan.launches) {
+      const char* name = l.kernel_name.c_str();
+      if (l.kind == PlanKernel::Decode) {
+        ++decodes;
+        CHECK(constant_of(l, MFS_FC_DECODE_SPLIT) == (split ? 1 : 0), "%s keys %d", name, keys);
+        for (int index : {MFS_BUF_SCRATCH0, MFS_BUF_SCRATCH1}) {
+          CHECK(binding(l, index) == (split ? 1 : 0), "%s keys %d: buffer %d binding %d", name,
+                keys, index, binding(l, index));
+          CHECK(plan_buffer_absent(l, index) == !split, "%s keys %d: buffer %d", name, keys, index);
+        }
+      } else if (l.kind == PlanKernel::DecodeReduce) {
+        ++reduces;
+        CHECK(binding(l, MFS_BUF_SCRATCH0) == 1 && binding(l, MFS_BUF_SCRATCH1) == 1, "%s", name);
+        CHECK(!plan_buffer_absent(l, MFS_BUF_SCRATCH0), "%s", name);
+      }
+    }
+    CHECK(decodes == 1 && reduces == (split ? 1 : 0), "keys %d: %d decodes, %d reduces", keys,
+          decodes, reduces);
+  }
+}
+
 // Backward with a boolean attn_mask, with and without its gradient.
 static void test_backward_mask_grad() {
   for (int grad : {0, (int)kMaskGrad}) {
@@ -83,6 +113,7 @@ static void test_backward_mask_grad() {
 
 int main() {
   test_forward();
+  test_decode_split_scratch();
   test_backward_mask_grad();
   if (failures == 0) std::printf("ok\n");
   return failures == 0 ? 0 : 1;
