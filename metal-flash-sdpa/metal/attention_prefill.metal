@@ -1,28 +1,20 @@
 // Prefill: one threadgroup owns BQ = 32 query rows of one (sequence, query head), in 4 row groups
-// of 8 rows (causal: a sequence's heaviest query tiles first, mfs_prefill_query_tile). K and V
-// stream through threadgroup memory in tiles of BK keys, K row-major like V (S = Q.K^T reads K^T
-// as transposed fragments, frag_load_transposed); S = Q.K^T and O += P.V are 8x8
-// simdgroup_matrix MMAs accumulating in fp32; the softmax is online, in log2 units.
-// Double-buffered (mfs_prefill_double_buffered: 16-bit up to tile 128, float32 at tile 32), one
-// barrier per K/V tile:
-//   stage the next tile's K and V into the other buffers | S = Q.K^T | softmax | O += P.V
-//   | barrier.
-// Otherwise (four tiles do not fit 32 KiB, or the head dim is split), two barriers per tile:
-//   stage K | barrier | S = Q.K^T, stage V | barrier | softmax, O += P.V.
-// V's loads there complete before the second barrier: they overlap other SIMD-groups' S, not
-// this tile's softmax. Where the K and V tiles share one buffer (float32 at tile 512,
-// metal_kernel_config.h), V waits for every S and the next K for every P.V: four barriers.
+// of 8 rows. K and V stream through threadgroup memory in tiles of BK keys; S = Q.K^T and
+// O += P.V are 8x8 simdgroup_matrix MMAs accumulating in fp32; the softmax is online, in log2
+// units. Per K/V tile (two barriers):
+//   stage K (row-major like V; S = Q.K^T reads K^T as transposed fragments, frag_load_transposed)
+//   | S = Q.K^T, then stage V (its loads' latency hides behind the softmax)
+//   | softmax, O += P.V (and stage the next K).
+// Where the K and V tiles share one buffer (float32 at tile 512, metal_kernel_config.h), V waits
+// for every S and the next K for every P.V: four barriers per tile.
 // Key tiles outside the union of the tile's rows' visible ranges (causal, window) are never
-// loaded; a tile every row of a SIMD-group sees whole (interior, decided before S) takes a path
-// with no per-element mask or bound and, unless attn_mask closes a chunk of it, MMAs with no
-// key-range guard; only the diagonal, window-edge and sequence-end tiles are masked. With
-// function constant 16 (head dims equal to the tile) no MMA has a head-dim guard either.
+// loaded; a tile every row of a SIMD-group sees whole (interior) takes a path with no
+// per-element mask or bound, only the diagonal, window-edge and sequence-end tiles are masked.
 //
-// Registers (measured: tests/metal_cuda/registers.py): Q is kept in its input dtype (half/
-// bfloat: one register per fragment), O in fp32, nothing of a staged tile across the MMAs; from
-// head-dim tile 192 on, each row group is two (four at tile 512) SIMD-groups that split the head
-// dim (Q, O and the Q.K^T contraction), summing their partial S through threadgroup memory,
-// every one in the same order.
+// Registers (metal_kernel_config.h, mfs_prefill_registers): Q is kept in its input dtype (half/
+// bfloat: one register per fragment), O in fp32; from head-dim tile 192 on, each row group is two
+// (four at tile 512) SIMD-groups that split the head dim (Q, O and the Q.K^T contraction),
+// summing their partial S through threadgroup memory, every one in the same order.
 //
 // Head dims: instantiated for the tiles of metal_kernel_config.h; a call with a smaller head dim
 // runs on the next tile up and skips the 8-wide chunks past its head_dim / head_dim_v.
@@ -31,32 +23,32 @@
 #include "attention_dropout.h"
 
 // Stages rows [0, kn) of a key tile, chunks [0, chunks) of each: thread tid's slots are
-// stage_slot(tid, n < SLOTS) (divisions the compiler keeps out of the key loop). Element e of
-// chunk c of row r goes to tile[r * LD + 8 c + e], copied as 16-byte words (load_words8 /
-// store_words8: one 16-byte load and store per chunk for half/bfloat with mfs_vector_kv, two for
-// float), each slot stored as soon as it is loaded: nothing of a tile is held in registers (a
-// whole tile held across the MMAs cost 8 to 40 registers, over the budget from tile 72 on).
-// Rows past kn are zeroed (V: P is 0 there, and 0 x NaN would not be; K: their scores are
-// masked). Source rows: `tile_src` (the tile's first row, head included) by row_stride
-// (contiguous K/V), or `head_src` + the (page, row in page) of `pages` (paged).
+// stage_slot(tid, n < SLOTS) (divisions the compiler keeps out of the key loop; nothing else of
+// the staging is held across it). Element e of chunk c of row r goes to
+// tile[r * LD + 8 c + e], copied as 16-byte words (load_words8 / store_words8: one 16-byte load and
+// store per chunk for half/bfloat with mfs_vector_kv, two for float). Rows past kn are
+// zeroed when zero_tail (V: P is 0 there, and 0 x NaN would not be). Source rows: `tile_src` (the
+// tile's first row, head included) by row_stride (contiguous K/V), or `head_src` + the (page,
+// row in page) of `pages` (paged).
 template <typename T, int BK, int NT, int SLOTS, int LD>
 inline void stage_rows(threadgroup T* tile, const device T* tile_src,
                        const device T* head_src, long batch_stride, long row_stride,
-                       threadgroup const int* pages, int kn, int chunks, int tid) {
+                       threadgroup const int* pages, int kn, int chunks, int tid, bool zero_tail) {
 #pragma unroll
   for (int n = 0; n < SLOTS; ++n) {
     const StageSlot slot = stage_slot(tid, n, NT, BK, chunks);
     const int r = slot.row;
+    const int c = slot.chunk;
     if (r < 0) continue;
-    threadgroup T* dst = tile + r * LD + slot.chunk * 8;
+    threadgroup T* dst = tile + r * LD + c * 8;
     if (r >= kn) {
-      zero_words8(dst);
+      if (zero_tail) zero_words8(dst);
       continue;
     }
     const device T* src = mfs_paged_kv
         ? head_src + (long)pages[2 * r] * batch_stride + (long)pages[2 * r + 1] * row_stride
         : tile_src + (long)r * row_stride;
-    store_words8(dst, load_words8(src + slot.chunk * 8));
+    store_words8(dst, load_words8(src + c * 8));
   }
 }
 
@@ -85,56 +77,9 @@ inline void look_up_pages(threadgroup int* pages, constant AttentionParams& p,
 }
 
 // The call's head_dim and head_dim_v both equal the kernel's tile (function constant 16, set by
-// the plan): no 8-wide head-dim chunk is past them, so no MMA or store needs a head-dim guard.
+// the plan): no 8-wide head-dim chunk is past them, so no MMA, load or store needs a head-dim
+// guard (qc and vc below are constants and every `c_lo + c < qc` test folds away).
 constant bool mfs_head_dim_full [[function_constant(MFS_FC_HEAD_DIM_FULL)]];
-
-// S += Q.K^T over one SIMD-group's head-dim share, in groups of G chunks from zero (the
-// backward's groups, mfs_score_group_chunks), only over the head-dim chunks the call has (no
-// test at all with mfs_head_dim_full). GUARDED: only the 8-key chunks [j_begin, j_end) that
-// attn_mask does not close; an interior tile (every key visible to every row, none closed) has
-// none to skip and runs unguarded.
-template <bool GUARDED, typename T, int DQ, int KC, int G, int LD>
-inline void score_mmas(thread simdgroup_float8x8 (&sf)[KC], thread const FragStore<T> (&qf)[DQ],
-                       const threadgroup T* k_tile, int c_lo, int qc, int j_begin, int j_end,
-                       MaskChunks mc, int fr, int fc) {
-#pragma unroll
-  for (int c0 = 0; c0 < DQ; c0 += G) {
-    if (!mfs_head_dim_full && c_lo + c0 >= qc) continue;
-#pragma unroll
-    for (int j = 0; j < KC; ++j) {
-      if (GUARDED && (j < j_begin || j >= j_end || mask_chunk_closed(mc, j))) continue;
-      simdgroup_float8x8 part = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
-#pragma unroll
-      for (int c = c0; c < c0 + G && c < DQ; ++c) {
-        if (!mfs_head_dim_full && c_lo + c >= qc) continue;
-        simdgroup_float8x8 qa = frag_widen(qf[c]);
-        simdgroup_float8x8 kt = frag_load_transposed(k_tile, LD, (c_lo + c) * 8, j * 8, fr, fc);
-        simdgroup_multiply_accumulate(part, qa, kt, part);
-      }
-      sf[j].thread_elements()[0] += part.thread_elements()[0];
-      sf[j].thread_elements()[1] += part.thread_elements()[1];
-    }
-  }
-}
-
-// O = O * factor + P.V on one SIMD-group's head-dim share, guarded as score_mmas.
-template <bool GUARDED, typename T, int DQ, int KC, int LD>
-inline void output_mmas(thread simdgroup_float8x8 (&of)[DQ], thread const simdgroup_float8x8 (&sf)[KC],
-                        const threadgroup T* v_tile, float factor, int c_lo, int vc, int j_begin,
-                        int j_end, MaskChunks mc, int fr, int fc) {
-#pragma unroll
-  for (int c = 0; c < DQ; ++c) {
-    if (!mfs_head_dim_full && c_lo + c >= vc) continue;
-    of[c].thread_elements()[0] *= factor;
-    of[c].thread_elements()[1] *= factor;
-#pragma unroll
-    for (int j = 0; j < KC; ++j) {
-      if (GUARDED && (j < j_begin || j >= j_end || mask_chunk_closed(mc, j))) continue;
-      simdgroup_float8x8 vf = frag_load(v_tile, LD, j * 8, (c_lo + c) * 8, fr, fc);
-      simdgroup_multiply_accumulate(of[c], sf[j], vf, of[c]);
-    }
-  }
-}
 
 template <typename T, int D>
 [[kernel, max_total_threads_per_threadgroup(mfs_prefill_threads(D))]] void mfs_prefill(
@@ -170,16 +115,18 @@ template <typename T, int D>
   constexpr int SLOTS = (BK * (D / 8) + NT - 1) / NT;  // staging slots per thread
   constexpr bool KV_SHARED = mfs_prefill_kv_shared(D, ES);  // K and V tiles in one buffer
   constexpr bool DB = mfs_prefill_double_buffered(D, ES);   // two K and two V tiles
-  static_assert(!DB || DS == 1, "double-buffered tiles only where the head dim is not split");
+  static_assert(!DB || (DS == 1 && !KV_SHARED), "double-buffered: the head dim not split");
   static_assert(mfs_prefill_tg_bytes(D, ES) <= 32768, "prefill threadgroup memory");
   static_assert(mfs_prefill_k_tile_bytes(D, ES) == BK * LD * ES, "K tile layout");
   static_assert((LD * ES) % 16 == 0, "16-byte aligned tile rows (staging stores 16 bytes)");
   static_assert(mfs_prefill_v_tile_bytes(D, ES) == BK * LD * ES, "V tile layout");
-  // One declaration (16-byte words: the staging stores 16 bytes): the K and V tiles (K0 V0 K1 V1
-  // double-buffered; K V; or one buffer for both when shared), each tile row's (page, row in
-  // page) for two tiles (paged K/V) and the SIMD-groups' partial S (head-dim split).
+  // One declaration (16-byte words: the staging stores 16 bytes): the K tile, the V tile (after it, or over it when shared), each
+  // tile row's element offset (paged K/V) and the SIMD-groups' partial S (head-dim split).
   threadgroup vec<uint, 4> kv_words[mfs_prefill_tg_bytes(D, ES) / 16];  // 16-byte aligned
   threadgroup T* kv_tiles = (threadgroup T*)kv_words;
+  threadgroup T* k_tile = kv_tiles;  // double-buffered: the pair of the tile being multiplied
+  threadgroup T* v_tile = KV_SHARED ? kv_tiles : kv_tiles + BK * LD;
+  // (page, row in page) of each tile row, two buffers: the tile staged now, the next one.
   threadgroup int* page_rows = (threadgroup int*)(kv_tiles + mfs_prefill_kv_bytes(D, ES) / ES);
   threadgroup float* partial_s = (threadgroup float*)(page_rows + 4 * BK);
 
@@ -232,7 +179,7 @@ template <typename T, int D>
 #pragma unroll
   for (int c = 0; c < DQ; ++c) {
     float e0 = 0.0f, e1 = 0.0f;
-    if ((mfs_head_dim_full || c_lo + c < qc) && row_valid) {
+    if (c_lo + c < qc && row_valid) {
       e0 = float(q_row[(c_lo + c) * 8 + fc]);
       e1 = float(q_row[(c_lo + c) * 8 + fc + 1]);
     }
@@ -245,86 +192,101 @@ template <typename T, int D>
   for (int c = 0; c < DQ; ++c) of[c] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
 
   // Staging: a tile is BK rows x D / 8 chunks of 8 elements, slot n of thread tid is chunk
-  // tid + n * NT (stage_rows).
+  // tid + n * NT (stage_rows): nothing of it is held across the key loop.
   const long k_head = (long)hk * p.k_head_stride;
   const long v_head = (long)hk * p.v_head_stride;
-  // The hull's first K and V rows (contiguous K/V; paged K/V rebase on pages[]); a tile's rows
-  // are found from its first key's distance to the hull's.
+  // The tile's first K and V rows (contiguous K/V; paged K/V rebase on pages[]).
   const device T* k_rows = k + k_head;
   const device T* v_rows = v + v_head;
   if (!mfs_paged_kv) {
     k_rows += key_row_offset(p, s, b, hull.begin, 0, p.k_batch_stride, p.k_row_stride);
     v_rows += key_row_offset(p, s, b, hull.begin, 0, p.v_batch_stride, p.v_row_stride);
   }
-
-  // Key tiles: k0 now, k_next after it (both open: attn_mask does not close them).
-  int k0 = open_key_tile(hull.begin, hull.end, BK, mask_tiles, p, b, h, row0, rows_end);
-  int k_next = k0 < hull.end
-      ? open_key_tile(k0 + BK, hull.end, BK, mask_tiles, p, b, h, row0, rows_end) : hull.end;
-  // Paged K/V: the first tile's pages (buffer 0), then a barrier only where paging is on.
+  // Paged K/V: each tile row's (page, row in page), looked up once per row: the first tile's
+  // here, each next one's (into the other buffer) while the current tile is staged.
+  // Double-buffered: the first open tile is staged here (pair 0, its pages first) and, paged,
+  // the next open tile's pages looked up (pages buffer 1).
+  const int k_first = DB ? open_key_tile(hull.begin, hull.end, BK, mask_tiles, p, b, h, row0,
+                                         rows_end) : hull.begin;
   if (mfs_paged_kv) {
-    look_up_pages(page_rows, p, block_table, b, k0, min(BK, hull.end - k0), (int)tid, NT);
+    look_up_pages(page_rows, p, block_table, b, k_first, min(BK, hull.end - k_first), (int)tid, NT);
     threadgroup_barrier(mem_flags::mem_threadgroup);  // the first tile's pages are visible
   }
-  if (DB && k0 < hull.end) {  // the first tile into buffer 0, the next tile's pages into 1
-    const int kn = min(BK, hull.end - k0);
-    stage_rows<T, BK, NT, SLOTS, LD>(kv_tiles, k_rows + (long)(k0 - hull.begin) * p.k_row_stride,
+  if (DB && k_first < hull.end) {
+    const int kn = min(BK, hull.end - k_first);
+    stage_rows<T, BK, NT, SLOTS, LD>(kv_tiles, k_rows + (long)(k_first - hull.begin) * p.k_row_stride,
                                      k + k_head, p.k_batch_stride, p.k_row_stride, page_rows, kn,
-                                     qc, (int)tid);
+                                     qc, (int)tid, false);
     stage_rows<T, BK, NT, SLOTS, LD>(kv_tiles + BK * LD,
-                                     v_rows + (long)(k0 - hull.begin) * p.v_row_stride, v + v_head,
-                                     p.v_batch_stride, p.v_row_stride, page_rows, kn, vc, (int)tid);
-    if (mfs_paged_kv && k_next < hull.end) {
-      look_up_pages(page_rows + 2 * BK, p, block_table, b, k_next, min(BK, hull.end - k_next),
+                                     v_rows + (long)(k_first - hull.begin) * p.v_row_stride,
+                                     v + v_head, p.v_batch_stride, p.v_row_stride, page_rows, kn,
+                                     vc, (int)tid, true);
+    if (mfs_paged_kv) {
+      const int k_second = open_key_tile(k_first + BK, hull.end, BK, mask_tiles, p, b, h, row0,
+                                         rows_end);
+      look_up_pages(page_rows + 2 * BK, p, block_table, b, k_second, min(BK, hull.end - k_second),
                     (int)tid, NT);
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup);  // tile 0 and the next pages are complete
+    threadgroup_barrier(mem_flags::mem_threadgroup);  // the first tile and next pages complete
   }
 
-  // Double-buffered (DB): one barrier per tile. Tile t is in buffer t % 2 (K, V) when it starts;
-  // the next tile is staged into buffer (t + 1) % 2 before this tile's S (its loads in flight
-  // while other SIMD-groups multiply) and the pages of the tile after it go into pages buffer
-  // t % 2; then, after P.V, the one barrier. Buffer (t + 1) % 2 and pages buffer t % 2 were last
-  // read in tile t - 1, before the barrier that ended it.
-  // Single (!DB): two barriers per tile. Staging K of tile t + 1 needs no barrier of its own:
-  // every S of tile t was computed before the barrier that completed V of tile t, and V of tile
-  // t + 1 is staged after the barrier that completes K of tile t + 1, which no thread reaches
-  // before its P.V of tile t is done. With a shared K/V buffer, K of tile t + 1 and V of tile t
-  // are in the same place, and so are V and K of one tile: each staging waits for the last
-  // reader of the other.
-  for (int tile = 0; k0 < hull.end; ++tile) {
+  // Two barriers per tile. Staging K of tile t + 1 needs no barrier of its own: every S of tile
+  // t was computed before the barrier that completed V of tile t, and V of tile t + 1 is staged
+  // after the barrier that completes K of tile t + 1, which no thread reaches before its P.V of
+  // tile t is done. With a shared K/V buffer, K of tile t + 1 and V of tile t are in the same
+  // place, and so are V and K of one tile: each staging waits for the last reader of the other.
+  int tile = 0;
+  int db_pair = 0;  // double-buffered: the K/V pair (and pages buffer) of the tile multiplied
+  for (int k0 = hull.begin; k0 < hull.end; k0 += BK, ++tile) {
     const int kn = min(BK, hull.end - k0);  // keys of this tile
-    if (tid == 0) MSL_SIM_COUNT("kv_tiles", 1);
-    const int buf = DB ? tile % 2 : 0;
-    threadgroup T* k_tile = kv_tiles + buf * 2 * BK * LD;
-    threadgroup T* v_tile = KV_SHARED ? k_tile : k_tile + BK * LD;
-    threadgroup int* pages_now = page_rows + (tile % 2) * 2 * BK;    // this tile's (single)
-    threadgroup int* pages_next = page_rows + ((tile + 1) % 2) * 2 * BK;
-    const int kn_next = min(BK, hull.end - k_next);  // <= 0: no next tile
-    // The tile after the next one (DB: its pages are looked up during this tile).
-    const int k_after = k_next < hull.end
-        ? open_key_tile(k_next + BK, hull.end, BK, mask_tiles, p, b, h, row0, rows_end) : hull.end;
-
-    if (DB && kn_next > 0) {  // the next tile into the other buffers, the pages after it
-      threadgroup T* next = kv_tiles + (1 - buf) * 2 * BK * LD;
-      stage_rows<T, BK, NT, SLOTS, LD>(next, k_rows + (long)(k_next - hull.begin) * p.k_row_stride,
-                                       k + k_head, p.k_batch_stride, p.k_row_stride, pages_next,
-                                       kn_next, qc, (int)tid);
-      stage_rows<T, BK, NT, SLOTS, LD>(next + BK * LD,
-                                       v_rows + (long)(k_next - hull.begin) * p.v_row_stride,
-                                       v + v_head, p.v_batch_stride, p.v_row_stride, pages_next,
-                                       kn_next, vc, (int)tid);
-      if (mfs_paged_kv && k_after < hull.end) {
-        look_up_pages(pages_now, p, block_table, b, k_after, min(BK, hull.end - k_after),
-                      (int)tid, NT);
-      }
+    threadgroup const int* pages = page_rows + (tile % 2) * 2 * BK;
+    // attn_mask closes the whole tile for every row of the threadgroup: nothing is staged or
+    // multiplied (the decision is the threadgroup's, so every thread skips the same barriers).
+    if (mfs_mask_kind != kNoMask &&
+        mask_range_state(mask_tiles, mask_summary(p), b, h, row0, rows_end, k0,
+                         k0 + kn) == kMaskTileClosed) {
+      k_rows += (long)BK * p.k_row_stride;
+      v_rows += (long)BK * p.v_row_stride;
+      continue;
     }
-    if (!DB) {
+    if (tid == 0) MSL_SIM_COUNT("kv_tiles", 1);
+    if (DB) {
+      // Double-buffered, open tile t (of those staged): it is in pair t % 2. The one barrier:
+      // tile t complete (staged during tile t - 1) and every read of pair (t + 1) % 2 and pages
+      // buffer t % 2 (tile t - 1's S and P.V, tile t's staging) done.
+      if (k0 != k_first) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        db_pair ^= 1;
+      }
+      k_tile = kv_tiles + db_pair * 2 * BK * LD;
+      v_tile = k_tile + BK * LD;
+      // (1) Stage the next open tile into the other pair (its pages were looked up during the
+      // tile before), and look up the pages of the one after it into this tile's pages buffer.
+      const int k_next = open_key_tile(k0 + BK, hull.end, BK, mask_tiles, p, b, h, row0, rows_end);
+      if (k_next < hull.end) {
+        threadgroup T* next_tiles = kv_tiles + (db_pair ^ 1) * 2 * BK * LD;
+        threadgroup const int* next_pages = page_rows + (db_pair ^ 1) * 2 * BK;
+        const int kn_next = min(BK, hull.end - k_next);
+        stage_rows<T, BK, NT, SLOTS, LD>(next_tiles, k_rows + (long)(k_next - k0) * p.k_row_stride,
+                                        k + k_head, p.k_batch_stride, p.k_row_stride, next_pages,
+                                        kn_next, qc, (int)tid, false);
+        stage_rows<T, BK, NT, SLOTS, LD>(next_tiles + BK * LD,
+                                        v_rows + (long)(k_next - k0) * p.v_row_stride, v + v_head,
+                                        p.v_batch_stride, p.v_row_stride, next_pages, kn_next, vc,
+                                        (int)tid, true);
+        if (mfs_paged_kv) {
+          const int k_after = open_key_tile(k_next + BK, hull.end, BK, mask_tiles, p, b, h, row0,
+                                            rows_end);
+          look_up_pages(page_rows + db_pair * 2 * BK, p, block_table, b, k_after,
+                        min(BK, hull.end - k_after), (int)tid, NT);
+        }
+      }
+    } else {
       if (KV_SHARED && tile > 0) threadgroup_barrier(mem_flags::mem_threadgroup);  // P.V read V
+
       // (1) Stage K. K rows past kn are never used: their scores are masked.
-      stage_rows<T, BK, NT, SLOTS, LD>(k_tile, k_rows + (long)(k0 - hull.begin) * p.k_row_stride,
-                                       k + k_head, p.k_batch_stride, p.k_row_stride, pages_now,
-                                       kn, qc, (int)tid);
+      stage_rows<T, BK, NT, SLOTS, LD>(k_tile, k_rows, k + k_head, p.k_batch_stride,
+                                      p.k_row_stride, pages, kn, qc, (int)tid, false);
       threadgroup_barrier(mem_flags::mem_threadgroup);  // the K tile is complete
     }
 
@@ -338,18 +300,26 @@ template <typename T, int D>
     if (mfs_mask_kind != kNoMask && sg_has_rows) {
       mc = mask_chunks<KC>(mask_row_tiles(mask_tiles, p, b, h, sg_row0), p, k0, kn);
     }
-    // Interior (decided before S): every key of the tile visible to every row of this
-    // SIMD-group (its logits take no per-element mask); unguarded: interior and no chunk closed
-    // by attn_mask (its MMAs skip nothing).
-    const bool interior = sg_full && k0 >= sg_all.begin && k0 + BK <= sg_all.end;
-    const bool unguarded = interior && !mask_chunks_any_closed(mc);
     simdgroup_float8x8 sf[KC];
 #pragma unroll
     for (int j = 0; j < KC; ++j) sf[j] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
-    if (unguarded) {
-      score_mmas<false, T, DQ, KC, G, LD>(sf, qf, k_tile, c_lo, qc, j_begin, j_end, mc, fr, fc);
-    } else {
-      score_mmas<true, T, DQ, KC, G, LD>(sf, qf, k_tile, c_lo, qc, j_begin, j_end, mc, fr, fc);
+#pragma unroll
+    for (int c0 = 0; c0 < DQ; c0 += G) {
+      if (c_lo + c0 >= qc) continue;
+#pragma unroll
+      for (int j = 0; j < KC; ++j) {
+        if (j < j_begin || j >= j_end || mask_chunk_closed(mc, j)) continue;
+        simdgroup_float8x8 part = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+#pragma unroll
+        for (int c = c0; c < c0 + G && c < DQ; ++c) {
+          if (c_lo + c >= qc) continue;
+          simdgroup_float8x8 qa = frag_widen(qf[c]);
+          simdgroup_float8x8 kt = frag_load_transposed(k_tile, LD, (c_lo + c) * 8, j * 8, fr, fc);
+          simdgroup_multiply_accumulate(part, qa, kt, part);
+        }
+        sf[j].thread_elements()[0] += part.thread_elements()[0];
+        sf[j].thread_elements()[1] += part.thread_elements()[1];
+      }
     }
     if (DS > 1) {  // publish this share's partial S for the row group's other SIMD-groups
 #pragma unroll
@@ -362,97 +332,110 @@ template <typename T, int D>
     if (!DB) {
       // (3) Stage V (rows past kn zeroed: P is 0 there, and 0 x NaN would not be).
       if (KV_SHARED) threadgroup_barrier(mem_flags::mem_threadgroup);  // every S read K
-      stage_rows<T, BK, NT, SLOTS, LD>(v_tile, v_rows + (long)(k0 - hull.begin) * p.v_row_stride,
-                                       v + v_head, p.v_batch_stride, p.v_row_stride, pages_now,
-                                       kn, vc, (int)tid);
-      if (mfs_paged_kv && kn_next > 0) {  // the next tile's rows, into the buffer tile t - 1 used
-        look_up_pages(pages_next, p, block_table, b, k_next, kn_next, (int)tid, NT);
+      stage_rows<T, BK, NT, SLOTS, LD>(v_tile, v_rows, v + v_head, p.v_batch_stride,
+                                      p.v_row_stride, pages, kn, vc, (int)tid, true);
+      k_rows += (long)BK * p.k_row_stride;
+      v_rows += (long)BK * p.v_row_stride;
+      if (mfs_paged_kv) {  // the next tile's rows, into the buffer tile t - 1 used
+        threadgroup int* next = page_rows + ((tile + 1) % 2) * 2 * BK;
+        for (int r = (int)tid; r < min(BK, hull.end - k0 - BK); r += NT) {
+          const int key = k0 + BK + r;
+          next[2 * r] = key_page(p, block_table, b, key);
+          next[2 * r + 1] = key % p.page_size;
+        }
       }
       threadgroup_barrier(mem_flags::mem_threadgroup);  // V, partial S and next pages complete
+    } else {
+      k_rows += (long)BK * p.k_row_stride;
+      v_rows += (long)BK * p.v_row_stride;
     }
-    // Nothing of this tile for these rows (whole SIMD-group), or attn_mask closes all of it.
-    const bool skip = j_begin >= j_end ||
-        (mfs_mask_kind != kNoMask && mask_chunks_all_closed(mc, j_begin, j_end));
-    if (!skip) {
-      if (DS > 1) {  // S = the shares' partials summed in share order: the same S in every share
+    // nothing of this tile for these rows (whole SIMD-group), or attn_mask closes all of it
+    if (j_begin >= j_end ||
+        (mfs_mask_kind != kNoMask && mask_chunks_all_closed(mc, j_begin, j_end))) {
+      continue;
+    }
+    if (DS > 1) {  // S = the shares' partials summed in share order: the same S in every share
 #pragma unroll
-        for (int j = 0; j < KC; ++j) {
-          float e0 = 0.0f, e1 = 0.0f;
+      for (int j = 0; j < KC; ++j) {
+        float e0 = 0.0f, e1 = 0.0f;
 #pragma unroll
-          for (int share = 0; share < DS; ++share) {
-            const int from = share * MFS_PREFILL_ROW_GROUPS + rg;
-            e0 += partial_s[(from * 8 + fr) * BK + j * 8 + fc];
-            e1 += partial_s[(from * 8 + fr) * BK + j * 8 + fc + 1];
-          }
-          sf[j].thread_elements()[0] = e0;
-          sf[j].thread_elements()[1] = e1;
+        for (int share = 0; share < DS; ++share) {
+          const int from = share * MFS_PREFILL_ROW_GROUPS + rg;
+          e0 += partial_s[(from * 8 + fr) * BK + j * 8 + fc];
+          e1 += partial_s[(from * 8 + fr) * BK + j * 8 + fc + 1];
         }
+        sf[j].thread_elements()[0] = e0;
+        sf[j].thread_elements()[1] = e1;
       }
+    }
 
-      // (4) Logits and online softmax. Interior tiles take no per-element mask.
-      float tile_max = kMaskedScore;
-      if (interior) {
-#pragma unroll
-        for (int j = 0; j < KC; ++j) {
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const float x = score_log2(rule, sf[j].thread_elements()[e], row, k0 + j * 8 + fc + e);
-            sf[j].thread_elements()[e] = x;
-            tile_max = max(tile_max, x);
-          }
-        }
-      } else {
-#pragma unroll
-        for (int j = 0; j < KC; ++j) {
-          if (j < j_begin || j >= j_end) {
-            sf[j].thread_elements()[0] = kMaskedScore;
-            sf[j].thread_elements()[1] = kMaskedScore;
-            continue;
-          }
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const float x =
-                logit_log2(rule, sf[j].thread_elements()[e], row, k0 + j * 8 + fc + e, mine);
-            sf[j].thread_elements()[e] = x;
-            tile_max = max(tile_max, x);
-          }
-        }
-      }
-      if (mfs_mask_kind != kNoMask) {  // attn_mask's bias, after the scale (as torch)
-        tile_max = mask_scores<KC>(sf, mc, mask, p, b, h, row, row_valid, s.seqlen_k, k0, fc,
-                                   j_begin, j_end);
-      }
-      tile_max = frag_row_max(tile_max);
-      const float m_new = max(st.m, tile_max);
-      const float base = softmax_base(m_new);
-      const float factor = exp2(st.m - base);
-      float row_sum = 0.0f;
+    // (4) Logits and online softmax. Interior tiles (every key of the tile visible to every row
+    // of this SIMD-group) take no per-element mask.
+    const bool interior = sg_full && k0 >= sg_all.begin && k0 + BK <= sg_all.end;
+    float tile_max = kMaskedScore;
+    if (interior) {
 #pragma unroll
       for (int j = 0; j < KC; ++j) {
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          const float pe = exp2(sf[j].thread_elements()[e] - base);
-          sf[j].thread_elements()[e] = pe;
-          row_sum += pe;
+          const float x = score_log2(rule, sf[j].thread_elements()[e], row, k0 + j * 8 + fc + e);
+          sf[j].thread_elements()[e] = x;
+          tile_max = max(tile_max, x);
         }
       }
-      st.l = st.l * factor + frag_row_sum(row_sum);
-      st.m = m_new;
-      // Dropout acts on P.V only: l (hence lse) is the undropped softmax's.
-      if (mfs_dropout) dropout_fragments<KC>(sf, p, dropout_query_token(p, s, b, row), h, k0, fc, j_begin, j_end);
-
-      // (5) O = O * factor + P.V on this SIMD-group's head-dim share.
-      if (unguarded) {
-        output_mmas<false, T, DQ, KC, LD>(of, sf, v_tile, factor, c_lo, vc, j_begin, j_end, mc, fr, fc);
-      } else {
-        output_mmas<true, T, DQ, KC, LD>(of, sf, v_tile, factor, c_lo, vc, j_begin, j_end, mc, fr, fc);
+    } else {
+#pragma unroll
+      for (int j = 0; j < KC; ++j) {
+        if (j < j_begin || j >= j_end) {
+          sf[j].thread_elements()[0] = kMaskedScore;
+          sf[j].thread_elements()[1] = kMaskedScore;
+          continue;
+        }
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float x =
+              logit_log2(rule, sf[j].thread_elements()[e], row, k0 + j * 8 + fc + e, mine);
+          sf[j].thread_elements()[e] = x;
+          tile_max = max(tile_max, x);
+        }
       }
     }
-    if (DB && kn_next > 0) {
-      threadgroup_barrier(mem_flags::mem_threadgroup);  // the next tile and pages are complete
+    if (mfs_mask_kind != kNoMask) {  // attn_mask's bias, after the scale (as torch)
+      tile_max = mask_scores<KC>(sf, mc, mask, p, b, h, row, row_valid, s.seqlen_k, k0, fc,
+                                 j_begin, j_end);
     }
-    k0 = k_next;
-    k_next = k_after;
+    tile_max = frag_row_max(tile_max);
+    const float m_new = max(st.m, tile_max);
+    const float base = softmax_base(m_new);
+    const float factor = exp2(st.m - base);
+    float row_sum = 0.0f;
+#pragma unroll
+    for (int j = 0; j < KC; ++j) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const float pe = exp2(sf[j].thread_elements()[e] - base);
+        sf[j].thread_elements()[e] = pe;
+        row_sum += pe;
+      }
+    }
+    st.l = st.l * factor + frag_row_sum(row_sum);
+    st.m = m_new;
+    // Dropout acts on P.V only: l (hence lse) is the undropped softmax's.
+    if (mfs_dropout) dropout_fragments<KC>(sf, p, dropout_query_token(p, s, b, row), h, k0, fc, j_begin, j_end);
+
+    // (5) O = O * factor + P.V on this SIMD-group's head-dim share.
+#pragma unroll
+    for (int c = 0; c < DQ; ++c) {
+      if (c_lo + c >= vc) continue;
+      of[c].thread_elements()[0] *= factor;
+      of[c].thread_elements()[1] *= factor;
+#pragma unroll
+      for (int j = 0; j < KC; ++j) {
+        if (j < j_begin || j >= j_end || mask_chunk_closed(mc, j)) continue;
+        simdgroup_float8x8 vf = frag_load(v_tile, LD, j * 8, (c_lo + c) * 8, fr, fc);
+        simdgroup_multiply_accumulate(of[c], sf[j], vf, of[c]);
+      }
+    }
   }
 
   if (!row_valid) return;
@@ -461,7 +444,7 @@ template <typename T, int D>
   device T* o_row = out + o_row_offset(p, s, b, row) + (long)h * p.o_head_stride;
 #pragma unroll
   for (int c = 0; c < DQ; ++c) {
-    if (!mfs_head_dim_full && c_lo + c >= vc) continue;
+    if (c_lo + c >= vc) continue;
     o_row[(c_lo + c) * 8 + fc] = T(of[c].thread_elements()[0] * inv);
     o_row[(c_lo + c) * 8 + fc + 1] = T(of[c].thread_elements()[1] * inv);
   }
