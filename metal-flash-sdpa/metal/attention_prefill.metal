@@ -1,15 +1,21 @@
 // Prefill: one threadgroup owns BQ = 32 query rows of one (sequence, query head), in 4 row groups
-// of 8 rows. K and V stream through threadgroup memory in tiles of BK keys; S = Q.K^T and
-// O += P.V are 8x8 simdgroup_matrix MMAs accumulating in fp32; the softmax is online, in log2
-// units. Per K/V tile (two barriers):
+// of 8 rows (causal: a sequence's heaviest query tiles first, mfs_prefill_query_tile). K and V
+// stream through threadgroup memory in tiles of BK keys; S = Q.K^T and O += P.V are 8x8
+// simdgroup_matrix MMAs accumulating in fp32; the softmax is online, in log2 units.
+// Double-buffered (mfs_prefill_double_buffered: 16-bit tiles 32-128, float32 tile 32), one
+// barrier per K/V tile:
+//   barrier | stage the next tile's K and V into the other pair | S = Q.K^T | softmax, O += P.V.
+// Otherwise (four tiles do not fit 32 KiB, or the head dim is split), two barriers per tile:
 //   stage K (row-major like V; S = Q.K^T reads K^T as transposed fragments, frag_load_transposed)
-//   | S = Q.K^T, then stage V (its loads' latency hides behind the softmax)
-//   | softmax, O += P.V (and stage the next K).
-// Where the K and V tiles share one buffer (float32 at tile 512, metal_kernel_config.h), V waits
-// for every S and the next K for every P.V: four barriers per tile.
+//   | S = Q.K^T, then stage V | softmax, O += P.V.
+// V's loads there complete before the second barrier: they overlap other SIMD-groups' S, not
+// this tile's softmax. Where the K and V tiles share one buffer (float32 at tile 512,
+// metal_kernel_config.h), V waits for every S and the next K for every P.V: four barriers.
 // Key tiles outside the union of the tile's rows' visible ranges (causal, window) are never
-// loaded; a tile every row of a SIMD-group sees whole (interior) takes a path with no
-// per-element mask or bound, only the diagonal, window-edge and sequence-end tiles are masked.
+// loaded; a tile every row of a SIMD-group sees whole (interior, decided before S) takes a path
+// with no per-element mask or bound and, unless attn_mask closes a chunk of it, MMAs with no
+// key-range test; only the diagonal, window-edge and sequence-end tiles are masked. With
+// function constant 16 (head dims equal to the tile) no MMA, load or store tests the head dim.
 //
 // Registers (metal_kernel_config.h, mfs_prefill_registers): Q is kept in its input dtype (half/
 // bfloat: one register per fragment), O in fp32; from head-dim tile 192 on, each row group is two
@@ -230,7 +236,8 @@ template <typename T, int D>
     threadgroup_barrier(mem_flags::mem_threadgroup);  // the first tile and next pages complete
   }
 
-  // Two barriers per tile. Staging K of tile t + 1 needs no barrier of its own: every S of tile
+  // Double-buffered: one barrier per open tile, at its start (below). Otherwise two barriers per
+  // tile. Staging K of tile t + 1 needs no barrier of its own: every S of tile
   // t was computed before the barrier that completed V of tile t, and V of tile t + 1 is staged
   // after the barrier that completes K of tile t + 1, which no thread reaches before its P.V of
   // tile t is done. With a shared K/V buffer, K of tile t + 1 and V of tile t are in the same
@@ -300,6 +307,11 @@ template <typename T, int D>
     if (mfs_mask_kind != kNoMask && sg_has_rows) {
       mc = mask_chunks<KC>(mask_row_tiles(mask_tiles, p, b, h, sg_row0), p, k0, kn);
     }
+    // Interior (decided before S): every key of the tile visible to every row of this
+    // SIMD-group, so its logits take no per-element mask; unguarded: interior and no chunk
+    // closed by attn_mask, so its MMAs skip nothing and test nothing.
+    const bool interior = sg_full && k0 >= sg_all.begin && k0 + BK <= sg_all.end;
+    const bool unguarded = interior && !mask_chunks_any_closed(mc);
     simdgroup_float8x8 sf[KC];
 #pragma unroll
     for (int j = 0; j < KC; ++j) sf[j] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
@@ -308,7 +320,7 @@ template <typename T, int D>
       if (c_lo + c0 >= qc) continue;
 #pragma unroll
       for (int j = 0; j < KC; ++j) {
-        if (j < j_begin || j >= j_end || mask_chunk_closed(mc, j)) continue;
+        if (!unguarded && (j < j_begin || j >= j_end || mask_chunk_closed(mc, j))) continue;
         simdgroup_float8x8 part = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
 #pragma unroll
         for (int c = c0; c < c0 + G && c < DQ; ++c) {
@@ -371,7 +383,6 @@ template <typename T, int D>
 
     // (4) Logits and online softmax. Interior tiles (every key of the tile visible to every row
     // of this SIMD-group) take no per-element mask.
-    const bool interior = sg_full && k0 >= sg_all.begin && k0 + BK <= sg_all.end;
     float tile_max = kMaskedScore;
     if (interior) {
 #pragma unroll
@@ -431,7 +442,7 @@ template <typename T, int D>
       of[c].thread_elements()[1] *= factor;
 #pragma unroll
       for (int j = 0; j < KC; ++j) {
-        if (j < j_begin || j >= j_end || mask_chunk_closed(mc, j)) continue;
+        if (!unguarded && (j < j_begin || j >= j_end || mask_chunk_closed(mc, j))) continue;
         simdgroup_float8x8 vf = frag_load(v_tile, LD, j * 8, (c_lo + c) * 8, fr, fc);
         simdgroup_multiply_accumulate(of[c], sf[j], vf, of[c]);
       }

@@ -81,33 +81,33 @@ class Mutant:
 
 MUTANTS = [
     # threadgroup_barrier sites, in source order: after the first tile's page lookup (paged
-    # only), after staging the first tile (double-buffered), before staging K (shared K/V buffer
-    # only), after staging K, before staging V (shared only), after staging V, after staging the
-    # next tile (double-buffered). The head-dim-64 build has both kinds: float32 single, bfloat16
-    # double-buffered.
+    # only), after staging the first tile (double-buffered), at the start of every later tile
+    # (double-buffered: the one barrier per tile), before staging K (shared K/V buffer only),
+    # after staging K, before staging V (shared only), after staging V. The head-dim-64 build has
+    # both kinds: float32 single, bfloat16 double-buffered.
     Mutant("prefill_barrier_first_pages", "attention_prefill.metal",
            remove_nth("threadgroup_barrier(", 0), race=True),
     Mutant("prefill_barrier_first_tile", "attention_prefill.metal",
            remove_nth("threadgroup_barrier(", 1), race=True),
+    Mutant("prefill_barrier_each_double_buffered_tile", "attention_prefill.metal",
+           remove_nth("threadgroup_barrier(", 2), race=True),
     Mutant("prefill_barrier_shared_before_k", "attention_prefill.metal",
-           remove_nth("threadgroup_barrier(", 2), wide=True, race=True),
+           remove_nth("threadgroup_barrier(", 3), wide=True, race=True),
     Mutant("prefill_barrier_after_k", "attention_prefill.metal",
-           remove_nth("threadgroup_barrier(", 3), race=True),
+           remove_nth("threadgroup_barrier(", 4), race=True),
     Mutant("prefill_barrier_shared_before_v", "attention_prefill.metal",
-           remove_nth("threadgroup_barrier(", 4), wide=True, race=True),
+           remove_nth("threadgroup_barrier(", 5), wide=True, race=True),
     Mutant("prefill_barrier_after_v", "attention_prefill.metal",
-           remove_nth("threadgroup_barrier(", 5), race=True),
-    Mutant("prefill_barrier_after_next_tile", "attention_prefill.metal",
            remove_nth("threadgroup_barrier(", 6), race=True),
     # double-buffered: the next tile's K, its V, or the pages of the tile after it written into
-    # the buffer this tile reads
-    Mutant("prefill_next_k_into_current_buffer", "attention_prefill.metal",
-           replace_once("(next, k_rows", "(kv_tiles + buf * 2 * BK * LD, k_rows"), race=True),
-    Mutant("prefill_next_v_into_current_buffer", "attention_prefill.metal",
-           replace_once("(next + BK * LD,", "(kv_tiles + buf * 2 * BK * LD + BK * LD,"), race=True),
+    # the pair (pages buffer) that is being read
+    Mutant("prefill_next_k_into_current_pair", "attention_prefill.metal",
+           replace_once("(next_tiles, k_rows", "(k_tile, k_rows"), race=True),
+    Mutant("prefill_next_v_into_current_pair", "attention_prefill.metal",
+           replace_once("(next_tiles + BK * LD,", "(v_tile,"), race=True),
     Mutant("prefill_pages_into_the_next_tiles_buffer", "attention_prefill.metal",
-           replace_once("look_up_pages(pages_now, p, block_table, b, k_after",
-                        "look_up_pages(pages_next, p, block_table, b, k_after"), race=True),
+           replace_once("look_up_pages(page_rows + db_pair * 2 * BK,",
+                        "look_up_pages(page_rows + (db_pair ^ 1) * 2 * BK,"), race=True),
     # causal: the heaviest query tile first, remapped one tile off (tile 0 never computed)
     Mutant("prefill_query_tile_off_by_one", "../common/metal_kernel_config.h",
            replace_once("return heaviest_first ? tiles - 1 - x : x;",
