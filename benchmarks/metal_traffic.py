@@ -20,9 +20,9 @@ It also prints the design counters the simulator keeps per launch:
 - mask evaluations (per (row, key) element, counted by the kernels' masked score function):
   only diagonal, window-edge and sequence-end tiles may be masked; `edge` is the bound (each
   8-row group's keys that some but not all of its rows see, plus two key tiles of slack);
-- barriers per K/V tile (prefill: two per tile plus one per threadgroup, four per tile where
-  the K and V tiles share a buffer (float32 at tile 512); decode's key loop has none, only the
-  final combine);
+- barriers per K/V tile (prefill: one per tile where the K/V tiles are double-buffered, else
+  two, four where the K and V tiles share a buffer (float32 at tile 512), plus one per
+  threadgroup with paged K/V; decode's key loop has none, only the final combine);
 - SIMD-groups per GPU core that the plan launches for the issue's decode shape on a 38-core and
   a 10-core GPU (tests/metal_design/plan.py, the plan as plain C++).
 

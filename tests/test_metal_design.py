@@ -122,9 +122,18 @@ def test_head_dim_tile_512():
     layouts = prefill_layouts()
     shared = [name for name, layout in layouts.items() if layout["kv_shared"]]
     assert shared == ["f32_d512"]  # the only tile that needs it
+    # Double-buffered K/V (two K and two V tiles, one barrier per tile) wherever the head dim is
+    # not split and four tiles fit 32 KiB: 16-bit up to tile 128, float32 at tile 32 only.
+    assert sorted(n for n, l in layouts.items() if l["double_buffered"]) == sorted(
+        ["f32_d32"] + [f"16bit_d{d}" for d in (32, 64, 72, 80, 96, 128)])
     for name, layout in layouts.items():  # K and V tiles, pages of two tiles, partial S
-        assert layout["barriers_per_tile"] == (4 if layout["kv_shared"] else 2), name
+        assert layout["barriers_per_tile"] == (
+            1 if layout["double_buffered"] else 4 if layout["kv_shared"] else 2), name
         kv = (max if layout["kv_shared"] else sum)((layout["k_tile_bytes"], layout["v_tile_bytes"]))
+        kv *= 2 if layout["double_buffered"] else 1
+        if not layout["double_buffered"] and layout["dsplit"] == 1:  # four tiles do not fit
+            assert 2 * (layout["k_tile_bytes"] + layout["v_tile_bytes"]) + layout["bk"] * 16 \
+                > MAX_TG_BYTES, name
         partial_s = 4 * layout["dsplit"] * 8 * layout["bk"] * 4 if layout["dsplit"] > 1 else 0
         assert layout["tg_bytes"] == kv + layout["bk"] * 16 + partial_s <= MAX_TG_BYTES, name
     assert layouts["f32_d512"]["k_tile_bytes"] + layouts["f32_d512"]["v_tile_bytes"] > MAX_TG_BYTES
@@ -245,6 +254,14 @@ def test_plan_split_sizing_and_live_pairs_in_cpp(tmp_path):
 
 
 @pytest.mark.kernels_ci
+def test_prefill_query_tile_order_and_head_dim_constant_in_cpp(tmp_path):
+    """tests/metal_design/plan_prefill_test.cpp, plain C++ over the plan: causal prefill
+    threadgroups take their sequence's query tiles heaviest first (each tile once), and function
+    constant 16 is on exactly where head_dim and head_dim_v fill the tile."""
+    run_plan_test(tmp_path, "plan_prefill_test")
+
+
+@pytest.mark.kernels_ci
 def test_plan_binds_nothing_at_guarded_parameters_in_cpp(tmp_path):
     """tests/metal_design/plan_guarded_buffers_test.cpp, plain C++ over both plans: nothing is
     bound at a [[buffer(i), function_constant(c)]] parameter while c is off (lse without
@@ -260,7 +277,7 @@ def test_features_are_function_constants():
     p = plan(**varlen_fields(flags=flags), window_left=-1, window_right=0, kv_aligned=0)
     fcs = p["launches"][0]["constants"]
     assert fcs == {"0": 0, "1": 1, "2": 1, "3": 0, "4": 0, "5": 0, "6": 0, "7": 1, "8": 1,
-                   "9": 1, "10": 0, "11": 0, "12": 0, "13": 0, "14": 0}
+                   "9": 1, "10": 0, "11": 0, "12": 0, "13": 0, "14": 0, "16": 1}
     p = plan(**varlen_fields(flags=VARLEN_Q | VARLEN_K))
     fcs = p["launches"][0]["constants"]
     assert fcs["7"] == 0 and fcs["8"] == 0 and fcs["9"] == 0 and fcs["10"] == 1
@@ -486,21 +503,22 @@ TRAFFIC_BEFORE = {
 @pytest.mark.parametrize("config", metal_traffic.CONFIGS, ids=lambda c: c.name)
 def test_design_counters_are_within_their_bounds(fa_sim, config):
     """K/V loads are 8-byte (16-bit dtypes) or 16-byte (f32) vectors; only edge tiles evaluate
-    the mask (none at all without causal/window on tile-aligned lengths); prefill has two
-    barriers per K/V tile (and one per threadgroup) and decode's key loop none."""
+    the mask (none at all without causal/window on tile-aligned lengths); prefill has one
+    barrier per K/V tile where it is double-buffered, else two (four with a shared K/V buffer),
+    and one more per threadgroup only with paged K/V; decode's key loop has none."""
     m = metal_traffic.measure(fa_sim, config)
     assert m["kv_load_width"] >= (16 if config.dtype == "float32" else 8), m["kv_load_width"]
     assert m["mask_evaluations"] <= m["minimum"]["mask_bound"]
     if config.name in ("prefill", "prefill_f32_d96", "decode_gqa4", "decode_split_k",
                        "prefill_f32_d512", "decode_d512_gqa4"):
         assert m["mask_evaluations"] == 0
-    if m["kv_tiles"]:  # two per K/V tile (four with a shared K/V buffer), plus one per
-        # threadgroup (the first tile's pages)
+    if m["kv_tiles"]:  # one per K/V tile double-buffered, else two (four with a shared K/V
+        # buffer), plus one per threadgroup with paged K/V only (the first tile's pages)
         prefill = [r for r in m["reports"] if r["kernel"].startswith("mfs_prefill_")]
         dtype, tile = prefill[0]["kernel"].split("_")[-2:]
         layout = prefill_layouts()[("f32" if dtype == "f32" else "16bit") + "_" + tile]
-        assert m["prefill_barriers"] <= (layout["barriers_per_tile"] * m["kv_tiles"] +
-                                         sum(r["threadgroups"] for r in prefill))
+        pages = sum(r["threadgroups"] for r in prefill) if config.page_size else 0
+        assert m["prefill_barriers"] <= layout["barriers_per_tile"] * m["kv_tiles"] + pages
     if m["decode_barriers_per_threadgroup"] is not None:  # the final combine: 2 per pair
         # At tile 512 a key is split over two SIMD-groups, whose partial scores meet through
         # threadgroup memory: one barrier per key step of a key run (4 runs per threadgroup).
@@ -632,13 +650,14 @@ def test_planted_bugs_are_caught():
                  if name not in baselines and passed is not False]
     assert not survivors, f"planted bugs not caught with a diagnostic: {survivors}"
     assert len(results) == len(mutants.MUTANTS) + len(baselines)
-    # Every removed barrier (5 prefill, 4 decode, 10 + 4 backward), decode's tile-512 partial
-    # scores in one buffer, the backward's next streamed rows' lse / D staged into the slot being
-    # read (double-buffered), and the backward's finished P / dS in the partials' slot 0
-    # at tile 512 (which survives every schedule on values) are caught by the race detector, by
-    # name: its diagnostic, not just a failed comparison.
+    # Every removed barrier (7 prefill, 4 decode, 10 + 4 backward), the double-buffered prefill's
+    # next K, V and pages written into the buffers in use, decode's tile-512 partial scores in one
+    # buffer, the backward's next streamed rows' lse / D staged into the slot being read
+    # (double-buffered), and the backward's finished P / dS in the partials' slot 0 at tile 512
+    # (which survives every schedule on values) are caught by the race detector, by name: its
+    # diagnostic, not just a failed comparison.
     races = [m.name for m in mutants.MUTANTS if m.race]
-    assert len(races) == 26 and "backward512_finished_in_partials_slot_0" in races
+    assert len(races) == 31 and "backward512_finished_in_partials_slot_0" in races
     not_by_the_detector = {name: results[name][1] for name in races
                            if "(DataRace)" not in results[name][1]}
     assert not not_by_the_detector, f"hazards not reported as data races: {not_by_the_detector}"

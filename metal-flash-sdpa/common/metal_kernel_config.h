@@ -41,6 +41,7 @@
 #define MFS_FC_SEQUSED_Q 11  // bool: kSequsedQ
 #define MFS_FC_DROPOUT 14    // bool: kDropout (prefill and backward only: metal/attention_dropout.h)
 #define MFS_FC_DECODE_PAIRS 15  // int: pairs per decode lane group (mfs_decode_live_pairs)
+#define MFS_FC_HEAD_DIM_FULL 16  // bool: prefill, head_dim == head_dim_v == the kernel's tile
 #define MFS_FC_DECODE_SPLIT 17  // bool: the decode splits its keys (writes partials, no out/lse)
 
 // Element types, as the plan and the function constants name them.
@@ -102,6 +103,15 @@ constexpr int mfs_prefill_bk(int d, int elem_bytes) {
        : (2 * 16 * (d + mfs_tile_pad(elem_bytes)) * elem_bytes <= 32768 ? 16 : 8);
 }
 constexpr int mfs_prefill_ld(int d, int elem_bytes) { return d + mfs_tile_pad(elem_bytes); }
+// The query tile (of a sequence's `tiles`) that the prefill threadgroup at grid x owns. Causal:
+// later tiles stream more keys, so x counts from the sequence's last tile and each (sequence,
+// head) starts its heaviest tiles first (threadgroups start in grid order, x fastest), the light
+// ones filling the tail (tests/metal_design/plan_prefill_test.cpp). The kernel takes this order
+// wherever window_right is bounded (a sliding window's tiles stream about the same keys, so the
+// order costs nothing there); otherwise x itself.
+constexpr int mfs_prefill_query_tile(int x, int tiles, bool heaviest_first) {
+  return heaviest_first ? tiles - 1 - x : x;
+}
 // Threadgroup memory of one prefill threadgroup: a K tile and a V tile (both [bk][d + pad]: the
 // 16-byte pad keeps the S reads of K^T and the P.V reads of V conflict-free), the tile rows' (page, row in page) for two tiles (paged K/V) and, with a
 // head-dim split, each SIMD-group's partial S (8 x BK floats). When the K and V tiles together do
@@ -125,9 +135,22 @@ constexpr bool mfs_prefill_kv_shared(int d, int elem_bytes) {
              mfs_prefill_pages_bytes(d, elem_bytes) + mfs_prefill_partial_s_bytes(d, elem_bytes) >
          32768;
 }
-// The K and V tiles' bytes: both, or the larger when they share one buffer.
+// Double-buffered K/V (issue 20): two K and two V tiles, the next tile's staged into the other
+// pair while this one is multiplied, so one barrier per key tile. Only where the head dim is not
+// split (a split's partial S needs a barrier between S and the softmax of every tile anyway) and
+// the four tiles and the pages fit 32 KiB: float16/bfloat16 up to tile 128, float32 at tile 32.
+constexpr bool mfs_prefill_double_buffered(int d, int elem_bytes) {
+  return mfs_prefill_dsplit(d) == 1 &&
+         2 * (mfs_prefill_k_tile_bytes(d, elem_bytes) + mfs_prefill_v_tile_bytes(d, elem_bytes)) +
+                 mfs_prefill_pages_bytes(d, elem_bytes) <=
+             32768;
+}
+// The K and V tiles' bytes: two of each (double-buffered), one of each, or the larger when they
+// share one buffer.
 constexpr int mfs_prefill_kv_bytes(int d, int elem_bytes) {
-  return !mfs_prefill_kv_shared(d, elem_bytes)
+  return mfs_prefill_double_buffered(d, elem_bytes)
+             ? 2 * (mfs_prefill_k_tile_bytes(d, elem_bytes) + mfs_prefill_v_tile_bytes(d, elem_bytes))
+         : !mfs_prefill_kv_shared(d, elem_bytes)
              ? mfs_prefill_k_tile_bytes(d, elem_bytes) + mfs_prefill_v_tile_bytes(d, elem_bytes)
          : mfs_prefill_k_tile_bytes(d, elem_bytes) > mfs_prefill_v_tile_bytes(d, elem_bytes)
              ? mfs_prefill_k_tile_bytes(d, elem_bytes)
@@ -137,10 +160,10 @@ constexpr int mfs_prefill_tg_bytes(int d, int elem_bytes) {
   return mfs_prefill_kv_bytes(d, elem_bytes) + mfs_prefill_pages_bytes(d, elem_bytes) +
          mfs_prefill_partial_s_bytes(d, elem_bytes);
 }
-// Barriers per K/V tile: after staging K and after staging V, and with a shared K/V buffer one
-// before each of those stagings.
+// Barriers per K/V tile: one (double-buffered: after staging the next tile); else after staging
+// K and after staging V, and with a shared K/V buffer one before each of those stagings.
 constexpr int mfs_prefill_barriers_per_tile(int d, int elem_bytes) {
-  return mfs_prefill_kv_shared(d, elem_bytes) ? 4 : 2;
+  return mfs_prefill_double_buffered(d, elem_bytes) ? 1 : mfs_prefill_kv_shared(d, elem_bytes) ? 4 : 2;
 }
 
 // ---- decode (q_len <= MFS_DECODE_MAX_Q per sequence) ----

@@ -306,6 +306,10 @@ LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype 
     } else {
       KernelLaunch l = launch("mfs_prefill_" + sfx + dim, PlanKernel::Prefill, p, sinks_dtype,
                               target);
+      // Head dims that fill the tile: no 8-wide chunk of Q, K, V or O is past the call's, so the
+      // kernel's MMAs need no head-dim guard.
+      l.function_constants.push_back(
+          bool_constant(MFS_FC_HEAD_DIM_FULL, p.head_dim == tile && p.head_dim_v == tile));
       l.buffers = call_buffers(p, true);
       if (mask_read) {
         l.buffers.push_back({MFS_BUF_MASK, PlanTensor::Mask});

@@ -134,6 +134,10 @@ inline uint mask_chunk_state(const MaskChunks c, int j) { return (c >> (2 * j)) 
 inline bool mask_chunk_closed(const MaskChunks c, int j) {
   return mfs_mask_kind != kNoMask && mask_chunk_state(c, j) == (uint)kMaskTileClosed;
 }
+// Some chunk of the tile closed.
+inline bool mask_chunks_any_closed(const MaskChunks c) {
+  return mfs_mask_kind != kNoMask && (c & ~(c >> 1) & 0x55555555u) != 0u;
+}
 // Every chunk of [j_begin, j_end) closed (j_begin < j_end).
 inline bool mask_chunks_all_closed(const MaskChunks c, int j_begin, int j_end) {
   const uint closed = c & ~(c >> 1) & 0x55555555u;  // bit 2j: state 1 (kMaskTileClosed)

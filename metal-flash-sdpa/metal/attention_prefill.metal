@@ -1,15 +1,21 @@
 // Prefill: one threadgroup owns BQ = 32 query rows of one (sequence, query head), in 4 row groups
-// of 8 rows. K and V stream through threadgroup memory in tiles of BK keys; S = Q.K^T and
-// O += P.V are 8x8 simdgroup_matrix MMAs accumulating in fp32; the softmax is online, in log2
-// units. Per K/V tile (two barriers):
+// of 8 rows (causal: a sequence's heaviest query tiles first, mfs_prefill_query_tile). K and V
+// stream through threadgroup memory in tiles of BK keys; S = Q.K^T and O += P.V are 8x8
+// simdgroup_matrix MMAs accumulating in fp32; the softmax is online, in log2 units.
+// Double-buffered (mfs_prefill_double_buffered: 16-bit tiles 32-128, float32 tile 32), one
+// barrier per K/V tile:
+//   barrier | stage the next tile's K and V into the other pair | S = Q.K^T | softmax, O += P.V.
+// Otherwise (four tiles do not fit 32 KiB, or the head dim is split), two barriers per tile:
 //   stage K (row-major like V; S = Q.K^T reads K^T as transposed fragments, frag_load_transposed)
-//   | S = Q.K^T, then stage V (its loads' latency hides behind the softmax)
-//   | softmax, O += P.V (and stage the next K).
-// Where the K and V tiles share one buffer (float32 at tile 512, metal_kernel_config.h), V waits
-// for every S and the next K for every P.V: four barriers per tile.
+//   | S = Q.K^T, then stage V | softmax, O += P.V.
+// V's loads there complete before the second barrier: they overlap other SIMD-groups' S, not
+// this tile's softmax. Where the K and V tiles share one buffer (float32 at tile 512,
+// metal_kernel_config.h), V waits for every S and the next K for every P.V: four barriers.
 // Key tiles outside the union of the tile's rows' visible ranges (causal, window) are never
-// loaded; a tile every row of a SIMD-group sees whole (interior) takes a path with no
-// per-element mask or bound, only the diagonal, window-edge and sequence-end tiles are masked.
+// loaded; a tile every row of a SIMD-group sees whole (interior, decided before S) takes a path
+// with no per-element mask or bound and, unless attn_mask closes a chunk of it, MMAs with no
+// key-range test; only the diagonal, window-edge and sequence-end tiles are masked. With
+// function constant 16 (head dims equal to the tile) no MMA, load or store tests the head dim.
 //
 // Registers (metal_kernel_config.h, mfs_prefill_registers): Q is kept in its input dtype (half/
 // bfloat: one register per fragment), O in fp32; from head-dim tile 192 on, each row group is two
@@ -52,6 +58,35 @@ inline void stage_rows(threadgroup T* tile, const device T* tile_src,
   }
 }
 
+// The first key tile from k0 on (tiles of bk keys, up to `end`) that attn_mask does not close for
+// every row of the threadgroup (>= end: none). The decision is the threadgroup's, so every thread
+// stages the same tiles and reaches the same barriers; without attn_mask it is k0.
+inline int open_key_tile(int k0, int end, int bk, const device uchar* mask_tiles,
+                         constant AttentionParams& p, int b, int h, int row0, int rows_end) {
+  if (mfs_mask_kind == kNoMask) return k0;
+  for (; k0 < end; k0 += bk) {
+    if (mask_range_state(mask_tiles, mask_summary(p), b, h, row0, rows_end, k0,
+                         min(k0 + bk, end)) != kMaskTileClosed) {
+      break;
+    }
+  }
+  return k0;
+}
+
+// Each tile row's (page, row in page) of the key tile at k0 (paged K/V), looked up once per row.
+inline void look_up_pages(threadgroup int* pages, constant AttentionParams& p,
+                          const device int* block_table, int b, int k0, int kn, int tid, int nt) {
+  for (int r = tid; r < kn; r += nt) {
+    pages[2 * r] = key_page(p, block_table, b, k0 + r);
+    pages[2 * r + 1] = (k0 + r) % p.page_size;
+  }
+}
+
+// The call's head_dim and head_dim_v both equal the kernel's tile (function constant 16, set by
+// the plan): no 8-wide head-dim chunk is past them, so no MMA, load or store needs a head-dim
+// guard (qc and vc below are constants and every `c_lo + c < qc` test folds away).
+constant bool mfs_head_dim_full [[function_constant(MFS_FC_HEAD_DIM_FULL)]];
+
 template <typename T, int D>
 [[kernel, max_total_threads_per_threadgroup(mfs_prefill_threads(D))]] void mfs_prefill(
     const device T* q [[buffer(MFS_BUF_Q)]],
@@ -85,6 +120,8 @@ template <typename T, int D>
   static_assert(DS == 1 || DQ % G == 0, "a head-dim share is whole S groups (the backward sums per share)");
   constexpr int SLOTS = (BK * (D / 8) + NT - 1) / NT;  // staging slots per thread
   constexpr bool KV_SHARED = mfs_prefill_kv_shared(D, ES);  // K and V tiles in one buffer
+  constexpr bool DB = mfs_prefill_double_buffered(D, ES);   // two K and two V tiles
+  static_assert(!DB || (DS == 1 && !KV_SHARED), "double-buffered: the head dim not split");
   static_assert(mfs_prefill_tg_bytes(D, ES) <= 32768, "prefill threadgroup memory");
   static_assert(mfs_prefill_k_tile_bytes(D, ES) == BK * LD * ES, "K tile layout");
   static_assert((LD * ES) % 16 == 0, "16-byte aligned tile rows (staging stores 16 bytes)");
@@ -93,7 +130,7 @@ template <typename T, int D>
   // tile row's element offset (paged K/V) and the SIMD-groups' partial S (head-dim split).
   threadgroup vec<uint, 4> kv_words[mfs_prefill_tg_bytes(D, ES) / 16];  // 16-byte aligned
   threadgroup T* kv_tiles = (threadgroup T*)kv_words;
-  threadgroup T* k_tile = kv_tiles;
+  threadgroup T* k_tile = kv_tiles;  // double-buffered: the pair of the tile being multiplied
   threadgroup T* v_tile = KV_SHARED ? kv_tiles : kv_tiles + BK * LD;
   // (page, row in page) of each tile row, two buffers: the tile staged now, the next one.
   threadgroup int* page_rows = (threadgroup int*)(kv_tiles + mfs_prefill_kv_bytes(D, ES) / ES);
@@ -102,12 +139,15 @@ template <typename T, int D>
   const int b = (int)tg.z;
   const int h = (int)tg.y;
   const SequenceRows s = sequence_rows(p, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, b, lane);
-  const int row0 = (int)tg.x * BQ;
-  if (row0 >= s.seqlen_q) return;  // the whole threadgroup: past this sequence's queries
+  const int q_tiles = (s.seqlen_q + BQ - 1) / BQ;
+  if ((int)tg.x >= q_tiles) return;  // the whole threadgroup: past this sequence's queries
+  // Causal / right-bounded windows: the heaviest query tiles first (mfs_prefill_query_tile).
+  const int row0 =
+      mfs_prefill_query_tile((int)tg.x, q_tiles, mfs_window && p.window_right >= 0) * BQ;
   const int rows_end = min(row0 + BQ, s.seqlen_q);
   const int hk = h / (p.heads_q / p.heads_kv);
-  const int qc = p.head_dim / 8;    // chunks of q/k in use
-  const int vc = p.head_dim_v / 8;  // chunks of v/out in use
+  const int qc = mfs_head_dim_full ? D / 8 : p.head_dim / 8;    // chunks of q/k in use
+  const int vc = mfs_head_dim_full ? D / 8 : p.head_dim_v / 8;  // chunks of v/out in use
 
   const int rg = (int)sg % MFS_PREFILL_ROW_GROUPS;  // row group
   const int c_lo = ((int)sg / MFS_PREFILL_ROW_GROUPS) * DQ;  // this SIMD-group's first chunk
@@ -170,21 +210,40 @@ template <typename T, int D>
   }
   // Paged K/V: each tile row's (page, row in page), looked up once per row: the first tile's
   // here, each next one's (into the other buffer) while the current tile is staged.
+  // Double-buffered: the first open tile is staged here (pair 0, its pages first) and, paged,
+  // the next open tile's pages looked up (pages buffer 1).
+  const int k_first = DB ? open_key_tile(hull.begin, hull.end, BK, mask_tiles, p, b, h, row0,
+                                         rows_end) : hull.begin;
   if (mfs_paged_kv) {
-    for (int r = (int)tid; r < min(BK, hull.end - hull.begin); r += NT) {
-      const int key = hull.begin + r;
-      page_rows[2 * r] = key_page(p, block_table, b, key);
-      page_rows[2 * r + 1] = key % p.page_size;
-    }
+    look_up_pages(page_rows, p, block_table, b, k_first, min(BK, hull.end - k_first), (int)tid, NT);
+    threadgroup_barrier(mem_flags::mem_threadgroup);  // the first tile's pages are visible
   }
-  threadgroup_barrier(mem_flags::mem_threadgroup);  // the first tile's pages are visible
+  if (DB && k_first < hull.end) {
+    const int kn = min(BK, hull.end - k_first);
+    stage_rows<T, BK, NT, SLOTS, LD>(kv_tiles, k_rows + (long)(k_first - hull.begin) * p.k_row_stride,
+                                     k + k_head, p.k_batch_stride, p.k_row_stride, page_rows, kn,
+                                     qc, (int)tid, false);
+    stage_rows<T, BK, NT, SLOTS, LD>(kv_tiles + BK * LD,
+                                     v_rows + (long)(k_first - hull.begin) * p.v_row_stride,
+                                     v + v_head, p.v_batch_stride, p.v_row_stride, page_rows, kn,
+                                     vc, (int)tid, true);
+    if (mfs_paged_kv) {
+      const int k_second = open_key_tile(k_first + BK, hull.end, BK, mask_tiles, p, b, h, row0,
+                                         rows_end);
+      look_up_pages(page_rows + 2 * BK, p, block_table, b, k_second, min(BK, hull.end - k_second),
+                    (int)tid, NT);
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);  // the first tile and next pages complete
+  }
 
-  // Two barriers per tile. Staging K of tile t + 1 needs no barrier of its own: every S of tile
+  // Double-buffered: one barrier per open tile, at its start (below). Otherwise two barriers per
+  // tile. Staging K of tile t + 1 needs no barrier of its own: every S of tile
   // t was computed before the barrier that completed V of tile t, and V of tile t + 1 is staged
   // after the barrier that completes K of tile t + 1, which no thread reaches before its P.V of
   // tile t is done. With a shared K/V buffer, K of tile t + 1 and V of tile t are in the same
   // place, and so are V and K of one tile: each staging waits for the last reader of the other.
   int tile = 0;
+  int db_pair = 0;  // double-buffered: the K/V pair (and pages buffer) of the tile multiplied
   for (int k0 = hull.begin; k0 < hull.end; k0 += BK, ++tile) {
     const int kn = min(BK, hull.end - k0);  // keys of this tile
     threadgroup const int* pages = page_rows + (tile % 2) * 2 * BK;
@@ -198,12 +257,45 @@ template <typename T, int D>
       continue;
     }
     if (tid == 0) MSL_SIM_COUNT("kv_tiles", 1);
-    if (KV_SHARED && tile > 0) threadgroup_barrier(mem_flags::mem_threadgroup);  // P.V read V
+    if (DB) {
+      // Double-buffered, open tile t (of those staged): it is in pair t % 2. The one barrier:
+      // tile t complete (staged during tile t - 1) and every read of pair (t + 1) % 2 and pages
+      // buffer t % 2 (tile t - 1's S and P.V, tile t's staging) done.
+      if (k0 != k_first) {
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        db_pair ^= 1;
+      }
+      k_tile = kv_tiles + db_pair * 2 * BK * LD;
+      v_tile = k_tile + BK * LD;
+      // (1) Stage the next open tile into the other pair (its pages were looked up during the
+      // tile before), and look up the pages of the one after it into this tile's pages buffer.
+      const int k_next = open_key_tile(k0 + BK, hull.end, BK, mask_tiles, p, b, h, row0, rows_end);
+      if (k_next < hull.end) {
+        threadgroup T* next_tiles = kv_tiles + (db_pair ^ 1) * 2 * BK * LD;
+        threadgroup const int* next_pages = page_rows + (db_pair ^ 1) * 2 * BK;
+        const int kn_next = min(BK, hull.end - k_next);
+        stage_rows<T, BK, NT, SLOTS, LD>(next_tiles, k_rows + (long)(k_next - k0) * p.k_row_stride,
+                                        k + k_head, p.k_batch_stride, p.k_row_stride, next_pages,
+                                        kn_next, qc, (int)tid, false);
+        stage_rows<T, BK, NT, SLOTS, LD>(next_tiles + BK * LD,
+                                        v_rows + (long)(k_next - k0) * p.v_row_stride, v + v_head,
+                                        p.v_batch_stride, p.v_row_stride, next_pages, kn_next, vc,
+                                        (int)tid, true);
+        if (mfs_paged_kv) {
+          const int k_after = open_key_tile(k_next + BK, hull.end, BK, mask_tiles, p, b, h, row0,
+                                            rows_end);
+          look_up_pages(page_rows + db_pair * 2 * BK, p, block_table, b, k_after,
+                        min(BK, hull.end - k_after), (int)tid, NT);
+        }
+      }
+    } else {
+      if (KV_SHARED && tile > 0) threadgroup_barrier(mem_flags::mem_threadgroup);  // P.V read V
 
-    // (1) Stage K. K rows past kn are never used: their scores are masked.
-    stage_rows<T, BK, NT, SLOTS, LD>(k_tile, k_rows, k + k_head, p.k_batch_stride,
-                                    p.k_row_stride, pages, kn, qc, (int)tid, false);
-    threadgroup_barrier(mem_flags::mem_threadgroup);  // the K tile is complete
+      // (1) Stage K. K rows past kn are never used: their scores are masked.
+      stage_rows<T, BK, NT, SLOTS, LD>(k_tile, k_rows, k + k_head, p.k_batch_stride,
+                                      p.k_row_stride, pages, kn, qc, (int)tid, false);
+      threadgroup_barrier(mem_flags::mem_threadgroup);  // the K tile is complete
+    }
 
     // (2) S = Q.K^T for this SIMD-group's rows, its head-dim share and the 8-key chunks its rows
     // can see: [j_begin, j_end). The head dim is summed in groups of G chunks (G MMAs into a
@@ -215,6 +307,11 @@ template <typename T, int D>
     if (mfs_mask_kind != kNoMask && sg_has_rows) {
       mc = mask_chunks<KC>(mask_row_tiles(mask_tiles, p, b, h, sg_row0), p, k0, kn);
     }
+    // Interior (decided before S): every key of the tile visible to every row of this
+    // SIMD-group, so its logits take no per-element mask; unguarded: interior and no chunk
+    // closed by attn_mask, so its MMAs skip nothing and test nothing.
+    const bool interior = sg_full && k0 >= sg_all.begin && k0 + BK <= sg_all.end;
+    const bool unguarded = interior && !mask_chunks_any_closed(mc);
     simdgroup_float8x8 sf[KC];
 #pragma unroll
     for (int j = 0; j < KC; ++j) sf[j] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
@@ -223,7 +320,7 @@ template <typename T, int D>
       if (c_lo + c0 >= qc) continue;
 #pragma unroll
       for (int j = 0; j < KC; ++j) {
-        if (j < j_begin || j >= j_end || mask_chunk_closed(mc, j)) continue;
+        if (!unguarded && (j < j_begin || j >= j_end || mask_chunk_closed(mc, j))) continue;
         simdgroup_float8x8 part = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
 #pragma unroll
         for (int c = c0; c < c0 + G && c < DQ; ++c) {
@@ -244,21 +341,26 @@ template <typename T, int D>
       }
     }
 
-    // (3) Stage V (rows past kn zeroed: P is 0 there, and 0 x NaN would not be).
-    if (KV_SHARED) threadgroup_barrier(mem_flags::mem_threadgroup);  // every S read K
-    stage_rows<T, BK, NT, SLOTS, LD>(v_tile, v_rows, v + v_head, p.v_batch_stride,
-                                    p.v_row_stride, pages, kn, vc, (int)tid, true);
-    k_rows += (long)BK * p.k_row_stride;
-    v_rows += (long)BK * p.v_row_stride;
-    if (mfs_paged_kv) {  // the next tile's rows, into the buffer tile t - 1 used
-      threadgroup int* next = page_rows + ((tile + 1) % 2) * 2 * BK;
-      for (int r = (int)tid; r < min(BK, hull.end - k0 - BK); r += NT) {
-        const int key = k0 + BK + r;
-        next[2 * r] = key_page(p, block_table, b, key);
-        next[2 * r + 1] = key % p.page_size;
+    if (!DB) {
+      // (3) Stage V (rows past kn zeroed: P is 0 there, and 0 x NaN would not be).
+      if (KV_SHARED) threadgroup_barrier(mem_flags::mem_threadgroup);  // every S read K
+      stage_rows<T, BK, NT, SLOTS, LD>(v_tile, v_rows, v + v_head, p.v_batch_stride,
+                                      p.v_row_stride, pages, kn, vc, (int)tid, true);
+      k_rows += (long)BK * p.k_row_stride;
+      v_rows += (long)BK * p.v_row_stride;
+      if (mfs_paged_kv) {  // the next tile's rows, into the buffer tile t - 1 used
+        threadgroup int* next = page_rows + ((tile + 1) % 2) * 2 * BK;
+        for (int r = (int)tid; r < min(BK, hull.end - k0 - BK); r += NT) {
+          const int key = k0 + BK + r;
+          next[2 * r] = key_page(p, block_table, b, key);
+          next[2 * r + 1] = key % p.page_size;
+        }
       }
+      threadgroup_barrier(mem_flags::mem_threadgroup);  // V, partial S and next pages complete
+    } else {
+      k_rows += (long)BK * p.k_row_stride;
+      v_rows += (long)BK * p.v_row_stride;
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup);  // V, partial S and next pages complete
     // nothing of this tile for these rows (whole SIMD-group), or attn_mask closes all of it
     if (j_begin >= j_end ||
         (mfs_mask_kind != kNoMask && mask_chunks_all_closed(mc, j_begin, j_end))) {
@@ -281,7 +383,6 @@ template <typename T, int D>
 
     // (4) Logits and online softmax. Interior tiles (every key of the tile visible to every row
     // of this SIMD-group) take no per-element mask.
-    const bool interior = sg_full && k0 >= sg_all.begin && k0 + BK <= sg_all.end;
     float tile_max = kMaskedScore;
     if (interior) {
 #pragma unroll
@@ -341,7 +442,7 @@ template <typename T, int D>
       of[c].thread_elements()[1] *= factor;
 #pragma unroll
       for (int j = 0; j < KC; ++j) {
-        if (j < j_begin || j >= j_end || mask_chunk_closed(mc, j)) continue;
+        if (!unguarded && (j < j_begin || j >= j_end || mask_chunk_closed(mc, j))) continue;
         simdgroup_float8x8 vf = frag_load(v_tile, LD, j * 8, (c_lo + c) * 8, fr, fc);
         simdgroup_multiply_accumulate(of[c], sf[j], vf, of[c]);
       }

@@ -80,19 +80,38 @@ class Mutant:
 
 
 MUTANTS = [
-    # threadgroup_barrier sites, in source order: after the first tile's page lookup, before
-    # staging K (shared K/V buffer only), after staging K, before staging V (shared only), after
-    # staging V
+    # threadgroup_barrier sites, in source order: after the first tile's page lookup (paged
+    # only), after staging the first tile (double-buffered), at the start of every later tile
+    # (double-buffered: the one barrier per tile), before staging K (shared K/V buffer only),
+    # after staging K, before staging V (shared only), after staging V. The head-dim-64 build has
+    # both kinds: float32 single, bfloat16 double-buffered.
     Mutant("prefill_barrier_first_pages", "attention_prefill.metal",
            remove_nth("threadgroup_barrier(", 0), race=True),
-    Mutant("prefill_barrier_shared_before_k", "attention_prefill.metal",
-           remove_nth("threadgroup_barrier(", 1), wide=True, race=True),
-    Mutant("prefill_barrier_after_k", "attention_prefill.metal",
+    Mutant("prefill_barrier_first_tile", "attention_prefill.metal",
+           remove_nth("threadgroup_barrier(", 1), race=True),
+    Mutant("prefill_barrier_each_double_buffered_tile", "attention_prefill.metal",
            remove_nth("threadgroup_barrier(", 2), race=True),
-    Mutant("prefill_barrier_shared_before_v", "attention_prefill.metal",
+    Mutant("prefill_barrier_shared_before_k", "attention_prefill.metal",
            remove_nth("threadgroup_barrier(", 3), wide=True, race=True),
-    Mutant("prefill_barrier_after_v", "attention_prefill.metal",
+    Mutant("prefill_barrier_after_k", "attention_prefill.metal",
            remove_nth("threadgroup_barrier(", 4), race=True),
+    Mutant("prefill_barrier_shared_before_v", "attention_prefill.metal",
+           remove_nth("threadgroup_barrier(", 5), wide=True, race=True),
+    Mutant("prefill_barrier_after_v", "attention_prefill.metal",
+           remove_nth("threadgroup_barrier(", 6), race=True),
+    # double-buffered: the next tile's K, its V, or the pages of the tile after it written into
+    # the pair (pages buffer) that is being read
+    Mutant("prefill_next_k_into_current_pair", "attention_prefill.metal",
+           replace_once("(next_tiles, k_rows", "(k_tile, k_rows"), race=True),
+    Mutant("prefill_next_v_into_current_pair", "attention_prefill.metal",
+           replace_once("(next_tiles + BK * LD,", "(v_tile,"), race=True),
+    Mutant("prefill_pages_into_the_next_tiles_buffer", "attention_prefill.metal",
+           replace_once("look_up_pages(page_rows + db_pair * 2 * BK,",
+                        "look_up_pages(page_rows + (db_pair ^ 1) * 2 * BK,"), race=True),
+    # causal: the heaviest query tile first, remapped one tile off (tile 0 never computed)
+    Mutant("prefill_query_tile_off_by_one", "../common/metal_kernel_config.h",
+           replace_once("return heaviest_first ? tiles - 1 - x : x;",
+                        "return heaviest_first ? tiles - x : x;")),
     Mutant("prefill_partial_s_two_shares", "attention_prefill.metal",
            replace_once("share < DS;", "share < 2;"), wide=True),
     # (decode_row_tail_loaded, a lane's share loaded whole where it straddles a row's end, is
@@ -155,7 +174,7 @@ MUTANTS = [
     Mutant("mask_mixed_tile_not_read", "attention_mask_tiles.h",
            replace_once("} else if (mixed && row_valid", "} else if (false && row_valid")),
     Mutant("mask_mixed_tile_skipped", "attention_prefill.metal",
-           replace_once("k0 + kn) == kMaskTileClosed", "k0 + kn) != kMaskTileOpen")),
+           replace_once("min(k0 + bk, end)) != kMaskTileClosed", "min(k0 + bk, end)) == kMaskTileOpen")),
     Mutant("mask_summary_first_value_only", "attention_mask_summary.metal",
            replace_once("state = first ? v : merge_mask_tile_states(state, v);",
                         "state = first ? v : state;")),

@@ -51,6 +51,8 @@ int main() {
                     << "\": {\"bk\": " << mfs_prefill_bk(d, eb)
                     << ", \"dsplit\": " << mfs_prefill_dsplit(d)
                     << ", \"kv_shared\": " << (mfs_prefill_kv_shared(d, eb) ? "true" : "false")
+                    << ", \"double_buffered\": "
+                    << (mfs_prefill_double_buffered(d, eb) ? "true" : "false")
                     << ", \"barriers_per_tile\": " << mfs_prefill_barriers_per_tile(d, eb)
                     << ", \"k_tile_bytes\": " << mfs_prefill_k_tile_bytes(d, eb)
                     << ", \"v_tile_bytes\": " << mfs_prefill_v_tile_bytes(d, eb)
