@@ -167,7 +167,7 @@ MUTANTS = [
 
 def reduce_instantiations(text: str, wide: bool = False) -> str:
     keep = "64|512" if wide else "64"
-    return re.sub(rf"^MFS_INSTANTIATE_(PREFILL|DECODE|BWD_TILED)_DTYPES\((?!(?:{keep})\))\d+\)\n",
+    return re.sub(rf"^MFS_INSTANTIATE_(PREFILL|DECODE|BWD_TILED|BWD_ROWS)_DTYPES\((?!(?:{keep})\))\d+\)\n",
                   "", text, flags=re.M)
 
 
