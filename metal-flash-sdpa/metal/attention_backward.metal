@@ -1019,9 +1019,12 @@ template <typename T, int D>
   MFS_INSTANTIATE_BWD_TILED(half, f16, D)     \
   MFS_INSTANTIATE_BWD_TILED(bfloat, bf16, D)
 
+// Tiles up to 64 (mfs_bwd_rows_tile): dK/dV by full-width rows, dQ as above.
 #define MFS_INSTANTIATE_BWD_ROWS(T, tname, D)                                     \
   template [[host_name(MFS_BWD_STR(mfs_bwd_dkdv_rows_##tname##_d##D))]] [[kernel]] \
-  decltype(mfs_bwd_dkdv_rows<T, D>) mfs_bwd_dkdv_rows<T, D>;
+  decltype(mfs_bwd_dkdv_rows<T, D>) mfs_bwd_dkdv_rows<T, D>;                       \
+  template [[host_name(MFS_BWD_STR(mfs_bwd_dq_##tname##_d##D))]] [[kernel]]        \
+  decltype(mfs_bwd_dq<T, D>) mfs_bwd_dq<T, D>;
 
 #define MFS_INSTANTIATE_BWD_ROWS_DTYPES(D) \
   MFS_INSTANTIATE_BWD_ROWS(float, f32, D)  \
@@ -1036,9 +1039,10 @@ MFS_INSTANTIATE_BWD_ROW_DOT(float, f32)
 MFS_INSTANTIATE_BWD_ROW_DOT(half, f16)
 MFS_INSTANTIATE_BWD_ROW_DOT(bfloat, bf16)
 
-// Keep in step with mfs_head_dim_tile_at() (test_metal_design.py checks every plan pick exists).
-MFS_INSTANTIATE_BWD_TILED_DTYPES(32)
-MFS_INSTANTIATE_BWD_TILED_DTYPES(64)
+// Keep in step with mfs_head_dim_tile_at() and mfs_bwd_rows_tile() (test_metal_design.py checks
+// every plan pick exists).
+MFS_INSTANTIATE_BWD_ROWS_DTYPES(32)
+MFS_INSTANTIATE_BWD_ROWS_DTYPES(64)
 MFS_INSTANTIATE_BWD_TILED_DTYPES(72)
 MFS_INSTANTIATE_BWD_TILED_DTYPES(80)
 MFS_INSTANTIATE_BWD_TILED_DTYPES(96)
@@ -1046,6 +1050,3 @@ MFS_INSTANTIATE_BWD_TILED_DTYPES(128)
 MFS_INSTANTIATE_BWD_TILED_DTYPES(192)
 MFS_INSTANTIATE_BWD_TILED_DTYPES(256)
 MFS_INSTANTIATE_BWD_TILED_DTYPES(512)
-// The full-width-rows dK/dV kernel, at the tiles mfs_bwd_rows_tile admits.
-MFS_INSTANTIATE_BWD_ROWS_DTYPES(32)
-MFS_INSTANTIATE_BWD_ROWS_DTYPES(64)
