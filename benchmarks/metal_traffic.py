@@ -339,10 +339,10 @@ def bwd_stream(tile: int) -> int:
     return 8 if tile >= 192 else 16
 
 
-# dK/dV by full-width rows (mfs_bwd_dkdv_rows, head-dim tiles up to 64): a threadgroup owns 32
-# keys (8 per SIMD-group) and streams 32 query rows, 16 in float32 at tile 64.
-def bwd_dkdv_tiles(tile: int, dtype: str) -> tuple[int, int]:
-    """(owned keys, streamed rows) of the dk/dv pass at a head-dim tile."""
+# dK/dV and dQ by full-width rows (mfs_bwd_*_rows, head-dim tiles up to 64): a threadgroup owns
+# 32 keys or query rows (8 per SIMD-group) and streams 32 rows, 16 in float32 at tile 64.
+def bwd_tiles(tile: int, dtype: str) -> tuple[int, int]:
+    """(owned rows, streamed rows) of both tiled passes at a head-dim tile."""
     if tile <= 64:
         return 32, (16 if (dtype == "float32" and tile == 64) else 32)
     return BWD_OWN, bwd_stream(tile)
@@ -389,8 +389,7 @@ def backward_minimum(c: Config) -> dict:
     left, right = c.window
     if c.causal:
         right = 0
-    st = bwd_stream(head_dim_tile(max(d, dv)))
-    kv_own, kv_st = bwd_dkdv_tiles(head_dim_tile(max(d, dv)), c.dtype)
+    own, st = bwd_tiles(head_dim_tile(max(d, dv)), c.dtype)
     by_pass = {"row_dot": 0, "dkdv": 0, "dq": 0}
     pairs = blocks = 0
     for sq, sk in zip(c.lengths_q, c.lengths_k):
@@ -405,23 +404,23 @@ def backward_minimum(c: Config) -> dict:
                 return False
             return max(ranges[r0][0], k0) < min(ranges[r1 - 1][1], k1)
 
-        for k0 in range(0, sk, kv_own):
-            k1 = min(k0 + kv_own, sk)
+        for k0 in range(0, sk, own):
+            k1 = min(k0 + own, sk)
             r0, r1 = visible_rows(k0, k1, sq, sk, left, right)
             by_pass["dkdv"] += 2 * (k1 - k0) * c.heads_kv * (d + dv) * eb  # K, V in; dK, dV out
             by_pass["dkdv"] += (r1 - r0) * c.heads * ((d + dv) * eb + 8)
-            for q0 in range(r0, r1, kv_st):
-                for o in range(0, kv_own, 8):
-                    for s in range(0, kv_st, 8):
+            for q0 in range(r0, r1, st):
+                for o in range(0, own, 8):
+                    for s in range(0, st, 8):
                         if live(q0 + s, min(q0 + s + 8, r1), k0 + o, min(k0 + o + 8, k1)):
                             blocks += 2 * (d + dv) / 8 * c.heads
-        for r0 in range(0, sq, BWD_OWN):
-            r1 = min(r0 + BWD_OWN, sq)
+        for r0 in range(0, sq, own):
+            r1 = min(r0 + own, sq)
             lo, hi = ranges[r0][0], ranges[r1 - 1][1]
             by_pass["dq"] += (r1 - r0) * c.heads * ((2 * d + dv) * eb + 8)  # Q, dO, lse, D; dQ
             by_pass["dq"] += max(0, hi - lo) * c.heads * (d + dv) * eb
             for k0 in range(lo, hi, st):
-                for o in range(0, BWD_OWN, 8):
+                for o in range(0, own, 8):
                     for s in range(0, st, 8):
                         if live(r0 + o, min(r0 + o + 8, r1), k0 + s, min(k0 + s + 8, hi)):
                             blocks += (2 * d + dv) / 8 * c.heads

@@ -1005,6 +1005,188 @@ template <typename T, int D>
                             a.dv_row_stride, dvf, sk0, k_end, 0, vc, fr, fc);
 }
 
+// ---- dQ by full-width rows: head-dim tiles up to 64 (mfs_bwd_rows_tile) --------------------------
+// The same shape for dQ: a threadgroup owns 32 query rows of one head; SIMD-group g owns rows
+// [row0 + 8 g, row0 + 8 g + 8) over the whole head dim (Q and dO as fragments in the input dtype,
+// dQ in fp32, each lane's row's lse and D in registers) and, for each 8-key block of the streamed
+// key tile, computes S = Q.K^T (the prefill's own product, in its groups of chunks) and
+// dP = dO.V^T, finishes its lane's two entries of dS in registers and multiplies dQ += dS.K. The
+// K and V tiles are double-buffered, one barrier per streamed tile.
+template <typename T, int D>
+[[kernel, max_total_threads_per_threadgroup(MFS_BWD_ROWS_THREADS)]] void mfs_bwd_dq_rows(
+    const device T* q [[buffer(MFS_BUF_Q)]],
+    const device T* k [[buffer(MFS_BUF_K)]],
+    const device T* v [[buffer(MFS_BUF_V)]],
+    const device float* lse [[buffer(MFS_BUF_LSE)]],
+    const device int* cu_seqlens_q [[buffer(MFS_BUF_CU_Q)]],
+    const device int* cu_seqlens_k [[buffer(MFS_BUF_CU_K)]],
+    const device int* seqused_q [[buffer(MFS_BUF_SEQUSED_Q)]],
+    const device int* seqused_k [[buffer(MFS_BUF_SEQUSED_K)]],
+    const device float* alibi_slopes [[buffer(MFS_BUF_ALIBI)]],
+    const device T* dout [[buffer(MFS_BUF_DOUT)]],
+    device T* dq [[buffer(MFS_BUF_DQ)]],
+    const device float* row_d [[buffer(MFS_BUF_ROW_D)]],
+    const device uchar* mask [[buffer(MFS_BUF_MASK)]],
+    const device uchar* mask_tiles [[buffer(MFS_BUF_MASK_TILES)]],
+    device float* dmask [[buffer(MFS_BUF_DMASK), function_constant(mfs_mask_grad)]],
+    constant AttentionParams& p [[buffer(MFS_BUF_PARAMS)]],
+    constant MetalBackwardArgs& a [[buffer(MFS_BUF_BWD_ARGS)]],
+    uint3 tg [[threadgroup_position_in_grid]],
+    uint tid [[thread_index_in_threadgroup]],
+    uint sg [[simdgroup_index_in_threadgroup]],
+    uint lane [[thread_index_in_simdgroup]]) {
+  constexpr int ES = sizeof(T);
+  constexpr int NT = MFS_BWD_ROWS_THREADS;
+  constexpr int OWN = MFS_BWD_ROWS_OWN;
+  constexpr int ST = mfs_bwd_rows_stream(D, ES);
+  constexpr int SC = ST / 8;
+  constexpr int LD = mfs_bwd_ld(D, ES);
+  constexpr int DC = D / 8;
+  constexpr int G = mfs_score_group_chunks(D);  // S's groups of chunks: the prefill's
+  constexpr int SLOTS = (ST * DC + NT - 1) / NT;
+  static_assert(mfs_bwd_rows_tile(D) && mfs_prefill_dsplit(D) == 1,
+                "one SIMD-group sums every S group, as the prefill does unsplit");
+  static_assert(OWN == 8 * (NT / 32), "8 owned rows per SIMD-group");
+  static_assert(mfs_bwd_rows_tg_bytes(D, ES) <= 32768, "dq threadgroup memory");
+  // Two copies of the streamed K and V tiles (the layout's lse / D area is not used here).
+  threadgroup float4 storage[mfs_bwd_rows_tg_bytes(D, ES) / 16];  // 16-byte aligned
+  threadgroup T* tiles = (threadgroup T*)storage;
+
+  const int b = (int)tg.z;
+  const int h = (int)tg.y;
+  const int row0 = (int)tg.x * OWN;
+  const SequenceBounds s = bwd_sequence(p, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, b, lane);
+  if (row0 >= s.seqlen_q) return;  // the whole threadgroup: past this sequence's queries
+  const int rows_end = min(row0 + OWN, s.seqlen_q);
+  const int sr0 = row0 + 8 * (int)sg;  // this SIMD-group's rows
+  const int sr_end = min(sr0 + 8, rows_end);
+  const int hk = h / (p.heads_q / p.heads_kv);
+  const int qc = p.head_dim / 8;
+  const int vc = p.head_dim_v / 8;
+  const int fr = frag_row(lane);
+  const int fc = frag_col(lane);
+
+  // This SIMD-group's rows' Q and dO over the whole head dim, their dQ accumulators, and the
+  // lse and D of the lane's row (sr0 + fr).
+  FragStore<T> qf[1][DC], df[1][DC];
+  bwd_load_rows<T, 1, DC>(qf, q + bwd_q_row(p.q_batch_stride, p.q_row_stride, s, b, 0) +
+                                  (long)h * p.q_head_stride,
+                          p.q_row_stride, sr0, rows_end, 0, qc, fr, fc);
+  bwd_load_rows<T, 1, DC>(df, dout + bwd_q_row(a.dout_batch_stride, a.dout_row_stride, s, b, 0) +
+                                  (long)h * a.dout_head_stride,
+                          a.dout_row_stride, sr0, rows_end, 0, vc, fr, fc);
+  simdgroup_float8x8 dqf[1][DC];
+#pragma unroll
+  for (int c = 0; c < DC; ++c) dqf[0][c] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+  const int row = sr0 + fr;
+  const float row_lse = row < rows_end ? load_lse(lse, bwd_lse_index(p, s, b, h, row)) : kMaskedScore;
+  const float row_dot = row < rows_end ? row_d[bwd_d_index(p, a, s, b, h, row)] : 0.0f;
+  const ScoreRule rule = score_rule(p, alibi_slopes, s, b, h, lane);
+
+  StageSlot k_slots[SLOTS], v_slots[SLOTS];
+#pragma unroll
+  for (int n = 0; n < SLOTS; ++n) {
+    k_slots[n] = stage_slot((int)tid, n, NT, ST, qc);
+    v_slots[n] = stage_slot((int)tid, n, NT, ST, vc);
+  }
+  const device T* k_base = k + bwd_k_row(p.k_batch_stride, p.k_row_stride, s, b, 0) +
+                           (long)hk * p.k_head_stride;
+  const device T* v_base = v + bwd_k_row(p.v_batch_stride, p.v_row_stride, s, b, 0) +
+                           (long)hk * p.v_head_stride;
+  const KeyRange hull =
+      visible_keys_for_rows(row0, rows_end, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
+  const MaskSummary mask_s = mask_summary(p);
+
+  // Key tile t in copy t % 2.
+  if (hull.begin < hull.end) {
+    bwd_stage<T, SLOTS>(tiles, LD, k_slots, k_base, p.k_row_stride, hull.begin, hull.end);
+    bwd_stage<T, SLOTS>(tiles + ST * LD, LD, v_slots, v_base, p.v_row_stride, hull.begin, hull.end);
+  }
+  for (int k0 = hull.begin, t = 0; k0 < hull.end; k0 += ST, ++t) {
+    if (tid == 0) MSL_SIM_COUNT("bwd_stream_tiles", 1);
+    const int buf = t % 2;
+    const threadgroup T* k_tile = tiles + buf * 2 * ST * LD;
+    const threadgroup T* v_tile = k_tile + ST * LD;
+    // Tile t is staged, and every SIMD-group is past tile t - 1, whose copy takes tile t + 1.
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (k0 + ST < hull.end) {
+      threadgroup T* next_keys = tiles + (1 - buf) * 2 * ST * LD;
+      bwd_stage<T, SLOTS>(next_keys, LD, k_slots, k_base, p.k_row_stride, k0 + ST, hull.end);
+      bwd_stage<T, SLOTS>(next_keys + ST * LD, LD, v_slots, v_base, p.v_row_stride, k0 + ST,
+                          hull.end);
+    }
+
+#pragma unroll
+    for (int sc = 0; sc < SC; ++sc) {
+      // The 8 x 8 (rows, keys) block: skipped when no pair in it is visible or attn_mask closes it.
+      const int kk0 = k0 + sc * 8;
+      const int kk_end = min(kk0 + 8, hull.end);
+      bool live = bwd_block_live(p, s, sr0, sr_end, kk0, kk_end);
+      uint mask_states = 0u;
+      if (mfs_mask_kind != kNoMask && live) {
+        mask_states = (uint)mask_range_state(mask_tiles, mask_s, b, h, sr0, sr_end, kk0, kk_end);
+        live = mask_states != (uint)kMaskTileClosed;
+      }
+      if (!live) continue;
+
+      // S = Q.K^T in the prefill's groups of chunks; dP = dO.V^T.
+      simdgroup_float8x8 sf = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+#pragma unroll
+      for (int c0 = 0; c0 < DC; c0 += G) {
+        if (c0 >= qc) continue;
+        simdgroup_float8x8 part = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+#pragma unroll
+        for (int c = c0; c < c0 + G && c < DC; ++c) {
+          if (c >= qc) continue;
+          simdgroup_multiply_accumulate(part, frag_widen(qf[0][c]),
+                                        frag_load_transposed(k_tile, LD, c * 8, sc * 8, fr, fc),
+                                        part);
+        }
+        sf.thread_elements()[0] += part.thread_elements()[0];
+        sf.thread_elements()[1] += part.thread_elements()[1];
+      }
+      simdgroup_float8x8 dpf = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+#pragma unroll
+      for (int c = 0; c < DC; ++c) {
+        if (c >= vc) continue;
+        simdgroup_multiply_accumulate(dpf, frag_widen(df[0][c]),
+                                      frag_load_transposed(v_tile, LD, c * 8, sc * 8, fr, fc),
+                                      dpf);
+      }
+
+      // The lane's two entries (row sr0 + fr; keys kk0 + fc, kk0 + fc + 1) finished in registers.
+      simdgroup_float8x8 dsf;
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int key = kk0 + fc + e;
+        const bool visible = row < rows_end && key < hull.end && bwd_visible(p, s, row, key);
+        const EntryTerms et = bwd_entry_terms(p, s, mask, mask_states, 0, visible, b, h, row, key);
+        const FinishedElement fe = bwd_finish_entry(rule, sf.thread_elements()[e],
+                                                    dpf.thread_elements()[e], row, key, row_lse,
+                                                    row_dot, et);
+        dsf.thread_elements()[e] = fe.dqk;
+        // d attn_mask = dS, written once per visible kept (row, key) by the threadgroup owning the
+        // row (the rest of the zero-filled gradient stays 0: P = 0 there).
+        if (mfs_mask_grad && et.live) {
+          dmask[(((long)b * p.heads_q + h) * p.seqlen_q + row) * p.seqlen_k + key] = fe.dlogit;
+        }
+      }
+
+      // dQ += dS.K over the whole head dim.
+#pragma unroll
+      for (int c = 0; c < DC; ++c) {
+        if (c >= qc) continue;
+        simdgroup_multiply_accumulate(dqf[0][c], dsf, frag_load(k_tile, LD, sc * 8, c * 8, fr, fc),
+                                      dqf[0][c]);
+      }
+    }
+  }
+
+  bwd_store_owned<T, 1, DC>(dq + bwd_q_row(a.dq_batch_stride, a.dq_row_stride, s, b, 0) +
+                                (long)h * a.dq_head_stride,
+                            a.dq_row_stride, dqf, sr0, rows_end, 0, qc, fr, fc);
+}
+
 #define MFS_BWD_STR_(x) #x
 #define MFS_BWD_STR(x) MFS_BWD_STR_(x)
 
@@ -1019,12 +1201,12 @@ template <typename T, int D>
   MFS_INSTANTIATE_BWD_TILED(half, f16, D)     \
   MFS_INSTANTIATE_BWD_TILED(bfloat, bf16, D)
 
-// Tiles up to 64 (mfs_bwd_rows_tile): dK/dV by full-width rows, dQ as above.
+// Tiles up to 64 (mfs_bwd_rows_tile): dK/dV and dQ by full-width rows.
 #define MFS_INSTANTIATE_BWD_ROWS(T, tname, D)                                     \
   template [[host_name(MFS_BWD_STR(mfs_bwd_dkdv_rows_##tname##_d##D))]] [[kernel]] \
   decltype(mfs_bwd_dkdv_rows<T, D>) mfs_bwd_dkdv_rows<T, D>;                       \
-  template [[host_name(MFS_BWD_STR(mfs_bwd_dq_##tname##_d##D))]] [[kernel]]        \
-  decltype(mfs_bwd_dq<T, D>) mfs_bwd_dq<T, D>;
+  template [[host_name(MFS_BWD_STR(mfs_bwd_dq_rows_##tname##_d##D))]] [[kernel]]   \
+  decltype(mfs_bwd_dq_rows<T, D>) mfs_bwd_dq_rows<T, D>;
 
 #define MFS_INSTANTIATE_BWD_ROWS_DTYPES(D) \
   MFS_INSTANTIATE_BWD_ROWS(float, f32, D)  \

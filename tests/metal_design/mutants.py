@@ -166,8 +166,8 @@ MUTANTS = [
 
 
 def reduce_instantiations(text: str, wide: bool = False) -> str:
-    """Keeps tile 64 (and 512 when wide), and the backward's tile 72: at 64 dK/dV runs by
-    full-width rows (mfs_bwd_dkdv_rows), so today's dK/dV kernel is checked at 72."""
+    """Keeps tile 64 (and 512 when wide), and the backward's tile 72: at 64 dK/dV and dQ run by
+    full-width rows (mfs_bwd_*_rows), so the head-dim-share kernels are checked at 72."""
     keep = "64|512" if wide else "64"
     text = re.sub(rf"^MFS_INSTANTIATE_BWD_TILED_DTYPES\((?!(?:{keep}|72)\))\d+\)\n", "", text,
                   flags=re.M)
@@ -198,15 +198,20 @@ MUTANTS += [
            replace_once("threadgroup T* next = tiles + (1 - buf) * 2 * ST * LD;",
                         "threadgroup T* next = tiles + buf * 2 * ST * LD;"),
            ),
-    # dK/dV by full-width rows (tiles 32, 64): its one barrier per streamed tile, and the next
-    # tile's Q/dO rows or lse/D staged into the copy being multiplied.
-    Mutant("backward_rows_barrier", "attention_backward.metal",
-           remove_nth("threadgroup_barrier(", 10), race=True),
-    Mutant("backward_rows_next_tile_into_current_copy", "attention_backward.metal",
+    # dK/dV and dQ by full-width rows (tiles 32, 64): the one barrier per streamed tile of each
+    # (source order 10, 11), and the next tile's rows (or, dK/dV, their lse/D) staged into the
+    # copy being multiplied.
+    *(Mutant(f"backward_rows_barrier_{i}", "attention_backward.metal",
+             remove_nth("threadgroup_barrier(", i), race=True) for i in (10, 11)),
+    Mutant("backward_rows_dq_next_tile_into_current_copy", "attention_backward.metal",
+           replace_once("threadgroup T* next_keys = tiles + (1 - buf) * 2 * ST * LD;",
+                        "threadgroup T* next_keys = tiles + buf * 2 * ST * LD;"),
+           race=True),
+    Mutant("backward_rows_dkdv_next_tile_into_current_copy", "attention_backward.metal",
            replace_once("threadgroup T* next_rows = tiles + (1 - buf) * 2 * ST * LD;",
                         "threadgroup T* next_rows = tiles + buf * 2 * ST * LD;"),
            race=True),
-    Mutant("backward_rows_next_row_terms_into_current_copy", "attention_backward.metal",
+    Mutant("backward_rows_dkdv_next_row_terms_into_current_copy", "attention_backward.metal",
            replace_once("threadgroup float* next_row_terms = row_terms + (1 - buf) * 2 * ST;",
                         "threadgroup float* next_row_terms = row_terms + buf * 2 * ST;"),
            race=True),
