@@ -312,9 +312,9 @@ def test_masked_calls_run_on_the_prefill_after_the_mask_summary():
     names = [l["kernel"] for l in b["launches"]]
     assert names[0] == "mfs_mask_tiles" and len(names) == 4
     by_name = {l["kernel"]: l for l in b["launches"]}
-    assert {23, 24} <= set(by_name["mfs_bwd_dkdv_f32_d64"]["buffers"])
-    assert {23, 24, 25} <= set(by_name["mfs_bwd_dq_f32_d64"]["buffers"])
-    assert by_name["mfs_bwd_dq_f32_d64"]["constants"]["13"] == 1
+    assert {23, 24} <= set(by_name["mfs_bwd_dkdv_rows_f32_d64"]["buffers"])
+    assert {23, 24, 25} <= set(by_name["mfs_bwd_dq_rows_f32_d64"]["buffers"])
+    assert by_name["mfs_bwd_dq_rows_f32_d64"]["constants"]["13"] == 1
     # what SDPA never makes is refused by the plan, not read wrongly
     for bad in (dict(flags=WRITE_LSE | VARLEN_Q), dict(window_left=3),
                 dict(flags=WRITE_LSE | HAS_SINKS)):
