@@ -254,6 +254,14 @@ def test_plan_binds_nothing_at_guarded_parameters_in_cpp(tmp_path):
 
 
 @pytest.mark.kernels_ci
+def test_plan_picks_the_backward_by_full_width_rows_at_tiles_32_and_64_in_cpp(tmp_path):
+    """tests/metal_design/plan_backward_rows_test.cpp, plain C++ over the backward plan: dK/dV
+    and dQ by full-width rows exactly at head-dim tiles 32 and 64 (every dtype), with their grid,
+    threads and threadgroup bytes; the head-dim-share kernels at every other tile."""
+    run_plan_test(tmp_path, "plan_backward_rows_test")
+
+
+@pytest.mark.kernels_ci
 def test_features_are_function_constants():
     """Every per-call feature reaches the kernels as a function constant (pipeline key)."""
     flags = VARLEN_Q | VARLEN_K | HAS_SINKS | WRITE_LSE
