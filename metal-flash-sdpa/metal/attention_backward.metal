@@ -946,9 +946,9 @@ template <typename T, int D>
 #pragma unroll
         for (int c = c0; c < c0 + G && c < DC; ++c) {
           if (c >= qc) continue;
-          simdgroup_multiply_accumulate(part, frag_widen(kf[0][c]),
-                                        frag_load_transposed(q_tile, LD, c * 8, sc * 8, fr, fc),
-                                        part);
+          const simdgroup_float8x8 kc = frag_widen(kf[0][c]);
+          const simdgroup_float8x8 q_t = frag_load_transposed(q_tile, LD, c * 8, sc * 8, fr, fc);
+          simdgroup_multiply_accumulate(part, kc, q_t, part);
         }
         s_t.thread_elements()[0] += part.thread_elements()[0];
         s_t.thread_elements()[1] += part.thread_elements()[1];
@@ -957,9 +957,9 @@ template <typename T, int D>
 #pragma unroll
       for (int c = 0; c < DC; ++c) {
         if (c >= vc) continue;
-        simdgroup_multiply_accumulate(dp_t, frag_widen(vf[0][c]),
-                                      frag_load_transposed(do_tile, LD, c * 8, sc * 8, fr, fc),
-                                      dp_t);
+        const simdgroup_float8x8 vc_f = frag_widen(vf[0][c]);
+        const simdgroup_float8x8 do_t = frag_load_transposed(do_tile, LD, c * 8, sc * 8, fr, fc);
+        simdgroup_multiply_accumulate(dp_t, vc_f, do_t, dp_t);
       }
 
       // The lane's two entries (key sk0 + fr; rows r0 + fc, r0 + fc + 1) finished in registers.
@@ -981,14 +981,14 @@ template <typename T, int D>
 #pragma unroll
       for (int c = 0; c < DC; ++c) {
         if (c >= vc) continue;
-        simdgroup_multiply_accumulate(dvf[0][c], p_t, frag_load(do_tile, LD, sc * 8, c * 8, fr, fc),
-                                      dvf[0][c]);
+        const simdgroup_float8x8 doc = frag_load(do_tile, LD, sc * 8, c * 8, fr, fc);
+        simdgroup_multiply_accumulate(dvf[0][c], p_t, doc, dvf[0][c]);
       }
 #pragma unroll
       for (int c = 0; c < DC; ++c) {
         if (c >= qc) continue;
-        simdgroup_multiply_accumulate(dkf[0][c], ds_t, frag_load(q_tile, LD, sc * 8, c * 8, fr, fc),
-                                      dkf[0][c]);
+        const simdgroup_float8x8 qc_f = frag_load(q_tile, LD, sc * 8, c * 8, fr, fc);
+        simdgroup_multiply_accumulate(dkf[0][c], ds_t, qc_f, dkf[0][c]);
       }
     }
     if (!more) break;
@@ -1138,9 +1138,9 @@ template <typename T, int D>
 #pragma unroll
         for (int c = c0; c < c0 + G && c < DC; ++c) {
           if (c >= qc) continue;
-          simdgroup_multiply_accumulate(part, frag_widen(qf[0][c]),
-                                        frag_load_transposed(k_tile, LD, c * 8, sc * 8, fr, fc),
-                                        part);
+          const simdgroup_float8x8 qc_f = frag_widen(qf[0][c]);
+          const simdgroup_float8x8 k_t = frag_load_transposed(k_tile, LD, c * 8, sc * 8, fr, fc);
+          simdgroup_multiply_accumulate(part, qc_f, k_t, part);
         }
         sf.thread_elements()[0] += part.thread_elements()[0];
         sf.thread_elements()[1] += part.thread_elements()[1];
@@ -1149,9 +1149,9 @@ template <typename T, int D>
 #pragma unroll
       for (int c = 0; c < DC; ++c) {
         if (c >= vc) continue;
-        simdgroup_multiply_accumulate(dpf, frag_widen(df[0][c]),
-                                      frag_load_transposed(v_tile, LD, c * 8, sc * 8, fr, fc),
-                                      dpf);
+        const simdgroup_float8x8 doc = frag_widen(df[0][c]);
+        const simdgroup_float8x8 v_t = frag_load_transposed(v_tile, LD, c * 8, sc * 8, fr, fc);
+        simdgroup_multiply_accumulate(dpf, doc, v_t, dpf);
       }
 
       // The lane's two entries (row sr0 + fr; keys kk0 + fc, kk0 + fc + 1) finished in registers.
@@ -1176,8 +1176,8 @@ template <typename T, int D>
 #pragma unroll
       for (int c = 0; c < DC; ++c) {
         if (c >= qc) continue;
-        simdgroup_multiply_accumulate(dqf[0][c], dsf, frag_load(k_tile, LD, sc * 8, c * 8, fr, fc),
-                                      dqf[0][c]);
+        const simdgroup_float8x8 kc = frag_load(k_tile, LD, sc * 8, c * 8, fr, fc);
+        simdgroup_multiply_accumulate(dqf[0][c], dsf, kc, dqf[0][c]);
       }
     }
   }
