@@ -640,13 +640,14 @@ def test_planted_bugs_are_caught():
                  if name not in baselines and passed is not False]
     assert not survivors, f"planted bugs not caught with a diagnostic: {survivors}"
     assert len(results) == len(mutants.MUTANTS) + len(baselines)
-    # Every removed barrier (5 prefill, 4 decode, 10 + 4 backward), decode's tile-512 partial
+    # Every removed barrier (5 prefill, 4 decode, 10 + 4 + 2 backward), decode's tile-512 partial
     # scores in one buffer, the backward's next streamed rows' lse / D staged into the slot being
-    # read (double-buffered), and the backward's finished P / dS in the partials' slot 0
+    # read (double-buffered), the full-width-rows kernels' next tile (and lse / D) staged into
+    # the copy being multiplied, and the backward's finished P / dS in the partials' slot 0
     # at tile 512 (which survives every schedule on values) are caught by the race detector, by
     # name: its diagnostic, not just a failed comparison.
     races = [m.name for m in mutants.MUTANTS if m.race]
-    assert len(races) == 26 and "backward512_finished_in_partials_slot_0" in races
+    assert len(races) == 31 and "backward512_finished_in_partials_slot_0" in races
     not_by_the_detector = {name: results[name][1] for name in races
                            if "(DataRace)" not in results[name][1]}
     assert not not_by_the_detector, f"hazards not reported as data races: {not_by_the_detector}"
