@@ -219,10 +219,11 @@ MUTANTS += [
            replace_once("key >= r.begin && key < r.end", "key >= r.begin && key <= r.end")),
     Mutant("backward_no_softcap_derivative", "attention_kernel_common.h",
            replace_once("s.dlogit_dqk *= softcap_derivative(s.logit, r.softcap);", "")),
+    # (both dK/dV kernels: by head-dim shares, checked at tile 72, and by full-width rows, at 64)
     Mutant("backward_gqa_wrong_heads", "attention_backward.metal",
-           lambda text: replace_once("const bool more = next_h < (hk + 1) * group;",
-                                     "const bool more = next_h < hk + group;")(
-               replace_once("int h = hk * group;\n", "int h = hk;\n")(text))),
+           lambda text: replace_each("const bool more = next_h < (hk + 1) * group;",
+                                     "const bool more = next_h < hk + group;", 2)(
+               replace_each("int h = hk * group;\n", "int h = hk;\n", 2)(text))),
     Mutant("backward_sink_gradient_sign", "attention_backward.metal",
            replace_once("acc += sink_gradient(", "acc -= sink_gradient(")),
     # Tile 512 only: its two barriers per tile in each pass (barriers 2, 3 of dk/dv and 7, 8 of
