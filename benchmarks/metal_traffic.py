@@ -339,6 +339,15 @@ def bwd_stream(tile: int) -> int:
     return 8 if tile >= 192 else 16
 
 
+# dK/dV and dQ by full-width rows (mfs_bwd_*_rows, head-dim tiles up to 64): a threadgroup owns
+# 32 keys or query rows (8 per SIMD-group) and streams 32 rows, 16 in float32 at tile 64.
+def bwd_tiles(tile: int, dtype: str) -> tuple[int, int]:
+    """(owned rows, streamed rows) of both tiled passes at a head-dim tile."""
+    if tile <= 64:
+        return 32, (16 if (dtype == "float32" and tile == 64) else 32)
+    return BWD_OWN, bwd_stream(tile)
+
+
 def head_dim_tile(d: int) -> int:
     return min(t for t in (32, 64, 72, 80, 96, 128, 192, 256, 512) if t >= d)
 
@@ -349,6 +358,9 @@ BACKWARD_CONFIGS = [
     Config("backward_varlen_causal", [200, 70, 130], [200, 90, 130], 4, 1, 128, causal=True),
     Config("backward_window", [256], [256], 2, 2, 64, window=(64, 0)),
     Config("backward_f32_d96", [160], [160], 2, 1, 96, dtype="float32"),
+    # dK/dV by full-width rows: float32 at tile 64 (16 streamed rows), tile 32 with GQA 4.
+    Config("backward_f32_d64_causal", [160], [160], 2, 1, 64, dtype="float32", causal=True),
+    Config("backward_d32_gqa4", [128], [128], 8, 2, 32, causal=True),
     Config("backward_d256_gqa4", [96], [96], 8, 2, 256, causal=True),
     # Tile 512 (Gemma 4's global layers): streamed rows read into registers, not staged.
     Config("backward_d512_causal", [96], [96], 4, 2, 512, causal=True),
@@ -377,7 +389,7 @@ def backward_minimum(c: Config) -> dict:
     left, right = c.window
     if c.causal:
         right = 0
-    st = bwd_stream(head_dim_tile(max(d, dv)))
+    own, st = bwd_tiles(head_dim_tile(max(d, dv)), c.dtype)
     by_pass = {"row_dot": 0, "dkdv": 0, "dq": 0}
     pairs = blocks = 0
     for sq, sk in zip(c.lengths_q, c.lengths_k):
@@ -392,23 +404,23 @@ def backward_minimum(c: Config) -> dict:
                 return False
             return max(ranges[r0][0], k0) < min(ranges[r1 - 1][1], k1)
 
-        for k0 in range(0, sk, BWD_OWN):
-            k1 = min(k0 + BWD_OWN, sk)
+        for k0 in range(0, sk, own):
+            k1 = min(k0 + own, sk)
             r0, r1 = visible_rows(k0, k1, sq, sk, left, right)
             by_pass["dkdv"] += 2 * (k1 - k0) * c.heads_kv * (d + dv) * eb  # K, V in; dK, dV out
             by_pass["dkdv"] += (r1 - r0) * c.heads * ((d + dv) * eb + 8)
             for q0 in range(r0, r1, st):
-                for o in range(0, BWD_OWN, 8):
+                for o in range(0, own, 8):
                     for s in range(0, st, 8):
                         if live(q0 + s, min(q0 + s + 8, r1), k0 + o, min(k0 + o + 8, k1)):
                             blocks += 2 * (d + dv) / 8 * c.heads
-        for r0 in range(0, sq, BWD_OWN):
-            r1 = min(r0 + BWD_OWN, sq)
+        for r0 in range(0, sq, own):
+            r1 = min(r0 + own, sq)
             lo, hi = ranges[r0][0], ranges[r1 - 1][1]
             by_pass["dq"] += (r1 - r0) * c.heads * ((2 * d + dv) * eb + 8)  # Q, dO, lse, D; dQ
             by_pass["dq"] += max(0, hi - lo) * c.heads * (d + dv) * eb
             for k0 in range(lo, hi, st):
-                for o in range(0, BWD_OWN, 8):
+                for o in range(0, own, 8):
                     for s in range(0, st, 8):
                         if live(r0 + o, min(r0 + o + 8, r1), k0 + s, min(k0 + s + 8, hi)):
                             blocks += (2 * d + dv) / 8 * c.heads

@@ -25,6 +25,8 @@ import metal_traffic  # noqa: E402
 TILES = [32, 64, 72, 80, 96, 128, 192, 256, 512]
 MAX_TG_BYTES = 32 * 1024
 OWN = 16  # MFS_BWD_OWN
+ROWS_TILES = (32, 64)  # dK/dV and dQ by full-width rows (mfs_bwd_rows_tile)
+ROWS_OWN = 32          # MFS_BWD_ROWS_OWN: 8 keys / rows per SIMD-group, 4 SIMD-groups
 
 
 def fields(batch=2, heads_q=8, heads_kv=2, head_dim=64, head_dim_v=None, max_q=40, max_k=50,
@@ -58,14 +60,16 @@ def test_tiles_threads_and_threadgroup_memory_of_every_instantiation(dtype):
         kinds = [l["kind"] for l in p["launches"]]
         assert kinds == [BWD_ROW_DOT, BWD_DKDV, BWD_DQ], p
         row_dot, dkdv, dq = p["launches"]
+        rows = tile in ROWS_TILES
         assert row_dot["kernel"] == f"mfs_bwd_row_dot_{dtype}"
-        assert dkdv["kernel"] == f"mfs_bwd_dkdv_{dtype}_d{tile}"
-        assert dq["kernel"] == f"mfs_bwd_dq_{dtype}_d{tile}"
+        assert dkdv["kernel"] == f"mfs_bwd_dkdv_{'rows_' if rows else ''}{dtype}_d{tile}"
+        assert dq["kernel"] == f"mfs_bwd_dq_{'rows_' if rows else ''}{dtype}_d{tile}"
         for launch in (dkdv, dq):
             assert 0 < launch["tgmem"] <= MAX_TG_BYTES, launch
             assert launch["threads"] == (512 if tile == 512 else 256 if tile >= 192 else 128)
-        assert dkdv["grid"] == [-(-50 // OWN), 2, 2]  # key tiles, KV heads, sequences
-        assert dq["grid"] == [-(-40 // OWN), 8, 2]    # query tiles, query heads, sequences
+        # key tiles, KV heads, sequences
+        assert dkdv["grid"] == [-(-50 // (ROWS_OWN if rows else OWN)), 2, 2]
+        assert dq["grid"] == [-(-40 // (ROWS_OWN if rows else OWN)), 8, 2]  # query tiles
         assert p["scratch"] == [2 * 40 * 8 * 4]       # D: one float per (row, head)
 
 
@@ -93,7 +97,7 @@ def test_16_bit_streamed_tiles_are_double_buffered_within_32_kib():
     # metal_backward_config.h, mfs_bwd_stream_buffers: 16-bit dtypes stage two copies of the
     # streamed tiles (rows padded by 16 B) and of their lse, D, and the finished P, dS get their
     # own area; float32 stages one copy, the finished P, dS in slot 0 of the partials.
-    for d, st, nsg in ((64, 16, 4), (128, 16, 4), (256, 8, 8)):
+    for d, st, nsg in ((72, 16, 4), (128, 16, 4), (256, 8, 8)):
         partials = nsg * 2 * 16 * (st + 4)
         for dtype in DTYPES:
             eb = ELEM_BYTES[dtype]
@@ -104,6 +108,30 @@ def test_16_bit_streamed_tiles_are_double_buffered_within_32_kib():
             want = copies * 2 * st * (d + 16 // eb) * eb + (partials + finished + copies * 2 * 16) * 4
             assert [l["tgmem"] for l in tiled] == [want] * 2, (dtype, d)
             assert want <= MAX_TG_BYTES
+
+
+@pytest.mark.kernels_ci
+def test_full_width_rows_double_buffer_32_streamed_rows_within_32_kib():
+    # metal_backward_config.h, mfs_bwd_rows_*: two copies of the streamed tiles (Q and dO, or K
+    # and V; rows padded by 16 B) and of the streamed rows' lse and D (dK/dV; dQ keeps its rows'
+    # in registers and leaves that area unused); 32 streamed rows, 16 where two copies of 32
+    # would not fit (float32 at tile 64); nothing else in threadgroup memory (no partials).
+    for d in (8, 32, 40, 64):
+        tile = 32 if d <= 32 else 64
+        for dtype in DTYPES:
+            eb = ELEM_BYTES[dtype]
+            st = 16 if (dtype, tile) == ("f32", 64) else 32
+            p = backward_plan(dtype, "f32", **fields(head_dim=d))
+            tiled = [l for l in p["launches"] if l["kind"] in (BWD_DKDV, BWD_DQ)]
+            assert [l["kernel"] for l in tiled] == [f"mfs_bwd_dkdv_rows_{dtype}_d{tile}",
+                                                    f"mfs_bwd_dq_rows_{dtype}_d{tile}"]
+            for launch in tiled:
+                assert launch["threads"] == 128
+                assert launch["tgmem"] == 2 * (2 * st * (tile + 16 // eb) * eb + 2 * st * 4), d
+                assert launch["tgmem"] <= MAX_TG_BYTES
+    p = backward_plan("f16", "f32", **fields(head_dim=64, head_dim_v=72))  # tile 72: the shares
+    assert [l["kernel"] for l in p["launches"] if l["kind"] in (BWD_DKDV, BWD_DQ)] == [
+        "mfs_bwd_dkdv_f16_d72", "mfs_bwd_dq_f16_d72"]
 
 
 @pytest.mark.kernels_ci

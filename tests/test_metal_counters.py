@@ -23,7 +23,10 @@ FORWARD = [
     Config("prefill_f32", [48], [48], 2, 1, 32, dtype="float32"),
     Config("decode_gqa4", [1, 1], [100, 40], 8, 2, 128),
 ]
-BACKWARD = [Config("backward_causal", [48, 20], [48, 30], 2, 1, 64, causal=True)]
+BACKWARD = [Config("backward_causal", [48, 20], [48, 30], 2, 1, 64, causal=True),
+            Config("backward_f32_causal", [40, 20], [40, 30], 2, 1, 64, dtype="float32",
+                   causal=True),
+            Config("backward_d96", [40, 20], [40, 30], 2, 1, 96, causal=True)]
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +71,15 @@ def test_backward_counters_present_and_sane(fa_sim, config, monkeypatch):
     m = metal_traffic.measure_backward(fa_sim, config)
     check_sane(m["design_counters"], config)
     assert {k["family"] for k in m["design_counters"]} == {"bwd_dkdv", "bwd_dq"}
-    # Barriers per streamed tile (metal_backward_config.h, mfs_bwd_stream_buffers): two where
-    # the streamed tiles are double-buffered (16-bit dtypes) or read into registers (tile 512),
-    # four where float32 stages one copy; a prologue barrier per threadgroup may add a fraction.
+    # Barriers per streamed tile (metal_backward_config.h): one by full-width rows (dK/dV and
+    # dQ at tiles up to 64, double-buffered in every dtype, no partials); two where the streamed
+    # tiles are double-buffered (16-bit dtypes) or read into registers (tile 512), four where
+    # float32 stages one copy; a prologue barrier per threadgroup may add a fraction.
     for k in m["design_counters"]:
         tile = int(k["kernel"].rsplit("_d", 1)[1])
-        if metal_traffic.ELEM[config.dtype] == 2 or tile == 512:
+        if "_rows_" in k["kernel"]:
+            assert tile <= 64 and k["barriers_per_tile"] == 1, k
+        elif metal_traffic.ELEM[config.dtype] == 2 or tile == 512:
             assert k["barriers_per_tile"] <= 2.5, k
         else:
             assert k["barriers_per_tile"] == 4, k

@@ -271,6 +271,14 @@ def test_plan_binds_nothing_at_guarded_parameters_in_cpp(tmp_path):
 
 
 @pytest.mark.kernels_ci
+def test_plan_picks_the_backward_by_full_width_rows_at_tiles_32_and_64_in_cpp(tmp_path):
+    """tests/metal_design/plan_backward_rows_test.cpp, plain C++ over the backward plan: dK/dV
+    and dQ by full-width rows exactly at head-dim tiles 32 and 64 (every dtype), with their grid,
+    threads and threadgroup bytes; the head-dim-share kernels at every other tile."""
+    run_plan_test(tmp_path, "plan_backward_rows_test")
+
+
+@pytest.mark.kernels_ci
 def test_features_are_function_constants():
     """Every per-call feature reaches the kernels as a function constant (pipeline key)."""
     flags = VARLEN_Q | VARLEN_K | HAS_SINKS | WRITE_LSE
@@ -329,9 +337,9 @@ def test_masked_calls_run_on_the_prefill_after_the_mask_summary():
     names = [l["kernel"] for l in b["launches"]]
     assert names[0] == "mfs_mask_tiles" and len(names) == 4
     by_name = {l["kernel"]: l for l in b["launches"]}
-    assert {23, 24} <= set(by_name["mfs_bwd_dkdv_f32_d64"]["buffers"])
-    assert {23, 24, 25} <= set(by_name["mfs_bwd_dq_f32_d64"]["buffers"])
-    assert by_name["mfs_bwd_dq_f32_d64"]["constants"]["13"] == 1
+    assert {23, 24} <= set(by_name["mfs_bwd_dkdv_rows_f32_d64"]["buffers"])
+    assert {23, 24, 25} <= set(by_name["mfs_bwd_dq_rows_f32_d64"]["buffers"])
+    assert by_name["mfs_bwd_dq_rows_f32_d64"]["constants"]["13"] == 1
     # what SDPA never makes is refused by the plan, not read wrongly
     for bad in (dict(flags=WRITE_LSE | VARLEN_Q), dict(window_left=3),
                 dict(flags=WRITE_LSE | HAS_SINKS)):
@@ -650,14 +658,15 @@ def test_planted_bugs_are_caught():
                  if name not in baselines and passed is not False]
     assert not survivors, f"planted bugs not caught with a diagnostic: {survivors}"
     assert len(results) == len(mutants.MUTANTS) + len(baselines)
-    # Every removed barrier (7 prefill, 4 decode, 10 + 4 backward), the double-buffered prefill's
-    # next K, V and pages written into the buffers in use, decode's tile-512 partial scores in one
-    # buffer, the backward's next streamed rows' lse / D staged into the slot being read
-    # (double-buffered), and the backward's finished P / dS in the partials' slot 0 at tile 512
-    # (which survives every schedule on values) are caught by the race detector, by name: its
+    # Every removed barrier (7 prefill, 4 decode, 10 + 4 + 2 backward), the double-buffered
+    # prefill's next K, V and pages written into the buffers in use, decode's tile-512 partial
+    # scores in one buffer, the backward's next streamed rows' lse / D staged into the slot being
+    # read (double-buffered), the full-width-rows kernels' next tile (and lse / D) staged into the
+    # copy being multiplied, and the backward's finished P / dS in the partials' slot 0 at tile
+    # 512 (which survives every schedule on values) are caught by the race detector, by name: its
     # diagnostic, not just a failed comparison.
     races = [m.name for m in mutants.MUTANTS if m.race]
-    assert len(races) == 31 and "backward512_finished_in_partials_slot_0" in races
+    assert len(races) == 36 and "backward512_finished_in_partials_slot_0" in races
     not_by_the_detector = {name: results[name][1] for name in races
                            if "(DataRace)" not in results[name][1]}
     assert not not_by_the_detector, f"hazards not reported as data races: {not_by_the_detector}"

@@ -76,6 +76,32 @@ constexpr int mfs_bwd_tg_bytes(int d, int elem_bytes) {
          (mfs_bwd_partial_floats(d) + mfs_bwd_finished_floats(d, elem_bytes) +
           mfs_bwd_row_floats(d, elem_bytes)) * 4;
 }
+// The tiled passes by full-width rows (mfs_bwd_dkdv_rows, mfs_bwd_dq_rows in
+// attention_backward.metal; issue 20's change 1), which the plan picks at head-dim tiles up to
+// 64 (mfs_bwd_rows_tile): each of 4 SIMD-groups owns 8 keys (dK/dV) or 8 query rows (dQ) over
+// the whole head dim (K, V or Q, dO in registers in the input dtype; the fp32 accumulators: dK
+// and dV are 2 x D / 8 fragments, 32 floats a lane at tile 64, with K and V 64 in float32, which
+// is why the form stops there), computes S^T = K.Q^T and dP^T = V.dO^T (dQ: S = Q.K^T, dP =
+// dO.V^T) itself, finishes P and dS in registers and uses them as MMA operands (dV += P^T.dO,
+// dK += dS^T.Q; dQ += dS.K): no partials through threadgroup memory, no finishing pass. The
+// streamed tiles (and, dK/dV, their rows' lse and D) are double-buffered: one barrier per
+// streamed tile.
+#define MFS_BWD_ROWS_OWN 32
+#define MFS_BWD_ROWS_THREADS 128
+constexpr bool mfs_bwd_rows_tile(int d) { return d <= 64; }
+// One copy of the streamed tiles: Q and dO rows (padded by 16 bytes), their lse and D.
+constexpr int mfs_bwd_rows_copy_bytes(int d, int elem_bytes, int stream) {
+  return 2 * stream * mfs_bwd_ld(d, elem_bytes) * elem_bytes + 2 * stream * 4;
+}
+// Streamed rows per step: 32 while two copies fit 32 KiB, else 16 (float32 at tile 64: 34 KiB).
+constexpr int mfs_bwd_rows_stream(int d, int elem_bytes) {
+  return 2 * mfs_bwd_rows_copy_bytes(d, elem_bytes, 32) <= 32768 ? 32 : 16;
+}
+// Threadgroup memory: two copies, the Q/dO tiles of both first, then both copies' lse, D.
+constexpr int mfs_bwd_rows_tg_bytes(int d, int elem_bytes) {
+  return 2 * mfs_bwd_rows_copy_bytes(d, elem_bytes, mfs_bwd_rows_stream(d, elem_bytes));
+}
+
 // The D pass: rows per threadgroup, 4 SIMD-groups taking one row at a time.
 #define MFS_BWD_DOT_ROWS 16
 #define MFS_BWD_DOT_THREADS 128

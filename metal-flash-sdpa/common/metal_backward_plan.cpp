@@ -122,12 +122,28 @@ LaunchPlan make_backward_plan(const AttentionParams& p, const MetalBackwardArgs&
   plan.launches.push_back(backward_launch(
       "mfs_bwd_row_dot_" + sfx, PlanKernel::BackwardRowDot, p, args, sinks_dtype, target, mask_read,
       plan_ceil_div(p.max_seqlen_q, MFS_BWD_DOT_ROWS), p.heads_q, p.batch, MFS_BWD_DOT_THREADS, 0));
-  plan.launches.push_back(backward_launch(
-      "mfs_bwd_dkdv_" + sfx + dim, PlanKernel::BackwardDkDv, p, args, sinks_dtype, target, mask_read,
-      plan_ceil_div(p.max_seqlen_k, MFS_BWD_OWN), p.heads_kv, p.batch, mfs_bwd_threads(tile), tg_bytes));
-  plan.launches.push_back(backward_launch(
-      "mfs_bwd_dq_" + sfx + dim, PlanKernel::BackwardDq, p, args, sinks_dtype, target, mask_read,
-      plan_ceil_div(p.max_seqlen_q, MFS_BWD_OWN), p.heads_q, p.batch, mfs_bwd_threads(tile), tg_bytes));
+  if (mfs_bwd_rows_tile(tile)) {  // dK/dV by full-width rows: no partials, one barrier a tile
+    plan.launches.push_back(backward_launch(
+        "mfs_bwd_dkdv_rows_" + sfx + dim, PlanKernel::BackwardDkDv, p, args, sinks_dtype, target,
+        mask_read, plan_ceil_div(p.max_seqlen_k, MFS_BWD_ROWS_OWN), p.heads_kv, p.batch,
+        MFS_BWD_ROWS_THREADS, static_cast<uint32_t>(mfs_bwd_rows_tg_bytes(tile, eb))));
+  } else {
+    plan.launches.push_back(backward_launch(
+        "mfs_bwd_dkdv_" + sfx + dim, PlanKernel::BackwardDkDv, p, args, sinks_dtype, target,
+        mask_read, plan_ceil_div(p.max_seqlen_k, MFS_BWD_OWN), p.heads_kv, p.batch,
+        mfs_bwd_threads(tile), tg_bytes));
+  }
+  if (mfs_bwd_rows_tile(tile)) {
+    plan.launches.push_back(backward_launch(
+        "mfs_bwd_dq_rows_" + sfx + dim, PlanKernel::BackwardDq, p, args, sinks_dtype, target,
+        mask_read, plan_ceil_div(p.max_seqlen_q, MFS_BWD_ROWS_OWN), p.heads_q, p.batch,
+        MFS_BWD_ROWS_THREADS, static_cast<uint32_t>(mfs_bwd_rows_tg_bytes(tile, eb))));
+  } else {
+    plan.launches.push_back(backward_launch(
+        "mfs_bwd_dq_" + sfx + dim, PlanKernel::BackwardDq, p, args, sinks_dtype, target, mask_read,
+        plan_ceil_div(p.max_seqlen_q, MFS_BWD_OWN), p.heads_q, p.batch, mfs_bwd_threads(tile),
+        tg_bytes));
+  }
   if (p.flags & kHasSinks) {
     plan.launches.push_back(backward_launch("mfs_bwd_sinks", PlanKernel::BackwardSinks, p, args,
                                             sinks_dtype, target, mask_read, 1, p.heads_q, 1,
@@ -148,8 +164,9 @@ std::vector<std::string> all_backward_plan_kernel_names() {
     names.push_back("mfs_bwd_row_dot_" + sfx);
     for (int i = 0; i < MFS_NUM_HEAD_DIM_TILES; ++i) {
       const std::string dim = "_d" + std::to_string(mfs_head_dim_tile_at(i));
-      names.push_back("mfs_bwd_dkdv_" + sfx + dim);
-      names.push_back("mfs_bwd_dq_" + sfx + dim);
+      const std::string rows = mfs_bwd_rows_tile(mfs_head_dim_tile_at(i)) ? "rows_" : "";
+      names.push_back("mfs_bwd_dkdv_" + rows + sfx + dim);
+      names.push_back("mfs_bwd_dq_" + rows + sfx + dim);
     }
   }
   names.push_back("mfs_bwd_sinks");

@@ -5,8 +5,12 @@
 //   mfs_bwd_dq       a threadgroup owns 16 query rows of one head and loops over the key tiles
 //                    they see: dQ;
 //   mfs_bwd_sinks    d s_aux per head, summed over every row in a fixed order.
-// The two tiled passes share one shape (metal_backward_config.h): every SIMD-group keeps a
-// head-dim share of the owned rows in registers, computes partial S and dP over it against the
+// At head-dim tiles 32 and 64 the plan runs the tiled passes by full-width rows instead
+// (mfs_bwd_dkdv_rows, mfs_bwd_dq_rows, after mfs_bwd_dq below: 32 owned rows, 8 per SIMD-group
+// over the whole head dim, P and dS in registers, one barrier per streamed tile).
+// From tile 72 on the two tiled passes share one shape (metal_backward_config.h): every
+// SIMD-group keeps a head-dim share of the owned rows in registers, computes partial S and dP
+// over it against the
 // streamed tile (8x8 simdgroup_matrix MMAs, fp32), the partials are summed through threadgroup
 // memory in a fixed order, each element is finished once (P, dS times d logit / d q.k, from the
 // rules of common/attention_semantics.h applied by attention_kernel_common.h), and each
@@ -317,14 +321,26 @@ struct FinishedElement {
   float dqk;
   float dlogit;  // dS itself: d loss / d attn_mask's bias (slope 1)
 };
-template <int NSG, int SHARES, int TILE>
-inline FinishedElement bwd_finish(const threadgroup float* partial, int j, const ScoreRule rule,
-                                  int row, int key, float lse, float row_d, const EntryTerms t) {
-  static_assert(NSG % SHARES == 0, "the forward's shares are runs of whole SIMD-groups");
+// One entry finished from its S and dP (both kernels' one copy of the rule).
+inline FinishedElement bwd_finish_entry(const ScoreRule rule, float s, float dp, int row, int key,
+                                        float lse, float row_d, const EntryTerms t) {
   FinishedElement e;
   e.p = 0.0f;
   e.dqk = 0.0f;
   e.dlogit = 0.0f;
+  if (!t.live) return e;
+  const ScoreWithDerivative x = score_with_derivative(rule, s, row, key);
+  const float logit = mfs_mask_kind != kNoMask ? mask_biased(x.logit, t.bias) : x.logit;
+  const float prob = probability(logit, lse);
+  e.p = prob * t.drop;  // dropout: the output saw drop * P
+  e.dlogit = score_gradient(prob, dp * t.drop, row_d);
+  e.dqk = e.dlogit * x.dlogit_dqk;
+  return e;
+}
+template <int NSG, int SHARES, int TILE>
+inline FinishedElement bwd_finish(const threadgroup float* partial, int j, const ScoreRule rule,
+                                  int row, int key, float lse, float row_d, const EntryTerms t) {
+  static_assert(NSG % SHARES == 0, "the forward's shares are runs of whole SIMD-groups");
   float s = 0.0f, dp = 0.0f, share_s = 0.0f, share_dp = 0.0f;
 #pragma unroll
   for (int g = 0; g < NSG; ++g) {
@@ -340,14 +356,7 @@ inline FinishedElement bwd_finish(const threadgroup float* partial, int j, const
   // The partials are summed for every entry, also those that take no part (their blocks may not
   // have been computed): branching around the sums made ptxas spill dQ at tile 512 under its
   // 512-thread bound (registers.py, `mask` corner).
-  if (!t.live) return e;
-  const ScoreWithDerivative x = score_with_derivative(rule, s, row, key);
-  const float logit = mfs_mask_kind != kNoMask ? mask_biased(x.logit, t.bias) : x.logit;
-  const float prob = probability(logit, lse);
-  e.p = prob * t.drop;  // dropout: the output saw drop * P
-  e.dlogit = score_gradient(prob, dp * t.drop, row_d);
-  e.dqk = e.dlogit * x.dlogit_dqk;
-  return e;
+  return bwd_finish_entry(rule, s, dp, row, key, lse, row_d, t);
 }
 
 inline bool bwd_visible(constant AttentionParams& p, const SequenceBounds s, int row, int key) {
@@ -381,8 +390,8 @@ inline void bwd_stage_row_terms(threadgroup float* row_lse, threadgroup float* r
 }
 
 // Stages query tile [first, first + ST) of head h for the dk/dv pass: its Q and dO rows into
-// `pair` (Q, then dO, ST rows of `ld` each) and their lse and D into `terms` (MFS_BWD_OWN each).
-template <typename T, int SLOTS, int ST>
+// `pair` (Q, then dO, ST rows of `ld` each) and their lse and D into `terms` (TERMS_LD each).
+template <typename T, int SLOTS, int ST, int TERMS_LD = MFS_BWD_OWN>
 inline void bwd_stage_queries(threadgroup T* pair, int ld, threadgroup float* terms,
                               const thread StageSlot (&q_slots)[SLOTS],
                               const thread StageSlot (&do_slots)[SLOTS], const device T* q,
@@ -396,7 +405,7 @@ inline void bwd_stage_queries(threadgroup T* pair, int ld, threadgroup float* te
                             (long)h * a.dout_head_stride;
   bwd_stage<T, SLOTS>(pair, ld, q_slots, q_base, p.q_row_stride, first, end);
   bwd_stage<T, SLOTS>(pair + ST * ld, ld, do_slots, do_base, a.dout_row_stride, first, end);
-  bwd_stage_row_terms(terms, terms + MFS_BWD_OWN, lse, row_d, p, a, s, b, h, first, end, ST, tid);
+  bwd_stage_row_terms(terms, terms + TERMS_LD, lse, row_d, p, a, s, b, h, first, end, ST, tid);
 }
 
 // ---- dK, dV: a threadgroup owns 16 keys of one KV head -------------------------------------------
@@ -797,6 +806,391 @@ template <typename T, int D>
                              a.dq_row_stride, dqf, row0, rows_end, c_lo, qc, fr, fc);
 }
 
+// ---- dK, dV by full-width rows: head-dim tiles up to 64 (mfs_bwd_rows_tile) ---------------------
+// A threadgroup owns 32 keys of one KV head; SIMD-group g owns keys [k0 + 8 g, k0 + 8 g + 8) over
+// the whole head dim (K and V as fragments in the input dtype, dK and dV in fp32) and, for each
+// 8-row block of the streamed query tile, computes S^T = K.Q^T and dP^T = V.dO^T (Q^T, dO^T read
+// as transposed fragments of the row-major tiles), finishes its lane's two entries of P and dS in
+// registers (bwd_entry_terms, bwd_finish_entry: the other kernels' rules) and multiplies them as
+// the left operand: dV += P^T.dO, dK += dS^T.Q. Nothing but the streamed tiles goes through
+// threadgroup memory. S^T is summed in the prefill's groups of head-dim chunks
+// (mfs_score_group_chunks, each group from zero, the groups added in order, all in one
+// SIMD-group as the prefill does below tile 192), so S has the forward's bits. The streamed
+// tiles are double-buffered, one barrier per tile: tile t + 1 is staged into the copy every
+// SIMD-group finished reading before that barrier, while tile t is multiplied.
+template <typename T, int D>
+[[kernel, max_total_threads_per_threadgroup(MFS_BWD_ROWS_THREADS)]] void mfs_bwd_dkdv_rows(
+    const device T* q [[buffer(MFS_BUF_Q)]],
+    const device T* k [[buffer(MFS_BUF_K)]],
+    const device T* v [[buffer(MFS_BUF_V)]],
+    const device float* lse [[buffer(MFS_BUF_LSE)]],
+    const device int* cu_seqlens_q [[buffer(MFS_BUF_CU_Q)]],
+    const device int* cu_seqlens_k [[buffer(MFS_BUF_CU_K)]],
+    const device int* seqused_q [[buffer(MFS_BUF_SEQUSED_Q)]],
+    const device int* seqused_k [[buffer(MFS_BUF_SEQUSED_K)]],
+    const device float* alibi_slopes [[buffer(MFS_BUF_ALIBI)]],
+    const device T* dout [[buffer(MFS_BUF_DOUT)]],
+    device T* dk [[buffer(MFS_BUF_DK)]],
+    device T* dv [[buffer(MFS_BUF_DV)]],
+    const device float* row_d [[buffer(MFS_BUF_ROW_D)]],
+    const device uchar* mask [[buffer(MFS_BUF_MASK)]],
+    const device uchar* mask_tiles [[buffer(MFS_BUF_MASK_TILES)]],
+    constant AttentionParams& p [[buffer(MFS_BUF_PARAMS)]],
+    constant MetalBackwardArgs& a [[buffer(MFS_BUF_BWD_ARGS)]],
+    uint3 tg [[threadgroup_position_in_grid]],
+    uint tid [[thread_index_in_threadgroup]],
+    uint sg [[simdgroup_index_in_threadgroup]],
+    uint lane [[thread_index_in_simdgroup]]) {
+  constexpr int ES = sizeof(T);
+  constexpr int NT = MFS_BWD_ROWS_THREADS;
+  constexpr int OWN = MFS_BWD_ROWS_OWN;
+  constexpr int ST = mfs_bwd_rows_stream(D, ES);
+  constexpr int SC = ST / 8;
+  constexpr int LD = mfs_bwd_ld(D, ES);
+  constexpr int DC = D / 8;
+  constexpr int G = mfs_score_group_chunks(D);  // S's groups of chunks: the prefill's
+  constexpr int SLOTS = (ST * DC + NT - 1) / NT;
+  static_assert(mfs_bwd_rows_tile(D) && mfs_prefill_dsplit(D) == 1,
+                "one SIMD-group sums every S group, as the prefill does unsplit");
+  static_assert(OWN == 8 * (NT / 32), "8 owned keys per SIMD-group");
+  static_assert(mfs_bwd_rows_tg_bytes(D, ES) <= 32768, "dk/dv threadgroup memory");
+  // Two copies of the streamed Q and dO tiles, then both copies' lse and D.
+  threadgroup float4 storage[mfs_bwd_rows_tg_bytes(D, ES) / 16];  // 16-byte aligned
+  threadgroup T* tiles = (threadgroup T*)storage;
+  threadgroup float* row_terms = (threadgroup float*)(tiles + 2 * 2 * ST * LD);
+
+  const int b = (int)tg.z;
+  const int hk = (int)tg.y;
+  const int k0 = (int)tg.x * OWN;
+  const SequenceBounds s = bwd_sequence(p, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, b, lane);
+  if (k0 >= s.seqlen_k) return;  // the whole threadgroup: past this sequence's keys
+  const int k_end = min(k0 + OWN, s.seqlen_k);
+  const int sk0 = k0 + 8 * (int)sg;  // this SIMD-group's keys
+  const int sk_end = min(sk0 + 8, k_end);
+  const int qc = p.head_dim / 8;
+  const int vc = p.head_dim_v / 8;
+  const int fr = frag_row(lane);
+  const int fc = frag_col(lane);
+  const int group = p.heads_q / p.heads_kv;
+
+  // This SIMD-group's keys' K and V over the whole head dim, and their dK, dV accumulators.
+  FragStore<T> kf[1][DC], vf[1][DC];
+  bwd_load_rows<T, 1, DC>(kf, k + bwd_k_row(p.k_batch_stride, p.k_row_stride, s, b, 0) +
+                                  (long)hk * p.k_head_stride,
+                          p.k_row_stride, sk0, k_end, 0, qc, fr, fc);
+  bwd_load_rows<T, 1, DC>(vf, v + bwd_k_row(p.v_batch_stride, p.v_row_stride, s, b, 0) +
+                                  (long)hk * p.v_head_stride,
+                          p.v_row_stride, sk0, k_end, 0, vc, fr, fc);
+  simdgroup_float8x8 dkf[1][DC], dvf[1][DC];
+#pragma unroll
+  for (int c = 0; c < DC; ++c) {
+    dkf[0][c] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+    dvf[0][c] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+  }
+
+  StageSlot q_slots[SLOTS], do_slots[SLOTS];
+#pragma unroll
+  for (int n = 0; n < SLOTS; ++n) {
+    q_slots[n] = stage_slot((int)tid, n, NT, ST, qc);
+    do_slots[n] = stage_slot((int)tid, n, NT, ST, vc);
+  }
+  const KeyRange rows =
+      visible_queries_for_keys(k0, k_end, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
+  const MaskSummary mask_s = mask_summary(p);
+
+  // The streamed tiles, one per (query head of the group, query tile of `rows`), in that order;
+  // tile t in copy t % 2.
+  int h = hk * group;
+  int q0 = rows.begin;
+  ScoreRule rule = score_rule(p, alibi_slopes, s, b, h, lane);
+  if (rows.begin < rows.end) {
+    bwd_stage_queries<T, SLOTS, ST, ST>(tiles, LD, row_terms, q_slots, do_slots, q, dout, lse,
+                                        row_d, p, a, s, b, h, q0, rows.end, (int)tid);
+  }
+  for (int t = 0; rows.begin < rows.end; ++t) {  // no query row sees the keys: no tile
+    if (tid == 0) MSL_SIM_COUNT("bwd_stream_tiles", 1);
+    const int buf = t % 2;
+    const threadgroup T* q_tile = tiles + buf * 2 * ST * LD;
+    const threadgroup T* do_tile = q_tile + ST * LD;
+    const threadgroup float* stream_lse = row_terms + buf * 2 * ST;
+    const threadgroup float* stream_d = stream_lse + ST;
+    const bool head_ends = q0 + ST >= rows.end;
+    const int next_h = head_ends ? h + 1 : h;
+    const int next_q0 = head_ends ? rows.begin : q0 + ST;
+    const bool more = next_h < (hk + 1) * group;
+    // Tile t is staged, and every SIMD-group is past tile t - 1, whose copy takes tile t + 1.
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (more) {
+      threadgroup T* next_rows = tiles + (1 - buf) * 2 * ST * LD;
+      threadgroup float* next_row_terms = row_terms + (1 - buf) * 2 * ST;
+      bwd_stage_queries<T, SLOTS, ST, ST>(next_rows, LD, next_row_terms, q_slots, do_slots, q,
+                                          dout, lse, row_d, p, a, s, b, next_h, next_q0, rows.end,
+                                          (int)tid);
+    }
+
+#pragma unroll
+    for (int sc = 0; sc < SC; ++sc) {
+      // The 8 x 8 (keys, rows) block: skipped when no pair in it is visible or attn_mask closes it.
+      const int r0 = q0 + sc * 8;
+      const int r_end = min(r0 + 8, rows.end);
+      bool live = bwd_block_live(p, s, r0, r_end, sk0, sk_end);
+      uint mask_states = 0u;
+      if (mfs_mask_kind != kNoMask && live) {
+        mask_states = (uint)mask_range_state(mask_tiles, mask_s, b, h, r0, r_end, sk0, sk_end);
+        live = mask_states != (uint)kMaskTileClosed;
+      }
+      if (!live) continue;
+
+      // S^T = K.Q^T in the prefill's groups of chunks; dP^T = V.dO^T.
+      simdgroup_float8x8 s_t = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+#pragma unroll
+      for (int c0 = 0; c0 < DC; c0 += G) {
+        if (c0 >= qc) continue;
+        simdgroup_float8x8 part = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+#pragma unroll
+        for (int c = c0; c < c0 + G && c < DC; ++c) {
+          if (c >= qc) continue;
+          const simdgroup_float8x8 kc = frag_widen(kf[0][c]);
+          const simdgroup_float8x8 q_t = frag_load_transposed(q_tile, LD, c * 8, sc * 8, fr, fc);
+          simdgroup_multiply_accumulate(part, kc, q_t, part);
+        }
+        s_t.thread_elements()[0] += part.thread_elements()[0];
+        s_t.thread_elements()[1] += part.thread_elements()[1];
+      }
+      simdgroup_float8x8 dp_t = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+#pragma unroll
+      for (int c = 0; c < DC; ++c) {
+        if (c >= vc) continue;
+        const simdgroup_float8x8 vc_f = frag_widen(vf[0][c]);
+        const simdgroup_float8x8 do_t = frag_load_transposed(do_tile, LD, c * 8, sc * 8, fr, fc);
+        simdgroup_multiply_accumulate(dp_t, vc_f, do_t, dp_t);
+      }
+
+      // The lane's two entries (key sk0 + fr; rows r0 + fc, r0 + fc + 1) finished in registers.
+      simdgroup_float8x8 p_t, ds_t;
+      const int key = sk0 + fr;
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int row = r0 + fc + e;
+        const bool visible = key < k_end && row < rows.end && bwd_visible(p, s, row, key);
+        const EntryTerms et = bwd_entry_terms(p, s, mask, mask_states, 0, visible, b, h, row, key);
+        const FinishedElement fe =
+            bwd_finish_entry(rule, s_t.thread_elements()[e], dp_t.thread_elements()[e], row, key,
+                             stream_lse[sc * 8 + fc + e], stream_d[sc * 8 + fc + e], et);
+        p_t.thread_elements()[e] = fe.p;
+        ds_t.thread_elements()[e] = fe.dqk;
+      }
+
+      // dV += P^T.dO and dK += dS^T.Q over the whole head dim.
+#pragma unroll
+      for (int c = 0; c < DC; ++c) {
+        if (c >= vc) continue;
+        const simdgroup_float8x8 doc = frag_load(do_tile, LD, sc * 8, c * 8, fr, fc);
+        simdgroup_multiply_accumulate(dvf[0][c], p_t, doc, dvf[0][c]);
+      }
+#pragma unroll
+      for (int c = 0; c < DC; ++c) {
+        if (c >= qc) continue;
+        const simdgroup_float8x8 qc_f = frag_load(q_tile, LD, sc * 8, c * 8, fr, fc);
+        simdgroup_multiply_accumulate(dkf[0][c], ds_t, qc_f, dkf[0][c]);
+      }
+    }
+    if (!more) break;
+    if (next_h != h) rule = score_rule(p, alibi_slopes, s, b, next_h, lane);
+    h = next_h;
+    q0 = next_q0;
+  }
+
+  bwd_store_owned<T, 1, DC>(dk + bwd_k_row(a.dk_batch_stride, a.dk_row_stride, s, b, 0) +
+                                (long)hk * a.dk_head_stride,
+                            a.dk_row_stride, dkf, sk0, k_end, 0, qc, fr, fc);
+  bwd_store_owned<T, 1, DC>(dv + bwd_k_row(a.dv_batch_stride, a.dv_row_stride, s, b, 0) +
+                                (long)hk * a.dv_head_stride,
+                            a.dv_row_stride, dvf, sk0, k_end, 0, vc, fr, fc);
+}
+
+// ---- dQ by full-width rows: head-dim tiles up to 64 (mfs_bwd_rows_tile) --------------------------
+// The same shape for dQ: a threadgroup owns 32 query rows of one head; SIMD-group g owns rows
+// [row0 + 8 g, row0 + 8 g + 8) over the whole head dim (Q and dO as fragments in the input dtype,
+// dQ in fp32, each lane's row's lse and D in registers) and, for each 8-key block of the streamed
+// key tile, computes S = Q.K^T (the prefill's own product, in its groups of chunks) and
+// dP = dO.V^T, finishes its lane's two entries of dS in registers and multiplies dQ += dS.K. The
+// K and V tiles are double-buffered, one barrier per streamed tile.
+template <typename T, int D>
+[[kernel, max_total_threads_per_threadgroup(MFS_BWD_ROWS_THREADS)]] void mfs_bwd_dq_rows(
+    const device T* q [[buffer(MFS_BUF_Q)]],
+    const device T* k [[buffer(MFS_BUF_K)]],
+    const device T* v [[buffer(MFS_BUF_V)]],
+    const device float* lse [[buffer(MFS_BUF_LSE)]],
+    const device int* cu_seqlens_q [[buffer(MFS_BUF_CU_Q)]],
+    const device int* cu_seqlens_k [[buffer(MFS_BUF_CU_K)]],
+    const device int* seqused_q [[buffer(MFS_BUF_SEQUSED_Q)]],
+    const device int* seqused_k [[buffer(MFS_BUF_SEQUSED_K)]],
+    const device float* alibi_slopes [[buffer(MFS_BUF_ALIBI)]],
+    const device T* dout [[buffer(MFS_BUF_DOUT)]],
+    device T* dq [[buffer(MFS_BUF_DQ)]],
+    const device float* row_d [[buffer(MFS_BUF_ROW_D)]],
+    const device uchar* mask [[buffer(MFS_BUF_MASK)]],
+    const device uchar* mask_tiles [[buffer(MFS_BUF_MASK_TILES)]],
+    device float* dmask [[buffer(MFS_BUF_DMASK), function_constant(mfs_mask_grad)]],
+    constant AttentionParams& p [[buffer(MFS_BUF_PARAMS)]],
+    constant MetalBackwardArgs& a [[buffer(MFS_BUF_BWD_ARGS)]],
+    uint3 tg [[threadgroup_position_in_grid]],
+    uint tid [[thread_index_in_threadgroup]],
+    uint sg [[simdgroup_index_in_threadgroup]],
+    uint lane [[thread_index_in_simdgroup]]) {
+  constexpr int ES = sizeof(T);
+  constexpr int NT = MFS_BWD_ROWS_THREADS;
+  constexpr int OWN = MFS_BWD_ROWS_OWN;
+  constexpr int ST = mfs_bwd_rows_stream(D, ES);
+  constexpr int SC = ST / 8;
+  constexpr int LD = mfs_bwd_ld(D, ES);
+  constexpr int DC = D / 8;
+  constexpr int G = mfs_score_group_chunks(D);  // S's groups of chunks: the prefill's
+  constexpr int SLOTS = (ST * DC + NT - 1) / NT;
+  static_assert(mfs_bwd_rows_tile(D) && mfs_prefill_dsplit(D) == 1,
+                "one SIMD-group sums every S group, as the prefill does unsplit");
+  static_assert(OWN == 8 * (NT / 32), "8 owned rows per SIMD-group");
+  static_assert(mfs_bwd_rows_tg_bytes(D, ES) <= 32768, "dq threadgroup memory");
+  // Two copies of the streamed K and V tiles (the layout's lse / D area is not used here).
+  threadgroup float4 storage[mfs_bwd_rows_tg_bytes(D, ES) / 16];  // 16-byte aligned
+  threadgroup T* tiles = (threadgroup T*)storage;
+
+  const int b = (int)tg.z;
+  const int h = (int)tg.y;
+  const int row0 = (int)tg.x * OWN;
+  const SequenceBounds s = bwd_sequence(p, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, b, lane);
+  if (row0 >= s.seqlen_q) return;  // the whole threadgroup: past this sequence's queries
+  const int rows_end = min(row0 + OWN, s.seqlen_q);
+  const int sr0 = row0 + 8 * (int)sg;  // this SIMD-group's rows
+  const int sr_end = min(sr0 + 8, rows_end);
+  const int hk = h / (p.heads_q / p.heads_kv);
+  const int qc = p.head_dim / 8;
+  const int vc = p.head_dim_v / 8;
+  const int fr = frag_row(lane);
+  const int fc = frag_col(lane);
+
+  // This SIMD-group's rows' Q and dO over the whole head dim, their dQ accumulators, and the
+  // lse and D of the lane's row (sr0 + fr).
+  FragStore<T> qf[1][DC], df[1][DC];
+  bwd_load_rows<T, 1, DC>(qf, q + bwd_q_row(p.q_batch_stride, p.q_row_stride, s, b, 0) +
+                                  (long)h * p.q_head_stride,
+                          p.q_row_stride, sr0, rows_end, 0, qc, fr, fc);
+  bwd_load_rows<T, 1, DC>(df, dout + bwd_q_row(a.dout_batch_stride, a.dout_row_stride, s, b, 0) +
+                                  (long)h * a.dout_head_stride,
+                          a.dout_row_stride, sr0, rows_end, 0, vc, fr, fc);
+  simdgroup_float8x8 dqf[1][DC];
+#pragma unroll
+  for (int c = 0; c < DC; ++c) dqf[0][c] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+  const int row = sr0 + fr;
+  const float row_lse = row < rows_end ? load_lse(lse, bwd_lse_index(p, s, b, h, row)) : kMaskedScore;
+  const float row_dot = row < rows_end ? row_d[bwd_d_index(p, a, s, b, h, row)] : 0.0f;
+  const ScoreRule rule = score_rule(p, alibi_slopes, s, b, h, lane);
+
+  StageSlot k_slots[SLOTS], v_slots[SLOTS];
+#pragma unroll
+  for (int n = 0; n < SLOTS; ++n) {
+    k_slots[n] = stage_slot((int)tid, n, NT, ST, qc);
+    v_slots[n] = stage_slot((int)tid, n, NT, ST, vc);
+  }
+  const device T* k_base = k + bwd_k_row(p.k_batch_stride, p.k_row_stride, s, b, 0) +
+                           (long)hk * p.k_head_stride;
+  const device T* v_base = v + bwd_k_row(p.v_batch_stride, p.v_row_stride, s, b, 0) +
+                           (long)hk * p.v_head_stride;
+  const KeyRange hull =
+      visible_keys_for_rows(row0, rows_end, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
+  const MaskSummary mask_s = mask_summary(p);
+
+  // Key tile t in copy t % 2.
+  if (hull.begin < hull.end) {
+    bwd_stage<T, SLOTS>(tiles, LD, k_slots, k_base, p.k_row_stride, hull.begin, hull.end);
+    bwd_stage<T, SLOTS>(tiles + ST * LD, LD, v_slots, v_base, p.v_row_stride, hull.begin, hull.end);
+  }
+  for (int k0 = hull.begin, t = 0; k0 < hull.end; k0 += ST, ++t) {
+    if (tid == 0) MSL_SIM_COUNT("bwd_stream_tiles", 1);
+    const int buf = t % 2;
+    const threadgroup T* k_tile = tiles + buf * 2 * ST * LD;
+    const threadgroup T* v_tile = k_tile + ST * LD;
+    // Tile t is staged, and every SIMD-group is past tile t - 1, whose copy takes tile t + 1.
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (k0 + ST < hull.end) {
+      threadgroup T* next_keys = tiles + (1 - buf) * 2 * ST * LD;
+      bwd_stage<T, SLOTS>(next_keys, LD, k_slots, k_base, p.k_row_stride, k0 + ST, hull.end);
+      bwd_stage<T, SLOTS>(next_keys + ST * LD, LD, v_slots, v_base, p.v_row_stride, k0 + ST,
+                          hull.end);
+    }
+
+#pragma unroll
+    for (int sc = 0; sc < SC; ++sc) {
+      // The 8 x 8 (rows, keys) block: skipped when no pair in it is visible or attn_mask closes it.
+      const int kk0 = k0 + sc * 8;
+      const int kk_end = min(kk0 + 8, hull.end);
+      bool live = bwd_block_live(p, s, sr0, sr_end, kk0, kk_end);
+      uint mask_states = 0u;
+      if (mfs_mask_kind != kNoMask && live) {
+        mask_states = (uint)mask_range_state(mask_tiles, mask_s, b, h, sr0, sr_end, kk0, kk_end);
+        live = mask_states != (uint)kMaskTileClosed;
+      }
+      if (!live) continue;
+
+      // S = Q.K^T in the prefill's groups of chunks; dP = dO.V^T.
+      simdgroup_float8x8 sf = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+#pragma unroll
+      for (int c0 = 0; c0 < DC; c0 += G) {
+        if (c0 >= qc) continue;
+        simdgroup_float8x8 part = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+#pragma unroll
+        for (int c = c0; c < c0 + G && c < DC; ++c) {
+          if (c >= qc) continue;
+          const simdgroup_float8x8 qc_f = frag_widen(qf[0][c]);
+          const simdgroup_float8x8 k_t = frag_load_transposed(k_tile, LD, c * 8, sc * 8, fr, fc);
+          simdgroup_multiply_accumulate(part, qc_f, k_t, part);
+        }
+        sf.thread_elements()[0] += part.thread_elements()[0];
+        sf.thread_elements()[1] += part.thread_elements()[1];
+      }
+      simdgroup_float8x8 dpf = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+#pragma unroll
+      for (int c = 0; c < DC; ++c) {
+        if (c >= vc) continue;
+        const simdgroup_float8x8 doc = frag_widen(df[0][c]);
+        const simdgroup_float8x8 v_t = frag_load_transposed(v_tile, LD, c * 8, sc * 8, fr, fc);
+        simdgroup_multiply_accumulate(dpf, doc, v_t, dpf);
+      }
+
+      // The lane's two entries (row sr0 + fr; keys kk0 + fc, kk0 + fc + 1) finished in registers.
+      simdgroup_float8x8 dsf;
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int key = kk0 + fc + e;
+        const bool visible = row < rows_end && key < hull.end && bwd_visible(p, s, row, key);
+        const EntryTerms et = bwd_entry_terms(p, s, mask, mask_states, 0, visible, b, h, row, key);
+        const FinishedElement fe = bwd_finish_entry(rule, sf.thread_elements()[e],
+                                                    dpf.thread_elements()[e], row, key, row_lse,
+                                                    row_dot, et);
+        dsf.thread_elements()[e] = fe.dqk;
+        // d attn_mask = dS, written once per visible kept (row, key) by the threadgroup owning the
+        // row (the rest of the zero-filled gradient stays 0: P = 0 there).
+        if (mfs_mask_grad && et.live) {
+          dmask[(((long)b * p.heads_q + h) * p.seqlen_q + row) * p.seqlen_k + key] = fe.dlogit;
+        }
+      }
+
+      // dQ += dS.K over the whole head dim.
+#pragma unroll
+      for (int c = 0; c < DC; ++c) {
+        if (c >= qc) continue;
+        const simdgroup_float8x8 kc = frag_load(k_tile, LD, sc * 8, c * 8, fr, fc);
+        simdgroup_multiply_accumulate(dqf[0][c], dsf, kc, dqf[0][c]);
+      }
+    }
+  }
+
+  bwd_store_owned<T, 1, DC>(dq + bwd_q_row(a.dq_batch_stride, a.dq_row_stride, s, b, 0) +
+                                (long)h * a.dq_head_stride,
+                            a.dq_row_stride, dqf, sr0, rows_end, 0, qc, fr, fc);
+}
+
 #define MFS_BWD_STR_(x) #x
 #define MFS_BWD_STR(x) MFS_BWD_STR_(x)
 
@@ -811,6 +1205,18 @@ template <typename T, int D>
   MFS_INSTANTIATE_BWD_TILED(half, f16, D)     \
   MFS_INSTANTIATE_BWD_TILED(bfloat, bf16, D)
 
+// Tiles up to 64 (mfs_bwd_rows_tile): dK/dV and dQ by full-width rows.
+#define MFS_INSTANTIATE_BWD_ROWS(T, tname, D)                                     \
+  template [[host_name(MFS_BWD_STR(mfs_bwd_dkdv_rows_##tname##_d##D))]] [[kernel]] \
+  decltype(mfs_bwd_dkdv_rows<T, D>) mfs_bwd_dkdv_rows<T, D>;                       \
+  template [[host_name(MFS_BWD_STR(mfs_bwd_dq_rows_##tname##_d##D))]] [[kernel]]   \
+  decltype(mfs_bwd_dq_rows<T, D>) mfs_bwd_dq_rows<T, D>;
+
+#define MFS_INSTANTIATE_BWD_ROWS_DTYPES(D) \
+  MFS_INSTANTIATE_BWD_ROWS(float, f32, D)  \
+  MFS_INSTANTIATE_BWD_ROWS(half, f16, D)   \
+  MFS_INSTANTIATE_BWD_ROWS(bfloat, bf16, D)
+
 #define MFS_INSTANTIATE_BWD_ROW_DOT(T, tname)                                \
   template [[host_name(MFS_BWD_STR(mfs_bwd_row_dot_##tname))]] [[kernel]]   \
   decltype(mfs_bwd_row_dot<T>) mfs_bwd_row_dot<T>;
@@ -819,9 +1225,10 @@ MFS_INSTANTIATE_BWD_ROW_DOT(float, f32)
 MFS_INSTANTIATE_BWD_ROW_DOT(half, f16)
 MFS_INSTANTIATE_BWD_ROW_DOT(bfloat, bf16)
 
-// Keep in step with mfs_head_dim_tile_at() (test_metal_design.py checks every plan pick exists).
-MFS_INSTANTIATE_BWD_TILED_DTYPES(32)
-MFS_INSTANTIATE_BWD_TILED_DTYPES(64)
+// Keep in step with mfs_head_dim_tile_at() and mfs_bwd_rows_tile() (test_metal_design.py checks
+// every plan pick exists).
+MFS_INSTANTIATE_BWD_ROWS_DTYPES(32)
+MFS_INSTANTIATE_BWD_ROWS_DTYPES(64)
 MFS_INSTANTIATE_BWD_TILED_DTYPES(72)
 MFS_INSTANTIATE_BWD_TILED_DTYPES(80)
 MFS_INSTANTIATE_BWD_TILED_DTYPES(96)

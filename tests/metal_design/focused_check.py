@@ -106,6 +106,8 @@ BACKWARD_CASES = [
     ("backward_causal", [70, 33], [70, 90], 4, 2, 64,
      dict(causal=True, sinks=True, alibi=True, softcap=2.0)),
     ("backward_window", [45, 5], [60, 0], 4, 1, 64, dict(window_size=(20, 3), sinks=True)),
+    # Tile 72: dK/dV and dQ by head-dim shares (tiles up to 64 run them by full-width rows).
+    ("backward_d72_causal", [37, 20], [45, 20], 4, 2, 72, dict(causal=True, softcap=2.0, alone=True)),
     # Dropout (metal/attention_dropout.h), forward and gradients against the reference with the
     # stream's mask: a window's hull starts key tiles off multiples of 4 (a lane's key pair then
     # straddles two Philox blocks); decode-sized queries, which the plan sends to the prefill.

@@ -185,8 +185,12 @@ MUTANTS = [
 
 
 def reduce_instantiations(text: str, wide: bool = False) -> str:
+    """Keeps tile 64 (and 512 when wide), and the backward's tile 72: at 64 dK/dV and dQ run by
+    full-width rows (mfs_bwd_*_rows), so the head-dim-share kernels are checked at 72."""
     keep = "64|512" if wide else "64"
-    return re.sub(rf"^MFS_INSTANTIATE_(PREFILL|DECODE|BWD_TILED)_DTYPES\((?!(?:{keep})\))\d+\)\n",
+    text = re.sub(rf"^MFS_INSTANTIATE_BWD_TILED_DTYPES\((?!(?:{keep}|72)\))\d+\)\n", "", text,
+                  flags=re.M)
+    return re.sub(rf"^MFS_INSTANTIATE_(PREFILL|DECODE|BWD_ROWS)_DTYPES\((?!(?:{keep})\))\d+\)\n",
                   "", text, flags=re.M)
 
 
@@ -213,14 +217,32 @@ MUTANTS += [
            replace_once("threadgroup T* next = tiles + (1 - buf) * 2 * ST * LD;",
                         "threadgroup T* next = tiles + buf * 2 * ST * LD;"),
            ),
+    # dK/dV and dQ by full-width rows (tiles 32, 64): the one barrier per streamed tile of each
+    # (source order 10, 11), and the next tile's rows (or, dK/dV, their lse/D) staged into the
+    # copy being multiplied.
+    *(Mutant(f"backward_rows_barrier_{i}", "attention_backward.metal",
+             remove_nth("threadgroup_barrier(", i), race=True) for i in (10, 11)),
+    Mutant("backward_rows_dq_next_tile_into_current_copy", "attention_backward.metal",
+           replace_once("threadgroup T* next_keys = tiles + (1 - buf) * 2 * ST * LD;",
+                        "threadgroup T* next_keys = tiles + buf * 2 * ST * LD;"),
+           race=True),
+    Mutant("backward_rows_dkdv_next_tile_into_current_copy", "attention_backward.metal",
+           replace_once("threadgroup T* next_rows = tiles + (1 - buf) * 2 * ST * LD;",
+                        "threadgroup T* next_rows = tiles + buf * 2 * ST * LD;"),
+           race=True),
+    Mutant("backward_rows_dkdv_next_row_terms_into_current_copy", "attention_backward.metal",
+           replace_once("threadgroup float* next_row_terms = row_terms + (1 - buf) * 2 * ST;",
+                        "threadgroup float* next_row_terms = row_terms + buf * 2 * ST;"),
+           race=True),
     Mutant("backward_mask_end_off_by_one", "attention_backward.metal",
            replace_once("key >= r.begin && key < r.end", "key >= r.begin && key <= r.end")),
     Mutant("backward_no_softcap_derivative", "attention_kernel_common.h",
            replace_once("s.dlogit_dqk *= softcap_derivative(s.logit, r.softcap);", "")),
+    # (both dK/dV kernels: by head-dim shares, checked at tile 72, and by full-width rows, at 64)
     Mutant("backward_gqa_wrong_heads", "attention_backward.metal",
-           lambda text: replace_once("const bool more = next_h < (hk + 1) * group;",
-                                     "const bool more = next_h < hk + group;")(
-               replace_once("int h = hk * group;\n", "int h = hk;\n")(text))),
+           lambda text: replace_each("const bool more = next_h < (hk + 1) * group;",
+                                     "const bool more = next_h < hk + group;", 2)(
+               replace_each("int h = hk * group;\n", "int h = hk;\n", 2)(text))),
     Mutant("backward_sink_gradient_sign", "attention_backward.metal",
            replace_once("acc += sink_gradient(", "acc -= sink_gradient(")),
     # Tile 512 only: its two barriers per tile in each pass (barriers 2, 3 of dk/dv and 7, 8 of

@@ -138,6 +138,9 @@ def instantiated_backward_names() -> set[str]:
     for dim in re.findall(r"^MFS_INSTANTIATE_BWD_TILED_DTYPES\((\d+)\)", backward, re.M):
         for dtype in DTYPES:
             names.update({f"mfs_bwd_dkdv_{dtype}_d{dim}", f"mfs_bwd_dq_{dtype}_d{dim}"})
+    for dim in re.findall(r"^MFS_INSTANTIATE_BWD_ROWS_DTYPES\((\d+)\)", backward, re.M):
+        for dtype in DTYPES:
+            names.update({f"mfs_bwd_dkdv_rows_{dtype}_d{dim}", f"mfs_bwd_dq_rows_{dtype}_d{dim}"})
     for suffix in re.findall(r"^MFS_INSTANTIATE_BWD_ROW_DOT\(\w+, (\w+)\)", backward, re.M):
         names.add(f"mfs_bwd_row_dot_{suffix}")
     names.update(re.findall(r"\]\] void (mfs_bwd_sinks)\(", backward))
