@@ -89,6 +89,24 @@ def test_threadgroup_memory_at_the_largest_tiles():
 
 
 @pytest.mark.kernels_ci
+def test_16_bit_streamed_tiles_are_double_buffered_within_32_kib():
+    # metal_backward_config.h, mfs_bwd_stream_buffers: 16-bit dtypes stage two copies of the
+    # streamed tiles (rows padded by 16 B) and of their lse, D, and the finished P, dS get their
+    # own area; float32 stages one copy, the finished P, dS in slot 0 of the partials.
+    for d, st, nsg in ((64, 16, 4), (128, 16, 4), (256, 8, 8)):
+        partials = nsg * 2 * 16 * (st + 4)
+        for dtype in DTYPES:
+            eb = ELEM_BYTES[dtype]
+            copies = 2 if eb == 2 else 1
+            p = backward_plan(dtype, "f32", **fields(head_dim=d))
+            tiled = [l for l in p["launches"] if l["kind"] in (BWD_DKDV, BWD_DQ)]
+            finished = 2 * 16 * (st + 4) if copies == 2 else 0
+            want = copies * 2 * st * (d + 16 // eb) * eb + (partials + finished + copies * 2 * 16) * 4
+            assert [l["tgmem"] for l in tiled] == [want] * 2, (dtype, d)
+            assert want <= MAX_TG_BYTES
+
+
+@pytest.mark.kernels_ci
 def test_sinks_get_their_own_deterministic_launch():
     p = backward_plan("bf16", "f16", **fields(flags=VARLEN_Q | VARLEN_K | WRITE_LSE | HAS_SINKS))
     sinks = p["launches"][-1]

@@ -68,6 +68,15 @@ def test_backward_counters_present_and_sane(fa_sim, config, monkeypatch):
     m = metal_traffic.measure_backward(fa_sim, config)
     check_sane(m["design_counters"], config)
     assert {k["family"] for k in m["design_counters"]} == {"bwd_dkdv", "bwd_dq"}
+    # Barriers per streamed tile (metal_backward_config.h, mfs_bwd_stream_buffers): two where
+    # the streamed tiles are double-buffered (16-bit dtypes) or read into registers (tile 512),
+    # four where float32 stages one copy; a prologue barrier per threadgroup may add a fraction.
+    for k in m["design_counters"]:
+        tile = int(k["kernel"].rsplit("_d", 1)[1])
+        if metal_traffic.ELEM[config.dtype] == 2 or tile == 512:
+            assert k["barriers_per_tile"] <= 2.5, k
+        else:
+            assert k["barriers_per_tile"] == 4, k
 
 
 def test_bank_conflicts_are_off_unless_asked(fa_sim, monkeypatch):

@@ -224,19 +224,24 @@ def test_gpu_cores_from_the_architecture_name():
     assert gpu_cores("something else") == 10
 
 
+def run_plan_test(tmp_path, name):
+    """Builds tests/metal_design/<name>.cpp with both launch plans (plain C++) and runs it."""
+    common = REPO / "metal-flash-sdpa" / "common"
+    exe = tmp_path / name
+    subprocess.run(["g++", "-std=c++17", "-O1", f"-I{common}",
+                    str(REPO / "tests" / "metal_design" / f"{name}.cpp"),
+                    str(common / "metal_launch_plan.cpp"), str(common / "metal_backward_plan.cpp"),
+                    "-o", str(exe)], check=True)
+    r = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-4000:]
+
+
 @pytest.mark.kernels_ci
 def test_plan_split_sizing_and_live_pairs_in_cpp(tmp_path):
     """tests/metal_design/plan_split_test.cpp, plain C++ over the plan: core counts per die,
     split-K sizing (the target SIMD-groups per core on the full die, no split more than that
     needs, partials within their bound) and decode's live pair count (function constant 15)."""
-    common = REPO / "metal-flash-sdpa" / "common"
-    exe = tmp_path / "plan_split_test"
-    subprocess.run(["g++", "-std=c++17", "-O1", f"-I{common}",
-                    str(REPO / "tests" / "metal_design" / "plan_split_test.cpp"),
-                    str(common / "metal_launch_plan.cpp"), str(common / "metal_backward_plan.cpp"),
-                    "-o", str(exe)], check=True)
-    r = subprocess.run([str(exe)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout[-4000:]
+    run_plan_test(tmp_path, "plan_split_test")
 
 
 @pytest.mark.kernels_ci
@@ -245,14 +250,7 @@ def test_plan_binds_nothing_at_guarded_parameters_in_cpp(tmp_path):
     bound at a [[buffer(i), function_constant(c)]] parameter while c is off (lse without
     write_lse, d attn_mask without mask_grad, the decode's split-K scratch without a split), the
     tensor while it is on."""
-    common = REPO / "metal-flash-sdpa" / "common"
-    exe = tmp_path / "plan_guarded_buffers_test"
-    subprocess.run(["g++", "-std=c++17", "-O1", f"-I{common}",
-                    str(REPO / "tests" / "metal_design" / "plan_guarded_buffers_test.cpp"),
-                    str(common / "metal_launch_plan.cpp"), str(common / "metal_backward_plan.cpp"),
-                    "-o", str(exe)], check=True)
-    r = subprocess.run([str(exe)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout[-4000:]
+    run_plan_test(tmp_path, "plan_guarded_buffers_test")
 
 
 @pytest.mark.kernels_ci
@@ -634,12 +632,13 @@ def test_planted_bugs_are_caught():
                  if name not in baselines and passed is not False]
     assert not survivors, f"planted bugs not caught with a diagnostic: {survivors}"
     assert len(results) == len(mutants.MUTANTS) + len(baselines)
-    # Every removed barrier (5 prefill, 4 decode, 8 + 4 backward), decode's tile-512 partial
-    # scores in one buffer, and the backward's finished P / dS in the partials' slot 0 at tile 512
-    # (which survives every schedule on values) are caught by the race detector, by name: its
-    # diagnostic, not just a failed comparison.
+    # Every removed barrier (5 prefill, 4 decode, 10 + 4 backward), decode's tile-512 partial
+    # scores in one buffer, the backward's next streamed rows' lse / D staged into the slot being
+    # read (double-buffered), and the backward's finished P / dS in the partials' slot 0
+    # at tile 512 (which survives every schedule on values) are caught by the race detector, by
+    # name: its diagnostic, not just a failed comparison.
     races = [m.name for m in mutants.MUTANTS if m.race]
-    assert len(races) == 23 and "backward512_finished_in_partials_slot_0" in races
+    assert len(races) == 26 and "backward512_finished_in_partials_slot_0" in races
     not_by_the_detector = {name: results[name][1] for name in races
                            if "(DataRace)" not in results[name][1]}
     assert not not_by_the_detector, f"hazards not reported as data races: {not_by_the_detector}"

@@ -108,6 +108,77 @@ def test_fully_masked_rows_are_zeros_as_in_torch(fa, device, generator):
         assert torch.equal(out.cpu(), torch.zeros_like(out.cpu()))
 
 
+# A finite bias as large as a float allows (transformers pads with torch.finfo(dtype).min):
+# (query dtype, mask dtype, value).
+HUGE_BIASES = {
+    "f32_finfo_min": (torch.float32, torch.float32, torch.finfo(torch.float32).min),
+    "f32_-1e38": (torch.float32, torch.float32, -1e38),
+    "f16_finfo_min": (torch.float16, torch.float16, torch.finfo(torch.float16).min),
+    "bf16_finfo_min": (torch.bfloat16, torch.bfloat16, torch.finfo(torch.bfloat16).min),
+    "bf16_f32_finfo_min": (torch.bfloat16, torch.float32, torch.finfo(torch.float32).min),
+}
+
+
+def huge_bias_mask(generator, n, h, L, S, fill, full_rows=True):
+    """An ordinary float bias with `fill` (finite) where models pad: keys past 64 of batch 1 (a
+    mix of `fill` and ordinary entries in every row), every other key of one row, a row of `fill`
+    beside one -inf; with full_rows, rows whose every key is `fill`. Row 21 of (0, 0) is -inf."""
+    mask = torch.randn(n, h, L, S, generator=generator)
+    mask[1, :, :, 64:] = fill
+    mask[0, 1, 17, ::2] = fill
+    mask[0, 0, 21, :] = float("-inf")  # saw no key: zeros, as torch
+    if full_rows:
+        mask[0, :, 3, :] = fill
+        mask[1, 0, 9, :] = fill
+        mask[0, 0, 22, :] = fill
+        mask[0, 0, 22, 5] = float("-inf")
+    return mask
+
+
+@pytest.mark.parametrize("case", sorted(HUGE_BIASES))
+def test_rows_of_huge_finite_bias_as_in_torch(fa, device, generator, case):
+    """A finite bias is a score, never a removal, however large: in torch a row whose every key
+    has torch.finfo(float32).min has all its scores rounded to one value, so its softmax is
+    uniform (the mean of V), not the zeros of a row that saw no key; in a row with ordinary
+    scores such a key gets probability 0 (fp16's finfo.min, -65504, keeps the scores apart)."""
+    dtype, mask_dtype, fill = HUGE_BIASES[case]
+    n, h, L, S, e = 2, 2, 40, 90, 32
+    q, k, v = (randn(generator, n, h, m, e, dtype=dtype, device=device) for m in (L, S, S))
+    mask = huge_bias_mask(generator, n, h, L, S, fill).to(mask_dtype).to(device)
+    out = fa.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    want = reference(q, k, v, mask)
+    assert_close(out, want, dtype)
+    assert torch.equal(out[0, 0, 21].cpu(), torch.zeros(e, dtype=dtype))
+    if fill < -1e30:  # the mean of V, as torch
+        assert_close(out[0, :, 3], v[0].double().mean(-2), dtype)
+
+
+@pytest.mark.parametrize("case", sorted(HUGE_BIASES))
+def test_gradients_through_huge_finite_bias_as_in_torch(fa, device, generator, case):
+    """The backward through rows mixing huge finite and ordinary biases (the mask's gradient
+    included) against the float64 math path; and through rows whose every key has the huge
+    bias against torch's own default (fused, lse-based) CPU kernel, which is what both builds
+    compute there: docs/API.md, "attn_mask"."""
+    dtype, mask_dtype, fill = HUGE_BIASES[case]
+    n, h, L, S, e = 2, 2, 40, 90, 32
+    q, k, v = (randn(generator, n, h, m, e, dtype=dtype, device=device).requires_grad_(True)
+               for m in (L, S, S))
+    mask = huge_bias_mask(generator, n, h, L, S, fill, full_rows=False).to(mask_dtype)
+    check_gradients(fa.scaled_dot_product_attention,
+                    (q, k, v, mask.to(device).requires_grad_(True), {}), dtype)
+    if dtype != torch.float32:
+        return
+    mask = huge_bias_mask(generator, n, h, L, S, fill).to(device)
+    out = fa.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    dout = torch.randn(out.shape, generator=generator).to(out)
+    got = torch.autograd.grad(out, (q, k, v), dout)
+    base_in = [leaf(t.cpu()) for t in (q, k, v)]
+    base_out = F.scaled_dot_product_attention(*base_in, attn_mask=mask.cpu())
+    assert "Flash" in type(base_out.grad_fn).__name__  # torch's fused kernel, not its math path
+    for name, g, w in zip("qkv", got, torch.autograd.grad(base_out, base_in, dout.cpu())):
+        assert_close(g, w, dtype, what=f"d{name}")
+
+
 @pytest.mark.parametrize("where", ["q", "k"])
 def test_nan_score_at_a_removed_key_as_in_torch(fa, device, generator, where):
     """torch's math path adds a boolean mask's -inf to the scores: a NaN score at a key the mask
@@ -280,11 +351,28 @@ def test_same_errors_as_torch(fa, device, generator):
                       attn_mask=torch.ones(4, 6, 6, dtype=torch.bool, device=device))
 
 
-def test_bad_dropout_p_is_refused_by_name(fa, device, generator):
-    # dropout itself: test_dropout.py::test_sdpa_dropout, routed: ::test_routed_training_step_with_dropout
+@pytest.mark.parametrize("bad", [-0.1, -1.0, 1.5, float("nan"), float("inf"), float("-inf"), "0.1"],
+                         ids=str)
+def test_bad_dropout_p_raises_as_torch(fa, device, generator, bad):
+    """torch 2.13 raises for a dropout_p below 0 or above 1, NaN (RuntimeError) or not a number
+    (TypeError); so do we, naming dropout_p. (Only torch's math backend, picked by hand, ignores a
+    negative one.) Dropout itself: test_dropout.py::test_sdpa_dropout, routed:
+    ::test_routed_training_step_with_dropout."""
     q = randn(generator, 1, 2, 4, 8, device=device)
-    with pytest.raises(ValueError, match="dropout_p"):
-        fa.scaled_dot_product_attention(q, q, q, dropout_p=-0.1)
+    with pytest.raises(Exception) as theirs:
+        F.scaled_dot_product_attention(q, q, q, dropout_p=bad)
+    assert type(theirs.value) in (RuntimeError, TypeError)
+    with pytest.raises(type(theirs.value), match="dropout_p"):
+        fa.scaled_dot_product_attention(q, q, q, dropout_p=bad)
+
+
+@pytest.mark.parametrize("one", [1.0, 1, True], ids=repr)
+def test_dropout_p_one_is_refused_by_name(fa, device, generator, one):
+    """torch drops every probability (zeros); the kernels do not take it: refused by name."""
+    q = randn(generator, 1, 2, 4, 8, device=device)
+    assert torch.equal(F.scaled_dot_product_attention(q, q, q, dropout_p=one), torch.zeros_like(q))
+    with pytest.raises(NotImplementedError, match="dropout_p"):
+        fa.scaled_dot_product_attention(q, q, q, dropout_p=one)
 
 
 def test_routing(fa, variant, device, generator, monkeypatch):

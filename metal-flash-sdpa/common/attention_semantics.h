@@ -250,6 +250,25 @@ MFS_RULE V mask_biased(V score, B bias) {
   return score + bias;
 }
 
+// A finite floating mask value as the kernels add it. The cpu adds it as it is, as torch does.
+// Metal raises it to -2^95 (kLargestMaskBias) at least: there a bias of torch.finfo(float32).min
+// (what transformers writes for padding) would overflow to -inf in log2 units, below
+// kMaskedScore, and its key would count as removed; raised, it stays a score, so torch's answers
+// hold: in a row where every key has such a bias all scores round to one value (a score is far
+// below an ulp there) and the softmax is uniform, the mean of V; in a row with any ordinary score
+// such a key's probability is exp(-4e28) = 0. (Distinct biases below -2^95 in one row tie here,
+// where torch keeps the largest.) -2^95 * log2(e) = -5.7e28 stays above kMaskedScoreAtMost, and
+// times ln(2) rounds back to -2^95: the backward's logit and lse agree bit for bit, as on the cpu.
+// A NaN stays NaN (the comparison is false), and so does +inf (its score makes the row NaN).
+#ifdef __METAL_VERSION__
+static constant constexpr const float kLargestMaskBias = 39614081257132168796771975168.0f;  // 2^95
+inline float mask_bias_in_range(float bias) {
+  return bias < -kLargestMaskBias ? -kLargestMaskBias : bias;
+}
+#else
+inline float mask_bias_in_range(float bias) { return bias; }
+#endif
+
 // A tile of mask values (rows x keys), summarised once per call so that kernels skip closed
 // tiles (no product, no read) and read no mask in open ones.
 enum MaskTileState {

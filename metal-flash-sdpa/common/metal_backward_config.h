@@ -45,23 +45,36 @@ constexpr int mfs_bwd_ld(int d, int elem_bytes) { return d + mfs_tile_pad(elem_b
 // column lands on its own 8 banks (conflict-free), and the fragment reads of the finished area
 // are at most 2-way.
 constexpr int mfs_bwd_partial_ld(int d) { return mfs_bwd_stream(d) + 4; }
-// Threadgroup memory of a dk/dv or dq threadgroup (one layout, in this order): when staged, two
-// streamed tiles (Q and dO, or K and V) of mfs_bwd_stream(d) rows in the input dtype; every
-// SIMD-group's partial S and dP ([simdgroups][2][MFS_BWD_OWN][partial_ld] floats); when not
-// staged, the finished P and dS ([2][MFS_BWD_OWN][partial_ld] floats; staged, slot 0 of the
-// partials holds them); the lse and D of the streamed or owned rows (2 x MFS_BWD_OWN floats).
+// How many copies of the streamed tiles (Q and dO, or K and V) threadgroup memory holds: 0 at
+// tile 512 (read into registers), 2 for 16-bit dtypes (double-buffered: tile t + 1 is staged
+// while tile t is finished, so a tile needs two barriers, partials written | P, dS finished and
+// the next tile staged, not four), 1 in float32 (two copies would not fit 32 KiB from tile 80
+// on, and would leave under 2.5 KiB at 32-72).
+constexpr int mfs_bwd_stream_buffers(int d, int elem_bytes) {
+  return !mfs_bwd_staged(d) ? 0 : elem_bytes == 2 ? 2 : 1;
+}
+// Threadgroup memory of a dk/dv or dq threadgroup (one layout, in this order): the streamed
+// tiles, mfs_bwd_stream_buffers copies of two tiles of mfs_bwd_stream(d) rows in the input
+// dtype; every SIMD-group's partial S and dP ([simdgroups][2][MFS_BWD_OWN][partial_ld] floats);
+// the finished P and dS ([2][MFS_BWD_OWN][partial_ld] floats) unless one copy is staged (then
+// slot 0 of the partials holds them, read and overwritten by the thread owning each element);
+// the lse and D of the streamed or owned rows (2 x MFS_BWD_OWN floats, a pair per buffer).
 constexpr int mfs_bwd_stream_tile_elems(int d, int elem_bytes) {
-  return mfs_bwd_staged(d) ? 2 * mfs_bwd_stream(d) * mfs_bwd_ld(d, elem_bytes) : 0;
+  return mfs_bwd_stream_buffers(d, elem_bytes) * 2 * mfs_bwd_stream(d) * mfs_bwd_ld(d, elem_bytes);
 }
 constexpr int mfs_bwd_partial_floats(int d) {
   return mfs_bwd_simdgroups(d) * 2 * MFS_BWD_OWN * mfs_bwd_partial_ld(d);
 }
-constexpr int mfs_bwd_finished_floats(int d) {
-  return mfs_bwd_staged(d) ? 0 : 2 * MFS_BWD_OWN * mfs_bwd_partial_ld(d);
+constexpr int mfs_bwd_finished_floats(int d, int elem_bytes) {
+  return mfs_bwd_stream_buffers(d, elem_bytes) == 1 ? 0 : 2 * MFS_BWD_OWN * mfs_bwd_partial_ld(d);
+}
+constexpr int mfs_bwd_row_floats(int d, int elem_bytes) {
+  return (mfs_bwd_stream_buffers(d, elem_bytes) == 2 ? 2 : 1) * 2 * MFS_BWD_OWN;
 }
 constexpr int mfs_bwd_tg_bytes(int d, int elem_bytes) {
   return mfs_bwd_stream_tile_elems(d, elem_bytes) * elem_bytes +
-         (mfs_bwd_partial_floats(d) + mfs_bwd_finished_floats(d)) * 4 + 2 * MFS_BWD_OWN * 4;
+         (mfs_bwd_partial_floats(d) + mfs_bwd_finished_floats(d, elem_bytes) +
+          mfs_bwd_row_floats(d, elem_bytes)) * 4;
 }
 // The D pass: rows per threadgroup, 4 SIMD-groups taking one row at a time.
 #define MFS_BWD_DOT_ROWS 16

@@ -10,11 +10,14 @@
 // streamed tile (8x8 simdgroup_matrix MMAs, fp32), the partials are summed through threadgroup
 // memory in a fixed order, each element is finished once (P, dS times d logit / d q.k, from the
 // rules of common/attention_semantics.h applied by attention_kernel_common.h), and each
-// SIMD-group accumulates its share of the gradients. Four barriers per streamed tile when it is
-// staged in threadgroup memory (head-dim tiles up to 256):
-//   stage the streamed tile | partial S, dP | finish P, dS | accumulate (then the next tile);
-// two when each SIMD-group reads its share of the streamed rows into registers (tile 512):
-//   read the share, partial S, dP | finish P, dS into their own area | accumulate.
+// SIMD-group accumulates its share of the gradients. Barriers per streamed tile:
+//   two copies staged (16-bit dtypes, tiles up to 256: mfs_bwd_stream_buffers), two:
+//     partial S, dP | finish P, dS into their own area and stage the next tile into the other
+//     copy | accumulate (plus one per threadgroup, for its first tile);
+//   one copy staged (float32, tiles up to 256), four:
+//     stage the streamed tile | partial S, dP | finish P, dS | accumulate (then the next tile);
+//   the streamed rows read into registers, each SIMD-group its share (tile 512), two:
+//     read the share, partial S, dP | finish P, dS into their own area | accumulate.
 // Gradients are written once, by the threadgroup owning their rows, in the input dtype.
 #include "attention_mask_tiles.h"
 #include "attention_tiles.h"
@@ -362,6 +365,40 @@ inline bool bwd_block_live(constant AttentionParams& p, const SequenceBounds s, 
   return max(hull.begin, key_lo) < min(hull.end, key_hi);
 }
 
+// The lse and D of streamed query rows [first, first + ST) of head h (threads tid < ST, one row
+// each): rows at or past `end` get the masked sentinel and 0.
+inline void bwd_stage_row_terms(threadgroup float* row_lse, threadgroup float* row_dot,
+                                const device float* lse, const device float* row_d,
+                                constant AttentionParams& p, constant MetalBackwardArgs& a,
+                                const SequenceBounds s, int b, int h, int first, int end, int st,
+                                int tid) {
+  if (tid < st) {
+    const int row = first + tid;
+    const bool live = row < end;
+    row_lse[tid] = live ? load_lse(lse, bwd_lse_index(p, s, b, h, row)) : kMaskedScore;
+    row_dot[tid] = live ? row_d[bwd_d_index(p, a, s, b, h, row)] : 0.0f;
+  }
+}
+
+// Stages query tile [first, first + ST) of head h for the dk/dv pass: its Q and dO rows into
+// `pair` (Q, then dO, ST rows of `ld` each) and their lse and D into `terms` (MFS_BWD_OWN each).
+template <typename T, int SLOTS, int ST>
+inline void bwd_stage_queries(threadgroup T* pair, int ld, threadgroup float* terms,
+                              const thread StageSlot (&q_slots)[SLOTS],
+                              const thread StageSlot (&do_slots)[SLOTS], const device T* q,
+                              const device T* dout, const device float* lse,
+                              const device float* row_d, constant AttentionParams& p,
+                              constant MetalBackwardArgs& a, const SequenceBounds s, int b, int h,
+                              int first, int end, int tid) {
+  const device T* q_base = q + bwd_q_row(p.q_batch_stride, p.q_row_stride, s, b, 0) +
+                           (long)h * p.q_head_stride;
+  const device T* do_base = dout + bwd_q_row(a.dout_batch_stride, a.dout_row_stride, s, b, 0) +
+                            (long)h * a.dout_head_stride;
+  bwd_stage<T, SLOTS>(pair, ld, q_slots, q_base, p.q_row_stride, first, end);
+  bwd_stage<T, SLOTS>(pair + ST * ld, ld, do_slots, do_base, a.dout_row_stride, first, end);
+  bwd_stage_row_terms(terms, terms + MFS_BWD_OWN, lse, row_d, p, a, s, b, h, first, end, ST, tid);
+}
+
 // ---- dK, dV: a threadgroup owns 16 keys of one KV head -------------------------------------------
 template <typename T, int D>
 [[kernel, max_total_threads_per_threadgroup(mfs_bwd_threads(D))]] void mfs_bwd_dkdv(
@@ -398,18 +435,18 @@ template <typename T, int D>
   constexpr int LDP = mfs_bwd_partial_ld(D);  // row stride of the partial / finished areas
   constexpr int SLOTS = (ST * (D / 8) + NT - 1) / NT;
   constexpr bool STAGED = mfs_bwd_staged(D);
+  constexpr bool DOUBLE = mfs_bwd_stream_buffers(D, ES) == 2;  // two barriers per tile
   static_assert(mfs_bwd_tg_bytes(D, ES) <= 32768, "dk/dv threadgroup memory");
-  // The streamed Q and dO tiles (staged), the partial S / dP, the finished P^T / dS^T (staged:
-  // slot 0 of the partials), the streamed rows' lse, D.
+  // The streamed Q and dO tiles (staged; double-buffered: two pairs), the partial S / dP, the
+  // finished P^T / dS^T (one pair staged: slot 0 of the partials), the streamed rows' lse, D (a
+  // pair per buffer).
   threadgroup float4 storage[mfs_bwd_tg_bytes(D, ES) / 16];  // 16-byte aligned
   threadgroup T* tiles = (threadgroup T*)storage;
-  threadgroup T* q_tile = tiles;
-  threadgroup T* do_tile = tiles + ST * LD;
   threadgroup float* partial = (threadgroup float*)(tiles + mfs_bwd_stream_tile_elems(D, ES));
-  threadgroup float* finished = STAGED ? partial : partial + mfs_bwd_partial_floats(D);
-  threadgroup float* stream_lse =
-      partial + mfs_bwd_partial_floats(D) + mfs_bwd_finished_floats(D);
-  threadgroup float* stream_d = stream_lse + OWN;
+  threadgroup float* finished =
+      mfs_bwd_finished_floats(D, ES) == 0 ? partial : partial + mfs_bwd_partial_floats(D);
+  threadgroup float* row_terms =
+      partial + mfs_bwd_partial_floats(D) + mfs_bwd_finished_floats(D, ES);
 
   const int b = (int)tg.z;
   const int hk = (int)tg.y;
@@ -454,83 +491,112 @@ template <typename T, int D>
       visible_queries_for_keys(k0, k_end, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
   const MaskSummary mask_s = mask_summary(p);
 
-  for (int h = hk * group; h < (hk + 1) * group; ++h) {
-    const ScoreRule rule = score_rule(p, alibi_slopes, s, b, h, lane);
-    const device T* q_base = q + bwd_q_row(p.q_batch_stride, p.q_row_stride, s, b, 0) +
-                             (long)h * p.q_head_stride;
-    const device T* do_base = dout + bwd_q_row(a.dout_batch_stride, a.dout_row_stride, s, b, 0) +
-                              (long)h * a.dout_head_stride;
-    for (int q0 = rows.begin; q0 < rows.end; q0 += ST) {
-      if (tid == 0) MSL_SIM_COUNT("bwd_stream_tiles", 1);
-      // (1) Stage the query tile's Q and dO (or read this SIMD-group's share of them), and its
-      // rows' lse and D.
-      FragStore<T> qs[SC][DC], dos[SC][DC];
+  // The streamed tiles, one per (query head of the group, query tile of `rows`), in that order.
+  // Double-buffered, tile t is in buffer t % 2 and tile t + 1 is staged while t is finished.
+  int h = hk * group;
+  int q0 = rows.begin;
+  ScoreRule rule = score_rule(p, alibi_slopes, s, b, h, lane);
+  if (DOUBLE && rows.begin < rows.end) {
+    bwd_stage_queries<T, SLOTS, ST>(tiles, LD, row_terms, q_slots, do_slots, q, dout, lse, row_d,
+                                    p, a, s, b, h, q0, rows.end, (int)tid);
+    threadgroup_barrier(mem_flags::mem_threadgroup);  // the first query tile is staged
+  }
+  for (int t = 0; rows.begin < rows.end; ++t) {  // no query row sees the keys: no tile
+    if (tid == 0) MSL_SIM_COUNT("bwd_stream_tiles", 1);
+    const int buf = DOUBLE ? t % 2 : 0;
+    threadgroup T* q_tile = tiles + buf * 2 * ST * LD;
+    threadgroup T* do_tile = q_tile + ST * LD;
+    threadgroup float* stream_lse = row_terms + buf * 2 * OWN;
+    threadgroup float* stream_d = stream_lse + OWN;
+    // The next tile: the next query tile of this head, or the first of the next head.
+    const bool head_ends = q0 + ST >= rows.end;
+    const int next_h = head_ends ? h + 1 : h;
+    const int next_q0 = head_ends ? rows.begin : q0 + ST;
+    const bool more = next_h < (hk + 1) * group;
+
+    // (1) Single-buffered: stage the query tile's Q and dO (or read this SIMD-group's share of
+    // them), and its rows' lse and D.
+    FragStore<T> qs[SC][DC], dos[SC][DC];
+    if (!DOUBLE) {
       if (STAGED) {
-        bwd_stage<T, SLOTS>(q_tile, LD, q_slots, q_base, p.q_row_stride, q0, rows.end);
-        bwd_stage<T, SLOTS>(do_tile, LD, do_slots, do_base, a.dout_row_stride, q0, rows.end);
+        bwd_stage_queries<T, SLOTS, ST>(tiles, LD, row_terms, q_slots, do_slots, q, dout, lse,
+                                        row_d, p, a, s, b, h, q0, rows.end, (int)tid);
+        threadgroup_barrier(mem_flags::mem_threadgroup);  // the query tile is staged
       } else {
+        const device T* q_base = q + bwd_q_row(p.q_batch_stride, p.q_row_stride, s, b, 0) +
+                                 (long)h * p.q_head_stride;
+        const device T* do_base =
+            dout + bwd_q_row(a.dout_batch_stride, a.dout_row_stride, s, b, 0) +
+            (long)h * a.dout_head_stride;
         bwd_load_rows<T, SC, DC>(qs, q_base, p.q_row_stride, q0, rows.end, c_lo, qc, fr, fc);
         bwd_load_rows<T, SC, DC>(dos, do_base, a.dout_row_stride, q0, rows.end, c_lo, vc, fr, fc);
+        bwd_stage_row_terms(stream_lse, stream_d, lse, row_d, p, a, s, b, h, q0, rows.end, ST,
+                            (int)tid);
       }
-      if ((int)tid < ST) {
-        const int row = q0 + (int)tid;
-        const bool live = row < rows.end;
-        stream_lse[tid] = live ? load_lse(lse, bwd_lse_index(p, s, b, h, row)) : kMaskedScore;
-        stream_d[tid] = live ? row_d[bwd_d_index(p, a, s, b, h, row)] : 0.0f;
-      }
-      if (STAGED) threadgroup_barrier(mem_flags::mem_threadgroup);  // the query tile is staged
+    }
 
-      // (2) Partial S^T = K.Q^T and dP^T = V.dO^T over this SIMD-group's head-dim share, on the
-      // 8x8 (keys, rows) blocks with a visible pair.
-      bool live[OC][SC];
-      uint mask_states = 0u;  // attn_mask: each block's state (not live: never read)
+    // (2) Partial S^T = K.Q^T and dP^T = V.dO^T over this SIMD-group's head-dim share, on the
+    // 8x8 (keys, rows) blocks with a visible pair.
+    bool live[OC][SC];
+    uint mask_states = 0u;  // attn_mask: each block's state (not live: never read)
 #pragma unroll
-      for (int o = 0; o < OC; ++o) {
+    for (int o = 0; o < OC; ++o) {
 #pragma unroll
-        for (int sc = 0; sc < SC; ++sc) {
-          live[o][sc] = bwd_block_live(p, s, q0 + sc * 8, min(q0 + sc * 8 + 8, rows.end),
-                                       k0 + o * 8, min(k0 + o * 8 + 8, k_end));
-          if (mfs_mask_kind != kNoMask && live[o][sc]) {  // attn_mask: closed blocks are not live
-            const int state = mask_range_state(mask_tiles, mask_s, b, h, q0 + sc * 8,
-                                               min(q0 + sc * 8 + 8, rows.end), k0 + o * 8,
-                                               min(k0 + o * 8 + 8, k_end));
-            live[o][sc] = state != kMaskTileClosed;
-            mask_states |= (uint)state << (2 * (o * SC + sc));
-          }
+      for (int sc = 0; sc < SC; ++sc) {
+        live[o][sc] = bwd_block_live(p, s, q0 + sc * 8, min(q0 + sc * 8 + 8, rows.end),
+                                     k0 + o * 8, min(k0 + o * 8 + 8, k_end));
+        if (mfs_mask_kind != kNoMask && live[o][sc]) {  // attn_mask: closed blocks are not live
+          const int state = mask_range_state(mask_tiles, mask_s, b, h, q0 + sc * 8,
+                                             min(q0 + sc * 8 + 8, rows.end), k0 + o * 8,
+                                             min(k0 + o * 8 + 8, k_end));
+          live[o][sc] = state != kMaskTileClosed;
+          mask_states |= (uint)state << (2 * (o * SC + sc));
         }
       }
-      bwd_partial_product<T, STAGED, OC, DC, SC, LDP>(partial + (2 * (int)sg) * OWN * LDP, kf,
-                                                     q_tile, LD, qs, c_lo, qc, live, fr, fc);
-      bwd_partial_product<T, STAGED, OC, DC, SC, LDP>(partial + (2 * (int)sg + 1) * OWN * LDP, vf,
-                                                     do_tile, LD, dos, c_lo, vc, live, fr, fc);
-      // Every partial is written (and, not staged, the streamed rows' lse and D; every
-      // SIMD-group is past the last tile's accumulation, which read the finished area).
-      threadgroup_barrier(mem_flags::mem_threadgroup);
-
-      // (3) Finish each (key, row) element once: P^T and dS^T into the finished area (staged,
-      // slot 0 of the partials: each element is read, then overwritten by the thread owning it).
-      for (int i = (int)tid; i < OWN * ST; i += NT) {
-        const int key = k0 + i / ST;
-        const int st = i % ST;
-        const int j = (i / ST) * LDP + st;  // the element in the padded areas
-        const int row = q0 + st;
-        const bool visible = key < k_end && row < rows.end && bwd_visible(p, s, row, key);
-        const EntryTerms t = bwd_entry_terms(p, s, mask, mask_states, ((key - k0) / 8) * SC + st / 8,
-                                             visible, b, h, row, key);
-        const FinishedElement e = bwd_finish<NSG, mfs_prefill_dsplit(D), OWN * LDP>(
-            partial, j, rule, row, key, stream_lse[st], stream_d[st], t);
-        finished[j] = e.p;
-        finished[OWN * LDP + j] = e.dqk;
-      }
-      threadgroup_barrier(mem_flags::mem_threadgroup);  // P^T and dS^T are complete
-
-      // (4) dV += P^T.dO and dK += dS^T.Q on this SIMD-group's share.
-      bwd_accumulate<T, STAGED, OC, DC, SC, LDP>(dvf, finished, do_tile, LD, dos, c_lo, vc, live,
-                                                fr, fc);
-      bwd_accumulate<T, STAGED, OC, DC, SC, LDP>(dkf, finished + OWN * LDP, q_tile, LD, qs, c_lo,
-                                                qc, live, fr, fc);
-      if (STAGED) threadgroup_barrier(mem_flags::mem_threadgroup);  // the tiles may be restaged
     }
+    bwd_partial_product<T, STAGED, OC, DC, SC, LDP>(partial + (2 * (int)sg) * OWN * LDP, kf,
+                                                   q_tile, LD, qs, c_lo, qc, live, fr, fc);
+    bwd_partial_product<T, STAGED, OC, DC, SC, LDP>(partial + (2 * (int)sg + 1) * OWN * LDP, vf,
+                                                   do_tile, LD, dos, c_lo, vc, live, fr, fc);
+    // Every partial is written (and, not staged, the streamed rows' lse and D; every SIMD-group
+    // is past the last tile's accumulation, which read the finished area and, double-buffered,
+    // the buffer the next tile is staged into).
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+
+    // (3) Finish each (key, row) element once: P^T and dS^T into the finished area (one buffer
+    // staged: slot 0 of the partials, each element read, then overwritten by the thread owning
+    // it). Double-buffered: stage the next tile into the other buffer meanwhile.
+    for (int i = (int)tid; i < OWN * ST; i += NT) {
+      const int key = k0 + i / ST;
+      const int st = i % ST;
+      const int j = (i / ST) * LDP + st;  // the element in the padded areas
+      const int row = q0 + st;
+      const bool visible = key < k_end && row < rows.end && bwd_visible(p, s, row, key);
+      const EntryTerms et = bwd_entry_terms(p, s, mask, mask_states, ((key - k0) / 8) * SC + st / 8,
+                                            visible, b, h, row, key);
+      const FinishedElement e = bwd_finish<NSG, mfs_prefill_dsplit(D), OWN * LDP>(
+          partial, j, rule, row, key, stream_lse[st], stream_d[st], et);
+      finished[j] = e.p;
+      finished[OWN * LDP + j] = e.dqk;
+    }
+    if (DOUBLE && more) {
+      threadgroup T* next_pair = tiles + (1 - buf) * 2 * ST * LD;
+      threadgroup float* next_terms = row_terms + (1 - buf) * 2 * OWN;
+      bwd_stage_queries<T, SLOTS, ST>(next_pair, LD, next_terms, q_slots, do_slots, q, dout, lse,
+                                      row_d, p, a, s, b, next_h, next_q0, rows.end, (int)tid);
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);  // P^T, dS^T complete (and the next tile)
+
+    // (4) dV += P^T.dO and dK += dS^T.Q on this SIMD-group's share.
+    bwd_accumulate<T, STAGED, OC, DC, SC, LDP>(dvf, finished, do_tile, LD, dos, c_lo, vc, live,
+                                              fr, fc);
+    bwd_accumulate<T, STAGED, OC, DC, SC, LDP>(dkf, finished + OWN * LDP, q_tile, LD, qs, c_lo,
+                                              qc, live, fr, fc);
+    if (STAGED && !DOUBLE) threadgroup_barrier(mem_flags::mem_threadgroup);  // may be restaged
+    if (!more) break;
+    if (next_h != h) rule = score_rule(p, alibi_slopes, s, b, next_h, lane);
+    h = next_h;
+    q0 = next_q0;
   }
 
   bwd_store_owned<T, OC, DC>(dk + bwd_k_row(a.dk_batch_stride, a.dk_row_stride, s, b, 0) +
@@ -577,16 +643,17 @@ template <typename T, int D>
   constexpr int LDP = mfs_bwd_partial_ld(D);  // row stride of the partial / finished areas
   constexpr int SLOTS = (ST * (D / 8) + NT - 1) / NT;
   constexpr bool STAGED = mfs_bwd_staged(D);
+  constexpr bool DOUBLE = mfs_bwd_stream_buffers(D, ES) == 2;  // two barriers per tile
   static_assert(mfs_bwd_tg_bytes(D, ES) <= 32768, "dq threadgroup memory");
-  // The streamed K and V tiles (staged), the partial S / dP, the finished dS (staged: slot 0 of
-  // the partials), the owned rows' lse and D.
+  // The streamed K and V tiles (staged; double-buffered: two pairs), the partial S / dP, the
+  // finished dS (one pair staged: slot 0 of the partials), the owned rows' lse and D.
   threadgroup float4 storage[mfs_bwd_tg_bytes(D, ES) / 16];  // 16-byte aligned
   threadgroup T* tiles = (threadgroup T*)storage;
-  threadgroup T* k_tile = tiles;
-  threadgroup T* v_tile = tiles + ST * LD;
   threadgroup float* partial = (threadgroup float*)(tiles + mfs_bwd_stream_tile_elems(D, ES));
-  threadgroup float* finished = STAGED ? partial : partial + mfs_bwd_partial_floats(D);
-  threadgroup float* own_lse = partial + mfs_bwd_partial_floats(D) + mfs_bwd_finished_floats(D);
+  threadgroup float* finished =
+      mfs_bwd_finished_floats(D, ES) == 0 ? partial : partial + mfs_bwd_partial_floats(D);
+  threadgroup float* own_lse =
+      partial + mfs_bwd_partial_floats(D) + mfs_bwd_finished_floats(D, ES);
   threadgroup float* own_d = own_lse + OWN;
 
   const int b = (int)tg.z;
@@ -640,18 +707,31 @@ template <typename T, int D>
       visible_keys_for_rows(row0, rows_end, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
   const MaskSummary mask_s = mask_summary(p);
 
-  for (int k0 = hull.begin; k0 < hull.end; k0 += ST) {
+  // Double-buffered, key tile t is in buffer t % 2 and tile t + 1 is staged while t is finished.
+  if (DOUBLE && hull.begin < hull.end) {
+    bwd_stage<T, SLOTS>(tiles, LD, k_slots, k_base, p.k_row_stride, hull.begin, hull.end);
+    bwd_stage<T, SLOTS>(tiles + ST * LD, LD, v_slots, v_base, p.v_row_stride, hull.begin, hull.end);
+    threadgroup_barrier(mem_flags::mem_threadgroup);  // the first key tile is staged
+  }
+  for (int k0 = hull.begin, t = 0; k0 < hull.end; k0 += ST, ++t) {
     if (tid == 0) MSL_SIM_COUNT("bwd_stream_tiles", 1);
-    // (1) Stage the key tile's K and V (or read this SIMD-group's share of them).
+    const int buf = DOUBLE ? t % 2 : 0;
+    threadgroup T* k_tile = tiles + buf * 2 * ST * LD;
+    threadgroup T* v_tile = k_tile + ST * LD;
+    const bool more = k0 + ST < hull.end;
+    // (1) Single-buffered: stage the key tile's K and V (or read this SIMD-group's share of
+    // them).
     FragStore<T> ks[SC][DC], vs[SC][DC];
-    if (STAGED) {
-      bwd_stage<T, SLOTS>(k_tile, LD, k_slots, k_base, p.k_row_stride, k0, hull.end);
-      bwd_stage<T, SLOTS>(v_tile, LD, v_slots, v_base, p.v_row_stride, k0, hull.end);
-    } else {
-      bwd_load_rows<T, SC, DC>(ks, k_base, p.k_row_stride, k0, hull.end, c_lo, qc, fr, fc);
-      bwd_load_rows<T, SC, DC>(vs, v_base, p.v_row_stride, k0, hull.end, c_lo, vc, fr, fc);
+    if (!DOUBLE) {
+      if (STAGED) {
+        bwd_stage<T, SLOTS>(k_tile, LD, k_slots, k_base, p.k_row_stride, k0, hull.end);
+        bwd_stage<T, SLOTS>(v_tile, LD, v_slots, v_base, p.v_row_stride, k0, hull.end);
+        threadgroup_barrier(mem_flags::mem_threadgroup);  // the key tile is staged
+      } else {
+        bwd_load_rows<T, SC, DC>(ks, k_base, p.k_row_stride, k0, hull.end, c_lo, qc, fr, fc);
+        bwd_load_rows<T, SC, DC>(vs, v_base, p.v_row_stride, k0, hull.end, c_lo, vc, fr, fc);
+      }
     }
-    if (STAGED) threadgroup_barrier(mem_flags::mem_threadgroup);  // the key tile is staged
 
     // (2) Partial S = Q.K^T and dP = dO.V^T over this SIMD-group's head-dim share, on the 8x8
     // (rows, keys) blocks with a visible pair.
@@ -676,34 +756,40 @@ template <typename T, int D>
                                                    k_tile, LD, ks, c_lo, qc, live, fr, fc);
     bwd_partial_product<T, STAGED, OC, DC, SC, LDP>(partial + (2 * (int)sg + 1) * OWN * LDP, df,
                                                    v_tile, LD, vs, c_lo, vc, live, fr, fc);
-    // Every partial is written (not staged: every SIMD-group is past the last tile's
-    // accumulation, which read the finished area).
+    // Every partial is written (every SIMD-group is past the last tile's accumulation, which
+    // read the finished area and, double-buffered, the buffer the next tile is staged into).
     threadgroup_barrier(mem_flags::mem_threadgroup);
 
-    // (3) Finish each (row, key) element once: dS into the finished area (staged: slot 0).
+    // (3) Finish each (row, key) element once: dS into the finished area (one buffer staged:
+    // slot 0). Double-buffered: stage the next key tile into the other buffer meanwhile.
     for (int i = (int)tid; i < OWN * ST; i += NT) {
       const int o = i / ST;
       const int j = o * LDP + i % ST;  // the element in the padded areas
       const int row = row0 + o;
       const int key = k0 + i % ST;
       const bool visible = row < rows_end && key < hull.end && bwd_visible(p, s, row, key);
-      const EntryTerms t = bwd_entry_terms(p, s, mask, mask_states, (o / 8) * SC + (i % ST) / 8,
-                                           visible, b, h, row, key);
+      const EntryTerms et = bwd_entry_terms(p, s, mask, mask_states, (o / 8) * SC + (i % ST) / 8,
+                                            visible, b, h, row, key);
       const FinishedElement e = bwd_finish<NSG, mfs_prefill_dsplit(D), OWN * LDP>(
-          partial, j, rule, row, key, own_lse[o], own_d[o], t);
+          partial, j, rule, row, key, own_lse[o], own_d[o], et);
       finished[j] = e.dqk;
       // d attn_mask = dS, written once per visible kept (row, key) by the threadgroup owning the
       // row (the rest of the zero-filled gradient stays 0: P = 0 there).
-      if (mfs_mask_grad && t.live) {
+      if (mfs_mask_grad && et.live) {
         dmask[(((long)b * p.heads_q + h) * p.seqlen_q + row) * p.seqlen_k + key] = e.dlogit;
       }
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup);  // dS is complete
+    if (DOUBLE && more) {
+      threadgroup T* next = tiles + (1 - buf) * 2 * ST * LD;
+      bwd_stage<T, SLOTS>(next, LD, k_slots, k_base, p.k_row_stride, k0 + ST, hull.end);
+      bwd_stage<T, SLOTS>(next + ST * LD, LD, v_slots, v_base, p.v_row_stride, k0 + ST, hull.end);
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);  // dS is complete (and the next key tile)
 
     // (4) dQ += dS.K on this SIMD-group's share.
     bwd_accumulate<T, STAGED, OC, DC, SC, LDP>(dqf, finished, k_tile, LD, ks, c_lo, qc, live, fr,
                                               fc);
-    if (STAGED) threadgroup_barrier(mem_flags::mem_threadgroup);  // the tiles may be restaged
+    if (STAGED && !DOUBLE) threadgroup_barrier(mem_flags::mem_threadgroup);  // may be restaged
   }
 
   bwd_store_owned<T, OC, DC>(dq + bwd_q_row(a.dq_batch_stride, a.dq_row_stride, s, b, 0) +

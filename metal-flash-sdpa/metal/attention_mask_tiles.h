@@ -16,9 +16,8 @@ constant bool mfs_mask_grad [[function_constant(MFS_FC_MASK_GRAD)]];  // write d
 // One mask value. Metal compiles with fast math, which may assume no infinities (see
 // attention_semantics.h's kMaskedScore), so -inf is never computed with: a value that removes its
 // key (a false boolean, boolean_mask_bias's kMaskedScore; a floating -inf, recognised by its
-// bits; a finite bias at or below kMaskedScoreAtMost, which in log2 units would overflow to -inf
-// and removes its key in float32 arithmetic anyway) sets `closes`, and `bias` is the finite bias
-// of a kept key (0 for a true boolean).
+// bits) sets `closes`, and `bias` is the bias of a kept key (0 for a true boolean), finite and
+// in range (mask_bias_in_range: a huge finite bias is a score, as in torch, never a removal).
 struct MaskValue {
   bool closes;
   float bias;
@@ -43,10 +42,7 @@ inline MaskValue mask_value(const device uchar* mask, long at) {
     m.closes = bits == (ushort)0xff80u;
     m.bias = m.closes ? 0.0f : as_type<float>((uint)bits << 16);
   }
-  if (is_masked_score(m.bias)) {
-    m.closes = true;
-    m.bias = 0.0f;
-  }
+  m.bias = mask_bias_in_range(m.bias);
   return m;
 }
 

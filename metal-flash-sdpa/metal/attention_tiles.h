@@ -169,10 +169,10 @@ inline StageSlot stage_slot(int tid, int n, int nthreads, int rows, int chunks) 
 }
 
 // ---- device row vectors (decode: a lane's contiguous elements of one K or V row) -------------
-// N (4, 8 or 16) contiguous elements as 4-element vectors (8-byte loads for half/bfloat, 16-byte
-// for float) when mfs_vector_kv, else element by element. `live` is how many of the N exist in
-// the row from src on (a multiple of 4; <= 0: none): the parts past it are zeros, never loaded
-// (a 16-element lane share can straddle the end of a row whose head dim is not a multiple of 16).
+// N (4 or 8) contiguous elements as 4-element vectors (8-byte loads for half/bfloat, 16-byte for
+// float) when mfs_vector_kv, else element by element. `live`: how many exist from src on (<= 0:
+// none); parts past it are zeros, never loaded (with head dims multiples of 8 and N <= 8 a lane's
+// share is whole or absent today: the per-part test only keeps the rule right for any N).
 template <typename T, int N>
 struct RowVec {
   vec<T, 4> part[N / 4];

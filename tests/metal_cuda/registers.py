@@ -210,7 +210,10 @@ def measure_module(ptx: str, workdir: str) -> dict[str, dict]:
 def measure(file: str, corner: str, tools: str) -> dict[str, dict]:
     src = os.path.join(METAL_DIR, file)
     cu_text, _ = translate_cuda(src, CORNERS[corner])
-    key = hashlib.sha256((cu_text + open(os.path.join(HERE, "msl_cuda.h")).read() + METHOD +
+    # Keyed by content only: the translation's line markers name the checkout, which would make
+    # every worktree (and every copy of the cache) measure again.
+    content = cu_text.replace(ROOT, "<checkout>")
+    key = hashlib.sha256((content + open(os.path.join(HERE, "msl_cuda.h")).read() + METHOD +
                           tools).encode()).hexdigest()[:20]
     cache = os.path.join(CACHE_DIR, f"{file}.{corner}.{key}.json")
     if os.path.exists(cache):

@@ -171,22 +171,41 @@ def reduce_instantiations(text: str, wide: bool = False) -> str:
                   "", text, flags=re.M)
 
 
-# The backward (attention_backward.metal): its eight barriers in source order (dk/dv, then dq:
-# after staging, after the partials, after finishing P/dS, before the next tile), a mask bound,
-# the softcap derivative, the GQA group's heads, the sink gradient's sign.
+# The backward (attention_backward.metal): its ten barriers in source order, five per pass (dk/dv,
+# then dq): the first tile staged (double-buffered, bfloat16), after staging (one buffer,
+# float32), after the partials, after finishing P/dS (and, double-buffered, staging the next
+# tile), before the next tile (one buffer). The focused check runs float32 and bfloat16 at tile
+# 64, so each is on a path it takes. Double-buffered, the next tile staged into the tile's own
+# buffer, in each pass (the accumulation reads the next tile's rows: a wrong value, not a race,
+# since the barriers order the writes), and its lse / D into the slot being read (a race); a
+# mask bound, the softcap derivative, the GQA group's heads, the sink gradient's sign.
 MUTANTS += [
     *(Mutant(f"backward_barrier_{i}", "attention_backward.metal",
-             remove_nth("threadgroup_barrier(", i), race=True) for i in range(8)),
+             remove_nth("threadgroup_barrier(", i), race=True) for i in range(10)),
+    Mutant("backward_dkdv_next_tile_into_current_buffer", "attention_backward.metal",
+           replace_once("threadgroup T* next_pair = tiles + (1 - buf) * 2 * ST * LD;",
+                        "threadgroup T* next_pair = tiles + buf * 2 * ST * LD;"),
+           ),
+    Mutant("backward_dkdv_next_row_terms_into_current_slot", "attention_backward.metal",
+           replace_once("threadgroup float* next_terms = row_terms + (1 - buf) * 2 * OWN;",
+                        "threadgroup float* next_terms = row_terms + buf * 2 * OWN;"),
+           race=True),
+    Mutant("backward_dq_next_tile_into_current_buffer", "attention_backward.metal",
+           replace_once("threadgroup T* next = tiles + (1 - buf) * 2 * ST * LD;",
+                        "threadgroup T* next = tiles + buf * 2 * ST * LD;"),
+           ),
     Mutant("backward_mask_end_off_by_one", "attention_backward.metal",
            replace_once("key >= r.begin && key < r.end", "key >= r.begin && key <= r.end")),
     Mutant("backward_no_softcap_derivative", "attention_kernel_common.h",
            replace_once("s.dlogit_dqk *= softcap_derivative(s.logit, r.softcap);", "")),
     Mutant("backward_gqa_wrong_heads", "attention_backward.metal",
-           replace_once("int h = hk * group; h < (hk + 1) * group;", "int h = hk; h < hk + group;")),
+           lambda text: replace_once("const bool more = next_h < (hk + 1) * group;",
+                                     "const bool more = next_h < hk + group;")(
+               replace_once("int h = hk * group;\n", "int h = hk;\n")(text))),
     Mutant("backward_sink_gradient_sign", "attention_backward.metal",
            replace_once("acc += sink_gradient(", "acc -= sink_gradient(")),
-    # Tile 512 only: its two barriers per tile in each pass (barriers 1, 2 of dk/dv and 5, 6 of
-    # dq in source order; 0, 3, 4, 7 guard the staged tiles only), the partials summed over 8
+    # Tile 512 only: its two barriers per tile in each pass (barriers 2, 3 of dk/dv and 7, 8 of
+    # dq in source order; 0, 1, 4, 5, 6, 9 guard the staged tiles only), the partials summed over 8
     # SIMD-groups instead of 16, the streamed rows read from another SIMD-group's chunks, and the
     # finished P / dS put back in slot 0 of the partials (as the staged tiles do), which the next
     # tile's partials overwrite while other SIMD-groups still accumulate from it. That last one
@@ -195,7 +214,7 @@ MUTANTS += [
     # and the wrong value needs one SIMD-group a whole phase ahead of another); the race
     # detector reports it whatever the schedule: the write and the read share a barrier epoch.
     *(Mutant(f"backward512_barrier_{i}", "attention_backward.metal",
-             remove_nth("threadgroup_barrier(", i), wide=True, race=True) for i in (1, 2, 5, 6)),
+             remove_nth("threadgroup_barrier(", i), wide=True, race=True) for i in (2, 3, 7, 8)),
     Mutant("backward512_partials_of_8_simdgroups", "attention_backward.metal",
            replace_once("for (int g = 0; g < NSG; ++g) {", "for (int g = 0; g < min(NSG, 8); ++g) {"),
            wide=True),
@@ -204,8 +223,8 @@ MUTANTS += [
                         "bwd_load_rows<T, SC, DC>(qs, q_base, p.q_row_stride, q0, rows.end, 0,"),
            wide=True),
     Mutant("backward512_finished_in_partials_slot_0", "attention_backward.metal",
-           replace_each("threadgroup float* finished = STAGED ? partial : partial + mfs_bwd_partial_floats(D);",
-                        "threadgroup float* finished = partial;", 2),
+           replace_each("mfs_bwd_finished_floats(D, ES) == 0 ? partial : partial + mfs_bwd_partial_floats(D);",
+                        "partial;", 2),
            wide=True, race=True),
 ]
 

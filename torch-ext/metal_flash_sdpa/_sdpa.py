@@ -28,11 +28,12 @@ How torch's call maps onto the kernels' fixed-length form:
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional
 
 import torch
 
-from ._dropout import draw_dropout_seed, resolve_dropout
+from ._dropout import draw_dropout_seed
 from ._ops import ops
 from ._ops_backward import needs_grad
 from . import _ops_sdpa  # noqa: F401  (registers the sdpa ops' fake implementations and autograd)
@@ -139,6 +140,27 @@ def _as_fixed_length(t: torch.Tensor, batch, rows: int) -> torch.Tensor:
     return t.transpose(1, 2)
 
 
+def _sdpa_dropout_p(dropout_p) -> float:
+    """dropout_p judged as torch 2.13's F.scaled_dot_product_attention judges it: not a number is
+    torch's TypeError; below 0, above 1 or NaN raises RuntimeError (torch's dispatcher raises for
+    each; only its math backend, picked by hand, ignores a negative one). 1 (torch: every
+    probability dropped, zeros) and a tensor are not taken by the kernels: refused by name."""
+    if isinstance(dropout_p, torch.Tensor):
+        raise NotImplementedError("scaled_dot_product_attention: a tensor dropout_p is not "
+                                  "supported by the kernels; pass a float")
+    if not isinstance(dropout_p, numbers.Real):
+        raise TypeError("scaled_dot_product_attention(): argument 'dropout_p' must be float, not "
+                        f"{type(dropout_p).__name__}")
+    p = float(dropout_p)
+    if not 0.0 <= p <= 1.0:  # true for NaN
+        raise RuntimeError(f"dropout probability has to be between 0 and 1, but got {p} "
+                           "(scaled_dot_product_attention's dropout_p)")
+    if p == 1.0:
+        raise NotImplementedError("scaled_dot_product_attention: dropout_p = 1 (every probability "
+                                  "dropped) is not supported by the kernels")
+    return p
+
+
 def scaled_dot_product_attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -156,13 +178,14 @@ def scaled_dot_product_attention(
     to (N, ..., L, S), never materialised. is_causal: top-left (key j visible to query i iff
     j <= i); with attn_mask, combined as torch 2.13 does. enable_gqa: key/value heads dividing
     query's, not repeated. Differentiable in query, key, value and a floating attn_mask.
-    dropout_p > 0 raises NotImplementedError. The kernels' limits apply: float32/float16/bfloat16,
+    dropout_p > 0 applies dropout (outside [0, 1]: torch's RuntimeError; 1: NotImplementedError).
+    The kernels' limits apply: float32/float16/bfloat16,
     E and Ev multiples of 8 up to 512."""
     if not isinstance(is_causal, bool):
         raise TypeError("scaled_dot_product_attention(): argument 'is_causal' must be bool, not "
                         f"{type(is_causal).__name__}")
     _check_like_torch(query, key, value, attn_mask, is_causal, enable_gqa)
-    dropout_p = resolve_dropout(dropout_p)
+    dropout_p = _sdpa_dropout_p(dropout_p)
     L, S, ev = query.size(-2), key.size(-2), value.size(-1)
     batch, k_batch, v_batch = _batch_shapes(query, key, value, enable_gqa)
     if attn_mask is not None:
