@@ -138,10 +138,37 @@ def design_minimum(c: Config, decode: bool) -> dict:
                 lo, hi = rows[0][0], rows[-1][1]
                 kv += max(0, hi - lo) * c.heads * (c.head_dim + c.dv) * eb
                 tiles += c.heads
+    ideal = pairs * (c.head_dim + c.dv) / 512
+    if decode and decode_mma_pairs(c):
+        # the MMA path: per threadgroup, 8 keys (the hull's, rounded up to 8) x 8 pair columns
+        # (of which the threadgroup's pairs are live) per S and P.V product
+        rows = min(max(c.lengths_q), MFS_DECODE_MAX_Q)  # one row chunk: <= 8 pairs
+        tgs = c.heads * rows // decode_mma_pairs(c)
+        ideal = 0.0
+        for sq, sk in zip(c.lengths_q, c.lengths_k):
+            ranges = [visible(i, sq, sk, left, right) for i in range(sq)]
+            hull = max(r[1] for r in ranges) - min(r[0] for r in ranges)
+            ideal += math.ceil(hull / 8) * 8 * MFS_DECODE_MMA_PAIRS * tgs * (c.head_dim + c.dv) / 512
     return dict(q=q, kv=kv, o=o, lse=lse, total=q + kv + o + lse,
-                ideal_mma=pairs * (c.head_dim + c.dv) / 512,
+                ideal_mma=ideal,
                 diagonal_allowance=tiles * BQ * BQ * (c.head_dim + c.dv) / 512,
                 mask_bound=mask_bound(c, decode))
+
+
+MFS_DECODE_MMA_PAIRS = 8  # metal_kernel_config.h: the decode MMA's pair columns
+
+
+def decode_mma_pairs(c: Config) -> int:
+    """Live pairs of a decode threadgroup on the MMA path (tiles 96 and 128, 16-bit, 4 to 8
+    pairs: metal_kernel_config.h, mfs_decode_uses_mma; the plan's heads per threadgroup: the
+    largest divisor of the GQA group that fits), else 0 (the shuffle path)."""
+    d = max(c.head_dim, c.dv)
+    rows = min(max(c.lengths_q), MFS_DECODE_MAX_Q)
+    group = c.heads // c.heads_kv
+    heads = max(h for h in range(1, group + 1) if group % h == 0 and h * rows <= 8)
+    pairs = heads * rows
+    mma = ELEM[c.dtype] == 2 and 80 < d <= 128 and pairs >= 4
+    return pairs if mma else 0
 
 
 MAX_BK = 32  # the widest key tile (metal_kernel_config.h, mfs_prefill_bk)
@@ -521,15 +548,16 @@ def main() -> None:
         tile = "_".join(tiled[0].rsplit("_", 2)[1:]) if tiled else ""
         names = "+".join(families) + f" ({tile})"
         decode = any(k.startswith("mfs_decode_") for k in m["kernels"])
-        ideal = "-" if decode else f"{math.ceil(mn['ideal_mma']):,d}"
+        ideal = "-" if decode and not m["mma"] else f"{math.ceil(mn['ideal_mma']):,d}"
         diag = "-" if decode else f"{math.ceil(mn['diagonal_allowance']):,d}"
         print(f"{c.name:22s} {names:44s} {m['total']:12,d} {mn['total']:11,d} {m['ratio']:6.3f}"
               f" {other:11,d} {m['mma']:8,d} {ideal:>8s} {diag:>7s}")
     print("\ndevice bytes: loads + stores of every device buffer of every launch (q, k, v, out, lse,"
           " cu_seqlens, block tables, split-K partials);\nother bytes: all but q/k/v/out/lse;"
           " minimum: Q once, K/V once per query tile (prefill) or GQA group (decode), O/lse once;"
-          "\nMMAs: 8x8x8 simdgroup MMAs counted (decode is vector code: none); ideal: visible"
-          " (row, key) pairs x (D + Dv) / 512; +diag: one BQ x BQ tile per query tile.")
+          "\nMMAs: 8x8x8 simdgroup MMAs counted (decode: the MMA path at tiles 96/128, 16-bit, 4-8 pairs);"
+          " ideal: visible\n(row, key) pairs x (D + Dv) / 512 (decode: x 8 / the threadgroup's pairs, the MMA's"
+          " pair columns); +diag: one BQ x BQ tile per query tile.")
     print()
     header = (f"{'config':22s} {'K/V B/load':>10s} {'mask evals':>11s} {'edge bound':>11s}"
               f" {'barriers/KV tile':>16s} {'decode barriers/tg':>18s}")

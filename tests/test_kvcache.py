@@ -15,8 +15,9 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 INPUTS_ON_VARIANT_DEVICE = True  # conftest.py: the kernel's inputs are on the `device` fixture's
 
 
-def check(fa, device, generator, dtype, layout, s_new, seqlen_q, feature, dim=64, dim_v=None):
-    batch, heads, heads_kv, capacity = 3, 8, 2, 48
+def check(fa, device, generator, dtype, layout, s_new, seqlen_q, feature, dim=64, dim_v=None,
+          heads=8, heads_kv=2):
+    batch, capacity = 3, 48
     dim_v = dim if dim_v is None else dim_v
     lengths = torch.tensor([0, 17, 40 - s_new], dtype=torch.int32)
     q = random_tensor((batch, seqlen_q, heads, dim), dtype, generator)
@@ -97,6 +98,19 @@ def test_decode_step(fa, device, generator, dtype, layout, feature):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_chunked_prefill(fa, device, generator, dtype, layout):
     check(fa, device, generator, dtype, layout, s_new=5, seqlen_q=5, feature="causal")
+
+
+# The Metal decode's MMA path (head-dim tiles 96 and 128, 16-bit, 4 to 8 (head, row) pairs per
+# KV head: GQA 4 and 8 of one row, GQA 4 of two rows) and its shuffle path beside it (GQA 2).
+@pytest.mark.parametrize("heads_kv,seqlen_q", [(1, 1), (2, 1), (2, 2), (4, 1)],
+                         ids=["gqa8", "gqa4", "gqa4-rows2", "gqa2"])
+@pytest.mark.parametrize("dim", [96, 128])
+@pytest.mark.parametrize("feature", ["causal", "alibi", "sinks"])
+@pytest.mark.parametrize("layout", ["contiguous", "paged"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_decode_step_gqa_groups(fa, device, generator, dtype, layout, feature, dim, heads_kv, seqlen_q):
+    check(fa, device, generator, dtype, layout, s_new=seqlen_q, seqlen_q=seqlen_q, feature=feature,
+          dim=dim, heads=8, heads_kv=heads_kv)
 
 
 # (step, q/k head dim, v head dim): a decode step appends 1 token, a chunk 5.

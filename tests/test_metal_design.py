@@ -489,10 +489,12 @@ def test_device_traffic_and_work_are_near_the_design_minimum(fa_sim, config):
     assert m["mma"] <= mn["ideal_mma"] + mn["diagonal_allowance"] + 1e-9
     if not config.causal and config.window == (-1, -1) and m["mma"]:
         assert m["mma"] == pytest.approx(mn["ideal_mma"], rel=0.02)
-    # not worse than before the kernels were rebuilt for speed (issue 8)
+    # not worse than before the kernels were rebuilt for speed (issue 8); the decode's MMAs
+    # replace its shuffles (issue 20), held to the ideal above
     ratio_before, mma_before = TRAFFIC_BEFORE[config.name]
     assert m["ratio"] <= ratio_before + 5e-4
-    assert m["mma"] <= mma_before
+    if not config.name.startswith("decode"):
+        assert m["mma"] <= mma_before
 
 
 # Counted before issue 8 (device-bytes ratio, MMAs) by benchmarks/metal_traffic.py.

@@ -204,10 +204,23 @@ constexpr int mfs_decode_max_pairs(int d, int elem_bytes) {
          : d <= 128 ? 5
                     : 4;
 }
+// At tiles 96 and 128 in 16-bit dtypes (a key's row over one SIMD-group's 32 lanes), a
+// threadgroup of MFS_DECODE_MMA_MIN_PAIRS to MFS_DECODE_MMA_PAIRS pairs computes S and P.V as 8x8
+// simdgroup MMAs over 8 keys x 8 pairs (attention_decode.metal) instead of a shuffle reduction per
+// pair and key: one threadgroup holds a GQA-8 group (K/V read once). Fewer pairs keep the shuffle
+// path (an MMA would compute 8 columns for them).
+#define MFS_DECODE_MMA_PAIRS 8
+#define MFS_DECODE_MMA_MIN_PAIRS 4
+constexpr bool mfs_decode_mma_tile(int d, int elem_bytes) {
+  return elem_bytes == 2 && (d == 96 || d == 128);
+}
+constexpr bool mfs_decode_uses_mma(int pairs, int d, int elem_bytes) {
+  return mfs_decode_mma_tile(d, elem_bytes) && pairs >= MFS_DECODE_MMA_MIN_PAIRS;
+}
 // Lane groups of a SIMD-group sharing one key, each holding its own pairs: 1, 2 or 4 (at most
-// the lane groups a SIMD-group has, 32 / lanes per key).
+// the lane groups a SIMD-group has, 32 / lanes per key); the MMA path: 1.
 constexpr int mfs_decode_cohorts(int pairs, int d, int elem_bytes) {
-  return pairs <= mfs_decode_max_pairs(d, elem_bytes) ? 1
+  return pairs <= mfs_decode_max_pairs(d, elem_bytes) || mfs_decode_uses_mma(pairs, d, elem_bytes) ? 1
          : pairs <= 2 * mfs_decode_max_pairs(d, elem_bytes) ? 2 : 4;
 }
 // Pairs each cohort works on (the decode kernel's function constant MFS_FC_DECODE_PAIRS): the
@@ -216,9 +229,10 @@ constexpr int mfs_decode_cohorts(int pairs, int d, int elem_bytes) {
 constexpr int mfs_decode_live_pairs(int pairs, int d, int elem_bytes) {
   return (pairs + mfs_decode_cohorts(pairs, d, elem_bytes) - 1) / mfs_decode_cohorts(pairs, d, elem_bytes);
 }
-// Pairs one threadgroup holds: every cohort's.
+// Pairs one threadgroup holds: every cohort's, or the MMA's 8.
 constexpr int mfs_decode_max_tg_pairs(int d, int elem_bytes) {
-  return mfs_decode_max_pairs(d, elem_bytes) * (32 / mfs_decode_lanes_per_key(d));
+  return mfs_decode_mma_tile(d, elem_bytes) ? MFS_DECODE_MMA_PAIRS
+                                            : mfs_decode_max_pairs(d, elem_bytes) * (32 / mfs_decode_lanes_per_key(d));
 }
 
 // The combine area (per cohort, each key run's o (tile width) and (m, l) of one pair), the

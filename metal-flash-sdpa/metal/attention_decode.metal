@@ -86,12 +86,20 @@ template <typename T, int D>
   constexpr int CW = D + 4;                        // combine row: o[D], m, l (16-byte aligned)
   constexpr int QP = mfs_decode_max_tg_pairs(D, (int)sizeof(T));  // q rows staged
   constexpr bool QREG = mfs_decode_q_in_registers(D);  // else q is read from q_tile per key
+  // With 4 to 8 live pairs at tiles 96/128 in 16-bit dtypes (mfs_decode_uses_mma; the function
+  // constant, so known when the pipeline is built), S and P.V are 8x8 MMAs over 8 keys x 8 pairs
+  // (the MMA state below) instead of a shuffle reduction per pair and key.
+  constexpr bool MMA_TILE = mfs_decode_mma_tile(D, (int)sizeof(T));
+  static_assert(!MMA_TILE || (L == 32 && H == 1 && D % 32 == 0), "MMA: a key's row is one SIMD-group's");
+  const bool mma = mfs_decode_uses_mma(mfs_decode_pairs, D, (int)sizeof(T));
+  constexpr int DC = MMA_TILE ? D / 8 : 4;  // 8-wide chunks of the tile (4: any, unused)
+  constexpr int MP = MMA_TILE ? MFS_DECODE_MMA_PAIRS : P;  // pairs the combine loop may see
   static_assert(H * L * E >= D, "a key's lanes cover the head-dim tile");
   static_assert(QREG || H * L * E == D, "q read from q_tile: every lane's share is inside the tile");
   static_assert(H == 1 || L == 32, "a key over SIMD-groups: one lane group (one cohort) each");
   // [G][R][CW] combine area, with H > 1 the partial scores [2][W][P], the sequence's bounds, then
   // the pairs' q rows [G * P][D] (read from device memory once per threadgroup, not once per
-  // SIMD-group).
+  // SIMD-group; the MMA path: Q^T's fragments, the same bytes).
   threadgroup float combine[mfs_decode_tg_bytes(D, (int)sizeof(T)) / 4];
   threadgroup float* partial_dots = combine + mfs_decode_combine_floats(D);
   threadgroup int* bounds_tg =
@@ -124,7 +132,25 @@ template <typename T, int D>
     }
     const int rows_in0 = min(min(s0.seqlen_q, a.rows_per_head), row_first + a.rows_per_tg) - row_first;
     const int live_pairs = a.heads_per_tg * rows_in0;  // <= 0 when the threadgroup has no row
-    for (int i = (int)lane; i < QP * (D / 8); i += 32) {
+    // The MMA path: Q^T in fragment order, q_frag[j * 32 + lane] the lane's two elements of
+    // chunk j (see the MMA state below), so each key step reads one 4-byte word per lane and
+    // chunk, without bank conflicts. Zeros past head_dim and in columns without a pair.
+    threadgroup vec<T, 2>* q_frag = (threadgroup vec<T, 2>*)q_tile;
+    const int qr = frag_row(lane), qc = frag_col(lane);
+    for (int j = 0; mma && j < DC; ++j) {
+      const int d = (qr / 2) * (D / 4) + 2 * j + qr % 2;
+      vec<T, 2> x;
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int pair = qc + e;
+        x[e] = pair < live_pairs && d < hd
+                   ? q[q_row_offset(p, s0, b, row_first + pair % rows_in0) +
+                       (long)(h_first + pair / rows_in0) * p.q_head_stride + d]
+                   : T(0.0f);
+      }
+      q_frag[j * 32 + (int)lane] = x;
+    }
+    for (int i = (int)lane; !mma && i < QP * (D / 8); i += 32) {
       const int pair = i / (D / 8), c = i % (D / 8);
       threadgroup T* dst = q_tile + pair * D + c * 8;
       if (pair >= live_pairs || c >= hd / 8) {
@@ -177,6 +203,7 @@ template <typename T, int D>
   const int slice = (int)sg % H, key_run = (int)sg / H;  // my head-dim slice, my run of keys
   const int d0 = slice * (D / H) + ((int)lane % L) * E;  // this lane's first head-dim element
   const bool v_lane = d0 < hdv;
+  const int KSTEP = mma ? 8 : KS;  // keys per SIMD-group step
 
   T qv[P][E];  // input dtype: half the registers for half/bfloat (unused without QREG)
   const threadgroup T* q_mine = q_tile + first_pair * D + d0;  // my pairs' q, without QREG
@@ -186,7 +213,7 @@ template <typename T, int D>
   ScoreRule rule[P];
 #pragma unroll
   for (int i = 0; i < P; ++i) {
-    if (i >= NP) break;
+    if (i >= NP || mma) break;  // (the MMA path holds its own state)
     const int pair = first_pair + i;
     const bool live = pair < npairs;
     const int h = h_first + (live ? pair / rows_in : 0);
@@ -208,7 +235,7 @@ template <typename T, int D>
   // its first key, advanced by one step (KS rows) per iteration. Paged K/V looks a page up only
   // when the lane group's key crosses into the next one.
   // With H > 1 every SIMD-group steps through `run` keys (a barrier per step), live or not.
-  const int run = (((ke - kb + R - 1) / R + KS - 1) / KS) * KS;
+  const int run = (((ke - kb + R - 1) / R + KSTEP - 1) / KSTEP) * KSTEP;
   const int run_begin = kb + key_run * run;
   const int run_end = min(ke, run_begin + run);
   const int loop_end = H > 1 ? run_begin + run : run_end;
@@ -223,7 +250,125 @@ template <typename T, int D>
   int page = 0, page_index = -1;   // the loading lanes' current page
   int parity = 0;                  // which half of partial_dots this step writes (H > 1)
 
-  for (int step = run_begin; step < loop_end; step += KS) {  // uniform per SIMD-group (H > 1: threadgroup)
+  // MMA state. S^T = K.Q^T (8 keys x 8 pairs) and O^T += V^T.P^T (head dim x pairs): P^T is S^T's
+  // own fragment and each lane's o elements belong to the two pairs of its S^T columns, so
+  // neither P nor the rescale factors move between lanes. The head dim is permuted per product
+  // (a sum over it does not care): S's chunk j holds elements (i / 2) * D/4 + 2j + i % 2, so a
+  // lane's K elements of every chunk are D/4 contiguous ones of its key's row; O^T's chunk j
+  // holds rows r * D/8 + j, so a lane's V elements are D/8 contiguous ones of each of its two
+  // keys' rows, and its o elements of a pair are D/8 contiguous ones of the output row.
+  // Q^T's chunk j (head-dim element (r / 2) * D/4 + 2j + r % 2, pair c) is read from q_frag at
+  // each step: held in registers it took 32 (ptxas counts a 16-bit element as a whole register).
+  const int fr = frag_row(lane), fc = frag_col(lane);
+  simdgroup_float8x8 ot[DC];  // O^T, chunk j: (head-dim element r * D/8 + j, pair c)
+  const threadgroup vec<T, 2>* q_frag_mine = (const threadgroup vec<T, 2>*)q_tile + lane;
+  float mm[2], lm[2];  // pairs fc, fc + 1: running max (log2) and this lane's keys' sum
+  KeyRange mine_m[2];
+  ScoreRule rule_m = score_rule(p, alibi_slopes, s, b, h_first, lane);  // the pairs' slopes below
+  float slope_m[2];
+  int row_m[2];
+  if (mma) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int pair = fc + e;
+      const bool live = pair < npairs;
+      row_m[e] = row_first + (live ? pair % rows_in : 0);
+      mine_m[e].begin = 0;
+      mine_m[e].end = 0;  // a pair past the threadgroup's: sees no key
+      if (live) mine_m[e] = visible_keys(row_m[e], s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
+      const long slope_at = (long)b * p.alibi_batch_stride + h_first + (live ? pair / rows_in : 0);
+      slope_m[e] = mfs_alibi ? alibi_slopes[slope_at] : 0.0f;
+      mm[e] = kMaskedScore;
+      lm[e] = 0.0f;
+    }
+#pragma unroll
+    for (int j = 0; j < DC; ++j) ot[j] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+  }
+  const long k_head_m = (long)hk * p.k_head_stride + (fc / 2) * (D / 4);
+  const long v_head_m = (long)hk * p.v_head_stride + fr * (D / 8);
+  // Paged K/V: lane j < 8 holds the page of key k0 + j, looked up only when that key enters the
+  // next page, and the lanes take their keys' pages by shuffle (a lookup per lane, key and step
+  // read the block table for 12 % more bytes at page 16, one per lane and page still 5 %).
+  // A lane's columns past the live pairs are discarded (GQA 4: half of every MMA and shuffle).
+  MSL_SIM_DEAD_WORK(mma && fc >= npairs);
+  for (int k0 = run_begin; mma && k0 < run_end; k0 += 8) {  // uniform per SIMD-group
+    const int key = k0 + fr;  // S^T's row fr: K's row this lane loads
+    const bool live = key < run_end;
+    int kpage = 0, vpage[2] = {0, 0};
+    if (mfs_paged_kv) {
+      const int lane_key = k0 + (int)lane;  // (lanes 0-7)
+      if (lane < 8 && lane_key < run_end && page_index != lane_key / p.page_size) {
+        page_index = lane_key / p.page_size;
+        page = key_page(p, block_table, b, lane_key);
+      }
+      kpage = simd_shuffle(page, (ushort)fr);
+      vpage[0] = simd_shuffle(page, (ushort)fc);
+      vpage[1] = simd_shuffle(page, (ushort)(fc + 1));
+    }
+    const device T* kr = k + key_row_offset(p, s, b, key, kpage, p.k_batch_stride, p.k_row_stride) + k_head_m;
+    const RowVec<T, DC * 2> kx = load_row_vec<T, DC * 2>(kr, live ? hd - (fc / 2) * (D / 4) : 0);
+    simdgroup_float8x8 st = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+#pragma unroll
+    for (int j = 0; j < DC; ++j) {
+      simdgroup_float8x8 ka;
+      ka.thread_elements()[0] = row_vec_at(kx, 2 * j);
+      ka.thread_elements()[1] = row_vec_at(kx, 2 * j + 1);
+      const vec<T, 2> qj = q_frag_mine[j * 32];
+      simdgroup_float8x8 qb;
+      qb.thread_elements()[0] = float(qj[0]);
+      qb.thread_elements()[1] = float(qj[1]);
+      simdgroup_multiply_accumulate(st, ka, qb, st);
+    }
+    const bool unmasked = !mfs_window || (key >= all.begin && key < all.end);
+    float factor[2];
+    simdgroup_float8x8 pt;
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      rule_m.slope = slope_m[e];
+      const float x = key_score(rule_m, st.thread_elements()[e], live, unmasked, row_m[e], key, mine_m[e]);
+      float kmax = x;  // over the column's 8 keys: the lanes of the other rows (lane bits 1, 2, 4)
+      kmax = max(kmax, simd_shuffle_xor(kmax, (ushort)2));
+      kmax = max(kmax, simd_shuffle_xor(kmax, (ushort)4));
+      kmax = max(kmax, simd_shuffle_xor(kmax, (ushort)16));
+      const float m_new = max(mm[e], kmax);
+      const float base = softmax_base(m_new);
+      factor[e] = exp2(mm[e] - base);
+      const float pe = exp2(x - base);
+      lm[e] = lm[e] * factor[e] + pe;
+      mm[e] = m_new;
+      pt.thread_elements()[e] = pe;
+    }
+    // V's rows of this lane's columns (keys k0 + fc, k0 + fc + 1), loaded after the scores: K's
+    // registers are free by then (loaded before, both were live at once: over the budget).
+    RowVec<T, DC> vx[2];
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int vkey = k0 + fc + e;
+      const bool vlive = vkey < run_end;
+      const device T* vr = v + key_row_offset(p, s, b, vkey, vpage[e], p.v_batch_stride, p.v_row_stride) + v_head_m;
+      vx[e] = load_row_vec<T, DC>(vr, vlive ? hdv - fr * (D / 8) : 0);
+    }
+#pragma unroll
+    for (int j = 0; j < DC; ++j) {
+      simdgroup_float8x8 va;
+      va.thread_elements()[0] = row_vec_at(vx[0], j);
+      va.thread_elements()[1] = row_vec_at(vx[1], j);
+      ot[j].thread_elements()[0] *= factor[0];
+      ot[j].thread_elements()[1] *= factor[1];
+      simdgroup_multiply_accumulate(ot[j], va, pt, ot[j]);
+    }
+  }
+  if (mma) {  // each lane summed its own keys: the column's sum
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      lm[e] += simd_shuffle_xor(lm[e], (ushort)2);
+      lm[e] += simd_shuffle_xor(lm[e], (ushort)4);
+      lm[e] += simd_shuffle_xor(lm[e], (ushort)16);
+    }
+  }
+  MSL_SIM_DEAD_WORK(false);
+
+  for (int step = run_begin; !mma && step < loop_end; step += KS) {  // uniform per SIMD-group (H > 1: threadgroup)
     const int key = step + slot;
     const bool live = key < run_end;
     const device T* kr = k_ptr;
@@ -321,17 +466,25 @@ template <typename T, int D>
   const bool with_sink = mfs_sinks && !mfs_decode_split;  // else the reduction adds the sink
   const bool writer = slot == 0 && d0 < D;  // one lane group per cohort writes its state
 #pragma unroll
-  for (int i = 0; i < P; ++i) {
-    if (i >= NP || i >= npairs) break;  // uniform: NP and npairs are the threadgroup's
+  for (int i = 0; i < MP; ++i) {
+    if (i >= (mma ? MP : NP) || i >= npairs) break;  // uniform: NP and npairs are the threadgroup's
     if (i > 0) threadgroup_barrier(mem_flags::mem_threadgroup);  // the last pairs' reads done
     threadgroup float* mine_area = combine + (cohort * R + key_run) * CW;
-    if (writer) {
+    if (mma && fc == (i & ~1)) {  // the 8 lanes of pair i's column: D/8 elements each
 #pragma unroll
-      for (int e = 0; e < E; ++e) mine_area[d0 + e] = o[i][e];
+      for (int j = 0; j < DC; ++j) mine_area[fr * (D / 8) + j] = ot[j].thread_elements()[i & 1];
+      if (fr == 0) {
+        mine_area[D] = mm[i & 1];
+        mine_area[D + 1] = lm[i & 1];
+      }
     }
-    if (writer && (int)lane % L == 0 && slice == 0) {  // (m, l) are the same in every slice
-      mine_area[D] = m[i];
-      mine_area[D + 1] = l[i];
+    if (!mma && writer) {
+#pragma unroll
+      for (int e = 0; e < E; ++e) mine_area[d0 + e] = o[min(i, P - 1)][e];  // (i < P here)
+    }
+    if (!mma && writer && (int)lane % L == 0 && slice == 0) {  // (m, l): the same in every slice
+      mine_area[D] = m[min(i, P - 1)];
+      mine_area[D + 1] = l[min(i, P - 1)];
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);  // every key run's state of pairs i
     for (int c = 0; c < C; ++c) {

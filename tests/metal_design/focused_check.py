@@ -51,11 +51,21 @@ CASES = [
 
 
 # --wide: head-dim tile 512 (four SIMD-groups per prefill row group, float32's shared K/V tile,
-# decode's q read from threadgroup memory, lane shares straddling a 264-wide row's end).
+# decode's q read from threadgroup memory, lane shares straddling a 264-wide row's end), and the
+# decode's MMA path at tile 128.
 WIDE_CASES = [
     ("prefill_wide", [40], [45], 2, 1, 512, dict(causal=True, sinks=True)),
     ("decode_wide", [1, 2], [40, 30], 4, 2, 512, dict(causal=True)),
     ("decode_wide_264", [2, 1], [35, 20], 4, 2, 264, dict(sinks=True)),
+    # tile 128: the decode's MMA path in 16-bit dtypes (4 to 8 pairs: GQA 8 x 1 row, 2 heads x 3
+    # rows, GQA 4 x 2 rows paged with a window, split keys, long runs of keys)
+    ("decode_mma", [1, 3, 2], [70, 45, 0], 8, 1, 128, dict(causal=True, sinks=True, alibi=True)),
+    ("decode_mma_paged", [1, 2], [70, 45], 8, 2, 128,
+     dict(window_size=(30, 0), page_size=3, softcap=4.0)),
+    ("decode_mma_split", [1, 1], [600, 300], 8, 1, 128, dict(sinks=True)),
+    # 40 threadgroups of 8 pairs (GQA 4 x 2 rows): no split on the simulated 10-core GPU, so each
+    # SIMD-group takes several 8-key steps (O^T rescaled between them)
+    ("decode_mma_long", [1, 2, 1, 1, 2], [300, 280, 260, 90, 310], 32, 8, 128, dict(causal=True)),
 ]
 
 

@@ -5,8 +5,8 @@ threadgroup_barrier or a flipped mask comparison in the Metal kernels (forward a
     python tests/metal_design/mutants.py [--only NAME ...] [--keep]
 
 For each mutant: copy metal-flash-sdpa/metal/ to a temp dir, apply the mutation, keep only the
-head-dim-64 instantiations (to build fast; a `wide` mutant, of a code path only tile 512 takes,
-keeps the tile-512 ones too and is checked with focused_check.py --wide), build a
+head-dim-64 instantiations (to build fast; a `wide` mutant, of a code path only tile 512 or the
+decode's MMA (tile 128) takes, keeps those tiles too and is checked with focused_check.py --wide), build a
 simulated-Metal variant there (object cache shared with build-sim/), and run
 tests/metal_design/focused_check.py against it in a fresh process, in float32 and bfloat16. The
 unmutated sources (same reduced instantiations, with and without tile 512) must pass; every mutant
@@ -72,7 +72,7 @@ class Mutant:
     name: str
     file: str
     apply: Callable[[str], str]
-    wide: bool = False  # a path of tile 512 only: built and checked with the 512 kernels too
+    wide: bool = False  # a path of tile 512 or the decode MMA only: built and checked with tiles 128 and 512 too
     # A threadgroup-memory hazard: the simulator's race detector (tests/msl_sim/runtime/
     # racecheck.h) must be what reports it (a DataRace error, whatever the schedule), not only
     # a wrong value. Every removed barrier is one.
@@ -142,7 +142,7 @@ MUTANTS = [
     Mutant("decode_page_looked_up_once", "attention_decode.metal",
            replace_once("key / p.page_size != page_index", "page_index < 0")),
     Mutant("decode_unmasked_key_too_wide", "attention_decode.metal",
-           replace_once("key < all.end", "key <= all.end")),
+           replace_each("key < all.end", "key <= all.end", 2)),  # the shuffle and MMA paths
     # decode's live pair count (function constant 15): one pair short of the constant, or a
     # cohort's pairs strided by the registers' capacity instead of the live count (pairs
     # skipped). (The plan's count itself is host code, which these rebuilds do not mutate:
@@ -155,6 +155,18 @@ MUTANTS = [
     # decode's split-K scratch is a function-constant-guarded parameter (17, mfs_decode_split):
     # a store to it from a launch that does not split (out and lse still right) must be reported
     # by the simulator, which points the absent parameter at an empty region between red zones.
+    # decode's MMA path (tiles 96/128, 16-bit, 4-8 pairs; checked by the wide cases in bfloat16):
+    # O^T not rescaled, a key's page taken from another key's lane, a column's max over half
+    # its keys, Q^T staged with one pair in both of a lane's columns.
+    Mutant("decode_mma_no_rescale", "attention_decode.metal",
+           replace_once("ot[j].thread_elements()[0] *= factor[0];", ""), wide=True),
+    Mutant("decode_mma_page_of_another_key", "attention_decode.metal",
+           replace_once("kpage = simd_shuffle(page, (ushort)fr);",
+                        "kpage = simd_shuffle(page, (ushort)fc);"), wide=True),
+    Mutant("decode_mma_column_max_of_half_its_keys", "attention_decode.metal",
+           replace_once("kmax = max(kmax, simd_shuffle_xor(kmax, (ushort)16));", ""), wide=True),
+    Mutant("decode_mma_q_of_one_pair_per_lane", "attention_decode.metal",
+           replace_once("const int pair = qc + e;", "const int pair = qc;"), wide=True),
     Mutant("decode_scratch_written_without_split", "attention_decode.metal",
            replace_once("if (!mfs_decode_split) {",
                         "if (!mfs_decode_split) {\n        if (lane == 0) partial_ml[0] = mt;")),
@@ -185,9 +197,10 @@ MUTANTS = [
 
 
 def reduce_instantiations(text: str, wide: bool = False) -> str:
-    """Keeps tile 64 (and 512 when wide), and the backward's tile 72: at 64 dK/dV and dQ run by
-    full-width rows (mfs_bwd_*_rows), so the head-dim-share kernels are checked at 72."""
-    keep = "64|512" if wide else "64"
+    """Keeps tile 64 (when wide also 512's paths and the decode's MMA path at 128), and the
+    backward's tile 72: at 64 dK/dV and dQ run by full-width rows (mfs_bwd_*_rows), so the
+    head-dim-share kernels are checked at 72."""
+    keep = "64|128|512" if wide else "64"
     text = re.sub(rf"^MFS_INSTANTIATE_BWD_TILED_DTYPES\((?!(?:{keep}|72)\))\d+\)\n", "", text,
                   flags=re.M)
     return re.sub(rf"^MFS_INSTANTIATE_(PREFILL|DECODE|BWD_ROWS)_DTYPES\((?!(?:{keep})\))\d+\)\n",

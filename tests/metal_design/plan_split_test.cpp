@@ -136,10 +136,10 @@ static void test_split_sizing() {
 // The live pair count (function constant MFS_FC_DECODE_PAIRS): its cohorts cover the
 // threadgroup's pairs, and no cohort has a pair slot left over when the pairs divide evenly.
 static void test_live_pair_count() {
-  for (int head_dim : {32, 64, 128, 256, 512}) {
+  for (int head_dim : {32, 64, 96, 128, 256, 512}) {
     for (MfsDtype dtype : {kMfsFloat32, kMfsFloat16}) {
       const int eb = dtype == kMfsFloat32 ? 4 : 2;
-      for (int group : {1, 2, 3, 4, 6, 8, 16}) {
+      for (int group : {1, 2, 3, 4, 6, 7, 8, 16}) {
         for (int rows : {1, 2, 3, 4, 8}) {
           const LaunchPlan plan =
               make_forward_plan(decode_call(group, head_dim, rows, 64), dtype, kMfsFloat32);
@@ -148,8 +148,9 @@ static void test_live_pair_count() {
           const int pairs = a.heads_per_tg * a.rows_per_tg;
           const int cohorts = mfs_decode_cohorts(pairs, head_dim, eb);
           const int live = constant_of(d, MFS_FC_DECODE_PAIRS);
-          CHECK(live >= 1 && live <= mfs_decode_max_pairs(head_dim, eb), "d%d g%d r%d: %d",
-                head_dim, group, rows, live);
+          const int capacity = mfs_decode_uses_mma(pairs, head_dim, eb) ? MFS_DECODE_MMA_PAIRS
+                                                                         : mfs_decode_max_pairs(head_dim, eb);
+          CHECK(live >= 1 && live <= capacity, "d%d g%d r%d: %d", head_dim, group, rows, live);
           CHECK(cohorts * live >= pairs, "d%d g%d r%d: %d x %d < %d", head_dim, group, rows,
                 cohorts, live, pairs);
           CHECK(cohorts * (live - 1) < pairs, "d%d g%d r%d: a cohort's slot is dead", head_dim,
@@ -164,7 +165,46 @@ static void test_live_pair_count() {
   }
 }
 
+// The MMA path (tiles 96 and 128, 16-bit, 4 to 8 pairs): the kernel takes it from the live pair
+// count alone (mfs_decode_uses_mma of the function constant), so the constant must be the
+// threadgroup's whole pair count there, one cohort; a GQA-8 group of one row is one threadgroup
+// (K/V read once); fewer than 4 pairs, float32 and other tiles keep the shuffle path.
+static void test_mma_path() {
+  for (int head_dim : {96, 128}) {
+    for (int group : {4, 5, 6, 7, 8, 16}) {
+      for (MfsDtype dtype : {kMfsFloat16, kMfsBFloat16}) {
+        const KernelLaunch d = make_forward_plan(decode_call(group, head_dim, 1, 64), dtype,
+                                                 kMfsFloat32).launches.at(0);
+        const MetalLaunchArgs a = decode_args(d);
+        const int pairs = a.heads_per_tg * a.rows_per_tg;
+        CHECK(a.heads_per_tg == std::min(group, 8), "d%d g%d: %d heads per threadgroup", head_dim, group, a.heads_per_tg);
+        CHECK(mfs_decode_uses_mma(constant_of(d, MFS_FC_DECODE_PAIRS), head_dim, 2), "d%d g%d",
+              head_dim, group);
+        CHECK(constant_of(d, MFS_FC_DECODE_PAIRS) == pairs, "d%d g%d: %d of %d", head_dim, group,
+              constant_of(d, MFS_FC_DECODE_PAIRS), pairs);
+      }
+    }
+    // GQA 1 x 8 rows: 8 pairs, one threadgroup; GQA 2 x 1 row: the shuffle path
+    const KernelLaunch rows8 = make_forward_plan(decode_call(1, head_dim, 8, 64), kMfsFloat16,
+                                                 kMfsFloat32).launches.at(0);
+    CHECK(decode_args(rows8).rows_per_tg == 8 && constant_of(rows8, MFS_FC_DECODE_PAIRS) == 8,
+          "d%d: %d rows", head_dim, decode_args(rows8).rows_per_tg);
+    const KernelLaunch gqa2 = make_forward_plan(decode_call(2, head_dim, 1, 64), kMfsFloat16,
+                                                kMfsFloat32).launches.at(0);
+    CHECK(!mfs_decode_uses_mma(constant_of(gqa2, MFS_FC_DECODE_PAIRS), head_dim, 2), "d%d", head_dim);
+  }
+  // float32 and tile 256: no MMA path, a GQA-8 group in two threadgroups of 4
+  const KernelLaunch f32 = make_forward_plan(decode_call(8, 128, 1, 64), kMfsFloat32,
+                                             kMfsFloat32).launches.at(0);
+  CHECK(decode_args(f32).heads_per_tg == 4, "%d", decode_args(f32).heads_per_tg);
+  CHECK(!mfs_decode_uses_mma(constant_of(f32, MFS_FC_DECODE_PAIRS), 128, 4), "f32");
+  const KernelLaunch d256 = make_forward_plan(decode_call(8, 256, 1, 64), kMfsFloat16,
+                                              kMfsFloat32).launches.at(0);
+  CHECK(decode_args(d256).heads_per_tg == 4, "%d", decode_args(d256).heads_per_tg);
+}
+
 int main() {
+  test_mma_path();
   test_cores_from_the_architecture_name();
   test_split_sizing();
   test_live_pair_count();
