@@ -116,34 +116,25 @@ LaunchPlan make_backward_plan(const AttentionParams& p, const MetalBackwardArgs&
   const std::string sfx = plan_dtype_suffix(dtype);
   const std::string dim = "_d" + std::to_string(tile);
   const int eb = dtype == kMfsFloat32 ? 4 : 2;
-  const uint32_t tg_bytes = static_cast<uint32_t>(mfs_bwd_tg_bytes(tile, eb));
   const bool mask_read = p.mask_kind != kNoMask &&
                          plan_mask_summary(p, plan_feature_constants(p, sinks_dtype, target), plan);
   plan.launches.push_back(backward_launch(
       "mfs_bwd_row_dot_" + sfx, PlanKernel::BackwardRowDot, p, args, sinks_dtype, target, mask_read,
       plan_ceil_div(p.max_seqlen_q, MFS_BWD_DOT_ROWS), p.heads_q, p.batch, MFS_BWD_DOT_THREADS, 0));
-  if (mfs_bwd_rows_tile(tile)) {  // dK/dV by full-width rows: no partials, one barrier a tile
-    plan.launches.push_back(backward_launch(
-        "mfs_bwd_dkdv_rows_" + sfx + dim, PlanKernel::BackwardDkDv, p, args, sinks_dtype, target,
-        mask_read, plan_ceil_div(p.max_seqlen_k, MFS_BWD_ROWS_OWN), p.heads_kv, p.batch,
-        MFS_BWD_ROWS_THREADS, static_cast<uint32_t>(mfs_bwd_rows_tg_bytes(tile, eb))));
-  } else {
-    plan.launches.push_back(backward_launch(
-        "mfs_bwd_dkdv_" + sfx + dim, PlanKernel::BackwardDkDv, p, args, sinks_dtype, target,
-        mask_read, plan_ceil_div(p.max_seqlen_k, MFS_BWD_OWN), p.heads_kv, p.batch,
-        mfs_bwd_threads(tile), tg_bytes));
-  }
-  if (mfs_bwd_rows_tile(tile)) {
-    plan.launches.push_back(backward_launch(
-        "mfs_bwd_dq_rows_" + sfx + dim, PlanKernel::BackwardDq, p, args, sinks_dtype, target,
-        mask_read, plan_ceil_div(p.max_seqlen_q, MFS_BWD_ROWS_OWN), p.heads_q, p.batch,
-        MFS_BWD_ROWS_THREADS, static_cast<uint32_t>(mfs_bwd_rows_tg_bytes(tile, eb))));
-  } else {
-    plan.launches.push_back(backward_launch(
-        "mfs_bwd_dq_" + sfx + dim, PlanKernel::BackwardDq, p, args, sinks_dtype, target, mask_read,
-        plan_ceil_div(p.max_seqlen_q, MFS_BWD_OWN), p.heads_q, p.batch, mfs_bwd_threads(tile),
-        tg_bytes));
-  }
+  // dK/dV and dQ: by full-width rows (no partials, one barrier a streamed tile) where the head
+  // dim fits a SIMD-group's registers, else by head-dim shares.
+  const bool rows_kernels = mfs_bwd_rows_tile(tile);
+  const std::string pass = rows_kernels ? "_rows_" : "_";
+  const int own = rows_kernels ? MFS_BWD_ROWS_OWN : MFS_BWD_OWN;
+  const int threads = rows_kernels ? MFS_BWD_ROWS_THREADS : mfs_bwd_threads(tile);
+  const uint32_t tg_bytes = static_cast<uint32_t>(
+      rows_kernels ? mfs_bwd_rows_tg_bytes(tile, eb) : mfs_bwd_tg_bytes(tile, eb));
+  plan.launches.push_back(backward_launch(
+      "mfs_bwd_dkdv" + pass + sfx + dim, PlanKernel::BackwardDkDv, p, args, sinks_dtype, target,
+      mask_read, plan_ceil_div(p.max_seqlen_k, own), p.heads_kv, p.batch, threads, tg_bytes));
+  plan.launches.push_back(backward_launch(
+      "mfs_bwd_dq" + pass + sfx + dim, PlanKernel::BackwardDq, p, args, sinks_dtype, target,
+      mask_read, plan_ceil_div(p.max_seqlen_q, own), p.heads_q, p.batch, threads, tg_bytes));
   if (p.flags & kHasSinks) {
     plan.launches.push_back(backward_launch("mfs_bwd_sinks", PlanKernel::BackwardSinks, p, args,
                                             sinks_dtype, target, mask_read, 1, p.heads_q, 1,

@@ -152,9 +152,6 @@ MUTANTS = [
                         "const int NP = min(P, mfs_decode_pairs - 1);")),
     Mutant("decode_cohort_pairs_strided_by_capacity", "attention_decode.metal",
            replace_once("const int first_pair = cohort * NP;", "const int first_pair = cohort * P;")),
-    # decode's split-K scratch is a function-constant-guarded parameter (17, mfs_decode_split):
-    # a store to it from a launch that does not split (out and lse still right) must be reported
-    # by the simulator, which points the absent parameter at an empty region between red zones.
     # decode's MMA path (tiles 96/128, 16-bit, 4-8 pairs; checked by the wide cases in bfloat16):
     # O^T not rescaled, a key's page taken from another key's lane, a column's max over half
     # its keys, Q^T staged with one pair in both of a lane's columns.
@@ -167,6 +164,9 @@ MUTANTS = [
            replace_once("kmax = max(kmax, simd_shuffle_xor(kmax, (ushort)16));", ""), wide=True),
     Mutant("decode_mma_q_of_one_pair_per_lane", "attention_decode.metal",
            replace_once("const int pair = qc + e;", "const int pair = qc;"), wide=True),
+    # decode's split-K scratch is a function-constant-guarded parameter (17, mfs_decode_split):
+    # a store to it from a launch that does not split (out and lse still right) must be reported
+    # by the simulator, which points the absent parameter at an empty region between red zones.
     Mutant("decode_scratch_written_without_split", "attention_decode.metal",
            replace_once("if (!mfs_decode_split) {",
                         "if (!mfs_decode_split) {\n        if (lane == 0) partial_ml[0] = mt;")),
