@@ -282,13 +282,17 @@ def test_plan_picks_the_backward_by_full_width_rows_at_tiles_32_and_64_in_cpp(tm
 def test_features_are_function_constants():
     """Every per-call feature reaches the kernels as a function constant (pipeline key)."""
     flags = VARLEN_Q | VARLEN_K | HAS_SINKS | WRITE_LSE
-    p = plan(**varlen_fields(flags=flags), window_left=-1, window_right=0, kv_aligned=0)
+    p = plan(**varlen_fields(flags=flags), window_left=-1, window_right=0, kv_aligned=0,
+             q_aligned=0)
     fcs = p["launches"][0]["constants"]
     assert fcs == {"0": 0, "1": 1, "2": 1, "3": 0, "4": 0, "5": 0, "6": 0, "7": 1, "8": 1,
-                   "9": 1, "10": 0, "11": 0, "12": 0, "13": 0, "14": 0, "16": 1}
+                   "9": 1, "10": 0, "11": 0, "12": 0, "13": 0, "14": 0, "16": 1, "18": 0}
     p = plan(**varlen_fields(flags=VARLEN_Q | VARLEN_K))
     fcs = p["launches"][0]["constants"]
     assert fcs["7"] == 0 and fcs["8"] == 0 and fcs["9"] == 0 and fcs["10"] == 1
+    assert fcs["18"] == 1  # q rows 16-byte aligned: Q by 16-byte loads (the prefill's own)
+    p = plan(**varlen_fields(flags=VARLEN_Q | VARLEN_K), q_aligned=0)
+    assert p["launches"][0]["constants"]["10"] == 1 and p["launches"][0]["constants"]["18"] == 0
     # flash-attn 3's seqused_q: a constant, and its buffer (22) bound to every launch that
     # resolves sequences, the row clearing included (it zeroes each slot's unused rows).
     p = plan(**varlen_fields(flags=VARLEN_Q | VARLEN_K | SEQUSED_Q | CLEAR_ROWS))
@@ -409,6 +413,49 @@ def check_call(fa, lengths_q, lengths_k, heads, heads_kv, head_dim, dtype, head_
 
 def launched(reports) -> list[str]:
     return [r["kernel"] for r in reports]
+
+
+def q_loads(reports) -> list[int]:
+    """The prefill launches' load instructions of q by width (1, 2, 4, 8, 16 bytes, other)."""
+    widths = [0] * 6
+    for r in reports:
+        if r["kernel"].startswith("mfs_prefill_"):
+            for b in r["buffers"]:
+                if b["name"] == "q" and b["index"] >= 0:
+                    widths = [a + c for a, c in zip(widths, b["loads_by_width"])]
+    return widths
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_prefill_reads_q_by_16_byte_loads(fa_sim, trace, dtype):
+    """Q's fragments (frag_rows_by_words): 16-byte loads in half/bfloat (8-byte in float32) when
+    every q row is 16-byte aligned (function constant 18), element loads otherwise, the same
+    answer either way. Head dims whose 8-wide chunks do not fill a group of 4 (72, 80: 9 and 10),
+    one short of its tile (40 of 64: chunks past it zero, never loaded), a head-dim split (192),
+    partial query tiles and rows past a sequence."""
+    torch_dtype = TORCH_DTYPES[dtype]
+    wide = 3 if dtype == "f32" else 4  # the loads_by_width slot of 8 / 16 bytes
+    for head_dim in (40, 72, 80, 192):
+        check_call(fa_sim, [37, 5], [45, 20], 4, 2, head_dim, torch_dtype, padding_rows=2,
+                   causal=True, sinks=True)
+        loads = q_loads(trace())
+        assert loads[wide] > 0 and sum(loads) == loads[wide], (head_dim, loads)
+    # q rows one element off a 16-byte boundary (a storage offset): element loads only
+    g = torch.Generator().manual_seed(7)
+    batch = varlen_batch([37, 5], [45, 20], 4, 2, 72, torch_dtype, g)
+    q = torch.empty(batch.q.numel() + 1, dtype=torch_dtype)[1:].view(batch.q.shape)
+    q.copy_(batch.q)
+    before = q_loads(trace())
+    out, lse, _ = fa_sim.flash_attn_varlen_func(
+        q, batch.k, batch.v, batch.cu_seqlens_q, batch.cu_seqlens_k, batch.max_seqlen_q,
+        batch.max_seqlen_k, causal=True, return_attn_probs=True)
+    ref_out, ref_lse = attention_varlen(batch.q, batch.k, batch.v, batch.cu_seqlens_q,
+                                        batch.cu_seqlens_k, Semantics(scale=72 ** -0.5, causal=True))
+    assert_close(out, ref_out, torch_dtype)
+    assert_lse_close(lse, ref_lse)
+    loads = [a - b for a, b in zip(q_loads(trace()), before)]
+    elem = 2 if dtype == "f32" else 1  # the slot of one element's load
+    assert loads[elem] > 0 and sum(loads) == loads[elem], loads
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

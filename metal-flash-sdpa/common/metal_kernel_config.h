@@ -43,6 +43,7 @@
 #define MFS_FC_DECODE_PAIRS 15  // int: pairs per decode lane group (mfs_decode_live_pairs)
 #define MFS_FC_HEAD_DIM_FULL 16  // bool: prefill, head_dim == head_dim_v == the kernel's tile
 #define MFS_FC_DECODE_SPLIT 17  // bool: the decode splits its keys (writes partials, no out/lse)
+#define MFS_FC_VECTOR_Q 18  // bool: prefill, q rows 16-byte aligned (Q read by 16-byte loads)
 
 // Element types, as the plan and the function constants name them.
 enum MfsDtype { kMfsFloat32 = 0, kMfsFloat16 = 1, kMfsBFloat16 = 2 };

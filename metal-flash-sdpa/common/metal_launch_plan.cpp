@@ -310,6 +310,8 @@ LaunchPlan make_forward_plan(const AttentionParams& p, MfsDtype dtype, MfsDtype 
       // kernel's MMAs need no head-dim guard.
       l.function_constants.push_back(
           bool_constant(MFS_FC_HEAD_DIM_FULL, p.head_dim == tile && p.head_dim_v == tile));
+      // q rows on 16-byte boundaries: Q's fragments arrive by 16-byte loads (else element loads).
+      l.function_constants.push_back(bool_constant(MFS_FC_VECTOR_Q, target.q_vector_aligned));
       l.buffers = call_buffers(p, true);
       if (mask_read) {
         l.buffers.push_back({MFS_BUF_MASK, PlanTensor::Mask});

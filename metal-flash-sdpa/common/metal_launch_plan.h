@@ -106,6 +106,9 @@ struct PlanTarget {
   // k and v rows start on 16-byte boundaries (storage offsets and every k/v stride are
   // multiples of 16 bytes): the kernels may load them as 16-byte and 4-element vectors.
   bool kv_vector_aligned = true;
+  // q rows start on 16-byte boundaries (the same test on q): the prefill reads Q's rows as
+  // 16-byte words (MFS_FC_VECTOR_Q).
+  bool q_vector_aligned = true;
 };
 
 // Cores of an Apple GPU from MTLDevice.architecture.name ("applegpu_g14c", ...): the digits are

@@ -62,6 +62,7 @@ inline PlannedCall plan_forward_call(const AttentionParams& params, const Attent
   PlanTarget target;
   target.gpu_cores = gpu_cores;
   target.kv_vector_aligned = rows_vector_aligned(t.k) && rows_vector_aligned(t.v);
+  target.q_vector_aligned = rows_vector_aligned(t.q);
   call.plan = make_forward_plan(params, mfs_dtype(t.q.scalar_type()), sinks, target);
   allocate_scratch(call, t.q);
   return call;

@@ -86,6 +86,9 @@ inline void look_up_pages(threadgroup int* pages, constant AttentionParams& p,
 // the plan): no 8-wide head-dim chunk is past them, so no MMA, load or store needs a head-dim
 // guard (qc and vc below are constants and every `c_lo + c < qc` test folds away).
 constant bool mfs_head_dim_full [[function_constant(MFS_FC_HEAD_DIM_FULL)]];
+// Every q row starts on a 16-byte boundary (function constant 18, set by the plan): Q's
+// fragments are read by 16-byte loads (frag_rows_by_words).
+constant bool mfs_vector_q [[function_constant(MFS_FC_VECTOR_Q)]];
 
 template <typename T, int D>
 [[kernel, max_total_threads_per_threadgroup(mfs_prefill_threads(D))]] void mfs_prefill(
@@ -179,17 +182,23 @@ template <typename T, int D>
   }
   const ScoreRule rule = score_rule(p, alibi_slopes, s, b, h, lane);
 
-  // This SIMD-group's share of Q, as fragments in the input dtype (rows past the sequence: 0).
+  // This SIMD-group's share of Q, as fragments in the input dtype (rows past the sequence: 0):
+  // by 16-byte loads when the plan found q's rows 16-byte aligned (mfs_vector_q; float: 8-byte
+  // loads), else element by element.
   FragStore<T> qf[DQ];
   const device T* q_row = q + q_row_offset(p, s, b, row) + (long)h * p.q_head_stride;
+  if (mfs_vector_q) {
+    frag_rows_by_words(qf, q_row, c_lo, qc, row_valid, lane);
+  } else {
 #pragma unroll
-  for (int c = 0; c < DQ; ++c) {
-    float e0 = 0.0f, e1 = 0.0f;
-    if (c_lo + c < qc && row_valid) {
-      e0 = float(q_row[(c_lo + c) * 8 + fc]);
-      e1 = float(q_row[(c_lo + c) * 8 + fc + 1]);
+    for (int c = 0; c < DQ; ++c) {
+      float e0 = 0.0f, e1 = 0.0f;
+      if (c_lo + c < qc && row_valid) {
+        e0 = float(q_row[(c_lo + c) * 8 + fc]);
+        e1 = float(q_row[(c_lo + c) * 8 + fc + 1]);
+      }
+      qf[c] = frag_store<T>(e0, e1);
     }
-    qf[c] = frag_store<T>(e0, e1);
   }
 
   RowState st = row_state_start(mfs_sinks, mfs_sinks ? sink_log2(sinks, h, lane, mfs_sink_dtype) : 0.0f);

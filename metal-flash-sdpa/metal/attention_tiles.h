@@ -60,6 +60,52 @@ inline simdgroup_float8x8 frag_widen(const FragStore<T> s) {
   return f;
 }
 
+// One 32-bit word of a 16-byte word, by a per-lane index (selects, no indexed register array).
+inline uint word_at(const vec<uint, 4> v, int i) {
+  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+// A SIMD-group's fragments of 8 rows x N 8-wide chunks (chunks chunk0 + [0, N) of the lane's row
+// `row`), kept in the input dtype, read from device memory by 16-byte loads (the row 16-byte
+// aligned at every chunk). In half/bfloat a lane's two elements of a chunk are word w = fc / 2
+// (lane bits 3 and 0) of the chunk's 16-byte row piece, and a row's 4 lanes are lane ^ {0, 1, 8,
+// 9}: in each group of 4 chunks, the lane with word index w loads the whole piece of chunk w of
+// its row, then the 4 lanes swap words as a 4 x 4 transpose, 3 xor shuffles (round x: a lane
+// sends word w ^ x, which its partner lane ^ (bits of x) wants, and receives its own word w of
+// chunk w ^ x). Chunks from `live` on and rows with !row_live are zeros (never loaded). float:
+// a lane's two elements are one 8-byte load per chunk.
+template <typename T, int N>
+inline void frag_rows_by_words(thread FragStore<T> (&f)[N], const device T* row, int chunk0,
+                               int live, bool row_live, uint lane) {
+  const int w = (int)(((lane >> 3) & 1u) * 2u + (lane & 1u));
+#pragma unroll
+  for (int g = 0; g < N; g += 4) {
+    vec<uint, 4> piece = vec<uint, 4>(0u, 0u, 0u, 0u);
+    if (row_live && g + w < N && chunk0 + g + w < live) {
+      piece = *((const device vec<uint, 4>*)(row + (chunk0 + g + w) * 8));
+    }
+#pragma unroll
+    for (int x = 0; x < 4; ++x) {
+      const uint send = word_at(piece, w ^ x);
+      const uint got = x == 0 ? send : simd_shuffle_xor(send, (ushort)((x & 1) | ((x & 2) << 2)));
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        if (g + j < N && (w ^ x) == j) f[g + j].e = as_type<vec<T, 2>>(got);
+      }
+    }
+  }
+}
+template <int N>
+inline void frag_rows_by_words(thread FragStore<float> (&f)[N], const device float* row,
+                               int chunk0, int live, bool row_live, uint lane) {
+  const int fc = frag_col(lane);
+#pragma unroll
+  for (int c = 0; c < N; ++c) {
+    f[c].e = float2(0.0f);
+    if (row_live && chunk0 + c < live) f[c].e = *((const device float2*)(row + (chunk0 + c) * 8 + fc));
+  }
+}
+
 // ---- row reductions of a fragment row --------------------------------------------------------
 // A row's 8 columns sit on the lanes that differ in bits 0 and 3 of the lane index.
 inline float frag_row_max(float x) {

@@ -67,18 +67,19 @@ BUDGET = 128
 # capacity, this), so 16 is every pair it can hold, the heaviest), 17 MFS_FC_DECODE_SPLIT (the
 # decode writes split-K partials instead of out and lse: on in `all`, off in `mask`, so the two
 # default corners hold both of the decode's endings), 16 MFS_FC_HEAD_DIM_FULL (the prefill's head
-# dims fill its tile: off, the head-dim guards kept, in every corner but `plain`).
+# dims fill its tile: off, the head-dim guards kept, in every corner but `plain`), 18
+# MFS_FC_VECTOR_Q (the prefill's Q by 16-byte loads: on with aligned K/V, off in `all_unaligned`).
 ON = {i: 1 for i in range(1, 10)}
 NO_MASK = {12: 0, 13: 0}
 CORNERS = {
-    "all": {0: 2, **ON, 10: 1, 11: 1, **NO_MASK, 14: 1, 15: 16, 16: 0, 17: 1},
+    "all": {0: 2, **ON, 10: 1, 11: 1, **NO_MASK, 14: 1, 15: 16, 16: 0, 17: 1, 18: 1},
     # attn_mask with its gradient and every feature the plans let a masked call have
     # (metal_launch_plan.cpp, plan_mask_summary: fixed length, causal, lse; no ALiBi, softcap,
     # sinks, varlen, paged or seqused): the mask's reads and the summary's lookups add code and
     # live state to the prefill and the backward
-    "mask": {0: 0, **{i: 0 for i in range(1, 8)}, 8: 1, 9: 1, 10: 1, 11: 0, 12: 2, 13: 1, 14: 1, 15: 16, 16: 0, 17: 0},
-    "all_unaligned": {0: 2, **ON, 10: 0, 11: 1, **NO_MASK, 14: 1, 15: 16, 16: 0, 17: 1},
-    "plain": {0: 0, **{i: 0 for i in range(1, 10)}, 10: 1, 11: 0, **NO_MASK, 14: 0, 15: 16, 16: 1, 17: 0},
+    "mask": {0: 0, **{i: 0 for i in range(1, 8)}, 8: 1, 9: 1, 10: 1, 11: 0, 12: 2, 13: 1, 14: 1, 15: 16, 16: 0, 17: 0, 18: 1},
+    "all_unaligned": {0: 2, **ON, 10: 0, 11: 1, **NO_MASK, 14: 1, 15: 16, 16: 0, 17: 1, 18: 0},
+    "plain": {0: 0, **{i: 0 for i in range(1, 10)}, 10: 1, 11: 0, **NO_MASK, 14: 0, 15: 16, 16: 1, 17: 0, 18: 1},
 }
 # `make check-metal` and the test: the heaviest corner and attn_mask's (about 5 minutes of one
 # core each, cached). The mask corner has been within the budget since session 9 (the prefill's

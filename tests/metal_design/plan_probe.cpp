@@ -109,9 +109,10 @@ int main() {
     while (in >> kv) {
       const size_t eq = kv.find('=');
       const std::string key = kv.substr(0, eq == std::string::npos ? 0 : eq);
-      if (key == "gpu_cores" || key == "kv_aligned") {
+      if (key == "gpu_cores" || key == "kv_aligned" || key == "q_aligned") {
         const long long v = std::stoll(kv.substr(eq + 1));
         if (key == "gpu_cores") target.gpu_cores = static_cast<int>(v);
+        else if (key == "q_aligned") target.q_vector_aligned = v != 0;
         else target.kv_vector_aligned = v != 0;
         continue;
       }
