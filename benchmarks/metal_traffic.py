@@ -22,7 +22,8 @@ It also prints the design counters the simulator keeps per launch:
   8-row group's keys that some but not all of its rows see, plus two key tiles of slack);
 - barriers per K/V tile (prefill: one per tile where the K/V tiles are double-buffered, else
   two, four where the K and V tiles share a buffer (float32 at tile 512), plus one per
-  threadgroup with paged K/V; decode's key loop has none, only the final combine);
+  threadgroup with paged K/V where single-buffered; decode's key loop has none, only the final
+  combine);
 - SIMD-groups per GPU core that the plan launches for the issue's decode shape on a 38-core and
   a 10-core GPU (tests/metal_design/plan.py, the plan as plain C++).
 

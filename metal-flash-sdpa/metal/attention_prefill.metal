@@ -3,7 +3,7 @@
 // stream through threadgroup memory in tiles of BK keys; S = Q.K^T and O += P.V are 8x8
 // simdgroup_matrix MMAs accumulating in fp32; the softmax is online, in log2 units.
 // Double-buffered (mfs_prefill_double_buffered: 16-bit tiles 32-128, float32 tile 32), one
-// barrier per K/V tile:
+// barrier per K/V tile, none other (paged K/V too: the first tile's staging looks its pages up):
 //   barrier | stage the next tile's K and V into the other pair | S = Q.K^T | softmax, O += P.V.
 // Otherwise (four tiles do not fit 32 KiB, or the head dim is split), two barriers per tile:
 //   stage K (row-major like V; S = Q.K^T reads K^T as transposed fragments, frag_load_transposed)
@@ -18,7 +18,7 @@
 // function constant 16 (head dims equal to the tile) no MMA, load or store tests the head dim.
 //
 // Registers (metal_kernel_config.h, mfs_prefill_registers): Q is kept in its input dtype (half/
-// bfloat: one register per fragment), O in fp32; from head-dim tile 192 on, each row group is two
+// bfloat: one register per fragment; read by 16-byte loads, frag_rows_by_words), O in fp32; from head-dim tile 192 on, each row group is two
 // (four at tile 512) SIMD-groups that split the head dim (Q, O and the Q.K^T contraction),
 // summing their partial S through threadgroup memory, every one in the same order.
 //
@@ -55,6 +55,52 @@ inline void stage_rows(threadgroup T* tile, const device T* tile_src,
         ? head_src + (long)pages[2 * r] * batch_stride + (long)pages[2 * r + 1] * row_stride
         : tile_src + (long)r * row_stride;
     store_words8(dst, load_words8(src + c * 8));
+  }
+}
+
+// Paged K/V: the page of the key row of staging slot `s` (tile rows from key k0, kn of them),
+// loaded from block_table by one lane per row and SIMD-group, the lane staging the row's chunk 0
+// (or, for a row begun in the SIMD-group before, its first lane here: a row's slots are
+// consecutive threads) and passed to the row's other lanes by simd_shuffle. Every lane of the
+// SIMD-group calls it (slots past the tile included).
+inline int slot_page(constant AttentionParams& p, const device int* block_table, int b, int k0,
+                     int kn, const StageSlot s, uint lane) {
+  const ushort src = (ushort)((int)lane >= s.chunk ? (int)lane - s.chunk : (int)lane);
+  int page = 0;
+  if (src == (ushort)lane && s.row >= 0 && s.row < kn) page = key_page(p, block_table, b, k0 + s.row);
+  return simd_shuffle(page, src);
+}
+
+// Paged K/V, double-buffered: the first key tile (rows [0, kn) from key k0) staged with each
+// row's page looked up by the staging itself (slot_page), not read from the pages buffer, so no
+// barrier stands between the lookup and the staging. K and V share the lookups when their rows
+// have the same chunks (head_dim == head_dim_v); the layout is stage_rows' (V's tail zeroed).
+template <typename T, int BK, int NT, int SLOTS, int LD>
+inline void stage_first_paged(threadgroup T* k_tile, threadgroup T* v_tile, const device T* k_head,
+                              const device T* v_head, constant AttentionParams& p,
+                              const device int* block_table, int b, int k0, int kn, int qc, int vc,
+                              int tid, uint lane) {
+#pragma unroll
+  for (int n = 0; n < SLOTS; ++n) {
+    const StageSlot ks = stage_slot(tid, n, NT, BK, qc);
+    const StageSlot vs = stage_slot(tid, n, NT, BK, vc);
+    const int k_page = slot_page(p, block_table, b, k0, kn, ks, lane);
+    const int v_page = qc == vc ? k_page : slot_page(p, block_table, b, k0, kn, vs, lane);
+    if (ks.row >= 0 && ks.row < kn) {
+      const device T* src = k_head + (long)k_page * p.k_batch_stride +
+                            (long)((k0 + ks.row) % p.page_size) * p.k_row_stride;
+      store_words8(k_tile + ks.row * LD + ks.chunk * 8, load_words8(src + ks.chunk * 8));
+    }
+    if (vs.row >= 0) {
+      threadgroup T* dst = v_tile + vs.row * LD + vs.chunk * 8;
+      if (vs.row >= kn) {
+        zero_words8(dst);
+      } else {
+        const device T* src = v_head + (long)v_page * p.v_batch_stride +
+                              (long)((k0 + vs.row) % p.page_size) * p.v_row_stride;
+        store_words8(dst, load_words8(src + vs.chunk * 8));
+      }
+    }
   }
 }
 
@@ -219,23 +265,30 @@ template <typename T, int D>
   }
   // Paged K/V: each tile row's (page, row in page), looked up once per row: the first tile's
   // here, each next one's (into the other buffer) while the current tile is staged.
-  // Double-buffered: the first open tile is staged here (pair 0, its pages first) and, paged,
+  // Double-buffered: the first open tile is staged here (pair 0; paged, each row's page looked up
+  // by its staging lanes, stage_first_paged: no pages buffer, no barrier before it) and, paged,
   // the next open tile's pages looked up (pages buffer 1).
   const int k_first = DB ? open_key_tile(hull.begin, hull.end, BK, mask_tiles, p, b, h, row0,
                                          rows_end) : hull.begin;
-  if (mfs_paged_kv) {
+  if (mfs_paged_kv && !DB) {
     look_up_pages(page_rows, p, block_table, b, k_first, min(BK, hull.end - k_first), (int)tid, NT);
     threadgroup_barrier(mem_flags::mem_threadgroup);  // the first tile's pages are visible
   }
   if (DB && k_first < hull.end) {
     const int kn = min(BK, hull.end - k_first);
-    stage_rows<T, BK, NT, SLOTS, LD>(kv_tiles, k_rows + (long)(k_first - hull.begin) * p.k_row_stride,
-                                     k + k_head, p.k_batch_stride, p.k_row_stride, page_rows, kn,
-                                     qc, (int)tid, false);
-    stage_rows<T, BK, NT, SLOTS, LD>(kv_tiles + BK * LD,
-                                     v_rows + (long)(k_first - hull.begin) * p.v_row_stride,
-                                     v + v_head, p.v_batch_stride, p.v_row_stride, page_rows, kn,
-                                     vc, (int)tid, true);
+    if (mfs_paged_kv) {
+      stage_first_paged<T, BK, NT, SLOTS, LD>(kv_tiles, kv_tiles + BK * LD, k + k_head,
+                                              v + v_head, p, block_table, b, k_first, kn, qc, vc,
+                                              (int)tid, lane);
+    } else {
+      stage_rows<T, BK, NT, SLOTS, LD>(kv_tiles, k_rows + (long)(k_first - hull.begin) * p.k_row_stride,
+                                       k + k_head, p.k_batch_stride, p.k_row_stride, page_rows, kn,
+                                       qc, (int)tid, false);
+      stage_rows<T, BK, NT, SLOTS, LD>(kv_tiles + BK * LD,
+                                       v_rows + (long)(k_first - hull.begin) * p.v_row_stride,
+                                       v + v_head, p.v_batch_stride, p.v_row_stride, page_rows, kn,
+                                       vc, (int)tid, true);
+    }
     if (mfs_paged_kv) {
       const int k_second = open_key_tile(k_first + BK, hull.end, BK, mask_tiles, p, b, h, row0,
                                          rows_end);

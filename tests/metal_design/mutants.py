@@ -80,8 +80,8 @@ class Mutant:
 
 
 MUTANTS = [
-    # threadgroup_barrier sites, in source order: after the first tile's page lookup (paged
-    # only), after staging the first tile (double-buffered), at the start of every later tile
+    # threadgroup_barrier sites, in source order: after the first tile's page lookup (paged and
+    # single-buffered only), after staging the first tile (double-buffered), at the start of every later tile
     # (double-buffered: the one barrier per tile), before staging K (shared K/V buffer only),
     # after staging K, before staging V (shared only), after staging V. The head-dim-64 build has
     # both kinds: float32 single, bfloat16 double-buffered.
@@ -108,6 +108,14 @@ MUTANTS = [
     Mutant("prefill_pages_into_the_next_tiles_buffer", "attention_prefill.metal",
            replace_once("look_up_pages(page_rows + db_pair * 2 * BK,",
                         "look_up_pages(page_rows + (db_pair ^ 1) * 2 * BK,"), race=True),
+    # Double-buffered paged K/V: the first tile's pages looked up by its staging lanes, one lane
+    # per row and SIMD-group (slot_page): the other lanes' shuffle of it dropped (they read page 0)
+    Mutant("prefill_first_pages_not_shared", "attention_prefill.metal",
+           replace_once("return simd_shuffle(page, src);", "return page;")),
+    # Q by 16-byte loads (frag_rows_by_words, half/bfloat): the 4 x 4 word transpose's received
+    # word put in the chunk of the round instead of the sender's chunk
+    Mutant("prefill_q_words_into_the_rounds_chunk", "attention_tiles.h",
+           replace_once("if (g + j < N && (w ^ x) == j)", "if (g + j < N && x == j)")),
     # causal: the heaviest query tile first, remapped one tile off (tile 0 never computed)
     Mutant("prefill_query_tile_off_by_one", "../common/metal_kernel_config.h",
            replace_once("return heaviest_first ? tiles - 1 - x : x;",
