@@ -91,9 +91,10 @@ constexpr int mfs_bwd_tg_bytes(int d, int elem_bytes) {
 // other SIMD-group reads them) and registers hold only the accumulators. Threadgroup memory:
 // two copies of the streamed tiles (32 rows while they fit 32 KiB, else 16, else 8) plus the
 // owned rows; the form serves a tile while that fits at 8 streamed rows and the accumulators fit
-// the budget (D / 2 floats: tiles up to 128; at 192, 96 floats of dK, dV alone): every tile up to
-// 128 in 16-bit dtypes, up to 80 in float32 (f32 at 96: 25,600 B of owned K, V + 12,928 of
-// streamed tiles = 38,528 > 32,768; at 128: 33,792 owned alone).
+// the budget: every tile up to 96 in 16-bit dtypes, up to 80 in float32 (f32 at 96: 25,600 B of
+// owned K, V + 12,928 of streamed tiles = 38,528 > 32,768; at 128: 33,792 owned alone). Tile 128
+// in 16-bit fits threadgroup memory (8 streamed rows: 26,240 B) but dK/dV demands 134 registers
+// there (registers.py, mask corner; 64 accumulator words), so 128 keeps the head-dim shares.
 #define MFS_BWD_ROWS_OWN 32
 #define MFS_BWD_ROWS_THREADS 128
 constexpr bool mfs_bwd_rows_owned_staged(int d) { return d > 64; }
@@ -119,7 +120,7 @@ constexpr int mfs_bwd_rows_stream(int d, int elem_bytes) {
 // Whether the plan runs a head-dim tile's dK/dV and dQ by full-width rows (else by head-dim
 // shares, mfs_bwd_dkdv / mfs_bwd_dq).
 constexpr bool mfs_bwd_rows_tile(int d, int elem_bytes) {
-  return d <= 128 && mfs_bwd_rows_fit(d, elem_bytes, 8);
+  return d <= 96 && mfs_bwd_rows_fit(d, elem_bytes, 8);
 }
 // Threadgroup memory: two copies, the Q/dO tiles of both first, then both copies' lse, D, then
 // the owned rows.

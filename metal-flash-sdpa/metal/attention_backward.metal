@@ -1267,7 +1267,7 @@ template <typename T, int D>
   MFS_INSTANTIATE_BWD_ROWS(half, f16, D)   \
   MFS_INSTANTIATE_BWD_ROWS(bfloat, bf16, D)
 
-// Tiles 96 and 128: by full-width rows in 16-bit dtypes, by head-dim shares in float32 (whose
+// Tile 96: by full-width rows in 16-bit dtypes, by head-dim shares in float32 (whose
 // owned rows and two streamed copies do not fit 32 KiB: metal_backward_config.h).
 #define MFS_INSTANTIATE_BWD_ROWS_16BIT(D) \
   MFS_INSTANTIATE_BWD_ROWS(half, f16, D)  \
@@ -1289,9 +1289,8 @@ MFS_INSTANTIATE_BWD_ROWS_DTYPES(64)
 MFS_INSTANTIATE_BWD_ROWS_DTYPES(72)
 MFS_INSTANTIATE_BWD_ROWS_DTYPES(80)
 MFS_INSTANTIATE_BWD_ROWS_16BIT(96)
-MFS_INSTANTIATE_BWD_ROWS_16BIT(128)
 MFS_INSTANTIATE_BWD_TILED_F32(96)
-MFS_INSTANTIATE_BWD_TILED_F32(128)
+MFS_INSTANTIATE_BWD_TILED_DTYPES(128)
 MFS_INSTANTIATE_BWD_TILED_DTYPES(192)
 MFS_INSTANTIATE_BWD_TILED_DTYPES(256)
 MFS_INSTANTIATE_BWD_TILED_DTYPES(512)

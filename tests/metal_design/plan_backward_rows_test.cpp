@@ -1,6 +1,6 @@
 // Plain C++ test of which backward kernels the plan picks per head dim (metal_backward_plan.cpp):
 // dK/dV and dQ by full-width rows (mfs_bwd_*_rows) exactly at the head-dim tiles
-// mfs_bwd_rows_tile admits (32 to 128 in 16-bit dtypes, 32 to 80 in float32), with their own
+// mfs_bwd_rows_tile admits (32 to 96 in 16-bit dtypes, 32 to 80 in float32), with their own
 // grid (32 owned keys / rows), 128 threads and threadgroup bytes (two copies of 32 streamed rows,
 // 16 or 8 where they would not fit; above tile 64 the owned rows too; within 32 KiB); the
 // head-dim-share kernels everywhere else (a V head dim on a larger tile takes the call there). Built and run by tests/test_metal_design.py (exit 0: every check held).
@@ -41,7 +41,7 @@ int main() {
     for (int d = 8; d <= 512; d += 8) {
       for (int dv : {d, 64, 72}) {
         const int tile = mfs_head_dim_tile(d > dv ? d : dv);
-        const bool rows = tile <= 64 || (tile <= 128 && (eb == 2 || tile <= 80));
+        const bool rows = tile <= 64 || (tile <= 96 && (eb == 2 || tile <= 80));
         CHECK(rows == mfs_bwd_rows_tile(tile, eb), "%s tile %d", names[t], tile);
         const LaunchPlan plan =
             make_backward_plan(call(d, dv), MetalBackwardArgs{}, dtypes[t], kMfsFloat32);
