@@ -5,10 +5,10 @@
 //   mfs_bwd_dq       a threadgroup owns 16 query rows of one head and loops over the key tiles
 //                    they see: dQ;
 //   mfs_bwd_sinks    d s_aux per head, summed over every row in a fixed order.
-// At head-dim tiles 32 and 64 the plan runs the tiled passes by full-width rows instead
+// At head-dim tiles 32-96 (16-bit; float32 32-80) the plan runs the tiled passes by full-width rows
 // (mfs_bwd_dkdv_rows, mfs_bwd_dq_rows, after mfs_bwd_dq below: 32 owned rows, 8 per SIMD-group
 // over the whole head dim, P and dS in registers, one barrier per streamed tile).
-// From tile 72 on the two tiled passes share one shape (metal_backward_config.h): every
+// Elsewhere the two tiled passes share one shape (metal_backward_config.h): every
 // SIMD-group keeps a head-dim share of the owned rows in registers, computes partial S and dP
 // over it against the
 // streamed tile (8x8 simdgroup_matrix MMAs, fp32), the partials are summed through threadgroup
