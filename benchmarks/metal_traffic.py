@@ -367,12 +367,18 @@ def bwd_stream(tile: int) -> int:
     return 8 if tile >= 192 else 16
 
 
-# dK/dV and dQ by full-width rows (mfs_bwd_*_rows, head-dim tiles up to 64): a threadgroup owns
-# 32 keys or query rows (8 per SIMD-group) and streams 32 rows, 16 in float32 at tile 64.
+# dK/dV and dQ by full-width rows (mfs_bwd_*_rows, head-dim tiles up to 96 in 16-bit dtypes, 80
+# in float32): a threadgroup owns 32 keys or query rows (8 per SIMD-group) and streams 32 rows,
+# or 16 / 8 where two copies (and, above tile 64, the owned rows) would not fit 32 KiB.
+ROWS_STREAM = {("float32", 64): 16, ("float32", 72): 8, ("float32", 80): 8, ("16", 80): 16,
+               ("16", 96): 16, ("16", 128): 8}
+
+
 def bwd_tiles(tile: int, dtype: str) -> tuple[int, int]:
     """(owned rows, streamed rows) of both tiled passes at a head-dim tile."""
-    if tile <= 64:
-        return 32, (16 if (dtype == "float32" and tile == 64) else 32)
+    if tile <= (80 if dtype == "float32" else 96):
+        key = (dtype if dtype == "float32" else "16", tile)
+        return 32, ROWS_STREAM.get(key, 32)
     return BWD_OWN, bwd_stream(tile)
 
 
@@ -389,6 +395,10 @@ BACKWARD_CONFIGS = [
     # dK/dV by full-width rows: float32 at tile 64 (16 streamed rows), tile 32 with GQA 4.
     Config("backward_f32_d64_causal", [160], [160], 2, 1, 64, dtype="float32", causal=True),
     Config("backward_d32_gqa4", [128], [128], 8, 2, 32, causal=True),
+    # Tile 96 (16-bit: full-width rows, owned rows staged); tile 128, the most used head dim.
+    Config("backward_d96", [256], [256], 4, 2, 96),
+    Config("backward_d128", [256], [256], 4, 2, 128),
+    Config("backward_f32_d128", [160], [160], 2, 1, 128, dtype="float32"),
     Config("backward_d256_gqa4", [96], [96], 8, 2, 256, causal=True),
     # Tile 512 (Gemma 4's global layers): streamed rows read into registers, not staged.
     Config("backward_d512_causal", [96], [96], 4, 2, 512, causal=True),

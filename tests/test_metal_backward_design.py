@@ -25,7 +25,25 @@ import metal_traffic  # noqa: E402
 TILES = [32, 64, 72, 80, 96, 128, 192, 256, 512]
 MAX_TG_BYTES = 32 * 1024
 OWN = 16  # MFS_BWD_OWN
-ROWS_TILES = (32, 64)  # dK/dV and dQ by full-width rows (mfs_bwd_rows_tile)
+# dK/dV and dQ by full-width rows (mfs_bwd_rows_tile): tiles up to 96 in 16-bit dtypes (128: dK/dV
+# over the register budget), up to 80 in float32 (above: owned rows + two streamed copies > 32 KiB).
+ROWS_TILES = {"f32": (32, 64, 72, 80), "f16": (32, 64, 72, 80, 96),
+              "bf16": (32, 64, 72, 80, 96)}
+
+
+def rows_stream(tile: int, dtype: str) -> int:
+    """mfs_bwd_rows_stream: streamed rows per step of the full-width-rows kernels."""
+    return {("f32", 64): 16, ("f32", 72): 8, ("f32", 80): 8, ("f16", 80): 16, ("f16", 96): 16,
+            ("f16", 128): 8}.get((dtype.replace("bf16", "f16"), tile), 32)
+
+
+def rows_tg_bytes(tile: int, dtype: str) -> int:
+    """Two copies of the streamed tiles (rows padded by 16 B) and their lse, D; above tile 64 each
+    SIMD-group's 8 owned rows of two operands (32 rows x 2, padded alike)."""
+    eb = ELEM_BYTES[dtype]
+    st = rows_stream(tile, dtype)
+    owned = 2 * 32 * (tile + 16 // eb) * eb if tile > 64 else 0
+    return 2 * (2 * st * (tile + 16 // eb) * eb + 2 * st * 4) + owned
 ROWS_OWN = 32          # MFS_BWD_ROWS_OWN: 8 keys / rows per SIMD-group, 4 SIMD-groups
 
 
@@ -60,7 +78,7 @@ def test_tiles_threads_and_threadgroup_memory_of_every_instantiation(dtype):
         kinds = [l["kind"] for l in p["launches"]]
         assert kinds == [BWD_ROW_DOT, BWD_DKDV, BWD_DQ], p
         row_dot, dkdv, dq = p["launches"]
-        rows = tile in ROWS_TILES
+        rows = tile in ROWS_TILES[dtype]
         assert row_dot["kernel"] == f"mfs_bwd_row_dot_{dtype}"
         assert dkdv["kernel"] == f"mfs_bwd_dkdv_{'rows_' if rows else ''}{dtype}_d{tile}"
         assert dq["kernel"] == f"mfs_bwd_dq_{'rows_' if rows else ''}{dtype}_d{tile}"
@@ -97,9 +115,9 @@ def test_16_bit_streamed_tiles_are_double_buffered_within_32_kib():
     # metal_backward_config.h, mfs_bwd_stream_buffers: 16-bit dtypes stage two copies of the
     # streamed tiles (rows padded by 16 B) and of their lse, D, and the finished P, dS get their
     # own area; float32 stages one copy, the finished P, dS in slot 0 of the partials.
-    for d, st, nsg in ((72, 16, 4), (128, 16, 4), (256, 8, 8)):
+    for d, st, nsg in ((96, 16, 4), (128, 16, 4), (256, 8, 8)):
         partials = nsg * 2 * 16 * (st + 4)
-        for dtype in DTYPES:
+        for dtype in (("f32",) if d == 96 else DTYPES):  # 16-bit up to 96: full-width rows
             eb = ELEM_BYTES[dtype]
             copies = 2 if eb == 2 else 1
             p = backward_plan(dtype, "f32", **fields(head_dim=d))
@@ -111,27 +129,32 @@ def test_16_bit_streamed_tiles_are_double_buffered_within_32_kib():
 
 
 @pytest.mark.kernels_ci
-def test_full_width_rows_double_buffer_32_streamed_rows_within_32_kib():
+def test_full_width_rows_double_buffer_the_streamed_rows_within_32_kib():
     # metal_backward_config.h, mfs_bwd_rows_*: two copies of the streamed tiles (Q and dO, or K
     # and V; rows padded by 16 B) and of the streamed rows' lse and D (dK/dV; dQ keeps its rows'
-    # in registers and leaves that area unused); 32 streamed rows, 16 where two copies of 32
-    # would not fit (float32 at tile 64); nothing else in threadgroup memory (no partials).
-    for d in (8, 32, 40, 64):
-        tile = 32 if d <= 32 else 64
+    # in registers and leaves that area unused); 32 streamed rows, 16 or 8 where two copies of
+    # 32 would not fit; above tile 64 the owned rows too; nothing else (no partials).
+    for d in (8, 32, 40, 64, 72, 80, 88, 96, 120, 128):
+        tile = min(t for t in TILES if t >= max(d, 32))
         for dtype in DTYPES:
-            eb = ELEM_BYTES[dtype]
-            st = 16 if (dtype, tile) == ("f32", 64) else 32
             p = backward_plan(dtype, "f32", **fields(head_dim=d))
             tiled = [l for l in p["launches"] if l["kind"] in (BWD_DKDV, BWD_DQ)]
+            if tile not in ROWS_TILES[dtype]:
+                assert [l["kernel"] for l in tiled] == [f"mfs_bwd_dkdv_{dtype}_d{tile}",
+                                                        f"mfs_bwd_dq_{dtype}_d{tile}"]
+                continue
             assert [l["kernel"] for l in tiled] == [f"mfs_bwd_dkdv_rows_{dtype}_d{tile}",
                                                     f"mfs_bwd_dq_rows_{dtype}_d{tile}"]
             for launch in tiled:
                 assert launch["threads"] == 128
-                assert launch["tgmem"] == 2 * (2 * st * (tile + 16 // eb) * eb + 2 * st * 4), d
+                assert launch["tgmem"] == rows_tg_bytes(tile, dtype), (d, dtype)
                 assert launch["tgmem"] <= MAX_TG_BYTES
-    p = backward_plan("f16", "f32", **fields(head_dim=64, head_dim_v=72))  # tile 72: the shares
+    # float32 at 96 and 128 keeps the head-dim shares (owned rows + two streamed copies of 8:
+    # 38,528 and 50,816 bytes); so does a 16-bit call whose V head dim takes it to tile 192.
+    assert rows_tg_bytes(96, "f32") > MAX_TG_BYTES and rows_tg_bytes(128, "f32") > MAX_TG_BYTES
+    p = backward_plan("f16", "f32", **fields(head_dim=64, head_dim_v=136))
     assert [l["kernel"] for l in p["launches"] if l["kind"] in (BWD_DKDV, BWD_DQ)] == [
-        "mfs_bwd_dkdv_f16_d72", "mfs_bwd_dq_f16_d72"]
+        "mfs_bwd_dkdv_f16_d192", "mfs_bwd_dq_f16_d192"]
 
 
 @pytest.mark.kernels_ci

@@ -72,13 +72,14 @@ def test_backward_counters_present_and_sane(fa_sim, config, monkeypatch):
     check_sane(m["design_counters"], config)
     assert {k["family"] for k in m["design_counters"]} == {"bwd_dkdv", "bwd_dq"}
     # Barriers per streamed tile (metal_backward_config.h): one by full-width rows (dK/dV and
-    # dQ at tiles up to 64, double-buffered in every dtype, no partials); two where the streamed
-    # tiles are double-buffered (16-bit dtypes) or read into registers (tile 512), four where
-    # float32 stages one copy; a prologue barrier per threadgroup may add a fraction.
+    # dQ at tiles up to 96 in 16-bit dtypes, 80 in float32, double-buffered, no partials); two
+    # where the streamed tiles are double-buffered (16-bit dtypes) or read into registers (tile
+    # 512), four where float32 stages one copy; a prologue barrier per threadgroup may add a
+    # fraction.
     for k in m["design_counters"]:
         tile = int(k["kernel"].rsplit("_d", 1)[1])
         if "_rows_" in k["kernel"]:
-            assert tile <= 64 and k["barriers_per_tile"] == 1, k
+            assert tile <= 96 and k["barriers_per_tile"] == 1, k
         elif metal_traffic.ELEM[config.dtype] == 2 or tile == 512:
             assert k["barriers_per_tile"] <= 2.5, k
         else:

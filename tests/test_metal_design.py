@@ -271,10 +271,11 @@ def test_plan_binds_nothing_at_guarded_parameters_in_cpp(tmp_path):
 
 
 @pytest.mark.kernels_ci
-def test_plan_picks_the_backward_by_full_width_rows_at_tiles_32_and_64_in_cpp(tmp_path):
+def test_plan_picks_the_backward_by_full_width_rows_up_to_tile_96_in_cpp(tmp_path):
     """tests/metal_design/plan_backward_rows_test.cpp, plain C++ over the backward plan: dK/dV
-    and dQ by full-width rows exactly at head-dim tiles 32 and 64 (every dtype), with their grid,
-    threads and threadgroup bytes; the head-dim-share kernels at every other tile."""
+    and dQ by full-width rows exactly at head-dim tiles 32 to 96 in 16-bit dtypes and 32 to 80
+    in float32, with their grid, threads and threadgroup bytes; the head-dim-share kernels at
+    every other tile."""
     run_plan_test(tmp_path, "plan_backward_rows_test")
 
 

@@ -77,29 +77,56 @@ constexpr int mfs_bwd_tg_bytes(int d, int elem_bytes) {
           mfs_bwd_row_floats(d, elem_bytes)) * 4;
 }
 // The tiled passes by full-width rows (mfs_bwd_dkdv_rows, mfs_bwd_dq_rows in
-// attention_backward.metal; issue 20's change 1), which the plan picks at head-dim tiles up to
-// 64 (mfs_bwd_rows_tile): each of 4 SIMD-groups owns 8 keys (dK/dV) or 8 query rows (dQ) over
-// the whole head dim (K, V or Q, dO in registers in the input dtype; the fp32 accumulators: dK
-// and dV are 2 x D / 8 fragments, 32 floats a lane at tile 64, with K and V 64 in float32, which
-// is why the form stops there), computes S^T = K.Q^T and dP^T = V.dO^T (dQ: S = Q.K^T, dP =
-// dO.V^T) itself, finishes P and dS in registers and uses them as MMA operands (dV += P^T.dO,
-// dK += dS^T.Q; dQ += dS.K): no partials through threadgroup memory, no finishing pass. The
-// streamed tiles (and, dK/dV, their rows' lse and D) are double-buffered: one barrier per
-// streamed tile.
+// attention_backward.metal; issue 20's change 1): each of 4 SIMD-groups owns 8 keys (dK/dV) or
+// 8 query rows (dQ) over the whole head dim, computes S^T = K.Q^T and dP^T = V.dO^T (dQ: S =
+// Q.K^T, dP = dO.V^T) itself, finishes P and dS in registers and uses them as MMA operands (dV +=
+// P^T.dO, dK += dS^T.Q; dQ += dS.K): no partials through threadgroup memory, no finishing pass.
+// The streamed tiles (and, dK/dV, their rows' lse and D) are double-buffered: one barrier per
+// streamed tile. Registers hold the fp32 accumulators (dK and dV: 2 x D / 8 fragments, D / 2
+// floats a lane; dQ: D / 4) and, up to tile 64, the owned rows' K and V (or Q and dO) fragments
+// in the input dtype. From tile 72 on those fragments and the accumulators together pass the
+// register budget (tile 72: 36 + 36 words beside ~50 of addresses and temporaries, where tile 64
+// demands 117-119 of 128), so the owned rows are staged once into threadgroup memory
+// (mfs_bwd_rows_owned_staged: each SIMD-group its own 8 rows, read back as MMA fragments; no
+// other SIMD-group reads them) and registers hold only the accumulators. Threadgroup memory:
+// two copies of the streamed tiles (32 rows while they fit 32 KiB, else 16, else 8) plus the
+// owned rows; the form serves a tile while that fits at 8 streamed rows and the accumulators fit
+// the budget: every tile up to 96 in 16-bit dtypes, up to 80 in float32 (f32 at 96: 25,600 B of
+// owned K, V + 12,928 of streamed tiles = 38,528 > 32,768; at 128: 33,792 owned alone). Tile 128
+// in 16-bit fits threadgroup memory (8 streamed rows: 26,240 B) but dK/dV demands 134 registers
+// there (registers.py, mask corner; 64 accumulator words), so 128 keeps the head-dim shares.
 #define MFS_BWD_ROWS_OWN 32
 #define MFS_BWD_ROWS_THREADS 128
-constexpr bool mfs_bwd_rows_tile(int d) { return d <= 64; }
+constexpr bool mfs_bwd_rows_owned_staged(int d) { return d > 64; }
+// The owned rows in threadgroup memory: 4 SIMD-groups x (8 K rows, 8 V rows) (dQ: Q, dO),
+// padded by 16 bytes like the streamed tiles.
+constexpr int mfs_bwd_rows_owned_bytes(int d, int elem_bytes) {
+  return mfs_bwd_rows_owned_staged(d) ? 2 * MFS_BWD_ROWS_OWN * mfs_bwd_ld(d, elem_bytes) * elem_bytes
+                                      : 0;
+}
 // One copy of the streamed tiles: Q and dO rows (padded by 16 bytes), their lse and D.
 constexpr int mfs_bwd_rows_copy_bytes(int d, int elem_bytes, int stream) {
   return 2 * stream * mfs_bwd_ld(d, elem_bytes) * elem_bytes + 2 * stream * 4;
 }
-// Streamed rows per step: 32 while two copies fit 32 KiB, else 16 (float32 at tile 64: 34 KiB).
-constexpr int mfs_bwd_rows_stream(int d, int elem_bytes) {
-  return 2 * mfs_bwd_rows_copy_bytes(d, elem_bytes, 32) <= 32768 ? 32 : 16;
+constexpr bool mfs_bwd_rows_fit(int d, int elem_bytes, int stream) {
+  return 2 * mfs_bwd_rows_copy_bytes(d, elem_bytes, stream) +
+             mfs_bwd_rows_owned_bytes(d, elem_bytes) <= 32768;
 }
-// Threadgroup memory: two copies, the Q/dO tiles of both first, then both copies' lse, D.
+// Streamed rows per step: 32 while two copies (and the owned rows) fit 32 KiB, else 16, else 8
+// (f32 at tile 64: 16; f16 at 72: 32, 80 and 96: 16, 128: 8; f32 at 72 and 80: 8).
+constexpr int mfs_bwd_rows_stream(int d, int elem_bytes) {
+  return mfs_bwd_rows_fit(d, elem_bytes, 32) ? 32 : mfs_bwd_rows_fit(d, elem_bytes, 16) ? 16 : 8;
+}
+// Whether the plan runs a head-dim tile's dK/dV and dQ by full-width rows (else by head-dim
+// shares, mfs_bwd_dkdv / mfs_bwd_dq).
+constexpr bool mfs_bwd_rows_tile(int d, int elem_bytes) {
+  return d <= 96 && mfs_bwd_rows_fit(d, elem_bytes, 8);
+}
+// Threadgroup memory: two copies, the Q/dO tiles of both first, then both copies' lse, D, then
+// the owned rows.
 constexpr int mfs_bwd_rows_tg_bytes(int d, int elem_bytes) {
-  return 2 * mfs_bwd_rows_copy_bytes(d, elem_bytes, mfs_bwd_rows_stream(d, elem_bytes));
+  return 2 * mfs_bwd_rows_copy_bytes(d, elem_bytes, mfs_bwd_rows_stream(d, elem_bytes)) +
+         mfs_bwd_rows_owned_bytes(d, elem_bytes);
 }
 
 // The D pass: rows per threadgroup, 4 SIMD-groups taking one row at a time.

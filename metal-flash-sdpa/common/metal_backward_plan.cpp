@@ -121,9 +121,10 @@ LaunchPlan make_backward_plan(const AttentionParams& p, const MetalBackwardArgs&
   plan.launches.push_back(backward_launch(
       "mfs_bwd_row_dot_" + sfx, PlanKernel::BackwardRowDot, p, args, sinks_dtype, target, mask_read,
       plan_ceil_div(p.max_seqlen_q, MFS_BWD_DOT_ROWS), p.heads_q, p.batch, MFS_BWD_DOT_THREADS, 0));
-  // dK/dV and dQ: by full-width rows (no partials, one barrier a streamed tile) where the head
-  // dim fits a SIMD-group's registers, else by head-dim shares.
-  const bool rows_kernels = mfs_bwd_rows_tile(tile);
+  // dK/dV and dQ: by full-width rows (no partials, one barrier a streamed tile) where the
+  // accumulators fit a SIMD-group's registers and the tiles threadgroup memory, else by head-dim
+  // shares.
+  const bool rows_kernels = mfs_bwd_rows_tile(tile, eb);
   const std::string pass = rows_kernels ? "_rows_" : "_";
   const int own = rows_kernels ? MFS_BWD_ROWS_OWN : MFS_BWD_OWN;
   const int threads = rows_kernels ? MFS_BWD_ROWS_THREADS : mfs_bwd_threads(tile);
@@ -152,10 +153,11 @@ std::vector<std::string> all_backward_plan_kernel_names() {
   std::vector<std::string> names;
   for (MfsDtype dtype : {kMfsFloat32, kMfsFloat16, kMfsBFloat16}) {
     const std::string sfx = plan_dtype_suffix(dtype);
+    const int eb = dtype == kMfsFloat32 ? 4 : 2;
     names.push_back("mfs_bwd_row_dot_" + sfx);
     for (int i = 0; i < MFS_NUM_HEAD_DIM_TILES; ++i) {
       const std::string dim = "_d" + std::to_string(mfs_head_dim_tile_at(i));
-      const std::string rows = mfs_bwd_rows_tile(mfs_head_dim_tile_at(i)) ? "rows_" : "";
+      const std::string rows = mfs_bwd_rows_tile(mfs_head_dim_tile_at(i), eb) ? "rows_" : "";
       names.push_back("mfs_bwd_dkdv_" + rows + sfx + dim);
       names.push_back("mfs_bwd_dq_" + rows + sfx + dim);
     }

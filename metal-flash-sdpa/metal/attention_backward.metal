@@ -5,10 +5,10 @@
 //   mfs_bwd_dq       a threadgroup owns 16 query rows of one head and loops over the key tiles
 //                    they see: dQ;
 //   mfs_bwd_sinks    d s_aux per head, summed over every row in a fixed order.
-// At head-dim tiles 32 and 64 the plan runs the tiled passes by full-width rows instead
+// At head-dim tiles 32-96 (16-bit; float32 32-80) the plan runs the tiled passes by full-width rows
 // (mfs_bwd_dkdv_rows, mfs_bwd_dq_rows, after mfs_bwd_dq below: 32 owned rows, 8 per SIMD-group
 // over the whole head dim, P and dS in registers, one barrier per streamed tile).
-// From tile 72 on the two tiled passes share one shape (metal_backward_config.h): every
+// Elsewhere the two tiled passes share one shape (metal_backward_config.h): every
 // SIMD-group keeps a head-dim share of the owned rows in registers, computes partial S and dP
 // over it against the
 // streamed tile (8x8 simdgroup_matrix MMAs, fp32), the partials are summed through threadgroup
@@ -406,6 +406,31 @@ inline void bwd_stage_queries(threadgroup T* pair, int ld, threadgroup float* te
   bwd_stage<T, SLOTS>(pair, ld, q_slots, q_base, p.q_row_stride, first, end);
   bwd_stage<T, SLOTS>(pair + ST * ld, ld, do_slots, do_base, a.dout_row_stride, first, end);
   bwd_stage_row_terms(terms, terms + TERMS_LD, lse, row_d, p, a, s, b, h, first, end, ST, tid);
+}
+
+// The owned rows of a full-width-rows SIMD-group (8 rows [first, first + 8) of one head, `chunks`
+// chunks) staged once into its own threadgroup area (tiles above 64, mfs_bwd_rows_owned_staged):
+// by its 32 lanes, read back only by the same SIMD-group (after the first streamed tile's
+// barrier); rows at or past `end` are zeros.
+template <typename T, int D>
+inline void bwd_stage_owned(threadgroup T* tile, const device T* base, long row_stride, int first,
+                            int end, int chunks, uint lane) {
+  constexpr int SLOTS = (8 * (D / 8) + 31) / 32;
+  StageSlot slots[SLOTS];
+#pragma unroll
+  for (int n = 0; n < SLOTS; ++n) slots[n] = stage_slot((int)lane, n, 32, 8, chunks);
+  bwd_stage<T, SLOTS>(tile, mfs_bwd_ld(D, (int)sizeof(T)), slots, base, row_stride, first, end);
+}
+
+// Fragment (the 8 owned rows, chunk c) of an owned operand of a full-width-rows SIMD-group: from
+// its threadgroup area when staged, else from the registers bwd_load_rows filled (the same
+// elements: row fr, columns fc and fc + 1).
+template <typename T, bool OWNED_STAGED, int DC>
+inline simdgroup_float8x8 bwd_owned(const threadgroup T* tile, int ld,
+                                    const thread FragStore<T> (&regs)[1][DC], int c, int fr,
+                                    int fc) {
+  if (OWNED_STAGED) return frag_load(tile, ld, 0, c * 8, fr, fc);
+  return frag_widen(regs[0][c]);
 }
 
 // ---- dK, dV: a threadgroup owns 16 keys of one KV head -------------------------------------------
@@ -850,14 +875,19 @@ template <typename T, int D>
   constexpr int DC = D / 8;
   constexpr int G = mfs_score_group_chunks(D);  // S's groups of chunks: the prefill's
   constexpr int SLOTS = (ST * DC + NT - 1) / NT;
-  static_assert(mfs_bwd_rows_tile(D) && mfs_prefill_dsplit(D) == 1,
+  constexpr bool OWNED_STAGED = mfs_bwd_rows_owned_staged(D);
+  static_assert(mfs_bwd_rows_tile(D, ES) && mfs_prefill_dsplit(D) == 1,
                 "one SIMD-group sums every S group, as the prefill does unsplit");
   static_assert(OWN == 8 * (NT / 32), "8 owned keys per SIMD-group");
   static_assert(mfs_bwd_rows_tg_bytes(D, ES) <= 32768, "dk/dv threadgroup memory");
-  // Two copies of the streamed Q and dO tiles, then both copies' lse and D.
+  // Two copies of the streamed Q and dO tiles, then both copies' lse and D, then (tiles above
+  // 64) each SIMD-group's owned K and V rows.
   threadgroup float4 storage[mfs_bwd_rows_tg_bytes(D, ES) / 16];  // 16-byte aligned
   threadgroup T* tiles = (threadgroup T*)storage;
   threadgroup float* row_terms = (threadgroup float*)(tiles + 2 * 2 * ST * LD);
+  threadgroup T* own_k =
+      OWNED_STAGED ? (threadgroup T*)(row_terms + 2 * 2 * ST) + (int)sg * 2 * 8 * LD : tiles;
+  threadgroup T* own_v = own_k + 8 * LD;
 
   const int b = (int)tg.z;
   const int hk = (int)tg.y;
@@ -873,14 +903,23 @@ template <typename T, int D>
   const int fc = frag_col(lane);
   const int group = p.heads_q / p.heads_kv;
 
-  // This SIMD-group's keys' K and V over the whole head dim, and their dK, dV accumulators.
+  const KeyRange rows =
+      visible_queries_for_keys(k0, k_end, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
+
+  // This SIMD-group's keys' K and V over the whole head dim (registers up to tile 64, else its
+  // threadgroup area), and their dK, dV accumulators.
+  const device T* k_base = k + bwd_k_row(p.k_batch_stride, p.k_row_stride, s, b, 0) +
+                           (long)hk * p.k_head_stride;
+  const device T* v_base = v + bwd_k_row(p.v_batch_stride, p.v_row_stride, s, b, 0) +
+                           (long)hk * p.v_head_stride;
   FragStore<T> kf[1][DC], vf[1][DC];
-  bwd_load_rows<T, 1, DC>(kf, k + bwd_k_row(p.k_batch_stride, p.k_row_stride, s, b, 0) +
-                                  (long)hk * p.k_head_stride,
-                          p.k_row_stride, sk0, k_end, 0, qc, fr, fc);
-  bwd_load_rows<T, 1, DC>(vf, v + bwd_k_row(p.v_batch_stride, p.v_row_stride, s, b, 0) +
-                                  (long)hk * p.v_head_stride,
-                          p.v_row_stride, sk0, k_end, 0, vc, fr, fc);
+  if (!OWNED_STAGED) {
+    bwd_load_rows<T, 1, DC>(kf, k_base, p.k_row_stride, sk0, k_end, 0, qc, fr, fc);
+    bwd_load_rows<T, 1, DC>(vf, v_base, p.v_row_stride, sk0, k_end, 0, vc, fr, fc);
+  } else if (rows.begin < rows.end) {  // read after the first streamed tile's barrier
+    bwd_stage_owned<T, D>(own_k, k_base, p.k_row_stride, sk0, k_end, qc, lane);
+    bwd_stage_owned<T, D>(own_v, v_base, p.v_row_stride, sk0, k_end, vc, lane);
+  }
   simdgroup_float8x8 dkf[1][DC], dvf[1][DC];
 #pragma unroll
   for (int c = 0; c < DC; ++c) {
@@ -894,8 +933,6 @@ template <typename T, int D>
     q_slots[n] = stage_slot((int)tid, n, NT, ST, qc);
     do_slots[n] = stage_slot((int)tid, n, NT, ST, vc);
   }
-  const KeyRange rows =
-      visible_queries_for_keys(k0, k_end, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
   const MaskSummary mask_s = mask_summary(p);
 
   // The streamed tiles, one per (query head of the group, query tile of `rows`), in that order;
@@ -950,7 +987,7 @@ template <typename T, int D>
 #pragma unroll
         for (int c = c0; c < c0 + G && c < DC; ++c) {
           if (c >= qc) continue;
-          const simdgroup_float8x8 kc = frag_widen(kf[0][c]);
+          const simdgroup_float8x8 kc = bwd_owned<T, OWNED_STAGED, DC>(own_k, LD, kf, c, fr, fc);
           const simdgroup_float8x8 q_t = frag_load_transposed(q_tile, LD, c * 8, sc * 8, fr, fc);
           simdgroup_multiply_accumulate(part, kc, q_t, part);
         }
@@ -961,7 +998,7 @@ template <typename T, int D>
 #pragma unroll
       for (int c = 0; c < DC; ++c) {
         if (c >= vc) continue;
-        const simdgroup_float8x8 vc_f = frag_widen(vf[0][c]);
+        const simdgroup_float8x8 vc_f = bwd_owned<T, OWNED_STAGED, DC>(own_v, LD, vf, c, fr, fc);
         const simdgroup_float8x8 do_t = frag_load_transposed(do_tile, LD, c * 8, sc * 8, fr, fc);
         simdgroup_multiply_accumulate(dp_t, vc_f, do_t, dp_t);
       }
@@ -1048,13 +1085,20 @@ template <typename T, int D>
   constexpr int DC = D / 8;
   constexpr int G = mfs_score_group_chunks(D);  // S's groups of chunks: the prefill's
   constexpr int SLOTS = (ST * DC + NT - 1) / NT;
-  static_assert(mfs_bwd_rows_tile(D) && mfs_prefill_dsplit(D) == 1,
+  constexpr bool OWNED_STAGED = mfs_bwd_rows_owned_staged(D);
+  static_assert(mfs_bwd_rows_tile(D, ES) && mfs_prefill_dsplit(D) == 1,
                 "one SIMD-group sums every S group, as the prefill does unsplit");
   static_assert(OWN == 8 * (NT / 32), "8 owned rows per SIMD-group");
   static_assert(mfs_bwd_rows_tg_bytes(D, ES) <= 32768, "dq threadgroup memory");
-  // Two copies of the streamed K and V tiles (the layout's lse / D area is not used here).
+  // Two copies of the streamed K and V tiles (the layout's lse / D area is not used here), then
+  // (tiles above 64) each SIMD-group's owned Q and dO rows.
   threadgroup float4 storage[mfs_bwd_rows_tg_bytes(D, ES) / 16];  // 16-byte aligned
   threadgroup T* tiles = (threadgroup T*)storage;
+  threadgroup T* own_q =
+      OWNED_STAGED ? (threadgroup T*)((threadgroup float*)(tiles + 2 * 2 * ST * LD) + 2 * 2 * ST) +
+                         (int)sg * 2 * 8 * LD
+                   : tiles;
+  threadgroup T* own_do = own_q + 8 * LD;
 
   const int b = (int)tg.z;
   const int h = (int)tg.y;
@@ -1070,15 +1114,23 @@ template <typename T, int D>
   const int fr = frag_row(lane);
   const int fc = frag_col(lane);
 
-  // This SIMD-group's rows' Q and dO over the whole head dim, their dQ accumulators, and the
-  // lse and D of the lane's row (sr0 + fr).
+  const KeyRange hull =
+      visible_keys_for_rows(row0, rows_end, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
+
+  // This SIMD-group's rows' Q and dO over the whole head dim (registers up to tile 64, else its
+  // threadgroup area), their dQ accumulators, and the lse and D of the lane's row (sr0 + fr).
+  const device T* q_base =
+      q + bwd_q_row(p.q_batch_stride, p.q_row_stride, s, b, 0) + (long)h * p.q_head_stride;
+  const device T* do_base = dout + bwd_q_row(a.dout_batch_stride, a.dout_row_stride, s, b, 0) +
+                            (long)h * a.dout_head_stride;
   FragStore<T> qf[1][DC], df[1][DC];
-  bwd_load_rows<T, 1, DC>(qf, q + bwd_q_row(p.q_batch_stride, p.q_row_stride, s, b, 0) +
-                                  (long)h * p.q_head_stride,
-                          p.q_row_stride, sr0, rows_end, 0, qc, fr, fc);
-  bwd_load_rows<T, 1, DC>(df, dout + bwd_q_row(a.dout_batch_stride, a.dout_row_stride, s, b, 0) +
-                                  (long)h * a.dout_head_stride,
-                          a.dout_row_stride, sr0, rows_end, 0, vc, fr, fc);
+  if (!OWNED_STAGED) {
+    bwd_load_rows<T, 1, DC>(qf, q_base, p.q_row_stride, sr0, rows_end, 0, qc, fr, fc);
+    bwd_load_rows<T, 1, DC>(df, do_base, a.dout_row_stride, sr0, rows_end, 0, vc, fr, fc);
+  } else if (hull.begin < hull.end) {  // read after the first key tile's barrier
+    bwd_stage_owned<T, D>(own_q, q_base, p.q_row_stride, sr0, rows_end, qc, lane);
+    bwd_stage_owned<T, D>(own_do, do_base, a.dout_row_stride, sr0, rows_end, vc, lane);
+  }
   simdgroup_float8x8 dqf[1][DC];
 #pragma unroll
   for (int c = 0; c < DC; ++c) dqf[0][c] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
@@ -1097,8 +1149,6 @@ template <typename T, int D>
                            (long)hk * p.k_head_stride;
   const device T* v_base = v + bwd_k_row(p.v_batch_stride, p.v_row_stride, s, b, 0) +
                            (long)hk * p.v_head_stride;
-  const KeyRange hull =
-      visible_keys_for_rows(row0, rows_end, s.seqlen_q, s.seqlen_k, p.window_left, p.window_right);
   const MaskSummary mask_s = mask_summary(p);
 
   // Key tile t in copy t % 2.
@@ -1142,7 +1192,7 @@ template <typename T, int D>
 #pragma unroll
         for (int c = c0; c < c0 + G && c < DC; ++c) {
           if (c >= qc) continue;
-          const simdgroup_float8x8 qc_f = frag_widen(qf[0][c]);
+          const simdgroup_float8x8 qc_f = bwd_owned<T, OWNED_STAGED, DC>(own_q, LD, qf, c, fr, fc);
           const simdgroup_float8x8 k_t = frag_load_transposed(k_tile, LD, c * 8, sc * 8, fr, fc);
           simdgroup_multiply_accumulate(part, qc_f, k_t, part);
         }
@@ -1153,7 +1203,7 @@ template <typename T, int D>
 #pragma unroll
       for (int c = 0; c < DC; ++c) {
         if (c >= vc) continue;
-        const simdgroup_float8x8 doc = frag_widen(df[0][c]);
+        const simdgroup_float8x8 doc = bwd_owned<T, OWNED_STAGED, DC>(own_do, LD, df, c, fr, fc);
         const simdgroup_float8x8 v_t = frag_load_transposed(v_tile, LD, c * 8, sc * 8, fr, fc);
         simdgroup_multiply_accumulate(dpf, doc, v_t, dpf);
       }
@@ -1217,6 +1267,13 @@ template <typename T, int D>
   MFS_INSTANTIATE_BWD_ROWS(half, f16, D)   \
   MFS_INSTANTIATE_BWD_ROWS(bfloat, bf16, D)
 
+// Tile 96: by full-width rows in 16-bit dtypes, by head-dim shares in float32 (whose
+// owned rows and two streamed copies do not fit 32 KiB: metal_backward_config.h).
+#define MFS_INSTANTIATE_BWD_ROWS_16BIT(D) \
+  MFS_INSTANTIATE_BWD_ROWS(half, f16, D)  \
+  MFS_INSTANTIATE_BWD_ROWS(bfloat, bf16, D)
+#define MFS_INSTANTIATE_BWD_TILED_F32(D) MFS_INSTANTIATE_BWD_TILED(float, f32, D)
+
 #define MFS_INSTANTIATE_BWD_ROW_DOT(T, tname)                                \
   template [[host_name(MFS_BWD_STR(mfs_bwd_row_dot_##tname))]] [[kernel]]   \
   decltype(mfs_bwd_row_dot<T>) mfs_bwd_row_dot<T>;
@@ -1229,9 +1286,10 @@ MFS_INSTANTIATE_BWD_ROW_DOT(bfloat, bf16)
 // every plan pick exists).
 MFS_INSTANTIATE_BWD_ROWS_DTYPES(32)
 MFS_INSTANTIATE_BWD_ROWS_DTYPES(64)
-MFS_INSTANTIATE_BWD_TILED_DTYPES(72)
-MFS_INSTANTIATE_BWD_TILED_DTYPES(80)
-MFS_INSTANTIATE_BWD_TILED_DTYPES(96)
+MFS_INSTANTIATE_BWD_ROWS_DTYPES(72)
+MFS_INSTANTIATE_BWD_ROWS_DTYPES(80)
+MFS_INSTANTIATE_BWD_ROWS_16BIT(96)
+MFS_INSTANTIATE_BWD_TILED_F32(96)
 MFS_INSTANTIATE_BWD_TILED_DTYPES(128)
 MFS_INSTANTIATE_BWD_TILED_DTYPES(192)
 MFS_INSTANTIATE_BWD_TILED_DTYPES(256)

@@ -245,7 +245,7 @@ int main() {
       int d = mfs_head_dim_tile_at(i);
       std::printf("mfs_prefill_%s_d%d %d\n", dt[t], d, mfs_prefill_tg_bytes(d, eb[t]));
       std::printf("mfs_decode_%s_d%d %d\n", dt[t], d, mfs_decode_tg_bytes(d, eb[t]));
-      const bool rows = mfs_bwd_rows_tile(d);
+      const bool rows = mfs_bwd_rows_tile(d, eb[t]);
       const int bwd = rows ? mfs_bwd_rows_tg_bytes(d, eb[t]) : mfs_bwd_tg_bytes(d, eb[t]);
       std::printf("mfs_bwd_dkdv_%s%s_d%d %d\n", rows ? "rows_" : "", dt[t], d, bwd);
       std::printf("mfs_bwd_dq_%s%s_d%d %d\n", rows ? "rows_" : "", dt[t], d, bwd);

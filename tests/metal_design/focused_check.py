@@ -116,8 +116,9 @@ BACKWARD_CASES = [
     ("backward_causal", [70, 33], [70, 90], 4, 2, 64,
      dict(causal=True, sinks=True, alibi=True, softcap=2.0)),
     ("backward_window", [45, 5], [60, 0], 4, 1, 64, dict(window_size=(20, 3), sinks=True)),
-    # Tile 72: dK/dV and dQ by head-dim shares (tiles up to 64 run them by full-width rows).
-    ("backward_d72_causal", [37, 20], [45, 20], 4, 2, 72, dict(causal=True, softcap=2.0, alone=True)),
+    # Tile 96: dK/dV and dQ by head-dim shares in float32 (one streamed copy), by full-width rows
+    # with the owned rows staged in threadgroup memory in 16-bit dtypes.
+    ("backward_d96_causal", [37, 20], [45, 20], 4, 2, 96, dict(causal=True, softcap=2.0, alone=True)),
     # Dropout (metal/attention_dropout.h), forward and gradients against the reference with the
     # stream's mask: a window's hull starts key tiles off multiples of 4 (a lane's key pair then
     # straddles two Philox blocks); decode-sized queries, which the plan sends to the prefill.
@@ -127,6 +128,8 @@ BACKWARD_CASES = [
 # --wide: tile 512 (streamed rows in registers, two barriers per tile), on the backward op alone;
 # several owned and streamed tiles per sequence, GQA, V on its own tile.
 BACKWARD_WIDE_CASES = [
+    # Tile 256: the head-dim shares with two streamed copies (16-bit dtypes), 8 streamed rows.
+    ("backward256_gqa_causal", [21, 9], [30, 9], 4, 2, 256, dict(causal=True, sinks=True, alone=True)),
     ("backward512_causal", [21, 9], [30, 9], 4, 2, 512,
      dict(causal=True, sinks=True, softcap=2.0, alone=True)),
     ("backward512_v256_window", [17], [26], 2, 1, 512,

@@ -206,11 +206,15 @@ MUTANTS = [
 
 def reduce_instantiations(text: str, wide: bool = False) -> str:
     """Keeps tile 64 (when wide also 512's paths and the decode's MMA path at 128), and the
-    backward's tile 72: at 64 dK/dV and dQ run by full-width rows (mfs_bwd_*_rows), so the
-    head-dim-share kernels are checked at 72."""
+    backward's tile 96: at 64 dK/dV and dQ run by full-width rows with the owned rows in
+    registers (mfs_bwd_*_rows); at 96 float32 runs the head-dim-share kernels (one streamed
+    copy) and 16-bit dtypes the full-width rows with the owned rows staged in threadgroup
+    memory. Wide: also the backward's tile 256 (the head-dim shares with two streamed copies,
+    16-bit) and 512."""
     keep = "64|128|512" if wide else "64"
-    text = re.sub(rf"^MFS_INSTANTIATE_BWD_TILED_DTYPES\((?!(?:{keep}|72)\))\d+\)\n", "", text,
-                  flags=re.M)
+    bwd_keep = "96|256|512" if wide else "96"
+    text = re.sub(rf"^MFS_INSTANTIATE_BWD_(TILED_DTYPES|TILED_F32|ROWS_16BIT)\((?!(?:{bwd_keep})\))\d+\)\n",
+                  "", text, flags=re.M)
     return re.sub(rf"^MFS_INSTANTIATE_(PREFILL|DECODE|BWD_ROWS)_DTYPES\((?!(?:{keep})\))\d+\)\n",
                   "", text, flags=re.M)
 
@@ -224,20 +228,22 @@ def reduce_instantiations(text: str, wide: bool = False) -> str:
 # since the barriers order the writes), and its lse / D into the slot being read (a race); a
 # mask bound, the softcap derivative, the GQA group's heads, the sink gradient's sign.
 MUTANTS += [
+    # (0 and 5, the double-buffered first tile, only 16-bit dtypes at tiles 192 and 256 take
+    # since session 12: checked wide, at tile 256)
     *(Mutant(f"backward_barrier_{i}", "attention_backward.metal",
-             remove_nth("threadgroup_barrier(", i), race=True) for i in range(10)),
+             remove_nth("threadgroup_barrier(", i), wide=i in (0, 5), race=True) for i in range(10)),
     Mutant("backward_dkdv_next_tile_into_current_buffer", "attention_backward.metal",
            replace_once("threadgroup T* next_pair = tiles + (1 - buf) * 2 * ST * LD;",
                         "threadgroup T* next_pair = tiles + buf * 2 * ST * LD;"),
-           ),
+           wide=True),
     Mutant("backward_dkdv_next_row_terms_into_current_slot", "attention_backward.metal",
            replace_once("threadgroup float* next_terms = row_terms + (1 - buf) * 2 * OWN;",
                         "threadgroup float* next_terms = row_terms + buf * 2 * OWN;"),
-           race=True),
+           wide=True, race=True),
     Mutant("backward_dq_next_tile_into_current_buffer", "attention_backward.metal",
            replace_once("threadgroup T* next = tiles + (1 - buf) * 2 * ST * LD;",
                         "threadgroup T* next = tiles + buf * 2 * ST * LD;"),
-           ),
+           wide=True),
     # dK/dV and dQ by full-width rows (tiles 32, 64): the one barrier per streamed tile of each
     # (source order 10, 11), and the next tile's rows (or, dK/dV, their lse/D) staged into the
     # copy being multiplied.
@@ -255,6 +261,13 @@ MUTANTS += [
            replace_once("threadgroup float* next_row_terms = row_terms + (1 - buf) * 2 * ST;",
                         "threadgroup float* next_row_terms = row_terms + buf * 2 * ST;"),
            race=True),
+    # Above tile 64 (checked at 96 in bfloat16): each SIMD-group stages its owned rows into its
+    # own threadgroup area; staging the first SIMD-group's rows in every one (K and V; Q and dO).
+    Mutant("backward_rows_dkdv_owned_rows_of_another_simdgroup", "attention_backward.metal",
+           replace_each("p.k_row_stride, sk0, k_end, qc, lane);", "p.k_row_stride, k0, k_end, qc, lane);", 1)),
+    Mutant("backward_rows_dq_owned_rows_of_another_simdgroup", "attention_backward.metal",
+           replace_each("a.dout_row_stride, sr0, rows_end, vc, lane);",
+                        "a.dout_row_stride, row0, rows_end, vc, lane);", 1)),
     Mutant("backward_mask_end_off_by_one", "attention_backward.metal",
            replace_once("key >= r.begin && key < r.end", "key >= r.begin && key <= r.end")),
     Mutant("backward_no_softcap_derivative", "attention_kernel_common.h",

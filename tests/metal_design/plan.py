@@ -141,6 +141,11 @@ def instantiated_backward_names() -> set[str]:
     for dim in re.findall(r"^MFS_INSTANTIATE_BWD_ROWS_DTYPES\((\d+)\)", backward, re.M):
         for dtype in DTYPES:
             names.update({f"mfs_bwd_dkdv_rows_{dtype}_d{dim}", f"mfs_bwd_dq_rows_{dtype}_d{dim}"})
+    for dim in re.findall(r"^MFS_INSTANTIATE_BWD_ROWS_16BIT\((\d+)\)", backward, re.M):
+        for dtype in ("f16", "bf16"):
+            names.update({f"mfs_bwd_dkdv_rows_{dtype}_d{dim}", f"mfs_bwd_dq_rows_{dtype}_d{dim}"})
+    for dim in re.findall(r"^MFS_INSTANTIATE_BWD_TILED_F32\((\d+)\)", backward, re.M):
+        names.update({f"mfs_bwd_dkdv_f32_d{dim}", f"mfs_bwd_dq_f32_d{dim}"})
     for suffix in re.findall(r"^MFS_INSTANTIATE_BWD_ROW_DOT\(\w+, (\w+)\)", backward, re.M):
         names.add(f"mfs_bwd_row_dot_{suffix}")
     names.update(re.findall(r"\]\] void (mfs_bwd_sinks)\(", backward))

@@ -1,9 +1,9 @@
 // Plain C++ test of which backward kernels the plan picks per head dim (metal_backward_plan.cpp):
 // dK/dV and dQ by full-width rows (mfs_bwd_*_rows) exactly at the head-dim tiles
-// mfs_bwd_rows_tile admits (32 and 64), with their own grid (32 owned keys / rows), 128 threads
-// and threadgroup bytes (two copies of 32 streamed rows, 16 in float32 at tile 64, within
-// 32 KiB); the head-dim-share kernels everywhere else (a V head dim past 64 takes the call off
-// the rows kernels too). Built and run by tests/test_metal_design.py (exit 0: every check held).
+// mfs_bwd_rows_tile admits (32 to 96 in 16-bit dtypes, 32 to 80 in float32), with their own
+// grid (32 owned keys / rows), 128 threads and threadgroup bytes (two copies of 32 streamed rows,
+// 16 or 8 where they would not fit; above tile 64 the owned rows too; within 32 KiB); the
+// head-dim-share kernels everywhere else (a V head dim on a larger tile takes the call there). Built and run by tests/test_metal_design.py (exit 0: every check held).
 #include <cstdio>
 #include <string>
 
@@ -41,8 +41,8 @@ int main() {
     for (int d = 8; d <= 512; d += 8) {
       for (int dv : {d, 64, 72}) {
         const int tile = mfs_head_dim_tile(d > dv ? d : dv);
-        const bool rows = tile <= 64;
-        CHECK(rows == mfs_bwd_rows_tile(tile), "tile %d", tile);
+        const bool rows = tile <= 64 || (tile <= 96 && (eb == 2 || tile <= 80));
+        CHECK(rows == mfs_bwd_rows_tile(tile, eb), "%s tile %d", names[t], tile);
         const LaunchPlan plan =
             make_backward_plan(call(d, dv), MetalBackwardArgs{}, dtypes[t], kMfsFloat32);
         const KernelLaunch* dkdv = launch_of(plan, PlanKernel::BackwardDkDv);
@@ -57,8 +57,11 @@ int main() {
         CHECK(dkdv->threadgroups[0] == (70 + own - 1) / own, "%s", dkdv->kernel_name.c_str());
         CHECK(dq->threadgroups[0] == (100 + own - 1) / own, "%s", dq->kernel_name.c_str());
         if (!rows) continue;
-        const int stream = (eb == 4 && tile == 64) ? 16 : 32;
-        const uint32_t bytes = 2 * (2 * stream * (tile + 16 / eb) * eb + 2 * stream * 4);
+        const int stream = eb == 4 ? (tile == 32 ? 32 : tile == 64 ? 16 : 8)
+                                   : (tile <= 72 ? 32 : tile == 128 ? 8 : 16);
+        const int row_bytes = (tile + 16 / eb) * eb;
+        const uint32_t bytes = 2 * (2 * stream * row_bytes + 2 * stream * 4) +
+                               (tile > 64 ? 2 * 32 * row_bytes : 0);
         for (const KernelLaunch* l : {dkdv, dq}) {
           CHECK(l->static_threadgroup_bytes == bytes && bytes <= 32768, "%s: %u bytes, want %u",
                 l->kernel_name.c_str(), l->static_threadgroup_bytes, bytes);
