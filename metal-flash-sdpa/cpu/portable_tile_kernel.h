@@ -153,10 +153,26 @@ void run_tile(const TileJob& job, void* scratch) {
         if (job.mask.tile_state(job.row_mask[r], n0 / kBlock) == kMaskTileMixed) job.mask.prefetch(job.row_mask[r], n0, n);
       }
     }
+    // fp32 values of a whole block in rows a whole number of floats apart (not paged) are the
+    // product's operand where they are; other blocks are converted (and padded) into b.v.
+    const float* v_block = b.v;
+    int ld_v = hdv;
+    if constexpr (std::is_same_v<T, float>) {
+      if (job.v.pages == nullptr && n == n_padded && job.v.row_stride % 4 == 0 &&
+          job.v.row_stride / 4 <= INT32_MAX) {
+        v_block = static_cast<const float*>(job.v.row(n0));
+        ld_v = int(job.v.row_stride / 4);
+      }
+    }
     for (int j = 0; j < n; ++j) {
-      convert_row<T>(job.k.row(n0 + j), hd, b.k_row);
-      for (int d = 0; d < hd; ++d) b.kt[size_t(d) * kBlock + j] = b.k_row[d];
-      convert_row<T>(job.v.row(n0 + j), hdv, b.v + size_t(j) * hdv);
+      const float* k_row = b.k_row;
+      if constexpr (std::is_same_v<T, float>) {
+        k_row = static_cast<const float*>(job.k.row(n0 + j));
+      } else {
+        convert_row<T>(job.k.row(n0 + j), hd, b.k_row);
+      }
+      for (int d = 0; d < hd; ++d) b.kt[size_t(d) * kBlock + j] = k_row[d];
+      if (v_block == b.v) convert_row<T>(job.v.row(n0 + j), hdv, b.v + size_t(j) * hdv);
     }
     for (int j = n; j < n_padded; ++j) {  // padding keys: zero products, zero values
       for (int d = 0; d < hd; ++d) b.kt[size_t(d) * kBlock + j] = 0.0f;
@@ -192,7 +208,7 @@ void run_tile(const TileJob& job, void* scratch) {
           for (int d = 0; d < hdv; ++d) o[d] *= alpha;
         }
       }
-      gemm_acc(m, hdv, n_padded, s, kBlock, 1, b.v, hdv, b.o + size_t(r0) * hdv, hdv);  // O += P V
+      gemm_acc(m, hdv, n_padded, s, kBlock, 1, v_block, ld_v, b.o + size_t(r0) * hdv, hdv);  // O += P V
       r0 = r1;
     }
   }
