@@ -3,6 +3,7 @@
 and the peak extra memory of each.
 
     python benchmarks/sdpa_masks.py [--repeats 3] [--quick] [--baseline CHECKOUT]
+        [--masks key_padding full_random_bool] [--head-dims 64 128] [--dtypes float32 bfloat16]
 
 --baseline times another checkout's cpu build (its build/, e.g. main's before a change) in the
 same interleaved rounds, so that a before / after comparison shares the machine's load.
@@ -70,6 +71,9 @@ def main() -> None:
         parser.add_argument("--baseline", type=Path, help="a checkout whose cpu build to time too")
         parser.add_argument("--masks", nargs="+", default=["key_padding", "full_random_bool"],
                             choices=["key_padding", "full_random_bool"])
+        parser.add_argument("--head-dims", nargs="+", type=int, default=[64, 128], choices=[64, 128])
+        parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"],
+                            choices=["float32", "bfloat16"])
 
     args = R.benchmark_arguments(None, 3, "L = S = 512 (a smoke run)", more)
     fa = R.load_local_kernel()
@@ -78,8 +82,8 @@ def main() -> None:
     print(f"{R.torch_and_threads()}; ratio = torch / kernel "
           f"(> 1: the kernel is faster); memory = peak extra resident MiB, kernel / torch")
     for mask_kind in args.masks:
-        for head_dim in (64, 128):
-            for dtype in (torch.float32, torch.bfloat16):
+        for head_dim in args.head_dims:
+            for dtype in (getattr(torch, name) for name in args.dtypes):
                 q, k, v, mask = workload(1, 16, seqlen, head_dim, dtype, mask_kind)
                 line = f"{mask_kind:17s} d={head_dim:3d} {str(dtype)[6:]:8s}"
                 for backward in (False, True):
