@@ -67,9 +67,10 @@ WIDE_CASES = [
     # SIMD-group takes several 8-key steps (O^T rescaled between them)
     ("decode_mma_long", [1, 2, 1, 1, 2], [300, 280, 260, 90, 310], 32, 8, 128, dict(causal=True)),
     # the 16-bit tiles 96/128 shuffle path (1 to 3 pairs): a key over 16 lanes of 8 elements,
-    # two keys per SIMD-group step, head dim 120 (lanes past the row's end), paged
+    # two keys per SIMD-group step, head dims 120 and 112 (lanes past the row's end), paged
+    # (tile 128: the mutants' wide build keeps 64, 128 and 512)
     ("decode_16lanes", [1, 3, 2], [70, 45, 0], 2, 2, 120, dict(causal=True, sinks=True, alibi=True)),
-    ("decode_16lanes_paged", [1, 1], [70, 45], 3, 1, 96,
+    ("decode_16lanes_paged", [1, 1], [70, 45], 3, 1, 112,
      dict(window_size=(30, 0), page_size=3, softcap=4.0)),
 ]
 
