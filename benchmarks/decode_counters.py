@@ -2,7 +2,8 @@
 """The decode kernel's simulator counters over GQA 1/4/8, head dims 64/128/256/512, float16 and
 bfloat16 (4 sequences of one query and 512 keys, 2 KV heads): SIMD collectives (shuffles and
 reductions), 8x8 MMAs, dead work, device bytes over the design minimum (K/V once per GQA group),
-K/V bytes per load and the share of 16-bit input bytes read by >= 16-byte loads.
+K/V bytes per load, the share of 16-bit input bytes read by >= 16-byte loads, barriers per
+threadgroup and threadgroup-memory bank-conflict ways (mean / worst, MFS_SIM_BANKS=1).
 
     python benchmarks/decode_counters.py [--json OUT]    # needs build-sim/ (make build-sim)
 
@@ -36,11 +37,15 @@ def decode_row(fa, c: mt.Config) -> dict:
     m = mt.measure(fa, c)
     rs = [r for r in m["reports"] if re.match(r"mfs_decode_(f32|f16|bf16)_d", r["kernel"])]
     dead = mt.counters.dead_work(rs)
+    banks = mt.counters.bank_conflicts(rs) or dict(mean=0.0, worst=0)
+    tgs = sum(r["threadgroups"] for r in rs)
     return dict(config=c.name, kernel=rs[0]["kernel"], threadgroups=sum(r["threadgroups"] for r in rs),
                 collectives=sum(r["simd_collectives"] for r in rs),
                 mma=sum(r["simdgroup_mma"] for r in rs), dead_collectives=dead["collectives"],
                 dead_mma=dead["mma"], bytes_ratio=m["ratio"], kv_bytes_per_load=m["kv_load_width"],
-                wide_share=mt.counters.wide_load_share(rs, mt.FORWARD_INPUTS))
+                wide_share=mt.counters.wide_load_share(rs, mt.FORWARD_INPUTS),
+                barriers_per_tg=sum(r["threadgroup_barriers"] for r in rs) / tgs,
+                bank_mean=banks["mean"], bank_worst=banks["worst"])
 
 
 def main() -> None:
@@ -50,10 +55,12 @@ def main() -> None:
     a = ap.parse_args()
     mt.os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     mt.os.environ.pop("MFS_SIM_BOUNDS", None)  # the counters need bounds checking
+    mt.os.environ["MFS_SIM_BANKS"] = "1"  # bank-conflict ways
     fa = mt.load_sim_build()
     rows = []
     print(f"{'config':28s} {'kernel':18s} {'TGs':>4s} {'collectives':>11s} {'MMAs':>7s}"
-          f" {'dead coll':>9s} {'dead MMA':>8s} {'bytes/min':>9s} {'KV B/load':>9s} {'>=16B':>6s}")
+          f" {'dead coll':>9s} {'dead MMA':>8s} {'bytes/min':>9s} {'KV B/load':>9s} {'>=16B':>6s}"
+          f" {'bar/TG':>6s} {'banks':>10s}")
     for c in configs():
         if a.k not in c.name:
             continue
@@ -61,7 +68,8 @@ def main() -> None:
         rows.append(r)
         print(f"{r['config']:28s} {r['kernel']:18s} {r['threadgroups']:4d} {r['collectives']:11,d}"
               f" {r['mma']:7,d} {r['dead_collectives']:9,d} {r['dead_mma']:8,d} {r['bytes_ratio']:9.3f}"
-              f" {r['kv_bytes_per_load']:9.1f} {r['wide_share'] or 0:6.2f}", flush=True)
+              f" {r['kv_bytes_per_load']:9.1f} {r['wide_share'] or 0:6.2f} {r['barriers_per_tg']:6.1f}"
+              f" {r['bank_mean']:5.2f} / {r['bank_worst']:2d}", flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))
 

@@ -168,7 +168,7 @@ def decode_mma_pairs(c: Config) -> int:
     group = c.heads // c.heads_kv
     heads = max(h for h in range(1, group + 1) if group % h == 0 and h * rows <= 8)
     pairs = heads * rows
-    mma = ELEM[c.dtype] == 2 and 80 < d <= 128 and pairs >= 4
+    mma = ELEM[c.dtype] == 2 and head_dim_tile(d) in (96, 128) and pairs >= 4
     return pairs if mma else 0
 
 

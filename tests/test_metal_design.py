@@ -580,6 +580,10 @@ def test_design_counters_are_within_their_bounds(fa_sim, config):
         pages = (sum(r["threadgroups"] for r in prefill)
                  if config.page_size and not layout["double_buffered"] else 0)
         assert m["prefill_barriers"] <= layout["barriers_per_tile"] * m["kv_tiles"] + pages
+    decode = [r for r in m["reports"] if r["kernel"].startswith(("mfs_decode_f16", "mfs_decode_bf16"))]
+    if decode:  # 16-bit decode (aligned rows): q, k and v bytes >= 90 % by 16-byte loads
+        share = metal_traffic.counters.wide_load_share(decode, metal_traffic.FORWARD_INPUTS)
+        assert share >= 0.9, (decode[0]["kernel"], share)
     if m["decode_barriers_per_threadgroup"] is not None:  # the final combine: 2 per pair
         # At tile 512 a key is split over two SIMD-groups, whose partial scores meet through
         # threadgroup memory: one barrier per key step of a key run (4 runs per threadgroup).

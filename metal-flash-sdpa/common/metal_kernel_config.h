@@ -184,32 +184,13 @@ constexpr int mfs_prefill_barriers_per_tile(int d, int elem_bytes) {
 #define MFS_DECODE_MAX_Q 8
 constexpr int mfs_decode_simdgroups(int d) { return d >= 512 ? 8 : 16; }
 constexpr int mfs_decode_threads(int d) { return 32 * mfs_decode_simdgroups(d); }
-// Tile 64 spreads a key over 8 lanes of 8 elements (4 lane groups, so 4 cohorts of 4 pairs
-// hold a GQA 4 x 4 rows group in one threadgroup within the register budget; 16 lanes of 4 with
-// 8 pairs each needed ~160 registers, tests/metal_cuda/).
-constexpr int mfs_decode_elems_per_lane(int d) {
-  return d <= 32 ? 4 : d <= 64 ? 8 : d <= 128 ? 4 : 8;
-}
-// SIMD-groups sharing one key (each a slice of the head dim), and the key runs of a threadgroup.
-constexpr int mfs_decode_simdgroups_per_key(int d) { return d >= 512 ? 2 : 1; }
-constexpr int mfs_decode_key_runs(int d) {
-  return mfs_decode_simdgroups(d) / mfs_decode_simdgroups_per_key(d);
-}
-constexpr int mfs_decode_lanes_per_key(int d) { return d <= 64 ? 8 : 32; }
-constexpr bool mfs_decode_q_in_registers(int d) { return d < 512; }
-// Pairs one lane group holds in registers: as many as the register budget admits with every
-// feature on (ptxas, tests/test_metal_registers.py).
-constexpr int mfs_decode_max_pairs(int d, int elem_bytes) {
-  return d <= 32    ? 5
-         : d <= 64  ? (elem_bytes == 4 ? 3 : 4)
-         : d <= 128 ? 5
-                    : 4;
-}
-// At tiles 96 and 128 in 16-bit dtypes (a key's row over one SIMD-group's 32 lanes), a
+// At tiles 96 and 128 in 16-bit dtypes (a key's row over one SIMD-group), a
 // threadgroup of MFS_DECODE_MMA_MIN_PAIRS to MFS_DECODE_MMA_PAIRS pairs computes S and P.V as 8x8
 // simdgroup MMAs over 8 keys x 8 pairs (attention_decode.metal) instead of a shuffle reduction per
 // pair and key: one threadgroup holds a GQA-8 group (K/V read once). Fewer pairs keep the shuffle
-// path (an MMA would compute 8 columns for them).
+// path (an MMA would compute 8 columns for them). Not at tile 256: with K and V streamed in
+// 8-element load groups it needed 162 / 178 registers (f16 / bf16; O^T alone is 64) and spilled,
+// so a GQA-8 group there still reads K/V twice; not at 512 (O^T alone: 128).
 #define MFS_DECODE_MMA_PAIRS 8
 #define MFS_DECODE_MMA_MIN_PAIRS 4
 constexpr bool mfs_decode_mma_tile(int d, int elem_bytes) {
@@ -217,6 +198,36 @@ constexpr bool mfs_decode_mma_tile(int d, int elem_bytes) {
 }
 constexpr bool mfs_decode_uses_mma(int pairs, int d, int elem_bytes) {
   return mfs_decode_mma_tile(d, elem_bytes) && pairs >= MFS_DECODE_MMA_MIN_PAIRS;
+}
+// Tile 64 spreads a key over 8 lanes of 8 elements (4 lane groups, so 4 cohorts of 4 pairs
+// hold a GQA 4 x 4 rows group in one threadgroup within the register budget; 16 lanes of 4 with
+// 8 pairs each needed ~160 registers, tests/metal_cuda/). At the MMA tiles 96 and 128 (16-bit)
+// the shuffle path (at most 3 pairs there: 4 and more take the MMA) spreads a key over 16 lanes of
+// 8, two keys per SIMD-group step: every lane's share is one 16-byte load with aligned rows
+// (32 lanes of 4 were 8-byte loads).
+constexpr bool mfs_decode_wide_lanes(int d, int elem_bytes) {
+  return mfs_decode_mma_tile(d, elem_bytes);
+}
+constexpr int mfs_decode_elems_per_lane(int d, int elem_bytes) {
+  return d <= 32 ? 4 : d <= 64 ? 8 : d <= 128 ? (mfs_decode_wide_lanes(d, elem_bytes) ? 8 : 4) : 8;
+}
+// SIMD-groups sharing one key (each a slice of the head dim), and the key runs of a threadgroup.
+constexpr int mfs_decode_simdgroups_per_key(int d) { return d >= 512 ? 2 : 1; }
+constexpr int mfs_decode_key_runs(int d) {
+  return mfs_decode_simdgroups(d) / mfs_decode_simdgroups_per_key(d);
+}
+constexpr int mfs_decode_lanes_per_key(int d, int elem_bytes) {
+  return d <= 64 ? 8 : mfs_decode_wide_lanes(d, elem_bytes) ? 16 : 32;
+}
+constexpr bool mfs_decode_q_in_registers(int d) { return d < 512; }
+// Pairs one lane group holds in registers: as many as the register budget admits with every
+// feature on (ptxas, tests/test_metal_registers.py); at the 16-bit tiles 96 and 128, 3 (their
+// shuffle path never holds more: 4 and more pairs take the MMA path).
+constexpr int mfs_decode_max_pairs(int d, int elem_bytes) {
+  return d <= 32    ? 5
+         : d <= 64  ? (elem_bytes == 4 ? 3 : 4)
+         : d <= 128 ? (mfs_decode_wide_lanes(d, elem_bytes) ? 3 : 5)
+                    : 4;
 }
 // Lane groups of a SIMD-group sharing one key, each holding its own pairs: 1, 2 or 4 (at most
 // the lane groups a SIMD-group has, 32 / lanes per key); the MMA path: 1.
@@ -233,22 +244,22 @@ constexpr int mfs_decode_live_pairs(int pairs, int d, int elem_bytes) {
 // Pairs one threadgroup holds: every cohort's, or the MMA's 8.
 constexpr int mfs_decode_max_tg_pairs(int d, int elem_bytes) {
   return mfs_decode_mma_tile(d, elem_bytes) ? MFS_DECODE_MMA_PAIRS
-                                            : mfs_decode_max_pairs(d, elem_bytes) * (32 / mfs_decode_lanes_per_key(d));
+                                            : mfs_decode_max_pairs(d, elem_bytes) * (32 / mfs_decode_lanes_per_key(d, elem_bytes));
 }
 
 // The combine area (per cohort, each key run's o (tile width) and (m, l) of one pair), the
 // partial scores exchanged between the SIMD-groups of a key (two steps' worth, per SIMD-group
 // and pair; none with one SIMD-group per key), the sequence's bounds (4 ints, read once per
 // threadgroup), then the pairs' q rows (input dtype).
-constexpr int mfs_decode_combine_floats(int d) {
-  return (32 / mfs_decode_lanes_per_key(d)) * mfs_decode_key_runs(d) * (d + 4);
+constexpr int mfs_decode_combine_floats(int d, int elem_bytes) {
+  return (32 / mfs_decode_lanes_per_key(d, elem_bytes)) * mfs_decode_key_runs(d) * (d + 4);
 }
 constexpr int mfs_decode_exchange_floats(int d, int elem_bytes) {
   return mfs_decode_simdgroups_per_key(d) > 1
              ? 2 * mfs_decode_simdgroups(d) * mfs_decode_max_pairs(d, elem_bytes) : 0;
 }
 constexpr int mfs_decode_tg_bytes(int d, int elem_bytes) {
-  return (mfs_decode_combine_floats(d) + mfs_decode_exchange_floats(d, elem_bytes) + 4) * 4 +
+  return (mfs_decode_combine_floats(d, elem_bytes) + mfs_decode_exchange_floats(d, elem_bytes) + 4) * 4 +
          mfs_decode_max_tg_pairs(d, elem_bytes) * d * elem_bytes;
 }
 // Split-K: a split covers a multiple of this many keys (every SIMD-group gets whole steps).

@@ -79,20 +79,27 @@ template <typename T, int D>
   constexpr int W = mfs_decode_simdgroups(D);
   constexpr int H = mfs_decode_simdgroups_per_key(D);  // SIMD-groups sharing a key's row
   constexpr int R = W / H;                             // key runs (SIMD-groups of one slice)
-  constexpr int E = mfs_decode_elems_per_lane(D);  // contiguous elements per lane
-  constexpr int L = mfs_decode_lanes_per_key(D);   // lanes per key (of one SIMD-group)
+  constexpr int E = mfs_decode_elems_per_lane(D, (int)sizeof(T));  // contiguous elements per lane
+  constexpr int L = mfs_decode_lanes_per_key(D, (int)sizeof(T));   // lanes per key (of one SIMD-group)
   constexpr int G = 32 / L;                        // lane groups per SIMD-group
   constexpr int P = mfs_decode_max_pairs(D, (int)sizeof(T));  // (head, row) pairs a lane group holds
   constexpr int CW = D + 4;                        // combine row: o[D], m, l (16-byte aligned)
+  // A lane's K/V share starts at a multiple of E elements of its row (load_row_vec: 16-byte
+  // loads for 16-bit shares of 8 with aligned rows), except at tile 192, which keeps 8-byte
+  // loads: with 16-byte ones ptxas spilled 44 bytes under the 512-thread bound (demand 116).
+  constexpr int KVA = D == 192 ? 4 : E;
   constexpr int QP = mfs_decode_max_tg_pairs(D, (int)sizeof(T));  // q rows staged
   constexpr bool QREG = mfs_decode_q_in_registers(D);  // else q is read from q_tile per key
   // With 4 to 8 live pairs at tiles 96/128 in 16-bit dtypes (mfs_decode_uses_mma; the function
   // constant, so known when the pipeline is built), S and P.V are 8x8 MMAs over 8 keys x 8 pairs
   // (the MMA state below) instead of a shuffle reduction per pair and key.
   constexpr bool MMA_TILE = mfs_decode_mma_tile(D, (int)sizeof(T));
-  static_assert(!MMA_TILE || (L == 32 && H == 1 && D % 32 == 0), "MMA: a key's row is one SIMD-group's");
+  static_assert(!MMA_TILE || (L * E >= D && H == 1 && D % 32 == 0),
+                "MMA: a key's row is one SIMD-group's (the combine's lanes of group 0 cover it)");
   const bool mma = mfs_decode_uses_mma(mfs_decode_pairs, D, (int)sizeof(T));
   constexpr int DC = MMA_TILE ? D / 8 : 4;  // 8-wide chunks of the tile (4: any, unused)
+  constexpr int VG = DC % 8 == 0 ? 8 : 4;    // V elements per load group (of a lane's D/8)
+  static_assert(!MMA_TILE || (DC % 4 == 0 && DC % VG == 0), "MMA: whole K and V load groups");
   constexpr int MP = MMA_TILE ? MFS_DECODE_MMA_PAIRS : P;  // pairs the combine loop may see
   static_assert(H * L * E >= D, "a key's lanes cover the head-dim tile");
   static_assert(QREG || H * L * E == D, "q read from q_tile: every lane's share is inside the tile");
@@ -101,7 +108,7 @@ template <typename T, int D>
   // the pairs' q rows [G * P][D] (read from device memory once per threadgroup, not once per
   // SIMD-group; the MMA path: Q^T's fragments, the same bytes).
   threadgroup float combine[mfs_decode_tg_bytes(D, (int)sizeof(T)) / 4];
-  threadgroup float* partial_dots = combine + mfs_decode_combine_floats(D);
+  threadgroup float* partial_dots = combine + mfs_decode_combine_floats(D, (int)sizeof(T));
   threadgroup int* bounds_tg =
       (threadgroup int*)(partial_dots + mfs_decode_exchange_floats(D, (int)sizeof(T)));
   threadgroup T* q_tile = (threadgroup T*)(bounds_tg + 4);
@@ -306,18 +313,26 @@ template <typename T, int D>
       vpage[1] = simd_shuffle(page, (ushort)(fc + 1));
     }
     const device T* kr = k + key_row_offset(p, s, b, key, kpage, p.k_batch_stride, p.k_row_stride) + k_head_m;
-    const RowVec<T, DC * 2> kx = load_row_vec<T, DC * 2>(kr, live ? hd - (fc / 2) * (D / 4) : 0);
+    // K in 8-element groups (4 chunks each; D/4 is a multiple of 8 at every MMA tile, and so is
+    // the group's offset in the row: one 16-byte load with aligned rows), so at most one group
+    // of the row is live at once, whatever the tile.
+    const int k_live = live ? hd - (fc / 2) * (D / 4) : 0;
     simdgroup_float8x8 st = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
 #pragma unroll
-    for (int j = 0; j < DC; ++j) {
-      simdgroup_float8x8 ka;
-      ka.thread_elements()[0] = row_vec_at(kx, 2 * j);
-      ka.thread_elements()[1] = row_vec_at(kx, 2 * j + 1);
-      const vec<T, 2> qj = q_frag_mine[j * 32];
-      simdgroup_float8x8 qb;
-      qb.thread_elements()[0] = float(qj[0]);
-      qb.thread_elements()[1] = float(qj[1]);
-      simdgroup_multiply_accumulate(st, ka, qb, st);
+    for (int kg = 0; kg < DC / 4; ++kg) {
+      const RowVec<T, 8> kx = load_row_vec<T, 8, 8>(kr + kg * 8, k_live - kg * 8);
+#pragma unroll
+      for (int jj = 0; jj < 4; ++jj) {
+        const int j = kg * 4 + jj;
+        simdgroup_float8x8 ka;
+        ka.thread_elements()[0] = row_vec_at(kx, 2 * jj);
+        ka.thread_elements()[1] = row_vec_at(kx, 2 * jj + 1);
+        const vec<T, 2> qj = q_frag_mine[j * 32];
+        simdgroup_float8x8 qb;
+        qb.thread_elements()[0] = float(qj[0]);
+        qb.thread_elements()[1] = float(qj[1]);
+        simdgroup_multiply_accumulate(st, ka, qb, st);
+      }
     }
     const bool unmasked = !mfs_window || (key >= all.begin && key < all.end);
     float factor[2];
@@ -338,24 +353,32 @@ template <typename T, int D>
       mm[e] = m_new;
       pt.thread_elements()[e] = pe;
     }
-    // V's rows of this lane's columns (keys k0 + fc, k0 + fc + 1), loaded after the scores: K's
-    // registers are free by then (loaded before, both were live at once: over the budget).
-    RowVec<T, DC> vx[2];
+    // V's rows of this lane's columns (keys k0 + fc, k0 + fc + 1), loaded after the scores (K's
+    // registers are free by then), VG elements of each at a time (8: one 16-byte load with
+    // aligned rows; 4 at tile 96, whose D/8 = 12).
+    const device T* vr[2];
+    int v_live[2];
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
       const int vkey = k0 + fc + e;
-      const bool vlive = vkey < run_end;
-      const device T* vr = v + key_row_offset(p, s, b, vkey, vpage[e], p.v_batch_stride, p.v_row_stride) + v_head_m;
-      vx[e] = load_row_vec<T, DC>(vr, vlive ? hdv - fr * (D / 8) : 0);
+      vr[e] = v + key_row_offset(p, s, b, vkey, vpage[e], p.v_batch_stride, p.v_row_stride) + v_head_m;
+      v_live[e] = vkey < run_end ? hdv - fr * (D / 8) : 0;
     }
 #pragma unroll
-    for (int j = 0; j < DC; ++j) {
-      simdgroup_float8x8 va;
-      va.thread_elements()[0] = row_vec_at(vx[0], j);
-      va.thread_elements()[1] = row_vec_at(vx[1], j);
-      ot[j].thread_elements()[0] *= factor[0];
-      ot[j].thread_elements()[1] *= factor[1];
-      simdgroup_multiply_accumulate(ot[j], va, pt, ot[j]);
+    for (int vg = 0; vg < DC / VG; ++vg) {
+      RowVec<T, VG> vx[2];
+#pragma unroll
+      for (int e = 0; e < 2; ++e) vx[e] = load_row_vec<T, VG, VG>(vr[e] + vg * VG, v_live[e] - vg * VG);
+#pragma unroll
+      for (int jj = 0; jj < VG; ++jj) {
+        const int j = vg * VG + jj;
+        simdgroup_float8x8 va;
+        va.thread_elements()[0] = row_vec_at(vx[0], jj);
+        va.thread_elements()[1] = row_vec_at(vx[1], jj);
+        ot[j].thread_elements()[0] *= factor[0];
+        ot[j].thread_elements()[1] *= factor[1];
+        simdgroup_multiply_accumulate(ot[j], va, pt, ot[j]);
+      }
     }
   }
   if (mma) {  // each lane summed its own keys: the column's sum
@@ -386,7 +409,7 @@ template <typename T, int D>
     // This lane's share of the row: hd - d0 elements of it exist (none, some or all E).
     const int k_live = live && loads ? hd - d0 : 0, v_live = live && loads ? hdv - d0 : 0;
     const RowVec<float, E> kx =
-        shared_row_vec<T, E>(load_row_vec<T, E>(kr, k_live), key_lane, C > 1);
+        shared_row_vec<T, E>(load_row_vec<T, E, KVA>(kr, k_live), key_lane, C > 1);
     // Scores of this key for every live pair, then V (its load's latency behind the softmax).
     float x[P];
     const bool unmasked = !mfs_window || (key >= all.begin && key < all.end);
@@ -429,7 +452,7 @@ template <typename T, int D>
       parity ^= 1;
     }
     const RowVec<float, E> vx =
-        shared_row_vec<T, E>(load_row_vec<T, E>(vr, v_live), key_lane, C > 1);
+        shared_row_vec<T, E>(load_row_vec<T, E, KVA>(vr, v_live), key_lane, C > 1);
 #pragma unroll
     for (int i = 0; i < P; ++i) {
       if (i >= NP) break;
@@ -451,7 +474,7 @@ template <typename T, int D>
   // once), through threadgroup memory (each slice of a run writes its part of the o row).
 #pragma unroll
   for (int i = 0; i < P; ++i) {
-    if (i >= NP) break;
+    if (i >= NP || mma) break;  // (the MMA path's lanes hold their columns' whole state)
     MSL_SIM_DEAD_WORK(first_pair + i >= npairs);
     for (int mask = C * L; mask < 32; mask *= 2) {
       const float m2 = simd_shuffle_xor(m[i], (ushort)mask);

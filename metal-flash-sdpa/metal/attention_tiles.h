@@ -215,17 +215,43 @@ inline StageSlot stage_slot(int tid, int n, int nthreads, int rows, int chunks) 
 }
 
 // ---- device row vectors (decode: a lane's contiguous elements of one K or V row) -------------
-// N (4 or 8) contiguous elements as 4-element vectors (8-byte loads for half/bfloat, 16-byte for
-// float) when mfs_vector_kv, else element by element. `live`: how many exist from src on (<= 0:
-// none); parts past it are zeros, never loaded (with head dims multiples of 8 and N <= 8 a lane's
-// share is whole or absent today: the per-part test only keeps the rule right for any N).
+// N (a multiple of 4) contiguous elements. With mfs_vector_kv (the plan found every k/v row
+// 16-byte aligned: storage offset and strides multiples of 16 bytes, metal_plan_tensors.h) and
+// src's offset in its row a multiple of A elements: half/bfloat read 8 elements per 16-byte load
+// wherever A and N are multiples of 8 (two 4-element vectors reinterpreted from one 16-byte word
+// vector, MSL spec 2.19 as_type), else 4-element vectors (8-byte loads for half/bfloat, 16-byte
+// for float); without it element by element. `live`: how many exist from src on (<= 0: none);
+// parts past it are zeros, never loaded (head dims are multiples of 8, so with A a multiple of 8
+// a lane's 8-element share is whole or absent).
 template <typename T, int N>
 struct RowVec {
   vec<T, 4> part[N / 4];
 };
-template <typename T, int N>
+// Two 32-bit words as four 16-bit elements (the half of a 16-byte load); float never takes this
+// path (its branch is compiled, not taken: the overload keeps as_type to same-size types).
+inline vec<half, 4> words_as4(const vec<uint, 2> w, half) { return as_type<vec<half, 4>>(w); }
+inline vec<bfloat, 4> words_as4(const vec<uint, 2> w, bfloat) { return as_type<vec<bfloat, 4>>(w); }
+inline vec<float, 4> words_as4(const vec<uint, 2> w, float) { return vec<float, 4>(0.0f); }
+template <typename T, int N, int A = 4>
 inline RowVec<T, N> load_row_vec(const device T* src, int live) {
+  static_assert(N % 4 == 0 && A % 4 == 0, "4-element parts at 4-element aligned offsets");
+  constexpr bool WIDE = sizeof(T) == 2 && N % 8 == 0 && A % 8 == 0;
   RowVec<T, N> r;
+  if (WIDE && mfs_vector_kv) {
+#pragma unroll
+    for (int i = 0; i < N / 8; ++i) {
+      if (8 * i >= live) {
+        r.part[2 * i] = vec<T, 4>(T(0.0f));
+        r.part[2 * i + 1] = vec<T, 4>(T(0.0f));
+      } else {
+        const vec<uint, 4> w = *((const device vec<uint, 4>*)(src + 8 * i));
+        const vec<uint, 2> lo = vec<uint, 2>(w.x, w.y), hi = vec<uint, 2>(w.z, w.w);
+        r.part[2 * i] = words_as4(lo, T(0.0f));
+        r.part[2 * i + 1] = words_as4(hi, T(0.0f));
+      }
+    }
+    return r;
+  }
 #pragma unroll
   for (int i = 0; i < N / 4; ++i) {
     if (4 * i >= live) {

@@ -52,7 +52,7 @@ CASES = [
 
 # --wide: head-dim tile 512 (four SIMD-groups per prefill row group, float32's shared K/V tile,
 # decode's q read from threadgroup memory, lane shares straddling a 264-wide row's end), and the
-# decode's MMA path at tile 128.
+# decode's MMA path and 16-lane shuffle path at tile 128 (16-bit).
 WIDE_CASES = [
     ("prefill_wide", [40], [45], 2, 1, 512, dict(causal=True, sinks=True)),
     ("decode_wide", [1, 2], [40, 30], 4, 2, 512, dict(causal=True)),
@@ -66,6 +66,12 @@ WIDE_CASES = [
     # 40 threadgroups of 8 pairs (GQA 4 x 2 rows): no split on the simulated 10-core GPU, so each
     # SIMD-group takes several 8-key steps (O^T rescaled between them)
     ("decode_mma_long", [1, 2, 1, 1, 2], [300, 280, 260, 90, 310], 32, 8, 128, dict(causal=True)),
+    # the 16-bit tiles 96/128 shuffle path (1 to 3 pairs): a key over 16 lanes of 8 elements,
+    # two keys per SIMD-group step, head dims 120 and 112 (lanes past the row's end), paged
+    # (tile 128: the mutants' wide build keeps 64, 128 and 512)
+    ("decode_16lanes", [1, 3, 2], [70, 45, 0], 2, 2, 120, dict(causal=True, sinks=True, alibi=True)),
+    ("decode_16lanes_paged", [1, 1], [70, 45], 3, 1, 112,
+     dict(window_size=(30, 0), page_size=3, softcap=4.0)),
 ]
 
 

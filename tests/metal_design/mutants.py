@@ -172,6 +172,15 @@ MUTANTS = [
            replace_once("kmax = max(kmax, simd_shuffle_xor(kmax, (ushort)16));", ""), wide=True),
     Mutant("decode_mma_q_of_one_pair_per_lane", "attention_decode.metal",
            replace_once("const int pair = qc + e;", "const int pair = qc;"), wide=True),
+    # issue 20 change 4: the MMA path's K and V load groups (a group's offset in the row lost),
+    # and a 16-byte load's two halves swapped (decode's 16-bit shares of 8 elements, tile 64 too)
+    Mutant("decode_mma_k_group_not_advanced", "attention_decode.metal",
+           replace_once("load_row_vec<T, 8, 8>(kr + kg * 8,", "load_row_vec<T, 8, 8>(kr,"), wide=True),
+    Mutant("decode_mma_v_group_not_advanced", "attention_decode.metal",
+           replace_once("load_row_vec<T, VG, VG>(vr[e] + vg * VG,", "load_row_vec<T, VG, VG>(vr[e],"),
+           wide=True),
+    Mutant("decode_wide_load_halves_swapped", "attention_tiles.h",
+           replace_once("r.part[2 * i] = words_as4(lo, T(0.0f));", "r.part[2 * i] = words_as4(hi, T(0.0f));")),
     # decode's split-K scratch is a function-constant-guarded parameter (17, mfs_decode_split):
     # a store to it from a launch that does not split (out and lse still right) must be reported
     # by the simulator, which points the absent parameter at an empty region between red zones.

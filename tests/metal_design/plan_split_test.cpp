@@ -155,7 +155,7 @@ static void test_live_pair_count() {
                 cohorts, live, pairs);
           CHECK(cohorts * (live - 1) < pairs, "d%d g%d r%d: a cohort's slot is dead", head_dim,
                 group, rows);
-          CHECK(cohorts <= 32 / mfs_decode_lanes_per_key(head_dim), "d%d: %d cohorts", head_dim,
+          CHECK(cohorts <= 32 / mfs_decode_lanes_per_key(head_dim, eb), "d%d: %d cohorts", head_dim,
                 cohorts);
           if (pairs % cohorts == 0) CHECK(cohorts * live == pairs, "d%d g%d r%d", head_dim, group, rows);
           if (group == 1 && rows == 1) CHECK(live == 1, "GQA 1, one row: %d", live);
