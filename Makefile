@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: venv build build-sim test test-quick demo bench bench-backward bench-head-dims bench-metal \
-	check-metal check-tools gpu-record test-gpu clean abi-check fuzz bench-visual aarch64-setup build-aarch64 \
+	check-metal check-tools gpu-record gpu-kit test-gpu clean abi-check fuzz bench-visual aarch64-setup build-aarch64 \
 	test-aarch64 lint-workflows
 
 venv: $(STAMP)
@@ -69,6 +69,19 @@ gpu-record: build-sim
 	for p in suite cases bench; do \
 	  $(PY) tests/metal_cuda/pack_launches.py $(GPU_DIR)/packs/$$p $(GPU_DIR)/record/$$p || exit 1; done
 	$(PY) tests/metal_cuda/compile_cubins.py $(GPU_DIR)/cubins $(GPU_DIR)/packs/* --translate-only
+
+# The every-kernel cases and the timed decode alone, laid out for device_run.sh in one upload
+# (about 45 MiB): carry build-check/gpu/kit, run `cd build-check/gpu/kit && BENCH=1 SAN=1 bash
+# tests/metal_cuda/device_run.sh` there.
+GPU_KIT := $(GPU_DIR)/kit
+gpu-kit: build-sim
+	rm -rf $(GPU_DIR)/record/cases $(GPU_DIR)/record/bench $(GPU_DIR)/kit-cubins $(GPU_KIT)
+	$(PY) tests/metal_cuda/dump_cases.py $(GPU_DIR)/record/cases --bench $(GPU_DIR)/record/bench
+	for p in cases bench; do \
+	  $(PY) tests/metal_cuda/pack_launches.py $(GPU_KIT)/packs/$$p $(GPU_DIR)/record/$$p || exit 1; done
+	$(PY) tests/metal_cuda/compile_cubins.py $(GPU_DIR)/kit-cubins $(GPU_KIT)/packs/* --translate-only
+	mkdir -p $(GPU_KIT)/tests && cp -r tests/metal_cuda tests/reference.py $(GPU_KIT)/tests/
+	tar czf $(GPU_KIT)/cu.tgz -C $(GPU_DIR)/kit-cubins .
 
 test-gpu:
 	$(GPU_PY) tests/metal_cuda/compile_cubins.py $(GPU_DIR)/cubins --compile-only --jobs $(GPU_JOBS)
