@@ -831,7 +831,7 @@ template <typename T, int D>
                              a.dq_row_stride, dqf, row0, rows_end, c_lo, qc, fr, fc);
 }
 
-// ---- dK, dV by full-width rows: head-dim tiles up to 64 (mfs_bwd_rows_tile) ---------------------
+// ---- dK, dV by full-width rows: the tiles mfs_bwd_rows_tile picks (16-bit <= 96, f32 <= 80) ----
 // A threadgroup owns 32 keys of one KV head; SIMD-group g owns keys [k0 + 8 g, k0 + 8 g + 8) over
 // the whole head dim (K and V as fragments in the input dtype, dK and dV in fp32) and, for each
 // 8-row block of the streamed query tile, computes S^T = K.Q^T and dP^T = V.dO^T (Q^T, dO^T read
@@ -1046,7 +1046,7 @@ template <typename T, int D>
                             a.dv_row_stride, dvf, sk0, k_end, 0, vc, fr, fc);
 }
 
-// ---- dQ by full-width rows: head-dim tiles up to 64 (mfs_bwd_rows_tile) --------------------------
+// ---- dQ by full-width rows: the tiles mfs_bwd_rows_tile picks (16-bit <= 96, f32 <= 80) -------
 // The same shape for dQ: a threadgroup owns 32 query rows of one head; SIMD-group g owns rows
 // [row0 + 8 g, row0 + 8 g + 8) over the whole head dim (Q and dO as fragments in the input dtype,
 // dQ in fp32, each lane's row's lse and D in registers) and, for each 8-key block of the streamed
